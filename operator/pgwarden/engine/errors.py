@@ -1,0 +1,28 @@
+"""Errors the engine raises, each saying what the caller (or user) should do next."""
+
+from __future__ import annotations
+
+from pgwarden.engine.redact import redact
+
+
+class PgwardenError(Exception):
+    """An operation failed; the message is safe to show (already redacted)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BadInput(PgwardenError):
+    """The input was refused before anything changed: fix it and run again."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(PgwardenError):
+    """The database could not be reached or refused the login."""
