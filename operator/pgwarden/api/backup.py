@@ -1,0 +1,228 @@
+"""DatabaseBackup: one backup or a schedule of them, with retention, and what the runs produced."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from croniter import croniter
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from pgwarden.api.base import ApiModel
+from pgwarden.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    Condition,
+    DatabaseRef,
+    Duration,
+    JobTemplate,
+    ObjectMeta,
+    StorageSpec,
+    cel,
+    validations,
+)
+from pgwarden.api.reports import BackupInfo, Outcome
+
+# Five cron fields or a macro; croniter (in the validator) checks the values, this only the shape.
+_CRON_FIELD = r"[-0-9A-Za-z*/,?]+"
+SCHEDULE_PATTERN = (
+    rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}( +{_CRON_FIELD}){{4}})$"
+)
+SCHEDULE_MESSAGE = "schedule must be a cron expression of 5 fields, e.g. '0 2 * * *' (02:00 daily), or @daily"
+COMPRESSION_PATTERN = r"^(zstd(:([1-9]|1[0-9]))?|lz4|gzip(:[1-9])?|none)$"
+
+
+class BackupFormat(StrEnum):
+    """pg_dump's output format."""
+
+    CUSTOM = "custom"
+    DIRECTORY = "directory"
+
+
+class Retention(ApiModel):
+    """Which backups to keep; a backup is removed only when every given limit allows it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.keepLast) || has(self.maxAge)", "retention needs keepLast, maxAge or both")
+        )
+    )
+
+    keep_last: int | None = Field(
+        default=None, ge=1, description="Keep at least the newest N complete backups."
+    )
+    max_age: Duration | None = Field(
+        default=None, description="Remove backups older than this (beyond keepLast), e.g. 7d, 12h, 30m."
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Retention:
+        if self.keep_last is None and self.max_age is None:
+            raise ValueError("retention needs keepLast, maxAge or both")
+        return self
+
+
+class BackupVerify(ApiModel):
+    """How a finished backup is proven usable."""
+
+    restore: bool = Field(
+        default=False,
+        description="Restore each backup into a scratch database and compare its tables and rows with the source.",
+    )
+
+
+class ObjectSelection(ApiModel):
+    """Schemas and tables, as pg_dump patterns (e.g. `public`, `audit_*`, `shop.orders`)."""
+
+    schemas: list[str] = Field(default_factory=list, max_length=256, description="Schema name patterns.")
+    tables: list[str] = Field(default_factory=list, max_length=1024, description="Table name patterns.")
+
+
+class DatabaseBackupSpec(ApiModel):
+    """Back one database up once, or on a schedule when `schedule` is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')", SCHEDULE_MESSAGE),
+            cel(
+                "!has(self.parallelJobs) || self.parallelJobs <= 1 "
+                "|| (has(self.format) && self.format == 'directory')",
+                "parallelJobs above 1 needs format: directory (pg_dump dumps in parallel only to a directory)",
+            ),
+        )
+    )
+
+    database: DatabaseRef = Field(description="The database to back up.")
+    storage: StorageSpec = Field(description="Where backups are written.")
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Cron schedule, e.g. '0 2 * * *'. Unset: one backup, now. Runs as a Kubernetes CronJob.",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of the schedule, e.g. Europe/Berlin. Unset: the controller manager's.",
+    )
+    suspend: bool = Field(default=False, description="Pause the schedule; running backups finish.")
+    format: BackupFormat = Field(
+        default=BackupFormat.CUSTOM,
+        description="custom: one archive file; directory: one file per table, dumped in parallel.",
+    )
+    compression: str = Field(
+        default="zstd:3",
+        max_length=16,
+        pattern=COMPRESSION_PATTERN,
+        description="zstd[:1-19], lz4, gzip[:1-9] or none. Done by pgwarden on the stream, on several cores.",
+    )
+    parallel_jobs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Tables dumped at once (pg_dump -j); above 1 needs format directory.",
+    )
+    retention: Retention | None = Field(
+        default=None, description="Which backups to keep under the storage prefix. Unset: keep all."
+    )
+    verify: BackupVerify = Field(
+        default_factory=BackupVerify, description="How each backup is proven usable."
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description=(
+            "Set the Stale condition when the last successful backup is older than this, e.g. 26h. "
+            "Unset: twice the interval between scheduled runs."
+        ),
+    )
+    include: ObjectSelection | None = Field(default=None, description="Dump only these schemas and tables.")
+    exclude: ObjectSelection | None = Field(default=None, description="Leave these schemas and tables out.")
+    job_template: JobTemplate = Field(default_factory=JobTemplate, description="Settings of the backup Jobs.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if schedule is None:
+            return None
+        if not re.fullmatch(SCHEDULE_PATTERN, schedule) or not croniter.is_valid(schedule):
+            raise ValueError(f"{SCHEDULE_MESSAGE}; got {schedule!r}")
+        return schedule
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, zone: str | None) -> str | None:
+        # Only where this machine knows time zones at all; the apiserver's CronJob validation is the backstop.
+        if zone is not None and zoneinfo.available_timezones() and zone not in zoneinfo.available_timezones():
+            raise ValueError(f"timeZone {zone!r} is not an IANA time zone, e.g. Europe/Berlin or UTC")
+        return zone
+
+    @model_validator(mode="after")
+    def _parallel_needs_directory(self) -> DatabaseBackupSpec:
+        if self.parallel_jobs > 1 and self.format != BackupFormat.DIRECTORY:
+            raise ValueError(
+                "parallelJobs above 1 needs format: directory (pg_dump dumps in parallel only to a directory)"
+            )
+        return self
+
+
+class BackupPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SCHEDULED = "Scheduled"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class LastBackup(BackupInfo):
+    """The newest complete backup: where it is, how big, what it holds."""
+
+    tables: int | None = Field(default=None, description="Number of user tables in the backup.")
+    rows: int | None = Field(default=None, description="Number of rows in those tables.")
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+class BackupRun(ApiModel):
+    """One run of the backup Job, successful or not."""
+
+    job: str | None = Field(default=None, description="Name of the Job.")
+    outcome: Outcome | None = Field(default=None, description="Succeeded or Failed.")
+    id: str | None = Field(default=None, description="The backup's id, when one was written.")
+    location: str | None = None
+    size_bytes: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+
+
+class DatabaseBackupStatus(ApiModel):
+    """What the backups produced and when the next one is due."""
+
+    phase: BackupPhase | None = Field(default=None, description="Where the backup stands.")
+    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
+    last_backup: LastBackup | None = Field(default=None, description="The newest complete backup.")
+    last_successful_time: datetime | None = Field(default=None, description="When the last backup succeeded.")
+    next_schedule_time: datetime | None = Field(default=None, description="When the next backup is due.")
+    history: list[BackupRun] = Field(default_factory=list, description="The last runs, newest first.")
+    retained: int | None = Field(default=None, description="Complete backups kept under the storage prefix.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Stale and Suspended.",
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+    )
+    job: str | None = Field(default=None, description="Name of the Job running now, or of the last one.")
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+
+
+class DatabaseBackup(ApiModel):
+    """A DatabaseBackup resource."""
+
+    api_version: Literal["pgwarden.io/v1alpha1"] = "pgwarden.io/v1alpha1"
+    kind: Literal["DatabaseBackup"] = "DatabaseBackup"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DatabaseBackupSpec
+    status: DatabaseBackupStatus | None = None

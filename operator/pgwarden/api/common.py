@@ -1,0 +1,264 @@
+"""Blocks every resource shares (database, storage, Job template, conditions), so they read alike."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
+
+from pgwarden.api.base import ApiModel
+
+API_GROUP = "pgwarden.io"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+CATEGORY = "pgwarden"
+
+# A Manual DatabaseMigration waits in AwaitingApproval until this annotation is "true".
+APPROVED_ANNOTATION = f"{API_GROUP}/approved"
+
+# Kubernetes object names (Secrets, ConfigMaps, claims): DNS-1123 subdomains.
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)]
+
+DURATION_PATTERN = r"^([0-9]+(d|h|m|s))+$"
+Duration = Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN)]
+_DURATION_PART = re.compile(r"([0-9]+)(d|h|m|s)")
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `30m`, `1h30m` as a timedelta; ValueError says what is accepted."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(
+            f"{text!r} is not a duration; use a number and a unit d, h, m or s, like 7d or 1h30m"
+        )
+    total = timedelta()
+    for amount, unit in _DURATION_PART.findall(text):
+        total += timedelta(**{_DURATION_UNITS[unit]: int(amount)})
+    return total
+
+
+def exactly_one_rule(fields: list[str]) -> str:
+    """A CEL expression true when exactly one of `fields` is set on `self`."""
+    return " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in fields) + " == 1"
+
+
+def cel(rule: str, message: str) -> JsonDict:
+    """One `x-kubernetes-validations` entry; the message is what `kubectl apply` shows."""
+    return {"rule": rule, "message": message}
+
+
+def validations(*rules: JsonDict) -> JsonDict:
+    """`json_schema_extra` carrying CEL rules into the CRD, next to the pydantic validator they mirror."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def count_set(model: BaseModel, fields: list[str]) -> int:
+    """How many of `fields` (Python names) are set (not None) on `model`."""
+    return sum(getattr(model, name) is not None for name in fields)
+
+
+class SecretRef(ApiModel):
+    """A Secret in the resource's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+
+
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the resource's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    key: str = Field(default="ca.crt", max_length=253, description="Key in the Secret.")
+
+
+class SslMode(StrEnum):
+    """libpq's sslmode."""
+
+    DISABLE = "disable"
+    ALLOW = "allow"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class DatabaseRef(ApiModel):
+    """How to reach the database: a Secret with the connection details, read only by the Job's pod."""
+
+    secret_ref: SecretRef = Field(
+        description=(
+            "Secret holding either the key `uri` (postgresql://user:password@host:5432/dbname) or the keys "
+            "`host`, `port`, `dbname`, `user` and `password`. The operator never reads it; "
+            "Jobs receive the keys as environment variables."
+        )
+    )
+    ssl_mode: SslMode | None = Field(
+        default=None,
+        description="libpq sslmode. When unset, the Secret's uri decides, else libpq's default (prefer).",
+    )
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the CA certificate (PEM) that verify-ca and verify-full trust.",
+    )
+
+
+class S3Storage(ApiModel):
+    """An S3 bucket, or any S3-compatible server (MinIO, Ceph RGW, ...)."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    prefix: str = Field(
+        default="", max_length=1024, description="Key prefix under which backups are written, e.g. `shop/`."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Endpoint URL of an S3-compatible server, e.g. http://minio.storage.svc:9000. Unset: AWS.",
+    )
+    region: str | None = Field(default=None, max_length=64, description="Region, e.g. eu-central-1.")
+    force_path_style: bool = Field(
+        default=False,
+        description="Address the bucket as endpoint/bucket instead of bucket.endpoint (MinIO needs true).",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Secret with the keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally "
+            "`AWS_SESSION_TOKEN`). Unset: the pod's ambient credentials (e.g. IRSA, instance profile)."
+        ),
+    )
+
+
+class VolumeStorage(ApiModel):
+    """A PersistentVolumeClaim mounted into the Job's pod."""
+
+    claim_name: ObjectName = Field(description="PersistentVolumeClaim in the resource's namespace.")
+    path: str = Field(
+        default="",
+        max_length=1024,
+        description="Directory inside the volume under which backups are written.",
+    )
+
+
+class StorageSpec(ApiModel):
+    """Where backups live: exactly one of `s3` or `volume`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(exactly_one_rule(["s3", "volume"]), "storage needs exactly one of s3 or volume")
+        )
+    )
+
+    s3: S3Storage | None = Field(default=None, description="An S3 or S3-compatible bucket.")
+    volume: VolumeStorage | None = Field(default=None, description="A PersistentVolumeClaim.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StorageSpec:
+        if count_set(self, ["s3", "volume"]) != 1:
+            raise ValueError("storage needs exactly one of s3 or volume")
+        return self
+
+
+Quantity = int | str
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for the Job's container, as in a Pod spec."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: '2', memory: 1Gi}.")
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="e.g. {cpu: 500m, memory: 256Mi}."
+    )
+
+
+class Toleration(ApiModel):
+    """A Pod toleration, as in a Pod spec."""
+
+    key: str | None = None
+    operator: str | None = Field(default=None, description="Exists or Equal.")
+    value: str | None = None
+    effect: str | None = Field(default=None, description="NoSchedule, PreferNoSchedule or NoExecute.")
+    toleration_seconds: int | None = None
+
+
+class JobTemplate(ApiModel):
+    """Settings of the Jobs pgwarden creates for this resource."""
+
+    resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    affinity: dict[str, Any] | None = Field(default=None, description="Pod affinity, as in a Pod spec.")
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="ServiceAccount of the Job's pod (its token is never mounted). Unset: the namespace's default.",
+    )
+    image: str | None = Field(
+        default=None, max_length=1024, description="Job image override. Unset: the operator's own image."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Stop the Job after this many seconds. Unset: no limit."
+    )
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A condition in the standard Kubernetes (metav1.Condition) shape."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="Type of condition in CamelCase, e.g. Ready.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+    last_transition_time: datetime = Field(description="When the condition last changed status.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="A programmatic identifier in CamelCase for the last transition.",
+    )
+    message: str = Field(max_length=32768, description="A human-readable message about the transition.")
+
+
+# Conditions keyed by type, as Kubernetes lists them (`kubectl wait --for=condition=Ready` reads them).
+CONDITIONS_SCHEMA_EXTRA: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes object metadata pgwarden reads; everything else is kept as is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+def owner_reference(kind: str, name: str, uid: str, *, controller: bool = True) -> dict[str, object]:
+    """An ownerReference to a pgwarden resource, so Kubernetes deletes what it owns along with it."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }

@@ -1,0 +1,250 @@
+"""DatabaseMigration: the user's wish to bring one database to a schema version, and what came of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from pgwarden.api.base import ApiModel
+from pgwarden.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    Condition,
+    DatabaseRef,
+    JobTemplate,
+    ObjectMeta,
+    ObjectName,
+    StorageSpec,
+    cel,
+    count_set,
+    exactly_one_rule,
+    validations,
+)
+from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
+from pgwarden.api.reports import (
+    AppliedMigration,
+    BackupInfo,
+    BeforeAfter,
+    Drift,
+    RollbackResult,
+    RowChange,
+    Verification,
+)
+from pgwarden.api.verify import VerifySpec
+
+MIGRATION_FILE_PATTERN = r"^[Vv]?[0-9]+__?[^/]+\.sql$"
+VERSION_PATTERN = r"^[0-9]+$"
+_SOURCES = ["configMapRefs", "image", "inline"]
+_SOURCE_FIELDS = ["config_map_refs", "image", "inline"]
+
+
+class ConfigMapRef(ApiModel):
+    """A ConfigMap whose data keys are migration files."""
+
+    name: ObjectName = Field(description="Name of a ConfigMap in the resource's namespace.")
+
+
+class ImageSource(ApiModel):
+    """Migration files baked into a container image."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Image holding the migration files.")
+    path: str = Field(
+        default="/migrations", max_length=1024, description="Directory of the migration files in the image."
+    )
+
+
+class InlineMigration(ApiModel):
+    """One migration file written into the resource itself."""
+
+    name: str = Field(
+        max_length=255,
+        pattern=MIGRATION_FILE_PATTERN,
+        description="File name `<version>_<description>.sql`, e.g. 0001_init.sql; a down script ends .down.sql.",
+    )
+    sql: str = Field(min_length=1, description="The SQL of the migration.")
+
+
+class MigrationsSource(ApiModel):
+    """Where the migration files come from: exactly one of configMapRefs, image or inline."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                exactly_one_rule(_SOURCES),
+                "migrations needs exactly one source: configMapRefs, image or inline",
+            )
+        )
+    )
+
+    config_map_refs: list[ConfigMapRef] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description=(
+            "ConfigMaps whose data keys are migration files (`0001_init.sql`, `0002_orders.sql`, ...); "
+            "files from all of them are ordered by version together."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    image: ImageSource | None = Field(default=None, description="Migration files inside a container image.")
+    inline: list[InlineMigration] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Migration files written here, for small sets.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MigrationsSource:
+        if count_set(self, _SOURCE_FIELDS) != 1:
+            raise ValueError("migrations needs exactly one source: configMapRefs, image or inline")
+        for field, key in (("config_map_refs", "name"), ("inline", "name")):
+            names = [getattr(item, key) for item in getattr(self, field) or []]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"migrations.{field} lists {', '.join(duplicates)} more than once")
+        return self
+
+
+class BackupBefore(ApiModel):
+    """A backup taken before the first migration runs; the restore rollback strategy restores it."""
+
+    storage: StorageSpec = Field(description="Where the pre-migration backup is written.")
+
+
+class RollbackSpec(ApiModel):
+    """What to do when the run fails."""
+
+    strategy: RollbackStrategy = Field(
+        default=RollbackStrategy.TRANSACTION,
+        description=(
+            "transaction: roll back the run's transaction(s); down: run the .down.sql scripts of what this run "
+            "applied, newest first; restore: restore the backupBefore backup (terminating connections); "
+            "none: leave the database as the failure left it."
+        ),
+    )
+
+
+class Approval(StrEnum):
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+
+
+class DatabaseMigrationSpec(ApiModel):
+    """Migrate one database to the newest (or targetVersion) version of its migration files."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.rollback) || !has(self.rollback.strategy) "
+                "|| self.rollback.strategy != 'restore' || has(self.backupBefore)",
+                "rollback.strategy restore needs backupBefore: the pre-migration backup is what gets restored",
+            )
+        )
+    )
+
+    database: DatabaseRef = Field(description="The database to migrate.")
+    migrations: MigrationsSource = Field(description="Where the migration files come from.")
+    target_version: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=VERSION_PATTERN,
+        description="Migrate up to and including this version. Unset: the newest.",
+    )
+    baseline_version: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=VERSION_PATTERN,
+        description=(
+            "For a database created before pgwarden: record migrations up to this version as applied "
+            "without running them."
+        ),
+    )
+    backup_before: BackupBefore | None = Field(
+        default=None,
+        description="Back the database up before migrating. Required by rollback.strategy restore.",
+    )
+    policy: MigrationPolicy = Field(
+        default_factory=MigrationPolicy, description="Safety settings of the run."
+    )
+    verify: VerifySpec = Field(
+        default_factory=VerifySpec,
+        description="What must hold after the migrations, checked before COMMIT: a failure rolls the run back.",
+    )
+    rollback: RollbackSpec = Field(default_factory=RollbackSpec, description="What to do when the run fails.")
+    approval: Approval = Field(
+        default=Approval.AUTOMATIC,
+        description=(
+            "Automatic: run as soon as the resource changes. Manual: wait in phase AwaitingApproval until the "
+            "resource is annotated pgwarden.io/approved=true."
+        ),
+    )
+    job_template: JobTemplate = Field(
+        default_factory=JobTemplate, description="Settings of the migration Job."
+    )
+
+    @model_validator(mode="after")
+    def _rollback_has_a_backup(self) -> DatabaseMigrationSpec:
+        if self.rollback.strategy == RollbackStrategy.RESTORE and self.backup_before is None:
+            raise ValueError(
+                "rollback.strategy restore needs backupBefore: the pre-migration backup is what gets restored"
+            )
+        return self
+
+
+class MigrationPhase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+
+class DatabaseMigrationStatus(ApiModel):
+    """What the last run did; field names match `pgwarden migrate --json`."""
+
+    phase: MigrationPhase | None = Field(default=None, description="Where the migration stands.")
+    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
+    current_version: str | None = Field(default=None, description="The database's schema version.")
+    applied: list[AppliedMigration] = Field(
+        default_factory=list, description="Migrations the last run applied."
+    )
+    pending: list[str] = Field(default_factory=list, description="Migrations not yet applied.")
+    tables: BeforeAfter | None = Field(default=None, description="Number of user tables before and after.")
+    rows: BeforeAfter | None = Field(
+        default=None, description="Number of rows in user tables before and after."
+    )
+    row_changes: list[RowChange] = Field(
+        default_factory=list, description="Tables whose row count changed (capped)."
+    )
+    verification: Verification | None = Field(default=None, description="Checks made before COMMIT.")
+    backup: BackupInfo | None = Field(default=None, description="The backup taken before migrating.")
+    rollback: RollbackResult | None = Field(default=None, description="What was done when the run failed.")
+    drift: Drift | None = Field(
+        default=None, description="Schema changes made outside pgwarden since last run."
+    )
+    lint: list[str] = Field(default_factory=list, description="Warnings about the migration files.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing and Drifted.",
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+    )
+    job: str | None = Field(default=None, description="Name of the Job of the last run.")
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+
+
+class DatabaseMigration(ApiModel):
+    """A DatabaseMigration resource."""
+
+    api_version: Literal["pgwarden.io/v1alpha1"] = "pgwarden.io/v1alpha1"
+    kind: Literal["DatabaseMigration"] = "DatabaseMigration"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DatabaseMigrationSpec
+    status: DatabaseMigrationStatus | None = None

@@ -1,0 +1,153 @@
+"""DatabaseRestore: put a backup back into a database, and say whether the result matches the backup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from pgwarden.api.base import ApiModel
+from pgwarden.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    Condition,
+    DatabaseRef,
+    JobTemplate,
+    ObjectMeta,
+    ObjectName,
+    StorageSpec,
+    cel,
+    validations,
+)
+from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference
+from pgwarden.api.verify import RowCountMode
+
+_ONE_SOURCE = "source needs exactly one of backupRef or location"
+_LOCATION_NEEDS_STORAGE = "source.location needs source.storage: where the backup lives"
+_STORAGE_NEEDS_LOCATION = (
+    "source.storage goes with source.location; a backupRef uses its DatabaseBackup's storage"
+)
+
+
+class BackupRef(ApiModel):
+    """A backup made by a DatabaseBackup in the same namespace."""
+
+    name: ObjectName = Field(description="Name of the DatabaseBackup.")
+    id: str = Field(
+        default="latest",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="latest (the newest complete backup) or a backup id from the DatabaseBackup's status.",
+    )
+
+
+class RestoreSource(ApiModel):
+    """Which backup to restore: a DatabaseBackup's, or one at a location in some storage."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.backupRef) != has(self.location)", _ONE_SOURCE),
+            cel("!has(self.location) || has(self.storage)", _LOCATION_NEEDS_STORAGE),
+            cel("!has(self.storage) || has(self.location)", _STORAGE_NEEDS_LOCATION),
+        )
+    )
+
+    backup_ref: BackupRef | None = Field(default=None, description="A backup made by a DatabaseBackup.")
+    location: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=(
+            "The backup's location as a DatabaseBackup's status shows it (e.g. s3://backups/shop/<id>), "
+            "or its path relative to the storage's prefix or volume path."
+        ),
+    )
+    storage: StorageSpec | None = Field(default=None, description="The storage holding location.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RestoreSource:
+        if (self.backup_ref is None) == (self.location is None):
+            raise ValueError(_ONE_SOURCE)
+        if self.location is not None and self.storage is None:
+            raise ValueError(_LOCATION_NEEDS_STORAGE)
+        if self.storage is not None and self.location is None:
+            raise ValueError(_STORAGE_NEEDS_LOCATION)
+        return self
+
+
+class RestoreVerify(ApiModel):
+    """How the restored database is compared with the backup's manifest."""
+
+    row_counts: RowCountMode = Field(
+        default=RowCountMode.EXACT,
+        description="exact counts every row; estimate reads planner statistics; none compares tables only.",
+    )
+
+
+class DatabaseRestoreSpec(ApiModel):
+    """Restore one backup into a database: the one it came from, or another."""
+
+    database: DatabaseRef = Field(description="The database to restore into.")
+    source: RestoreSource = Field(description="The backup to restore.")
+    create_database: bool = Field(
+        default=False, description="Create the database named in the Secret first when it does not exist."
+    )
+    clean: bool = Field(
+        default=False, description="Drop the backup's objects before recreating them (pg_restore --clean)."
+    )
+    terminate_connections: bool = Field(
+        default=False, description="Terminate other sessions on the database before restoring."
+    )
+    parallel_jobs: int = Field(default=1, ge=1, le=64, description="Tables restored at once (pg_restore -j).")
+    verify: RestoreVerify = Field(
+        default_factory=RestoreVerify, description="How the result is compared with the backup."
+    )
+    job_template: JobTemplate = Field(default_factory=JobTemplate, description="Settings of the restore Job.")
+
+
+class RestorePhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class RestoreVerification(ApiModel):
+    """Whether the restored tables and rows match the backup's manifest, and where not."""
+
+    matches_backup: bool = Field(description="True when every table and row count matches.")
+    differences: list[Difference] = Field(default_factory=list, description="What differs (capped).")
+
+
+class DatabaseRestoreStatus(ApiModel):
+    """What was restored and whether it matches the backup."""
+
+    phase: RestorePhase | None = Field(default=None, description="Where the restore stands.")
+    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
+    restored_from: BackupInfo | None = Field(default=None, description="The backup that was restored.")
+    tables: BeforeAfter | None = Field(default=None, description="Number of user tables before and after.")
+    rows: BeforeAfter | None = Field(
+        default=None, description="Number of rows in user tables before and after."
+    )
+    verification: RestoreVerification | None = Field(
+        default=None, description="The comparison with the backup."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready.", json_schema_extra=CONDITIONS_SCHEMA_EXTRA
+    )
+    job: str | None = Field(default=None, description="Name of the restore Job.")
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+
+
+class DatabaseRestore(ApiModel):
+    """A DatabaseRestore resource."""
+
+    api_version: Literal["pgwarden.io/v1alpha1"] = "pgwarden.io/v1alpha1"
+    kind: Literal["DatabaseRestore"] = "DatabaseRestore"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DatabaseRestoreSpec
+    status: DatabaseRestoreStatus | None = None
