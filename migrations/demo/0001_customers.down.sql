@@ -1,0 +1,3 @@
+-- pgwarden:allow-destructive
+DROP TABLE shop.customers;
+DROP SCHEMA shop;

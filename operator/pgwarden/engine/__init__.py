@@ -1,0 +1,1 @@
+"""The engine: everything that touches PostgreSQL, pg_dump and storage. No Kubernetes here."""
