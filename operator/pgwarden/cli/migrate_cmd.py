@@ -1,0 +1,182 @@
+"""`pgwarden migrate`: apply pending migrations, verify before COMMIT, roll back on failure."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
+from pgwarden.api.reports import MigrationReport, Outcome
+from pgwarden.api.verify import VerifySpec
+from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.engine.connect import resolve_url
+from pgwarden.engine.errors import BadInput
+from pgwarden.engine.migrate import MigrateOptions, migrate
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "migrate",
+        help="apply pending migrations safely",
+        description="Apply pending migrations from DIR; verify before COMMIT; roll back when anything fails.",
+    )
+    add_database_arg(parser)
+    parser.add_argument("--dir", required=True, type=Path, help="directory of migration files")
+    parser.add_argument("--target", metavar="V", help="migrate up to this version only")
+    parser.add_argument("--baseline", metavar="V", help="treat versions up to V as already applied")
+    parser.add_argument("--plan", action="store_true", help="print the plan and change nothing")
+    parser.add_argument("--backup-to", metavar="URI", help="take a backup here before applying")
+    parser.add_argument(
+        "--rollback",
+        choices=[s.value for s in RollbackStrategy],
+        default=RollbackStrategy.TRANSACTION.value,
+        help="what to do when the run fails (default: transaction)",
+    )
+    parser.add_argument("--allow-destructive", action="store_true", help="allow DROP/TRUNCATE/… statements")
+    parser.add_argument(
+        "--transaction",
+        choices=["auto", "all", "perMigration"],
+        default="auto",
+        help="transaction mode (default auto: one transaction, split only where a statement needs it)",
+    )
+    parser.add_argument("--lock-timeout", default="5s", help="lock_timeout for each statement (default 5s)")
+    parser.add_argument("--statement-timeout", default="0", help="statement_timeout (default none)")
+    parser.add_argument("--verify", metavar="FILE", type=Path, help="YAML file with a `verify` block")
+    parser.add_argument("--history-schema", default="pgwarden", help="schema of the history table")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def load_verify(path: Path | None) -> VerifySpec:
+    """The `verify` block from a YAML file (either the block itself or a document with a `verify` key)."""
+    if path is None:
+        return VerifySpec()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInput(f"cannot read --verify file {path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("verify"), dict):
+        data = data["verify"]
+    try:
+        return VerifySpec.model_validate(data)
+    except ValidationError as exc:
+        raise BadInput(f"--verify file {path} is not a valid verify block:\n{exc}") from None
+
+
+def build_options(args: argparse.Namespace) -> MigrateOptions:
+    if not args.dir.is_dir():
+        raise BadInput(f"--dir {args.dir} is not a directory of migration files")
+    rollback = RollbackStrategy(args.rollback)
+    if rollback == RollbackStrategy.RESTORE and not args.backup_to:
+        raise BadInput("--rollback restore needs --backup-to URI: there is nothing to restore from otherwise")
+    take_backup, restore_backup = None, None
+    if args.backup_to:
+        from pgwarden.cli.safety_net import backup_hooks
+
+        take_backup, restore_backup = backup_hooks(args.database_url_resolved, args.backup_to)
+    return MigrateOptions(
+        directory=args.dir,
+        target=args.target,
+        baseline=args.baseline,
+        plan_only=args.plan,
+        policy=MigrationPolicy(
+            transaction=args.transaction,
+            allow_destructive=args.allow_destructive,
+            lock_timeout=args.lock_timeout,
+            statement_timeout=args.statement_timeout,
+        ),
+        verify=load_verify(args.verify),
+        rollback=rollback,
+        history_schema=args.history_schema,
+        take_backup=take_backup,
+        restore_backup=restore_backup,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    args.database_url_resolved = resolve_url(args.database_url)
+    options = build_options(args)
+    report = migrate(args.database_url_resolved, options, progress=None if args.json else progress)
+    if args.json:
+        print_json(report)
+    else:
+        print_text(describe(report))
+    return 0 if report.outcome == Outcome.SUCCEEDED else 1
+
+
+def describe(report: MigrationReport) -> list[str]:
+    """The report as a person reads it: outcome, what was applied, counts before and after."""
+    lines = [f"database  {report.database}"]
+    if report.plan_only:
+        lines.append(f"version   {report.current_version or '(none)'}")
+        lines.append(f"pending   {len(report.pending)}")
+        lines.extend(f"  {line}" for line in report.plan)
+        lines.extend(f"warning: {w}" for w in report.warnings)
+        return lines
+    lines.append(f"outcome   {report.outcome}")
+    lines.append(f"version   {report.current_version or '(none)'}")
+    if report.drift and report.drift.detected:
+        lines.append(
+            f"drift     {len(report.drift.differences)} change(s) made outside pgwarden since the last run:"
+        )
+        lines.extend(f"  {d.kind} {d.object}: {d.detail}" for d in report.drift.differences)
+    if report.applied:
+        lines.append("")
+        lines.extend(
+            table(
+                ["VERSION", "DESCRIPTION", "TX", "MS"],
+                [
+                    [a.version, a.description, "yes" if a.transactional else "no", a.duration_ms]
+                    for a in report.applied
+                ],
+            )
+        )
+    elif report.outcome == Outcome.SUCCEEDED:
+        lines.append("nothing to apply: the database is up to date")
+    lines.append("")
+    lines.append(f"tables    {_before_after(report.tables.before, report.tables.after)}")
+    lines.append(f"rows      {_before_after(report.rows.before, report.rows.after)} ({report.row_counts})")
+    if report.row_changes:
+        lines.append("")
+        lines.extend(
+            table(
+                ["TABLE", "BEFORE", "AFTER"],
+                [
+                    [
+                        c.table,
+                        c.before if c.before is not None else "-",
+                        c.after if c.after is not None else "-",
+                    ]
+                    for c in report.row_changes[:20]
+                ],
+            )
+        )
+        if len(report.row_changes) > 20:
+            lines.append(f"... and {len(report.row_changes) - 20} more")
+    if report.verification:
+        state = "passed" if report.verification.passed else "FAILED"
+        lines.append(f"verify    {state} ({len(report.verification.checks)} checks)")
+        lines.extend(
+            f"  ✗ {c.name}: {c.message or f'expected {c.expected}, got {c.actual}'}"
+            for c in report.verification.checks
+            if not c.passed
+        )
+    if report.backup:
+        lines.append(f"backup    {report.backup.location} ({report.backup.size_bytes} bytes)")
+    if report.error:
+        lines.append(f"error     {report.error.message}")
+    if report.rollback:
+        lines.append(
+            f"rollback  {report.rollback.strategy}: {report.rollback.outcome} — {report.rollback.message}"
+        )
+    return lines
+
+
+def _before_after(before: int | None, after: int | None) -> str:
+    def show(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    return f"{show(before)} -> {show(after)}"
