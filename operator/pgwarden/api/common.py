@@ -177,11 +177,15 @@ class ResourceRequirements(ApiModel):
 class Toleration(ApiModel):
     """A Pod toleration, as in a Pod spec."""
 
-    key: str | None = None
-    operator: str | None = Field(default=None, description="Exists or Equal.")
-    value: str | None = None
-    effect: str | None = Field(default=None, description="NoSchedule, PreferNoSchedule or NoExecute.")
-    toleration_seconds: int | None = None
+    key: str | None = Field(default=None, description="Taint key to tolerate; empty with Exists: all taints.")
+    operator: str | None = Field(default=None, description="Exists or Equal (default).")
+    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    effect: str | None = Field(
+        default=None, description="NoSchedule, PreferNoSchedule or NoExecute; empty: all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="For NoExecute: how long the pod stays once tainted."
+    )
 
 
 class JobTemplate(ApiModel):
