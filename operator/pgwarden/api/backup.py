@@ -95,7 +95,7 @@ class DatabaseBackupSpec(ApiModel):
     )
 
     database: DatabaseRef = Field(description="The database to back up.")
-    storage: StorageSpec = Field(description="Where backups are written.")
+    storage: StorageSpec = Field(description="Where backups are written: exactly one of s3 or volume.")
     schedule: str | None = Field(
         default=None,
         max_length=128,

@@ -112,7 +112,9 @@ class MigrationsSource(ApiModel):
 class BackupBefore(ApiModel):
     """A backup taken before the first migration runs; the restore rollback strategy restores it."""
 
-    storage: StorageSpec = Field(description="Where the pre-migration backup is written.")
+    storage: StorageSpec = Field(
+        description="Where the pre-migration backup is written: exactly one of s3 or volume."
+    )
 
 
 class RollbackSpec(ApiModel):
@@ -147,7 +149,9 @@ class DatabaseMigrationSpec(ApiModel):
     )
 
     database: DatabaseRef = Field(description="The database to migrate.")
-    migrations: MigrationsSource = Field(description="Where the migration files come from.")
+    migrations: MigrationsSource = Field(
+        description="Where the migration files come from: exactly one of configMapRefs, image or inline."
+    )
     target_version: str | None = Field(
         default=None,
         max_length=32,
