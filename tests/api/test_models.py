@@ -90,7 +90,7 @@ def test_specs_round_trip_through_their_camel_case_json() -> None:
     spec = DatabaseBackupSpec.model_validate(
         with_changes(BACKUP, schedule="0 2 * * *", retention={"keepLast": 7, "maxAge": "7d"})
     )
-    as_json = spec.to_json_dict()
+    as_json: dict[str, Any] = spec.to_json_dict()
     assert as_json["retention"] == {"keepLast": 7, "maxAge": "7d"}
     assert as_json["storage"]["s3"]["credentialsSecretRef"] == {"name": "s3"}
     assert DatabaseBackupSpec.model_validate(as_json) == spec
