@@ -1,0 +1,428 @@
+"""Taking a backup: pg_dump streamed through our compression and SHA-256 to storage, the manifest last.
+
+Custom format streams `pg_dump -Fc -Z0` straight to storage: memory stays constant and nothing touches local
+disk. Directory format buys parallel dump jobs at the price of local scratch space: `pg_dump -Fd -j N -Z0`
+writes to a temporary directory, which is then streamed to storage as one compressed tar (`dump.tar.*`).
+Row counts and the dump come from one exported snapshot, so the manifest describes exactly what was dumped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from io import BufferedReader
+from pathlib import Path
+from typing import IO, cast
+
+import psycopg
+from pydantic import Field
+
+from pgwarden import __version__
+from pgwarden.api.base import ApiModel
+from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome
+from pgwarden.engine.compression import (
+    DEFAULT_COMPRESSION,
+    CompressionSpec,
+    Compressor,
+    compressor,
+    parse_compression,
+)
+from pgwarden.engine.connect import connect, describe, resolve_url, with_database
+from pgwarden.engine.counts import count_rows
+from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.inspect import database_size, list_user_tables, take_snapshot
+from pgwarden.engine.pgtools import PgTool, find_tool, server_version_text, tool_invocation
+from pgwarden.engine.redact import redact
+from pgwarden.engine.restore import (
+    CHUNK,
+    COUNT_CONCURRENCY,
+    RestoreVerification,
+    compare_counts,
+    create_database,
+    drop_database,
+    mismatch,
+    register_storage_secrets,
+    restore_manifest,
+)
+from pgwarden.engine.schema_diff import fingerprint
+from pgwarden.storage import BackupManifest, ObjectWriter, Storage, StorageError, open_storage
+from pgwarden.storage.base import InvalidLocation
+from pgwarden.storage.manifest import new_backup_id, write_manifest
+
+FORMATS = ("custom", "directory")
+PIPE_SIZE = 1024 * 1024
+PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
+
+Progress = Callable[[str], None]
+
+
+class BackupFailed(PgwardenError):
+    """The backup did not complete; nothing was left under its name (the upload was aborted)."""
+
+
+class BackupReport(ApiModel):
+    """The report of one `pgwarden backup` run."""
+
+    outcome: Outcome
+    database: str | None = Field(default=None, description="user@host:port/dbname, never the password.")
+    backup: BackupInfo | None = None
+    format: str | None = None
+    compression: str | None = None
+    tables: int | None = None
+    rows: int | None = None
+    server_version: str | None = None
+    pg_dump_version: str | None = None
+    verification: RestoreVerification | None = None
+    error: ErrorInfo | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    throughput_bytes_per_second: float | None = Field(
+        default=None, description="Uncompressed dump bytes per second of dumping."
+    )
+
+
+def _pause_point(name: str) -> None:
+    """Tests kill a backup at named points: with PGWARDEN_TEST_PAUSE_AT=name, announce and wait there."""
+    if os.environ.get(PAUSE_ENV) == name:
+        print(f"pgwarden-test: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+class DumpSink:
+    """Compresses, hashes and writes the dump stream; counts bytes before and after compression."""
+
+    def __init__(self, codec: Compressor, writer: ObjectWriter) -> None:
+        self._codec, self._writer = codec, writer
+        self._digest = hashlib.sha256()
+        self.raw_bytes = 0
+        self.stored_bytes = 0
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._digest.update(data)
+            self.stored_bytes += len(data)
+            self._writer.write(data)
+
+    def write(self, data: bytes) -> int:
+        self.raw_bytes += len(data)
+        self._emit(self._codec.compress(data))
+        return len(data)
+
+    def finish(self) -> str:
+        self._emit(self._codec.finish())
+        return self._digest.hexdigest()
+
+
+def _collect(stream: IO[bytes], sink: list[bytes]) -> None:
+    for line in iter(stream.readline, b""):
+        sink.append(line)
+        del sink[:-200]
+
+
+def _dump_error(tool: PgTool, code: int, errors: list[bytes]) -> BackupFailed:
+    message = b"".join(errors[-10:]).decode(errors="replace").strip()
+    return BackupFailed(f"{tool.name} failed (exit {code}): {redact(message) or 'no message'}")
+
+
+def _widen_pipe(stream: IO[bytes]) -> None:
+    # A 1 MiB pipe lets pg_dump run ahead while we compress (Linux only; harmless elsewhere).
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(stream.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ
+
+
+def dump_custom(tool: PgTool, url: str, snapshot: str | None, sink: DumpSink) -> None:
+    """Stream `pg_dump -Fc -Z0` into the sink."""
+    dbname_args, env = tool_invocation(url)
+    command = [tool.path, *dbname_args, "--format=custom", "--compress=0", "--no-password"]
+    if snapshot:
+        command.append(f"--snapshot={snapshot}")
+    errors: list[bytes] = []
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert process.stdout is not None and process.stderr is not None
+    _widen_pipe(process.stdout)
+    reader = threading.Thread(target=_collect, args=(process.stderr, errors), daemon=True)
+    reader.start()
+    paused = False
+    try:
+        stdout = cast(BufferedReader, process.stdout)
+        while chunk := stdout.read1(CHUNK):
+            sink.write(chunk)
+            if not paused and sink.stored_bytes > 6 * 1024 * 1024:
+                paused = True
+                _pause_point("mid-stream")
+        code = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    reader.join(timeout=5)
+    if code != 0:
+        raise _dump_error(tool, code, errors)
+
+
+def dump_directory(
+    tool: PgTool, url: str, snapshot: str | None, jobs: int, sink: DumpSink, scratch: Path
+) -> None:
+    """Run `pg_dump -Fd -j N -Z0` into scratch space, then stream it as one tar into the sink."""
+    dbname_args, env = tool_invocation(url)
+    target = scratch / "dump"
+    command = [
+        tool.path,
+        *dbname_args,
+        "--format=directory",
+        "--compress=0",
+        f"--jobs={jobs}",
+        "--no-password",
+        f"--file={target}",
+    ]
+    if snapshot:
+        command.append(f"--snapshot={snapshot}")
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+    if done.returncode != 0:
+        raise _dump_error(tool, done.returncode, done.stderr.splitlines(keepends=True))
+    with tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
+        for path in sorted(target.iterdir()):
+            tar.add(path, arcname=path.name)
+
+
+def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) -> CompressionSpec:
+    if format not in FORMATS:
+        raise BadInput(f"unknown format {format!r}; use custom or directory")
+    if jobs < 1:
+        raise BadInput("parallel jobs must be at least 1")
+    if jobs > 1 and format != "directory":
+        raise BadInput("parallel jobs need --format directory (pg_dump dumps custom format in one job)")
+    if isinstance(compression, CompressionSpec):
+        return compression
+    try:
+        return parse_compression(compression)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _open_target(to: str | Storage) -> Storage:
+    if not isinstance(to, str):
+        return to
+    try:
+        return open_storage(to)
+    except InvalidLocation as exc:
+        raise BadInput(str(exc)) from None
+
+
+def verify_backup(
+    url: str, backup: Storage, manifest: BackupManifest, *, jobs: int, progress: Progress
+) -> RestoreVerification:
+    """Restore into a scratch database on the same server, compare counts, and drop it again."""
+    scratch = f"pgwarden_verify_{manifest.id.replace('-', '_').lower()}"
+    scratch_url = with_database(url, scratch)
+    progress(f"verifying: restoring into scratch database {scratch}")
+    create_database(url, scratch)
+    try:
+        _tool, counts, schema = restore_manifest(scratch_url, backup, manifest, jobs=jobs, progress=progress)
+    finally:
+        drop_database(url, scratch)
+    return compare_counts(
+        manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
+    )
+
+
+def take_backup(
+    database_url: str | None,
+    to: str | Storage,
+    *,
+    format: str = "custom",
+    compression: CompressionSpec | str = DEFAULT_COMPRESSION,
+    jobs: int = 1,
+    verify: bool = False,
+    progress: Progress | None = None,
+) -> BackupReport:
+    """Back up the database to `to` (a prefix: the backup goes to `<prefix>/<id>/`).
+
+    Raises BadInput (nothing started) or BackupFailed (nothing left listed); returns outcome Failed only
+    when `verify` found the restored copy differs, in which case the dump is deleted and not listed."""
+    say = progress or (lambda _message: None)
+    spec = _parse_inputs(format, compression, jobs)
+    url = resolve_url(database_url)
+    register_storage_secrets()
+    storage = _open_target(to)
+    started, clock = datetime.now(UTC), time.monotonic()
+
+    # Preflight: the server, a pg_dump new enough for it, and storage we can write to.
+    with connect(url) as conn:
+        server_version = server_version_text(int(conn.info.server_version))
+        estimated = database_size(conn)
+    tool = find_tool(
+        "pg_dump",
+        min_major=int(server_version.split(".")[0]),
+        purpose=f"the server (PostgreSQL {server_version})",
+    )
+    try:
+        storage.check_writable()
+    except StorageError as exc:
+        raise BackupFailed(f"storage is not writable: {exc}") from None
+    _pause_point("after-preflight")
+
+    backup_id = new_backup_id(started)
+    backup = storage.child(backup_id)
+    dump_file = ("dump.pgc" if format == "custom" else "dump.tar") + spec.suffix
+    say(
+        f"backing up {describe(url)} (about {estimated or 0} bytes) to {backup.uri()} with {tool.name} {tool.version}"
+    )
+
+    counts: dict[str, int] = {}
+    schema: str | None = None
+    writer = backup.open_writer(dump_file, size_hint=estimated)
+    sink = DumpSink(compressor(spec), writer)
+    dump_started = time.monotonic()
+    try:
+        with connect(url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(snap_row[0]) if snap_row else None
+            tables = list_user_tables(conn)
+            schema = fingerprint(take_snapshot(conn))
+
+            # Count at the snapshot while pg_dump reads it: the counts are exactly the dumped rows.
+            count_error: list[BaseException] = []
+
+            def count_in_snapshot() -> None:
+                try:
+                    counts.update(
+                        count_rows(url, tables, concurrency=COUNT_CONCURRENCY, snapshot_id=snapshot)
+                    )
+                except BaseException as exc:
+                    count_error.append(exc)
+
+            counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
+            counter.start()
+            if format == "custom":
+                dump_custom(tool, url, snapshot, sink)
+            else:
+                dump_directory(tool, url, snapshot, jobs, sink, Path(scratch))
+            counter.join()
+            if count_error:
+                raise BackupFailed(
+                    f"counting rows at the dump's snapshot failed: {redact(str(count_error[0]))}"
+                )
+            conn.rollback()
+        sha256 = sink.finish()
+        dump_seconds = time.monotonic() - dump_started
+        _pause_point("before-commit")
+        writer.commit()
+    except StorageError as exc:
+        writer.abort()
+        raise BackupFailed(f"writing the backup failed: {exc}") from None
+    except psycopg.Error as exc:
+        writer.abort()
+        raise BackupFailed(f"the database failed during the backup: {redact(str(exc)).strip()}") from None
+    except BaseException:
+        writer.abort()
+        raise
+
+    completed = datetime.now(UTC)
+    manifest = BackupManifest(
+        id=backup_id,
+        format=format,
+        compression=str(spec),
+        dump_file=dump_file,
+        size_bytes=sink.stored_bytes,
+        sha256=sha256,
+        database=describe(url),
+        server_version=server_version,
+        pg_dump_version=tool.version,
+        tables=len(counts),
+        rows=sum(counts.values()),
+        per_table={name: counts[name] for name in sorted(counts)},
+        schema_fingerprint=schema,
+        started_at=started,
+        completed_at=completed,
+        duration_seconds=round(time.monotonic() - clock, 3),
+        dump_seconds=round(dump_seconds, 3),
+        pgwarden_version=__version__,
+    )
+    verification = None
+    if verify:
+        try:
+            verification = verify_backup(url, backup, manifest, jobs=jobs, progress=say)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                backup.delete([dump_file])
+            raise
+        if not verification.matches_backup:
+            with contextlib.suppress(StorageError):
+                backup.delete([dump_file])
+            return _report(manifest, backup, started, clock, verification, failed=True)
+        manifest = manifest.model_copy(
+            update={
+                "verified": True,
+                "verified_at": datetime.now(UTC),
+                "completed_at": datetime.now(UTC),
+                "duration_seconds": round(time.monotonic() - clock, 3),
+            }
+        )
+    _pause_point("before-manifest")
+    try:
+        write_manifest(backup, manifest)
+    except StorageError as exc:
+        with contextlib.suppress(StorageError):
+            backup.delete([dump_file])
+        raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
+    say(
+        f"backup {backup_id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
+    )
+    report = _report(manifest, backup, started, clock, verification, failed=False)
+    report.throughput_bytes_per_second = round(sink.raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
+    return report
+
+
+def _report(
+    manifest: BackupManifest,
+    backup: Storage,
+    started: datetime,
+    clock: float,
+    verification: RestoreVerification | None,
+    *,
+    failed: bool,
+) -> BackupReport:
+    error = None
+    if failed and verification is not None:
+        error = ErrorInfo(
+            message=f"verification failed: {mismatch(verification)} in the restored copy; "
+            "the dump was deleted and no backup was recorded"
+        )
+    return BackupReport(
+        outcome=Outcome.FAILED if failed else Outcome.SUCCEEDED,
+        database=manifest.database,
+        backup=None
+        if failed
+        else BackupInfo(
+            id=manifest.id,
+            location=backup.uri(),
+            size_bytes=manifest.size_bytes,
+            sha256=manifest.sha256,
+            verified=manifest.verified,
+        ),
+        format=manifest.format,
+        compression=manifest.compression,
+        tables=manifest.tables,
+        rows=manifest.rows,
+        server_version=manifest.server_version,
+        pg_dump_version=manifest.pg_dump_version,
+        verification=verification,
+        error=error,
+        started_at=started,
+        completed_at=datetime.now(UTC),
+        duration_seconds=round(time.monotonic() - clock, 3),
+    )

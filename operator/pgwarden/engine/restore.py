@@ -1,0 +1,470 @@
+"""Restoring a backup: checksum verified before pg_restore runs, restored row counts compared with the manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import psycopg
+from psycopg import sql
+from pydantic import Field
+
+from pgwarden.api.base import ApiModel
+from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome
+from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
+from pgwarden.engine.connect import connect, describe, resolve_url, with_database
+from pgwarden.engine.counts import count_rows
+from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.inspect import list_user_tables, take_snapshot
+from pgwarden.engine.pgtools import PgTool, find_tool, major_of, tool_invocation
+from pgwarden.engine.redact import redact, register_secret
+from pgwarden.engine.schema_diff import fingerprint
+from pgwarden.storage import (
+    BackupManifest,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    locate_backup,
+    open_storage,
+)
+from pgwarden.storage.base import InvalidLocation
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+MAX_DIFFERENCES = 100
+COUNT_CONCURRENCY = 2
+
+Progress = Callable[[str], None]
+
+
+class RestoreFailed(PgwardenError):
+    """The restore did not happen or did not finish; the message says how far it got."""
+
+
+class CorruptBackup(RestoreFailed):
+    """The stored dump does not match its manifest's size or checksum; nothing was restored."""
+
+
+class RowDifference(ApiModel):
+    """A table whose restored row count differs from the backup's (or that is missing on one side)."""
+
+    table: str
+    expected: int | None = Field(default=None, description="Rows in the backup (manifest).")
+    actual: int | None = Field(default=None, description="Rows after the restore.")
+    detail: str
+
+
+class RestoreVerification(ApiModel):
+    """Whether the restored database holds exactly the tables and rows the backup recorded."""
+
+    matches_backup: bool
+    schema_matches: bool | None = Field(
+        default=None, description="The restored schema's fingerprint equals the backup's (when recorded)."
+    )
+    tables_compared: int = 0
+    differences: list[RowDifference] = Field(default_factory=list)
+    differences_total: int = 0
+
+
+class RestoreReport(ApiModel):
+    """The report of one `pgwarden restore` run."""
+
+    outcome: Outcome
+    database: str | None = None
+    restored_from: str | None = Field(default=None, description="The backup's location.")
+    backup: BackupInfo | None = None
+    created_database: bool | None = None
+    terminated_connections: int | None = None
+    tables: int | None = None
+    rows: int | None = None
+    verification: RestoreVerification | None = None
+    error: ErrorInfo | None = None
+    pg_restore_version: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
+    return BackupInfo(
+        id=manifest.id,
+        location=backup.uri(),
+        size_bytes=manifest.size_bytes,
+        sha256=manifest.sha256,
+        verified=manifest.verified,
+    )
+
+
+def compare_counts(
+    expected: dict[str, int],
+    actual: dict[str, int],
+    *,
+    expected_schema: str | None = None,
+    actual_schema: str | None = None,
+) -> RestoreVerification:
+    """Compare the manifest's per-table rows (and schema fingerprint) with the restored ones (pure)."""
+    differences = []
+    for table in sorted(set(expected) | set(actual)):
+        want, got = expected.get(table), actual.get(table)
+        if want == got:
+            continue
+        if got is None:
+            detail = "in the backup, missing after the restore"
+        elif want is None:
+            detail = "not in the backup (left in place by the restore)"
+        else:
+            detail = f"{want} rows in the backup, {got} after the restore"
+        differences.append(RowDifference(table=table, expected=want, actual=got, detail=detail))
+    schema_matches = None
+    if expected_schema and actual_schema:
+        schema_matches = expected_schema == actual_schema
+    return RestoreVerification(
+        matches_backup=not differences and schema_matches is not False,
+        schema_matches=schema_matches,
+        tables_compared=len(set(expected) | set(actual)),
+        differences=differences[:MAX_DIFFERENCES],
+        differences_total=len(differences),
+    )
+
+
+def mismatch(verification: RestoreVerification) -> str:
+    """What differs, in a sentence."""
+    parts = []
+    if verification.differences_total:
+        parts.append(f"row counts differ in {verification.differences_total} table(s)")
+    if verification.schema_matches is False:
+        parts.append("the schema fingerprint differs")
+    return " and ".join(parts) or "nothing"
+
+
+# -- download and verify
+
+
+def download_verified(backup: Storage, manifest: BackupManifest, target: Path) -> None:
+    """Copy the stored dump to a local file, checking its size and SHA-256 against the manifest."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with backup.open_reader(manifest.dump_file) as reader, target.open("wb") as out:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    except ObjectNotFound:
+        raise CorruptBackup(
+            f"backup {manifest.id} has a manifest but no dump ({backup.uri(manifest.dump_file)}); "
+            "nothing was restored"
+        ) from None
+    except StorageError as exc:
+        raise RestoreFailed(f"cannot download backup {manifest.id}: {exc}; nothing was restored") from None
+    if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+        raise CorruptBackup(
+            f"backup {manifest.id} is corrupted: {backup.uri(manifest.dump_file)} has {size} bytes and "
+            f"sha256 {digest.hexdigest()}, its manifest says {manifest.size_bytes} bytes and sha256 "
+            f"{manifest.sha256}; nothing was restored. Restore another backup (pgwarden backups lists them)."
+        )
+
+
+def _decompressed_chunks(path: Path, codec: Decompressor) -> Iterator[bytes]:
+    try:
+        with path.open("rb") as source:
+            while chunk := source.read(CHUNK):
+                if out := codec.decompress(chunk):
+                    yield out
+            if tail := codec.finish():
+                yield tail
+    except (ValueError, OSError) as exc:
+        raise CorruptBackup(f"the dump cannot be decompressed: {exc}") from None
+    except Exception as exc:  # zstandard.ZstdError, lz4 RuntimeError, zlib.error
+        raise CorruptBackup(f"the dump cannot be decompressed: {type(exc).__name__}: {exc}") from None
+
+
+class _StreamFile:
+    """A read-only file over a chunk iterator, for tarfile's streaming mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._buffer = chunks, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+# -- running pg_restore
+
+
+def _collect(stream: IO[bytes], sink: list[bytes]) -> None:
+    for line in iter(stream.readline, b""):
+        sink.append(line)
+        del sink[:-200]
+
+
+def run_pg_restore(
+    tool: PgTool, url: str, options: list[str], *, source: Path | None, feed: Iterator[bytes] | None
+) -> None:
+    """Run pg_restore against `url`, from a file or directory (`source`) or fed on stdin (`feed`)."""
+    dbname_args, env = tool_invocation(url)
+    command = [tool.path, *dbname_args, *options]
+    if source is not None:
+        command.append(str(source))
+    log.debug("running %s", " ".join(command[:1] + options))
+    errors: list[bytes] = []
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert process.stderr is not None
+    reader = threading.Thread(target=_collect, args=(process.stderr, errors), daemon=True)
+    reader.start()
+    try:
+        if feed is not None and process.stdin is not None:
+            try:
+                for chunk in feed:
+                    process.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # pg_restore stopped early; its exit status and stderr say why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.close()
+        code = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    reader.join(timeout=5)
+    if code != 0:
+        message = b"".join(errors[-10:]).decode(errors="replace").strip()
+        raise RestoreFailed(f"pg_restore failed (exit {code}): {redact(message) or 'no message'}")
+
+
+def _restore_options(*, clean: bool, jobs: int, single_transaction: bool) -> list[str]:
+    options = ["--exit-on-error", "--no-password"]
+    if clean:
+        options += ["--clean", "--if-exists"]
+    if single_transaction:
+        options.append("--single-transaction")
+    if jobs > 1:
+        options.append(f"--jobs={jobs}")
+    return options
+
+
+def restore_manifest(
+    url: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    *,
+    clean: bool = False,
+    jobs: int = 1,
+    workdir: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[PgTool, dict[str, int], str]:
+    """Download and verify a backup, restore it into `url`, then count its rows and fingerprint its schema.
+
+    Custom format with one job streams the decompressed dump into pg_restore in one transaction (all or
+    nothing); parallel jobs and the directory format need a seekable local copy, restored with --jobs."""
+    say = progress or (lambda _message: None)
+    spec = parse_compression(manifest.compression)
+    tool = find_tool(
+        "pg_restore",
+        min_major=major_of(manifest.pg_dump_version),
+        purpose=f"the archive (written by pg_dump {manifest.pg_dump_version})",
+    )
+    with tempfile.TemporaryDirectory(prefix="pgwarden-restore-", dir=workdir) as tmp:
+        local = Path(tmp) / "download"
+        say(f"downloading and verifying {backup.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
+        download_verified(backup, manifest, local)
+        chunks = _decompressed_chunks(local, decompressor(spec))
+        if manifest.format == "directory":
+            archive = Path(tmp) / "dump"
+            with tarfile.open(fileobj=_StreamFile(chunks), mode="r|") as tar:  # type: ignore[call-overload]
+                tar.extractall(archive, filter="data")
+            local.unlink()
+            say(f"restoring with {tool.name} {tool.version}, {jobs} job(s)")
+            options = _restore_options(clean=clean, jobs=max(jobs, 1), single_transaction=False)
+            run_pg_restore(tool, url, ["--format=directory", *options], source=archive, feed=None)
+        elif jobs > 1:
+            archive = Path(tmp) / "archive.pgc"
+            with archive.open("wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+            local.unlink()
+            say(f"restoring with {tool.name} {tool.version}, {jobs} jobs")
+            options = _restore_options(clean=clean, jobs=jobs, single_transaction=False)
+            run_pg_restore(tool, url, ["--format=custom", *options], source=archive, feed=None)
+        else:
+            say(f"restoring with {tool.name} {tool.version} in one transaction")
+            options = _restore_options(clean=clean, jobs=1, single_transaction=True)
+            run_pg_restore(tool, url, ["--format=custom", *options], source=None, feed=chunks)
+    return tool, *restored_state(url)
+
+
+def restored_state(url: str) -> tuple[dict[str, int], str]:
+    """Exact rows per user table, and the schema fingerprint, of a database."""
+    with connect(url) as conn:
+        tables = list_user_tables(conn)
+        schema = fingerprint(take_snapshot(conn))
+    return count_rows(url, tables, concurrency=COUNT_CONCURRENCY), schema
+
+
+# -- the command
+
+
+def _dbname(url: str) -> str:
+    from psycopg import conninfo
+
+    params = conninfo.conninfo_to_dict(url) if url else {}
+    name = (
+        params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or os.environ.get("PGUSER")
+    )
+    if not name:
+        raise BadInput("the target database has no name; put it in DATABASE_URL (…/dbname)")
+    return str(name)
+
+
+def _maintenance_url(url: str) -> str:
+    return with_database(url, "postgres")
+
+
+def terminate_connections(url: str, dbname: str) -> int:
+    """End every other session on `dbname` (a restore needs the tables it replaces); returns how many."""
+    with connect(_maintenance_url(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def _database_exists(url: str, dbname: str) -> bool:
+    with connect(_maintenance_url(url), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone() is not None
+
+
+def create_database(url: str, dbname: str) -> None:
+    with connect(_maintenance_url(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def drop_database(url: str, dbname: str) -> None:
+    """Drop a database pgwarden created, ending sessions still on it (PostgreSQL 13+: WITH (FORCE))."""
+    with connect(_maintenance_url(url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def _open_source(source: str | Storage) -> Storage:
+    if not isinstance(source, str):
+        return source
+    try:
+        return open_storage(source)
+    except InvalidLocation as exc:
+        raise BadInput(str(exc)) from None
+
+
+def register_storage_secrets() -> None:
+    """Storage credentials reach us through the environment; mask them in everything we print."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        register_secret(os.environ.get(name))
+
+
+def restore_backup(
+    database_url: str | None,
+    source: str | Storage,
+    *,
+    backup_id: str | None = None,
+    create: bool = False,
+    clean: bool = False,
+    terminate: bool = False,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> RestoreReport:
+    """Restore the backup at `source` (a backup folder, or the newest complete one under a prefix, or
+    `backup_id` under it) into the database; raises BadInput/RestoreFailed when nothing could be restored,
+    returns outcome Failed when the restore ran but the restored rows differ from the backup."""
+    say = progress or (lambda _message: None)
+    started, clock = datetime.now(UTC), time.monotonic()
+    url = resolve_url(database_url)
+    register_storage_secrets()
+    if jobs < 1:
+        raise BadInput("--jobs must be at least 1")
+    storage = _open_source(source)
+    try:
+        backup, manifest = locate_backup(storage, backup_id)
+    except ObjectNotFound as exc:
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+    except StorageError as exc:
+        raise RestoreFailed(str(exc)) from None
+    dbname = _dbname(url)
+    say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
+
+    if create:
+        if _database_exists(url, dbname):
+            raise BadInput(
+                f"database {dbname!r} already exists; drop --create to restore into it (with --clean to "
+                "replace its objects), or name a new database"
+            )
+    else:
+        with connect(url) as conn:
+            existing = list_user_tables(conn)
+        if existing and not clean:
+            raise BadInput(
+                f"database {dbname!r} already has {len(existing)} table(s); pass --clean to replace the "
+                "objects in the backup, or --create with a new database name"
+            )
+
+    terminated = None
+    created = False
+    try:
+        if create:
+            create_database(url, dbname)
+            created = True
+        if terminate:
+            terminated = terminate_connections(url, dbname)
+        tool, counts, schema = restore_manifest(url, backup, manifest, clean=clean, jobs=jobs, progress=say)
+    except BaseException:
+        if created:
+            with contextlib.suppress(PgwardenError, psycopg.Error):
+                drop_database(url, dbname)
+        raise
+    verification = compare_counts(
+        manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
+    )
+    completed = datetime.now(UTC)
+    return RestoreReport(
+        outcome=Outcome.SUCCEEDED if verification.matches_backup else Outcome.FAILED,
+        database=describe(url),
+        restored_from=backup.uri(),
+        backup=backup_info(backup, manifest),
+        created_database=created or None,
+        terminated_connections=terminated,
+        tables=len(counts),
+        rows=sum(counts.values()),
+        verification=verification,
+        error=None
+        if verification.matches_backup
+        else ErrorInfo(
+            message=f"the restored database differs from backup {manifest.id}: {mismatch(verification)}"
+        ),
+        pg_restore_version=tool.version,
+        started_at=started,
+        completed_at=completed,
+        duration_seconds=round(time.monotonic() - clock, 3),
+    )

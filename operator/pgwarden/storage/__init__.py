@@ -1,0 +1,29 @@
+"""Where backups live: filesystem and S3 backends behind one streaming interface, manifests and retention."""
+
+from pgwarden.storage.base import (
+    InvalidLocation,
+    ObjectNotFound,
+    ObjectWriter,
+    PendingWrite,
+    Storage,
+    StorageError,
+    StoredObject,
+)
+from pgwarden.storage.location import Location, open_storage, parse_location
+from pgwarden.storage.manifest import BackupManifest, list_backups, locate_backup
+
+__all__ = [
+    "BackupManifest",
+    "InvalidLocation",
+    "Location",
+    "ObjectNotFound",
+    "ObjectWriter",
+    "PendingWrite",
+    "Storage",
+    "StorageError",
+    "StoredObject",
+    "list_backups",
+    "locate_backup",
+    "open_storage",
+    "parse_location",
+]
