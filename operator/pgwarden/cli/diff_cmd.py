@@ -1,0 +1,60 @@
+"""`pgwarden diff`: how one database's schema differs from another's; exit 0 when the same, 1 when not."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgwarden.api.schema import DiffReport
+from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, table
+from pgwarden.engine.connect import describe, resolve_url
+from pgwarden.engine.errors import BadInput
+from pgwarden.engine.inspect import snapshot_database
+from pgwarden.engine.schema_diff import diff_snapshots, fingerprint
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "diff",
+        help="compare two databases' schemas",
+        description="Compare the schema of DATABASE_URL (A) with the one of --against (B). "
+        "Exit 0 when identical, 1 when they differ, 2 on bad input.",
+    )
+    add_database_arg(parser)
+    parser.add_argument(
+        "--against", required=True, metavar="DATABASE_URL", help="the database to compare with"
+    )
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def render(report: DiffReport) -> list[str]:
+    if report.identical:
+        return [f"identical: {report.a} and {report.b} (fingerprint {report.fingerprint_a})"]
+    rows = [[d.kind, d.object, d.detail] for d in report.differences]
+    return [
+        *table(["KIND", "OBJECT", "DIFFERENCE"], rows),
+        "",
+        f"{len(rows)} difference{'s' if len(rows) != 1 else ''} between A {report.a} and B {report.b}",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    url_a = resolve_url(args.database_url)
+    if not args.against:
+        raise BadInput("--against needs a DATABASE_URL to compare with")
+    url_b = resolve_url(args.against)
+    a, b = snapshot_database(url_a), snapshot_database(url_b)
+    differences = diff_snapshots(a, b)
+    report = DiffReport(
+        identical=not differences,
+        differences=differences,
+        a=describe(url_a),
+        b=describe(url_b),
+        fingerprint_a=fingerprint(a),
+        fingerprint_b=fingerprint(b),
+    )
+    if args.json:
+        print_json(report)
+    else:
+        print_text(render(report))
+    return 0 if report.identical else 1
