@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pgwarden.engine.redact import redact
 from pgwarden.testing import localpg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,10 +17,10 @@ PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 
 BROKEN_MIGRATION = """\
 -- A migration that goes wrong half-way: the new table is created, then a typo fails the run.
-CREATE TABLE audit_log (id bigserial PRIMARY KEY, happened_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO audit_log (happened_at) SELECT now() FROM customers;
-ALTER TABLE orders ADD COLUMN audited boolean NOT NULL DEFAULT false;
-UPDATE orders SET audited = true WHERE id IN (SELECT id FROM ordres);
+CREATE TABLE shop.audit_log (id bigserial PRIMARY KEY, happened_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO shop.audit_log (happened_at) SELECT now() FROM shop.customers;
+ALTER TABLE shop.orders ADD COLUMN audited boolean NOT NULL DEFAULT false;
+UPDATE shop.orders SET audited = true WHERE id IN (SELECT id FROM shop.ordres);
 """
 
 
@@ -28,7 +29,7 @@ def banner(text: str) -> None:
 
 
 def pgwarden(*args: str) -> int:
-    print(f"$ pgwarden {' '.join(args)}", flush=True)
+    print(f"$ pgwarden {redact(' '.join(args))}", flush=True)
     return subprocess.run([PGWARDEN, *args], check=False).returncode
 
 
@@ -36,8 +37,7 @@ def main() -> int:
     banner("starting a local PostgreSQL (embedded, no root, no system package)")
     with localpg.running() as server:
         url = server.create_database("shop")
-        shown = url.replace(server.password, "***")
-        print(f"PostgreSQL {server.version} on 127.0.0.1:{server.port}, database {shown}")
+        print(f"PostgreSQL {server.version} on 127.0.0.1:{server.port}, database {redact(url)}")
 
         banner("inspect the empty database")
         pgwarden("inspect", url)
