@@ -6,6 +6,7 @@ import contextlib
 import queue
 import secrets
 import threading
+from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from pgwarden.storage.base import (
@@ -268,24 +269,35 @@ class S3Storage:
         return sorted(found, key=lambda obj: obj.key)
 
     def list_pending(self, prefix: str = "") -> list[PendingWrite]:
-        pending = []
+        # MinIO lists uploads only for an exact key or the whole bucket, never for a folder-like prefix:
+        # ask for the exact key, then the whole bucket, and keep what lies under ours.
+        full = self._full(prefix)
+        under = self._list_prefix(prefix)
+        pending: dict[str, PendingWrite] = {}
         try:
-            pages = self._client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._list_prefix(prefix)
-            )
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    last = upload["Initiated"]
-                    # An upload that is still receiving parts is alive: its age is that of its newest part.
-                    parts = self._client.list_parts(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    ).get("Parts", [])
-                    for part in parts:
-                        last = max(last, part["LastModified"])
-                    pending.append(PendingWrite(self._relative(upload["Key"]), last, upload["UploadId"]))
+            for query in dict.fromkeys([full, ""]):
+                pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=query
+                )
+                for page in pages:
+                    for upload in page.get("Uploads", []):
+                        key = upload["Key"]
+                        if upload["UploadId"] in pending or not (key == full or key.startswith(under)):
+                            continue
+                        pending[upload["UploadId"]] = PendingWrite(
+                            self._relative(key), self._last_activity(upload), upload["UploadId"]
+                        )
         except Exception as exc:
             raise StorageError(f"cannot list uploads under {self.uri(prefix)}: {_describe(exc)}") from None
-        return pending
+        return sorted(pending.values(), key=lambda p: p.key)
+
+    def _last_activity(self, upload: dict[str, Any]) -> datetime:
+        """An upload still receiving parts is alive: its age is that of its newest part."""
+        last: datetime = upload["Initiated"]
+        parts = self._client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for part in parts.get("Parts", []):
+            last = max(last, part["LastModified"])
+        return last
 
     def discard_pending(self, pending: PendingWrite) -> None:
         try:

@@ -1,0 +1,94 @@
+"""`pgwarden backup`: dump a database through our compression to a path or S3, manifest last."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+from pgwarden.cli.inspect_cmd import human_size
+from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
+from pgwarden.engine.backup import FORMATS, BackupReport, take_backup
+from pgwarden.engine.compression import DEFAULT_COMPRESSION
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a Job deleted, a pod evicted) unwinds like Ctrl-C, so an upload is aborted, not left open."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "backup",
+        help="back up a database to a path or s3://bucket/prefix",
+        description="Stream pg_dump through pgwarden's compression and SHA-256 to storage; the backup "
+        "exists once its manifest.json is written, last. S3 endpoint from AWS_ENDPOINT_URL.",
+    )
+    add_database_arg(parser)
+    parser.add_argument("--to", required=True, metavar="URI", help="s3://bucket/prefix or a filesystem path")
+    parser.add_argument("--format", choices=FORMATS, default="custom", help="pg_dump format (default custom)")
+    parser.add_argument(
+        "--compress",
+        default=str(DEFAULT_COMPRESSION),
+        metavar="SPEC",
+        help="zstd[:level], lz4[:level], gzip[:level] or none (default zstd:3)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="parallel pg_dump jobs (directory format only)"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="restore into a scratch database, compare row counts, drop it, record verified",
+    )
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def render(report: BackupReport) -> list[str]:
+    if report.backup is None:
+        return [f"backup failed: {report.error.message if report.error else 'unknown error'}"]
+    info = report.backup
+    lines = [
+        f"backup {info.id} complete{' and verified' if info.verified else ''}",
+        f"  location     {info.location}",
+        f"  size         {human_size(info.size_bytes)} ({report.format}, {report.compression})",
+        f"  sha256       {info.sha256}",
+        f"  contents     {report.tables} tables, {report.rows:,} rows" if report.rows is not None else "",
+        f"  versions     server {report.server_version}, pg_dump {report.pg_dump_version}",
+        f"  duration     {report.duration_seconds:.1f}s" if report.duration_seconds is not None else "",
+    ]
+    return [line for line in lines if line]
+
+
+def run(args: argparse.Namespace) -> int:
+    with terminate_as_interrupt():
+        report = take_backup(
+            args.database_url,
+            args.to,
+            format=args.format,
+            compression=args.compress,
+            jobs=args.jobs,
+            verify=args.verify,
+            progress=progress,
+        )
+    if args.json:
+        print_json(report)
+    else:
+        print_text(render(report))
+    return 0 if report.outcome == "Succeeded" else 1

@@ -1,0 +1,73 @@
+"""`pgwarden prune`: apply retention (keep-last, max-age) and remove debris of incomplete backups."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from pgwarden.cli.backups_cmd import open_location
+from pgwarden.cli.output import add_json_flag, print_json, print_text
+from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.storage import StorageError
+from pgwarden.storage.manifest import PruneReport, prune, prune_report
+from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, parse_duration
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "prune",
+        help="delete backups retention no longer keeps, and debris of incomplete ones",
+        description="Keep the N newest complete backups and every backup younger than --max-age (a backup "
+        "either rule keeps is kept); never delete the newest complete backup nor the newest verified one. "
+        "Debris of incomplete backups goes once untouched for the grace period.",
+    )
+    parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
+    parser.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest complete backups")
+    parser.add_argument("--max-age", metavar="AGE", help="keep backups younger than this (90m, 12h, 7d, 2w)")
+    parser.add_argument(
+        "--debris-grace",
+        default=f"{int(DEFAULT_DEBRIS_GRACE.total_seconds() // 3600)}h",
+        metavar="AGE",
+        help="remove incomplete backups untouched for this long (default 24h; a younger one may be running)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    try:
+        return RetentionPolicy(
+            keep_last=args.keep_last,
+            max_age=parse_duration(args.max_age) if args.max_age else None,
+            debris_grace=parse_duration(args.debris_grace),
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def render(report: PruneReport) -> list[str]:
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [f"{report.location}: kept {len(report.kept)}, {verb} {len(report.deleted)}"]
+    lines += [f"  keep    {item.id}  ({item.reason})" for item in report.kept]
+    lines += [
+        f"  {'delete' if report.dry_run else 'deleted'} {item.id}  ({item.reason})" for item in report.deleted
+    ]
+    lines += [f"  debris  {name}  ({verb})" for name in report.debris_removed]
+    lines += [f"  debris  {name}  (kept: younger than the grace period)" for name in report.debris_kept]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = policy_from_args(args)
+    storage = open_location(args.location)
+    try:
+        result = prune(storage, policy, datetime.now(UTC), dry_run=args.dry_run)
+    except StorageError as exc:
+        raise PgwardenError(str(exc)) from None
+    report = prune_report(storage, result, dry_run=args.dry_run)
+    if args.json:
+        print_json(report)
+    else:
+        print_text(render(report))
+    return 0
