@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,12 @@ from pgwarden.api.reports import (
     ErrorInfo,
     MigrationReport,
     Outcome,
-    RollbackOutcome,
-    RollbackResult,
     Verification,
 )
 from pgwarden.api.verify import RowCountMode, VerifySpec
-from pgwarden.engine import history, verify
+from pgwarden.engine import history, rollback, verify
 from pgwarden.engine.connect import connect, describe
-from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.errors import BadInput
 from pgwarden.engine.locking import migrator_lock, retry_on_lock_timeout
 from pgwarden.engine.migration_files import (
     InvalidVersion,
@@ -387,90 +385,18 @@ class Run:
         self.say(f"failed: {failure}")
         self.report.error = failure.to_error()
         strategy = self.options.rollback
-        if strategy == RollbackStrategy.DOWN and self.committed:
-            result = self._roll_back_down()
-        elif strategy == RollbackStrategy.RESTORE and self.committed:
-            result = self._roll_back_restore()
-        elif not self.committed:
-            outcome = (
-                RollbackOutcome.NOT_NEEDED if strategy == RollbackStrategy.NONE else RollbackOutcome.SUCCEEDED
-            )
-            result = RollbackResult(
-                strategy=str(strategy),
-                outcome=outcome,
-                message="the transaction was rolled back; nothing of this run was committed",
-            )
+        committed = [step.file for step in self.committed]
+        if not committed:
+            result = rollback.nothing_committed(strategy)
+        elif strategy == RollbackStrategy.DOWN:
+            result = rollback.undo_with_down_scripts(self.conn, committed, self.schema, self.say)
+        elif strategy == RollbackStrategy.RESTORE:
+            result = rollback.undo_with_backup(self.report.backup, self.options.restore_backup, self.say)
         else:
-            versions = ", ".join(s.file.version for s in self.committed)
-            result = RollbackResult(
-                strategy=str(strategy),
-                outcome=RollbackOutcome.FAILED,
-                message=(
-                    f"migrations {versions} ran outside a transaction and stay applied; "
-                    "use rollback strategy 'down' or 'restore' to undo such runs"
-                ),
-            )
+            result = rollback.left_applied(strategy, [f.version for f in committed])
         result.version_after = self._live_version()
         self.report.rollback = result
-        database_as_before = not self.committed and result.outcome != RollbackOutcome.FAILED
-        self.report.outcome = Outcome.ROLLED_BACK if database_as_before else Outcome.FAILED
-        if result.outcome == RollbackOutcome.SUCCEEDED and self.committed:
-            self.report.outcome = Outcome.ROLLED_BACK
-
-    def _roll_back_down(self) -> RollbackResult:
-        undone: list[str] = []
-        for step in reversed(self.committed):
-            file = step.file
-            if file.down_sql is None:
-                return RollbackResult(
-                    strategy="down",
-                    outcome=RollbackOutcome.FAILED,
-                    message=f"migration {file.version} has no down script; undone so far: {undone or 'none'}",
-                )
-            self.say(f"running the down script of {file.version}")
-            try:
-                self._run_down(file)
-            except psycopg.Error as exc:
-                return RollbackResult(
-                    strategy="down",
-                    outcome=RollbackOutcome.FAILED,
-                    message=f"down script of {file.version} failed: {_pg_message(exc)}; undone so far: {undone or 'none'}",
-                )
-            undone.append(file.version)
-        return RollbackResult(
-            strategy="down",
-            outcome=RollbackOutcome.SUCCEEDED,
-            message=f"ran down scripts of {', '.join(undone)}",
-        )
-
-    def _run_down(self, file: MigrationFile) -> None:
-        statements = file.down_statements
-        if file.down_runs_in_transaction:
-            with self.conn.transaction():
-                for statement in statements:
-                    self.conn.execute(statement.text)
-                history.forget_migration(self.conn, file.version, self.schema)
-        else:
-            for statement in statements:
-                self.conn.execute(statement.text)
-            history.forget_migration(self.conn, file.version, self.schema)
-
-    def _roll_back_restore(self) -> RollbackResult:
-        backup, restore = self.report.backup, self.options.restore_backup
-        if backup is None or restore is None:
-            return RollbackResult(
-                strategy="restore",
-                outcome=RollbackOutcome.FAILED,
-                message="no pre-migration backup was taken; pass --backup-to with --rollback restore",
-            )
-        self.say(f"restoring the pre-migration backup {backup.id}")
-        try:
-            restore(backup)
-        except PgwardenError as exc:
-            return RollbackResult(strategy="restore", outcome=RollbackOutcome.FAILED, message=str(exc))
-        return RollbackResult(
-            strategy="restore", outcome=RollbackOutcome.SUCCEEDED, message=f"restored backup {backup.id}"
-        )
+        self.report.outcome = rollback.run_outcome(bool(committed), result)
 
     def _live_version(self) -> str | None:
         try:

@@ -1,0 +1,118 @@
+"""Undoing a failed run: by transaction, by down scripts (newest first) or from the pre-migration backup.
+
+Whatever is tried, the result says what came of it; `run_outcome` turns that into the run's outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from pgwarden.api.policy import RollbackStrategy
+from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
+from pgwarden.engine import history
+from pgwarden.engine.errors import PgwardenError
+from pgwarden.engine.migration_files import MigrationFile
+from pgwarden.engine.redact import redact
+
+
+def nothing_committed(strategy: RollbackStrategy) -> RollbackResult:
+    """The failed transaction was rolled back and nothing of the run had been committed before it."""
+    return RollbackResult(
+        strategy=str(strategy),
+        outcome=RollbackOutcome.NOT_NEEDED
+        if strategy == RollbackStrategy.NONE
+        else RollbackOutcome.SUCCEEDED,
+        message="the transaction was rolled back; nothing of this run was committed",
+    )
+
+
+def left_applied(strategy: RollbackStrategy, versions: Sequence[str]) -> RollbackResult:
+    """Migrations committed outside a transaction stay applied under the `transaction` and `none` strategies."""
+    listed = ", ".join(versions)
+    if strategy == RollbackStrategy.NONE:
+        return RollbackResult(
+            strategy=str(strategy),
+            outcome=RollbackOutcome.NOT_NEEDED,
+            message=f"rollback strategy none: migrations {listed} stay applied",
+        )
+    return RollbackResult(
+        strategy=str(strategy),
+        outcome=RollbackOutcome.FAILED,
+        message=(
+            f"migrations {listed} ran outside a transaction and stay applied; "
+            "use rollback strategy 'down' or 'restore' to undo such runs"
+        ),
+    )
+
+
+def undo_with_down_scripts(
+    conn: psycopg.Connection[Any], committed: Sequence[MigrationFile], schema: str, say: Callable[[str], None]
+) -> RollbackResult:
+    """Run the down scripts of the committed migrations, newest first, forgetting each in the history."""
+    undone: list[str] = []
+    for file in reversed(committed):
+        so_far = ", ".join(undone) or "none"
+        if file.down_sql is None:
+            return RollbackResult(
+                strategy="down",
+                outcome=RollbackOutcome.FAILED,
+                message=f"migration {file.version} has no down script; undone so far: {so_far}",
+            )
+        say(f"running the down script of {file.version}")
+        try:
+            _run_down(conn, file, schema)
+        except psycopg.Error as exc:
+            reason = redact(exc.diag.message_primary or str(exc))
+            return RollbackResult(
+                strategy="down",
+                outcome=RollbackOutcome.FAILED,
+                message=f"down script of {file.version} failed: {reason}; undone so far: {so_far}",
+            )
+        undone.append(file.version)
+    return RollbackResult(
+        strategy="down", outcome=RollbackOutcome.SUCCEEDED, message=f"ran down scripts of {', '.join(undone)}"
+    )
+
+
+def _run_down(conn: psycopg.Connection[Any], file: MigrationFile, schema: str) -> None:
+    if file.down_runs_in_transaction:
+        with conn.transaction():
+            for statement in file.down_statements:
+                conn.execute(statement.text)
+            history.forget_migration(conn, file.version, schema)
+        return
+    for statement in file.down_statements:
+        conn.execute(statement.text)
+    history.forget_migration(conn, file.version, schema)
+
+
+def undo_with_backup(
+    backup: BackupInfo | None, restore: Callable[[BackupInfo], None] | None, say: Callable[[str], None]
+) -> RollbackResult:
+    """Restore the pre-migration backup over the database."""
+    if backup is None or restore is None:
+        return RollbackResult(
+            strategy="restore",
+            outcome=RollbackOutcome.FAILED,
+            message="no pre-migration backup was taken; pass --backup-to with --rollback restore",
+        )
+    say(f"restoring the pre-migration backup {backup.id}")
+    try:
+        restore(backup)
+    except PgwardenError as exc:
+        return RollbackResult(strategy="restore", outcome=RollbackOutcome.FAILED, message=str(exc))
+    return RollbackResult(
+        strategy="restore", outcome=RollbackOutcome.SUCCEEDED, message=f"restored backup {backup.id}"
+    )
+
+
+def run_outcome(anything_committed: bool, result: RollbackResult) -> Outcome:
+    """RolledBack when the database is as it was before the run; Failed when it may differ."""
+    if result.outcome == RollbackOutcome.FAILED:
+        return Outcome.FAILED
+    if anything_committed and result.outcome != RollbackOutcome.SUCCEEDED:
+        return Outcome.FAILED
+    return Outcome.ROLLED_BACK
