@@ -226,3 +226,21 @@ def test_inspect_without_counts_reports_no_rows(shop_url: str) -> None:
     assert report.rows is None
     assert all(t.rows is None for t in report.per_table)
     assert "rows" not in report.to_json_dict()
+
+
+def test_listing_tables_waits_for_no_table_lock(shop_url: str) -> None:
+    with psycopg.connect(shop_url) as holder, psycopg.connect(shop_url, autocommit=True) as conn:
+        holder.execute("LOCK TABLE shop.orders, shop.events IN ACCESS EXCLUSIVE MODE")
+        conn.execute("SET lock_timeout = '1s'")
+        assert "shop.orders" in list_user_tables(conn)
+        holder.rollback()
+
+
+def test_a_snapshot_inside_the_transaction_that_holds_the_locks_does_not_wait(shop_url: str) -> None:
+    with psycopg.connect(shop_url) as conn:
+        conn.execute("SET lock_timeout = '1s'")
+        conn.execute("LOCK TABLE shop.orders, shop.events IN ACCESS EXCLUSIVE MODE")
+        conn.execute("ALTER TABLE shop.orders ADD COLUMN note text")
+        snap = take_snapshot(conn)
+        conn.rollback()
+    assert "note" in {c.name for t in snap.tables if t.name == "orders" for c in t.columns}

@@ -2,7 +2,9 @@
 
 Catalog reads run in a savepoint that is rolled back, with an empty search_path so that every name in a
 definition comes out schema-qualified whatever the caller's settings; the caller's transaction (the
-migration runner's uncommitted one, say) is left exactly as it was.
+migration runner's uncommitted one, say) is left exactly as it was. Like pg_dump, a snapshot takes
+ACCESS SHARE locks (the server's deparsing functions do), so it waits for a table another session holds
+exclusively; listing tables does not.
 """
 
 from __future__ import annotations
@@ -58,23 +60,26 @@ def _scoped(oid: str, catalog: str = "pg_class") -> str:
 
 # Partitions are left out: their rows are counted through their parent, so totals never count them twice.
 _USER_TABLES = f"""
-SELECT n.nspname, c.relname, c.relkind = 'p' AS partitioned,
-       CASE WHEN c.relkind = 'p'
-            THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)
-            ELSE pg_total_relation_size(c.oid) END AS size
+SELECT n.nspname, c.relname, c.relkind = 'p' AS partitioned, {{size}}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {_scoped("c.oid")}
 """
+# Sizes take a lock on each table, so they are read only for inspect, never for a plain list.
+_TABLE_SIZE = """
+CASE WHEN c.relkind = 'p'
+     THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)
+     ELSE pg_total_relation_size(c.oid) END"""
 
 
-def _user_tables(conn: Connection, own_schema: str) -> list[TableRows]:
-    rows = conn.execute(_USER_TABLES, {"own": own_schema}).fetchall()
+def _user_tables(conn: Connection, own_schema: str, *, sizes: bool) -> list[TableRows]:
+    query = _USER_TABLES.format(size=_TABLE_SIZE if sizes else "NULL")
+    rows = conn.execute(query, {"own": own_schema}).fetchall()
     tables = [
         TableRows(
             schema_=schema,
             table=qualified_name(schema, name),
             kind=TableKind.PARTITIONED if partitioned else TableKind.ORDINARY,
-            size_bytes=int(size),
+            size_bytes=None if size is None else int(size),
         )
         for schema, name, partitioned, size in rows
     ]
@@ -83,7 +88,7 @@ def _user_tables(conn: Connection, own_schema: str) -> list[TableRows]:
 
 def list_user_tables(conn: Connection, own_schema: str = DEFAULT_OWN_SCHEMA) -> list[str]:
     """The user's ordinary and partitioned tables (not partitions) as `schema.name`, quoted where needed."""
-    return [t.table for t in _user_tables(conn, own_schema)]
+    return [t.table for t in _user_tables(conn, own_schema, sizes=False)]
 
 
 def database_size(conn: Connection) -> int:
@@ -340,7 +345,7 @@ def inspect_database(
         conn.read_only = True
         try:
             snapshot = take_snapshot(conn, own_schema=own_schema)
-            per_table = _user_tables(conn, own_schema)
+            per_table = _user_tables(conn, own_schema, sizes=True)
             size = database_size(conn)
             version = str(conn.execute("SELECT current_setting('server_version')").fetchone()[0])  # type: ignore[index]
             names = [t.table for t in per_table]
