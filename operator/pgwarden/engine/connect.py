@@ -58,3 +58,14 @@ def with_database(url: str, dbname: str) -> str:
     params = conninfo.conninfo_to_dict(url) if url else {}
     params["dbname"] = dbname
     return conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def database_name(url: str) -> str:
+    """The database a URL (or the PG* environment) names."""
+    params = conninfo.conninfo_to_dict(url) if url else {}
+    name = (
+        params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or os.environ.get("PGUSER")
+    )
+    if not name:
+        raise BadInput("the database has no name; put it in DATABASE_URL (…/dbname)")
+    return str(name)

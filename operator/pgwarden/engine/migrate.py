@@ -118,7 +118,12 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
         else:
             with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
                 plan = _plan(conn, files, options)
-                report = Run(conn, url, plan, options, say).execute()
+                run = Run(conn, url, plan, options, say)
+                try:
+                    report = run.execute()
+                finally:
+                    if run.conn is not conn:
+                        run.conn.close()
     completed = _now()
     report.started_at = started.isoformat()
     report.completed_at = completed.isoformat()
@@ -391,7 +396,9 @@ class Run:
         elif strategy == RollbackStrategy.DOWN:
             result = rollback.undo_with_down_scripts(self.conn, committed, self.schema, self.say)
         elif strategy == RollbackStrategy.RESTORE:
+            self.conn.close()  # the database is replaced: no session of ours may stay on it
             result = rollback.undo_with_backup(self.report.backup, self.options.restore_backup, self.say)
+            self.conn = connect(self.url, autocommit=True)
         else:
             result = rollback.left_applied(strategy, [f.version for f in committed])
         result.version_after = self._live_version()
