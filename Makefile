@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit cluster-up cluster-down clean
+.PHONY: demo test lint binaries cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ demo: $(STAMP)
 	@$(BIN)/python hack/demo.py
 
 ## test: lint, types, layering, then the whole test suite against real servers
-test: lint
+test: lint binaries
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+## binaries: build Kubernetes and MinIO from their Go modules once per version (cached in ~/.cache/pgwarden)
+binaries:
+	@hack/build-k8s.sh >/dev/null
+	@hack/build-minio.sh >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests hack bench
