@@ -1,0 +1,353 @@
+"""Pure builders of the Jobs and CronJobs that run `pgwarden job KIND`: manifests from a resource, no API calls.
+
+Credentials reach the pod only through `secretKeyRef`; the pod runs under the `restricted` Pod Security
+profile with no service-account token; everything else it needs is in the task (an env var) or mounted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pgwarden import __version__
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.restore import DatabaseRestore
+from pgwarden.operator import naming
+from pgwarden.operator.task import (
+    CA_DIR,
+    CA_FILE,
+    DATABASE_SECRET_ENV,
+    MIGRATIONS_DIR,
+    SCRATCH_DIR,
+    STORAGE_ROOT,
+    TASK_ENV,
+    TERMINATION_LOG,
+    JobKind,
+    ResourceId,
+    RestoreSource,
+    Task,
+)
+
+Manifest = dict[str, Any]
+Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
+
+CONTAINER = "pgwarden"
+NON_ROOT_UID = 65532  # the distroless "nonroot" user; numeric, so runAsNonRoot can be verified
+
+# Secret keys -> the environment libpq reads. All optional: a Secret holds either `uri` or the keys,
+# and the operator never reads Secrets to find out which; `pgwarden job` says clearly when neither is there.
+DATABASE_KEYS = (
+    ("DATABASE_URL", "uri"),
+    ("PGHOST", "host"),
+    ("PGPORT", "port"),
+    ("PGDATABASE", "dbname"),
+    ("PGUSER", "user"),
+    ("PGPASSWORD", "password"),
+)
+# Required keys: a missing S3 Secret or key stops the pod before it starts (CreateContainerConfigError).
+S3_KEYS = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Operator-wide settings of the Jobs it creates."""
+
+    image: str = f"ghcr.io/pgwarden/pgwarden:{__version__}"
+    image_pull_policy: str = "IfNotPresent"
+    run_as_user: int = NON_ROOT_UID
+    backup_backoff_limit: int = 1
+    starting_deadline_seconds: int = 300
+    jobs_history_limit: int = 3
+
+
+def secret_env(name: str, secret: str, key: str, *, optional: bool) -> Manifest:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
+
+
+def database_env(database: DatabaseRef) -> list[Manifest]:
+    """libpq's environment from the database Secret; sslMode and the CA as libpq settings."""
+    secret = database.secret_ref.name
+    env = [{"name": DATABASE_SECRET_ENV, "value": secret}]
+    env += [secret_env(var, secret, key, optional=True) for var, key in DATABASE_KEYS]
+    if database.ssl_mode is not None:
+        env.append({"name": "PGSSLMODE", "value": str(database.ssl_mode)})
+    if database.ca_secret_ref is not None:
+        env.append({"name": "PGSSLROOTCERT", "value": f"{CA_DIR}/{CA_FILE}"})
+    return env
+
+
+def storage_env(storage: StorageSpec | None) -> list[Manifest]:
+    """AWS_* from the bucket's credentials Secret; none for volumes or ambient credentials (IRSA)."""
+    if storage is None or storage.s3 is None or storage.s3.credentials_secret_ref is None:
+        return []
+    secret = storage.s3.credentials_secret_ref.name
+    return [secret_env(key, secret, key, optional=optional) for key, optional in S3_KEYS]
+
+
+def volume_mounts_for(
+    database: DatabaseRef, storage: StorageSpec | None
+) -> tuple[list[Manifest], list[Manifest]]:
+    """(volumes, mounts) for scratch space, the CA certificate and a storage volume."""
+    volumes: list[Manifest] = [{"name": "scratch", "emptyDir": {}}]
+    mounts: list[Manifest] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    if database.ca_secret_ref is not None:
+        ref = database.ca_secret_ref
+        volumes.append(
+            {
+                "name": "ca",
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]},
+            }
+        )
+        mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+    if storage is not None and storage.volume is not None:
+        volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": storage.volume.claim_name}})
+        mounts.append({"name": "storage", "mountPath": STORAGE_ROOT})
+    return volumes, mounts
+
+
+def container_security() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security(settings: JobSettings) -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "fsGroup": settings.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _task_json(task: Task) -> str:
+    return json.dumps(task.to_json_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PodParts:
+    """What differs between kinds: the task, the credentials, extra volumes and init containers."""
+
+    task: Task
+    database: DatabaseRef
+    storage: StorageSpec | None
+    template: JobTemplate
+    volumes: tuple[Manifest, ...] = ()
+    mounts: tuple[Manifest, ...] = ()
+    init_containers: tuple[Manifest, ...] = ()
+
+
+def pod_template(
+    resource: Resource, parts: PodParts, settings: JobSettings, generation: int | None
+) -> Manifest:
+    """The pod of a Job: one `pgwarden job KIND` container, restricted, no token, never restarted."""
+    meta = resource.metadata
+    template = parts.template
+    volumes, mounts = volume_mounts_for(parts.database, parts.storage)
+    container: Manifest = {
+        "name": CONTAINER,
+        "image": template.image or settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["pgwarden", "job", str(parts.task.kind)],
+        "env": [
+            {"name": TASK_ENV, "value": _task_json(parts.task)},
+            {"name": "TMPDIR", "value": SCRATCH_DIR},
+            {"name": "HOME", "value": SCRATCH_DIR},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            *database_env(parts.database),
+            *storage_env(parts.storage),
+        ],
+        "securityContext": container_security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [*mounts, *parts.mounts],
+    }
+    if template.resources is not None:
+        container["resources"] = template.resources.to_json_dict()
+    spec: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security(settings),
+        "containers": [container],
+        "volumes": [*volumes, *parts.volumes],
+    }
+    if parts.init_containers:
+        spec["initContainers"] = list(parts.init_containers)
+    if template.service_account_name:
+        spec["serviceAccountName"] = template.service_account_name
+    if template.node_selector:
+        spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        spec["tolerations"] = [t.to_json_dict() for t in template.tolerations]
+    if template.affinity:
+        spec["affinity"] = template.affinity
+    return {
+        "metadata": {
+            "labels": naming.labels(resource.kind, meta.uid or "", generation),
+            "annotations": naming.owner_annotations(resource.kind, meta.name or ""),
+        },
+        "spec": spec,
+    }
+
+
+def job_spec(
+    resource: Resource, parts: PodParts, settings: JobSettings, *, backoff_limit: int, generation: int | None
+) -> Manifest:
+    spec: Manifest = {
+        "backoffLimit": backoff_limit,
+        "template": pod_template(resource, parts, settings, generation),
+    }
+    if parts.template.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = parts.template.active_deadline_seconds
+    return spec
+
+
+def _owned(resource: Resource, name: str, kind: str, api_version: str, generation: int | None) -> Manifest:
+    meta = resource.metadata
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": meta.namespace,
+            "labels": naming.labels(resource.kind, meta.uid or "", generation),
+            "annotations": naming.owner_annotations(resource.kind, meta.name or ""),
+            "ownerReferences": [owner_reference(resource.kind, meta.name or "", meta.uid or "")],
+        },
+    }
+
+
+def _job(resource: Resource, parts: PodParts, settings: JobSettings, backoff_limit: int) -> Manifest:
+    meta = resource.metadata
+    generation = meta.generation or 1
+    name = naming.job_name(resource.kind, meta.name or "", meta.uid or "", generation)
+    job = _owned(resource, name, "Job", "batch/v1", generation)
+    job["spec"] = job_spec(resource, parts, settings, backoff_limit=backoff_limit, generation=generation)
+    return job
+
+
+def _resource_id(resource: Resource) -> ResourceId:
+    meta = resource.metadata
+    return ResourceId(
+        kind=resource.kind, namespace=meta.namespace or "", name=meta.name or "", generation=meta.generation
+    )
+
+
+def migration_sources(
+    migration: DatabaseMigration,
+) -> tuple[str | None, list[Manifest], list[Manifest], list[Manifest]]:
+    """(migrations_dir, volumes, mounts, init containers) for the spec's migrations source."""
+    source = migration.spec.migrations
+    mount = {"name": "migrations", "mountPath": MIGRATIONS_DIR, "readOnly": True}
+    if source.config_map_refs:
+        if len(source.config_map_refs) == 1:
+            volume: Manifest = {"name": "migrations", "configMap": {"name": source.config_map_refs[0].name}}
+        else:
+            volume = {
+                "name": "migrations",
+                "projected": {
+                    "sources": [{"configMap": {"name": ref.name}} for ref in source.config_map_refs]
+                },
+            }
+        return MIGRATIONS_DIR, [volume], [mount], []
+    if source.image is not None:
+        # The user's image copies its files into an emptyDir the migration container reads.
+        copy = {
+            "name": "migrations",
+            "image": source.image.image,
+            "command": ["sh", "-c", 'cp -R "$0"/. "$1"/', source.image.path, MIGRATIONS_DIR],
+            "securityContext": container_security(),
+            "volumeMounts": [{"name": "migrations", "mountPath": MIGRATIONS_DIR}],
+        }
+        return MIGRATIONS_DIR, [{"name": "migrations", "emptyDir": {}}], [mount], [copy]
+    return None, [], [], []  # inline: the files travel in the task
+
+
+def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:
+    """The Job of one migration run: backoffLimit 0, since a failed run must not be retried blindly."""
+    directory, volumes, mounts, init = migration_sources(migration)
+    backup = migration.spec.backup_before
+    task = Task(
+        kind=JobKind.MIGRATE,
+        resource=_resource_id(migration),
+        migration=migration.spec,
+        migrations_dir=directory,
+    )
+    parts = PodParts(
+        task=task,
+        database=migration.spec.database,
+        storage=backup.storage if backup else None,
+        template=migration.spec.job_template,
+        volumes=tuple(volumes),
+        mounts=tuple(mounts),
+        init_containers=tuple(init),
+    )
+    return _job(migration, parts, settings, backoff_limit=0)
+
+
+def _backup_parts(backup: DatabaseBackup) -> PodParts:
+    return PodParts(
+        task=Task(kind=JobKind.BACKUP, resource=_resource_id(backup), backup=backup.spec),
+        database=backup.spec.database,
+        storage=backup.spec.storage,
+        template=backup.spec.job_template,
+    )
+
+
+def backup_job(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
+    """The Job of a one-time backup (a DatabaseBackup without schedule)."""
+    return _job(backup, _backup_parts(backup), settings, settings.backup_backoff_limit)
+
+
+def backup_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
+    """The CronJob of a scheduled backup: Kubernetes keeps the schedule, one run at a time."""
+    meta = backup.metadata
+    name = naming.cronjob_name(meta.name or "", meta.uid or "")
+    cronjob = _owned(backup, name, "CronJob", "batch/v1", None)
+    parts = _backup_parts(backup)
+    spec: Manifest = {
+        "schedule": backup.spec.schedule,
+        "suspend": backup.spec.suspend,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": settings.starting_deadline_seconds,
+        "successfulJobsHistoryLimit": settings.jobs_history_limit,
+        "failedJobsHistoryLimit": settings.jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {
+                "labels": naming.labels(backup.kind, meta.uid or "", meta.generation),
+                "annotations": naming.owner_annotations(backup.kind, meta.name or ""),
+            },
+            "spec": job_spec(
+                backup,
+                parts,
+                settings,
+                backoff_limit=settings.backup_backoff_limit,
+                generation=meta.generation,
+            ),
+        },
+    }
+    if backup.spec.time_zone:
+        spec["timeZone"] = backup.spec.time_zone
+    cronjob["spec"] = spec
+    cronjob["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH] = naming.spec_hash(cronjob)
+    return cronjob
+
+
+def restore_job(restore: DatabaseRestore, source: RestoreSource, settings: JobSettings) -> Manifest:
+    """The Job of a restore, reading from `source` (a backupRef already resolved to its storage)."""
+    task = Task(
+        kind=JobKind.RESTORE, resource=_resource_id(restore), restore=restore.spec, restore_source=source
+    )
+    parts = PodParts(
+        task=task, database=restore.spec.database, storage=source.storage, template=restore.spec.job_template
+    )
+    return _job(restore, parts, settings, backoff_limit=0)

@@ -1,0 +1,236 @@
+"""DatabaseMigration: from the resource and its observed Job to the next step, status, conditions and Events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pgwarden.api.common import APPROVED_ANNOTATION
+from pgwarden.api.migration import Approval, DatabaseMigration
+from pgwarden.operator import naming
+from pgwarden.operator.conditions import Want, set_conditions
+from pgwarden.operator.jobs import JobSettings, migration_job
+from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.status import (
+    NORMAL,
+    TERMINAL_PHASES,
+    WARNING,
+    Decision,
+    Event,
+    Finished,
+    cannot_start,
+    clip,
+    failure_without_report,
+    report_error,
+    stamp,
+    started,
+    transitioned,
+)
+
+Obj = dict[str, Any]
+KIND = "DatabaseMigration"
+
+# Report fields copied onto status as they are (the names are shared by design).
+_REPORT_FIELDS = ("currentVersion", "applied", "pending", "tables", "rows", "rowChanges", "verification")
+_REPORT_BLOCKS = ("backup", "rollback", "drift")
+
+
+def approved(migration: DatabaseMigration) -> bool:
+    value = migration.metadata.annotations.get(APPROVED_ANNOTATION, "")
+    return value.strip().lower() == "true"
+
+
+def summary(report: Obj) -> str:
+    """One line a person reads in `kubectl get dbmig -o wide`."""
+    outcome = report.get("outcome")
+    if outcome == "Succeeded":
+        applied = report.get("applied") or []
+        total = report.get("appliedTotal", len(applied))
+        version = report.get("currentVersion") or "(none)"
+        tables = (report.get("tables") or {}).get("after")
+        rows = (report.get("rows") or {}).get("after")
+        counts = f"; {tables} tables, {rows} rows" if tables is not None else ""
+        if not total:
+            return f"up to date at version {version}{counts}"
+        return f"applied {total} migration(s), now at version {version}{counts}"
+    error = report_error(report) or "the run failed"
+    rollback = report.get("rollback") or {}
+    if outcome == "RolledBack":
+        return clip(f"rolled back ({rollback.get('strategy', 'transaction')}): {error}")
+    if rollback:
+        return clip(f"failed, rollback {rollback.get('outcome')}: {error} ({rollback.get('message') or ''})")
+    return clip(error)
+
+
+def _from_report(report: Obj) -> Obj:
+    fields: Obj = {key: report[key] for key in _REPORT_FIELDS if report.get(key) is not None}
+    fields.update({key: report[key] for key in _REPORT_BLOCKS if report.get(key)})
+    if report.get("backup"):
+        fields["backup"] = {
+            k: v
+            for k, v in report["backup"].items()
+            if k in ("id", "location", "sizeBytes", "sha256", "verified")
+        }
+    if report.get("rollback"):
+        fields["rollback"] = {
+            k: v
+            for k, v in report["rollback"].items()
+            if k in ("strategy", "outcome", "message", "versionAfter")
+        }
+    fields["lint"] = list(report.get("warnings") or [])
+    for key in ("startedAt", "completedAt"):
+        if report.get(key):
+            fields[key] = report[key]
+    if report.get("durationSeconds") is not None:
+        fields["durationSeconds"] = report["durationSeconds"]
+    return fields
+
+
+def _phase_conditions(phase: str, reason: str, message: str, drifted: bool | None) -> list[Want]:
+    ready = phase == "Succeeded"
+    progressing = phase in ("Pending", "Running") and reason not in ("JobCannotStart",)
+    wants = [
+        Want("Ready", ready, reason, message),
+        Want("Progressing", progressing, reason, message),
+    ]
+    if drifted is not None:
+        drift_message = (
+            "the schema was changed outside pgwarden since the last run" if drifted else "no drift"
+        )
+        wants.append(Want("Drifted", drifted, "DriftDetected" if drifted else "NoDrift", drift_message))
+    return wants
+
+
+def _run_status(migration: DatabaseMigration, run: ObservedRun, old: Obj) -> tuple[Obj, str, str]:
+    """(fields, phase, reason) for an existing Job of this generation."""
+    fields: Obj = {"job": run.job}
+    begun = started(run)
+    if begun:
+        fields["startedAt"] = stamp(begun)
+    if run.finished and run.report is not None:
+        fields.update(_from_report(run.report))
+        phase = str(run.report.get("outcome"))
+        phase = phase if phase in TERMINAL_PHASES else "Failed"
+        fields["message"] = summary(run.report)
+        return fields, phase, phase
+    if run.finished:
+        fields["message"] = failure_without_report(run)
+        if run.completed_at:
+            fields["completedAt"] = stamp(run.completed_at)
+        return fields, "Failed", run.failure_reason or "JobFailed"
+    if run.stuck:
+        fields["message"] = cannot_start(run)
+        return fields, "Pending", "JobCannotStart"
+    fields["message"] = f"Job {run.job} is running the migration"
+    return fields, "Running", "Running"
+
+
+def decide(
+    body: Obj, run: ObservedRun | None, others_active: list[str], settings: JobSettings, now: datetime
+) -> Decision:
+    """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
+    `others_active` names Jobs of earlier generations still running."""
+    migration = DatabaseMigration.model_validate(body)
+    meta = migration.metadata
+    generation = meta.generation or 1
+    old: Obj = dict(body.get("status") or {})
+    name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
+    create: Obj | None = None
+    remove_approval = False
+    events: list[Event] = []
+    finished: list[Finished] = []
+
+    if (
+        run is None
+        and old.get("observedGeneration") == generation
+        and old.get("job") == name
+        and old.get("phase") in TERMINAL_PHASES
+    ):
+        return Decision(status=old)  # this generation ran; its Job has since been deleted
+
+    if run is not None:
+        fields, phase, reason = _run_status(migration, run, old)
+    elif others_active:
+        fields = {"message": f"waiting for Job {others_active[0]} of an earlier generation to finish"}
+        phase, reason = "Pending", "WaitingForEarlierRun"
+    elif migration.spec.approval == Approval.MANUAL and not approved(migration):
+        fields = {
+            "message": f"waiting for approval: kubectl annotate dbmig {meta.name} {APPROVED_ANNOTATION}=true"
+        }
+        phase, reason = "AwaitingApproval", "AwaitingApproval"
+    else:
+        create = migration_job(migration, settings)
+        remove_approval = migration.spec.approval == Approval.MANUAL
+        fields = {"job": name, "startedAt": stamp(now), "message": f"Job {name} created"}
+        phase, reason = "Pending", "JobCreated"
+
+    drift = fields.get("drift") or (old.get("drift") if phase not in TERMINAL_PHASES else None)
+    drifted = bool(drift.get("detected")) if isinstance(drift, dict) else None
+    new: Obj = {
+        key: value
+        for key, value in old.items()
+        if key in ("currentVersion", "tables", "rows", "drift") and phase not in TERMINAL_PHASES
+    }
+    new.update(fields)
+    new["phase"] = phase
+    new["observedGeneration"] = generation
+    if (
+        phase in TERMINAL_PHASES
+        and "durationSeconds" not in new
+        and run
+        and run.completed_at
+        and started(run)
+    ):
+        new["durationSeconds"] = round((run.completed_at - started(run)).total_seconds(), 3)  # type: ignore[operator]
+    new["conditions"] = set_conditions(
+        list(old.get("conditions") or []),
+        _phase_conditions(phase, reason, str(new.get("message", "")), drifted),
+        generation,
+        now,
+    )
+
+    if transitioned(old, new) or (old.get("message") != new.get("message") and phase == "Pending"):
+        events.extend(_events(phase, reason, new, run))
+        if phase in TERMINAL_PHASES and run is not None:
+            rollback = (new.get("rollback") or {}).get("outcome")
+            finished.append(
+                Finished(
+                    kind="migrate",
+                    outcome=phase,
+                    duration_seconds=new.get("durationSeconds"),
+                    rollback=rollback if rollback and rollback != "NotNeeded" else None,
+                    completed_at=run.completed_at or now,
+                )
+            )
+    return Decision(
+        status=new,
+        events=tuple(events),
+        create=create,
+        remove_approval=remove_approval,
+        finished=tuple(finished),
+    )
+
+
+def _events(phase: str, reason: str, status: Obj, run: ObservedRun | None) -> list[Event]:
+    message = str(status.get("message", ""))
+    if reason == "JobCreated":
+        return [Event(NORMAL, "Started", message)]
+    if phase == "AwaitingApproval":
+        return [Event(NORMAL, "AwaitingApproval", message)]
+    if reason == "JobCannotStart":
+        return [Event(WARNING, "CannotStart", message)]
+    if phase == "Succeeded":
+        return [Event(NORMAL, "Succeeded", message)]
+    if phase == "RolledBack":
+        return [Event(WARNING, "RolledBack", message)]
+    if phase == "Failed":
+        events = [Event(WARNING, "Failed", message)]
+        rollback = status.get("rollback") or {}
+        if rollback.get("outcome") in ("Succeeded", "Failed"):
+            events.append(
+                Event(
+                    WARNING, "Rollback" + str(rollback["outcome"]), clip(str(rollback.get("message") or ""))
+                )
+            )
+        return events
+    return []

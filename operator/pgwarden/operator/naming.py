@@ -1,0 +1,77 @@
+"""Names, labels and annotations of what the operator creates: deterministic, so a restarted operator adopts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pgwarden.api.common import API_GROUP
+
+MANAGED_BY = "pgwarden-operator"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_RESOURCE_UID = f"{API_GROUP}/resource-uid"
+LABEL_GENERATION = f"{API_GROUP}/generation"
+ANNOTATION_KIND = f"{API_GROUP}/resource-kind"
+ANNOTATION_NAME = f"{API_GROUP}/resource-name"
+ANNOTATION_SPEC_HASH = f"{API_GROUP}/spec-hash"
+
+JOB_NAME_LIMIT = 63  # the Job controller copies the name into a label value
+CRONJOB_NAME_LIMIT = 52  # the CronJob controller appends an 11-character suffix to its Jobs' names
+
+COMPONENTS = {"DatabaseMigration": "migrate", "DatabaseBackup": "backup", "DatabaseRestore": "restore"}
+
+
+def _digest(*parts: object, length: int = 6) -> str:
+    text = "/".join(str(part) for part in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _fit(base: str, suffix: str, limit: int) -> str:
+    return base[: limit - len(suffix)].rstrip("-.") + suffix
+
+
+def job_name(kind: str, name: str, uid: str, generation: int) -> str:
+    """`<name>-<component>-<generation>-<hash>`, at most 63 characters; the same for the same generation."""
+    suffix = f"-{COMPONENTS[kind]}-{generation}-{_digest(uid, generation)}"
+    return _fit(name, suffix, JOB_NAME_LIMIT)
+
+
+def cronjob_name(name: str, uid: str) -> str:
+    """`<name>-backup-<hash>`, at most 52 characters; one CronJob per DatabaseBackup."""
+    return _fit(name, f"-backup-{_digest(uid)}", CRONJOB_NAME_LIMIT)
+
+
+def labels(kind: str, uid: str, generation: int | None = None) -> dict[str, str]:
+    """Labels of Jobs, CronJobs and Pods made for a resource; `resource-uid` is what the operator selects on."""
+    result = {
+        LABEL_NAME: "pgwarden",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: COMPONENTS[kind],
+        LABEL_RESOURCE_UID: uid,
+    }
+    if generation is not None:
+        result[LABEL_GENERATION] = str(generation)
+    return result
+
+
+def owner_annotations(kind: str, name: str) -> dict[str, str]:
+    """The owning resource's kind and name (names may be longer than a label value allows)."""
+    return {ANNOTATION_KIND: kind, ANNOTATION_NAME: name}
+
+
+def owner_of(obj: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(kind, namespace, name) of the pgwarden resource a Job or Pod was made for, from its annotations."""
+    meta = obj.get("metadata") or {}
+    notes = meta.get("annotations") or {}
+    kind, name = notes.get(ANNOTATION_KIND), notes.get(ANNOTATION_NAME)
+    if kind not in COMPONENTS or not name or not meta.get("namespace"):
+        return None
+    return str(kind), str(meta["namespace"]), str(name)
+
+
+def spec_hash(manifest: dict[str, Any]) -> str:
+    """A short hash of a manifest's spec, so an unchanged CronJob is not rewritten."""
+    return _digest(json.dumps(manifest.get("spec"), sort_keys=True), length=16)

@@ -1,0 +1,152 @@
+"""What a Job and its Pods say about a run, read from their API objects: pure, so every case is a unit test."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgwarden.operator.jobs import CONTAINER
+
+Obj = dict[str, Any]
+
+# Waiting reasons after which a container will not start by itself: the user has to fix something.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CrashLoopBackOff",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A pod that cannot start, and why, in the kubelet's words."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ObservedRun:
+    """One Job of a resource as the operator sees it."""
+
+    job: str
+    generation: int | None = None
+    active: bool = True
+    succeeded: bool = False
+    failed: bool = False
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    report: dict[str, Any] | None = None
+    termination_text: str | None = None
+    exit_code: int | None = None
+    stuck: Stuck | None = None
+    created_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.succeeded or self.failed
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _condition(job: Obj, kind: str) -> Obj | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def parse_termination_message(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(report, text): the compact JSON report `pgwarden job` wrote, or the raw text (log tail) when not JSON."""
+    if not text or not text.strip():
+        return None, None
+    stripped = text.strip()
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        return None, stripped
+    if isinstance(data, dict) and "outcome" in data:
+        return data, None
+    return None, stripped
+
+
+def _container_statuses(pod: Obj) -> list[Obj]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def stuck_pod(pods: list[Obj]) -> Stuck | None:
+    """The first container waiting for something only the user can fix (a Secret, an image)."""
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            continue
+        for status in _container_statuses(pod):
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                message = waiting.get("message") or waiting["reason"]
+                return Stuck(str(waiting["reason"]), f"container {status.get('name')}: {message}")
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                return Stuck("Unschedulable", str(condition.get("message") or "no node fits the pod"))
+    return None
+
+
+def _terminated(pods: list[Obj]) -> Obj | None:
+    """The runner container's terminated state, newest pod first."""
+    ordered = sorted(
+        pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True
+    )
+    for pod in ordered:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == CONTAINER:
+                terminated = (status.get("state") or {}).get("terminated")
+                if terminated:
+                    return dict(terminated)
+    return None
+
+
+def observe(job: Obj, pods: list[Obj]) -> ObservedRun:
+    """A run from its Job and that Job's Pods."""
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    terminated = _terminated(pods)
+    report, text = parse_termination_message(terminated.get("message") if terminated else None)
+    generation = (meta.get("labels") or {}).get("pgwarden.io/generation")
+    return ObservedRun(
+        job=str(meta.get("name")),
+        generation=int(generation) if generation and generation.isdigit() else None,
+        active=not (complete or failed),
+        succeeded=complete is not None,
+        failed=failed is not None,
+        failure_reason=failed.get("reason") if failed else None,
+        failure_message=failed.get("message") if failed else None,
+        started_at=parse_time(status.get("startTime")),
+        completed_at=parse_time(status.get("completionTime"))
+        or parse_time((failed or {}).get("lastTransitionTime")),
+        report=report,
+        termination_text=text,
+        exit_code=terminated.get("exitCode") if terminated else None,
+        stuck=None if (complete or failed) else stuck_pod(pods),
+        created_at=parse_time(meta.get("creationTimestamp")),
+    )

@@ -1,0 +1,192 @@
+"""DatabaseRestore: resolve the source (a DatabaseBackup's storage and backup, or a raw location), run one Job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.restore import DatabaseRestore
+from pgwarden.operator import naming
+from pgwarden.operator.conditions import Want, set_conditions
+from pgwarden.operator.jobs import JobSettings, restore_job
+from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.status import (
+    NORMAL,
+    TERMINAL_PHASES,
+    WARNING,
+    Decision,
+    Event,
+    Finished,
+    cannot_start,
+    clip,
+    failure_without_report,
+    report_error,
+    stamp,
+    started,
+    transitioned,
+)
+from pgwarden.operator.task import RestoreSource
+
+Obj = dict[str, Any]
+KIND = "DatabaseRestore"
+DIFFERENCES_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The source cannot be resolved yet; the message says what is missing."""
+
+    reason: str
+    message: str
+
+
+def resolve_source(restore: DatabaseRestore, referenced: Obj | None) -> RestoreSource | Waiting:
+    """The storage and backup to restore; a backupRef reads its DatabaseBackup (`referenced`, None if absent)."""
+    source = restore.spec.source
+    if source.backup_ref is None:
+        assert source.storage is not None
+        return RestoreSource(storage=source.storage, location=source.location)
+    ref = source.backup_ref
+    if referenced is None:
+        return Waiting(
+            "BackupNotFound",
+            f"DatabaseBackup {ref.name!r} was not found in namespace {restore.metadata.namespace}; "
+            "create it or fix source.backupRef.name",
+        )
+    backup = DatabaseBackup.model_validate(referenced)
+    status = referenced.get("status") or {}
+    if ref.id == "latest":
+        if not status.get("lastBackup"):
+            return Waiting(
+                "WaitingForBackup", f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
+            )
+        return RestoreSource(storage=backup.spec.storage, backup_id=None)
+    return RestoreSource(storage=backup.spec.storage, backup_id=ref.id)
+
+
+def _differences(verification: Obj) -> list[Obj]:
+    result = []
+    for item in (verification.get("differences") or [])[:DIFFERENCES_LIMIT]:
+        expected, actual = item.get("expected"), item.get("actual")
+        detail = item.get("detail") or f"expected {expected} rows, found {actual}"
+        result.append({"kind": "table", "object": str(item.get("table", "?")), "detail": str(detail)})
+    return result
+
+
+def _from_report(report: Obj) -> Obj:
+    fields: Obj = {}
+    if report.get("backup"):
+        fields["restoredFrom"] = {
+            k: v
+            for k, v in report["backup"].items()
+            if k in ("id", "location", "sizeBytes", "sha256", "verified")
+        }
+    if report.get("tables") is not None:
+        fields["tables"] = {"after": report["tables"]}
+    if report.get("rows") is not None:
+        fields["rows"] = {"after": report["rows"]}
+    verification = report.get("verification")
+    if verification:
+        fields["verification"] = {
+            "matchesBackup": bool(verification.get("matchesBackup")),
+            "differences": _differences(verification),
+        }
+    for key in ("startedAt", "completedAt", "durationSeconds"):
+        if report.get(key) is not None:
+            fields[key] = report[key]
+    return fields
+
+
+def summary(report: Obj) -> str:
+    if report.get("outcome") == "Succeeded":
+        backup = report.get("backup") or {}
+        return clip(
+            f"restored backup {backup.get('id')}: {report.get('tables')} tables, {report.get('rows')} rows, "
+            "matching the backup"
+        )
+    return clip(report_error(report) or "the restore failed")
+
+
+def decide(
+    body: Obj, run: ObservedRun | None, referenced: Obj | None, settings: JobSettings, now: datetime
+) -> Decision:
+    """The next step for a DatabaseRestore; `referenced` is the DatabaseBackup of a backupRef, if found."""
+    restore = DatabaseRestore.model_validate(body)
+    meta = restore.metadata
+    generation = meta.generation or 1
+    old: Obj = dict(body.get("status") or {})
+    name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
+    if (
+        run is None
+        and old.get("observedGeneration") == generation
+        and old.get("job") == name
+        and old.get("phase") in TERMINAL_PHASES
+    ):
+        return Decision(status=old)
+
+    create: Obj | None = None
+    fields: Obj = {}
+    if run is not None:
+        fields["job"] = run.job
+        if started(run):
+            fields["startedAt"] = stamp(started(run))
+        if run.finished and run.report is not None:
+            fields.update(_from_report(run.report))
+            phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
+            reason, fields["message"] = phase, summary(run.report)
+        elif run.finished:
+            phase, reason, fields["message"] = (
+                "Failed",
+                run.failure_reason or "JobFailed",
+                failure_without_report(run),
+            )
+        elif run.stuck:
+            phase, reason, fields["message"] = "Pending", "JobCannotStart", cannot_start(run)
+        else:
+            phase, reason, fields["message"] = "Running", "Running", f"Job {run.job} is restoring"
+    else:
+        source = resolve_source(restore, referenced)
+        if isinstance(source, Waiting):
+            phase, reason, fields["message"] = "Pending", source.reason, source.message
+        else:
+            create = restore_job(restore, source, settings)
+            phase, reason = "Pending", "JobCreated"
+            fields.update({"job": name, "startedAt": stamp(now), "message": f"Job {name} created"})
+
+    new: Obj = dict(fields)
+    new["phase"] = phase
+    new["observedGeneration"] = generation
+    wants = [
+        Want("Ready", phase == "Succeeded", reason, str(new.get("message", ""))),
+        Want(
+            "Progressing",
+            phase in ("Pending", "Running") and reason in ("JobCreated", "Running"),
+            reason,
+            str(new.get("message", "")),
+        ),
+    ]
+    new["conditions"] = set_conditions(list(old.get("conditions") or []), wants, generation, now)
+
+    events: list[Event] = []
+    finished: list[Finished] = []
+    if transitioned(old, new) or old.get("message") != new.get("message"):
+        message = str(new["message"])
+        if reason == "JobCreated":
+            events.append(Event(NORMAL, "Started", message))
+        elif reason == "JobCannotStart":
+            events.append(Event(WARNING, "CannotStart", message))
+        elif phase == "Pending":
+            events.append(Event(NORMAL, reason, message))
+        elif phase in TERMINAL_PHASES and transitioned(old, new):
+            events.append(Event(NORMAL if phase == "Succeeded" else WARNING, phase, message))
+            finished.append(
+                Finished(
+                    kind="restore",
+                    outcome=phase,
+                    duration_seconds=new.get("durationSeconds"),
+                    completed_at=now,
+                )
+            )
+    return Decision(status=new, events=tuple(events), create=create, finished=tuple(finished))

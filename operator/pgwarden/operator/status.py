@@ -1,0 +1,115 @@
+"""Decisions as values: what to create, which status to write and which Events to post, for one resource.
+
+The per-kind modules (migrations, backups, restores) compute a `Decision` from the resource and the
+observed Jobs; handlers only carry it out. Nothing here calls the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgwarden.operator.observe import ObservedRun
+
+Obj = dict[str, Any]
+
+NORMAL = "Normal"
+WARNING = "Warning"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the resource."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run that just ended, for the metrics."""
+
+    kind: str
+    outcome: str
+    duration_seconds: float | None = None
+    size_bytes: int | None = None
+    rollback: str | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the operator does for a resource now; carrying it out twice does no harm."""
+
+    status: Obj
+    events: tuple[Event, ...] = ()
+    create: Obj | None = None
+    delete_cronjob: str | None = None
+    remove_approval: bool = False
+    finished: tuple[Finished, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def status_patch(old: Obj, new: Obj) -> Obj:
+    """A merge patch turning `old` into `new`: removed fields become null, unchanged ones are left out."""
+    patch: Obj = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch[key] = value
+    return patch
+
+
+def clip(text: str | None, limit: int = MESSAGE_LIMIT) -> str:
+    """One line, at most `limit` characters: status messages show up in `kubectl get -o wide`."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def stamp(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def failure_without_report(run: ObservedRun) -> str:
+    """Why a Job failed when its pod left no report: the deadline, the retry limit, or the log tail."""
+    if run.failure_reason == "DeadlineExceeded":
+        detail = "the Job ran longer than jobTemplate.activeDeadlineSeconds and was stopped"
+    elif run.failure_reason == "BackoffLimitExceeded":
+        detail = "the Job's pod failed without a report"
+    elif run.failure_reason:
+        detail = f"the Job failed ({run.failure_reason}: {run.failure_message or 'no message'})"
+    else:
+        detail = "the Job failed without a report"
+    if run.exit_code is not None:
+        detail += f" (exit code {run.exit_code})"
+    if run.termination_text:
+        detail += f"; last output: {run.termination_text}"
+    return clip(detail)
+
+
+def cannot_start(run: ObservedRun) -> str:
+    assert run.stuck is not None
+    return clip(
+        f"Job {run.job} cannot start its pod ({run.stuck.reason}): {run.stuck.message}; "
+        "fix it and the pod starts by itself"
+    )
+
+
+def report_error(report: Obj) -> str:
+    error = report.get("error") or {}
+    message = str(error.get("message") or "")
+    if error.get("migration"):
+        message = f"migration {error['migration']}: {message}"
+    return message
+
+
+def started(run: ObservedRun) -> datetime | None:
+    return run.started_at or run.created_at
+
+
+def transitioned(old: Obj, new: Obj) -> bool:
+    """True when the run or its phase changed, so the Event and metrics of a transition are emitted once."""
+    return bool(old.get("job") != new.get("job") or old.get("phase") != new.get("phase"))

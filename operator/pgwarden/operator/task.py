@@ -1,0 +1,74 @@
+"""The task a Job runs: the one contract between the operator that writes it and `pgwarden job` that reads it.
+
+Pure data over `pgwarden.api` (no Kubernetes, no engine), so both sides import it. It carries the resource's
+spec and what the operator resolved for it, never a secret: credentials arrive as env vars from Secrets.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from pgwarden.api.backup import DatabaseBackupSpec
+from pgwarden.api.base import ApiModel
+from pgwarden.api.common import StorageSpec
+from pgwarden.api.migration import DatabaseMigrationSpec
+from pgwarden.api.restore import DatabaseRestoreSpec
+
+# Environment variables the Job's container receives (credentials come from Secrets under libpq/AWS names).
+TASK_ENV = "PGWARDEN_TASK"
+TERMINATION_LOG_ENV = "PGWARDEN_TERMINATION_LOG"
+DATABASE_SECRET_ENV = "PGWARDEN_DATABASE_SECRET"
+
+# Where the Job's pod finds what the operator mounted.
+TERMINATION_LOG = "/dev/termination-log"
+MIGRATIONS_DIR = "/var/run/pgwarden/migrations"
+STORAGE_ROOT = "/var/lib/pgwarden/storage"
+CA_DIR = "/var/run/pgwarden/ca"
+CA_FILE = "ca.crt"
+SCRATCH_DIR = "/tmp"
+
+# The compact report fits a container's termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class JobKind(StrEnum):
+    """What a Job does; also the argument of `pgwarden job`."""
+
+    MIGRATE = "migrate"
+    BACKUP = "backup"
+    RESTORE = "restore"
+
+
+class ResourceId(ApiModel):
+    """The resource a Job works for, named in its logs and reports."""
+
+    kind: str
+    namespace: str
+    name: str
+    generation: int | None = None
+
+
+class RestoreSource(ApiModel):
+    """Where a restore reads from, resolved by the operator (a backupRef becomes its DatabaseBackup's storage)."""
+
+    storage: StorageSpec
+    location: str | None = Field(
+        default=None, description="A backup (or a prefix) relative to the storage's root; unset: its root."
+    )
+    backup_id: str | None = Field(default=None, description="A backup id under location; unset: the newest.")
+
+
+class Task(ApiModel):
+    """Everything `pgwarden job KIND` needs besides credentials."""
+
+    kind: JobKind
+    resource: ResourceId
+    migration: DatabaseMigrationSpec | None = None
+    backup: DatabaseBackupSpec | None = None
+    restore: DatabaseRestoreSpec | None = None
+    restore_source: RestoreSource | None = None
+    migrations_dir: str | None = Field(
+        default=None, description="Directory of mounted migration files; unset for inline migrations."
+    )

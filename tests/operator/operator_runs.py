@@ -1,0 +1,117 @@
+"""Job and Pod objects as the apiserver returns them, in the states a run goes through."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+Obj = dict[str, Any]
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def job(name: str, *, state: str = "active", reason: str | None = None, generation: int = 1) -> Obj:
+    conditions: list[Obj] = []
+    status: Obj = {"startTime": "2025-03-01T11:59:00Z"}
+    if state == "complete":
+        conditions.append({"type": "Complete", "status": "True"})
+        status["completionTime"] = "2025-03-01T11:59:30Z"
+    elif state == "failed":
+        conditions.append(
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": reason or "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+                "lastTransitionTime": "2025-03-01T11:59:40Z",
+            }
+        )
+    status["conditions"] = conditions
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "creationTimestamp": "2025-03-01T11:58:59Z",
+            "labels": {"pgwarden.io/generation": str(generation)},
+        },
+        "status": status,
+    }
+
+
+def pod(*, terminated: Obj | None = None, waiting: Obj | None = None, phase: str = "Running") -> Obj:
+    state: Obj = {}
+    if terminated is not None:
+        state["terminated"] = terminated
+    elif waiting is not None:
+        state["waiting"] = waiting
+    else:
+        state["running"] = {"startedAt": "2025-03-01T11:59:01Z"}
+    return {
+        "metadata": {"name": "p", "creationTimestamp": "2025-03-01T11:59:00Z"},
+        "status": {"phase": phase, "containerStatuses": [{"name": "pgwarden", "state": state}]},
+    }
+
+
+def finished_pod(report: Obj | None, *, exit_code: int = 0, text: str | None = None) -> Obj:
+    message = json.dumps(report) if report is not None else text
+    terminated: Obj = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}
+    if message:
+        terminated["message"] = message
+    return pod(terminated=terminated, phase="Succeeded" if exit_code == 0 else "Failed")
+
+
+MIGRATION_SUCCEEDED: Obj = {
+    "outcome": "Succeeded",
+    "database": "shop@db:5432/shop",
+    "currentVersion": "0004",
+    "tables": {"before": 0, "after": 2},
+    "rows": {"before": 0, "after": 2},
+    "rowCounts": "exact",
+    "rowChanges": [{"table": "public.customers", "before": None, "after": 2}],
+    "applied": [
+        {"version": "0001", "description": "create customers", "checksum": "a" * 64, "durationMs": 5},
+        {"version": "0002", "description": "create orders", "checksum": "b" * 64, "durationMs": 4},
+        {"version": "0003", "description": "orders by customer", "checksum": "c" * 64, "durationMs": 3},
+        {"version": "0004", "description": "seed customers", "checksum": "d" * 64, "durationMs": 2},
+    ],
+    "pending": [],
+    "warnings": ["0003: CREATE INDEX without CONCURRENTLY locks writes"],
+    "verification": {"passed": True, "checks": [{"name": "seed customers present", "passed": True}]},
+    "drift": {"detected": False, "differences": []},
+    "startedAt": "2025-03-01T11:59:02+00:00",
+    "completedAt": "2025-03-01T11:59:03+00:00",
+    "durationSeconds": 1.2,
+}
+
+MIGRATION_ROLLED_BACK: Obj = {
+    "outcome": "RolledBack",
+    "currentVersion": None,
+    "tables": {"before": 0, "after": 0},
+    "rows": {"before": 0, "after": 0},
+    "applied": [],
+    "pending": ["0001", "0002"],
+    "error": {"message": 'column "price" of relation "items" contains null values', "migration": "0002"},
+    "rollback": {
+        "strategy": "transaction",
+        "outcome": "Succeeded",
+        "message": "the transaction was rolled back",
+    },
+    "durationSeconds": 0.4,
+}
+
+BACKUP_SUCCEEDED: Obj = {
+    "outcome": "Succeeded",
+    "backup": {
+        "id": "20250301T115900Z",
+        "location": "s3://pgwarden-backups/shop/20250301T115900Z",
+        "sizeBytes": 123456,
+        "sha256": "e" * 64,
+        "verified": True,
+    },
+    "tables": 3,
+    "rows": 1200,
+    "startedAt": "2025-03-01T11:59:00Z",
+    "completedAt": "2025-03-01T11:59:20Z",
+    "durationSeconds": 20.0,
+    "retained": 4,
+}

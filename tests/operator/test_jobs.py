@@ -1,0 +1,241 @@
+"""The Jobs and CronJobs the operator creates: names, ownership, credentials, security, overrides."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.common import StorageSpec
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.restore import DatabaseRestore
+from pgwarden.operator import naming
+from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, migration_job, restore_job
+from pgwarden.operator.task import MIGRATIONS_DIR, TASK_ENV, RestoreSource, Task
+
+Obj = dict[str, Any]
+SETTINGS = JobSettings(image="pgwarden:test")
+
+
+def container(job: Obj) -> Obj:
+    spec = job["spec"]["jobTemplate"]["spec"] if job["kind"] == "CronJob" else job["spec"]
+    return dict(spec["template"]["spec"]["containers"][0])
+
+
+def pod_spec(job: Obj) -> Obj:
+    return dict(job["spec"]["template"]["spec"])
+
+
+def env(job: Obj) -> dict[str, Obj]:
+    return {item["name"]: item for item in container(job)["env"]}
+
+
+def task_of(job: Obj) -> Task:
+    return Task.model_validate_json(env(job)[TASK_ENV]["value"])
+
+
+def migration(resource: Callable[..., Obj], **metadata: Any) -> DatabaseMigration:
+    return DatabaseMigration.model_validate(resource("migration-shop.yaml", "DatabaseMigration", **metadata))
+
+
+def test_job_name_is_the_same_for_the_same_generation_and_new_for_a_new_one(
+    resource: Callable[..., Obj],
+) -> None:
+    first = migration_job(migration(resource, generation=3), SETTINGS)["metadata"]["name"]
+    again = migration_job(migration(resource, generation=3), SETTINGS)["metadata"]["name"]
+    later = migration_job(migration(resource, generation=4), SETTINGS)["metadata"]["name"]
+    assert first == again
+    assert first != later
+    assert first.startswith("shop-migrate-3-")
+
+
+def test_long_resource_names_are_trimmed_to_a_valid_job_name() -> None:
+    name = naming.job_name("DatabaseMigration", "a" * 250, "uid", 12345)
+    assert len(name) <= 63
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and "-migrate-12345-" in name
+    assert len(naming.cronjob_name("b" * 250, "uid")) <= 52
+    assert naming.job_name("DatabaseMigration", "a" * 250, "uid-1", 1) != naming.job_name(
+        "DatabaseMigration", "a" * 250, "uid-2", 1
+    )
+
+
+def test_the_job_is_owned_by_the_resource_so_kubernetes_deletes_it_along(
+    resource: Callable[..., Obj],
+) -> None:
+    job = migration_job(migration(resource), SETTINGS)
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert owner == {
+        "apiVersion": "pgwarden.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "name": "shop",
+        "uid": "0f0e0d0c-1111-2222-3333-444455556666",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert job["metadata"]["namespace"] == "shop"
+    labels = pod_spec_labels(job)
+    assert labels[naming.LABEL_RESOURCE_UID] == owner["uid"]
+    assert naming.owner_of(job) == ("DatabaseMigration", "shop", "shop")
+
+
+def pod_spec_labels(job: Obj) -> dict[str, str]:
+    return dict(job["spec"]["template"]["metadata"]["labels"])
+
+
+def test_database_credentials_come_only_from_secret_key_refs(resource: Callable[..., Obj]) -> None:
+    job = migration_job(migration(resource), SETTINGS)
+    variables = env(job)
+    for name, key in [("DATABASE_URL", "uri"), ("PGHOST", "host"), ("PGPASSWORD", "password")]:
+        assert variables[name]["valueFrom"]["secretKeyRef"] == {
+            "name": "shop-db",
+            "key": key,
+            "optional": True,
+        }
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        ref = variables[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "backup-s3-credentials", "key": name, "optional": False}
+    assert "value" not in variables["PGPASSWORD"]
+
+
+def test_the_task_carries_the_spec_and_no_secret_value(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    task = task_of(job)
+    assert task.kind == "migrate"
+    assert task.migrations_dir == MIGRATIONS_DIR
+    assert task.migration is not None and task.migration.verify.checks[0].name == "seed customers present"
+    text = json.dumps(job)
+    assert "shop-password" not in text and "pgwarden-secret" not in text
+
+
+def test_one_configmap_is_a_configmap_volume_several_are_one_projected_volume(
+    resource: Callable[..., Obj],
+) -> None:
+    one = migration_job(migration(resource), SETTINGS)
+    (volume,) = [v for v in pod_spec(one)["volumes"] if v["name"] == "migrations"]
+    assert volume["configMap"] == {"name": "shop-migrations"}
+    mount = next(m for m in container(one)["volumeMounts"] if m["name"] == "migrations")
+    assert mount == {"name": "migrations", "mountPath": MIGRATIONS_DIR, "readOnly": True}
+
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"]["configMapRefs"] = [{"name": "base"}, {"name": "release-2"}]
+    several = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    (volume,) = [v for v in pod_spec(several)["volumes"] if v["name"] == "migrations"]
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "base"}},
+        {"configMap": {"name": "release-2"}},
+    ]
+
+
+def test_migrations_from_an_image_are_copied_by_an_init_container(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"] = {"image": {"image": "registry.example/shop-migrations:7", "path": "/sql"}}
+    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    (init,) = pod_spec(job)["initContainers"]
+    assert init["image"] == "registry.example/shop-migrations:7"
+    assert init["command"][-2:] == ["/sql", MIGRATIONS_DIR]
+    assert {"name": "migrations", "emptyDir": {}} in pod_spec(job)["volumes"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_inline_migrations_travel_in_the_task(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"] = {"inline": [{"name": "0001_init.sql", "sql": "CREATE TABLE t (id int);"}]}
+    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    task = task_of(job)
+    assert task.migrations_dir is None
+    assert task.migration is not None and task.migration.migrations.inline is not None
+    assert task.migration.migrations.inline[0].sql == "CREATE TABLE t (id int);"
+    assert not [v for v in pod_spec(job)["volumes"] if v["name"] == "migrations"]
+
+
+def test_pods_run_under_the_restricted_profile_without_a_token(resource: Callable[..., Obj]) -> None:
+    job = migration_job(migration(resource), SETTINGS)
+    spec = pod_spec(job)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(job)["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    assert {"name": "scratch", "mountPath": "/tmp"} in container(job)["volumeMounts"]
+    assert container(job)["command"] == ["pgwarden", "job", "migrate"]
+    assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_migration_jobs_are_never_retried_and_honour_the_job_template(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["jobTemplate"] = {
+        "image": "my/pgwarden:1",
+        "activeDeadlineSeconds": 600,
+        "serviceAccountName": "migrator",
+        "nodeSelector": {"pool": "db"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+        "resources": {"limits": {"memory": "1Gi"}},
+    }
+    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    spec = pod_spec(job)
+    assert spec["serviceAccountName"] == "migrator"
+    assert spec["nodeSelector"] == {"pool": "db"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert container(job)["image"] == "my/pgwarden:1"
+    assert container(job)["resources"] == {"limits": {"memory": "1Gi"}, "requests": {}}
+
+
+def test_libpq_keys_ssl_mode_and_ca_reach_the_pod(resource: Callable[..., Obj]) -> None:
+    body = resource("backup-nightly.yaml", "DatabaseBackup")
+    body["spec"]["database"]["caSecretRef"] = {"name": "db-ca"}
+    job = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+    variables = env(job)
+    assert variables["PGSSLMODE"]["value"] == "prefer"
+    assert variables["PGSSLROOTCERT"]["value"] == "/var/run/pgwarden/ca/ca.crt"
+    ca = next(v for v in pod_spec(job)["volumes"] if v["name"] == "ca")
+    assert ca["secret"] == {"secretName": "db-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_a_schedule_becomes_a_cronjob_kubernetes_runs(resource: Callable[..., Obj]) -> None:
+    backup = DatabaseBackup.model_validate(resource("backup-nightly.yaml", "DatabaseBackup"))
+    cronjob = backup_cronjob(backup, SETTINGS)
+    spec = cronjob["spec"]
+    assert cronjob["kind"] == "CronJob"
+    assert spec["schedule"] == "0 2 * * *"
+    assert spec["timeZone"] == "Europe/Berlin"
+    assert spec["suspend"] is False
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] == SETTINGS.starting_deadline_seconds
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 3600
+    assert spec["jobTemplate"]["metadata"]["annotations"][naming.ANNOTATION_NAME] == "shop-nightly"
+    assert container(cronjob)["command"] == ["pgwarden", "job", "backup"]
+    assert cronjob["metadata"]["ownerReferences"][0]["kind"] == "DatabaseBackup"
+    same = backup_cronjob(backup, SETTINGS)
+    assert (
+        same["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH]
+        == (cronjob["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH])
+    )
+
+
+def test_a_volume_storage_is_mounted_and_needs_no_credentials(resource: Callable[..., Obj]) -> None:
+    body = resource("backup-once.yaml", "DatabaseBackup")
+    body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+    job = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+    assert {"name": "storage", "persistentVolumeClaim": {"claimName": "backups"}} in pod_spec(job)["volumes"]
+    assert "AWS_ACCESS_KEY_ID" not in env(job)
+
+
+def test_a_restore_job_reads_the_resolved_source(resource: Callable[..., Obj]) -> None:
+    restore = DatabaseRestore.model_validate(resource("restore.yaml", "DatabaseRestore"))
+    storage = StorageSpec.model_validate(
+        {"s3": {"bucket": "pgwarden-backups", "prefix": "shop/", "credentialsSecretRef": {"name": "s3"}}}
+    )
+    job = restore_job(restore, RestoreSource(storage=storage, backup_id="20250101T000000Z"), SETTINGS)
+    task = task_of(job)
+    assert task.restore_source is not None and task.restore_source.backup_id == "20250101T000000Z"
+    assert env(job)["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
+    assert env(job)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "shop-restored-db"
+    assert job["spec"]["backoffLimit"] == 0

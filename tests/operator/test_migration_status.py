@@ -1,0 +1,206 @@
+"""A DatabaseMigration's status, conditions and Events from its Job: every state a run goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod
+
+from pgwarden.api.common import APPROVED_ANNOTATION
+from pgwarden.api.migration import DatabaseMigrationStatus
+from pgwarden.operator import migrations
+from pgwarden.operator.conditions import condition
+from pgwarden.operator.jobs import JobSettings
+from pgwarden.operator.observe import observe
+from pgwarden.operator.status import Decision, status_patch
+
+Obj = dict[str, Any]
+SETTINGS = JobSettings(image="pgwarden:test")
+
+
+def decide(body: Obj, job_obj: Obj | None = None, pods: list[Obj] | None = None) -> Decision:
+    run = observe(job_obj, pods or []) if job_obj else None
+    decision = migrations.decide(body, run, [], SETTINGS, NOW)
+    DatabaseMigrationStatus.model_validate(decision.status)  # whatever we write fits the CRD's schema
+    return decision
+
+
+def cond(decision: Decision, kind: str) -> Obj:
+    found = condition(decision.status["conditions"], kind)
+    assert found is not None, kind
+    return found
+
+
+def test_a_new_migration_creates_its_job_and_says_so(resource: Callable[..., Obj]) -> None:
+    decision = decide(resource("migration-shop.yaml", "DatabaseMigration"))
+    assert decision.create is not None and decision.create["kind"] == "Job"
+    assert decision.status["phase"] == "Pending"
+    assert decision.status["job"] == decision.create["metadata"]["name"]
+    assert cond(decision, "Progressing")["status"] == "True"
+    assert cond(decision, "Ready")["status"] == "False"
+    assert [e.reason for e in decision.events] == ["Started"]
+
+
+def test_an_existing_job_is_adopted_not_created_again(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    decision = decide(body, job(name), [pod()])
+    assert decision.create is None
+    assert decision.status["phase"] == "Running"
+
+
+def test_success_puts_counts_applied_and_verification_on_status(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    body["status"] = {"phase": "Running", "job": name, "observedGeneration": 1}
+    decision = decide(body, job(name, state="complete"), [finished_pod(MIGRATION_SUCCEEDED)])
+    status = decision.status
+    assert status["phase"] == "Succeeded"
+    assert status["currentVersion"] == "0004"
+    assert status["tables"] == {"before": 0, "after": 2}
+    assert status["rows"] == {"before": 0, "after": 2}
+    assert [a["version"] for a in status["applied"]] == ["0001", "0002", "0003", "0004"]
+    assert status["verification"]["passed"] is True
+    assert status["lint"] == ["0003: CREATE INDEX without CONCURRENTLY locks writes"]
+    assert status["message"] == "applied 4 migration(s), now at version 0004; 2 tables, 2 rows"
+    assert status["durationSeconds"] == 1.2
+    assert cond(decision, "Ready")["status"] == "True"
+    assert cond(decision, "Progressing")["status"] == "False"
+    assert cond(decision, "Drifted")["status"] == "False"
+    assert [e.reason for e in decision.events] == ["Succeeded"]
+    assert [(f.kind, f.outcome) for f in decision.finished] == [("migrate", "Succeeded")]
+
+
+def test_a_rolled_back_run_says_what_failed_and_how_it_was_undone(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-fails.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    body["status"] = {"phase": "Running", "job": name, "observedGeneration": 1}
+    decision = decide(body, job(name, state="failed"), [finished_pod(MIGRATION_ROLLED_BACK, exit_code=1)])
+    status = decision.status
+    assert status["phase"] == "RolledBack"
+    assert status["rollback"] == {
+        "strategy": "transaction",
+        "outcome": "Succeeded",
+        "message": "the transaction was rolled back",
+    }
+    assert status["message"].startswith('rolled back (transaction): migration 0002: column "price"')
+    assert cond(decision, "Ready")["reason"] == "RolledBack"
+    assert [e.reason for e in decision.events] == ["RolledBack"]
+    assert decision.events[0].type == "Warning"
+    assert decision.finished[0].outcome == "RolledBack"
+
+
+def test_the_same_observation_twice_emits_no_second_event(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    body["status"] = {"phase": "Running", "job": name, "observedGeneration": 1}
+    first = decide(body, job(name, state="complete"), [finished_pod(MIGRATION_SUCCEEDED)])
+    body["status"] = first.status
+    second = decide(body, job(name, state="complete"), [finished_pod(MIGRATION_SUCCEEDED)])
+    assert second.events == () and second.finished == ()
+    assert status_patch(first.status, second.status) == {}
+
+
+def test_a_pod_waiting_for_a_missing_secret_is_a_clear_condition_not_running_forever(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "backup-s3-credentials" not found'}
+    decision = decide(body, job(name), [pod(waiting=waiting, phase="Pending")])
+    assert decision.status["phase"] == "Pending"
+    ready = cond(decision, "Ready")
+    assert ready["reason"] == "JobCannotStart"
+    assert 'secret "backup-s3-credentials" not found' in ready["message"]
+    assert cond(decision, "Progressing")["status"] == "False"
+    assert [e.reason for e in decision.events] == ["CannotStart"]
+
+
+def test_a_job_past_its_deadline_fails_with_a_message_saying_so(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    decision = decide(body, job(name, state="failed", reason="DeadlineExceeded"), [])
+    assert decision.status["phase"] == "Failed"
+    assert "activeDeadlineSeconds" in decision.status["message"]
+    assert cond(decision, "Ready")["reason"] == "DeadlineExceeded"
+
+
+def test_a_crash_without_report_shows_the_log_tail(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    crashed = finished_pod(None, exit_code=137, text="Traceback ...\nMemoryError")
+    decision = decide(body, job(name, state="failed"), [crashed])
+    assert decision.status["phase"] == "Failed"
+    assert "exit code 137" in decision.status["message"]
+    assert "MemoryError" in decision.status["message"]
+
+
+def test_manual_approval_waits_until_the_annotation_then_runs_once(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["approval"] = "Manual"
+    waiting = decide(body)
+    assert waiting.create is None
+    assert waiting.status["phase"] == "AwaitingApproval"
+    assert f"kubectl annotate dbmig shop {APPROVED_ANNOTATION}=true" in waiting.status["message"]
+    assert cond(waiting, "Ready")["reason"] == "AwaitingApproval"
+
+    body["status"] = waiting.status
+    body["metadata"]["annotations"] = {APPROVED_ANNOTATION: "true"}
+    approved = decide(body)
+    assert approved.create is not None
+    assert approved.remove_approval is True
+    assert approved.status["phase"] == "Pending"
+
+
+def test_a_finished_generation_whose_job_is_gone_is_not_run_again(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    body["status"] = {"phase": "Succeeded", "job": name, "observedGeneration": 1, "message": "done"}
+    decision = decide(body)
+    assert decision.create is None and decision.events == ()
+
+
+def test_a_new_generation_runs_again(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration", generation=2)
+    body["status"] = {"phase": "Succeeded", "job": "shop-migrate-1-abcdef", "observedGeneration": 1}
+    decision = decide(body)
+    assert decision.create is not None and "-migrate-2-" in decision.create["metadata"]["name"]
+
+
+def test_a_new_generation_waits_for_the_run_of_the_previous_one(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration", generation=2)
+    decision = migrations.decide(body, None, ["shop-migrate-1-abcdef"], SETTINGS, NOW)
+    assert decision.create is None
+    assert "shop-migrate-1-abcdef" in decision.status["message"]
+
+
+def test_drift_sets_the_drifted_condition(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    report = dict(
+        MIGRATION_SUCCEEDED,
+        drift={
+            "detected": True,
+            "differences": [{"kind": "column", "object": "public.t.x", "detail": "only in live"}],
+        },
+    )
+    decision = decide(body, job(name, state="complete"), [finished_pod(report)])
+    assert cond(decision, "Drifted")["status"] == "True"
+
+
+def test_status_patch_clears_fields_of_the_previous_run() -> None:
+    old = {"phase": "RolledBack", "rollback": {"strategy": "transaction"}, "message": "x"}
+    new = {"phase": "Succeeded", "message": "y"}
+    assert status_patch(old, new) == {"rollback": None, "phase": "Succeeded", "message": "y"}
+
+
+def test_transition_time_moves_only_when_the_status_changes(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    first = decide(body)
+    body["status"] = dict(
+        first.status,
+        conditions=[dict(c, lastTransitionTime="2025-01-01T00:00:00Z") for c in first.status["conditions"]],
+    )
+    again = decide(body, job(first.status["job"]), [pod()])
+    assert cond(again, "Ready")["lastTransitionTime"] == "2025-01-01T00:00:00Z"  # False before and after
