@@ -1,0 +1,179 @@
+"""`pgwarden.engine.redact`: passwords in URLs, `password=` keywords and every registered secret are masked,
+in plain text and inside nested reports, and nothing else is touched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pgwarden.engine import redact as redaction
+from pgwarden.engine.redact import (
+    MASK,
+    redact,
+    redact_obj,
+    register_environment,
+    register_secret,
+    register_url,
+)
+
+
+@pytest.fixture(autouse=True)
+def no_known_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with an empty registry (it is process-wide in the engine)."""
+    monkeypatch.setattr(redaction, "_known_secrets", set())
+    yield
+
+
+# --- URL userinfo -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://app:s3cret@db:5432/shop", f"postgresql://app:{MASK}@db:5432/shop"),
+        ("postgres://app:s3cret@db/shop", f"postgres://app:{MASK}@db/shop"),
+        ("postgresql://app:p%40ss%21@db/shop", f"postgresql://app:{MASK}@db/shop"),
+        ("postgresql://app:s3cret@[::1]:5432/shop", f"postgresql://app:{MASK}@[::1]:5432/shop"),
+        ("s3://AKIAEXAMPLE:wJalrXUtnFEMI@minio:9000/b", f"s3://AKIAEXAMPLE:{MASK}@minio:9000/b"),
+        (
+            "cannot connect to postgresql://a:one1@h1/d, tried postgresql://b:two2@h2/d",
+            f"cannot connect to postgresql://a:{MASK}@h1/d, tried postgresql://b:{MASK}@h2/d",
+        ),
+    ],
+)
+def test_the_password_of_a_url_is_masked_and_the_rest_kept(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://app@db:5432/shop",
+        "postgresql://db:5432/shop",
+        "migration 0002 failed at 0002_orders.sql:12: relation shop.orders does not exist",
+        "time 12:30:45 and ratio 3:4",
+        "",
+    ],
+)
+def test_text_without_a_password_is_unchanged(text: str) -> None:
+    assert redact(text) == text
+
+
+# --- keyword `password=` ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host=db password=s3cret dbname=shop", f"host=db password={MASK} dbname=shop"),
+        ("host=db password = 's3cret' dbname=shop", f"host=db password = '{MASK}' dbname=shop"),
+        ('host=db password="s3cret" dbname=shop', f'host=db password="{MASK}" dbname=shop'),
+        ("PASSWORD=s3cret", f"PASSWORD={MASK}"),
+        ("sslpassword=keypass port=5432", f"sslpassword={MASK} port=5432"),
+        ("password: s3cret", f"password: {MASK}"),
+        ("?user=app&password=s3cret&sslmode=require", f"?user=app&password={MASK}&sslmode=require"),
+        ("aws_secret_access_key=wJalrXUtnFEMI", f"aws_secret_access_key={MASK}"),
+    ],
+)
+def test_keyword_passwords_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+# --- registered secrets -----------------------------------------------------------------------------
+
+
+def test_a_registered_secret_is_masked_wherever_it_appears() -> None:
+    register_secret("Zq9-secret!")
+    echoed = "invalid input syntax for type integer: \"Zq9-secret!\" (LINE 1: SELECT 'Zq9-secret!')"
+    assert redact(echoed) == f"invalid input syntax for type integer: \"{MASK}\" (LINE 1: SELECT '{MASK}')"
+
+
+def test_a_registered_secret_is_masked_in_its_url_encoded_form_too() -> None:
+    register_secret("Zq9-secret!")
+    assert redact("dsn ends with Zq9-secret%21") == f"dsn ends with {MASK}"
+
+
+def test_the_password_of_a_registered_url_is_learnt_decoded() -> None:
+    register_url("postgresql://app:Canary-9f3b%21x@db/shop")
+    assert redact("server said: Canary-9f3b!x") == f"server said: {MASK}"
+    assert redact("Canary-9f3b%21x") == MASK
+
+
+def test_the_password_of_registered_keywords_is_learnt() -> None:
+    register_url("host=db password=Kw-pass-77 dbname=shop")
+    assert redact("echo Kw-pass-77 back") == f"echo {MASK} back"
+
+
+def test_the_longest_overlapping_secret_is_masked_whole() -> None:
+    register_secret("abcd")
+    register_secret("abcdefgh")
+    assert redact("x abcdefgh y") == f"x {MASK} y"
+
+
+def test_registering_nothing_masks_nothing() -> None:
+    register_secret(None)
+    register_secret("")
+    register_url(None)
+    register_url("postgresql://app@db/shop")
+    assert redact("app db shop") == "app db shop"
+
+
+def test_secrets_from_the_environment_are_learnt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "Env-pg-pass-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "Env-aws-key-2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:Env-url-pass-3@db/shop")
+
+    register_environment()
+
+    text = "Env-pg-pass-1 / Env-aws-key-2 / Env-url-pass-3"
+    assert redact(text) == f"{MASK} / {MASK} / {MASK}"
+
+
+# --- redact_obj -------------------------------------------------------------------------------------
+
+
+def test_redact_obj_masks_every_string_in_nested_dicts_and_lists() -> None:
+    register_secret("Zq9-secret!")
+    report = {
+        "outcome": "RolledBack",
+        "database": "app@db:5432/shop",
+        "error": {
+            "message": "cannot connect to postgresql://app:s3cret@db/shop",
+            "statement": "SELECT 'Zq9-secret!'::int",
+            "line": 3,
+        },
+        "verification": {
+            "passed": False,
+            "checks": [
+                {"name": "echo", "passed": False, "actual": "Zq9-secret!", "expected": "x"},
+                {"name": "dsn", "passed": True, "message": "host=db password=s3cret"},
+            ],
+        },
+        "warnings": ("password=s3cret",),
+        "rows": {"before": 10, "after": None},
+    }
+
+    assert redact_obj(report) == {
+        "outcome": "RolledBack",
+        "database": "app@db:5432/shop",
+        "error": {
+            "message": f"cannot connect to postgresql://app:{MASK}@db/shop",
+            "statement": f"SELECT '{MASK}'::int",
+            "line": 3,
+        },
+        "verification": {
+            "passed": False,
+            "checks": [
+                {"name": "echo", "passed": False, "actual": MASK, "expected": "x"},
+                {"name": "dsn", "passed": True, "message": f"host=db password={MASK}"},
+            ],
+        },
+        "warnings": [f"password={MASK}"],
+        "rows": {"before": 10, "after": None},
+    }
+
+
+@pytest.mark.parametrize("value", [None, 0, 3.5, True, "plain text"])
+def test_redact_obj_leaves_values_without_secrets_alone(value: object) -> None:
+    assert redact_obj(value) == value
