@@ -1,0 +1,26 @@
+"""`pgwarden job KIND`: the entrypoint of the Jobs the operator creates (the task comes from PGWARDEN_TASK)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgwarden.operator.task import JobKind
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "job",
+        help="run one task inside a Job (used by the operator)",
+        description="Run the task in PGWARDEN_TASK with the database from DATABASE_URL or PG* variables; "
+        "write the compact report to the termination message and the full report to stdout.",
+    )
+    parser.add_argument("kind", choices=[kind.value for kind in JobKind], help="what the Job does")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pgwarden.cli.backup_cmd import terminate_as_interrupt
+    from pgwarden.job import run as run_job
+
+    with terminate_as_interrupt():
+        return run_job(args.kind)

@@ -1,0 +1,300 @@
+"""The in-pod runner of `pgwarden job KIND`: the task from the environment in, the engine run, the report out.
+
+The compact report (at most 4 KiB) goes to the termination message, where the operator reads it; the full
+report is the last line on stdout (`kubectl logs`) and, for backups, `report.json` beside the backup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.reports import Outcome
+from pgwarden.cli.output import print_json, progress
+from pgwarden.cli.safety_net import backup_hooks
+from pgwarden.engine.backup import take_backup
+from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.migrate import MigrateOptions, migrate
+from pgwarden.engine.redact import redact, redact_obj, register_environment
+from pgwarden.engine.restore import restore_backup
+from pgwarden.operator.task import (
+    DATABASE_SECRET_ENV,
+    STORAGE_ROOT,
+    TASK_ENV,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+    TERMINATION_MESSAGE_LIMIT,
+    JobKind,
+    Task,
+)
+from pgwarden.storage import StorageError, open_storage
+from pgwarden.storage.manifest import prune
+from pgwarden.storage.retention import RetentionPolicy
+
+log = logging.getLogger("pgwarden.job")
+Report = dict[str, Any]
+STORAGE_ROOT_ENV = "PGWARDEN_STORAGE_ROOT"  # tests put "volume" storage somewhere writable
+REPORT_FILE = "report.json"
+
+# Lists a compact report may shorten (with a `<name>Total`), in the order they give way.
+_CAPPED = ("rowChanges", "pending", "applied", "warnings", "plan", "baselined")
+_NESTED_CAPPED = (("verification", "checks"), ("verification", "differences"), ("drift", "differences"))
+_CAPS = (50, 20, 10, 5, 3, 1, 0)
+
+
+def load_task(kind: str) -> Task:
+    """The task the operator put in PGWARDEN_TASK; BadInput says what is wrong with it."""
+    text = os.environ.get(TASK_ENV)
+    if not text:
+        raise BadInput(f"{TASK_ENV} is not set; `pgwarden job` runs inside Jobs the operator creates")
+    try:
+        task = Task.model_validate_json(text)
+    except ValidationError as exc:
+        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from None
+    if task.kind != kind:
+        raise BadInput(f"this is a {task.kind} task, but `pgwarden job {kind}` was run")
+    return task
+
+
+def database_url() -> str:
+    """DATABASE_URL (the Secret's `uri`) or '' for libpq's PG* variables (the Secret's libpq keys)."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    if os.environ.get("PGHOST") or os.environ.get("PGDATABASE"):
+        return ""
+    secret = os.environ.get(DATABASE_SECRET_ENV, "the database Secret")
+    raise BadInput(
+        f"Secret {secret!r} is missing or has neither the key 'uri' nor the keys 'host' and 'dbname'; "
+        "create it with uri=postgresql://user:password@host:5432/dbname, or with host, port, dbname, "
+        "user and password"
+    )
+
+
+def storage_uri(storage: StorageSpec) -> str:
+    """The location string the engine takes; S3 settings go to the environment the engine reads them from."""
+    if storage.s3 is not None:
+        s3 = storage.s3
+        if s3.endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = s3.endpoint
+        if s3.region:
+            os.environ["AWS_REGION"] = s3.region
+        if s3.force_path_style:
+            os.environ["PGWARDEN_S3_FORCE_PATH_STYLE"] = "true"
+        return f"s3://{s3.bucket}/{s3.prefix.strip('/')}".rstrip("/")
+    assert storage.volume is not None
+    root = Path(os.environ.get(STORAGE_ROOT_ENV, STORAGE_ROOT))
+    return str(root / storage.volume.path.strip("/"))
+
+
+@contextmanager
+def migrations_directory(task: Task) -> Iterator[Path]:
+    """The mounted migrations, or the inline ones written to a scratch directory."""
+    spec = task.migration
+    assert spec is not None
+    if spec.migrations.inline is None:
+        if not task.migrations_dir:
+            raise BadInput("the task names no migrations directory and has no inline migrations")
+        yield Path(task.migrations_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="pgwarden-migrations-") as scratch:
+        for item in spec.migrations.inline:
+            (Path(scratch) / item.name).write_text(item.sql)
+        yield Path(scratch)
+
+
+def run_migration(task: Task, url: str) -> Report:
+    spec = task.migration
+    if spec is None:
+        raise BadInput("the migrate task carries no migration spec")
+    take, undo = None, None
+    if spec.backup_before is not None:
+        take, undo = backup_hooks(url, storage_uri(spec.backup_before.storage))
+    with migrations_directory(task) as directory:
+        options = MigrateOptions(
+            directory=directory,
+            target=spec.target_version,
+            baseline=spec.baseline_version,
+            policy=spec.policy,
+            verify=spec.verify,
+            rollback=spec.rollback.strategy,
+            take_backup=take,
+            restore_backup=undo,
+        )
+        return migrate(url, options, progress=progress).to_json_dict()
+
+
+def _retention(task: Task) -> RetentionPolicy | None:
+    assert task.backup is not None
+    retention = task.backup.retention
+    if retention is None:
+        return None
+    return RetentionPolicy(
+        keep_last=retention.keep_last,
+        max_age=parse_duration(retention.max_age) if retention.max_age else None,
+    )
+
+
+def run_backup(task: Task, url: str) -> Report:
+    spec = task.backup
+    if spec is None:
+        raise BadInput("the backup task carries no backup spec")
+    location = storage_uri(spec.storage)
+    backup = take_backup(
+        url,
+        location,
+        format=str(spec.format),
+        compression=spec.compression,
+        jobs=spec.parallel_jobs,
+        verify=spec.verify.restore,
+        progress=progress,
+    )
+    report: Report = backup.to_json_dict()
+    warnings: list[str] = []
+    report["warnings"] = warnings
+    if spec.include or spec.exclude:
+        warnings.append(
+            "include/exclude are not applied by this pgwarden version: the whole database was backed up"
+        )
+    if backup.outcome != Outcome.SUCCEEDED or backup.backup is None:
+        return report
+    storage = open_storage(location)
+    try:
+        storage.child(backup.backup.id).put_bytes(REPORT_FILE, json.dumps(redact_obj(report)).encode())
+    except StorageError as exc:
+        warnings.append(f"{REPORT_FILE} was not written: {exc}")
+    policy = _retention(task)
+    if policy is not None:
+        try:
+            result = prune(storage, policy, datetime.now(UTC))
+        except StorageError as exc:
+            warnings.append(f"retention did not run: {exc}")
+        else:
+            report["retained"] = len(result.plan.keep)
+            report["pruned"] = result.deleted
+    return report
+
+
+def run_restore(task: Task, url: str) -> Report:
+    spec, source = task.restore, task.restore_source
+    if spec is None or source is None:
+        raise BadInput("the restore task carries no restore spec or source")
+    root = storage_uri(source.storage)
+    location = root
+    if source.location:
+        given = source.location
+        location = given if given.startswith(("s3://", "/")) else f"{root.rstrip('/')}/{given.strip('/')}"
+    return restore_backup(
+        url,
+        location,
+        backup_id=source.backup_id,
+        create=spec.create_database,
+        clean=spec.clean,
+        terminate=spec.terminate_connections,
+        jobs=spec.parallel_jobs,
+        progress=progress,
+    ).to_json_dict()
+
+
+RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
+    JobKind.MIGRATE: run_migration,
+    JobKind.BACKUP: run_backup,
+    JobKind.RESTORE: run_restore,
+}
+
+
+def _clip(text: object, limit: int) -> object:
+    if isinstance(text, str) and len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
+
+
+def _capped(report: Report, cap: int | None, text_limit: int) -> Report:
+    data: Report = json.loads(json.dumps(report, default=str))
+    for key in _CAPPED:
+        items = data.get(key)
+        if isinstance(items, list) and cap is not None and len(items) > cap:
+            data[key] = items[:cap]
+            data[f"{key}Total"] = len(items)
+    for block, key in _NESTED_CAPPED:
+        holder = data.get(block)
+        if not isinstance(holder, dict):
+            continue
+        items = holder.get(key)
+        if isinstance(items, list) and cap is not None and len(items) > cap:
+            if key == "checks":  # failed checks are the ones worth keeping
+                items = sorted(items, key=lambda c: bool(c.get("passed")))
+            holder[key] = items[:cap]
+            holder[f"{key}Total"] = len(items)
+    error = data.get("error")
+    if isinstance(error, dict):
+        for key in ("message", "statement"):
+            if key in error:
+                error[key] = _clip(error[key], text_limit)
+    rollback = data.get("rollback")
+    if isinstance(rollback, dict) and "message" in rollback:
+        rollback["message"] = _clip(rollback["message"], text_limit)
+    return data
+
+
+def compact(report: Report, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+    """The report as JSON of at most `limit` bytes: lists capped (with totals), long texts clipped."""
+    safe = redact_obj(report)
+    assert isinstance(safe, dict)
+    for cap, text_limit in [(None, 2000), *((c, 600) for c in _CAPS)]:
+        text = json.dumps(_capped(safe, cap, text_limit), separators=(",", ":"), default=str)
+        if len(text.encode()) <= limit:
+            return text
+    error = (safe.get("error") or {}).get("message") if isinstance(safe.get("error"), dict) else None
+    minimal = {"outcome": safe.get("outcome", "Failed"), "truncated": True}
+    if error:
+        minimal["error"] = {"message": _clip(str(error), 1000)}
+    return json.dumps(minimal, separators=(",", ":"))
+
+
+def write_termination_message(text: str) -> None:
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
+    try:
+        path.write_text(text)
+    except OSError as exc:  # outside a pod: the report is still on stdout
+        log.warning("could not write the termination message to %s: %s", path, exc)
+
+
+def run(kind: str) -> int:
+    """Run one task; exit 0 on success, 1 when the operation failed, 2 when the input was refused."""
+    register_environment()
+    code = 1
+    try:
+        task = load_task(kind)
+        log.info(
+            "%s for %s %s/%s (generation %s)",
+            kind,
+            task.resource.kind,
+            task.resource.namespace,
+            task.resource.name,
+            task.resource.generation,
+        )
+        report = RUNNERS[task.kind](task, database_url())
+        code = 0 if report.get("outcome") == Outcome.SUCCEEDED else 1
+    except PgwardenError as exc:
+        report = {"outcome": "Failed", "error": {"message": exc.message}}
+        code = exc.exit_code
+    except Exception as exc:  # the operator must still get a report, and no secret in it
+        log.debug("unexpected failure", exc_info=True)
+        report = {
+            "outcome": "Failed",
+            "error": {"message": f"unexpected error: {type(exc).__name__}: {redact(str(exc))}"},
+        }
+    write_termination_message(compact(report))
+    print_json(report)
+    return code

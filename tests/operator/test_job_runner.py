@@ -1,0 +1,287 @@
+"""`pgwarden job KIND` against a real PostgreSQL, with the env a kubelet would give the operator's Job.
+
+The Job manifests come from the operator's builders; their `secretKeyRef`s are resolved from fake Secrets
+here, so these tests check the whole contract between operator, Job and engine without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from operator_runs import NOW, job
+
+from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
+from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
+from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
+from pgwarden.job import compact
+from pgwarden.operator import backups, migrations, restores
+from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
+from pgwarden.operator.observe import observe
+from pgwarden.operator.task import TERMINATION_LOG_ENV, RestoreSource
+from pgwarden.testing.localpg import LocalPostgres
+
+Obj = dict[str, Any]
+PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
+SETTINGS = JobSettings(image="pgwarden:test")
+
+
+class Ran:
+    """One finished `pgwarden job` process: exit code, outputs, and its termination message."""
+
+    def __init__(self, result: subprocess.CompletedProcess[str], termination: str) -> None:
+        self.code = result.returncode
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.termination = termination
+
+    @property
+    def compact(self) -> Obj:
+        data = json.loads(self.termination)
+        assert isinstance(data, dict)
+        return data
+
+    @property
+    def full(self) -> Obj:
+        data = json.loads(self.stdout.strip().splitlines()[-1])
+        assert isinstance(data, dict)
+        return data
+
+    def as_pod(self) -> Obj:
+        terminated = {"exitCode": self.code, "message": self.termination}
+        return {
+            "metadata": {"name": "p", "creationTimestamp": "2025-03-01T11:59:00Z"},
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "pgwarden", "state": {"terminated": terminated}}],
+            },
+        }
+
+
+def kubelet_env(manifest: Obj, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The container's environment as a kubelet builds it: values, and secretKeyRefs from `secrets`."""
+    spec = manifest["spec"]["template"]["spec"]
+    env: dict[str, str] = {}
+    for item in spec["containers"][0]["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        value = secrets.get(ref["name"], {}).get(ref["key"])
+        if value is None and not ref.get("optional"):
+            raise LookupError(f"CreateContainerConfigError: secret {ref['name']} key {ref['key']}")
+        if value is not None:
+            env[item["name"]] = value
+    return env
+
+
+def run_job(manifest: Obj, secrets: dict[str, dict[str, str]], tmp_path: Path, **extra: str) -> Ran:
+    env = kubelet_env(manifest, secrets)
+    env.update(TMPDIR=str(tmp_path), HOME=str(tmp_path), **extra)
+    termination = tmp_path / f"termination-{len(list(tmp_path.glob('termination-*')))}"
+    env[TERMINATION_LOG_ENV] = str(termination)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_")) and k != "DATABASE_URL"}
+    kind = manifest["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    result = subprocess.run(
+        [PGWARDEN, "job", kind], env={**base, **env}, capture_output=True, text=True, timeout=180, check=False
+    )
+    return Ran(result, termination.read_text() if termination.exists() else "")
+
+
+def libpq_secret(url: str) -> dict[str, str]:
+    parts = urlsplit(url)
+    from urllib.parse import unquote
+
+    return {
+        "host": parts.hostname or "",
+        "port": str(parts.port),
+        "dbname": parts.path.lstrip("/"),
+        "user": parts.username or "",
+        "password": unquote(parts.password or ""),
+    }
+
+
+def inline_migration(resource: Callable[..., Obj], files: dict[str, str]) -> Obj:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"] = {"inline": [{"name": n, "sql": s} for n, s in files.items()]}
+    body["spec"].pop("backupBefore")
+    body["spec"].pop("policy")  # the example's statementTimeout "10m" is not a PostgreSQL duration
+    body["spec"]["verify"] = {"expect": {"tables": ["customers"]}}
+    return body
+
+
+def assert_no_secret(ran: Ran, *secrets: str) -> None:
+    for secret in secrets:
+        for text in (ran.stdout, ran.stderr, ran.termination):
+            assert secret not in text
+
+
+def test_inline_migrations_run_and_the_operator_maps_the_report_to_status(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    body = inline_migration(
+        resource,
+        {
+            "0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);",
+            "0002_seed.sql": "INSERT INTO customers VALUES (1, 'ada'), (2, 'grace');",
+        },
+    )
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    ran = run_job(manifest, {"shop-db": {"uri": db_url}}, tmp_path)
+    assert ran.code == 0, ran.stderr + ran.stdout
+    assert len(ran.termination.encode()) <= 4096
+    assert ran.compact["outcome"] == "Succeeded"
+    assert ran.full["applied"][1]["version"] == "0002"
+    assert_no_secret(ran, pg.password)
+
+    run = observe(job(manifest["metadata"]["name"], state="complete"), [ran.as_pod()])
+    decision = migrations.decide(body, run, [], SETTINGS, NOW)
+    status = DatabaseMigrationStatus.model_validate(decision.status)
+    assert status.phase == "Succeeded"
+    assert status.current_version == "0002"
+    assert status.tables is not None and status.tables.after == 1
+    assert status.rows is not None and status.rows.after == 2
+
+
+def test_a_failing_migration_rolls_back_and_exits_1(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    body = inline_migration(
+        resource,
+        {
+            "0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY);\nINSERT INTO customers VALUES (1);",
+            "0002_bad.sql": "ALTER TABLE customers ADD COLUMN email text NOT NULL;",
+        },
+    )
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    ran = run_job(manifest, {"shop-db": libpq_secret(db_url)}, tmp_path)  # libpq keys instead of uri
+    assert ran.code == 1, ran.stderr
+    assert ran.compact["outcome"] == "RolledBack"
+    assert ran.compact["rollback"]["outcome"] == "Succeeded"
+    assert_no_secret(ran, pg.password)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.customers')").fetchone() == (None,)
+
+    run = observe(job(manifest["metadata"]["name"], state="failed"), [ran.as_pod()])
+    status = migrations.decide(body, run, [], SETTINGS, NOW).status
+    assert status["phase"] == "RolledBack"
+    assert status["rollback"]["outcome"] == "Succeeded"
+
+
+def test_mounted_migration_files_are_read_from_the_mounted_directory(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    (mounted / "0001_customers.sql").write_text("CREATE TABLE customers (id int);")
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"].pop("backupBefore")
+    body["spec"].pop("policy")
+    body["spec"]["verify"] = {}
+    model = DatabaseMigration.model_validate(body)
+    manifest = migration_job(model, SETTINGS)
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    task = next(e for e in env if e["name"] == "PGWARDEN_TASK")
+    task["value"] = json.dumps(dict(json.loads(task["value"]), migrationsDir=str(mounted)))
+    ran = run_job(manifest, {"shop-db": {"uri": db_url}}, tmp_path)
+    assert ran.code == 0, ran.stderr + ran.stdout
+    assert ran.compact["currentVersion"] == "0001"
+
+
+def test_a_missing_database_secret_fails_with_a_message_naming_it(
+    resource: Callable[..., Obj], tmp_path: Path
+) -> None:
+    body = inline_migration(resource, {"0001_x.sql": "SELECT 1;"})
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    ran = run_job(manifest, {}, tmp_path)
+    assert ran.code == 2
+    assert "Secret 'shop-db' is missing or has neither the key 'uri'" in ran.compact["error"]["message"]
+    run = observe(job(manifest["metadata"]["name"], state="failed"), [ran.as_pod()])
+    status = migrations.decide(body, run, [], SETTINGS, NOW).status
+    assert status["phase"] == "Failed"
+    assert "Secret 'shop-db' is missing" in status["message"]
+
+
+@pytest.mark.slow
+def test_backup_to_a_volume_applies_retention_and_restores(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 500)"
+        )
+    body = resource("backup-once.yaml", "DatabaseBackup")
+    body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+    body["spec"]["retention"] = {"keepLast": 1}
+    body["spec"]["verify"] = {"restore": False}
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    reports = []
+    for generation in (1, 2):
+        body["metadata"]["generation"] = generation
+        manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+        ran = run_job(manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert ran.code == 0, ran.stderr + ran.stdout
+        assert_no_secret(ran, pg.password)
+        reports.append(ran)
+    latest = reports[-1].compact
+    assert latest["retained"] == 1
+    assert latest["tables"] == 1 and latest["rows"] == 500
+    backup_dir = root / "shop" / latest["backup"]["id"]
+    assert (backup_dir / "report.json").exists()
+    assert sorted(p.name for p in (root / "shop").iterdir() if p.is_dir()) == [latest["backup"]["id"]]
+
+    manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+    run = observe(job(manifest["metadata"]["name"], state="complete"), [reports[-1].as_pod()])
+    status = backups.decide(body, [run], None, SETTINGS, NOW).status
+    DatabaseBackupStatus.model_validate(status)
+    assert status["lastBackup"]["sha256"] == latest["backup"]["sha256"]
+    assert status["lastBackup"]["rows"] == 500
+
+    target = pg.create_database()
+    restore_body = resource("restore.yaml", "DatabaseRestore")
+    restore_body["spec"]["createDatabase"] = False
+    restore = DatabaseRestore.model_validate(restore_body)
+    source = RestoreSource(storage=DatabaseBackup.model_validate(body).spec.storage)
+    manifest = restore_job(restore, source, SETTINGS)
+    ran = run_job(manifest, {"shop-restored-db": {"uri": target}}, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert ran.code == 0, ran.stderr + ran.stdout
+    assert ran.compact["verification"]["matchesBackup"] is True
+    run = observe(job(manifest["metadata"]["name"], state="complete"), [ran.as_pod()])
+    status = restores.decide(restore_body, run, None, SETTINGS, NOW).status
+    DatabaseRestoreStatus.model_validate(status)
+    assert status["phase"] == "Succeeded" and status["rows"] == {"after": 500}
+
+
+def test_a_huge_report_is_compacted_under_4_kib_with_totals() -> None:
+    report = {
+        "outcome": "RolledBack",
+        "applied": [
+            {"version": f"{i:04d}", "description": "x" * 40, "checksum": "c" * 64, "durationMs": i}
+            for i in range(300)
+        ],
+        "pending": [f"{i:04d}" for i in range(300)],
+        "rowChanges": [{"table": f"public.t{i}", "before": i, "after": i + 1} for i in range(500)],
+        "verification": {
+            "passed": False,
+            "checks": [{"name": f"check {i}", "passed": i != 250} for i in range(400)],
+        },
+        "error": {"message": "boom " * 2000},
+        "rollback": {"strategy": "transaction", "outcome": "Succeeded", "message": "rolled back"},
+    }
+    text = compact(report)
+    assert len(text.encode()) <= 4096
+    data = json.loads(text)
+    assert data["outcome"] == "RolledBack"
+    assert data["appliedTotal"] == 300 and data["rowChangesTotal"] == 500
+    assert data["verification"]["checksTotal"] == 400
+    assert data["verification"]["checks"][0] == {"name": "check 250", "passed": False}
+    assert data["rollback"]["outcome"] == "Succeeded"
