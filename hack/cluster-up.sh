@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Start a local Kubernetes control plane: etcd, kube-apiserver (RBAC + Node authorization, TLS on
+# 127.0.0.1), kube-controller-manager, and hack/node_agent.py as the one node. State, certificates,
+# pid files and logs live in .local/cluster/, the admin kubeconfig in .local/kubeconfig.
+# Idempotent: when everything already runs, it says so and exits 0.
+#   --no-node-agent   start the control plane only
+set -euo pipefail
+
+# shellcheck source=hack/cluster_env.sh
+source "$(dirname "$0")/cluster_env.sh"
+
+with_node_agent=1
+for arg in "$@"; do
+  case $arg in
+    --no-node-agent) with_node_agent=0 ;;
+    *) echo "usage: $0 [--no-node-agent]" >&2; exit 2 ;;
+  esac
+done
+
+started_at=$(date +%s)
+mkdir -p "$cluster_dir" "$pki_dir"
+exec 8>"$cluster_dir/up.lock"
+flock 8
+
+log() { echo "cluster: $*" >&2; }
+fail() { echo "cluster: ERROR: $*" >&2; exit 1; }
+
+control_plane=(etcd kube-apiserver kube-controller-manager)
+k8s_bin=$("$repo_root/hack/build-k8s.sh")
+kubectl=$k8s_bin/kubectl
+
+readyz() { "$kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; }
+
+all_alive=1
+started_control_plane=0
+for c in "${control_plane[@]}"; do component_alive "$c" || all_alive=0; done
+if ((all_alive)) && [[ -f $kubeconfig ]] && readyz; then
+  if ((with_node_agent)) && ! component_alive node-agent; then
+    log "control plane already up; node agent was not running"
+  else
+    echo "cluster already up (KUBECONFIG=$kubeconfig)"
+    exit 0
+  fi
+else
+  # Partly up (a crash, a killed session): clear what is left and start clean.
+  started_control_plane=1
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_component "${components[i]}" >/dev/null; done
+
+  etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
+  [[ -x $etcd_bin ]] || fail "no etcd binary: install Debian's etcd-server (apt-get install etcd-server; hack/apt-packages.txt lists it) or set ETCD_BIN"
+  command -v openssl >/dev/null || fail "openssl is missing: apt-get install openssl"
+
+  # A port nobody listens on, starting from $1 (bash's /dev/tcp connects only when something listens).
+  free_port() {
+    local port=$1
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+    echo "$port"
+  }
+  etcd_port=$(free_port "${PGWARDEN_ETCD_PORT:-23790}")
+  etcd_peer_port=$(free_port $((etcd_port + 1)))
+  apiserver_port=$(free_port "${PGWARDEN_APISERVER_PORT:-16443}")
+  kcm_port=$(free_port $((apiserver_port + 1)))
+
+  # --- certificates (kept across restarts; regenerated only when missing) ---
+  if [[ ! -f $pki_dir/.complete ]]; then
+    log "generating certificates and service-account keys in $pki_dir"
+    (
+      cd "$pki_dir"
+      rm -f ./*.crt ./*.key ./*.pub ./*.csr ./*.srl ./*.ext
+      openssl_quiet() { openssl "$@" 2>/dev/null; }
+      openssl_quiet req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt \
+        -subj "/CN=pgwarden-local-ca" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
+      # name, subject, extensions
+      issue() {
+        printf '%s\n' "$3" >"$1.ext"
+        openssl_quiet req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+        openssl_quiet x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+          -extfile "$1.ext" -out "$1.crt"
+        rm -f "$1.csr" "$1.ext"
+      }
+      client="keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+      issue apiserver "/CN=kube-apiserver" "keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      issue admin "/O=system:masters/CN=pgwarden-admin" "$client"
+      issue controller-manager "/CN=system:kube-controller-manager" "$client"
+      # kube-apiserver -> node agent, for `kubectl logs`.
+      issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+      issue kubelet "/CN=pgwarden-node" "keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost"
+      openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
+      openssl_quiet pkey -in sa.key -pubout -out sa.pub
+      chmod 600 ./*.key
+      touch .complete
+    )
+  fi
+
+  # name, client certificate, key, server URL -> kubeconfig on stdout
+  write_kubeconfig() {
+    cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pgwarden-local
+  cluster:
+    server: $4
+    certificate-authority: $pki_dir/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $2
+    client-key: $3
+contexts:
+- name: pgwarden-local
+  context: {cluster: pgwarden-local, user: $1}
+current-context: pgwarden-local
+EOF
+  }
+  server=https://127.0.0.1:$apiserver_port
+  write_kubeconfig pgwarden-admin "$pki_dir/admin.crt" "$pki_dir/admin.key" "$server" >"$kubeconfig.tmp"
+  mv "$kubeconfig.tmp" "$kubeconfig"
+  write_kubeconfig kube-controller-manager "$pki_dir/controller-manager.crt" "$pki_dir/controller-manager.key" \
+    "$server" >"$cluster_dir/controller-manager.kubeconfig"
+
+  # name, command... : detached from this shell's session so Ctrl-C in a caller does not reach it.
+  start() {
+    local name=$1
+    shift
+    setsid "$@" </dev/null >"$cluster_dir/$name.log" 2>&1 8>&- &
+    echo $! >"$cluster_dir/$name.pid"
+  }
+  # what, seconds, component, check command...
+  wait_for() {
+    local what=$1 seconds=$2 name=$3 i
+    shift 3
+    for ((i = 0; i < seconds * 5; i++)); do
+      "$@" && return 0
+      component_alive "$name" || { tail -n 20 "$cluster_dir/$name.log" >&2; fail "$name exited; log: $cluster_dir/$name.log"; }
+      sleep 0.2
+    done
+    tail -n 20 "$cluster_dir/$name.log" >&2
+    fail "$what not ready after ${seconds}s; log: $cluster_dir/$name.log"
+  }
+
+  # --- etcd (fresh data each start: a started cluster is always a clean one) ---
+  rm -rf "$cluster_dir/etcd"
+  etcd_url=http://127.0.0.1:$etcd_port
+  log "starting etcd on $etcd_url"
+  start etcd "$etcd_bin" --name pgwarden --data-dir "$cluster_dir/etcd" \
+    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "pgwarden=http://127.0.0.1:$etcd_peer_port" \
+    --listen-metrics-urls "" --logger zap --log-level warn \
+    --quota-backend-bytes $((2 * 1024 * 1024 * 1024)) --auto-compaction-mode periodic --auto-compaction-retention 5m
+  etcd_healthy() {
+    local reply
+    reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$etcd_port" && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null) || return 1
+    [[ $reply == *'"health":"true"'* ]]
+  }
+  wait_for "etcd" 30 etcd etcd_healthy
+
+  # --- kube-apiserver ---
+  log "starting kube-apiserver on $server"
+  start kube-apiserver "$k8s_bin/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$apiserver_port" \
+    --etcd-servers="$etcd_url" \
+    --tls-cert-file="$pki_dir/apiserver.crt" --tls-private-key-file="$pki_dir/apiserver.key" \
+    --client-ca-file="$pki_dir/ca.crt" \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki_dir/sa.pub" --service-account-signing-key-file="$pki_dir/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+    --kubelet-client-certificate="$pki_dir/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki_dir/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$pki_dir/ca.crt" --kubelet-preferred-address-types=InternalIP \
+    --endpoint-reconciler-type=none --profiling=false --v=1
+  wait_for "kube-apiserver /readyz" 120 kube-apiserver readyz
+
+  # --- kube-controller-manager ---
+  log "starting kube-controller-manager"
+  start kube-controller-manager "$k8s_bin/kube-controller-manager" \
+    --kubeconfig="$cluster_dir/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$cluster_dir/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$cluster_dir/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" \
+    --controllers='*' --use-service-account-credentials=true --leader-elect=false \
+    --service-account-private-key-file="$pki_dir/sa.key" --root-ca-file="$pki_dir/ca.crt" \
+    --cluster-signing-cert-file="$pki_dir/ca.crt" --cluster-signing-key-file="$pki_dir/ca.key" \
+    --service-cluster-ip-range=10.0.0.0/24 --profiling=false --v=1
+  # Its serviceaccount controller creating "default" in each namespace shows it works.
+  default_sa() { "$kubectl" --kubeconfig "$kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; }
+  wait_for "kube-controller-manager (default service account)" 60 kube-controller-manager default_sa
+
+  cat >"$cluster_dir/env" <<EOF
+# Written by hack/cluster-up.sh: source it to use the local cluster from a shell.
+export KUBECONFIG=$kubeconfig
+export PATH=$k8s_bin:\$PATH
+PGWARDEN_APISERVER_URL=$server
+PGWARDEN_ETCD_URL=$etcd_url
+PGWARDEN_K8S_BIN=$k8s_bin
+EOF
+fi
+
+if ((with_node_agent)); then
+  [[ -x $venv_python ]] || fail "no $venv_python: run 'make cluster-up' (it installs the venv) or start with --no-node-agent"
+  node_name=${PGWARDEN_NODE_NAME:-pgwarden-node}
+  log "starting node agent (node $node_name)"
+  k8s_version=$(basename "$(dirname "$k8s_bin")")
+  PGWARDEN_K8S_VERSION=${k8s_version#kubernetes-} setsid "$venv_python" "$repo_root/hack/node_agent.py" \
+    --kubeconfig "$kubeconfig" --node-name "$node_name" --state-dir "$cluster_dir/node-agent" \
+    --serving-cert "$pki_dir/kubelet.crt" --serving-key "$pki_dir/kubelet.key" \
+    </dev/null >"$cluster_dir/node-agent.log" 2>&1 8>&- &
+  echo $! >"$cluster_dir/node-agent.pid"
+  node_ready() {
+    [[ $("$kubectl" --kubeconfig "$kubeconfig" get node "$node_name" \
+      -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+  }
+  for ((i = 0; i < 150; i++)); do
+    node_ready && break
+    component_alive node-agent || { tail -n 20 "$cluster_dir/node-agent.log" >&2; fail "node agent exited; log: $cluster_dir/node-agent.log"; }
+    sleep 0.2
+  done
+  node_ready || fail "node $node_name not Ready after 30s; log: $cluster_dir/node-agent.log"
+fi
+
+if ((started_control_plane)); then
+  echo "cluster ready in $(($(date +%s) - started_at))s: export KUBECONFIG=$kubeconfig; kubectl is $kubectl"
+else
+  echo "cluster already up; node agent restarted (KUBECONFIG=$kubeconfig)"
+fi
