@@ -1,0 +1,287 @@
+"""Fixtures for tests against the local Kubernetes control plane (hack/cluster-up.sh) and its node agent.
+
+Every xdist worker of one run shares one control plane. The first worker that needs it starts it
+under a file lock; the last one to finish stops it, if this run started it, and a watchdog stops it
+should the run die first. A cluster someone started by hand (`make cluster-up`) is used and left up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / ".local"
+KUBECONFIG = LOCAL / "kubeconfig"
+CLUSTER_DIR = LOCAL / "cluster"
+USERS_FILE = LOCAL / "cluster-tests.json"
+LOCK_FILE = LOCAL / "cluster-tests.lock"
+T = TypeVar("T")
+
+# Set by pytest_collection_finish when building the binaries failed: the fixture then fails loudly.
+_build_error: list[str] = []
+_bin_dir: list[Path] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the Kubernetes binaries before any test runs, so a first build meets no test timeout."""
+    if not any(item.get_closest_marker("cluster") for item in session.items):
+        return
+    started = time.monotonic()
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    progress: list[str] = []
+    # A first build takes many minutes: show its progress lines rather than look hung.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        build = subprocess.Popen(
+            [str(REPO / "hack" / "build-k8s.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert build.stderr is not None
+        for line in build.stderr:
+            progress.append(line)
+            sys.stderr.write(line)
+        stdout = build.communicate()[0]
+    if build.returncode != 0:
+        _build_error.append(
+            f"hack/build-k8s.sh failed (exit {build.returncode}) after {time.monotonic() - started:.0f}s:\n"
+            + "".join(progress)[-4000:]
+        )
+    else:
+        _bin_dir.append(Path(stdout.strip().splitlines()[-1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalCluster:
+    """The running control plane: its admin kubeconfig, kubectl, and API clients."""
+
+    kubeconfig: Path
+    bin_dir: Path
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; with check, a non-zero exit fails with its output."""
+        command = [str(self.kubectl_path), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
+        result = subprocess.run(
+            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def apply(self, *manifests: dict[str, Any]) -> None:
+        self.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+        )
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout))
+
+    def get_all(self, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:
+        output = self.kubectl("get", kind, "-n", namespace, *selector, "-o", "json").stdout
+        return list(json.loads(output)["items"])
+
+    def api_client(self, kubeconfig: Path | None = None) -> kubernetes.client.ApiClient:
+        """A fresh `kubernetes` ApiClient for this cluster (admin unless another kubeconfig is given)."""
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(
+            config_file=str(kubeconfig or self.kubeconfig), client_configuration=configuration
+        )
+        return kubernetes.client.ApiClient(configuration)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path, duration: str = "1h") -> Path:
+        """Mint a token for ServiceAccount namespace/name (TokenRequest API) and write a kubeconfig using it.
+
+        The account is created when missing; what it may do is up to the test's Roles and bindings.
+        """
+        self.kubectl("create", "serviceaccount", name, "-n", namespace, check=False)
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration", duration).stdout.strip()
+        admin = json.loads(self.kubectl("config", "view", "--raw", "-o", "json").stdout)
+        cluster = admin["clusters"][0]["cluster"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": cluster}],
+            "users": [{"name": f"{namespace}:{name}", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "local",
+                    "context": {"cluster": "local", "user": f"{namespace}:{name}", "namespace": namespace},
+                }
+            ],
+            "current-context": "local",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        return path
+
+    @staticmethod
+    def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90, interval: float = 0.5) -> T:
+        """Poll until probe returns something truthy; fail with `what` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = probe()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(interval)
+
+    def node_agent_log(self, lines: int = 60) -> str:
+        try:
+            return "\n".join((CLUSTER_DIR / "node-agent.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextmanager
+def _locked() -> Iterator[None]:
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_users() -> dict[str, Any]:
+    try:
+        state = dict(json.loads(USERS_FILE.read_text()))
+    except (OSError, ValueError):
+        return {"owned": False, "users": []}
+    state["users"] = [pid for pid in state.get("users", []) if _alive(pid)]
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "hack" / name)], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
+    )
+
+
+def _start_watchdog(owner: int) -> None:
+    """Stop the cluster once the pytest run that started it is gone, however it ended."""
+    script = f"""
+import fcntl, json, os, subprocess, time
+owner, lock_file, users_file = {owner}, {str(LOCK_FILE)!r}, {str(USERS_FILE)!r}
+while True:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.5)
+with open(lock_file, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        state = json.load(open(users_file))
+    except (OSError, ValueError):
+        state = {{}}
+    if state.get("owned"):
+        subprocess.run([{str(REPO / "hack" / "cluster-down.sh")!r}], capture_output=True, check=False)
+        os.unlink(users_file)
+"""
+    subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[LocalCluster]:
+    """The shared local control plane with its node agent, started on first use."""
+    if _build_error:
+        pytest.fail(_build_error[0], pytrace=False)
+    # The pytest process whose end means "stop": xdist's controller (our parent) or this process.
+    owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+    with _locked():
+        state = _read_users()
+        result = _run_script("cluster-up.sh", timeout=1800)
+        if result.returncode != 0:
+            pytest.fail(
+                f"hack/cluster-up.sh failed (exit {result.returncode}):\n{result.stdout}{result.stderr[-4000:]}",
+                pytrace=False,
+            )
+        if "cluster ready in" in result.stdout:  # this run started it, so this run stops it
+            state = {"owned": True, "users": [], "owner": owner}
+            _start_watchdog(owner)
+        state["users"].append(os.getpid())
+        USERS_FILE.write_text(json.dumps(state))
+    bin_dir = (
+        _bin_dir[0] if _bin_dir else Path(_run_script("build-k8s.sh", 60).stdout.strip().splitlines()[-1])
+    )
+    try:
+        yield LocalCluster(KUBECONFIG, bin_dir)
+    finally:
+        with _locked():
+            state = _read_users()
+            state["users"] = [pid for pid in state["users"] if pid != os.getpid()]
+            if state["users"] or not state.get("owned"):
+                if state["users"]:
+                    USERS_FILE.write_text(json.dumps(state))
+                else:
+                    USERS_FILE.unlink(missing_ok=True)
+            else:
+                down = _run_script("cluster-down.sh", timeout=120)
+                USERS_FILE.unlink(missing_ok=True)
+                if down.returncode != 0:
+                    raise AssertionError(f"hack/cluster-down.sh failed:\n{down.stdout}{down.stderr}")
+
+
+@pytest.fixture
+def namespace(kube: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace, with its default ServiceAccount ready (Pods cannot be created before it)."""
+    stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{stem}-{secrets.token_hex(3)}"
+    kube.kubectl("create", "namespace", name)
+    kube.wait_for(
+        f"the default ServiceAccount in {name}",
+        lambda: kube.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        timeout=30,
+    )
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
