@@ -15,6 +15,7 @@ def test_s3_location_takes_bucket_prefix_and_endpoint_from_the_environment(
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.delenv("PGWARDEN_S3_FORCE_PATH_STYLE", raising=False)
     location = parse_location("s3://my-bucket/a/b/")
+    assert isinstance(location, S3Location)
     assert location == S3Location(
         bucket="my-bucket", prefix="a/b", endpoint="http://127.0.0.1:9000", region=location.region
     )

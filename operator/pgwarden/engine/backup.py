@@ -158,7 +158,7 @@ def dump_custom(tool: PgTool, url: str, snapshot: str | None, sink: DumpSink) ->
         stdout = cast(BufferedReader, process.stdout)
         while chunk := stdout.read1(CHUNK):
             sink.write(chunk)
-            if not paused and sink.stored_bytes > 6 * 1024 * 1024:
+            if not paused and sink.stored_bytes > 20 * 1024 * 1024:
                 paused = True
                 _pause_point("mid-stream")
         code = process.wait()

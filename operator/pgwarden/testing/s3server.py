@@ -94,7 +94,7 @@ class S3Server:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -105,10 +105,13 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             break
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(f"{server.endpoint}/minio/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
+        url = f"{server.endpoint}/minio/health/ready"
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
         time.sleep(0.2)
     server.stop()
     raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
