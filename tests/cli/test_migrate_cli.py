@@ -205,6 +205,21 @@ def test_a_failing_run_is_rolled_back_and_leaves_the_database_as_it_was(
     assert query(demo_copy, "SELECT to_regclass('shop.notes')") is None
 
 
+def test_a_failed_first_run_leaves_not_even_the_history_schema(pg: LocalPostgres, tmp_path: Path) -> None:
+    url = pg.create_database()
+    divide_by_zero = "CREATE TABLE shop.audit (id int);\nSELECT 1 / 0;\n"
+    directory = migrations_dir(tmp_path / "m", demo="0003", extra={"0004_broken.sql": divide_by_zero})
+
+    result, report = migrate(url, directory)
+
+    assert result.returncode == 1, result.stderr
+    assert report["outcome"] == "RolledBack"
+    assert "0004" in report["error"]["message"] and "division by zero" in report["error"]["message"]
+    assert report["tables"] == {"before": 0, "after": 0}
+    assert schemas(url) == {"public"}
+    assert table_counts(url) == {}
+
+
 # Three migrations whose down scripts write down that they ran; 0002 runs outside a transaction.
 DOWN_LOGGED = {
     "0001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, name text);\nINSERT INTO items VALUES (1, 'a');\n",
