@@ -131,3 +131,12 @@ def test_human_output_goes_to_stdout_and_progress_to_stderr(shop_db: str, tmp_pa
     assert "backing up" in done.stderr
     json_run = run_cli("backup", shop_db, "--to", str(tmp_path), "--json")
     assert len(json_run.stdout.strip().splitlines()) == 1
+
+
+def test_restoring_into_a_missing_database_without_create_exits_2(
+    shop_db: str, pg: localpg.LocalPostgres, tmp_path: Path
+) -> None:
+    run_cli("backup", shop_db, "--to", str(tmp_path))
+    done = run_cli("restore", pg.url("no_such_db"), "--from", str(tmp_path), "--json")
+    assert done.returncode == 2
+    assert "--create" in json.loads(done.stdout)["error"]["message"]

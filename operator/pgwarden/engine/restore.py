@@ -25,7 +25,7 @@ from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome
 from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
-from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.pgtools import PgTool, find_tool, major_of, tool_invocation
 from pgwarden.engine.redact import redact, register_secret
@@ -422,8 +422,13 @@ def restore_backup(
                 "replace its objects), or name a new database"
             )
     else:
-        with connect(url) as conn:
-            existing = list_user_tables(conn)
+        try:
+            with connect(url) as conn:
+                existing = list_user_tables(conn)
+        except DatabaseUnavailable:
+            if not _database_exists(url, dbname):
+                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from None
+            raise
         if existing and not clean:
             raise BadInput(
                 f"database {dbname!r} already has {len(existing)} table(s); pass --clean to replace the "
