@@ -138,7 +138,8 @@ EOF
     shift 3
     for ((i = 0; i < seconds * 5; i++)); do
       "$@" && return 0
-      component_alive "$name" || { tail -n 20 "$cluster_dir/$name.log" >&2; fail "$name exited; log: $cluster_dir/$name.log"; }
+      # By pid, not command line: just after the fork the child has not yet become the program.
+      process_running "$(<"$cluster_dir/$name.pid")" || { tail -n 20 "$cluster_dir/$name.log" >&2; fail "$name exited; log: $cluster_dir/$name.log"; }
       sleep 0.2
     done
     tail -n 20 "$cluster_dir/$name.log" >&2
@@ -221,7 +222,7 @@ if ((with_node_agent)); then
   }
   for ((i = 0; i < 150; i++)); do
     node_ready && break
-    component_alive node-agent || { tail -n 20 "$cluster_dir/node-agent.log" >&2; fail "node agent exited; log: $cluster_dir/node-agent.log"; }
+    process_running "$(<"$cluster_dir/node-agent.pid")" || { tail -n 20 "$cluster_dir/node-agent.log" >&2; fail "node agent exited; log: $cluster_dir/node-agent.log"; }
     sleep 0.2
   done
   node_ready || fail "node $node_name not Ready after 30s; log: $cluster_dir/node-agent.log"

@@ -25,18 +25,19 @@ component_pid() {
 
 component_alive() { component_pid "$1" >/dev/null; }
 
+# Whether process $1 exists and has not exited (a zombie has exited; its parent will reap it).
+process_running() { [[ -r /proc/$1/stat ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
 # SIGTERM, wait up to $2 seconds (default 15), then SIGKILL; removes the pid file.
 stop_component() {
   local name=$1 grace=${2:-15} pid i
   if pid=$(component_pid "$name"); then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < grace * 10; i++)); do
-      [[ -d /proc/$pid ]] || break
-      # A zombie has exited; its parent (not us) will reap it.
-      [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
+      process_running "$pid" || break
       sleep 0.1
     done
-    if [[ -d /proc/$pid ]] && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
+    if process_running "$pid"; then
       echo "cluster: $name (pid $pid) ignored SIGTERM for ${grace}s; sending SIGKILL" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi

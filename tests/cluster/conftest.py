@@ -186,13 +186,12 @@ def _read_users() -> dict[str, Any]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process runs: a zombie has exited, though kill(pid, 0) still finds it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _run_script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -206,11 +205,12 @@ def _start_watchdog(owner: int) -> None:
     script = f"""
 import fcntl, json, os, subprocess, time
 owner, lock_file, users_file = {owner}, {str(LOCK_FILE)!r}, {str(USERS_FILE)!r}
-while True:
+def alive(pid):
     try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
-        break
+        return open(f"/proc/{{pid}}/stat").read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+while alive(owner):
     time.sleep(0.5)
 with open(lock_file, "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -218,7 +218,10 @@ with open(lock_file, "w") as lock:
         state = json.load(open(users_file))
     except (OSError, ValueError):
         state = {{}}
-    if state.get("owned"):
+    # Only the cluster this run started (a later run may have started its own since), and only
+    # when no other pytest run still uses it (the last of them stops it then).
+    users = [pid for pid in state.get("users", []) if alive(pid)]
+    if state.get("owned") and state.get("owner") == owner and not users:
         subprocess.run([{str(REPO / "hack" / "cluster-down.sh")!r}], capture_output=True, check=False)
         os.unlink(users_file)
 """
