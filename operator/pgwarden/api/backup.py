@@ -85,11 +85,16 @@ class DatabaseBackupSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')", SCHEDULE_MESSAGE),
+            cel(
+                f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')",
+                SCHEDULE_MESSAGE,
+                ".schedule",
+            ),
             cel(
                 "!has(self.parallelJobs) || self.parallelJobs <= 1 "
                 "|| (has(self.format) && self.format == 'directory')",
                 "parallelJobs above 1 needs format: directory (pg_dump dumps in parallel only to a directory)",
+                ".parallelJobs",
             ),
         )
     )

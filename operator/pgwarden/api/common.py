@@ -47,9 +47,12 @@ def exactly_one_rule(fields: list[str]) -> str:
     return " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in fields) + " == 1"
 
 
-def cel(rule: str, message: str) -> JsonDict:
-    """One `x-kubernetes-validations` entry; the message is what `kubectl apply` shows."""
-    return {"rule": rule, "message": message}
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One `x-kubernetes-validations` entry; the message is what `kubectl apply` shows, after `field_path`."""
+    validation: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
 
 
 def validations(*rules: JsonDict) -> JsonDict:

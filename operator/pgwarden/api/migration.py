@@ -144,6 +144,7 @@ class DatabaseMigrationSpec(ApiModel):
                 "!has(self.rollback) || !has(self.rollback.strategy) "
                 "|| self.rollback.strategy != 'restore' || has(self.backupBefore)",
                 "rollback.strategy restore needs backupBefore: the pre-migration backup is what gets restored",
+                ".rollback.strategy",
             )
         )
     )
