@@ -660,3 +660,8 @@ def test_a_change_made_by_hand_between_runs_is_reported_as_drift(demo_copy: str)
     assert named, report["drift"]
     assert named[0]["kind"] == "column"
     assert "nickname" in human.stdout
+
+
+def test_json_report_of_a_first_run_reports_no_drift(demo_run: DemoRun) -> None:
+    report = json_report(demo_run.result)
+    assert report["drift"] == {"detected": False, "differences": []}

@@ -420,6 +420,23 @@ scenario(
     ),
 )
 
+# Mistyped arguments: argparse echoes the offending argument (here the URL) in its error.
+scenario(
+    "inspect-url-as-counts-value",
+    "inspect",
+    lambda c: (["inspect", "--counts", c.url("shop")], None, 2),
+)
+scenario(
+    "migrate-url-as-rollback-value",
+    "migrate",
+    lambda c: (["migrate", "--rollback", c.url("shop"), "--dir", str(c.ok)], None, 2),
+)
+scenario(
+    "migrate-two-urls",
+    "migrate",
+    lambda c: (["migrate", c.url("shop"), c.url("other"), "--dir", str(c.ok)], None, 2),
+)
+
 
 def listed_commands() -> list[str]:
     """The commands `pgwarden --help` lists."""

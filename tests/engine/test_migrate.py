@@ -349,7 +349,7 @@ def test_lock_timeout_is_retried_until_the_lock_is_free(db_url: str, tmp_path: P
 def test_a_hand_made_change_is_reported_as_drift_on_the_next_run(db_url: str, tmp_path: Path) -> None:
     directory = write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
     first = migrate(db_url, MigrateOptions(directory=directory))
-    assert first.drift is None
+    assert first.drift is not None and not first.drift.detected
     with psycopg.connect(db_url) as conn:
         conn.execute("ALTER TABLE t ADD COLUMN sneaky text")
 
@@ -390,3 +390,15 @@ def test_baseline_records_without_running(pg_oldest: object, tmp_path: Path) -> 
     assert report.outcome == Outcome.SUCCEEDED
     assert report.baselined == ["0001"] and [a.version for a in report.applied] == ["0002"]
     assert history_versions(url) == ["0001", "0002"]
+
+
+@pytest.mark.parametrize("query", ["SELECT generate_series(1, 3)", "SELECT 1, 2"])
+def test_a_check_returning_more_than_one_value_fails(db_url: str, tmp_path: Path, query: str) -> None:
+    directory = write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
+    verify = VerifySpec(checks=[Check(name="one value", sql=query, equals=1)])
+
+    report = migrate(db_url, MigrateOptions(directory=directory, verify=verify))
+
+    assert report.outcome == Outcome.ROLLED_BACK
+    assert report.verification is not None
+    assert "single value" in (report.verification.checks[-1].message or "")

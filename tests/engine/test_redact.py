@@ -177,3 +177,18 @@ def test_redact_obj_masks_every_string_in_nested_dicts_and_lists() -> None:
 @pytest.mark.parametrize("value", [None, 0, 3.5, True, "plain text"])
 def test_redact_obj_leaves_values_without_secrets_alone(value: object) -> None:
     assert redact_obj(value) == value
+
+
+def test_a_quoted_keyword_password_with_spaces_is_masked() -> None:
+    text = "host=db password='correct horse battery' dbname=shop"
+    assert "horse" not in redact(text)
+
+
+def test_the_password_of_registered_quoted_keywords_is_learnt() -> None:
+    register_url("host=db password='correct horse' dbname=shop")
+    assert redact("echo correct horse back") == f"echo {MASK} back"
+
+
+@pytest.mark.parametrize("text", ['{"password": "hunter2"}', "{'password': 'hunter2'}"])
+def test_a_password_key_in_json_or_a_python_repr_is_masked(text: str) -> None:
+    assert "hunter2" not in redact(text)

@@ -7,11 +7,15 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 from pgwarden import __version__
 from pgwarden.cli.output import configure_logging, print_failure
 from pgwarden.engine.errors import PgwardenError
-from pgwarden.engine.redact import redact, register_environment
+from pgwarden.engine.redact import redact, register_environment, register_url
 
 # Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
 COMMANDS = ("inspect", "migrate", "diff", "backup", "restore", "backups", "prune", "operator", "job")
@@ -19,8 +23,18 @@ COMMANDS = ("inspect", "migrate", "diff", "backup", "restore", "backups", "prune
 log = logging.getLogger("pgwarden")
 
 
+class RedactingParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors (which echo the bad argument, often a URL) are redacted."""
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        super()._print_message(redact(message), file)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        super().exit(status, redact(message) if message else message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RedactingParser(
         prog="pgwarden",
         description="Declarative PostgreSQL migrations, backups, verification and rollback.",
     )
@@ -41,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit 0 on success, 1 when the operation failed, 2 when the input was refused."""
     register_environment()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    for argument in arguments:  # argparse echoes bad arguments back: learn the secrets in them first
+        register_url(argument)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     configure_logging(verbose=args.verbose)
     try:
         code: int = args.run(args)

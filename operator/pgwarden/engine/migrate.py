@@ -268,8 +268,13 @@ class Run:
         self.report.tables.before = len(self.before.tables)
         self.report.rows.before = self.before.total_rows
         recorded = history.last_state(self.conn, self.schema)
-        if recorded is not None:
-            self.report.drift = Drift(**drift_since(recorded.snapshot, self.before))
+        # With no recorded state (a first run) there is nothing to drift from: reported as not detected.
+        drift = (
+            drift_since(recorded.snapshot, self.before)
+            if recorded
+            else {"detected": False, "differences": []}
+        )
+        self.report.drift = Drift(**drift)
 
     def _record_baseline(self) -> None:
         for file in self.plan.baselined:
@@ -435,13 +440,17 @@ class Run:
 
     def _count_after_failure(self) -> None:
         """Count what the database holds after the failure and its rollback."""
-        tables = count_tables(
-            self.conn, self.url, mode=self.options.verify.row_counts, own_schema=self.schema
-        )
+        spec = self.options.verify
+        tables = count_tables(self.conn, self.url, mode=spec.row_counts, own_schema=self.schema)
         self.report.tables.after = len(tables)
-        self.report.rows.after = (
-            sum(tables.values()) if self.options.verify.row_counts != RowCountMode.NONE else None
-        )
+        if spec.row_counts == RowCountMode.NONE:
+            self.report.rows.after = None
+            return
+        self.report.rows.after = sum(tables.values())
+        if self.before is not None:  # changes against what the database holds now, not the undone transaction
+            self.report.row_changes = verify.row_changes(
+                self.before.row_counts, tables, spec.allow_row_loss_in
+            )
 
 
 def _pg_message(exc: psycopg.Error) -> str:

@@ -14,9 +14,11 @@ import threading
 MASK = "***"
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@")
+_SECRET_KEYS = r"password|passwd|pwd|secret|sslpassword|aws_secret_access_key|secretAccessKey|secret_key"
+# `password=x`, `password='x y'` (libpq keywords), `"password": "x"` (JSON) and `'password': 'x'` (repr).
 _KEYWORD_PASSWORD = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|sslpassword|aws_secret_access_key|secretAccessKey)\b\s*[=:]\s*)"
-    r"(?P<quote>['\"]?)(?P<value>(?:\\.|[^'\"\s&;,}])+)(?P=quote)",
+    rf"(?P<key>(?P<kq>['\"]?)\b(?:{_SECRET_KEYS})\b(?P=kq)\s*[=:]\s*)"
+    r"(?:(?P<quote>['\"])(?P<quoted>(?:\\.|(?!(?P=quote)).)*)(?P=quote)|(?P<bare>[^'\"\s&;,}]+))",
     re.IGNORECASE,
 )
 _SECRET_ENV_VARS = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "DATABASE_URL")
@@ -48,7 +50,7 @@ def register_url(url: str | None) -> None:
     for match in _URL_PASSWORD.finditer(url):
         register_secret(unquote(match.group("pw")))
     for match in _KEYWORD_PASSWORD.finditer(url):
-        register_secret(match.group("value"))
+        register_secret(match.group("quoted") if match.group("quote") else match.group("bare"))
 
 
 def register_environment() -> None:
@@ -66,14 +68,17 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
-    text = _KEYWORD_PASSWORD.sub(
-        lambda m: f"{m.group('key')}{m.group('quote')}{MASK}{m.group('quote')}", text
-    )
+    text = _KEYWORD_PASSWORD.sub(_mask_keyword, text)
     with _lock:
         secrets = sorted(_known_secrets, key=len, reverse=True)
     for secret in secrets:
         text = text.replace(secret, MASK)
     return text
+
+
+def _mask_keyword(match: re.Match[str]) -> str:
+    quote = match.group("quote") or ""
+    return f"{match.group('key')}{quote}{MASK}{quote}"
 
 
 def redact_obj(value: object) -> object:

@@ -98,5 +98,14 @@ def drift_since(recorded: dict[str, Any], live: SchemaState) -> dict[str, Any]:
     previous = snapshot_from_json(recorded)
     if fingerprint(previous) == live.fingerprint:
         return {"detected": False, "differences": []}
-    differences: list[Difference] = diff_snapshots(previous, live.snapshot)
+    differences = [_as_drift(d) for d in diff_snapshots(previous, live.snapshot)]
     return {"detected": bool(differences), "differences": differences}
+
+
+_DRIFT_WORDING = {"only in A": "removed since the last run", "only in B": "added since the last run"}
+
+
+def _as_drift(difference: Difference) -> Difference:
+    """A recorded-vs-live difference in drift's words (A is the recorded schema, B the live one)."""
+    detail = _DRIFT_WORDING.get(difference.detail, difference.detail)
+    return difference.model_copy(update={"detail": detail})

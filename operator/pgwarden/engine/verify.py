@@ -53,7 +53,8 @@ def expectation_checks(conn: psycopg.Connection[Any], expect: Expectations) -> l
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualify(table),)).fetchone()
         results.append(_presence("table", table, bool(row and row[0])))
     for column in expect.columns:
-        table, _, name = qualify(column.rsplit(".", 1)[0]), None, column.rsplit(".", 1)[-1]
+        relation, name = column.rsplit(".", 1) if "." in column else ("", column)
+        table = qualify(relation)
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
             " AND attnum > 0 AND NOT attisdropped)",
@@ -87,12 +88,18 @@ def run_check(conn: psycopg.Connection[Any], check: Check) -> CheckResult:
     """Run one custom SQL check (in a savepoint, so a broken query fails the check, not the transaction)."""
     try:
         with conn.transaction():
-            row = conn.execute(check.sql).fetchone()
+            rows = conn.execute(check.sql).fetchmany(2)
     except psycopg.Error as exc:
         return CheckResult(
             name=check.name, passed=False, message=f"query failed: {exc.diag.message_primary or exc}"
         )
-    value = row[0] if row else None
+    if len(rows) > 1 or (rows and len(rows[0]) != 1):
+        return CheckResult(
+            name=check.name,
+            passed=False,
+            message="the query must return a single value (one row, one column)",
+        )
+    value = rows[0][0] if rows else None
     if check.at_least is not None:
         expected = f">= {check.at_least}"
         passed = isinstance(value, int | float | Decimal) and value >= check.at_least
