@@ -117,5 +117,6 @@ def _equal(value: object, expected: object) -> bool:
     ):
         return float(value) == float(expected)
     if isinstance(value, bool) or isinstance(expected, bool):
-        return value == expected
+        # `equals: true` and `equals: "true"` (how a CRD without booleans carries it) both match SQL true.
+        return str(value).lower() == str(expected).lower()
     return str(value) == str(expected)
