@@ -94,7 +94,7 @@ def s3_place(
     return BackupPlace(f"s3://{bucket}/{prefix}", server.env(), storage)
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])
 def place(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BackupPlace:
     """An empty backup location on each backend in turn (the S3 one with AWS_* set for this test)."""
     if request.param == "filesystem":

@@ -66,6 +66,7 @@ def wait_for_pause(process: subprocess.Popen[str], timeout: float = 120) -> None
     raise AssertionError("backup never reached its pause point")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after-preflight", "mid-stream", "before-commit", "before-manifest"])
 def test_a_backup_killed_at_any_point_leaves_no_listed_backup_and_prune_clears_its_debris(
     bulky_db: str, place: BackupPlace, point: str
@@ -154,6 +155,7 @@ def test_a_pg_dump_older_than_the_server_is_refused_naming_both_versions(
     assert not Path(fs_place.uri).exists() or list(Path(fs_place.uri).iterdir()) == []
 
 
+@pytest.mark.s3
 def test_a_missing_bucket_fails_the_preflight_before_any_dump(
     shop_db: str, s3: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

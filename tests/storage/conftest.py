@@ -44,7 +44,7 @@ def s3_storage(server: s3server.S3Server, prefix: str = "backups") -> S3Storage:
     return S3Storage(client, bucket, prefix)
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     """An empty storage prefix on each backend in turn."""
     if request.param == "filesystem":
