@@ -26,6 +26,7 @@ from pgwarden.operator.status import (
     report_error,
     stamp,
     started,
+    without_status,
 )
 
 Obj = dict[str, Any]
@@ -148,7 +149,7 @@ def decide(
     body: Obj, runs: list[ObservedRun], cronjob: Obj | None, settings: JobSettings, now: datetime
 ) -> Decision:
     """The next step for a DatabaseBackup, from every Job it owns (directly or through its CronJob)."""
-    backup = DatabaseBackup.model_validate(body)
+    backup = DatabaseBackup.model_validate(without_status(body))
     meta = backup.metadata
     generation = meta.generation or 1
     old: Obj = dict(body.get("status") or {})

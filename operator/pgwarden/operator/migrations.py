@@ -25,6 +25,7 @@ from pgwarden.operator.status import (
     stamp,
     started,
     transitioned,
+    without_status,
 )
 
 Obj = dict[str, Any]
@@ -130,7 +131,7 @@ def decide(
 ) -> Decision:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running."""
-    migration = DatabaseMigration.model_validate(body)
+    migration = DatabaseMigration.model_validate(without_status(body))
     meta = migration.metadata
     generation = meta.generation or 1
     old: Obj = dict(body.get("status") or {})

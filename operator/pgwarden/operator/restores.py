@@ -26,6 +26,7 @@ from pgwarden.operator.status import (
     stamp,
     started,
     transitioned,
+    without_status,
 )
 from pgwarden.operator.task import RestoreSource
 
@@ -55,7 +56,7 @@ def resolve_source(restore: DatabaseRestore, referenced: Obj | None) -> RestoreS
             f"DatabaseBackup {ref.name!r} was not found in namespace {restore.metadata.namespace}; "
             "create it or fix source.backupRef.name",
         )
-    backup = DatabaseBackup.model_validate(referenced)
+    backup = DatabaseBackup.model_validate(without_status(referenced))
     status = referenced.get("status") or {}
     if ref.id == "latest":
         if not status.get("lastBackup"):
@@ -113,7 +114,7 @@ def decide(
     body: Obj, run: ObservedRun | None, referenced: Obj | None, settings: JobSettings, now: datetime
 ) -> Decision:
     """The next step for a DatabaseRestore; `referenced` is the DatabaseBackup of a backupRef, if found."""
-    restore = DatabaseRestore.model_validate(body)
+    restore = DatabaseRestore.model_validate(without_status(body))
     meta = restore.metadata
     generation = meta.generation or 1
     old: Obj = dict(body.get("status") or {})

@@ -113,3 +113,8 @@ def started(run: ObservedRun) -> datetime | None:
 def transitioned(old: Obj, new: Obj) -> bool:
     """True when the run or its phase changed, so the Event and metrics of a transition are emitted once."""
     return bool(old.get("job") != new.get("job") or old.get("phase") != new.get("phase"))
+
+
+def without_status(body: Obj) -> Obj:
+    """The resource without its status, for the models: status is ours to rewrite, not to validate."""
+    return {key: value for key, value in body.items() if key != "status"}

@@ -1,0 +1,173 @@
+"""The one module that talks to the Kubernetes API: plain JSON over the kubernetes client's connection.
+
+Objects stay dicts in the API's own shape, which is what the pure modules read and build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from typing import Any
+
+import kubernetes
+import urllib3
+
+from pgwarden.api.common import API_GROUP, API_VERSION
+from pgwarden.api.crd import KINDS_BY_NAME
+from pgwarden.operator import naming
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT = 30.0
+
+
+class KubeError(Exception):
+    """The API server answered with an error; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster credentials (a ServiceAccount token) when in a pod, else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        if kubeconfig:
+            raise kubernetes.config.ConfigException("a kubeconfig was given")
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    return configuration
+
+
+class Kube:
+    """Reads and writes the objects the operator works with, in one namespace at a time."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self.configuration = configuration
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._pool: urllib3.PoolManager = self._client.rest_client.pool_manager
+        self.host = str(configuration.host).rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        # auth_settings() refreshes a rotated ServiceAccount token; certificates live in the pool.
+        settings: dict[str, Any] = dict(self.configuration.auth_settings())
+        for setting in settings.values():
+            headers[str(setting["key"])] = str(setting["value"])
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        headers = self._headers()
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
+        url = self.host + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        response = self._pool.request(
+            method, url, body=data, headers=headers, timeout=urllib3.Timeout(total=TIMEOUT)
+        )
+        text = response.data.decode("utf-8", "replace")
+        if not 200 <= response.status < 300:
+            try:
+                message = str(json.loads(text).get("message", text))
+            except ValueError:
+                message = text
+            raise KubeError(response.status, message)
+        result = json.loads(text) if text else {}
+        return result if isinstance(result, dict) else {}
+
+    def _get(self, path: str) -> Obj | None:
+        try:
+            return self.request("GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    # -- pgwarden resources ---------------------------------------------------------------------
+
+    @staticmethod
+    def resource_path(kind: str, namespace: str, name: str = "") -> str:
+        plural = KINDS_BY_NAME[kind].plural
+        path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
+    def get_resource(self, kind: str, namespace: str, name: str) -> Obj | None:
+        return self._get(self.resource_path(kind, namespace, name))
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Obj) -> None:
+        self.request(
+            "PATCH",
+            self.resource_path(kind, namespace, name) + "/status",
+            body={"status": status},
+            content_type=MERGE_PATCH,
+        )
+
+    def remove_annotation(self, kind: str, namespace: str, name: str, key: str) -> None:
+        body = {"metadata": {"annotations": {key: None}}}
+        self.request("PATCH", self.resource_path(kind, namespace, name), body=body, content_type=MERGE_PATCH)
+
+    # -- Jobs, CronJobs, Pods -------------------------------------------------------------------
+
+    def _list(self, path: str, uid: str) -> list[Obj]:
+        result = self.request("GET", path, query={"labelSelector": f"{naming.LABEL_RESOURCE_UID}={uid}"})
+        return list(result.get("items") or [])
+
+    def jobs_of(self, namespace: str, uid: str) -> list[Obj]:
+        """Every Job made for the resource, directly or by its CronJob."""
+        return self._list(f"/apis/batch/v1/namespaces/{namespace}/jobs", uid)
+
+    def pods_of(self, namespace: str, uid: str) -> list[Obj]:
+        return self._list(f"/api/v1/namespaces/{namespace}/pods", uid)
+
+    def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
+        return self._list(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", uid)
+
+    def create(self, manifest: Obj) -> Obj:
+        """Create a Job or CronJob; when it already exists (a restarted operator), return the existing one."""
+        namespace = manifest["metadata"]["namespace"]
+        plural = {"Job": "jobs", "CronJob": "cronjobs"}[manifest["kind"]]
+        path = f"/apis/batch/v1/namespaces/{namespace}/{plural}"
+        try:
+            return self.request("POST", path, body=manifest)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+        existing = self._get(f"{path}/{manifest['metadata']['name']}")
+        if existing is None:
+            raise KubeError(409, f"{manifest['kind']} {manifest['metadata']['name']} exists and vanished")
+        return existing
+
+    def apply_cronjob(self, manifest: Obj) -> Obj:
+        """Create the CronJob, or bring an existing one to `manifest` (its spec is ours alone)."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        path = f"/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"
+        if self._get(path) is None:
+            return self.create(manifest)
+        return self.request("PATCH", path, body=manifest, content_type=MERGE_PATCH)
+
+    def delete_cronjob(self, namespace: str, name: str) -> None:
+        try:
+            self.request(
+                "DELETE",
+                f"/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}",
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as error:
+            if error.status != 404:
+                raise

@@ -1,0 +1,600 @@
+"""The operator end to end on the local control plane: `kubectl apply` in, Jobs run by the node agent,
+status, conditions and Events out, against a real PostgreSQL and a real S3-compatible server.
+
+The operator runs as `pgwarden operator` in a subprocess, with a ServiceAccount token bound to the Role
+below (not admin), so these tests also prove that Role is all it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+import yaml
+
+from pgwarden.testing import s3server
+from pgwarden.testing.localpg import LocalPostgres, free_port
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+Obj = dict[str, Any]
+REPO = Path(__file__).resolve().parents[2]
+PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
+TERMINAL = ("Succeeded", "Failed", "RolledBack")
+
+# Everything the operator may do in a namespace it watches; the chart's Role should match this.
+OPERATOR_RULES: list[Obj] = [
+    {
+        "apiGroups": ["pgwarden.io"],
+        "resources": ["databasemigrations", "databasebackups", "databaserestores"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": ["pgwarden.io"],
+        "resources": ["databasemigrations/status", "databasebackups/status", "databaserestores/status"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["cronjobs"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def installable_crds() -> str:
+    """The CRDs, minus the CEL rule on verify.checks that kube-apiserver 1.37 cannot compile (`equals` has no
+    type in the schema, so CEL cannot see it; reported to the API's owner). The models still enforce it."""
+    documents = [
+        d
+        for d in yaml.safe_load_all(
+            "\n---\n".join(p.read_text() for p in sorted((REPO / "crds").glob("*.yaml")))
+        )
+        if d
+    ]
+
+    def strip(node: Any) -> None:
+        if isinstance(node, dict):
+            rules = node.get("x-kubernetes-validations")
+            if isinstance(rules, list):
+                node["x-kubernetes-validations"] = [
+                    r for r in rules if "self.equals" not in r.get("rule", "")
+                ]
+                if not node["x-kubernetes-validations"]:
+                    del node["x-kubernetes-validations"]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    strip(documents)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+
+
+@pytest.fixture(scope="module")
+def crds(kube: LocalCluster) -> None:
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=pgwarden-tests",
+        "-f",
+        "-",
+        input=installable_crds(),
+    )
+    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[s3server.S3Server]:
+    try:
+        with s3server.running() as server:
+            yield server
+    except s3server.S3ServerUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@dataclass
+class Operator:
+    """`pgwarden operator` for one namespace, as a process the test can kill and restart."""
+
+    kube: LocalCluster
+    namespace: str
+    kubeconfig: Path
+    log_path: Path
+    metrics_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_")) and k != "DATABASE_URL"
+        }
+        env.update(PGWARDEN_TIMER_INTERVAL="2", KUBECONFIG=str(self.kubeconfig))
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    PGWARDEN,
+                    "operator",
+                    "--namespace",
+                    self.namespace,
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--job-image",
+                    "pgwarden:e2e",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--liveness-port",
+                    str(self.liveness_port),
+                    "--workers",
+                    "4",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def http(self, port: int, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return str(response.read().decode())
+
+
+@pytest.fixture
+def operator(kube: LocalCluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pgwarden-operator", "namespace": namespace},
+            "rules": OPERATOR_RULES,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "pgwarden-operator", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pgwarden-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "pgwarden-operator", "namespace": namespace}],
+        },
+    )
+    kubeconfig = kube.service_account_kubeconfig(
+        namespace, "pgwarden-operator", tmp_path / "operator.kubeconfig"
+    )
+    process = Operator(kube, namespace, kubeconfig, tmp_path / "operator.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"--- operator log ({namespace}) ---\n{process.log()[-6000:]}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def in_namespace(namespace: str, *manifests: Obj) -> list[Obj]:
+    return [dict(m, metadata=dict(m["metadata"], namespace=namespace)) for m in manifests]
+
+
+def secret(name: str, **data: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def resource(kind: str, name: str, spec: Obj, **metadata: Any) -> Obj:
+    return {
+        "apiVersion": "pgwarden.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, **metadata},
+        "spec": spec,
+    }
+
+
+def s3_storage(s3: s3server.S3Server, bucket: str, prefix: str, credentials: str = "s3-credentials") -> Obj:
+    return {
+        "s3": {
+            "bucket": bucket,
+            "prefix": prefix,
+            "endpoint": s3.endpoint,
+            "region": s3server.REGION,
+            "forcePathStyle": True,
+            "credentialsSecretRef": {"name": credentials},
+        }
+    }
+
+
+def s3_secret(s3: s3server.S3Server) -> Obj:
+    return secret("s3-credentials", AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
+
+
+def status_of(kube: LocalCluster, kind: str, name: str, namespace: str) -> Obj:
+    return dict(kube.get(kind, name, namespace).get("status") or {})
+
+
+def wait_status(
+    kube: LocalCluster, op: Operator, kind: str, name: str, ready: Callable[[Obj], bool], timeout: float = 150
+) -> Obj:
+    def probe() -> Obj | None:
+        status = status_of(kube, kind, name, op.namespace)
+        return status if ready(status) else None
+
+    try:
+        return kube.wait_for(f"{kind}/{name} status", probe, timeout=timeout, interval=1)
+    except AssertionError as error:
+        last = status_of(kube, kind, name, op.namespace)
+        raise AssertionError(
+            f"{error}\nstatus: {json.dumps(last, indent=1)}\noperator log:\n{op.log()[-4000:]}\n"
+            f"node agent:\n{kube.node_agent_log(30)}"
+        ) from error
+
+
+def events(kube: LocalCluster, namespace: str, name: str) -> list[Obj]:
+    items = kube.get_all("events", namespace)
+    return [e for e in items if e["involvedObject"].get("name") == name]
+
+
+def condition(status: Obj, kind: str) -> Obj:
+    found = next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+    assert found is not None, (kind, status)
+    return dict(found)
+
+
+def assert_never_shown(kube: LocalCluster, op: Operator, *secrets: str) -> None:
+    """No Secret value in any resource's status, any Event, or the operator's log."""
+    texts = [op.log(), json.dumps(kube.get_all("events", op.namespace))]
+    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+        texts.append(json.dumps([item.get("status") for item in kube.get_all(plural, op.namespace)]))
+    for value in secrets:
+        for text in texts:
+            assert value not in text
+
+
+def seed(url: str, rows: int = 250) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers)")
+        conn.execute(f"INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, {rows}) g")
+        conn.execute(f"INSERT INTO orders SELECT g, 1 + g % {rows} FROM generate_series(1, {2 * rows}) g")
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_a_one_time_backup_to_s3_reports_location_size_sha256_tables_and_rows(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+) -> None:
+    url = pg.create_database()
+    seed(url)
+    bucket = s3.create_bucket()
+    spec = {"database": {"secretRef": {"name": "shop-db"}}, "storage": s3_storage(s3, bucket, "shop/")}
+    kube.apply(
+        *in_namespace(
+            operator.namespace,
+            secret("shop-db", uri=url),
+            s3_secret(s3),
+            resource("DatabaseBackup", "shop", spec),
+        )
+    )
+
+    status = wait_status(
+        kube, operator, "dbbackup", "shop", lambda s: s.get("phase") in ("Succeeded", "Failed")
+    )
+    assert status["phase"] == "Succeeded", status
+    last = status["lastBackup"]
+    assert last["location"].startswith(f"s3://{bucket}/shop/")
+    assert last["sizeBytes"] > 0 and len(last["sha256"]) == 64
+    assert last["tables"] == 2 and last["rows"] == 750
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Stale")["status"] == "False"
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert f"shop/{last['id']}/manifest.json" in keys and f"shop/{last['id']}/report.json" in keys
+    reasons = [e["reason"] for e in events(kube, operator.namespace, "shop")]
+    assert "Started" in reasons and "BackupSucceeded" in reasons
+    assert_never_shown(kube, operator, pg.password, s3.secret_key)
+
+    assert "pgwarden_runs_total" in operator.http(operator.metrics_port, "/metrics")
+    assert 'kind="backup",outcome="Succeeded"' in operator.http(operator.metrics_port, "/metrics")
+    assert operator.http(operator.liveness_port, "/healthz")
+
+
+def migrations_configmap(name: str, files: dict[str, str]) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": files}
+
+
+SHOP_FILES = {
+    "0001_create_customers.sql": "CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);",
+    "0002_create_orders.sql": "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));",
+    "0003_seed.sql": "INSERT INTO customers (name) VALUES ('ada'), ('grace'), ('edsger');",
+}
+
+
+def test_a_migration_succeeds_and_its_counts_show_in_status_and_kubectl_get(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    spec = {
+        "database": {"secretRef": {"name": "shop-db"}},
+        "migrations": {"configMapRefs": [{"name": "shop-migrations"}]},
+        "verify": {
+            "expect": {"tables": ["customers", "orders"]},
+            "checks": [{"name": "seeded", "sql": "SELECT count(*) FROM customers", "atLeast": 3}],
+        },
+    }
+    kube.apply(
+        *in_namespace(
+            operator.namespace,
+            secret("shop-db", uri=url),
+            migrations_configmap("shop-migrations", SHOP_FILES),
+            resource("DatabaseMigration", "shop", spec),
+        )
+    )
+    status = wait_status(kube, operator, "dbmig", "shop", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "Succeeded", status
+    assert status["currentVersion"] == "0003"
+    assert [a["version"] for a in status["applied"]] == ["0001", "0002", "0003"]
+    assert status["tables"] == {"before": 0, "after": 2}
+    assert status["rows"] == {"before": 0, "after": 3}
+    assert status["verification"]["passed"] is True
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Drifted")["status"] == "False"
+    table = kube.kubectl("get", "dbmig", "shop", "-n", operator.namespace).stdout
+    assert table.split("\n")[1].split()[:5] == ["shop", "0003", "Succeeded", "2", "3"], table
+
+    # A new generation with one more file applies only that one.
+    files = dict(
+        SHOP_FILES, **{"0004_orders_index.sql": "CREATE INDEX orders_customer_idx ON orders (customer_id);"}
+    )
+    kube.apply(*in_namespace(operator.namespace, migrations_configmap("shop-migrations-v2", files)))
+    spec["migrations"] = {"configMapRefs": [{"name": "shop-migrations-v2"}]}
+    kube.apply(*in_namespace(operator.namespace, resource("DatabaseMigration", "shop", spec)))
+    status = wait_status(
+        kube,
+        operator,
+        "dbmig",
+        "shop",
+        lambda s: s.get("observedGeneration") == 2 and s.get("phase") in TERMINAL,
+    )
+    assert status["phase"] == "Succeeded", status
+    assert [a["version"] for a in status["applied"]] == ["0004"]
+    assert len(kube.get_all("jobs", operator.namespace)) == 2
+    assert_never_shown(kube, operator, pg.password)
+
+
+def test_a_failing_migration_is_rolled_back_and_the_status_says_so(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    files = {
+        "0001_items.sql": "CREATE TABLE items (sku text PRIMARY KEY);\nINSERT INTO items VALUES ('a'), ('b');",
+        "0002_required_price.sql": "ALTER TABLE items ADD COLUMN price numeric NOT NULL;",
+    }
+    spec = {
+        "database": {"secretRef": {"name": "inventory-db"}},
+        "migrations": {"inline": [{"name": n, "sql": s} for n, s in files.items()]},
+    }
+    kube.apply(
+        *in_namespace(
+            operator.namespace,
+            secret("inventory-db", uri=url),
+            resource("DatabaseMigration", "inventory", spec),
+        )
+    )
+    status = wait_status(kube, operator, "dbmig", "inventory", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "RolledBack", status
+    assert status["rollback"]["strategy"] == "transaction"
+    assert status["rollback"]["outcome"] == "Succeeded"
+    assert "0002" in status["message"] and "price" in status["message"]
+    assert status["tables"]["before"] == status["tables"]["after"] == 0
+    assert condition(status, "Ready")["reason"] == "RolledBack"
+    assert "RolledBack" in [e["reason"] for e in events(kube, operator.namespace, "inventory")]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('public.items')").fetchone() == (None,)
+    assert (
+        'outcome="Succeeded"'
+        in operator.http(operator.metrics_port, "/metrics").split("pgwarden_rollbacks_total")[-1]
+    )
+    assert_never_shown(kube, operator, pg.password)
+
+
+def test_a_missing_secret_yields_a_clear_condition(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+) -> None:
+    url = pg.create_database()
+    spec = {
+        "database": {"secretRef": {"name": "shop-db"}},
+        "storage": s3_storage(s3, s3.create_bucket(), "x/", credentials="no-such-secret"),
+    }
+    kube.apply(
+        *in_namespace(
+            operator.namespace, secret("shop-db", uri=url), resource("DatabaseBackup", "stuck", spec)
+        )
+    )
+    status = wait_status(
+        kube, operator, "dbbackup", "stuck", lambda s: condition_reason(s) == "JobCannotStart", timeout=90
+    )
+    ready = condition(status, "Ready")
+    assert ready["status"] == "False"
+    assert "no-such-secret" in ready["message"] and "CreateContainerConfigError" in ready["message"]
+    assert status["phase"] == "Pending"
+    assert "CannotStart" in [e["reason"] for e in events(kube, operator.namespace, "stuck")]
+
+    migration = {
+        "database": {"secretRef": {"name": "missing-db"}},
+        "migrations": {"inline": [{"name": "0001_x.sql", "sql": "SELECT 1;"}]},
+    }
+    kube.apply(*in_namespace(operator.namespace, resource("DatabaseMigration", "nodb", migration)))
+    status = wait_status(kube, operator, "dbmig", "nodb", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "Failed"
+    assert "Secret 'missing-db' is missing" in condition(status, "Ready")["message"]
+
+
+def condition_reason(status: Obj) -> str | None:
+    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+    return ready["reason"] if ready else None
+
+
+def test_manual_approval_waits_until_annotated(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
+        "approval": "Manual",
+    }
+    kube.apply(
+        *in_namespace(operator.namespace, secret("db", uri=url), resource("DatabaseMigration", "gated", spec))
+    )
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") == "AwaitingApproval")
+    assert "kubectl annotate dbmig gated pgwarden.io/approved=true" in status["message"]
+    time.sleep(4)
+    assert kube.get_all("jobs", operator.namespace) == []
+
+    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=true", "-n", operator.namespace)
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "Succeeded", status
+    annotations = kube.get("dbmig", "gated", operator.namespace)["metadata"].get("annotations", {})
+    assert "pgwarden.io/approved" not in annotations  # the next generation needs its own approval
+
+
+def test_restore_from_a_backup_ref_matches_the_backup(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+) -> None:
+    source = pg.create_database()
+    seed(source, rows=100)
+    target = pg.create_database()
+    bucket = s3.create_bucket()
+    backup = {"database": {"secretRef": {"name": "source-db"}}, "storage": s3_storage(s3, bucket, "src/")}
+    restore = {
+        "database": {"secretRef": {"name": "target-db"}},
+        "source": {"backupRef": {"name": "src", "id": "latest"}},
+        "clean": True,
+    }
+    kube.apply(
+        *in_namespace(
+            operator.namespace,
+            secret("source-db", uri=source),
+            secret("target-db", uri=target),
+            s3_secret(s3),
+            resource("DatabaseRestore", "copy", restore),  # before its backup exists: it waits
+            resource("DatabaseBackup", "src", backup),
+        )
+    )
+    status = wait_status(
+        kube, operator, "dbrestore", "copy", lambda s: s.get("phase") in TERMINAL, timeout=200
+    )
+    assert status["phase"] == "Succeeded", status
+    backup_status = status_of(kube, "dbbackup", "src", operator.namespace)
+    assert status["restoredFrom"]["id"] == backup_status["lastBackup"]["id"]
+    assert status["verification"]["matchesBackup"] is True
+    assert status["tables"]["after"] == 2 and status["rows"]["after"] == 300
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (200,)
+    assert_never_shown(kube, operator, pg.password, s3.secret_key)
+
+
+def test_an_operator_killed_mid_run_adopts_its_job_after_restart(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {
+            "inline": [{"name": "0001_slow.sql", "sql": "CREATE TABLE t (id int);\nSELECT pg_sleep(8);"}]
+        },
+    }
+    kube.apply(
+        *in_namespace(operator.namespace, secret("db", uri=url), resource("DatabaseMigration", "slow", spec))
+    )
+    wait_status(kube, operator, "dbmig", "slow", lambda s: bool(s.get("job")))
+    operator.stop(signal.SIGKILL)
+    assert len(kube.get_all("jobs", operator.namespace)) == 1
+    time.sleep(3)
+    operator.start()
+    status = wait_status(kube, operator, "dbmig", "slow", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "Succeeded", status
+    jobs = kube.get_all("jobs", operator.namespace)
+    assert [j["metadata"]["name"] for j in jobs] == [status["job"]]
+    assert [e["reason"] for e in events(kube, operator.namespace, "slow")].count("Started") == 1
+
+
+@pytest.mark.slow
+def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+) -> None:
+    url = pg.create_database()
+    seed(url, rows=20)
+    bucket = s3.create_bucket()
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "storage": s3_storage(s3, bucket, "nightly/"),
+        "schedule": "* * * * *",
+        "retention": {"keepLast": 1},
+    }
+    kube.apply(
+        *in_namespace(
+            operator.namespace,
+            secret("db", uri=url),
+            s3_secret(s3),
+            resource("DatabaseBackup", "every-minute", spec),
+        )
+    )
+    status = wait_status(
+        kube, operator, "dbbackup", "every-minute", lambda s: len(s.get("history", [])) >= 2, timeout=200
+    )
+    assert [run["outcome"] for run in status["history"][:2]] == ["Succeeded", "Succeeded"], status
+    assert status["retained"] == 1
+    assert status["phase"] in ("Scheduled", "Running")
+    assert status.get("nextScheduleTime")
+    cronjobs = kube.get_all("cronjobs", operator.namespace)
+    assert len(cronjobs) == 1 and cronjobs[0]["spec"]["concurrencyPolicy"] == "Forbid"
+    manifests = [
+        o["Key"]
+        for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        if o["Key"].endswith("manifest.json")
+    ]
+    assert manifests == [f"nightly/{status['lastBackup']['id']}/manifest.json"]
+
+    kube.kubectl(
+        "patch",
+        "dbbackup",
+        "every-minute",
+        "-n",
+        operator.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"suspend":true}}',
+    )
+    status = wait_status(kube, operator, "dbbackup", "every-minute", lambda s: s.get("phase") == "Suspended")
+    assert condition(status, "Suspended")["status"] == "True"
+    assert kube.get_all("cronjobs", operator.namespace)[0]["spec"]["suspend"] is True
