@@ -43,7 +43,8 @@ def test_a_truncated_stream_is_refused(spec: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "text"), [("zstd", "zstd:3"), ("ZSTD:5", "zstd:5"), ("gzip", "gzip:6"), ("none", "none")]
+    ("spec", "text"),
+    [("zstd", "zstd:3"), ("ZSTD:5", "zstd:5"), ("gzip", "gzip:6"), ("lz4", "lz4"), ("none", "none")],
 )
 def test_specs_are_normalised(spec: str, text: str) -> None:
     assert str(parse_compression(spec)) == text

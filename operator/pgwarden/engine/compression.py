@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 ALGORITHMS = ("zstd", "lz4", "gzip", "none")
-_DEFAULT_LEVELS = {"zstd": 3, "gzip": 6, "lz4": 0, "none": None}
+_DEFAULT_LEVELS: dict[str, int | None] = {"zstd": 3, "gzip": 6, "lz4": None, "none": None}
 _LEVEL_RANGES = {"zstd": (1, 22), "gzip": (1, 9), "lz4": (0, 16)}
 _SUFFIXES = {"zstd": ".zst", "lz4": ".lz4", "gzip": ".gz", "none": ""}
 _SPEC = re.compile(r"^(?P<algorithm>[a-z0-9]+)(?::(?P<level>-?\d+))?$")
@@ -43,6 +43,8 @@ def parse_compression(spec: str) -> CompressionSpec:
         if level_text is not None:
             raise ValueError("compression 'none' takes no level")
         return CompressionSpec("none")
+    if level_text is None and _DEFAULT_LEVELS[algorithm] is None:
+        return CompressionSpec(algorithm)  # lz4: its default (fast) mode, written plainly
     level = int(level_text) if level_text is not None else _DEFAULT_LEVELS[algorithm]
     low, high = _LEVEL_RANGES[algorithm]
     if level is None or not low <= level <= high:
