@@ -47,6 +47,7 @@ TERMINATION_MESSAGE_CAP = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+REPO = str(Path(__file__).resolve().parents[1])
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
@@ -211,12 +212,15 @@ def _deepest_existing(path: str) -> str:
     return str(current)
 
 
-def bwrap_command(mounts: list[Mount], workdir: str | None, argv: list[str]) -> list[str]:
+def bwrap_command(
+    mounts: list[Mount], workdir: str | None, argv: list[str], keep_visible: tuple[str, ...] = ()
+) -> list[str]:
     """A bwrap command line: the host's root bound entry by entry, then the pod's mounts on top.
 
     bwrap creates missing mount points in whatever filesystem holds them. So that nothing is created
     on the host, a host directory that must gain a mount point is first shadowed by a tmpfs into
-    which its entries are bound back.
+    which its entries are bound back. Directories in `keep_visible` (the project and its venv: the
+    "image") are bound again over any volume mounted on one of their parents.
     """
     args = ["bwrap", "--die-with-parent", "--unshare-pid", "--proc", "/proc", "--dev", "/dev"]
     for entry in sorted(Path("/").iterdir()):
@@ -257,6 +261,9 @@ def bwrap_command(mounts: list[Mount], workdir: str | None, argv: list[str]) -> 
         prepare(target)
         args.extend(["--ro-bind" if mount.read_only else "--bind", str(mount.source), target])
         placed.append(target)
+    for directory in keep_visible:
+        if any(directory == p or directory.startswith(p.rstrip("/") + "/") for p in placed):
+            args.extend(["--bind", directory, directory])
     if workdir:
         args.extend(["--chdir", workdir])
     return [*args, "--", *argv]
@@ -711,7 +718,10 @@ class PodWorker(threading.Thread):
             Mount(termination_file, container.get("terminationMessagePath") or "/dev/termination-log")
         )
         workdir = container.get("workingDir")
-        if workdir and not Path(workdir).is_dir():
+        under_a_mount = workdir and any(
+            workdir == m.target or workdir.startswith(m.target.rstrip("/") + "/") for m in mounts
+        )
+        if workdir and not under_a_mount and not Path(workdir).is_dir():
             created = self.dir / "workdirs" / name
             created.mkdir(parents=True, exist_ok=True)
             mounts.append(Mount(created, workdir))
@@ -1068,6 +1078,7 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.workers_lock = threading.Lock()
         self.sandbox = detect_sandbox()
+        self.venv_dir = sys.prefix
         self.venv_bin = str(Path(sys.prefix) / "bin")
         self.apiserver_port = urllib.parse.urlsplit(kube.host).port or 443
         self.unschedulable_reported: set[str] = set()
@@ -1381,7 +1392,7 @@ class NodeAgent:
 
     def sandbox_command(self, mounts: list[Mount], workdir: str | None, argv: list[str]) -> list[str] | None:
         if self.sandbox == "bwrap":
-            return bwrap_command(mounts, workdir, argv)
+            return bwrap_command(mounts, workdir, argv, keep_visible=(self.venv_dir, REPO))
         if self.sandbox == "unshare":
             return unshare_command(mounts, workdir, argv)
         return None

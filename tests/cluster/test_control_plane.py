@@ -285,3 +285,103 @@ def first_json_object(text: str) -> dict[str, Any]:
         return {}
     value, _ = json.JSONDecoder().raw_decode(text[start:])
     return dict(value)
+
+
+IN_POD_SCRIPT = """
+import json, os, pathlib, sys
+from kubernetes import client, config
+
+config.load_incluster_config()
+review = client.AuthenticationV1Api().create_self_subject_review(
+    {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+)
+attempt = pathlib.Path("/scratch/attempt")
+runs = int(attempt.read_text()) + 1 if attempt.exists() else 1
+attempt.write_text(str(runs))
+summary = {
+    "user": review.status.user_info.username,
+    "marker": pathlib.Path("marker").read_text().strip(),
+    "project_visible": pathlib.Path(sys.argv[1]).is_dir(),
+    "env": {k: os.environ[k] for k in ("GREETING", "POD_NAME", "MSG", "IP")},
+    "labels": pathlib.Path("/etc/podinfo/labels").read_text(),
+}
+pathlib.Path("/dev/termination-log").write_text(json.dumps(summary))
+sys.exit(7 if runs == 1 else 0)
+"""
+
+
+def test_init_containers_env_sources_downward_api_restarts_and_in_cluster_access_work(
+    kube: LocalCluster, namespace: str
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    spec: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "initContainers": [
+            {
+                "name": "init",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo init-ran > /scratch/marker"],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            }
+        ],
+        "containers": [
+            {
+                "name": "main",
+                "image": "pgwarden:dev",
+                "workingDir": "/scratch",
+                "command": ["python", "-c", IN_POD_SCRIPT, str(repo)],
+                "envFrom": [{"configMapRef": {"name": "settings"}}],
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "MSG", "value": "$(GREETING) from $(POD_NAME)"},
+                ],
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                    # A volume over the project's parent directory must not hide the project ("image").
+                    {"name": "over-project", "mountPath": str(repo.parent)},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "over-project", "emptyDir": {}},
+            {
+                "name": "podinfo",
+                "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
+            },
+        ],
+    }
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": namespace},
+            "data": {"GREETING": "hello"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "full", "namespace": namespace, "labels": {"app": "demo"}},
+            "spec": spec,
+        },
+    )
+
+    kube.wait_for(
+        "the pod to succeed after one restart",
+        lambda: kube.get("pod", "full", namespace)["status"]["phase"] == "Succeeded",
+    )
+    status = kube.get("pod", "full", namespace)["status"]
+    main = status["containerStatuses"][0]
+    assert main["restartCount"] == 1
+    assert main["lastState"]["terminated"]["exitCode"] == 7
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    summary = json.loads(main["state"]["terminated"]["message"])
+    assert summary == {
+        "user": f"system:serviceaccount:{namespace}:default",
+        "marker": "init-ran",
+        "project_visible": True,
+        "env": {"GREETING": "hello", "POD_NAME": "full", "MSG": "hello from full", "IP": "127.0.0.1"},
+        "labels": 'app="demo"',
+    }
