@@ -31,6 +31,10 @@ def run(
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     import pgwarden.operator.handlers  # noqa: F401  (registers the handlers)
 
+    if not verbose:  # kopf logs every timer tick; our reconcile logs each transition instead
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("pgwarden").setLevel(logging.DEBUG if verbose else logging.INFO)
+
     if metrics_port:
         metrics.serve(metrics_port)
     log.info("pgwarden operator watching %s", ", ".join(namespaces) or "all namespaces")

@@ -118,9 +118,20 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision, now: datetime) -> De
         ctx.kube.delete_cronjob(namespace, decision.delete_cronjob)
     if decision.remove_approval:
         ctx.kube.remove_annotation(kind, namespace, name, APPROVED_ANNOTATION)
-    patch = status_patch(dict(body.get("status") or {}), decision.status)
+    old = dict(body.get("status") or {})
+    patch = status_patch(old, decision.status)
     if patch:
         ctx.kube.patch_status(kind, namespace, name, patch)
+    if old.get("phase") != decision.status.get("phase") or old.get("job") != decision.status.get("job"):
+        log.info(
+            "%s %s/%s: %s (job %s): %s",
+            kind,
+            namespace,
+            name,
+            decision.status.get("phase"),
+            decision.status.get("job"),
+            decision.status.get("message"),
+        )
     for event in decision.events:
         ctx.post_event(body, event)
     for finished in decision.finished:

@@ -101,7 +101,7 @@ def cannot_start(run: ObservedRun) -> str:
 def report_error(report: Obj) -> str:
     error = report.get("error") or {}
     message = str(error.get("message") or "")
-    if error.get("migration"):
+    if error.get("migration") and str(error["migration"]) not in message:
         message = f"migration {error['migration']}: {message}"
     return message
 
