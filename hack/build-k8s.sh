@@ -2,6 +2,7 @@
 # Build kube-apiserver, kube-controller-manager and kubectl from the Kubernetes Go modules pinned in
 # hack/k8s/go.mod, once per version, into ~/.cache/pgwarden/kubernetes-<version>/bin.
 # Prints the bin directory on the last line of stdout; progress goes to stderr.
+# Environment: GO (toolchain), BUILD_JOBS (go build -p), PGWARDEN_CACHE (default ~/.cache/pgwarden).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,9 +33,9 @@ if is_built; then
   exit 0
 fi
 
-go=$(command -v go || true)
+go=${GO:-$(command -v go || true)}
 [[ -n $go ]] || go=/usr/local/go/bin/go
-[[ -x $go ]] || { echo "build-k8s: no Go toolchain (looked for 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26" >&2; exit 1; }
+[[ -x $go ]] || { echo "build-k8s: no Go toolchain (looked for \$GO, 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26" >&2; exit 1; }
 
 minor=${version#v1.}
 minor=${minor%%.*}
