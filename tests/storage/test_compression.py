@@ -54,3 +54,10 @@ def test_specs_are_normalised(spec: str, text: str) -> None:
 def test_bad_specs_are_refused_naming_the_accepted_forms(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_compression(spec)
+
+
+def test_parallel_gzip_is_plain_gzip_that_any_gunzip_reads() -> None:
+    import gzip
+
+    packed, _ = roundtrip("gzip:6", DATA * 8)  # several 4 MiB blocks, compressed in parallel
+    assert gzip.decompress(packed) == DATA * 8

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -155,23 +157,68 @@ class _Lz4Reader:
         return b""
 
 
+def _gzip_member(level: int, data: bytes) -> bytes:
+    packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    return packer.compress(data) + packer.flush()
+
+
 class _Gzip:
+    """Gzip on every core, as pigz does: 4 MiB blocks compressed in parallel, each a gzip member.
+
+    Concatenated members are one valid gzip file (RFC 1952), readable by any gunzip; zlib releases the
+    GIL while it compresses, so threads really run side by side. At most 2 blocks per thread are in flight.
+    """
+
+    BLOCK = 4 * 1024 * 1024
+
     def __init__(self, level: int) -> None:
-        self._obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+        self._level = level
+        self._threads = max(1, compression_threads())
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="gzip")
+        self._pending: deque[Future[bytes]] = deque()
+        self._buffer = bytearray()
+
+    def _submit(self, block: bytes) -> None:
+        self._pending.append(self._pool.submit(_gzip_member, self._level, block))
+
+    def _ready(self, *, wait_all: bool = False) -> bytes:
+        out = []
+        while self._pending and (
+            wait_all or self._pending[0].done() or len(self._pending) > 2 * self._threads
+        ):
+            out.append(self._pending.popleft().result())
+        return b"".join(out)
 
     def compress(self, data: bytes) -> bytes:
-        return self._obj.compress(data)
+        self._buffer += data
+        while len(self._buffer) >= self.BLOCK:
+            self._submit(bytes(self._buffer[: self.BLOCK]))
+            del self._buffer[: self.BLOCK]
+        return self._ready()
 
     def finish(self) -> bytes:
-        return self._obj.flush()
+        if self._buffer or not self._pending:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        try:
+            return self._ready(wait_all=True)
+        finally:
+            self._pool.shutdown()
 
 
 class _GzipReader:
+    """Reads one or many concatenated gzip members."""
+
     def __init__(self) -> None:
         self._obj = zlib.decompressobj(31)
 
     def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
+        out = [self._obj.decompress(data)]
+        while self._obj.eof and self._obj.unused_data:
+            rest = self._obj.unused_data
+            self._obj = zlib.decompressobj(31)
+            out.append(self._obj.decompress(rest))
+        return b"".join(out)
 
     def finish(self) -> bytes:
         if not self._obj.eof:
