@@ -115,7 +115,7 @@ class LocalCluster:
     def api_client(self, kubeconfig: Path | None = None) -> kubernetes.client.ApiClient:
         """A fresh `kubernetes` ApiClient for this cluster (admin unless another kubeconfig is given)."""
         configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig or self.kubeconfig), client_configuration=configuration
         )
         return kubernetes.client.ApiClient(configuration)
@@ -146,16 +146,22 @@ class LocalCluster:
         path.chmod(0o600)
         return path
 
-    @staticmethod
-    def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90, interval: float = 0.5) -> T:
-        """Poll until probe returns something truthy; fail with `what` after `timeout` seconds."""
+    def wait_for(
+        self, what: str, probe: Callable[[], T | None], timeout: float = 90, interval: float = 0.5
+    ) -> T:
+        """Poll until probe returns something truthy; after `timeout` seconds fail with `what`, the pods
+        and the node agent's log, which usually say why."""
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+                pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False)
+                raise AssertionError(
+                    f"timed out after {timeout:g}s waiting for {what}\n"
+                    f"pods:\n{pods.stdout}{pods.stderr}\nnode agent log:\n{self.node_agent_log(30)}"
+                )
             time.sleep(interval)
 
     def node_agent_log(self, lines: int = 60) -> str:
