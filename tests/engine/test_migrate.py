@@ -402,3 +402,18 @@ def test_a_check_returning_more_than_one_value_fails(db_url: str, tmp_path: Path
     assert report.outcome == Outcome.ROLLED_BACK
     assert report.verification is not None
     assert "single value" in (report.verification.checks[-1].message or "")
+
+
+def test_kubernetes_style_timeouts_are_accepted_and_nonsense_is_refused(db_url: str, tmp_path: Path) -> None:
+    directory = write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
+
+    with pytest.raises(BadInput, match="statement_timeout 'soon'"):
+        migrate(db_url, MigrateOptions(directory=directory, policy=MigrationPolicy(statement_timeout="soon")))
+    report = migrate(
+        db_url,
+        MigrateOptions(
+            directory=directory, policy=MigrationPolicy(lock_timeout="2s", statement_timeout="10m")
+        ),
+    )
+
+    assert report.outcome == Outcome.SUCCEEDED

@@ -7,6 +7,7 @@ pure modules; this one only runs SQL in the order they decided and writes down w
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,9 +132,33 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
     return report
 
 
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_MS = (86_400_000, 3_600_000, 60_000, 1000, 1)
+
+
+def postgres_timeout(value: str) -> str:
+    """A timeout as PostgreSQL reads it: Kubernetes-style `10m`/`1h30m` become milliseconds (PostgreSQL
+    would read `m` as an error); PostgreSQL's own forms (`10min`, `500ms`, `0`) pass through."""
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if not text or not match or not any(match.groups()):
+        return text
+    return f"{sum(int(part or 0) * ms for part, ms in zip(match.groups(), _DURATION_MS, strict=True))}ms"
+
+
 def _set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(policy.lock_timeout)))
-    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(policy.statement_timeout)))
+    for setting, value in (
+        ("lock_timeout", policy.lock_timeout),
+        ("statement_timeout", policy.statement_timeout),
+    ):
+        try:
+            conn.execute(
+                sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(postgres_timeout(value)))
+            )
+        except psycopg.errors.InvalidParameterValue:
+            raise BadInput(
+                f"{setting} {value!r} is not a duration; use e.g. 5s, 10m, 1h30m or 500ms"
+            ) from None
 
 
 def _plan(
