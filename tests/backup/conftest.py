@@ -121,6 +121,18 @@ def shop_db(pg: localpg.LocalPostgres) -> str:
     return seed(pg.create_database())
 
 
+@pytest.fixture(scope="module")
+def bulky_db(pg: localpg.LocalPostgres) -> str:
+    """About 40 MB of dump: several S3 parts when stored uncompressed (the mid-stream pause is at 20 MiB)."""
+    url = pg.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, "
+            "md5((g * 13)::text) AS b FROM generate_series(1, 400000) g"
+        )
+    return url
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:

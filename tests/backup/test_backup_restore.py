@@ -177,3 +177,26 @@ def test_the_oldest_server_is_backed_up_with_its_own_pg_dump(
     done = run_cli("restore", target, "--from", fs_place.uri, "--create", "--json")
     assert done.returncode == 0, done.stderr
     assert all_rows(target) == all_rows(source)
+
+
+def test_a_larger_database_restores_count_for_count_with_parallel_jobs(
+    bulky_db: str, pg: localpg.LocalPostgres, place: BackupPlace
+) -> None:
+    report = backup(bulky_db, place, "--format", "directory", "--jobs", "2", "--compress", "zstd:1")
+    assert report["rows"] == 400_000
+    target = pg.url(f"r_{secrets.token_hex(4)}")
+    done = run_cli(
+        "restore",
+        target,
+        "--from",
+        report["backup"]["location"],
+        "--create",
+        "--jobs",
+        "2",
+        "--json",
+        env=place.env,
+    )
+    assert done.returncode == 0, done.stderr
+    restored = json.loads(done.stdout)
+    assert restored["verification"]["matchesBackup"] is True
+    assert restored["rows"] == 400_000

@@ -22,18 +22,6 @@ from pgwarden.testing import localpg
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-@pytest.fixture(scope="module")
-def bulky_db(pg: localpg.LocalPostgres) -> str:
-    """About 40 MB of dump: several S3 parts when stored uncompressed (the mid-stream pause is at 20 MiB)."""
-    url = pg.create_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a, "
-            "md5((g * 13)::text) AS b FROM generate_series(1, 400000) g"
-        )
-    return url
-
-
 def start_backup(url: str, place: BackupPlace, pause_at: str, *flags: str) -> subprocess.Popen[str]:
     env = {**os.environ, **place.env, "PGWARDEN_TEST_PAUSE_AT": pause_at}
     return subprocess.Popen(
