@@ -1081,7 +1081,9 @@ class NodeAgent:
         self.venv_dir = sys.prefix
         self.venv_bin = str(Path(sys.prefix) / "bin")
         self.apiserver_port = urllib.parse.urlsplit(kube.host).port or 443
-        self.unschedulable_reported: set[str] = set()
+        # Pods whose nodeSelector this node does not match, retried when the node's labels change.
+        self.unschedulable: dict[str, Obj] = {}
+        self.node_labels = self.labels()
         self.started_at = now()
 
     # -- node -----------------------------------------------------------------------------------
@@ -1102,17 +1104,18 @@ class NodeAgent:
             "metadata": {"name": self.node_name, "labels": self.labels()},
         }
         try:
-            self.kube.request("POST", "/api/v1/nodes", body=node)
+            registered = self.kube.request("POST", "/api/v1/nodes", body=node)
             log.info("registered node %s", self.node_name)
         except ApiError as error:
             if error.status != 409:
                 raise
-            self.kube.request(
+            registered = self.kube.request(
                 "PATCH",
                 f"/api/v1/nodes/{self.node_name}",
                 body={"metadata": {"labels": self.labels()}},
                 content_type="application/merge-patch+json",
             )
+        self.node_labels = registered["metadata"].get("labels", {})
         self.post_node_status()
         self.renew_lease()
 
@@ -1195,6 +1198,11 @@ class NodeAgent:
                 beats += 1
                 if beats % 3 == 0:
                     self.post_node_status()
+                if self.unschedulable:
+                    node = self.kube.get(f"/api/v1/nodes/{self.node_name}")
+                    self.node_labels = node["metadata"].get("labels", {})
+                    for pod in list(self.unschedulable.values()):
+                        self.bind(pod)
             except Exception as error:
                 log.warning("heartbeat failed: %s", error)
 
@@ -1208,6 +1216,8 @@ class NodeAgent:
         def on_event(kind: str, pod: Obj) -> None:
             if kind in ("ADDED", "MODIFIED"):
                 self.bind(pod)
+            else:
+                self.unschedulable.pop(pod["metadata"]["uid"], None)
 
         list_and_watch(
             self.kube,
@@ -1226,14 +1236,14 @@ class NodeAgent:
         if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
             return
         key = f"{meta['namespace']}/{meta['name']}"
-        labels = self.labels()
-        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
-            if meta["uid"] not in self.unschedulable_reported:
-                self.unschedulable_reported.add(meta["uid"])
+        if any(self.node_labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            if meta["uid"] not in self.unschedulable:
                 message = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
                 self._patch_scheduled(pod, "False", "Unschedulable", message)
                 self.event(pod, "Warning", "FailedScheduling", message)
+            self.unschedulable[meta["uid"]] = pod
             return
+        self.unschedulable.pop(meta["uid"], None)
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",
