@@ -10,7 +10,7 @@ from types import FrameType
 
 from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
-from pgwarden.engine.backup import FORMATS, BackupReport, take_backup
+from pgwarden.engine.backup import FORMATS, BackupReport, DumpSelection, take_backup
 from pgwarden.engine.compression import DEFAULT_COMPRESSION
 
 
@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="parallel pg_dump jobs (directory format only)"
     )
+    for flag, what in (
+        ("--schema", "dump only schemas matching PATTERN (repeatable, as pg_dump -n)"),
+        ("--exclude-schema", "leave out schemas matching PATTERN (as pg_dump -N)"),
+        ("--table", "dump only tables matching PATTERN (as pg_dump -t)"),
+        ("--exclude-table", "leave out tables matching PATTERN (as pg_dump -T)"),
+    ):
+        parser.add_argument(flag, action="append", default=[], metavar="PATTERN", help=what)
     parser.add_argument(
         "--verify",
         action="store_true",
@@ -85,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compress,
             jobs=args.jobs,
             verify=args.verify,
+            selection=DumpSelection(
+                schemas=tuple(args.schema),
+                exclude_schemas=tuple(args.exclude_schema),
+                tables=tuple(args.table),
+                exclude_tables=tuple(args.exclude_table),
+            ),
             progress=progress,
         )
     if args.json:

@@ -9,9 +9,11 @@ Row counts and the dump come from one exported snapshot, so the manifest describ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -19,12 +21,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
 from pathlib import Path
 from typing import IO, cast
 
 import psycopg
+from psycopg import sql
 from pydantic import Field
 
 from pgwarden import __version__
@@ -54,7 +58,7 @@ from pgwarden.engine.restore import (
     register_storage_secrets,
     restore_manifest,
 )
-from pgwarden.engine.schema_diff import fingerprint
+from pgwarden.engine.schema_diff import fingerprint, qualified_name
 from pgwarden.storage import BackupManifest, ObjectWriter, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import new_backup_id, write_manifest
@@ -141,10 +145,10 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         fcntl.fcntl(stream.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ
 
 
-def dump_custom(tool: PgTool, url: str, snapshot: str | None, sink: DumpSink) -> None:
+def dump_custom(tool: PgTool, url: str, snapshot: str | None, options: list[str], sink: DumpSink) -> None:
     """Stream `pg_dump -Fc -Z0` into the sink."""
     dbname_args, env = tool_invocation(url)
-    command = [tool.path, *dbname_args, "--format=custom", "--compress=0", "--no-password"]
+    command = [tool.path, *dbname_args, "--format=custom", "--compress=0", "--no-password", *options]
     if snapshot:
         command.append(f"--snapshot={snapshot}")
     errors: list[bytes] = []
@@ -172,7 +176,7 @@ def dump_custom(tool: PgTool, url: str, snapshot: str | None, sink: DumpSink) ->
 
 
 def dump_directory(
-    tool: PgTool, url: str, snapshot: str | None, jobs: int, sink: DumpSink, scratch: Path
+    tool: PgTool, url: str, snapshot: str | None, options: list[str], jobs: int, sink: DumpSink, scratch: Path
 ) -> None:
     """Run `pg_dump -Fd -j N -Z0` into scratch space, then stream it as one tar into the sink."""
     dbname_args, env = tool_invocation(url)
@@ -185,6 +189,7 @@ def dump_directory(
         f"--jobs={jobs}",
         "--no-password",
         f"--file={target}",
+        *options,
     ]
     if snapshot:
         command.append(f"--snapshot={snapshot}")
@@ -194,6 +199,111 @@ def dump_directory(
     with tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
         for path in sorted(target.iterdir()):
             tar.add(path, arcname=path.name)
+
+
+# -- which tables a dump holds: pg_dump's -n/-N/-t/-T rules, so the counts cover exactly the dumped tables
+
+
+@dataclass(frozen=True)
+class DumpSelection:
+    """Schemas and tables to include or exclude, as pg_dump patterns (`public`, `audit_*`, `shop.orders`)."""
+
+    schemas: tuple[str, ...] = ()
+    exclude_schemas: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    exclude_tables: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.schemas or self.exclude_schemas or self.tables or self.exclude_tables)
+
+    def pg_dump_args(self) -> list[str]:
+        return (
+            [f"--schema={p}" for p in self.schemas]
+            + [f"--exclude-schema={p}" for p in self.exclude_schemas]
+            + [f"--table={p}" for p in self.tables]
+            + [f"--exclude-table={p}" for p in self.exclude_tables]
+        )
+
+
+def pattern_parts(pattern: str) -> list[str]:
+    """A pg_dump name pattern as anchored regexes, one per dot-separated part (as psql's `\\d` reads them):
+    unquoted letters fold to lower case, `*` and `?` are wildcards, double quotes keep text literal."""
+    parts: list[list[str]] = [[]]
+    quoted, i = False, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == '"':
+            if quoted and pattern[i + 1 : i + 2] == '"':
+                parts[-1].append('"')
+                i += 2
+                continue
+            quoted = not quoted
+        elif not quoted and ch == ".":
+            parts.append([])
+        elif not quoted and ch == "*":
+            parts[-1].append(".*")
+        elif not quoted and ch == "?":
+            parts[-1].append(".")
+        else:
+            parts[-1].append(re.escape(ch if quoted else ch.lower()))
+        i += 1
+    return [f"^(?:{''.join(part)})$" for part in parts]
+
+
+def _matches(pattern: str, schema: str, name: str | None, visible: bool) -> bool:
+    parts = pattern_parts(pattern)
+    if name is None:  # a schema pattern: the last part names the schema ([db.]schema)
+        return re.match(parts[-1], schema) is not None
+    if len(parts) == 1:  # an unqualified table pattern matches tables visible on the search_path
+        return visible and re.match(parts[0], name) is not None
+    return re.match(parts[-2], schema) is not None and re.match(parts[-1], name) is not None
+
+
+def select_tables(tables: list[tuple[str, str, bool]], selection: DumpSelection) -> list[tuple[str, str]]:
+    """The (schema, name) of the tables pg_dump dumps, from (schema, name, visible on search_path).
+
+    pg_dump's rules: with -t only matching tables (-n/-N then have no effect); otherwise tables in schemas
+    matching -n (all schemas without -n) and not -N; -T always excludes. Partitions are counted through
+    their parent, so select a partitioned table together with its partitions (`events*`), as pg_dump
+    matches each relation on its own."""
+    chosen = []
+    for schema, name, visible in tables:
+        if selection.tables:
+            keep = any(_matches(p, schema, name, visible) for p in selection.tables)
+        else:
+            keep = not selection.schemas or any(_matches(p, schema, None, True) for p in selection.schemas)
+            keep = keep and not any(_matches(p, schema, None, True) for p in selection.exclude_schemas)
+        if keep and not any(_matches(p, schema, name, visible) for p in selection.exclude_tables):
+            chosen.append((schema, name))
+    return chosen
+
+
+_TABLES_WITH_VISIBILITY = """
+SELECT n.nspname, c.relname, pg_table_is_visible(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+"""
+
+
+def dumped_tables(
+    conn: psycopg.Connection[tuple[object, ...]], selection: DumpSelection
+) -> tuple[list[str], set[str]]:
+    """The user's tables (as `list_user_tables` names them) that a dump with `selection` contains, and
+    the schemas they live in when the dump itself leaves schemas out (pg_dump -t does)."""
+    tables = list_user_tables(conn)
+    if not selection:
+        return tables, set()
+    rows = conn.execute(_TABLES_WITH_VISIBILITY).fetchall()
+    chosen = {
+        qualified_name(str(s), str(n))
+        for s, n in select_tables([(str(s), str(n), bool(v)) for s, n, v in rows], selection)
+    }
+    schemas = (
+        {str(s) for s, n, v in rows if qualified_name(str(s), str(n)) in chosen}
+        if selection.tables
+        else set()
+    )
+    return [table for table in tables if table in chosen], schemas
 
 
 def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) -> CompressionSpec:
@@ -221,14 +331,25 @@ def _open_target(to: str | Storage) -> Storage:
 
 
 def verify_backup(
-    url: str, backup: Storage, manifest: BackupManifest, *, jobs: int, progress: Progress
+    url: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    *,
+    jobs: int,
+    schemas: set[str] | None = None,
+    progress: Progress,
 ) -> RestoreVerification:
-    """Restore into a scratch database on the same server, compare counts, and drop it again."""
+    """Restore into a scratch database on the same server, compare counts, and drop it again.
+    `schemas` are created first: a dump limited to tables (pg_dump -t) holds no CREATE SCHEMA."""
     scratch = f"pgwarden_verify_{manifest.id.replace('-', '_').lower()}"
     scratch_url = with_database(url, scratch)
     progress(f"verifying: restoring into scratch database {scratch}")
     create_database(url, scratch)
     try:
+        if schemas:
+            with connect(scratch_url, autocommit=True) as conn:
+                for name in sorted(schemas):
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
         _tool, counts, schema = restore_manifest(scratch_url, backup, manifest, jobs=jobs, progress=progress)
     finally:
         drop_database(url, scratch)
@@ -245,13 +366,17 @@ def take_backup(
     compression: CompressionSpec | str = DEFAULT_COMPRESSION,
     jobs: int = 1,
     verify: bool = False,
+    selection: DumpSelection | None = None,
     progress: Progress | None = None,
 ) -> BackupReport:
     """Back up the database to `to` (a prefix: the backup goes to `<prefix>/<id>/`).
 
     Raises BadInput (nothing started) or BackupFailed (nothing left listed); returns outcome Failed only
-    when `verify` found the restored copy differs, in which case the dump is deleted and not listed."""
+    when `verify` found the restored copy differs, in which case the dump is deleted and not listed.
+    With a `selection`, only those tables are dumped and counted (and no schema fingerprint is recorded:
+    it describes whole databases)."""
     say = progress or (lambda _message: None)
+    selection = selection or DumpSelection()
     spec = _parse_inputs(format, compression, jobs)
     url = resolve_url(database_url)
     register_storage_secrets()
@@ -282,6 +407,7 @@ def take_backup(
 
     counts: dict[str, int] = {}
     schema: str | None = None
+    outside_schemas: set[str] = set()
     writer = backup.open_writer(dump_file, size_hint=estimated)
     sink = DumpSink(compressor(spec), writer)
     dump_started = time.monotonic()
@@ -291,8 +417,8 @@ def take_backup(
             conn.read_only = True
             snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = str(snap_row[0]) if snap_row else None
-            tables = list_user_tables(conn)
-            schema = fingerprint(take_snapshot(conn))
+            tables, outside_schemas = dumped_tables(conn, selection)
+            schema = None if selection else fingerprint(take_snapshot(conn))
 
             # Count at the snapshot while pg_dump reads it: the counts are exactly the dumped rows.
             count_error: list[BaseException] = []
@@ -308,9 +434,9 @@ def take_backup(
             counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
             counter.start()
             if format == "custom":
-                dump_custom(tool, url, snapshot, sink)
+                dump_custom(tool, url, snapshot, selection.pg_dump_args(), sink)
             else:
-                dump_directory(tool, url, snapshot, jobs, sink, Path(scratch))
+                dump_directory(tool, url, snapshot, selection.pg_dump_args(), jobs, sink, Path(scratch))
             counter.join()
             if count_error:
                 raise BackupFailed(
@@ -351,11 +477,14 @@ def take_backup(
         duration_seconds=round(time.monotonic() - clock, 3),
         dump_seconds=round(dump_seconds, 3),
         pgwarden_version=__version__,
+        selection=dataclasses.asdict(selection) if selection else None,
     )
     verification = None
     if verify:
         try:
-            verification = verify_backup(url, backup, manifest, jobs=jobs, progress=say)
+            verification = verify_backup(
+                url, backup, manifest, jobs=jobs, schemas=outside_schemas, progress=say
+            )
         except BaseException:
             with contextlib.suppress(StorageError):
                 backup.delete([dump_file])

@@ -53,6 +53,9 @@ class BackupManifest(ApiModel):
     verified: bool = False
     verified_at: datetime | None = None
     pgwarden_version: str | None = None
+    selection: dict[str, list[str]] | None = Field(
+        default=None, description="pg_dump patterns the dump was limited to (schemas, tables, excludes)."
+    )
 
 
 def write_manifest(backup: Storage, manifest: BackupManifest) -> None:
