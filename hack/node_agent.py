@@ -1304,6 +1304,8 @@ class NodeAgent:
         )
 
     def on_pod(self, kind: str, pod: Obj) -> None:
+        if self.stop_event.is_set():
+            return
         meta = pod["metadata"]
         uid = meta["uid"]
         with self.workers_lock:
@@ -1451,19 +1453,28 @@ class NodeAgent:
         self.stop_event.wait()
 
     def shutdown(self) -> None:
+        """Stop every container (SIGTERM, then SIGKILL after 5s) and reap them all before exiting."""
         self.stop_event.set()
         with self.workers_lock:
             workers = list(self.workers.values())
+        processes = []
         for worker in workers:
-            worker.stop(5)
-        deadline = time.monotonic() + 6
-        for worker in workers:
-            for state in [*worker.init_states, *worker.states]:
-                if state.process:
-                    try:
-                        state.process.wait(max(0.1, deadline - time.monotonic()))
-                    except subprocess.TimeoutExpired:
-                        _signal_group(state.process, signal.SIGKILL)
+            worker.stopping.set()
+            with worker.lock:  # no container starts after this: starting happens under the lock
+                processes += [s.process for s in [*worker.init_states, *worker.states] if s.process]
+        for process in processes:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        # Whatever else exited without being waited for: leave no zombie to an init that may not reap.
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
 
 
 # --------------------------------------------------------------------------------------------------
