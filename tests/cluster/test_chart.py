@@ -7,8 +7,13 @@ The ServiceMonitor is rendered but never applied: its CRD (Prometheus Operator) 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import socket
 import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,12 +251,9 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     kinds = ("databasemigrations", "databasebackups", "databaserestores")
     expected = {("pgwarden.io", k, v) for k in kinds for v in ("get", "list", "watch", "patch")}
     expected |= {("pgwarden.io", f"{k}/status", v) for k in kinds for v in ("get", "patch")}
-    expected |= {
-        ("batch", k, v)
-        for k in ("jobs", "cronjobs")
-        for v in ("create", "get", "list", "watch", "patch", "delete")
-    }
-    expected |= {("", "pods", v) for v in ("get", "list", "watch")}
+    expected |= {("batch", "jobs", v) for v in ("create", "get", "list", "watch")}
+    expected |= {("batch", "cronjobs", v) for v in ("create", "get", "list", "watch", "patch", "delete")}
+    expected |= {("", "pods", v) for v in ("get", "list")}
     expected |= {("", "events", v) for v in ("create", "patch")}
     assert granted == expected
 
@@ -356,3 +358,103 @@ def test_the_service_account_may_do_its_work_in_watched_namespaces_only_and_neve
         assert not can("list", "databasemigrations.pgwarden.io", where)
     assert not can("list", "namespaces", "default")
     assert not can("get", "secrets", "kube-system")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_operator_works_under_the_chart_service_account_and_is_never_forbidden(
+    helm: Path, kube: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """`pgwarden operator` with the token of the chart's ServiceAccount, bound by the chart's namespaced Role,
+    turns a DatabaseBackup into a Job and a status, and the API server refuses it nothing on the way."""
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=pgwarden-tests",
+        "-f",
+        str(CHART / "crds"),
+    )
+    for kind in ("databasemigrations", "databasebackups", "databaserestores"):
+        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{kind}.pgwarden.io")
+    manifests = render(
+        helm,
+        "rbac.clusterWide=false",
+        f"watchNamespaces={{{namespace}}}",
+        "rbac.aggregateToDefaultRoles=false",
+        release="pgw",
+        namespace=namespace,
+    )
+    kube.apply(*[m for m in manifests if m["kind"] in ("ServiceAccount", "Role", "RoleBinding")])
+    (account,) = of_kind(manifests, "ServiceAccount")
+    kubeconfig = kube.service_account_kubeconfig(
+        namespace, account["metadata"]["name"], tmp_path / "sa.kubeconfig"
+    )
+    # The chart's own arguments, with ports free on this machine and the text log format for reading.
+    args = [
+        a
+        for a in operator_container(manifests)["args"]
+        if not a.startswith(("--liveness-port", "--metrics-port"))
+    ]
+    health, metrics = free_port(), free_port()
+    args += [
+        f"--liveness-port={health}",
+        f"--metrics-port={metrics}",
+        "--log-format=text",
+        f"--kubeconfig={kubeconfig}",
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PG", "AWS_", "KUBE")) and k != "DATABASE_URL"
+    }
+    # KUBECONFIG too: kopf's login reads the variable, which the kubernetes library fixes at import time,
+    # before `--kubeconfig` could set it.
+    env.update(PGWARDEN_TIMER_INTERVAL="2", KUBECONFIG=str(kubeconfig))
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        operator = subprocess.Popen(
+            [str(Path(sys.executable).with_name("pgwarden")), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        kube.apply(
+            {
+                "apiVersion": "pgwarden.io/v1alpha1",
+                "kind": "DatabaseBackup",
+                "metadata": {"name": "rbac-smoke", "namespace": namespace},
+                "spec": {
+                    "database": {"secretRef": {"name": "no-such-secret"}},
+                    "storage": {"volume": {"claimName": "no-such-claim"}},
+                },
+            }
+        )
+        kube.wait_for(
+            "the operator to write the backup's status",
+            lambda: kube.get("databasebackup", "rbac-smoke", namespace).get("status", {}).get("phase"),
+            timeout=60,
+        )
+        jobs = kube.wait_for("the backup's Job", lambda: kube.get_all("jobs", namespace), timeout=30)
+        assert jobs[0]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
+            assert b"pgwarden_" in response.read()
+    finally:
+        os.killpg(operator.pid, signal.SIGTERM)
+        try:
+            operator.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(operator.pid, signal.SIGKILL)
+            operator.wait()
+        print(f"--- operator log ---\n{log_path.read_text(errors='replace')[-6000:]}")
+    output = log_path.read_text(errors="replace")
+    forbidden = [line for line in output.splitlines() if "forbidden" in line.lower() or " 403" in line]
+    assert not forbidden, "\n".join(forbidden[:20])

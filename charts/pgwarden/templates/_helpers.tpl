@@ -52,7 +52,8 @@ app.kubernetes.io/component: operator
 {{/*
 What the operator does, and nothing more (see "RBAC" in README.md). It never reads Secrets: Jobs receive
 credentials through secretKeyRef, resolved by the kubelet. kopf runs standalone (no peering objects) with
-resource scanning off, so it needs no access to CRDs or Namespaces.
+resource scanning off, so it needs no access to CRDs or Namespaces. Jobs are never deleted or changed:
+owner references garbage-collect them with their resource.
 */}}
 {{- define "pgwarden.rules" -}}
 - apiGroups: ["pgwarden.io"]
@@ -62,11 +63,14 @@ resource scanning off, so it needs no access to CRDs or Namespaces.
   resources: ["databasemigrations/status", "databasebackups/status", "databaserestores/status"]
   verbs: ["get", "patch"]
 - apiGroups: ["batch"]
-  resources: ["jobs", "cronjobs"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
   verbs: ["create", "get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
