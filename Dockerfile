@@ -53,7 +53,8 @@ RUN echo "deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.or
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/pgwarden-*.whl \
     && pip uninstall --yes --quiet pip setuptools wheel \
-    && pgwarden --help >/dev/null
+    && pgwarden --version \
+    && python -c "import pgwarden.operator.main, pgwarden.job"
 
 # A numeric non-root user with a passwd entry (libpq looks the user up) and no home or login shell.
 RUN groupadd --gid 65532 pgwarden \
