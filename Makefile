@@ -22,10 +22,11 @@ demo: $(STAMP)
 test: lint binaries
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-## binaries: build Kubernetes and MinIO from their Go modules once per version (cached in ~/.cache/pgwarden)
+## binaries: build Kubernetes, MinIO and helm from their Go modules once per version (cached in ~/.cache/pgwarden)
 binaries:
 	@hack/build-k8s.sh >/dev/null
 	@hack/build-minio.sh >/dev/null
+	@hack/build-helm.sh >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests hack bench
