@@ -185,9 +185,9 @@ class LastBackup(BackupInfo):
 
     tables: int | None = Field(default=None, description="Number of user tables in the backup.")
     rows: int | None = Field(default=None, description="Number of rows in those tables.")
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_seconds: float | None = None
+    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
+    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
+    duration_seconds: float | None = Field(default=None, description="How long the work took.")
 
 
 class BackupRun(ApiModel):
@@ -196,11 +196,13 @@ class BackupRun(ApiModel):
     job: str | None = Field(default=None, description="Name of the Job.")
     outcome: Outcome | None = Field(default=None, description="Succeeded or Failed.")
     id: str | None = Field(default=None, description="The backup's id, when one was written.")
-    location: str | None = None
-    size_bytes: int | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_seconds: float | None = None
+    location: str | None = Field(
+        default=None, description="Where the backup lives: s3://bucket/prefix/id or a path."
+    )
+    size_bytes: int | None = Field(default=None, description="Size of the stored (compressed) dump.")
+    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
+    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
+    duration_seconds: float | None = Field(default=None, description="How long the work took.")
     message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 

@@ -239,9 +239,9 @@ class DatabaseMigrationStatus(ApiModel):
         json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
     )
     job: str | None = Field(default=None, description="Name of the Job of the last run.")
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_seconds: float | None = None
+    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
+    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
+    duration_seconds: float | None = Field(default=None, description="How long the work took.")
     message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 

@@ -34,63 +34,69 @@ class BeforeAfter(ApiModel):
 class RowChange(ApiModel):
     """One table whose row count changed (or that appeared or disappeared)."""
 
-    table: str
-    before: int | None = None
-    after: int | None = None
+    table: str = Field(description="Qualified table name, e.g. shop.orders.")
+    before: int | None = Field(
+        default=None, description="Rows before the run; absent for a table the run created."
+    )
+    after: int | None = Field(
+        default=None, description="Rows after the run; absent for a table the run dropped."
+    )
     allowed_loss: bool | None = Field(default=None, description="Loss here was allowed by allowRowLossIn.")
 
 
 class AppliedMigration(ApiModel):
     """A migration this run applied."""
 
-    version: str
-    description: str
-    checksum: str
-    duration_ms: int
-    transactional: bool = True
+    version: str = Field(description="The migration's version, from its file name.")
+    description: str = Field(description="The migration's description, from its file name.")
+    checksum: str = Field(description="SHA-256 of the migration file, recorded in the history table.")
+    duration_ms: int = Field(description="How long the migration's statements took, in milliseconds.")
+    transactional: bool = Field(default=True, description="Whether it ran inside a transaction.")
 
 
 class CheckResult(ApiModel):
     """The outcome of one verification item (a custom check, an expectation, or the row-loss rule)."""
 
-    name: str
-    passed: bool
-    expected: str | None = None
-    actual: str | None = None
-    message: str | None = None
+    name: str = Field(description="The check's name, or the expected object it is about.")
+    passed: bool = Field(description="Whether it held.")
+    expected: str | None = Field(default=None, description="What was expected, e.g. '>= 1' or 'present'.")
+    actual: str | None = Field(default=None, description="What the database returned.")
+    message: str | None = Field(default=None, description="Why it failed, in words.")
 
 
 class Verification(ApiModel):
     """Everything checked before COMMIT, and whether it all held."""
 
-    passed: bool
-    checks: list[CheckResult] = Field(default_factory=list)
+    passed: bool = Field(description="Whether every check held (the run commits only then).")
+    checks: list[CheckResult] = Field(default_factory=list, description="Every check, passed or not.")
 
 
 class RollbackResult(ApiModel):
     """What was tried when the run failed, and what came of it."""
 
-    strategy: str
-    outcome: RollbackOutcome
-    message: str | None = None
+    strategy: str = Field(description="transaction, down, restore or none.")
+    outcome: RollbackOutcome = Field(description="NotNeeded, Succeeded or Failed.")
+    message: str | None = Field(default=None, description="What was tried and what came of it.")
     version_after: str | None = Field(default=None, description="The database's schema version afterwards.")
 
 
 class BackupInfo(ApiModel):
     """A backup taken (or used) by the operation."""
 
-    id: str
-    location: str
-    size_bytes: int | None = None
-    sha256: str | None = None
-    verified: bool | None = None
+    id: str = Field(description="The backup's id: a sortable UTC timestamp with a random suffix.")
+    location: str = Field(description="Where the backup lives: s3://bucket/prefix/id or a path.")
+    size_bytes: int | None = Field(default=None, description="Size of the stored (compressed) dump.")
+    sha256: str | None = Field(
+        default=None, description="SHA-256 of the stored dump, checked before any restore."
+    )
+    verified: bool | None = Field(default=None, description="Whether a test restore matched the backup.")
 
 
 class ErrorInfo(ApiModel):
-    message: str
+    message: str = Field(description="What went wrong; never contains a password.")
     migration: str | None = Field(default=None, description="The migration (version) that failed, if any.")
     statement: str | None = Field(default=None, description="The start of the failing statement.")
-    line: int | None = None
+    line: int | None = Field(default=None, description="Line of the failing statement in its file.")
 
 
 class Difference(ApiModel):
@@ -106,31 +112,45 @@ class Difference(ApiModel):
 class Drift(ApiModel):
     """Whether the live schema differs from the fingerprint recorded after the previous run."""
 
-    detected: bool
-    differences: list[Difference] = Field(default_factory=list)
+    detected: bool = Field(description="Whether the schema changed outside pgwarden since its last run.")
+    differences: list[Difference] = Field(default_factory=list, description="What changed, object by object.")
 
 
 class MigrationReport(ApiModel):
     """The report of one `pgwarden migrate` run."""
 
-    outcome: Outcome
+    outcome: Outcome = Field(
+        description="Succeeded, Failed (the database may differ) or RolledBack (it is as before)."
+    )
     database: str | None = Field(default=None, description="user@host:port/dbname, never the password.")
-    plan_only: bool | None = None
-    current_version: str | None = None
-    tables: BeforeAfter = Field(default_factory=BeforeAfter)
-    rows: BeforeAfter = Field(default_factory=BeforeAfter)
+    plan_only: bool | None = Field(default=None, description="True when only the plan was computed (--plan).")
+    current_version: str | None = Field(
+        default=None, description="The database's schema version after the run."
+    )
+    tables: BeforeAfter = Field(default_factory=BeforeAfter, description="User tables before and after.")
+    rows: BeforeAfter = Field(
+        default_factory=BeforeAfter, description="Rows in all user tables before and after."
+    )
     row_counts: str | None = Field(default=None, description="exact, estimate or none")
-    row_changes: list[RowChange] = Field(default_factory=list)
-    applied: list[AppliedMigration] = Field(default_factory=list)
-    pending: list[str] = Field(default_factory=list)
-    baselined: list[str] = Field(default_factory=list)
-    plan: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
-    verification: Verification | None = None
-    rollback: RollbackResult | None = None
-    backup: BackupInfo | None = None
-    drift: Drift | None = None
-    error: ErrorInfo | None = None
-    started_at: str | None = None
-    completed_at: str | None = None
-    duration_seconds: float | None = None
+    row_changes: list[RowChange] = Field(default_factory=list, description="Tables whose row counts changed.")
+    applied: list[AppliedMigration] = Field(
+        default_factory=list, description="Migrations this run applied and kept."
+    )
+    pending: list[str] = Field(default_factory=list, description="Versions still to apply after the run.")
+    baselined: list[str] = Field(
+        default_factory=list, description="Versions recorded as applied by --baseline."
+    )
+    plan: list[str] = Field(default_factory=list, description="The plan, as lines a person reads.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Things worth knowing that did not stop the run."
+    )
+    verification: Verification | None = Field(default=None, description="What was checked before COMMIT.")
+    rollback: RollbackResult | None = Field(default=None, description="Present when the run failed.")
+    backup: BackupInfo | None = Field(
+        default=None, description="The pre-migration backup, when one was taken."
+    )
+    drift: Drift | None = Field(default=None, description="Changes made by hand since the previous run.")
+    error: ErrorInfo | None = Field(default=None, description="Why the run failed.")
+    started_at: str | None = Field(default=None, description="When the run started (UTC, ISO 8601).")
+    completed_at: str | None = Field(default=None, description="When the run ended (UTC, ISO 8601).")
+    duration_seconds: float | None = Field(default=None, description="How long the run took.")
