@@ -147,8 +147,10 @@ class MultipartWriter:
         self._buffer += data
         size = part_size_for(self._part_number, self._planned)
         while len(self._buffer) >= size:
-            self._send_part(bytes(self._buffer[:size]))
+            with memoryview(self._buffer) as view:  # one copy into the part, not two
+                part = bytes(view[:size])
             del self._buffer[:size]
+            self._send_part(part)
             size = part_size_for(self._part_number, self._planned)
 
     def _drain(self) -> None:
