@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from backup_support import BackupPlace, run_cli, seed
 
-from conftest import BackupPlace, run_cli, seed
 from pgwarden.engine.pgtools import tool_invocation
 from pgwarden.testing import localpg
 

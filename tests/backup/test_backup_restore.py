@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, all_rows, run_cli, sequences
 
-from conftest import SEED_ROWS, SEED_TABLES, BackupPlace, all_rows, run_cli, sequences
 from pgwarden.storage.manifest import list_backups, read_manifest
 from pgwarden.testing import localpg
 
@@ -168,7 +168,7 @@ def test_a_restore_that_leaves_extra_tables_reports_them_and_fails(
 def test_the_oldest_server_is_backed_up_with_its_own_pg_dump(
     pg_oldest: localpg.LocalPostgres, pg: localpg.LocalPostgres, fs_place: BackupPlace
 ) -> None:
-    from conftest import seed
+    from backup_support import seed
 
     source = seed(pg_oldest.create_database())
     report = backup(source, fs_place)

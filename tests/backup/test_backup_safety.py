@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from backup_support import BackupPlace, run_cli
 
-from conftest import BackupPlace, run_cli
 from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest
 from pgwarden.testing import localpg
 

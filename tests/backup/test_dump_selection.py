@@ -7,8 +7,8 @@ import re
 import secrets
 
 import pytest
+from backup_support import BackupPlace, run_cli
 
-from conftest import BackupPlace, run_cli
 from pgwarden.engine.backup import DumpSelection, pattern_parts, select_tables
 from pgwarden.testing import localpg
 

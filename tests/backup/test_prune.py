@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import BackupPlace, run_cli
+from backup_support import BackupPlace, run_cli
+
 from pgwarden.engine.backup import take_backup
 from pgwarden.storage.manifest import list_backups
 
