@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "operator",
         help="run the Kubernetes operator",
         description="Watch DatabaseMigration, DatabaseBackup and DatabaseRestore resources and run them as "
-        "Jobs. Credentials: in-cluster ServiceAccount, else --kubeconfig or KUBECONFIG.",
+        "Jobs. Credentials: --kubeconfig when given, else the in-cluster ServiceAccount, else KUBECONFIG "
+        "or ~/.kube/config.",
     )
     parser.add_argument(
         "--namespace",

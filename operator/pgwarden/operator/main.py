@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import kopf
 
 from pgwarden.operator import metrics
+from pgwarden.operator.kube import load_configuration
 
 log = logging.getLogger(__name__)
+
+
+def login_handler(kubeconfig: str | None) -> Callable[..., kopf.ConnectionInfo]:
+    """kopf's login, with the very credentials our own API client uses (`kube.load_configuration`).
+
+    kopf's default login asks the kubernetes library for the default kubeconfig, a location that library
+    fixes from KUBECONFIG when it is imported, so `--kubeconfig` could not reach it; this one is told.
+    """
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        try:
+            config = load_configuration(kubeconfig)
+        except Exception as error:  # ConfigException, a missing or unreadable file, bad YAML
+            where = kubeconfig or "in-cluster ServiceAccount, KUBECONFIG or ~/.kube/config"
+            raise kopf.LoginError(f"cannot load Kubernetes credentials ({where}): {error}") from error
+        # A token is kept as an API key; a ServiceAccount's refreshes, so ask for it rather than read it.
+        header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix(
+            "authorization"
+        )
+        scheme, _space, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=config.host,
+            ca_path=config.ssl_ca_cert,
+            insecure=not config.verify_ssl,
+            username=config.username or None,
+            password=config.password or None,
+            scheme=scheme or None,
+            token=token or None,
+            certificate_path=config.cert_file,
+            private_key_path=config.key_file,
+        )
+
+    return login
 
 
 def run(
@@ -25,8 +59,7 @@ def run(
     json_logs: bool = True,
 ) -> None:
     """Watch `namespaces` (all when empty) until stopped; blocks."""
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    kopf.on.login(id="pgwarden-login")(login_handler(kubeconfig))
     logging.getLogger().handlers.clear()  # kopf's handler replaces the command line's
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     import pgwarden.operator.handlers  # noqa: F401  (registers the handlers)
