@@ -1,8 +1,9 @@
 """The operator end to end on the local control plane: `kubectl apply` in, Jobs run by the node agent,
 status, conditions and Events out, against a real PostgreSQL and a real S3-compatible server.
 
-The operator runs as `pgwarden operator` in a subprocess, with a ServiceAccount token bound to the Role
-below (not admin), so these tests also prove that Role is all it needs.
+The operator runs as `pgwarden operator` in a subprocess with only `--kubeconfig` (no KUBECONFIG), whose
+token is the chart's ServiceAccount's, bound by the chart's own namespaced Role (helm template, not admin),
+so these tests also prove that Role is all it needs. The CRDs are installed as crds/ holds them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-import yaml
+from chart_support import (
+    ToolError,
+    local_examples,
+    namespaced_rbac_settings,
+    operator_rbac,
+    render_chart,
+    run_build,
+    service_account_name,
+)
 
 from pgwarden.testing import s3server
 from pgwarden.testing.localpg import LocalPostgres, free_port
@@ -36,57 +45,13 @@ REPO = Path(__file__).resolve().parents[2]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 TERMINAL = ("Succeeded", "Failed", "RolledBack")
 
-# Everything the operator may do in a namespace it watches; the chart's Role should match this.
-OPERATOR_RULES: list[Obj] = [
-    {
-        "apiGroups": ["pgwarden.io"],
-        "resources": ["databasemigrations", "databasebackups", "databaserestores"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {
-        "apiGroups": ["pgwarden.io"],
-        "resources": ["databasemigrations/status", "databasebackups/status", "databaserestores/status"],
-        "verbs": ["get", "patch"],
-    },
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
-    {
-        "apiGroups": ["batch"],
-        "resources": ["cronjobs"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-]
 
-
-def installable_crds() -> str:
-    """The CRDs, minus the CEL rule on verify.checks that kube-apiserver 1.37 cannot compile (`equals` has no
-    type in the schema, so CEL cannot see it; reported to the API's owner). The models still enforce it."""
-    documents = [
-        d
-        for d in yaml.safe_load_all(
-            "\n---\n".join(p.read_text() for p in sorted((REPO / "crds").glob("*.yaml")))
-        )
-        if d
-    ]
-
-    def strip(node: Any) -> None:
-        if isinstance(node, dict):
-            rules = node.get("x-kubernetes-validations")
-            if isinstance(rules, list):
-                node["x-kubernetes-validations"] = [
-                    r for r in rules if "self.equals" not in r.get("rule", "")
-                ]
-                if not node["x-kubernetes-validations"]:
-                    del node["x-kubernetes-validations"]
-            for value in node.values():
-                strip(value)
-        elif isinstance(node, list):
-            for value in node:
-                strip(value)
-
-    strip(documents)
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    try:
+        return run_build("build-helm.sh", timeout=1700)
+    except ToolError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +62,7 @@ def crds(kube: LocalCluster) -> None:
         "--force-conflicts",
         "--field-manager=pgwarden-tests",
         "-f",
-        "-",
-        input=installable_crds(),
+        str(REPO / "crds"),
     )
     for plural in ("databasemigrations", "databasebackups", "databaserestores"):
         kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
@@ -126,10 +90,13 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # No KUBECONFIG: `--kubeconfig` alone must be enough for kopf's login and our client.
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_")) and k != "DATABASE_URL"
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PG", "AWS_", "KUBE")) and k != "DATABASE_URL"
         }
-        env.update(PGWARDEN_TIMER_INTERVAL="2", KUBECONFIG=str(self.kubeconfig))
+        env.update(PGWARDEN_TIMER_INTERVAL="2")
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -172,24 +139,16 @@ class Operator:
 
 
 @pytest.fixture
-def operator(kube: LocalCluster, namespace: str, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    kube.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "pgwarden-operator", "namespace": namespace},
-            "rules": OPERATOR_RULES,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "pgwarden-operator", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pgwarden-operator"},
-            "subjects": [{"kind": "ServiceAccount", "name": "pgwarden-operator", "namespace": namespace}],
-        },
-    )
+def operator(
+    kube: LocalCluster, namespace: str, crds: None, helm: Path, tmp_path: Path
+) -> Iterator[Operator]:
+    """The operator under the chart's RBAC for this namespace: its ServiceAccount, Role and RoleBinding."""
+    manifests = render_chart(helm, *namespaced_rbac_settings(namespace), namespace=namespace)
+    rbac = operator_rbac(manifests)
+    assert [m["kind"] for m in rbac] == ["ServiceAccount", "Role", "RoleBinding"], rbac
+    kube.apply(*rbac)
     kubeconfig = kube.service_account_kubeconfig(
-        namespace, "pgwarden-operator", tmp_path / "operator.kubeconfig"
+        namespace, service_account_name(manifests), tmp_path / "operator.kubeconfig"
     )
     process = Operator(kube, namespace, kubeconfig, tmp_path / "operator.log")
     process.start()
@@ -598,42 +557,6 @@ def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
     status = wait_status(kube, operator, "dbbackup", "every-minute", lambda s: s.get("phase") == "Suspended")
     assert condition(status, "Suspended")["status"] == "True"
     assert kube.get_all("cronjobs", operator.namespace)[0]["spec"]["suspend"] is True
-
-
-def local_examples(pg: LocalPostgres, s3: s3server.S3Server, bucket: str) -> list[Obj]:
-    """examples/*.yaml with their Secrets and S3 endpoints pointed at this machine's servers."""
-    documents: list[Obj] = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    by_name: dict[tuple[str, str], Obj] = {}
-    for doc in documents:
-        by_name[(doc["kind"], doc["metadata"]["name"])] = doc  # Secrets repeated across files are identical
-    databases = {"shop": pg.create_database(), "inventory": pg.create_database()}
-    for (kind, name), doc in by_name.items():
-        data = doc.get("stringData", {})
-        if kind == "Secret" and "uri" in data:
-            dbname = data["uri"].rsplit("/", 1)[-1]
-            data["uri"] = databases.get(dbname) or pg.url(dbname)
-        elif kind == "Secret" and "host" in data:
-            data.update(
-                host="127.0.0.1",
-                port=str(pg.port),
-                dbname=databases["shop"].rsplit("/", 1)[-1],
-                user=pg.user,
-                password=pg.password,
-            )
-        elif kind == "Secret" and "AWS_ACCESS_KEY_ID" in data:
-            data.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-        text = (
-            json.dumps(doc)
-            .replace("http://minio.default.svc:9000", s3.endpoint)
-            .replace("pgwarden-backups", bucket)
-        )
-        by_name[(kind, name)] = json.loads(text)
-    migration = by_name[("DatabaseMigration", "shop")]
-    # PostgreSQL spells minutes "min": the example's "10m" is refused by the server (reported).
-    migration["spec"]["policy"]["statementTimeout"] = "10min"
-    return list(by_name.values())
 
 
 def test_the_examples_converge_and_kubectl_get_pgwarden_shows_their_columns(

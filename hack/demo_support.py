@@ -1,0 +1,150 @@
+"""What `make demo` (hack/demo.py) and the end-to-end tests share.
+
+- `render_chart`: charts/pgwarden rendered by a real helm (hack/build-helm.sh), as parsed manifests, and
+  `operator_rbac` to pick the operator's ServiceAccount, Roles and bindings out of them;
+- `local_examples`: examples/*.yaml with their Secrets and S3 endpoints pointed at this machine's
+  PostgreSQL and MinIO, so the very files users read are the ones that run.
+
+Tests import it through tests/cluster/chart_support.py; hack/demo.py imports it from its own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "pgwarden"
+EXAMPLES = REPO / "examples"
+Obj = dict[str, Any]
+
+# The S3 endpoint, bucket and host the examples are written for (a MinIO and a PostgreSQL in "default").
+EXAMPLE_S3_ENDPOINT = "http://minio.default.svc:9000"
+EXAMPLE_BUCKET = "pgwarden-backups"
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+
+
+class Postgres(Protocol):
+    """What local_examples needs of a server (pgwarden.testing.localpg.LocalPostgres has it)."""
+
+    port: int
+    user: str
+    password: str
+
+    def url(self, dbname: str = "postgres") -> str: ...
+
+    def create_database(self, name: str | None = None) -> str: ...
+
+
+class S3(Protocol):
+    """What local_examples needs of an S3 server (pgwarden.testing.s3server.S3Server has it)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+
+class ToolError(RuntimeError):
+    """A build script or helm failed; the message carries its output."""
+
+
+def run_build(script: str, progress: TextIO | None = None, timeout: float = 3600) -> Path:
+    """Run hack/<script> (build-k8s.sh, build-minio.sh, build-helm.sh): the path it prints last.
+
+    Its progress lines (stderr) go to `progress` as they come, so a first build does not look hung.
+    """
+    process = subprocess.Popen(
+        [str(REPO / "hack" / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if progress is not None:
+            progress.write(f"  {line}")
+            progress.flush()
+    stdout = process.communicate(timeout=timeout)[0]
+    if process.returncode != 0 or not stdout.strip():
+        raise ToolError(f"hack/{script} failed (exit {process.returncode}):\n{''.join(lines)[-4000:]}")
+    return Path(stdout.strip().splitlines()[-1])
+
+
+def render_chart(
+    helm: Path,
+    *settings: str,
+    release: str = "pgwarden",
+    namespace: str = "pgwarden-system",
+    include_crds: bool = False,
+) -> list[Obj]:
+    """`helm template` of charts/pgwarden with `--set` settings, as parsed manifests."""
+    args = [str(helm), "template", release, str(CHART), "--namespace", namespace]
+    if include_crds:
+        args.append("--include-crds")
+    for setting in settings:
+        args += ["--set", setting]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise ToolError(f"helm {' '.join(args[1:])} exited {result.returncode}:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def namespaced_rbac_settings(*namespaces: str) -> tuple[str, ...]:
+    """Values for a Role per watched namespace, and no aggregation into the default user roles."""
+    return (
+        "rbac.clusterWide=false",
+        f"watchNamespaces={{{','.join(namespaces)}}}",
+        "rbac.aggregateToDefaultRoles=false",
+    )
+
+
+def operator_rbac(manifests: list[Obj]) -> list[Obj]:
+    """The ServiceAccount, Roles/ClusterRoles and their bindings of a render, in that order."""
+    return sorted(
+        (m for m in manifests if m["kind"] in RBAC_KINDS), key=lambda m: RBAC_KINDS.index(m["kind"])
+    )
+
+
+def service_account_name(manifests: list[Obj]) -> str:
+    (account,) = [m for m in manifests if m["kind"] == "ServiceAccount"]
+    return str(account["metadata"]["name"])
+
+
+def local_examples(
+    pg: Postgres, s3: S3, bucket: str, databases: Mapping[str, str] | None = None
+) -> list[Obj]:
+    """examples/*.yaml with their Secrets and S3 endpoints pointed at this machine's servers.
+
+    `databases` maps the examples' database names (shop, inventory) to local URLs; by default each gets a
+    fresh database. Any other database an example names (shop_restored) is that name on `pg`.
+    """
+    documents: list[Obj] = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    by_name: dict[tuple[str, str], Obj] = {}
+    for doc in documents:
+        by_name[(doc["kind"], doc["metadata"]["name"])] = doc  # Secrets repeated across files are identical
+    if databases is None:
+        databases = {"shop": pg.create_database(), "inventory": pg.create_database()}
+    for (kind, name), doc in by_name.items():
+        data = doc.get("stringData", {})
+        if kind == "Secret" and "uri" in data:
+            dbname = data["uri"].rsplit("/", 1)[-1]
+            data["uri"] = databases.get(dbname) or pg.url(dbname)
+        elif kind == "Secret" and "host" in data:
+            data.update(
+                host="127.0.0.1",
+                port=str(pg.port),
+                dbname=databases["shop"].rsplit("/", 1)[-1],
+                user=pg.user,
+                password=pg.password,
+            )
+        elif kind == "Secret" and "AWS_ACCESS_KEY_ID" in data:
+            data.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
+        text = json.dumps(doc).replace(EXAMPLE_S3_ENDPOINT, s3.endpoint).replace(EXAMPLE_BUCKET, bucket)
+        by_name[(kind, name)] = json.loads(text)
+    return list(by_name.values())
