@@ -5,6 +5,7 @@ Field names are the contract shared by the command line and the resources' `stat
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
@@ -154,3 +155,65 @@ class MigrationReport(ApiModel):
     started_at: str | None = Field(default=None, description="When the run started (UTC, ISO 8601).")
     completed_at: str | None = Field(default=None, description="When the run ended (UTC, ISO 8601).")
     duration_seconds: float | None = Field(default=None, description="How long the run took.")
+
+
+class RowDifference(ApiModel):
+    """A table whose restored row count differs from the backup's (or that is missing on one side)."""
+
+    table: str
+    expected: int | None = Field(default=None, description="Rows in the backup (manifest).")
+    actual: int | None = Field(default=None, description="Rows after the restore.")
+    detail: str
+
+
+class RestoreComparison(ApiModel):
+    """Whether the restored database holds exactly the tables and rows the backup recorded."""
+
+    matches_backup: bool
+    schema_matches: bool | None = Field(
+        default=None, description="The restored schema's fingerprint equals the backup's (when recorded)."
+    )
+    tables_compared: int = 0
+    differences: list[RowDifference] = Field(default_factory=list)
+    differences_total: int = 0
+
+
+class RestoreReport(ApiModel):
+    """The report of one `pgwarden restore` run."""
+
+    outcome: Outcome
+    database: str | None = None
+    restored_from: str | None = Field(default=None, description="The backup's location.")
+    backup: BackupInfo | None = None
+    created_database: bool | None = None
+    terminated_connections: int | None = None
+    tables: int | None = None
+    rows: int | None = None
+    verification: RestoreComparison | None = None
+    error: ErrorInfo | None = None
+    pg_restore_version: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+class BackupReport(ApiModel):
+    """The report of one `pgwarden backup` run."""
+
+    outcome: Outcome
+    database: str | None = Field(default=None, description="user@host:port/dbname, never the password.")
+    backup: BackupInfo | None = None
+    format: str | None = None
+    compression: str | None = None
+    tables: int | None = None
+    rows: int | None = None
+    server_version: str | None = None
+    pg_dump_version: str | None = None
+    verification: RestoreComparison | None = None
+    error: ErrorInfo | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    throughput_bytes_per_second: float | None = Field(
+        default=None, description="Uncompressed dump bytes per second of dumping."
+    )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from pgwarden.api.reports import RestoreReport
 from pgwarden.cli.backup_cmd import terminate_as_interrupt
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
-from pgwarden.engine.restore import RestoreReport, restore_backup
+from pgwarden.engine.restore import restore_backup
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

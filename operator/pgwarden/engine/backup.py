@@ -29,11 +29,9 @@ from typing import IO, cast
 
 import psycopg
 from psycopg import sql
-from pydantic import Field
 
 from pgwarden import __version__
-from pgwarden.api.base import ApiModel
-from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome
+from pgwarden.api.reports import BackupInfo, BackupReport, ErrorInfo, Outcome, RestoreComparison
 from pgwarden.engine.compression import (
     DEFAULT_COMPRESSION,
     CompressionSpec,
@@ -50,7 +48,6 @@ from pgwarden.engine.redact import redact
 from pgwarden.engine.restore import (
     CHUNK,
     COUNT_CONCURRENCY,
-    RestoreVerification,
     compare_counts,
     create_database,
     drop_database,
@@ -72,28 +69,6 @@ Progress = Callable[[str], None]
 
 class BackupFailed(PgwardenError):
     """The backup did not complete; nothing was left under its name (the upload was aborted)."""
-
-
-class BackupReport(ApiModel):
-    """The report of one `pgwarden backup` run."""
-
-    outcome: Outcome
-    database: str | None = Field(default=None, description="user@host:port/dbname, never the password.")
-    backup: BackupInfo | None = None
-    format: str | None = None
-    compression: str | None = None
-    tables: int | None = None
-    rows: int | None = None
-    server_version: str | None = None
-    pg_dump_version: str | None = None
-    verification: RestoreVerification | None = None
-    error: ErrorInfo | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_seconds: float | None = None
-    throughput_bytes_per_second: float | None = Field(
-        default=None, description="Uncompressed dump bytes per second of dumping."
-    )
 
 
 def _pause_point(name: str) -> None:
@@ -338,7 +313,7 @@ def verify_backup(
     jobs: int,
     schemas: set[str] | None = None,
     progress: Progress,
-) -> RestoreVerification:
+) -> RestoreComparison:
     """Restore into a scratch database on the same server, compare counts, and drop it again.
     `schemas` are created first: a dump limited to tables (pg_dump -t) holds no CREATE SCHEMA."""
     scratch = f"pgwarden_verify_{manifest.id.replace('-', '_').lower()}"
@@ -521,7 +496,7 @@ def _report(
     backup: Storage,
     started: datetime,
     clock: float,
-    verification: RestoreVerification | None,
+    verification: RestoreComparison | None,
     *,
     failed: bool,
 ) -> BackupReport:

@@ -18,10 +18,15 @@ from typing import IO
 
 import psycopg
 from psycopg import sql
-from pydantic import Field
 
-from pgwarden.api.base import ApiModel
-from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome
+from pgwarden.api.reports import (
+    BackupInfo,
+    ErrorInfo,
+    Outcome,
+    RestoreComparison,
+    RestoreReport,
+    RowDifference,
+)
 from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
@@ -57,46 +62,6 @@ class CorruptBackup(RestoreFailed):
     """The stored dump does not match its manifest's size or checksum; nothing was restored."""
 
 
-class RowDifference(ApiModel):
-    """A table whose restored row count differs from the backup's (or that is missing on one side)."""
-
-    table: str
-    expected: int | None = Field(default=None, description="Rows in the backup (manifest).")
-    actual: int | None = Field(default=None, description="Rows after the restore.")
-    detail: str
-
-
-class RestoreVerification(ApiModel):
-    """Whether the restored database holds exactly the tables and rows the backup recorded."""
-
-    matches_backup: bool
-    schema_matches: bool | None = Field(
-        default=None, description="The restored schema's fingerprint equals the backup's (when recorded)."
-    )
-    tables_compared: int = 0
-    differences: list[RowDifference] = Field(default_factory=list)
-    differences_total: int = 0
-
-
-class RestoreReport(ApiModel):
-    """The report of one `pgwarden restore` run."""
-
-    outcome: Outcome
-    database: str | None = None
-    restored_from: str | None = Field(default=None, description="The backup's location.")
-    backup: BackupInfo | None = None
-    created_database: bool | None = None
-    terminated_connections: int | None = None
-    tables: int | None = None
-    rows: int | None = None
-    verification: RestoreVerification | None = None
-    error: ErrorInfo | None = None
-    pg_restore_version: str | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_seconds: float | None = None
-
-
 def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
     return BackupInfo(
         id=manifest.id,
@@ -113,7 +78,7 @@ def compare_counts(
     *,
     expected_schema: str | None = None,
     actual_schema: str | None = None,
-) -> RestoreVerification:
+) -> RestoreComparison:
     """Compare the manifest's per-table rows (and schema fingerprint) with the restored ones (pure)."""
     differences = []
     for table in sorted(set(expected) | set(actual)):
@@ -130,7 +95,7 @@ def compare_counts(
     schema_matches = None
     if expected_schema and actual_schema:
         schema_matches = expected_schema == actual_schema
-    return RestoreVerification(
+    return RestoreComparison(
         matches_backup=not differences and schema_matches is not False,
         schema_matches=schema_matches,
         tables_compared=len(set(expected) | set(actual)),
@@ -139,7 +104,7 @@ def compare_counts(
     )
 
 
-def mismatch(verification: RestoreVerification) -> str:
+def mismatch(verification: RestoreComparison) -> str:
     """What differs, in a sentence."""
     parts = []
     if verification.differences_total:
