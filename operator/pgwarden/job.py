@@ -18,11 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pgwarden.api.backup import ObjectSelection
 from pgwarden.api.common import StorageSpec, parse_duration
 from pgwarden.api.reports import Outcome
 from pgwarden.cli.output import print_json, progress
 from pgwarden.cli.safety_net import backup_hooks
-from pgwarden.engine.backup import take_backup
+from pgwarden.engine.backup import DumpSelection, take_backup
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.redact import redact, redact_obj, register_environment
@@ -145,6 +146,16 @@ def _retention(task: Task) -> RetentionPolicy | None:
     )
 
 
+def _selection(include: ObjectSelection | None, exclude: ObjectSelection | None) -> DumpSelection:
+    """The spec's include/exclude blocks as pg_dump's -n/-N/-t/-T patterns."""
+    return DumpSelection(
+        schemas=tuple(include.schemas) if include else (),
+        tables=tuple(include.tables) if include else (),
+        exclude_schemas=tuple(exclude.schemas) if exclude else (),
+        exclude_tables=tuple(exclude.tables) if exclude else (),
+    )
+
+
 def run_backup(task: Task, url: str) -> Report:
     spec = task.backup
     if spec is None:
@@ -157,15 +168,12 @@ def run_backup(task: Task, url: str) -> Report:
         compression=spec.compression,
         jobs=spec.parallel_jobs,
         verify=spec.verify.restore,
+        selection=_selection(spec.include, spec.exclude),
         progress=progress,
     )
     report: Report = backup.to_json_dict()
     warnings: list[str] = []
     report["warnings"] = warnings
-    if spec.include or spec.exclude:
-        warnings.append(
-            "include/exclude are not applied by this pgwarden version: the whole database was backed up"
-        )
     if backup.outcome != Outcome.SUCCEEDED or backup.backup is None:
         return report
     storage = open_storage(location)

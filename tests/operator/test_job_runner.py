@@ -285,3 +285,27 @@ def test_a_huge_report_is_compacted_under_4_kib_with_totals() -> None:
     assert data["verification"]["checksTotal"] == 400
     assert data["verification"]["checks"][0] == {"name": "check 250", "passed": False}
     assert data["rollback"]["outcome"] == "Succeeded"
+
+
+def test_a_backup_job_dumps_only_what_include_and_exclude_select(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA keep; CREATE SCHEMA skip;"
+            " CREATE TABLE keep.a (id int); INSERT INTO keep.a SELECT generate_series(1, 10);"
+            " CREATE TABLE keep.scratch (id int); INSERT INTO keep.scratch VALUES (1);"
+            " CREATE TABLE skip.b (id int); INSERT INTO skip.b VALUES (1);"
+        )
+    body = resource("backup-once.yaml", "DatabaseBackup")
+    body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "sel"}}
+    body["spec"]["verify"] = {"restore": False}
+    body["spec"]["include"] = {"schemas": ["keep"]}
+    body["spec"]["exclude"] = {"tables": ["keep.scratch"]}
+    manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+
+    ran = run_job(manifest, {"shop-db": {"uri": db_url}}, tmp_path, PGWARDEN_STORAGE_ROOT=str(tmp_path / "v"))
+
+    assert ran.code == 0, ran.stderr + ran.stdout
+    assert ran.compact["tables"] == 1 and ran.compact["rows"] == 10
+    assert not ran.full.get("warnings")
