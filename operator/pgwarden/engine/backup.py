@@ -43,7 +43,7 @@ from pgwarden.engine.connect import connect, describe, resolve_url, with_databas
 from pgwarden.engine.counts import count_rows
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.inspect import database_size, list_user_tables, take_snapshot
-from pgwarden.engine.pgtools import PgTool, find_tool, server_version_text, tool_invocation
+from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, server_version_text, tool_invocation
 from pgwarden.engine.redact import redact
 from pgwarden.engine.restore import (
     CHUNK,
@@ -103,12 +103,6 @@ class DumpSink:
         return self._digest.hexdigest()
 
 
-def _collect(stream: IO[bytes], sink: list[bytes]) -> None:
-    for line in iter(stream.readline, b""):
-        sink.append(line)
-        del sink[:-200]
-
-
 def _dump_error(tool: PgTool, code: int, errors: list[bytes]) -> BackupFailed:
     message = b"".join(errors[-10:]).decode(errors="replace").strip()
     return BackupFailed(f"{tool.name} failed (exit {code}): {redact(message) or 'no message'}")
@@ -130,7 +124,7 @@ def dump_custom(tool: PgTool, url: str, snapshot: str | None, options: list[str]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None and process.stderr is not None
     _widen_pipe(process.stdout)
-    reader = threading.Thread(target=_collect, args=(process.stderr, errors), daemon=True)
+    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
     reader.start()
     paused = False
     try:

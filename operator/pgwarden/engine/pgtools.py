@@ -13,6 +13,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pgwarden.engine.errors import BadInput, PgwardenError
 
@@ -127,3 +128,10 @@ def tool_invocation(url: str) -> tuple[list[str], dict[str, str]]:
     if password is not None:
         env["PGPASSWORD"] = str(password)
     return [f"--dbname={conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})}"], env
+
+
+def collect_stderr(stream: IO[bytes], sink: list[bytes]) -> None:
+    """Read a tool's stderr on a thread of its own (so a full pipe never stalls it), keeping the last lines."""
+    for line in iter(stream.readline, b""):
+        sink.append(line)
+        del sink[:-200]

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import psycopg
 from psycopg import sql
@@ -32,7 +31,7 @@ from pgwarden.engine.connect import connect, describe, resolve_url, with_databas
 from pgwarden.engine.counts import count_rows
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.inspect import list_user_tables, take_snapshot
-from pgwarden.engine.pgtools import PgTool, find_tool, major_of, tool_invocation
+from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
 from pgwarden.engine.redact import redact, register_secret
 from pgwarden.engine.schema_diff import fingerprint
 from pgwarden.storage import (
@@ -177,12 +176,6 @@ class _StreamFile:
 # -- running pg_restore
 
 
-def _collect(stream: IO[bytes], sink: list[bytes]) -> None:
-    for line in iter(stream.readline, b""):
-        sink.append(line)
-        del sink[:-200]
-
-
 def run_pg_restore(
     tool: PgTool, url: str, options: list[str], *, source: Path | None, feed: Iterator[bytes] | None
 ) -> None:
@@ -197,7 +190,7 @@ def run_pg_restore(
         command, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert process.stderr is not None
-    reader = threading.Thread(target=_collect, args=(process.stderr, errors), daemon=True)
+    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
     reader.start()
     try:
         if feed is not None and process.stdin is not None:
