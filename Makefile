@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## demo: a local PostgreSQL, the example migrations: inspect, plan, migrate, report
+## demo: the operator on a local control plane with PostgreSQL and MinIO; the examples applied and shown
 demo: $(STAMP)
 	@$(BIN)/python hack/demo.py
+
+## demo-down: stop everything `make demo` started (control plane, node agent, operator, PostgreSQL, MinIO)
+.PHONY: demo-down
+demo-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py --down; \
+	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo hack/cluster-down.sh --purge; fi
 
 ## test: lint, types, layering, then the whole test suite against real servers
 test: lint binaries
