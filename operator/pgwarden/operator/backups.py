@@ -35,6 +35,17 @@ HISTORY_LIMIT = 10
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
 
 
+def human_duration(span: timedelta | None) -> str:
+    """A duration the way resources write them: 10s, 30m, 1d2h."""
+    seconds = int(span.total_seconds()) if span else 0
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts) or "0s"
+
+
 def human_size(size: int | None) -> str:
     if size is None:
         return "? bytes"
@@ -263,7 +274,7 @@ def decide(
             "Stale",
             stale,
             "NoRecentBackup" if stale else "Fresh",
-            f"no successful backup for more than {limit}"
+            f"no successful backup for more than {human_duration(limit)}"
             if stale
             else (
                 f"last successful backup at {new.get('lastSuccessfulTime')}"

@@ -1,7 +1,8 @@
 """The kopf handlers: thin triggers that all end in `reconcile.sync` for the resource concerned.
 
-No deletion handler, hence no finalizer: Jobs and CronJobs are owned by their resource and garbage-collected
-with it, so deleting a resource never waits on the operator.
+No deletion handler: Jobs and CronJobs are owned by their resource and garbage-collected with it. The
+timer makes kopf add its finalizer (to stop the timer cleanly), so a resource deleted while no operator
+runs waits for one to start, or for the finalizer to be removed by hand.
 """
 
 from __future__ import annotations
