@@ -173,4 +173,8 @@ def test_dropping_the_schedule_deletes_the_cronjob(resource: Callable[..., Obj])
 
 
 def test_durations_in_messages_read_as_resources_write_them() -> None:
-    assert [backups.human_duration(timedelta(seconds=s)) for s in (10, 1800, 93784)] == ["10s", "30m", "1d2h3m4s"]
+    assert [backups.human_duration(timedelta(seconds=s)) for s in (10, 1800, 93784)] == [
+        "10s",
+        "30m",
+        "1d2h3m4s",
+    ]
