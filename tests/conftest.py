@@ -6,7 +6,30 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgwarden.testing import localpg
+from pgwarden.testing import localpg, s3server
+
+_minio_build_error: list[str] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout."""
+    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            s3server.minio_binary()
+        except s3server.S3ServerUnavailable as exc:
+            _minio_build_error.append(str(exc))
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3server.S3Server]:
+    """A real MinIO on 127.0.0.1 for this test session (or xdist worker)."""
+    if _minio_build_error:
+        pytest.fail(_minio_build_error[0], pytrace=False)
+    try:
+        with s3server.running() as server:
+            yield server
+    except s3server.S3ServerUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,27 +49,6 @@ SELECT setval('orders_id_seq', 5000);
 """
 SEED_TABLES = 5
 SEED_ROWS = 500 + 2000 + 3 + 800
-
-
-_build_error: list[str] = []
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build MinIO before any test runs, so a first build (minutes) meets no test timeout."""
-    here = Path(__file__).parent
-    if any(here in item.path.parents for item in session.items):
-        try:
-            s3server.minio_binary()
-        except s3server.S3ServerUnavailable as exc:
-            _build_error.append(str(exc))
-
-
-@pytest.fixture(scope="session")
-def s3() -> Iterator[s3server.S3Server]:
-    if _build_error:
-        pytest.fail(_build_error[0], pytrace=False)
-    with s3server.running() as server:
-        yield server
 
 
 @dataclass

@@ -4,10 +4,8 @@ from backup_support import (
     bulky_db,
     fs_place,
     place,
-    pytest_collection_finish,
-    s3,
     s3_place,
     shop_db,
 )
 
-__all__ = ["bulky_db", "fs_place", "place", "pytest_collection_finish", "s3", "s3_place", "shop_db"]
+__all__ = ["bulky_db", "fs_place", "place", "s3_place", "shop_db"]

@@ -68,15 +68,6 @@ def crds(kube: LocalCluster) -> None:
         kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[s3server.S3Server]:
-    try:
-        with s3server.running() as server:
-            yield server
-    except s3server.S3ServerUnavailable as error:
-        pytest.fail(str(error), pytrace=False)
-
-
 @dataclass
 class Operator:
     """`pgwarden operator` for one namespace, as a process the test can kill and restart."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,26 +11,6 @@ from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.location import S3Location, s3_client
 from pgwarden.storage.s3 import S3Storage
 from pgwarden.testing import s3server
-
-_build_error: list[str] = []
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build MinIO before any test runs, so a first build (minutes) meets no test timeout."""
-    here = Path(__file__).parent
-    if any(here in item.path.parents for item in session.items):
-        try:
-            s3server.minio_binary()
-        except s3server.S3ServerUnavailable as exc:
-            _build_error.append(str(exc))
-
-
-@pytest.fixture(scope="session")
-def s3() -> Iterator[s3server.S3Server]:
-    if _build_error:
-        pytest.fail(_build_error[0], pytrace=False)
-    with s3server.running() as server:
-        yield server
 
 
 def s3_storage(server: s3server.S3Server, prefix: str = "backups") -> S3Storage:
