@@ -4,6 +4,7 @@
 # Prints the bin directory on the last line of stdout; progress goes to stderr.
 # Environment: GO (toolchain), BUILD_JOBS (go build -p), PGWARDEN_CACHE (default ~/.cache/pgwarden).
 set -euo pipefail
+source "$(dirname "$0")/lib/gocache.sh"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 module_dir=$root/hack/k8s
@@ -11,31 +12,10 @@ binaries=(kube-apiserver kube-controller-manager kubectl)
 
 version=$(sed -nE 's/^(require)?[[:space:]]*k8s\.io\/kubernetes (v[0-9][^ ]*).*/\2/p' "$module_dir/go.mod" | head -n 1)
 [[ -n $version ]] || { echo "build-k8s: no 'require k8s.io/kubernetes vX.Y.Z' line in $module_dir/go.mod" >&2; exit 1; }
-cache_root=${PGWARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pgwarden}
-bin_dir=$cache_root/kubernetes-$version/bin
-
-is_built() { [[ -f $bin_dir/.complete ]] && for b in "${binaries[@]}"; do [[ -x $bin_dir/$b ]] || return 1; done; }
-
-if is_built; then
-  echo "$bin_dir"
-  exit 0
-fi
-
-mkdir -p "$cache_root"
-# One build at a time per version: a second caller waits, then finds the binaries ready.
-exec 9>"$cache_root/kubernetes-$version.lock"
-if ! flock -n 9; then
-  echo "build-k8s: another build of Kubernetes $version is running; waiting for it" >&2
-  flock 9
-fi
-if is_built; then
-  echo "$bin_dir"
-  exit 0
-fi
-
-go=${GO:-$(command -v go || true)}
-[[ -n $go ]] || go=/usr/local/go/bin/go
-[[ -x $go ]] || { echo "build-k8s: no Go toolchain (looked for \$GO, 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26" >&2; exit 1; }
+gocache_init build-k8s kubernetes "$version"
+result=$bin_dir
+gocache_ready_or_lock "Kubernetes $version"
+gocache_find_go 1.26
 
 minor=${version#v1.}
 minor=${minor%%.*}
@@ -47,13 +27,6 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-jobs=${BUILD_JOBS:-$(nproc)}
-log=$cache_root/kubernetes-$version.build.log
-staging=$cache_root/kubernetes-$version/bin.partial
-rm -rf "$staging"
-mkdir -p "$staging"
-
-start=$(date +%s)
 echo "build-k8s: building Kubernetes $version (${binaries[*]}) with $("$go" version | awk '{print $3}'), -p $jobs" >&2
 echo "build-k8s: first build takes 15-30 minutes on 2 cores; later runs reuse $bin_dir. Log: $log" >&2
 
@@ -83,8 +56,4 @@ if ((status != 0)); then
   exit "$status"
 fi
 
-rm -rf "$bin_dir"
-mv "$staging" "$bin_dir"
-touch "$bin_dir/.complete"
-echo "build-k8s: built Kubernetes $version in $(($(date +%s) - start))s into $bin_dir" >&2
-echo "$bin_dir"
+gocache_publish "Kubernetes $version"
