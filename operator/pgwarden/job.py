@@ -22,12 +22,12 @@ from pgwarden.api.backup import ObjectSelection
 from pgwarden.api.common import StorageSpec, parse_duration
 from pgwarden.api.reports import Outcome
 from pgwarden.cli.output import print_json, progress
-from pgwarden.cli.safety_net import backup_hooks
 from pgwarden.engine.backup import DumpSelection, take_backup
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.redact import redact, redact_obj, register_environment
 from pgwarden.engine.restore import restore_backup
+from pgwarden.engine.safety_net import BackupSafetyNet
 from pgwarden.operator.task import (
     DATABASE_SECRET_ENV,
     STORAGE_ROOT,
@@ -118,9 +118,9 @@ def run_migration(task: Task, url: str) -> Report:
     spec = task.migration
     if spec is None:
         raise BadInput("the migrate task carries no migration spec")
-    take, undo = None, None
+    safety_net = None
     if spec.backup_before is not None:
-        take, undo = backup_hooks(url, storage_uri(spec.backup_before.storage))
+        safety_net = BackupSafetyNet(url, storage_uri(spec.backup_before.storage), progress=progress)
     with migrations_directory(task) as directory:
         options = MigrateOptions(
             directory=directory,
@@ -129,8 +129,7 @@ def run_migration(task: Task, url: str) -> Report:
             policy=spec.policy,
             verify=spec.verify,
             rollback=spec.rollback.strategy,
-            take_backup=take,
-            restore_backup=undo,
+            safety_net=safety_net,
         )
         return migrate(url, options, progress=progress).to_json_dict()
 

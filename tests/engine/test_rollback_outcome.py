@@ -32,7 +32,7 @@ def test_committed_migrations_left_applied_make_the_run_failed(strategy: Rollbac
 
 
 def test_a_restore_without_a_backup_fails_and_says_what_to_pass() -> None:
-    result = rollback.undo_with_backup(None, None, lambda _: None)
+    result = rollback.no_backup()
 
     assert result.outcome == RollbackOutcome.FAILED
     assert "--backup-to" in (result.message or "")

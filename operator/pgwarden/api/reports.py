@@ -81,6 +81,14 @@ class RollbackResult(ApiModel):
     version_after: str | None = Field(default=None, description="The database's schema version afterwards.")
 
 
+class LockRetry(ApiModel):
+    """A lock_timeout that a run waited out and retried."""
+
+    phase: str = Field(description="What the run was doing, e.g. 'counting rows before the run'.")
+    attempt: int = Field(description="Which attempt timed out (1 is the first).")
+    delay_seconds: float = Field(description="How long the run waited before the next attempt.")
+
+
 class BackupInfo(ApiModel):
     """A backup taken (or used) by the operation."""
 
@@ -151,6 +159,9 @@ class MigrationReport(ApiModel):
         default=None, description="The pre-migration backup, when one was taken."
     )
     drift: Drift | None = Field(default=None, description="Changes made by hand since the previous run.")
+    lock_retries: list[LockRetry] = Field(
+        default_factory=list, description="Lock timeouts the run waited out and retried, with the backoff."
+    )
     error: ErrorInfo | None = Field(default=None, description="Why the run failed.")
     started_at: str | None = Field(default=None, description="When the run started (UTC, ISO 8601).")
     completed_at: str | None = Field(default=None, description="When the run ended (UTC, ISO 8601).")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 
 from pgwarden import __version__
 from pgwarden.cli.output import configure_logging, print_failure
-from pgwarden.engine.errors import PgwardenError
+from pgwarden.engine.errors import PgwardenError, Terminated
 from pgwarden.engine.redact import redact, register_environment, register_url
 
 # Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
@@ -52,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigterm() -> None:
+    """The first SIGTERM unwinds the command like Ctrl-C (rollback, report, aborted upload); later ones are
+    ignored, so a second signal cannot cut the rollback the first one started. SIGKILL follows if it hangs."""
+
+    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: log.warning("SIGTERM again: still rolling back"))
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit 0 on success, 1 when the operation failed, 2 when the input was refused."""
     register_environment()
@@ -61,11 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(arguments)
     configure_logging(verbose=args.verbose)
+    stop_on_sigterm()
     try:
         code: int = args.run(args)
     except PgwardenError as exc:
         print_failure(args, exc.message)
         return exc.exit_code
+    except Terminated as exc:
+        print_failure(args, str(exc))
+        return 143
     except KeyboardInterrupt:
         print("pgwarden: interrupted", file=sys.stderr)
         return 130

@@ -72,11 +72,11 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
     rollback = RollbackStrategy(args.rollback)
     if rollback == RollbackStrategy.RESTORE and not args.backup_to:
         raise BadInput("--rollback restore needs --backup-to URI: there is nothing to restore from otherwise")
-    take_backup, restore_backup = None, None
+    safety_net = None
     if args.backup_to:
-        from pgwarden.cli.safety_net import backup_hooks
+        from pgwarden.engine.safety_net import BackupSafetyNet
 
-        take_backup, restore_backup = backup_hooks(args.database_url_resolved, args.backup_to)
+        safety_net = BackupSafetyNet(args.database_url_resolved, args.backup_to, progress=progress)
     return MigrateOptions(
         directory=args.dir,
         target=args.target,
@@ -91,8 +91,7 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         verify=load_verify(args.verify),
         rollback=rollback,
         history_schema=args.history_schema,
-        take_backup=take_backup,
-        restore_backup=restore_backup,
+        safety_net=safety_net,
     )
 
 

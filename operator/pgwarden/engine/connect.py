@@ -69,3 +69,17 @@ def database_name(url: str) -> str:
     if not name:
         raise BadInput("the database has no name; put it in DATABASE_URL (…/dbname)")
     return str(name)
+
+
+def with_settings(url: str, settings: dict[str, str]) -> str:
+    """The same connection string, with server settings every new session starts with (libpq `options`), so
+    helper connections of a run (parallel counts, reconnects) obey its lock and statement timeouts too."""
+    params = conninfo.conninfo_to_dict(url) if url else {}
+    base = str(params.get("options") or os.environ.get("PGOPTIONS", ""))
+    extra = " ".join(f"-c {name}={_escape_option(value)}" for name, value in settings.items())
+    params["options"] = f"{base} {extra}".strip()
+    return conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def _escape_option(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")

@@ -25,6 +25,15 @@ from pgwarden.engine.redact import redact
 Connection = psycopg.Connection[Any]
 OnCounted = Callable[[int, int], None]
 
+
+class CountFailed(PgwardenError):
+    """Counting failed on the server; `sqlstate` tells a lock or statement timeout from anything else."""
+
+    def __init__(self, message: str, exc: psycopg.Error) -> None:
+        super().__init__(f"{message}: {redact(exc.diag.message_primary or str(exc)).strip()}")
+        self.sqlstate = exc.sqlstate
+
+
 # Enough to keep one statement's text small; thousands of tables still take only a few round trips.
 _TABLES_PER_STATEMENT = 200
 
@@ -58,7 +67,7 @@ def resolve_tables(conn: Connection, tables: Sequence[str]) -> list[CountTarget]
     try:
         rows = conn.execute(_RESOLVE, {"names": list(tables)}).fetchall()
     except psycopg.Error as exc:
-        raise PgwardenError(f"cannot look up tables to count: {redact(str(exc)).strip()}") from None
+        raise CountFailed("cannot look up tables to count", exc) from None
     missing = [row[0] for row in rows if row[4] is None]
     if missing:
         raise PgwardenError(f"cannot count rows of {', '.join(missing)}: no such table")
@@ -114,9 +123,7 @@ def count_rows(
             try:
                 row = conn.execute(target.count_query()).fetchone()
             except psycopg.Error as exc:
-                raise PgwardenError(
-                    f"counting rows of {target.name} failed: {redact(str(exc)).strip()}"
-                ) from None
+                raise CountFailed(f"counting rows of {target.name} failed", exc) from None
             finally:
                 idle.put(conn)
             return target.name, int(row[0]) if row else 0
@@ -149,7 +156,7 @@ def count_rows_in_transaction(conn: Connection, tables: Sequence[str]) -> dict[s
         try:
             rows = conn.execute(query).fetchall()
         except psycopg.Error as exc:
-            raise PgwardenError(f"counting rows failed: {redact(str(exc)).strip()}") from None
+            raise CountFailed("counting rows failed", exc) from None
         for i, count in rows:
             counts[chunk[int(i)].name] = int(count)
     return counts

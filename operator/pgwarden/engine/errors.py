@@ -26,3 +26,12 @@ class BadInput(PgwardenError):
 
 class DatabaseUnavailable(PgwardenError):
     """The database could not be reached or refused the login."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a Pod being stopped, `kill`): unwind like Ctrl-C so the run rolls back and reports.
+
+    A KeyboardInterrupt, because psycopg cancels the running query on the server for exactly that class."""
+
+    def __str__(self) -> str:
+        return "pgwarden was stopped by SIGTERM"

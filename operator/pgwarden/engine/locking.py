@@ -1,7 +1,15 @@
-"""One migrator per database: a session advisory lock, and retries with backoff for lock timeouts."""
+"""One migrator per database: session advisory locks, and retries with backoff for lock timeouts.
+
+Two locks, always taken in the same order: one in the maintenance database `postgres`, keyed by the target
+database's name, and one in the target database itself. The first survives anything done to the target
+database (a restore that swaps it by rename closes every session on it), so no second migrator can start on a
+database that is being replaced; the second still serialises migrators when the maintenance database cannot be
+reached (then the restore strategy is refused up front, since it needs that database too).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -22,18 +30,27 @@ class MigratorBusy(PgwardenError):
     """Another migrator held the database's lock for longer than we were willing to wait."""
 
 
-def lock_key(schema: str) -> int:
-    """A stable signed 64-bit advisory-lock key for pgwarden's history schema in this database."""
-    digest = hashlib.sha256(f"pgwarden:{schema}".encode()).digest()
+def lock_key(schema: str, database: str | None = None) -> int:
+    """A stable signed 64-bit advisory-lock key for pgwarden's history schema in this database (or, for the
+    lock held in the maintenance database, in the named database)."""
+    name = f"pgwarden:{schema}" if database is None else f"pgwarden:{database}:{schema}"
+    digest = hashlib.sha256(name.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextmanager
 def migrator_lock(
-    conn: psycopg.Connection[Any], schema: str, *, wait_seconds: float = 600.0, poll: float = 0.2
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    wait_seconds: float = 600.0,
+    poll: float = 0.2,
+    database: str | None = None,
 ) -> Iterator[None]:
-    """Hold the per-database migrator lock for the block; wait for another migrator to finish first."""
-    key = lock_key(schema)
+    """Hold the per-database migrator lock for the block; wait for another migrator to finish first.
+
+    `database` names the target database when `conn` is on the maintenance database instead."""
+    key = lock_key(schema, database)
     deadline = time.monotonic() + wait_seconds
     announced = False
     while True:
@@ -51,12 +68,17 @@ def migrator_lock(
     try:
         yield
     finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):  # a lost session has released the lock already
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, pgerrors.LockNotAvailable)
+    """lock_timeout fired: psycopg's own error, or an engine error that carries its SQLSTATE (counts)."""
+    return isinstance(exc, pgerrors.LockNotAvailable) or getattr(exc, "sqlstate", None) == "55P03"
+
+
+OnRetry = Callable[[int, float, BaseException], None]
 
 
 def retry_on_lock_timeout(
@@ -64,19 +86,22 @@ def retry_on_lock_timeout(
     *,
     attempts: int = 5,
     first_delay: float = 0.5,
-    on_retry: Callable[[], None] | None = None,
+    on_retry: OnRetry | None = None,
 ) -> T:
-    """Run `attempt`, re-running it with exponential backoff while it fails on lock_timeout."""
+    """Run `attempt`, re-running it with exponential backoff while it fails on lock_timeout.
+
+    `on_retry(attempt_number, delay_seconds, error)` is told of each retry (for the report); after the
+    last attempt the lock timeout is raised like any other failure."""
     delay = first_delay
     for number in range(1, attempts + 1):
         try:
             return attempt()
-        except pgerrors.LockNotAvailable:
-            if number == attempts:
+        except Exception as exc:
+            if not is_lock_timeout(exc) or number == attempts:
                 raise
             log.warning("lock timeout (attempt %d of %d); retrying in %.1fs", number, attempts, delay)
             if on_retry is not None:
-                on_retry()
+                on_retry(number, delay, exc)
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")

@@ -11,9 +11,8 @@ from typing import Any
 import psycopg
 
 from pgwarden.api.policy import RollbackStrategy
-from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
+from pgwarden.api.reports import Outcome, RollbackOutcome, RollbackResult
 from pgwarden.engine import history
-from pgwarden.engine.errors import PgwardenError
 from pgwarden.engine.migration_files import MigrationFile
 from pgwarden.engine.redact import redact
 
@@ -89,26 +88,6 @@ def _run_down(conn: psycopg.Connection[Any], file: MigrationFile, schema: str) -
     history.forget_migration(conn, file.version, schema)
 
 
-def undo_with_backup(
-    backup: BackupInfo | None, restore: Callable[[BackupInfo], None] | None, say: Callable[[str], None]
-) -> RollbackResult:
-    """Restore the pre-migration backup over the database."""
-    if backup is None or restore is None:
-        return RollbackResult(
-            strategy="restore",
-            outcome=RollbackOutcome.FAILED,
-            message="no pre-migration backup was taken; pass --backup-to with --rollback restore",
-        )
-    say(f"restoring the pre-migration backup {backup.id}")
-    try:
-        restore(backup)
-    except PgwardenError as exc:
-        return RollbackResult(strategy="restore", outcome=RollbackOutcome.FAILED, message=str(exc))
-    return RollbackResult(
-        strategy="restore", outcome=RollbackOutcome.SUCCEEDED, message=f"restored backup {backup.id}"
-    )
-
-
 def run_outcome(anything_committed: bool, result: RollbackResult) -> Outcome:
     """RolledBack when the database is as it was before the run; Failed when it may differ."""
     if result.outcome == RollbackOutcome.FAILED:
@@ -116,3 +95,54 @@ def run_outcome(anything_committed: bool, result: RollbackResult) -> Outcome:
     if anything_committed and result.outcome != RollbackOutcome.SUCCEEDED:
         return Outcome.FAILED
     return Outcome.ROLLED_BACK
+
+
+def nothing_started(strategy: RollbackStrategy) -> RollbackResult:
+    """The run ended before it changed anything (no lock, no connection, interrupted while waiting)."""
+    return RollbackResult(
+        strategy=str(strategy),
+        outcome=RollbackOutcome.NOT_NEEDED,
+        message="the run ended before it changed anything",
+    )
+
+
+def no_backup() -> RollbackResult:
+    return RollbackResult(
+        strategy="restore",
+        outcome=RollbackOutcome.FAILED,
+        message="no pre-migration backup was taken; pass --backup-to with --rollback restore",
+    )
+
+
+def unreachable(
+    strategy: RollbackStrategy, committed: Sequence[str], in_doubt: Sequence[str]
+) -> RollbackResult:
+    """The database could not be reached again after the failure: say what is certain and what is not."""
+    if in_doubt:
+        listed = ", ".join(in_doubt)
+        return RollbackResult(
+            strategy=str(strategy),
+            outcome=RollbackOutcome.FAILED,
+            message=(
+                f"the connection was lost while committing {listed} and the database could not be reached "
+                "again: whether they were committed is unknown; `pgwarden migrate --plan` shows the version"
+            ),
+        )
+    if not committed:
+        return RollbackResult(
+            strategy=str(strategy),
+            outcome=RollbackOutcome.SUCCEEDED,
+            message=(
+                "the database could not be reached again, but nothing of this run was committed: "
+                "the server discards an uncommitted transaction with its session"
+            ),
+        )
+    listed = ", ".join(committed)
+    return RollbackResult(
+        strategy=str(strategy),
+        outcome=RollbackOutcome.FAILED,
+        message=(
+            f"the database could not be reached again to roll back: migrations {listed} were committed "
+            "and stay applied; run pgwarden migrate again once it is back"
+        ),
+    )
