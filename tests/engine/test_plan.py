@@ -217,12 +217,27 @@ def test_auto_detects_a_non_transactional_statement_without_the_directive(make: 
     assert plan.warnings == ()
 
 
-def test_a_mixed_migration_runs_outside_a_transaction_with_a_warning(make: Make) -> None:
+def test_a_mixed_migration_that_cannot_be_atomic_is_refused(make: Make) -> None:
     files = make({"0001_mixed.sql": f"CREATE TABLE orders (created_at timestamptz);\n{CONCURRENT_INDEX}"})
     plan = plan_migrations(files, [])
-    assert groups(plan) == [[("0001", False)]]
-    (warning,) = plan.warnings
-    assert "0001_mixed.sql runs outside a transaction because of CREATE INDEX at line 2" in warning
+    (refusal,) = plan.refusals
+    assert "0001_mixed.sql:2: CREATE INDEX" in refusal.message
+    assert "2 statements would each commit on their own" in refusal.message
+    assert "a migration file of its own" in refusal.message
+
+
+def test_a_no_transaction_file_of_several_statements_is_refused(make: Make) -> None:
+    files = make({"0001_vacuum.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 2;"})
+    (refusal,) = plan_migrations(files, []).refusals
+    assert "0001_vacuum.sql" in refusal.message
+    assert "no-transaction directive" in refusal.message
+
+
+def test_a_one_statement_no_transaction_file_is_planned(make: Make) -> None:
+    files = make({"0001_vacuum.sql": "-- pgwarden:no-transaction\nSELECT 1;"})
+    plan = plan_migrations(files, [])
+    assert plan.refusals == ()
+    assert "verified right after it commits" in "\n".join(plan.describe())
 
 
 def test_two_non_transactional_migrations_in_a_row_each_stand_alone(make: Make) -> None:
@@ -320,8 +335,10 @@ def test_a_plan_describes_each_step_with_its_group_and_transaction(make: Make) -
     plan = plan_migrations(files, applied(files[0]))
     assert plan.describe() == [
         "database at version 0001; transaction mode auto; 4 to apply",
+        "  3 commits: rows are checked for loss before each; expectations and checks before the last; "
+        "a failure after a commit is undone by the rollback strategy",
         "  0002  b  (group 1, in a transaction)",
-        "  0003  index  (group 2, outside a transaction)",
+        "  0003  index  (group 2, outside a transaction, verified right after it commits)",
         "  0004  c  (group 3, in a transaction)",
         "  0005  d  (group 3, in a transaction)",
     ]

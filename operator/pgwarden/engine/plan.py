@@ -90,6 +90,27 @@ class NonTransactionalMigration:
 
 
 @dataclass(frozen=True)
+class NonAtomicMigration:
+    """A migration that must run outside a transaction but has more than one statement: a failure part-way
+    would leave some of them applied, with nothing to undo them and no history row to say so."""
+
+    script_name: str
+    statements: int
+    line: int | None
+    reason: str
+
+    @property
+    def message(self) -> str:
+        """What happened and what to do."""
+        where = f"{self.script_name}:{self.line}" if self.line is not None else self.script_name
+        return (
+            f"{where}: {self.reason} cannot run inside a transaction, so this file's {self.statements} "
+            "statements would each commit on their own and a failure part-way would leave some applied; "
+            "put the statement that needs no transaction in a migration file of its own"
+        )
+
+
+@dataclass(frozen=True)
 class DestructiveStatement:
     """Where a statement that can lose data is, and why it can."""
 
@@ -111,7 +132,13 @@ class DestructiveStatements:
         return f"destructive statements refused: {listed}; if intended, {ALLOW_DESTRUCTIVE_HINT}"
 
 
-Refusal = EditedMigration | OutOfOrderMigration | NonTransactionalMigration | DestructiveStatements
+Refusal = (
+    EditedMigration
+    | OutOfOrderMigration
+    | NonTransactionalMigration
+    | NonAtomicMigration
+    | DestructiveStatements
+)
 
 
 class PlanRefused(Exception):
@@ -162,11 +189,20 @@ class MigrationPlan:
         """The plan as lines a person reads: one per migration, then warnings and refusals."""
         at = f"at version {self.current_version}" if self.current_version else "with no migrations applied"
         lines = [f"database {at}; transaction mode {self.mode.value}; {len(self.steps)} to apply"]
+        if len(self.groups()) > 1:
+            lines.append(
+                f"  {len(self.groups())} commits: rows are checked for loss before each; expectations and "
+                "checks before the last; a failure after a commit is undone by the rollback strategy"
+            )
         for file in self.baselined:
             lines.append(f"  {file.version}  {file.description}  baseline: recorded as applied, not run")
         width = max((len(step.file.version) for step in self.steps), default=0)
         for step in self.steps:
-            how = "in a transaction" if step.runs_in_transaction else "outside a transaction"
+            how = (
+                "in a transaction"
+                if step.runs_in_transaction
+                else "outside a transaction, verified right after it commits"
+            )
             lines.append(
                 f"  {step.file.version:<{width}}  {step.file.description}  "
                 f"(group {step.transaction_group}, {how})"
@@ -291,12 +327,8 @@ def _group(
             steps.append(PlannedMigration(file, transaction_group=1, runs_in_transaction=True))
             continue
         in_transaction = file.runs_in_transaction
-        if not in_transaction and not file.directives.no_transaction and len(file.statements) > 1:
-            first = next(s for s in file.statements if not s.transactional)
-            warnings.append(
-                f"{file.script_name} runs outside a transaction because of {first.kind} at line {first.line}, "
-                "so its statements are not applied atomically; consider a migration of its own for it"
-            )
+        if not in_transaction and len(file.statements) > 1:
+            refusals.append(_non_atomic(file))
         # auto shares one transaction between neighbours; perMigration and non-transactional files stand alone.
         shares = mode is TransactionMode.AUTO and in_transaction
         if not (shares and previous_shared):
@@ -304,6 +336,15 @@ def _group(
         previous_shared = shares
         steps.append(PlannedMigration(file, transaction_group=group, runs_in_transaction=in_transaction))
     return tuple(steps)
+
+
+def _non_atomic(file: MigrationFile) -> NonAtomicMigration:
+    first = next((s for s in file.statements if not s.transactional), None)
+    if first is None:
+        return NonAtomicMigration(
+            file.script_name, len(file.statements), None, "the -- pgwarden:no-transaction directive says it"
+        )
+    return NonAtomicMigration(file.script_name, len(file.statements), first.line, first.kind)
 
 
 def _non_transactional(file: MigrationFile) -> list[NonTransactionalMigration]:
