@@ -417,3 +417,19 @@ def test_kubernetes_style_timeouts_are_accepted_and_nonsense_is_refused(db_url: 
     )
 
     assert report.outcome == Outcome.SUCCEEDED
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+def test_an_unbounded_timeout_is_refused_before_anything_changes(
+    db_url: str, tmp_path: Path, setting: str
+) -> None:
+    directory = write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
+
+    with pytest.raises(BadInput, match=f"{setting} 0 would let the run wait for ever"):
+        migrate(db_url, MigrateOptions(directory=directory, policy=MigrationPolicy(**{setting: "0"})))
+
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('t'), to_regclass('pgwarden.schema_history')").fetchone() == (
+            None,
+            None,
+        )

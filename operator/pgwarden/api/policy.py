@@ -41,4 +41,10 @@ class MigrationPolicy(ApiModel):
     lock_timeout: str = Field(
         default="5s", description="PostgreSQL lock_timeout for each statement; lock timeouts are retried."
     )
-    statement_timeout: str = Field(default="0", description="PostgreSQL statement_timeout; 0 means none.")
+    statement_timeout: str = Field(
+        default="1h",
+        description=(
+            "PostgreSQL statement_timeout for every statement of the run (migrations, counts, checks); "
+            "always bounded, so a hung statement cannot hold a run, or a schedule behind it, for ever."
+        ),
+    )

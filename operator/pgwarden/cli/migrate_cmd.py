@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="transaction mode (default auto: one transaction, split only where a statement needs it)",
     )
     parser.add_argument("--lock-timeout", default="5s", help="lock_timeout for each statement (default 5s)")
-    parser.add_argument("--statement-timeout", default="0", help="statement_timeout (default none)")
+    parser.add_argument(
+        "--statement-timeout", default="1h", help="statement_timeout for every statement (default 1h)"
+    )
     parser.add_argument("--verify", metavar="FILE", type=Path, help="YAML file with a `verify` block")
     parser.add_argument("--history-schema", default="pgwarden", help="schema of the history table")
     add_json_flag(parser)

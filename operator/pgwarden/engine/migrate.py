@@ -209,6 +209,11 @@ def _timeouts(policy: MigrationPolicy) -> dict[str, str]:
 
 def _set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
     for setting, value in _timeouts(policy).items():
+        if value.strip() in ("0", "0ms", "0s", "0min"):
+            raise BadInput(
+                f"{setting} 0 would let the run wait for ever; give a bound such as 8h (the default is "
+                f"{MigrationPolicy.model_fields[setting].default})"
+            )
         try:
             conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
         except psycopg.errors.InvalidParameterValue:
