@@ -19,19 +19,18 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.engine.connect import connect
-from pgwarden.engine.errors import PgwardenError
+from pgwarden.engine.errors import PgwardenError, ServerError
 from pgwarden.engine.redact import redact
 
 Connection = psycopg.Connection[Any]
 OnCounted = Callable[[int, int], None]
 
 
-class CountFailed(PgwardenError):
-    """Counting failed on the server; `sqlstate` tells a lock or statement timeout from anything else."""
+class CountFailed(ServerError):
+    """Counting failed on the server."""
 
     def __init__(self, message: str, exc: psycopg.Error) -> None:
-        super().__init__(f"{message}: {redact(exc.diag.message_primary or str(exc)).strip()}")
-        self.sqlstate = exc.sqlstate
+        super().__init__(f"{message}: {redact(exc.diag.message_primary or str(exc)).strip()}", exc.sqlstate)
 
 
 # Enough to keep one statement's text small; thousands of tables still take only a few round trips.

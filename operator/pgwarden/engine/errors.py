@@ -24,6 +24,15 @@ class BadInput(PgwardenError):
     exit_code = 2
 
 
+class ServerError(PgwardenError):
+    """A statement failed on the server; `sqlstate` lets callers tell a lock or statement timeout (retried,
+    or reported as such) from anything else."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 class DatabaseUnavailable(PgwardenError):
     """The database could not be reached or refused the login."""
 

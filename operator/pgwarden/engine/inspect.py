@@ -34,7 +34,7 @@ from pgwarden.api.schema import (
 )
 from pgwarden.engine.connect import connect, describe
 from pgwarden.engine.counts import count_rows, estimate_rows
-from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.errors import BadInput, PgwardenError, ServerError
 from pgwarden.engine.redact import redact
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
 
@@ -217,7 +217,7 @@ def take_snapshot(conn: Connection, *, own_schema: str = DEFAULT_OWN_SCHEMA) -> 
             conn.execute("SELECT set_config('search_path', '', true)")
             return _read_snapshot(conn, params)
     except psycopg.Error as exc:
-        raise PgwardenError(f"cannot read the schema: {redact(str(exc)).strip()}") from None
+        raise ServerError(f"cannot read the schema: {redact(str(exc)).strip()}", exc.sqlstate) from None
 
 
 def _read_snapshot(conn: Connection, params: dict[str, str]) -> SchemaSnapshot:
