@@ -103,7 +103,7 @@ def _load(options: MigrateOptions) -> list[MigrationFile]:
         files = list(load_migrations(options.directory))
     except (MigrationFilesRefused, ScriptError) as exc:
         raise BadInput(str(exc)) from None
-    refused = getattr(verify, "refused_checks", lambda _spec: [])(options.verify)  # TODO(lead): direct call once it lands
+    refused = verify.refused_checks(options.verify)
     if refused:
         listed = "\n".join(f"  {reason}" for reason in refused)
         raise BadInput(f"verification checks refused, nothing was changed:\n{listed}")
