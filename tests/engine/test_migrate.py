@@ -13,6 +13,7 @@ from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
 from pgwarden.api.reports import Outcome, RollbackOutcome
 from pgwarden.api.verify import Check, VerifySpec
 from pgwarden.engine.errors import BadInput
+from pgwarden.engine.locking import lock_key
 from pgwarden.engine.migrate import MigrateOptions, migrate
 
 DEMO = Path(__file__).resolve().parents[2] / "migrations" / "demo"
@@ -433,3 +434,28 @@ def test_an_unbounded_timeout_is_refused_before_anything_changes(
             None,
             None,
         )
+
+
+def test_the_migrator_lock_in_the_maintenance_database_holds_off_a_second_migrator(
+    db_url: str, tmp_path: Path
+) -> None:
+    """While a restore swaps the database by rename, only the lock in `postgres` is held; it must suffice."""
+    directory = write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
+    dbname = db_url.rsplit("/", 1)[1]
+    maintenance = db_url.rsplit("/", 1)[0] + "/postgres"
+    holder = psycopg.connect(maintenance, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("pgwarden", dbname),))
+    reports = []
+    runner = threading.Thread(
+        target=lambda: reports.append(migrate(db_url, MigrateOptions(directory=directory)))
+    )
+    runner.start()
+    time.sleep(1.5)
+
+    assert reports == [] and runner.is_alive(), "the second migrator must wait for the maintenance lock"
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('t')").fetchone() == (None,)
+    holder.close()
+    runner.join(timeout=30)
+
+    assert [r.outcome for r in reports] == [Outcome.SUCCEEDED]
