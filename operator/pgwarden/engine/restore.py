@@ -234,44 +234,63 @@ def restore_manifest(
     workdir: Path | None = None,
     progress: Progress | None = None,
 ) -> tuple[PgTool, dict[str, int], str]:
-    """Download and verify a backup, restore it into `url`, then count its rows and fingerprint its schema.
-
-    Custom format with one job streams the decompressed dump into pg_restore in one transaction (all or
-    nothing); parallel jobs and the directory format need a seekable local copy, restored with --jobs."""
+    """Download and verify a backup, restore it into `url`, then count its rows and fingerprint its schema."""
     say = progress or (lambda _message: None)
-    spec = parse_compression(manifest.compression)
-    tool = find_tool(
-        "pg_restore",
-        min_major=major_of(manifest.pg_dump_version),
-        purpose=f"the archive (written by pg_dump {manifest.pg_dump_version})",
-    )
+    tool = restore_tool(manifest)
     with tempfile.TemporaryDirectory(prefix="pgwarden-restore-", dir=workdir) as tmp:
         local = Path(tmp) / "download"
         say(f"downloading and verifying {backup.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
         download_verified(backup, manifest, local)
-        chunks = _decompressed_chunks(local, decompressor(spec))
-        if manifest.format == "directory":
-            archive = Path(tmp) / "dump"
-            with tarfile.open(fileobj=_StreamFile(chunks), mode="r|") as tar:  # type: ignore[call-overload]
-                tar.extractall(archive, filter="data")
-            local.unlink()
-            say(f"restoring with {tool.name} {tool.version}, {jobs} job(s)")
-            options = _restore_options(clean=clean, jobs=max(jobs, 1), single_transaction=False)
-            run_pg_restore(tool, url, ["--format=directory", *options], source=archive, feed=None)
-        elif jobs > 1:
-            archive = Path(tmp) / "archive.pgc"
-            with archive.open("wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-            local.unlink()
-            say(f"restoring with {tool.name} {tool.version}, {jobs} jobs")
-            options = _restore_options(clean=clean, jobs=jobs, single_transaction=False)
-            run_pg_restore(tool, url, ["--format=custom", *options], source=archive, feed=None)
-        else:
-            say(f"restoring with {tool.name} {tool.version} in one transaction")
-            options = _restore_options(clean=clean, jobs=1, single_transaction=True)
-            run_pg_restore(tool, url, ["--format=custom", *options], source=None, feed=chunks)
+        restore_downloaded(url, tool, manifest, local, clean=clean, jobs=jobs, progress=say)
     return tool, *restored_state(url)
+
+
+def restore_tool(manifest: BackupManifest) -> PgTool:
+    """A pg_restore at least as new as the pg_dump that wrote the archive (ToolTooOld/ToolMissing otherwise)."""
+    return find_tool(
+        "pg_restore",
+        min_major=major_of(manifest.pg_dump_version),
+        purpose=f"the archive (written by pg_dump {manifest.pg_dump_version})",
+    )
+
+
+def restore_downloaded(
+    url: str,
+    tool: PgTool,
+    manifest: BackupManifest,
+    local: Path,
+    *,
+    clean: bool = False,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> None:
+    """pg_restore a dump already downloaded and verified to `local` (alone in a scratch directory) into `url`.
+
+    Custom format with one job streams the decompressed dump into pg_restore in one transaction (all or
+    nothing); parallel jobs and the directory format need a seekable local copy, restored with --jobs."""
+    say = progress or (lambda _message: None)
+    chunks = _decompressed_chunks(local, decompressor(parse_compression(manifest.compression)))
+    if manifest.format == "directory":
+        archive = local.with_name("dump")
+        with tarfile.open(fileobj=_StreamFile(chunks), mode="r|") as tar:  # type: ignore[call-overload]
+            tar.extractall(archive, filter="data")
+        local.unlink()
+        say(f"restoring with {tool.name} {tool.version}, {jobs} job(s)")
+        options = _restore_options(clean=clean, jobs=max(jobs, 1), single_transaction=False)
+        run_pg_restore(tool, url, ["--format=directory", *options], source=archive, feed=None)
+    elif jobs > 1:
+        archive = local.with_name("archive.pgc")
+        with archive.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        local.unlink()
+        say(f"restoring with {tool.name} {tool.version}, {jobs} jobs")
+        options = _restore_options(clean=clean, jobs=jobs, single_transaction=False)
+        run_pg_restore(tool, url, ["--format=custom", *options], source=archive, feed=None)
+    else:
+        say(f"restoring with {tool.name} {tool.version} in one transaction")
+        options = _restore_options(clean=clean, jobs=1, single_transaction=True)
+        run_pg_restore(tool, url, ["--format=custom", *options], source=None, feed=chunks)
 
 
 def restored_state(url: str) -> tuple[dict[str, int], str]:
