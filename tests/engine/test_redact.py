@@ -192,3 +192,133 @@ def test_the_password_of_registered_quoted_keywords_is_learnt() -> None:
 @pytest.mark.parametrize("text", ['{"password": "hunter2"}', "{'password': 'hunter2'}"])
 def test_a_password_key_in_json_or_a_python_repr_is_masked(text: str) -> None:
     assert "hunter2" not in redact(text)
+
+
+# --- SQL `PASSWORD '...'` ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CREATE ROLE app LOGIN PASSWORD 's3cret'", f"CREATE ROLE app LOGIN PASSWORD '{MASK}'"),
+        ("ALTER USER x WITH PASSWORD $$p4ss$$", f"ALTER USER x WITH PASSWORD '{MASK}'"),
+        ("ALTER ROLE x PASSWORD $pw$p;a'ss$pw$ LOGIN", f"ALTER ROLE x PASSWORD '{MASK}' LOGIN"),
+        (
+            "CREATE ROLE x ENCRYPTED PASSWORD 'md5abc' VALID UNTIL '2030-01-01'",
+            f"CREATE ROLE x ENCRYPTED PASSWORD '{MASK}' VALID UNTIL '2030-01-01'",
+        ),
+        (
+            "alter role x unencrypted password 'it''s me' login",
+            f"alter role x unencrypted password '{MASK}' login",
+        ),
+        ("ALTER ROLE x PASSWORD E'it\\'s \\\\ me' LOGIN", f"ALTER ROLE x PASSWORD '{MASK}' LOGIN"),
+        ("ALTER ROLE x PASSWORD U&'d\\0061t' LOGIN", f"ALTER ROLE x PASSWORD '{MASK}' LOGIN"),
+        ("CREATE ROLE x PASSWORD\n    'multi line'", f"CREATE ROLE x PASSWORD\n    '{MASK}'"),
+        ("OPTIONS (user 'app', password 'fdw-pass')", f"OPTIONS (user 'app', password '{MASK}')"),
+        # A statement excerpt clipped inside the literal is masked to its end.
+        ("CREATE ROLE app LOGIN PASSWORD 'a-very-long-passw…", f"CREATE ROLE app LOGIN PASSWORD '{MASK}'"),
+        ("ALTER ROLE x PASSWORD $$cut sho", f"ALTER ROLE x PASSWORD '{MASK}'"),
+    ],
+)
+def test_sql_password_literals_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ALTER ROLE app PASSWORD NULL",
+        'password authentication failed for user "app"',
+        "SELECT count(*) FROM passwords",
+    ],
+)
+def test_sql_without_a_password_literal_is_unchanged(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_sql_password_is_masked_inside_a_report() -> None:
+    report = {
+        "error": {"message": 'role "x" does not exist', "statement": "ALTER USER x WITH PASSWORD $$p$$"}
+    }
+    assert redact_obj(report) == {
+        "error": {"message": 'role "x" does not exist', "statement": f"ALTER USER x WITH PASSWORD '{MASK}'"}
+    }
+
+
+# --- only secrets: names survive ----------------------------------------------------------------------
+
+
+def test_an_access_key_id_is_not_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE7")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "Env-aws-key-2")
+
+    register_environment()
+
+    text = "s3://akiaexample7-backups/shop (key AKIAEXAMPLE7) signed with Env-aws-key-2"
+    assert redact(text) == f"s3://akiaexample7-backups/shop (key AKIAEXAMPLE7) signed with {MASK}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "table shop_orders and workshop and shops",
+        "s3://shopbucket/prefix",
+        "index orders_shop_idx",
+    ],
+)
+def test_a_registered_secret_inside_a_longer_name_is_left_alone(text: str) -> None:
+    register_secret("shop")
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('relation "shop" does not exist', f'relation "{MASK}" does not exist'),
+        ("password shop.", f"password {MASK}."),
+        ("shop", MASK),
+        ("postgresql://app:shop@db/x", f"postgresql://app:{MASK}@db/x"),
+    ],
+)
+def test_a_registered_secret_standing_alone_in_free_text_is_masked(text: str, expected: str) -> None:
+    """In free text the registry cannot tell the password from a name that equals it, so it masks it."""
+    register_secret("shop")
+    assert redact(text) == expected
+
+
+def test_a_secret_that_begins_or_ends_with_a_symbol_is_masked_next_to_anything() -> None:
+    register_secret("!Zq9-secret!")
+    assert redact("x!Zq9-secret!y") == f"x{MASK}y"
+
+
+def test_a_password_that_is_also_a_table_or_bucket_name_does_not_mangle_report_identifiers() -> None:
+    """Identifier fields hold names the engine read from the catalog or built itself: never masked by the
+    registry (a location must stay usable as `restore --from`); free text around them still is."""
+    register_secret("orders")
+    report = {
+        "outcome": "RolledBack",
+        "rowChanges": [{"table": "public.orders", "before": 3, "after": 1}],
+        "backup": {"id": "20250301T120000Z-ab12", "location": "s3://orders/shop/20250301T120000Z-ab12"},
+        "restoredFrom": "s3://orders/shop/20250301T120000Z-ab12",
+        "drift": {"differences": [{"kind": "table", "object": "public.orders", "detail": "only in orders"}]},
+        "pending": ["0002"],
+        "error": {"message": 'relation "orders" is locked', "statement": "LOCK orders"},
+    }
+
+    safe = redact_obj(report)
+
+    assert isinstance(safe, dict)
+    assert safe["rowChanges"][0]["table"] == "public.orders"
+    assert safe["backup"]["location"] == "s3://orders/shop/20250301T120000Z-ab12"
+    assert safe["restoredFrom"] == "s3://orders/shop/20250301T120000Z-ab12"
+    assert safe["drift"]["differences"][0]["object"] == "public.orders"
+    assert safe["drift"]["differences"][0]["detail"] == f"only in {MASK}"
+    assert safe["error"] == {"message": f'relation "{MASK}" is locked', "statement": f"LOCK {MASK}"}
+
+
+def test_identifier_fields_still_lose_a_password_a_pattern_recognises() -> None:
+    report = {"location": "s3://AKIAX:wJalrXUtnFEMI@minio:9000/b", "database": "host=db password=s3cret"}
+    assert redact_obj(report) == {
+        "location": f"s3://AKIAX:{MASK}@minio:9000/b",
+        "database": f"host=db password={MASK}",
+    }
