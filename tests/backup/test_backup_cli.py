@@ -118,6 +118,7 @@ def test_backups_of_an_empty_location_lists_none(tmp_path: Path) -> None:
         "outcome": "Succeeded",
         "location": str(tmp_path),
         "count": 0,
+        "owners": [],
         "backups": [],
         "incomplete": 0,
         "unreadable": [],

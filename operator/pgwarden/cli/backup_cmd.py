@@ -11,7 +11,7 @@ from types import FrameType
 from pgwarden.api.reports import BackupReport
 from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
-from pgwarden.engine.backup import FORMATS, DumpSelection, take_backup
+from pgwarden.engine.backup import DEFAULT_LOCK_WAIT_TIMEOUT, FORMATS, DumpSelection, take_backup
 from pgwarden.engine.compression import DEFAULT_COMPRESSION
 
 
@@ -64,6 +64,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="restore into a scratch database, compare row counts, drop it, record verified",
     )
+    parser.add_argument(
+        "--owner",
+        metavar="LABEL",
+        help="record whose backup this is (e.g. shop-nightly); default: the database (host:port/dbname). "
+        "`backups`, `prune` and `restore --from PREFIX` tell owners apart",
+    )
+    parser.add_argument(
+        "--lock-wait-timeout",
+        default=DEFAULT_LOCK_WAIT_TIMEOUT,
+        metavar="DURATION",
+        help=f"give up when a table stays locked by another session this long (default {DEFAULT_LOCK_WAIT_TIMEOUT};"
+        " 30s, 1m30s; 0s waits for ever)",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -99,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 tables=tuple(args.table),
                 exclude_tables=tuple(args.exclude_table),
             ),
+            owner=args.owner,
+            lock_wait_timeout=args.lock_wait_timeout,
             progress=progress,
         )
     if args.json:

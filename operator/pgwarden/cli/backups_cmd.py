@@ -1,4 +1,4 @@
-"""`pgwarden backups`: the complete backups under a prefix (those with a manifest), newest first."""
+"""`pgwarden backups`: the complete backups under a prefix (those with a manifest), newest first, by owner."""
 
 from __future__ import annotations
 
@@ -9,18 +9,28 @@ from pgwarden.cli.output import add_json_flag, print_json, print_text, table
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.restore import register_storage_secrets
 from pgwarden.storage import InvalidLocation, Storage, StorageError, open_storage
-from pgwarden.storage.manifest import BackupListReport, list_report
+from pgwarden.storage.listing import BackupListReport, list_report
+
+OLD_MANIFEST_MARK = "*"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "backups",
         help="list complete backups under a prefix",
-        description="List the complete backups under s3://bucket/prefix or a path, newest first.",
+        description="List the complete backups under s3://bucket/prefix or a path, newest first, with "
+        "their owner: the resource or --owner label that made them, else their database (host:port/dbname).",
     )
     parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
+    add_owner_arg(parser, "list only this owner's backups")
     add_json_flag(parser)
     parser.set_defaults(run=run)
+
+
+def add_owner_arg(parser: argparse._ActionsContainer, help: str) -> None:
+    parser.add_argument(
+        "--owner", metavar="OWNER", help=f"{help} (as `pgwarden backups` shows it, e.g. db.example:5432/shop)"
+    )
 
 
 def open_location(uri: str) -> Storage:
@@ -34,13 +44,15 @@ def open_location(uri: str) -> Storage:
 
 def render(report: BackupListReport) -> list[str]:
     if not report.backups:
-        lines = [f"no complete backups under {report.location}"]
+        whose = f" of {report.owner}" if report.owner else ""
+        lines = [f"no complete backups{whose} under {report.location}"]
     else:
         lines = table(
-            ["ID", "COMPLETED", "SIZE", "FORMAT", "TABLES", "ROWS", "VERIFIED"],
+            ["ID", "OWNER", "COMPLETED", "SIZE", "FORMAT", "TABLES", "ROWS", "VERIFIED"],
             [
                 [
                     b.id,
+                    b.owner + ("" if b.owner_recorded else OLD_MANIFEST_MARK),
                     b.completed_at.strftime("%Y-%m-%d %H:%M:%S"),
                     human_size(b.size_bytes),
                     f"{b.format}/{b.compression}",
@@ -51,6 +63,16 @@ def render(report: BackupListReport) -> list[str]:
                 for b in report.backups
             ],
         )
+    if any(not b.owner_recorded for b in report.backups):
+        lines.append(
+            f"{OLD_MANIFEST_MARK} owner not recorded (a backup from an older pgwarden): its database, "
+            "from the manifest"
+        )
+    if report.owner is None and len(report.owners) > 1:
+        lines.append(
+            f"{len(report.owners)} owners share this prefix; prune and restore --from act on one "
+            "(--owner OWNER)"
+        )
     if report.incomplete:
         lines.append(f"({report.incomplete} incomplete backup(s) not listed; `pgwarden prune` removes them)")
     return lines
@@ -59,7 +81,7 @@ def render(report: BackupListReport) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     storage = open_location(args.location)
     try:
-        report = list_report(storage)
+        report = list_report(storage, owner=args.owner)
     except StorageError as exc:
         raise PgwardenError(str(exc)) from None
     if args.json:

@@ -1,15 +1,16 @@
-"""`pgwarden prune`: apply retention (keep-last, max-age) and remove debris of incomplete backups."""
+"""`pgwarden prune`: apply retention (keep-last, max-age) to one owner's backups, remove debris of incomplete ones."""
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
 
-from pgwarden.cli.backups_cmd import open_location
+from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_json_flag, print_json, print_text
 from pgwarden.engine.errors import BadInput, PgwardenError
-from pgwarden.storage import StorageError
-from pgwarden.storage.manifest import PruneReport, prune, prune_report
+from pgwarden.storage import ObjectNotFound, StorageError
+from pgwarden.storage.listing import PruneReport, prune_report
+from pgwarden.storage.manifest import prune
 from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, parse_duration
 
 
@@ -19,11 +20,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete backups retention no longer keeps, and debris of incomplete ones",
         description="Keep the N newest complete backups and every backup younger than --max-age (a backup "
         "either rule keeps is kept); never delete the newest complete backup nor the newest verified one. "
-        "Debris of incomplete backups goes once untouched for the grace period.",
+        "Retention counts one owner's backups: a prefix holding several owners' needs --owner or "
+        "--all-owners. Debris of incomplete backups goes once untouched for the grace period.",
     )
     parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
     parser.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest complete backups")
     parser.add_argument("--max-age", metavar="AGE", help="keep backups younger than this (90m, 12h, 7d, 2w)")
+    whose = parser.add_mutually_exclusive_group()
+    add_owner_arg(whose, "apply retention to this owner's backups only")
+    whose.add_argument(
+        "--all-owners",
+        action="store_true",
+        help="apply retention to each owner's backups on its own (each keeps its newest)",
+    )
     parser.add_argument(
         "--debris-grace",
         default=f"{int(DEFAULT_DEBRIS_GRACE.total_seconds() // 3600)}h",
@@ -48,10 +57,18 @@ def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
 
 def render(report: PruneReport) -> list[str]:
     verb = "would delete" if report.dry_run else "deleted"
-    lines = [f"{report.location}: kept {len(report.kept)}, {verb} {len(report.deleted)}"]
-    lines += [f"  keep    {item.id}  ({item.reason})" for item in report.kept]
+    whose = f" ({report.owner})" if report.owner else ""
+    lines = [f"{report.location}{whose}: kept {len(report.kept)}, {verb} {len(report.deleted)}"]
+    owners = {item.owner for item in [*report.kept, *report.deleted]}
+    show_owner = report.owner is None and len(owners) > 1
+
+    def label(owner: str | None) -> str:
+        return f"  [{owner}]" if show_owner and owner else ""
+
+    lines += [f"  keep    {item.id}  ({item.reason}){label(item.owner)}" for item in report.kept]
     lines += [
-        f"  {'delete' if report.dry_run else 'deleted'} {item.id}  ({item.reason})" for item in report.deleted
+        f"  {'delete' if report.dry_run else 'deleted'} {item.id}  ({item.reason}){label(item.owner)}"
+        for item in report.deleted
     ]
     lines += [f"  debris  {name}  ({verb})" for name in report.debris_removed]
     lines += [f"  debris  {name}  (kept: younger than the grace period)" for name in report.debris_kept]
@@ -62,7 +79,16 @@ def run(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     storage = open_location(args.location)
     try:
-        result = prune(storage, policy, datetime.now(UTC), dry_run=args.dry_run)
+        result = prune(
+            storage,
+            policy,
+            datetime.now(UTC),
+            owner=args.owner,
+            every_owner=args.all_owners,
+            dry_run=args.dry_run,
+        )
+    except ObjectNotFound as exc:  # several owners and none chosen, or no backup of the one named
+        raise BadInput(str(exc)) from None
     except StorageError as exc:
         raise PgwardenError(str(exc)) from None
     report = prune_report(storage, result, dry_run=args.dry_run)

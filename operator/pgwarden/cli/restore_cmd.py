@@ -6,8 +6,11 @@ import argparse
 
 from pgwarden.api.reports import RestoreReport
 from pgwarden.cli.backup_cmd import terminate_as_interrupt
+from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.restore import restore_backup
+from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "restore",
         help="restore a backup into a database",
         description="Restore a backup (a backup's location, or the newest complete backup under a prefix). "
-        "The dump's SHA-256 is checked before pg_restore runs; restored row counts are compared with the "
-        "manifest.",
+        "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
+        "before pg_restore runs; restored row counts are compared with the manifest.",
     )
     add_database_arg(parser)
     parser.add_argument(
@@ -24,9 +27,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         dest="source",
         required=True,
         metavar="URI",
-        help="a backup's location, or a prefix (its newest complete backup is used)",
+        help="a backup's location, or a prefix (its owner's newest complete backup is used)",
     )
     parser.add_argument("--id", dest="backup_id", metavar="ID", help="a backup id under the --from prefix")
+    add_owner_arg(
+        parser,
+        "restore this owner's newest backup; with --id or a backup's location, refuse "
+        "a backup of another owner",
+    )
     parser.add_argument("--create", action="store_true", help="create the database named in DATABASE_URL")
     parser.add_argument(
         "--clean", action="store_true", help="drop the backup's objects from the database before restoring"
@@ -69,12 +77,24 @@ def render(report: RestoreReport) -> list[str]:
     return [line for line in lines if line]
 
 
+def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage:
+    """The one backup `--from` (with --id and --owner) names; BadInput listing the owners when a prefix
+    holds several owners' backups and neither says which, or when the one named belongs to another."""
+    try:
+        backup, _manifest = locate_backup(open_location(uri), backup_id, owner=owner)
+    except ObjectNotFound as exc:
+        raise BadInput(f"{exc}; nothing was restored") from None
+    except StorageError as exc:
+        raise PgwardenError(f"{exc}; nothing was restored") from None
+    return backup
+
+
 def run(args: argparse.Namespace) -> int:
+    backup = choose_backup(args.source, args.backup_id, args.owner)
     with terminate_as_interrupt():
         report = restore_backup(
             args.database_url,
-            args.source,
-            backup_id=args.backup_id,
+            backup,
             create=args.create,
             clean=args.clean,
             terminate=args.terminate_connections,

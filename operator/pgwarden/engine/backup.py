@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO, cast
 
 import psycopg
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from pgwarden import __version__
+from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import BackupInfo, BackupReport, ErrorInfo, Outcome, RestoreComparison
 from pgwarden.engine.compression import (
     DEFAULT_COMPRESSION,
@@ -61,6 +62,9 @@ from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import new_backup_id, write_manifest
 
 FORMATS = ("custom", "directory")
+# How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
+# long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
+DEFAULT_LOCK_WAIT_TIMEOUT = "1m"
 PIPE_SIZE = 1024 * 1024
 PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
 
@@ -103,9 +107,10 @@ class DumpSink:
         return self._digest.hexdigest()
 
 
-def _dump_error(tool: PgTool, code: int, errors: list[bytes]) -> BackupFailed:
+def _dump_error(tool: PgTool, code: int, errors: list[bytes], lock_wait: str | None) -> BackupFailed:
     message = b"".join(errors[-10:]).decode(errors="replace").strip()
-    return BackupFailed(f"{tool.name} failed (exit {code}): {redact(message) or 'no message'}")
+    explained = lock_wait_failure(message, lock_wait) if lock_wait else None
+    return BackupFailed(explained or f"{tool.name} failed (exit {code}): {redact(message) or 'no message'}")
 
 
 def _widen_pipe(stream: IO[bytes]) -> None:
@@ -114,8 +119,64 @@ def _widen_pipe(stream: IO[bytes]) -> None:
         fcntl.fcntl(stream.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ
 
 
-def dump_custom(tool: PgTool, url: str, snapshot: str | None, options: list[str], sink: DumpSink) -> None:
-    """Stream `pg_dump -Fc -Z0` into the sink."""
+def lock_wait_ms(timeout: str) -> int:
+    """A lock wait timeout (`30s`, `1m`, `1m30s`; `0s` waits for ever) in milliseconds; BadInput otherwise."""
+    try:
+        return int(parse_duration(timeout.strip()).total_seconds() * 1000)
+    except ValueError:
+        raise BadInput(
+            f"lock wait timeout {timeout!r} is not a duration; use e.g. 30s, 1m or 1m30s (0s waits for ever)"
+        ) from None
+
+
+def lock_wait_option(timeout: str) -> list[str]:
+    """pg_dump's --lock-wait-timeout (in milliseconds, which every pg_dump version reads), none for 0s."""
+    ms = lock_wait_ms(timeout)
+    return [f"--lock-wait-timeout={ms}"] if ms else []
+
+
+def with_lock_timeout(url: str, timeout: str) -> str:
+    """The connection string with `lock_timeout` set for its sessions (kept with any options it had), so
+    the row counts at the dump's snapshot give up on a held lock as pg_dump does."""
+    ms = lock_wait_ms(timeout)
+    if not ms:
+        return url
+    params = conninfo.conninfo_to_dict(url) if url else {}
+    # libpq ignores PGOPTIONS once `options` is given, so carry it over.
+    existing = str(params.get("options") or os.environ.get("PGOPTIONS", "")).strip()
+    params["options"] = f"{existing} -c lock_timeout={ms}".strip()
+    return conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
+
+
+_LOCKED_TABLE = re.compile(r"LOCK TABLE (.+?) IN ACCESS SHARE MODE")
+
+
+def lock_wait_failure(stderr: str, timeout: str) -> str | None:
+    """What to tell the user when pg_dump gave up waiting for a table lock; None for any other failure."""
+    if "LOCK TABLE" not in stderr or "timeout" not in stderr:
+        return None
+    match = _LOCKED_TABLE.search(stderr)
+    tables = match.group(1) if match else "a table"
+    if len(tables) > 200:
+        tables = tables[:200] + "…"
+    return (
+        f"pg_dump could not lock {tables} within --lock-wait-timeout {timeout}: another session holds a "
+        "conflicting lock (ALTER TABLE, VACUUM FULL, LOCK TABLE, …; pg_locks shows which); nothing was "
+        "written. Run the backup again once it is released, or raise --lock-wait-timeout "
+        "(lockWaitTimeout in a DatabaseBackup)"
+    )
+
+
+def dump_custom(
+    tool: PgTool,
+    url: str,
+    snapshot: str | None,
+    options: list[str],
+    sink: DumpSink,
+    *,
+    lock_wait: str | None = None,
+) -> None:
+    """Stream `pg_dump -Fc -Z0` into the sink; `lock_wait` is the timeout in `options`, for the message."""
     dbname_args, env = tool_invocation(url)
     command = [tool.path, *dbname_args, "--format=custom", "--compress=0", "--no-password", *options]
     if snapshot:
@@ -141,11 +202,19 @@ def dump_custom(tool: PgTool, url: str, snapshot: str | None, options: list[str]
         raise
     reader.join(timeout=5)
     if code != 0:
-        raise _dump_error(tool, code, errors)
+        raise _dump_error(tool, code, errors, lock_wait)
 
 
 def dump_directory(
-    tool: PgTool, url: str, snapshot: str | None, options: list[str], jobs: int, sink: DumpSink, scratch: Path
+    tool: PgTool,
+    url: str,
+    snapshot: str | None,
+    options: list[str],
+    jobs: int,
+    sink: DumpSink,
+    scratch: Path,
+    *,
+    lock_wait: str | None = None,
 ) -> None:
     """Run `pg_dump -Fd -j N -Z0` into scratch space, then stream it as one tar into the sink."""
     dbname_args, env = tool_invocation(url)
@@ -164,7 +233,7 @@ def dump_directory(
         command.append(f"--snapshot={snapshot}")
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
     if done.returncode != 0:
-        raise _dump_error(tool, done.returncode, done.stderr.splitlines(keepends=True))
+        raise _dump_error(tool, done.returncode, done.stderr.splitlines(keepends=True), lock_wait)
     with tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
         for path in sorted(target.iterdir()):
             tar.add(path, arcname=path.name)
@@ -290,6 +359,42 @@ def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) ->
         raise BadInput(str(exc)) from None
 
 
+OWNER_MAX_LENGTH = 253
+
+
+def _parse_owner(owner: str | None) -> str | None:
+    """An owner label as given (None or blank: the database owns the backup); BadInput when unusable."""
+    if owner is None or not owner.strip():
+        return None
+    owner = owner.strip()
+    if len(owner) > OWNER_MAX_LENGTH or any(ch.isspace() and ch != " " for ch in owner):
+        raise BadInput(
+            f"owner {owner[:40]!r} is not usable; give a label of at most {OWNER_MAX_LENGTH} characters "
+            "on one line, e.g. shop-nightly"
+        )
+    return owner
+
+
+def database_server(url: str) -> str:
+    """host:port of the server a URL (or the PG* environment) names, as `describe` writes them: a label
+    without credentials, equal to the one older manifests carry inside `database`."""
+    params = conninfo.conninfo_to_dict(url) if url else {}
+    host = str(params.get("host") or os.environ.get("PGHOST", "localhost"))
+    port = str(params.get("port") or os.environ.get("PGPORT", "5432"))
+    return f"{host}:{port}"
+
+
+def _count_error(exc: BaseException, lock_wait: str) -> BackupFailed:
+    message = redact(str(exc))
+    if getattr(exc, "sqlstate", None) == "55P03" or "lock timeout" in message:
+        return BackupFailed(
+            f"counting rows at the dump's snapshot waited longer than --lock-wait-timeout {lock_wait} for a "
+            "table lock another session holds (or waits for); nothing was written. Run the backup again "
+            "once it is released, or raise --lock-wait-timeout (lockWaitTimeout in a DatabaseBackup)"
+        )
+    return BackupFailed(f"counting rows at the dump's snapshot failed: {message}")
+
+
 def _open_target(to: str | Storage) -> Storage:
     if not isinstance(to, str):
         return to
@@ -336,6 +441,8 @@ def take_backup(
     jobs: int = 1,
     verify: bool = False,
     selection: DumpSelection | None = None,
+    owner: str | None = None,
+    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> BackupReport:
     """Back up the database to `to` (a prefix: the backup goes to `<prefix>/<id>/`).
@@ -343,11 +450,16 @@ def take_backup(
     Raises BadInput (nothing started) or BackupFailed (nothing left listed); returns outcome Failed only
     when `verify` found the restored copy differs, in which case the dump is deleted and not listed.
     With a `selection`, only those tables are dumped and counted (and no schema fingerprint is recorded:
-    it describes whole databases)."""
+    it describes whole databases). The manifest records the database and `owner` (the resource that
+    made the backup, or a label; None: the database owns it), which retention and `latest` go by.
+    pg_dump and the counts wait at most `lock_wait_timeout` for a table lock another session holds."""
     say = progress or (lambda _message: None)
     selection = selection or DumpSelection()
     spec = _parse_inputs(format, compression, jobs)
+    owner = _parse_owner(owner)
+    lock_options = lock_wait_option(lock_wait_timeout)
     url = resolve_url(database_url)
+    counting_url = with_lock_timeout(url, lock_wait_timeout)
     register_storage_secrets()
     storage = _open_target(to)
     started, clock = datetime.now(UTC), time.monotonic()
@@ -356,6 +468,7 @@ def take_backup(
     with connect(url) as conn:
         server_version = server_version_text(int(conn.info.server_version))
         estimated = database_size(conn)
+        dbname = conn.info.dbname
     tool = find_tool(
         "pg_dump",
         min_major=int(server_version.split(".")[0]),
@@ -381,7 +494,7 @@ def take_backup(
     sink = DumpSink(compressor(spec), writer)
     dump_started = time.monotonic()
     try:
-        with connect(url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
+        with connect(counting_url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
@@ -395,22 +508,23 @@ def take_backup(
             def count_in_snapshot() -> None:
                 try:
                     counts.update(
-                        count_rows(url, tables, concurrency=COUNT_CONCURRENCY, snapshot_id=snapshot)
+                        count_rows(counting_url, tables, concurrency=COUNT_CONCURRENCY, snapshot_id=snapshot)
                     )
                 except BaseException as exc:
                     count_error.append(exc)
 
             counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
             counter.start()
+            options = [*lock_options, *selection.pg_dump_args()]
             if format == "custom":
-                dump_custom(tool, url, snapshot, selection.pg_dump_args(), sink)
+                dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)
             else:
-                dump_directory(tool, url, snapshot, selection.pg_dump_args(), jobs, sink, Path(scratch))
+                dump_directory(
+                    tool, url, snapshot, options, jobs, sink, Path(scratch), lock_wait=lock_wait_timeout
+                )
             counter.join()
             if count_error:
-                raise BackupFailed(
-                    f"counting rows at the dump's snapshot failed: {redact(str(count_error[0]))}"
-                )
+                raise _count_error(count_error[0], lock_wait_timeout)
             conn.rollback()
         sha256 = sink.finish()
         dump_seconds = time.monotonic() - dump_started
@@ -435,6 +549,9 @@ def take_backup(
         size_bytes=sink.stored_bytes,
         sha256=sha256,
         database=describe(url),
+        database_name=dbname,
+        database_server=database_server(url),
+        owner=owner,
         server_version=server_version,
         pg_dump_version=tool.version,
         tables=len(counts),

@@ -11,13 +11,17 @@ from pgwarden.storage.base import (
 )
 from pgwarden.storage.location import Location, open_storage, parse_location
 from pgwarden.storage.manifest import BackupManifest, list_backups, locate_backup
+from pgwarden.storage.ownership import NotTheOwners, Owner, OwnerNotChosen, owner_of
 
 __all__ = [
     "BackupManifest",
     "InvalidLocation",
     "Location",
+    "NotTheOwners",
     "ObjectNotFound",
     "ObjectWriter",
+    "Owner",
+    "OwnerNotChosen",
     "PendingWrite",
     "Storage",
     "StorageError",
@@ -25,5 +29,6 @@ __all__ = [
     "list_backups",
     "locate_backup",
     "open_storage",
+    "owner_of",
     "parse_location",
 ]

@@ -16,7 +16,15 @@ from pydantic import Field, ValidationError
 
 from pgwarden.api.base import ApiModel
 from pgwarden.storage.base import ObjectNotFound, PendingWrite, Storage, StorageError
-from pgwarden.storage.retention import BackupRecord, DebrisRecord, PrunePlan, RetentionPolicy, plan_prune
+from pgwarden.storage.ownership import OwnerNotChosen, check_owner, choose_latest, group_by_owner, owner_of
+from pgwarden.storage.retention import (
+    BackupRecord,
+    DebrisRecord,
+    Decision,
+    PrunePlan,
+    RetentionPolicy,
+    plan_prune,
+)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -40,6 +48,18 @@ class BackupManifest(ApiModel):
     size_bytes: int
     sha256: str
     database: str = Field(description="user@host:port/dbname, never the password.")
+    database_name: str | None = Field(
+        default=None, description="The database dumped (unset in old manifests)."
+    )
+    database_server: str | None = Field(
+        default=None,
+        description="host:port of its server, a label without credentials (unset in old manifests).",
+    )
+    owner: str | None = Field(
+        default=None,
+        description="The resource that made the backup (DatabaseBackup/<namespace>/<name>) or the label given "
+        "to `pgwarden backup --owner`; unset: the backup belongs to its database.",
+    )
     server_version: str
     pg_dump_version: str
     tables: int
@@ -128,26 +148,82 @@ def scan(storage: Storage) -> Catalog:
     return Catalog(backups, debris, keys, unreadable)
 
 
-def list_backups(storage: Storage) -> list[BackupManifest]:
-    """The complete backups under a prefix, newest first."""
-    return scan(storage).backups
+def list_backups(storage: Storage, *, owner: str | None = None) -> list[BackupManifest]:
+    """The complete backups under a prefix, newest first; only `owner`'s when one is named."""
+    backups = scan(storage).backups
+    return backups if owner is None else [m for m in backups if owner_of(m).label == owner]
 
 
-def locate_backup(storage: Storage, backup_id: str | None = None) -> tuple[Storage, BackupManifest]:
-    """The backup at `storage` itself (a backup folder), or `backup_id` ('latest' or None: the newest
-    complete one) under it as a prefix."""
+PICK_OWNER = "choose one with --owner OWNER (its newest backup) or --id ID"
+
+
+def locate_backup(
+    storage: Storage, backup_id: str | None = None, *, owner: str | None = None
+) -> tuple[Storage, BackupManifest]:
+    """The backup at `storage` itself (a backup folder), or `backup_id` under it as a prefix, or ('latest'
+    or None) the newest complete backup of `owner` there, or of the only owner there when none is named.
+
+    A prefix holding several owners' backups and no owner named raises OwnerNotChosen: an owner-blind
+    'latest' could restore another database's dump. A named backup of another (recorded) owner than
+    `owner` raises NotTheOwners."""
     if backup_id in (None, "latest") and storage.exists(MANIFEST):
-        return storage, read_manifest(storage)
+        manifest = read_manifest(storage)
+        check_owner(manifest, owner, storage.location)
+        return storage, manifest
     if backup_id not in (None, "latest"):
         backup = storage.child(str(backup_id))
         try:
-            return backup, read_manifest(backup)
+            manifest = read_manifest(backup)
         except ObjectNotFound:
             raise ObjectNotFound(f"no complete backup {backup_id} under {storage.location}") from None
-    backups = list_backups(storage)
-    if not backups:
-        raise ObjectNotFound(f"no complete backup at {storage.location} (no manifest.json there or below)")
-    return storage.child(backups[0].id), backups[0]
+        check_owner(manifest, owner, backup.location)
+        return backup, manifest
+    chosen = choose_latest(list_backups(storage), owner, storage.location, advice=PICK_OWNER)
+    return storage.child(chosen.id), chosen
+
+
+PRUNE_WHICH_OWNER = (
+    "prune one owner's backups with --owner OWNER, or each owner's on its own with --all-owners"
+)
+
+
+def plan_by_owner(
+    catalog: Catalog,
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    owner: str | None,
+    every_owner: bool,
+    where: str,
+) -> tuple[PrunePlan, dict[str, str]]:
+    """Retention applied to one owner's backups (or each owner's on its own), and each decided id's owner.
+
+    With neither an owner nor `every_owner`, a prefix holding several owners' backups is refused
+    (OwnerNotChosen) before anything is decided: keep-last over two databases would delete the only
+    backups of one of them. Debris, which has no manifest and so no owner, goes by its grace period."""
+    groups = group_by_owner(catalog.backups)
+    if owner is not None:
+        if owner not in groups and groups:
+            choose_latest(
+                catalog.backups, owner, where, advice=PRUNE_WHICH_OWNER
+            )  # raises, naming the owners
+        groups = {owner: groups.get(owner, [])}
+    elif not every_owner and len(groups) > 1:
+        raise OwnerNotChosen(where, groups, PRUNE_WHICH_OWNER)
+    keep: list[Decision] = []
+    delete: list[Decision] = []
+    owners: dict[str, str] = {}
+    for label, manifests in sorted(groups.items()):
+        records = [BackupRecord(m.id, m.completed_at, m.verified) for m in manifests]
+        plan = plan_prune(records, [], policy, now)
+        keep += plan.keep
+        delete += plan.delete
+        owners.update({m.id: label for m in manifests})
+    debris = plan_prune([], [DebrisRecord(d.name, d.last_activity) for d in catalog.debris], policy, now)
+    plan = PrunePlan(
+        keep=keep, delete=delete, delete_debris=debris.delete_debris, keep_debris=debris.keep_debris
+    )
+    return plan, owners
 
 
 @dataclass(frozen=True)
@@ -155,17 +231,28 @@ class PruneResult:
     plan: PrunePlan
     deleted: list[str]
     debris_removed: list[str]
+    owners: dict[str, str] = field(default_factory=dict)
+    owner: str | None = None
 
 
-def prune(storage: Storage, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False) -> PruneResult:
-    """Apply retention under a prefix: delete the backups and debris `plan_prune` gives up.
+def prune(
+    storage: Storage,
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    owner: str | None = None,
+    every_owner: bool = False,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Apply retention under a prefix to `owner`'s backups (or every owner's, each on its own): delete the
+    backups and debris `plan_by_owner` gives up. Other owners' backups are never touched.
 
     A backup's manifest is deleted first, so an interrupted prune leaves debris, never a listed backup
     whose dump is gone."""
     catalog = scan(storage)
-    records = [BackupRecord(m.id, m.completed_at, m.verified) for m in catalog.backups]
-    debris_records = [DebrisRecord(d.name, d.last_activity) for d in catalog.debris]
-    plan = plan_prune(records, debris_records, policy, now)
+    plan, owners = plan_by_owner(
+        catalog, policy, now, owner=owner, every_owner=every_owner, where=storage.location
+    )
     deleted, removed = [], []
     if not dry_run:
         for decision in plan.delete:
@@ -181,86 +268,4 @@ def prune(storage: Storage, policy: RetentionPolicy, now: datetime, *, dry_run: 
                 storage.discard_pending(write)
             storage.delete(item.keys)
             removed.append(record.name)
-    return PruneResult(plan, deleted, removed)
-
-
-class BackupSummary(ApiModel):
-    """One complete backup in a listing."""
-
-    id: str
-    location: str
-    size_bytes: int
-    sha256: str
-    format: str
-    compression: str
-    tables: int
-    rows: int
-    server_version: str
-    completed_at: datetime
-    verified: bool
-
-
-class BackupListReport(ApiModel):
-    """The report of `pgwarden backups`: complete backups, newest first."""
-
-    outcome: str = "Succeeded"
-    location: str
-    count: int
-    backups: list[BackupSummary] = Field(default_factory=list)
-    incomplete: int = Field(default=0, description="Folders or uploads of backups that never completed.")
-    unreadable: list[str] = Field(default_factory=list, description="Backups whose manifest is invalid.")
-
-
-class PrunedItem(ApiModel):
-    id: str
-    reason: str
-
-
-class PruneReport(ApiModel):
-    """The report of `pgwarden prune`: what was kept, deleted, and cleaned up, and why."""
-
-    outcome: str = "Succeeded"
-    location: str
-    dry_run: bool = False
-    kept: list[PrunedItem] = Field(default_factory=list)
-    deleted: list[PrunedItem] = Field(default_factory=list)
-    debris_removed: list[str] = Field(default_factory=list)
-    debris_kept: list[str] = Field(default_factory=list, description="Younger than the grace period.")
-
-
-def summarize(storage: Storage, manifest: BackupManifest) -> BackupSummary:
-    return BackupSummary(
-        id=manifest.id,
-        location=storage.uri(manifest.id),
-        size_bytes=manifest.size_bytes,
-        sha256=manifest.sha256,
-        format=manifest.format,
-        compression=manifest.compression,
-        tables=manifest.tables,
-        rows=manifest.rows,
-        server_version=manifest.server_version,
-        completed_at=manifest.completed_at,
-        verified=manifest.verified,
-    )
-
-
-def list_report(storage: Storage) -> BackupListReport:
-    catalog = scan(storage)
-    return BackupListReport(
-        location=storage.location,
-        count=len(catalog.backups),
-        backups=[summarize(storage, m) for m in catalog.backups],
-        incomplete=len(catalog.debris),
-        unreadable=catalog.unreadable,
-    )
-
-
-def prune_report(storage: Storage, result: PruneResult, *, dry_run: bool) -> PruneReport:
-    return PruneReport(
-        location=storage.location,
-        dry_run=dry_run,
-        kept=[PrunedItem(id=d.id, reason=d.reason) for d in result.plan.keep],
-        deleted=[PrunedItem(id=d.id, reason=d.reason) for d in result.plan.delete],
-        debris_removed=[d.name for d in result.plan.delete_debris],
-        debris_kept=[d.name for d in result.plan.keep_debris],
-    )
+    return PruneResult(plan, deleted, removed, owners, owner)
