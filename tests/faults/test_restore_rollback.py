@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -347,6 +348,46 @@ def test_a_session_the_role_may_not_end_fails_the_rollback_and_puts_the_database
     assert databases(pg, f"{db.name}\\_pgw\\_%") == []
 
 
+@pytest.mark.parametrize(
+    ("point", "state"),
+    [
+        ("rollback-restored", "is as the failed run left it"),  # the restored copy exists, nothing swapped
+        ("rollback-renamed-away", "is back as the failed run left it"),  # no database has the name
+    ],
+)
+def test_sigterm_during_the_rollback_puts_the_failed_database_back_under_its_name(
+    pg: LocalPostgres, migrations: Path, tmp_path: Path, point: str, state: str
+) -> None:
+    db = owned_database(pg, createdb=True)
+    at_version_0004(db, migrations)
+    counts = table_counts(db.url)
+    run = start_pgwarden(
+        "migrate", db.url, "--dir", migrations, "--backup-to", tmp_path / "backups", "--rollback", "restore",
+        "--json", env={"PGWARDEN_TEST_PAUSE_AT": point},
+    )  # fmt: skip
+    assert run.stderr is not None
+    seen = []
+    for line in run.stderr:  # progress on stderr, until the rollback stops at the point
+        seen.append(line)
+        if f"paused at {point}" in line:
+            break
+    else:
+        raise AssertionError(f"pgwarden never paused at {point}: {''.join(seen)}")
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+    report = json_report(CompletedProcess(run.args, run.returncode, stdout, stderr))
+
+    assert run.returncode == 1, stderr
+    assert report["outcome"] == "Failed"
+    rollback = report["rollback"]
+    assert rollback["outcome"] == "Failed"
+    assert "SIGTERM" in rollback["message"] and f"{db.name} {state}" in rollback["message"], rollback
+    assert database_level(db)["allowConnections"] is True
+    assert history_versions(db.url) == ["0001", "0002", "0003", "0004", "0005"]
+    assert table_counts(db.url) == counts
+    assert databases(pg, f"{db.name}\\_pgw\\_%") == []
+
+
 # --- the parts, without the command line ----------------------------------------------------------------
 
 
@@ -362,6 +403,14 @@ def test_scratch_and_failed_names_fit_postgresqls_63_bytes_without_splitting_a_c
     assert (
         names_for("shop", datetime(2026, 1, 1, tzinfo=UTC), "x").failed == "shop_pgw_failed_20260101_000000"
     )
+
+
+def test_the_failed_name_never_takes_one_that_exists() -> None:
+    taken = {"shop_pgw_failed_20260101_000000", "shop_pgw_failed_20260101_000000_2"}
+
+    names = names_for("shop", datetime(2026, 1, 1, tzinfo=UTC), "x", taken=taken.__contains__)
+
+    assert names.failed == "shop_pgw_failed_20260101_000000_3"
 
 
 @pytest.mark.parametrize(

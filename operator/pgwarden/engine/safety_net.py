@@ -10,11 +10,15 @@ database holds what; the original is never dropped.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -22,7 +26,7 @@ import psycopg
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
 from pgwarden.engine import databases
-from pgwarden.engine.backup import take_backup
+from pgwarden.engine.backup import PAUSE_ENV, take_backup
 from pgwarden.engine.connect import connect, database_name, with_database
 from pgwarden.engine.databases import DatabaseProperties, derived_name, maintenance
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
@@ -48,6 +52,10 @@ class SwapBlocked(PgwardenError):
     """Sessions the role may not end stay on the database, so it cannot be renamed."""
 
 
+# What a rollback step can run into and report (SIGTERM arrives as engine.errors.Terminated, a KeyboardInterrupt).
+_EXPECTED = (PgwardenError, StorageError, psycopg.Error, LookupError, ValueError, OSError, KeyboardInterrupt)
+
+
 @dataclass(frozen=True)
 class Names:
     """The database, the scratch database the backup is restored into, and the failed run's new name."""
@@ -57,13 +65,17 @@ class Names:
     failed: str
 
 
-def names_for(database: str, now: datetime, token: str) -> Names:
-    """Lower-case (usable unquoted) and at most 63 bytes, so PostgreSQL never truncates them (pure)."""
-    return Names(
-        database=database,
-        scratch=derived_name(database, f"_pgw_restore_{token}"),
-        failed=derived_name(database, f"_pgw_failed_{now:%Y%m%d_%H%M%S}"),
-    )
+def names_for(
+    database: str, now: datetime, token: str, taken: Callable[[str], bool] = lambda _name: False
+) -> Names:
+    """Lower-case (usable unquoted), at most 63 bytes so PostgreSQL never truncates them, and a failed name
+    that is not `taken` yet (pure but for `taken`)."""
+    stamp = f"_pgw_failed_{now:%Y%m%d_%H%M%S}"
+    failed, attempt = derived_name(database, stamp), 1
+    while taken(failed):
+        attempt += 1
+        failed = derived_name(database, f"{stamp}_{attempt}")
+    return Names(database, derived_name(database, f"_pgw_restore_{token}"), failed)
 
 
 class BackupSafetyNet:
@@ -146,31 +158,33 @@ class BackupSafetyNet:
         """Undo the run from `backup`; never raises for a failure it can foresee, and the result's message
         says which database holds what."""
         database = database_name(self.url)
-        names = names_for(database, datetime.now(UTC), secrets.token_hex(3))
         try:
             with tempfile.TemporaryDirectory(prefix="pgwarden-rollback-") as scratch_dir:
-                return self._restore(backup, names, Path(scratch_dir) / "download", say)
+                return self._restore(backup, database, Path(scratch_dir) / "download", say)
         except OSError as exc:
-            return _failed(f"local scratch space failed: {exc}", untouched(names))
+            return _failed(f"local scratch space failed: {exc}", untouched(database))
 
-    def _restore(self, backup: BackupInfo, names: Names, local: Path, say: Say) -> RollbackResult:
+    def _restore(self, backup: BackupInfo, database: str, local: Path, say: Say) -> RollbackResult:
+        now, token = datetime.now(UTC), secrets.token_hex(3)
+        names = names_for(database, now, token)
+        stage, creating, created = f"backup {backup.id} cannot be used", False, False
         try:
             manifest, tool = self._open_backup(backup, local, say)
-            before = self._before or self._read_before(names.database)
-        except (PgwardenError, StorageError, psycopg.Error, LookupError) as exc:
-            return _failed(f"backup {backup.id} cannot be used: {exc}", untouched(names))
-        say(f"restoring backup {backup.id} into a new database {names.scratch}")
-        try:
+            with maintenance(self.url) as conn:
+                before = self._before or databases.read_properties(conn, database)
+                names = names_for(database, now, token, taken=partial(databases.exists, conn))
+            say(f"restoring backup {backup.id} into a new database {names.scratch}")
+            stage, creating = f"creating the database {names.scratch} failed", True
             with maintenance(self.url) as conn:
                 databases.create_like(conn, names.scratch, before)
-        except (PgwardenError, psycopg.Error) as exc:
-            return _failed(f"creating the database {names.scratch} failed: {_message(exc)}", untouched(names))
-        try:
+            stage, created = f"restoring into {names.scratch} failed", True
             self._fill(names.scratch, before, tool, manifest, local, say)
-        except (PgwardenError, psycopg.Error, ValueError, OSError) as exc:
-            return _failed(
-                f"restoring into {names.scratch} failed: {_message(exc)}", self._drop_scratch(names)
-            )
+            _pause_point("rollback-restored")
+        except _EXPECTED as exc:
+            # A CREATE DATABASE that failed (rather than being interrupted) leaves that name alone: not ours.
+            ours = created or (creating and isinstance(exc, KeyboardInterrupt))
+            state = self._drop_scratch(names) if ours else untouched(database)
+            return _failed(f"{stage}: {_message(exc)}", state)
         return self._swap(backup, manifest, names, before, say)
 
     def _open_backup(self, backup: BackupInfo, local: Path, say: Say) -> tuple[BackupManifest, PgTool]:
@@ -185,10 +199,6 @@ class BackupSafetyNet:
         say(f"downloading and verifying {stored.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
         download_verified(stored, manifest, local)
         return manifest, tool
-
-    def _read_before(self, database: str) -> DatabaseProperties:
-        with maintenance(self.url) as conn:
-            return databases.read_properties(conn, database)
 
     def _fill(
         self,
@@ -228,8 +238,9 @@ class BackupSafetyNet:
                         "them and restore the backup by hand)"
                     )
                 databases.rename(conn, names.database, names.failed)
+                _pause_point("rollback-renamed-away")
                 databases.rename(conn, names.scratch, names.database)
-        except (PgwardenError, psycopg.Error) as exc:
+        except _EXPECTED as exc:
             return self._settle(backup, manifest, names, before, f"the swap failed: {_message(exc)}")
         return self._finish(backup, manifest, names, before)
 
@@ -250,7 +261,7 @@ class BackupSafetyNet:
                 if has[names.failed] and not has[names.database]:
                     databases.rename(conn, names.failed, names.database)
                 databases.allow_connections(conn, names.database, before.allow_connections)
-        except (PgwardenError, psycopg.Error) as exc:
+        except _EXPECTED as exc:
             return _failed(
                 f"{reason}; then putting things back failed: {_message(exc)}", stranded(names, backup)
             )
@@ -267,7 +278,7 @@ class BackupSafetyNet:
         try:
             with maintenance(self.url) as conn:
                 databases.allow_connections(conn, names.failed, before.allow_connections)
-        except (PgwardenError, psycopg.Error) as exc:
+        except _EXPECTED as exc:
             message += (
                 f" (it does not accept connections: {_message(exc)}; "
                 f"ALTER DATABASE {names.failed} ALLOW_CONNECTIONS true to look inside)"
@@ -276,25 +287,26 @@ class BackupSafetyNet:
 
     def _drop_scratch(self, names: Names, *, back: bool = False) -> str:
         """Drop the scratch database (never the original); the state afterwards, in words."""
-        state = untouched(names, back=back)
+        state = untouched(names.database, back=back)
         try:
             with maintenance(self.url) as conn:
                 databases.drop(conn, names.scratch)
-        except (PgwardenError, psycopg.Error) as exc:
+        except _EXPECTED as exc:
             return f"{state}; the restored copy {names.scratch} could not be dropped ({_message(exc)}): DROP DATABASE {names.scratch}"
-        return f"{state}; the restored copy was dropped"
+        return f"{state}; the restored copy {names.scratch} was dropped"
 
 
-def untouched(names: Names, *, back: bool = False) -> str:
-    """The state when the swap did not happen (pure)."""
-    where = "is back" if back else "is"
-    return f"nothing was swapped or dropped: {names.database} {where} as the failed run left it"
+def untouched(database: str, *, back: bool = False) -> str:
+    """The state when the swap did not happen, or was undone (pure)."""
+    if back:
+        return f"The swap was undone: {database} is back as the failed run left it"
+    return f"Nothing was swapped: {database} is as the failed run left it"
 
 
 def stranded(names: Names, backup: BackupInfo) -> str:
     """The state when the swap stopped half-way and could not be put back (pure)."""
     return (
-        f"the databases may stand half-swapped: the failed run's database is {names.database} or "
+        f"The databases may stand half-swapped: the failed run's database is {names.database} or "
         f"{names.failed}, the verified restore of backup {backup.id} is {names.scratch} (if it still exists). "
         f"To finish by hand: ALTER DATABASE {names.failed} RENAME TO {names.database} to go back, or "
         f"ALTER DATABASE {names.scratch} RENAME TO {names.database} to complete the rollback; then "
@@ -306,11 +318,13 @@ def _failed(reason: str, state: str) -> RollbackResult:
     return RollbackResult(
         strategy="restore",
         outcome=RollbackOutcome.FAILED,
-        message=f"the restore rollback failed: {reason}. {state}",
+        message=f"the restore rollback failed: {reason.rstrip('. ')}. {state}",
     )
 
 
-def _message(exc: Exception) -> str:
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):  # SIGTERM (engine.errors.Terminated) or Ctrl-C
+        return str(exc) or "pgwarden was interrupted (Ctrl-C)"
     if isinstance(exc, psycopg.Error):
         return str(exc.diag.message_primary or exc).strip()
     return str(exc)
@@ -319,6 +333,13 @@ def _message(exc: Exception) -> str:
 def _role(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     row = conn.execute("SELECT current_user").fetchone()
     return str(row[0]) if row else "the role"
+
+
+def _pause_point(name: str) -> None:
+    """Fault tests stop the rollback at a named point (PGWARDEN_TEST_PAUSE_AT=name) to deliver a signal there."""
+    if os.environ.get(PAUSE_ENV) == name:
+        print(f"pgwarden-test: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
 
 
 def _tool(name: str, *, min_major: int, purpose: str) -> PgTool:
