@@ -32,25 +32,18 @@ from pgwarden.operator.task import (
     DATABASE_SECRET_ENV,
     STORAGE_ROOT,
     TASK_ENV,
-    TERMINATION_LOG,
-    TERMINATION_LOG_ENV,
-    TERMINATION_MESSAGE_LIMIT,
     JobKind,
     Task,
 )
 from pgwarden.storage import StorageError, open_storage
 from pgwarden.storage.manifest import prune
 from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.termination_message import compact, write_termination_message
 
 log = logging.getLogger("pgwarden.job")
 Report = dict[str, Any]
 STORAGE_ROOT_ENV = "PGWARDEN_STORAGE_ROOT"  # tests put "volume" storage somewhere writable
 REPORT_FILE = "report.json"
-
-# Lists a compact report may shorten (with a `<name>Total`), in the order they give way.
-_CAPPED = ("rowChanges", "pending", "applied", "warnings", "plan", "baselined")
-_NESTED_CAPPED = (("verification", "checks"), ("verification", "differences"), ("drift", "differences"))
-_CAPS = (50, 20, 10, 5, 3, 1, 0)
 
 
 def load_task(kind: str) -> Task:
@@ -218,63 +211,6 @@ RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
     JobKind.BACKUP: run_backup,
     JobKind.RESTORE: run_restore,
 }
-
-
-def _clip(text: object, limit: int) -> object:
-    if isinstance(text, str) and len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
-
-
-def _capped(report: Report, cap: int | None, text_limit: int) -> Report:
-    data: Report = json.loads(json.dumps(report, default=str))
-    for key in _CAPPED:
-        items = data.get(key)
-        if isinstance(items, list) and cap is not None and len(items) > cap:
-            data[key] = items[:cap]
-            data[f"{key}Total"] = len(items)
-    for block, key in _NESTED_CAPPED:
-        holder = data.get(block)
-        if not isinstance(holder, dict):
-            continue
-        items = holder.get(key)
-        if isinstance(items, list) and cap is not None and len(items) > cap:
-            if key == "checks":  # failed checks are the ones worth keeping
-                items = sorted(items, key=lambda c: bool(c.get("passed")))
-            holder[key] = items[:cap]
-            holder[f"{key}Total"] = len(items)
-    error = data.get("error")
-    if isinstance(error, dict):
-        for key in ("message", "statement"):
-            if key in error:
-                error[key] = _clip(error[key], text_limit)
-    rollback = data.get("rollback")
-    if isinstance(rollback, dict) and "message" in rollback:
-        rollback["message"] = _clip(rollback["message"], text_limit)
-    return data
-
-
-def compact(report: Report, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
-    """The report as JSON of at most `limit` bytes: lists capped (with totals), long texts clipped."""
-    safe = redact_obj(report)
-    assert isinstance(safe, dict)
-    for cap, text_limit in [(None, 2000), *((c, 600) for c in _CAPS)]:
-        text = json.dumps(_capped(safe, cap, text_limit), separators=(",", ":"), default=str)
-        if len(text.encode()) <= limit:
-            return text
-    error = (safe.get("error") or {}).get("message") if isinstance(safe.get("error"), dict) else None
-    minimal = {"outcome": safe.get("outcome", "Failed"), "truncated": True}
-    if error:
-        minimal["error"] = {"message": _clip(str(error), 1000)}
-    return json.dumps(minimal, separators=(",", ":"))
-
-
-def write_termination_message(text: str) -> None:
-    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
-    try:
-        path.write_text(text)
-    except OSError as exc:  # outside a pod: the report is still on stdout
-        log.warning("could not write the termination message to %s: %s", path, exc)
 
 
 def run(kind: str) -> int:

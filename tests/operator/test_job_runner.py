@@ -93,7 +93,7 @@ def run_job(manifest: Obj, secrets: dict[str, dict[str, str]], tmp_path: Path, *
     result = subprocess.run(
         [PGWARDEN, "job", kind], env={**base, **env}, capture_output=True, text=True, timeout=180, check=False
     )
-    return Ran(result, termination.read_text() if termination.exists() else "")
+    return Ran(result, termination.read_text(encoding="utf-8") if termination.exists() else "")
 
 
 def libpq_secret(url: str) -> dict[str, str]:
@@ -309,3 +309,31 @@ def test_a_backup_job_dumps_only_what_include_and_exclude_select(
     assert ran.code == 0, ran.stderr + ran.stdout
     assert ran.compact["tables"] == 1 and ran.compact["rows"] == 10
     assert not ran.full.get("warnings")
+
+
+def test_a_unique_violation_on_cyrillic_data_fits_the_termination_message(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """The kubelet truncates a termination message over 4 KiB: the cap counts bytes, not characters. The
+    server's detail (`Key (имя)=(...) already exists`) once brought 1,000 Cyrillic letters into it."""
+    name = "Ёлка-" + "Щедрый покупатель " * 60  # ~1,100 characters, two bytes each in UTF-8
+    body = inline_migration(
+        resource,
+        {
+            "0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, имя text UNIQUE);\n"
+            f"INSERT INTO customers VALUES (1, '{name}');",
+            "0002_копия.sql": f"INSERT INTO customers VALUES (2, '{name}');",
+        },
+    )
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+
+    ran = run_job(manifest, {"shop-db": {"uri": db_url}}, tmp_path)
+
+    assert ran.code == 1, ran.stderr + ran.stdout
+    assert len(ran.termination.encode("utf-8")) <= 4096, len(ran.termination.encode("utf-8"))
+    assert ran.compact["outcome"] == "RolledBack"
+    assert "customers_имя_key" in ran.compact["error"]["message"]
+    # The statement is the migration's own text; the server's words about the row it hit hold no value.
+    for text in (ran.compact["error"]["message"], ran.full["error"]["message"], ran.stderr):
+        assert "Щедрый" not in text, "a row value was copied into the report"
+    assert_no_secret(ran, pg.password)
