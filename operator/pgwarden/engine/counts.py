@@ -20,7 +20,7 @@ from psycopg import sql
 
 from pgwarden.engine.connect import connect
 from pgwarden.engine.errors import PgwardenError, ServerError
-from pgwarden.engine.redact import redact
+from pgwarden.engine.pgerror import describe_error
 
 Connection = psycopg.Connection[Any]
 OnCounted = Callable[[int, int], None]
@@ -30,7 +30,7 @@ class CountFailed(ServerError):
     """Counting failed on the server."""
 
     def __init__(self, message: str, exc: psycopg.Error) -> None:
-        super().__init__(f"{message}: {redact(exc.diag.message_primary or str(exc)).strip()}", exc.sqlstate)
+        super().__init__(f"{message}: {describe_error(exc)}", exc.sqlstate)
 
 
 # Enough to keep one statement's text small; thousands of tables still take only a few round trips.
@@ -86,7 +86,7 @@ def _counting_connection(url: str, snapshot_id: str | None) -> Connection:
     except psycopg.Error as exc:
         conn.close()
         raise PgwardenError(
-            f"cannot count at snapshot {snapshot_id}: {redact(str(exc)).strip()} "
+            f"cannot count at snapshot {snapshot_id}: {describe_error(exc)} "
             "(the transaction that exported it must still be open)"
         ) from None
     return conn
@@ -217,5 +217,5 @@ def estimate_rows(conn: Connection, tables: Sequence[str]) -> dict[str, int]:
                 estimate = _planner_estimate(conn, schema, relname)
             estimates[targets[int(ordinal) - 1].name] += estimate
     except psycopg.Error as exc:
-        raise PgwardenError(f"cannot estimate row counts: {redact(str(exc)).strip()}") from None
+        raise PgwardenError(f"cannot estimate row counts: {describe_error(exc)}") from None
     return estimates

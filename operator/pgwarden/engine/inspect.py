@@ -35,7 +35,7 @@ from pgwarden.api.schema import (
 from pgwarden.engine.connect import connect, describe
 from pgwarden.engine.counts import count_rows, estimate_rows
 from pgwarden.engine.errors import BadInput, PgwardenError, ServerError
-from pgwarden.engine.redact import redact
+from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
 
 DEFAULT_OWN_SCHEMA = "pgwarden"
@@ -217,7 +217,7 @@ def take_snapshot(conn: Connection, *, own_schema: str = DEFAULT_OWN_SCHEMA) -> 
             conn.execute("SELECT set_config('search_path', '', true)")
             return _read_snapshot(conn, params)
     except psycopg.Error as exc:
-        raise ServerError(f"cannot read the schema: {redact(str(exc)).strip()}", exc.sqlstate) from None
+        raise ServerError(f"cannot read the schema: {describe_error(exc)}", exc.sqlstate) from None
 
 
 def _read_snapshot(conn: Connection, params: dict[str, str]) -> SchemaSnapshot:
@@ -362,7 +362,7 @@ def inspect_database(
             elif mode is RowCounts.ESTIMATE:
                 rows = estimate_rows(conn, names)
         except psycopg.Error as exc:
-            raise PgwardenError(f"cannot inspect {describe(url)}: {redact(str(exc)).strip()}") from None
+            raise PgwardenError(f"cannot inspect {describe(url)}: {describe_error(exc)}") from None
     for table in per_table:
         table.rows = rows.get(table.table) if rows is not None else None
     return InspectReport(
