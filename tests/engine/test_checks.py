@@ -8,15 +8,12 @@ a check read-only, on the oldest and the newest server.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-from helpers import history, json_report, migrations_dir, query, run_pgwarden
-
+from cli.helpers import history, json_report, migrations_dir, query, run_pgwarden
 from pgwarden.api.verify import Check, VerifySpec
 from pgwarden.engine.verify import refused_checks, run_check, validate_check_sql
 from pgwarden.testing.localpg import LocalPostgres
