@@ -82,9 +82,12 @@ class BackupSafetyNet:
     """The backup taken at `location` before a run, and the rollback that restores it beside the database and
     swaps it in by rename."""
 
-    def __init__(self, url: str, location: str, *, progress: Say | None = None) -> None:
+    def __init__(
+        self, url: str, location: str, *, owner: str | None = None, progress: Say | None = None
+    ) -> None:
         self.url = url
         self.location = location
+        self.owner = owner  # whose backups these are (storage.ownership); the database's when None
         self.progress = progress or (lambda _message: None)
         self._storage: Storage | None = None
         self._before: DatabaseProperties | None = None
@@ -135,7 +138,7 @@ class BackupSafetyNet:
 
     def take(self) -> BackupInfo:
         """The pre-migration backup; PgwardenError when it fails (nothing is migrated then)."""
-        report = take_backup(self.url, self._open_storage(), progress=self.progress)
+        report = take_backup(self.url, self._open_storage(), owner=self.owner, progress=self.progress)
         if report.outcome != Outcome.SUCCEEDED or report.backup is None:
             message = report.error.message if report.error else "no backup was written"
             raise PgwardenError(f"the pre-migration backup failed, nothing was migrated: {message}")
