@@ -298,3 +298,23 @@ def test_a_migration_that_breaks_a_unique_key_reports_no_row_value(db_url: str, 
     assert report["outcome"] == "RolledBack"
     assert "people_email_key" in report["error"]["message"]
     assert "alice@example.com" not in report["error"]["message"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/failures.py (the lead's) has its own describe_error that drops the detail; "
+    "it should use pgwarden.engine.pgerror.describe_error",
+)
+def test_a_migration_that_breaks_a_unique_key_names_the_column_it_broke(db_url: str, tmp_path: Path) -> None:
+    directory = migrations_dir(
+        tmp_path / "m",
+        extra={
+            "0001_people.sql": "CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE);\n",
+            "0002_seed.sql": "INSERT INTO people VALUES (1, 'alice@example.com'), (2, 'alice@example.com');\n",
+        },
+    )
+
+    result = run_pgwarden("migrate", db_url, "--dir", directory, "--json")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "(Key (email)=(…) already exists.)" in json_report(result)["error"]["message"]
