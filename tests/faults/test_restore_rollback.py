@@ -34,6 +34,7 @@ from cli.helpers import (
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import RollbackOutcome
 from pgwarden.engine.databases import split_list_setting
+from pgwarden.engine.errors import BadInput
 from pgwarden.engine.restore_privileges import RoleFacts, missing_for_restore
 from pgwarden.engine.safety_net import BackupSafetyNet, names_for
 from pgwarden.testing.localpg import LocalPostgres
@@ -463,6 +464,9 @@ def test_the_safety_net_restores_beside_the_database_on_the_oldest_and_newest_se
 ) -> None:
     db = owned_database(any_pg, createdb=True)
     execute(db.url, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
+    # A trusted extension, created by the owner itself: the restore creates it again as that role.
+    execute(db.url, "CREATE EXTENSION citext; CREATE TABLE emails (address citext PRIMARY KEY)")
+    execute(db.url, "INSERT INTO emails VALUES ('A@example.com')")
     execute(db.url, f'ALTER DATABASE {db.name} SET search_path = "$user", public')
     net = BackupSafetyNet(db.url, str(tmp_path / "backups"))
     net.preflight(RollbackStrategy.RESTORE)
@@ -473,10 +477,28 @@ def test_the_safety_net_restores_beside_the_database_on_the_oldest_and_newest_se
     result = net.restore(backup, said.append)
 
     assert result.outcome == RollbackOutcome.SUCCEEDED, result.message
-    assert table_counts(db.url) == {"public.t": 100}
+    assert table_counts(db.url) == {"public.emails": 1, "public.t": 100}
+    assert query(db.url, "SELECT count(*) FROM emails WHERE address = 'a@EXAMPLE.com'") == 1
     (failed,) = databases(any_pg, f"{db.name}\\_pgw\\_failed\\_%")
-    assert table_counts(any_pg.url(failed)) == {"public.after_the_backup": 0, "public.t": 10}
+    assert table_counts(any_pg.url(failed)) == {
+        "public.after_the_backup": 0,
+        "public.emails": 1,
+        "public.t": 10,
+    }
     assert failed in (result.message or "")
     assert query(db.url, "SHOW search_path") == '"$user", public'
     assert databases(any_pg, f"{db.name}\\_pgw\\_restore\\_%") == []
     assert any("swapping" in line for line in said)
+
+
+def test_an_extension_only_a_superuser_may_create_is_refused_up_front(
+    pg: LocalPostgres, tmp_path: Path
+) -> None:
+    db = owned_database(pg, createdb=True)
+    execute(db.admin_url, "CREATE EXTENSION bloom")
+
+    with pytest.raises(BadInput) as refused:
+        BackupSafetyNet(db.url, str(tmp_path / "backups")).preflight(RollbackStrategy.RESTORE)
+
+    assert "bloom" in str(refused.value) and "superuser" in str(refused.value)
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
