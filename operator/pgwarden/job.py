@@ -32,11 +32,14 @@ from pgwarden.operator.task import (
     DATABASE_SECRET_ENV,
     STORAGE_ROOT,
     TASK_ENV,
+    BackupScope,
     JobKind,
+    RestoreSource,
     Task,
+    backup_scope,
 )
-from pgwarden.storage import StorageError, open_storage
-from pgwarden.storage.manifest import prune
+from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
+from pgwarden.storage.manifest import MANIFEST, prune
 from pgwarden.storage.retention import RetentionPolicy
 from pgwarden.termination_message import compact, write_termination_message
 
@@ -148,11 +151,40 @@ def _selection(include: ObjectSelection | None, exclude: ObjectSelection | None)
     )
 
 
+def _scope(task: Task) -> BackupScope:
+    """Whose backups this Job makes and where; a task from an older operator carries none: derive it."""
+    return task.backup_scope or backup_scope(task.resource.namespace, task.resource.name)
+
+
+def _under(root: str, path: str) -> str:
+    return f"{root.rstrip('/')}/{path.strip('/')}" if path.strip("/") else root
+
+
+def _unscoped_backups(root: str) -> str | None:
+    """A warning when backups written before per-resource folders lie directly under the storage's root:
+    retention never prunes them (whose they are cannot be told), so the user has to, once unneeded."""
+    try:
+        found = list_backups(open_storage(root))
+    except StorageError:
+        return None
+    if not found:
+        return None
+    return (
+        f"{len(found)} backup{'s' if len(found) != 1 else ''} from before per-resource folders remain "
+        f"directly under {root}; retention leaves them. Once they are not needed, remove them with "
+        f"`pgwarden prune {root} --owner OWNER --keep-last N` (`pgwarden backups {root}` shows the owners)"
+    )
+
+
 def run_backup(task: Task, url: str) -> Report:
+    """Back up into the resource's own folder (`<prefix>/<namespace>/<name>/`), recording it as the owner,
+    then apply retention to its backups only."""
     spec = task.backup
     if spec is None:
         raise BadInput("the backup task carries no backup spec")
-    location = storage_uri(spec.storage)
+    scope = _scope(task)
+    root = storage_uri(spec.storage)
+    location = _under(root, scope.path)
     backup = take_backup(
         url,
         location,
@@ -161,6 +193,8 @@ def run_backup(task: Task, url: str) -> Report:
         jobs=spec.parallel_jobs,
         verify=spec.verify.restore,
         selection=_selection(spec.include, spec.exclude),
+        owner=scope.owner,
+        lock_wait_timeout=spec.lock_wait_timeout,
         progress=progress,
     )
     report: Report = backup.to_json_dict()
@@ -176,13 +210,36 @@ def run_backup(task: Task, url: str) -> Report:
     policy = _retention(task)
     if policy is not None:
         try:
-            result = prune(storage, policy, datetime.now(UTC))
+            result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
         except StorageError as exc:
             warnings.append(f"retention did not run: {exc}")
         else:
             report["retained"] = len(result.plan.keep)
             report["pruned"] = result.deleted
+        if leftover := _unscoped_backups(root):
+            warnings.append(leftover)
     return report
+
+
+def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:
+    """The backup of a backupRef: by id (in the DatabaseBackup's folder, else at the storage's root where
+    backups from before per-resource folders lie), or its owner's newest; with none there yet, the one
+    the DatabaseBackup's status names. A backup recorded as another owner's is refused."""
+    storage = open_storage(root)
+    folder = storage.child(scope.path)
+    try:
+        if source.backup_id is not None:
+            where = folder if folder.exists(f"{source.backup_id}/{MANIFEST}") else storage
+            backup, _manifest = locate_backup(where, source.backup_id, owner=scope.owner)
+        elif list_backups(folder, owner=scope.owner) or not source.last_known_id:
+            backup, _manifest = locate_backup(folder, owner=scope.owner)
+        else:
+            backup, _manifest = locate_backup(storage, source.last_known_id, owner=scope.owner)
+    except ObjectNotFound as exc:
+        raise BadInput(f"{exc}; nothing was restored") from None
+    except StorageError as exc:
+        raise PgwardenError(f"{exc}; nothing was restored") from None
+    return backup
 
 
 def run_restore(task: Task, url: str) -> Report:
@@ -190,14 +247,17 @@ def run_restore(task: Task, url: str) -> Report:
     if spec is None or source is None:
         raise BadInput("the restore task carries no restore spec or source")
     root = storage_uri(source.storage)
-    location = root
-    if source.location:
+    target: str | Storage = root
+    backup_id = source.backup_id
+    if source.scope is not None:
+        target, backup_id = _owned_backup(root, source, source.scope), None
+    elif source.location:
         given = source.location
-        location = given if given.startswith(("s3://", "/")) else f"{root.rstrip('/')}/{given.strip('/')}"
+        target = given if given.startswith(("s3://", "/")) else _under(root, given)
     return restore_backup(
         url,
-        location,
-        backup_id=source.backup_id,
+        target,
+        backup_id=backup_id,
         create=spec.create_database,
         clean=spec.clean,
         terminate=spec.terminate_connections,

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli
 
-from pgwarden.engine.backup import DEFAULT_LOCK_WAIT_TIMEOUT, lock_wait_option
+from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
+from pgwarden.engine.backup import lock_wait_option
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing import localpg
 

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import StorageSpec
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.operator import naming
-from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, migration_job, restore_job
-from pgwarden.operator.task import MIGRATIONS_DIR, TASK_ENV, RestoreSource, Task
+from pgwarden.operator.jobs import (
+    ACTIVE_DEADLINE_ENV,
+    DEFAULT_ACTIVE_DEADLINE_SECONDS,
+    JobSettings,
+    backup_cronjob,
+    backup_job,
+    migration_job,
+    restore_job,
+)
+from pgwarden.operator.task import MIGRATIONS_DIR, TASK_ENV, BackupScope, RestoreSource, Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -239,3 +253,174 @@ def test_a_restore_job_reads_the_resolved_source(resource: Callable[..., Obj]) -
     assert env(job)["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
     assert env(job)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "shop-restored-db"
     assert job["spec"]["backoffLimit"] == 0
+
+
+# -- bounded runs: every Job has a deadline -------------------------------------------------------
+
+
+def every_workload(
+    resource: Callable[..., Obj], settings: JobSettings, template: Obj | None = None
+) -> list[Obj]:
+    """A migration Job, a one-time backup Job, a scheduled backup's CronJob and a restore Job."""
+    bodies = {
+        "migration": resource("migration-shop.yaml", "DatabaseMigration"),
+        "once": resource("backup-once.yaml", "DatabaseBackup"),
+        "nightly": resource("backup-nightly.yaml", "DatabaseBackup"),
+        "restore": resource("restore.yaml", "DatabaseRestore"),
+    }
+    for body in bodies.values():
+        body["spec"]["jobTemplate"] = dict(template or {})
+    storage = DatabaseBackup.model_validate(bodies["once"]).spec.storage
+    return [
+        migration_job(DatabaseMigration.model_validate(bodies["migration"]), settings),
+        backup_job(DatabaseBackup.model_validate(bodies["once"]), settings),
+        backup_cronjob(DatabaseBackup.model_validate(bodies["nightly"]), settings),
+        restore_job(
+            DatabaseRestore.model_validate(bodies["restore"]), RestoreSource(storage=storage), settings
+        ),
+    ]
+
+
+def deadline(workload: Obj) -> int | None:
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    value = spec.get("activeDeadlineSeconds")
+    return int(value) if value is not None else None
+
+
+def test_every_job_and_cronjob_template_gets_the_operators_default_deadline(
+    resource: Callable[..., Obj],
+) -> None:
+    settings = JobSettings(image="pgwarden:test", active_deadline_seconds=7200)
+    assert [deadline(w) for w in every_workload(resource, settings)] == [7200] * 4
+
+
+def test_a_resource_deadline_overrides_the_operators_default(resource: Callable[..., Obj]) -> None:
+    settings = JobSettings(image="pgwarden:test", active_deadline_seconds=7200)
+    workloads = every_workload(resource, settings, {"activeDeadlineSeconds": 600})
+    assert [deadline(w) for w in workloads] == [600] * 4
+
+
+def test_without_any_setting_jobs_still_stop_after_six_hours(resource: Callable[..., Obj]) -> None:
+    assert DEFAULT_ACTIVE_DEADLINE_SECONDS == 6 * 3600
+    assert [deadline(w) for w in every_workload(resource, SETTINGS)] == [6 * 3600] * 4
+
+
+def test_an_operator_default_of_zero_means_no_deadline(resource: Callable[..., Obj]) -> None:
+    settings = JobSettings(image="pgwarden:test", active_deadline_seconds=0)
+    assert [deadline(w) for w in every_workload(resource, settings)] == [None] * 4
+    with_own = every_workload(resource, settings, {"activeDeadlineSeconds": 900})
+    assert [deadline(w) for w in with_own] == [900] * 4
+
+
+def test_the_default_deadline_comes_from_the_operators_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ACTIVE_DEADLINE_ENV, "5400")
+    assert JobSettings(image="x").active_deadline_seconds == 5400
+    monkeypatch.setenv(ACTIVE_DEADLINE_ENV, "0")
+    assert JobSettings().active_deadline_seconds == 0
+    monkeypatch.delenv(ACTIVE_DEADLINE_ENV)
+    assert JobSettings().active_deadline_seconds == DEFAULT_ACTIVE_DEADLINE_SECONDS
+
+
+def test_a_changed_default_deadline_updates_the_cronjob(resource: Callable[..., Obj]) -> None:
+    backup = DatabaseBackup.model_validate(resource("backup-nightly.yaml", "DatabaseBackup"))
+    backup.spec.job_template.active_deadline_seconds = None
+    hashes = {
+        naming_hash(backup_cronjob(backup, JobSettings(image="i", active_deadline_seconds=seconds)))
+        for seconds in (3600, 7200)
+    }
+    assert len(hashes) == 2
+
+
+def naming_hash(cronjob: Obj) -> str:
+    return str(cronjob["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH])
+
+
+def test_the_operator_command_line_takes_the_default_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgwarden.cli import build_parser
+
+    monkeypatch.delenv(ACTIVE_DEADLINE_ENV, raising=False)
+    assert (
+        build_parser().parse_args(["operator"]).job_active_deadline_seconds == DEFAULT_ACTIVE_DEADLINE_SECONDS
+    )
+    args = build_parser().parse_args(["operator", "--job-active-deadline-seconds", "900"])
+    assert args.job_active_deadline_seconds == 900
+    monkeypatch.setenv(ACTIVE_DEADLINE_ENV, "1800")
+    assert build_parser().parse_args(["operator"]).job_active_deadline_seconds == 1800
+
+
+# -- backups belong to their owner: the task says whose and where ---------------------------------
+
+
+def test_a_backup_task_names_its_owner_and_its_own_folder(resource: Callable[..., Obj]) -> None:
+    backup = DatabaseBackup.model_validate(resource("backup-nightly.yaml", "DatabaseBackup"))
+    for workload in (backup_job(backup, SETTINGS), backup_cronjob(backup, SETTINGS)):
+        task = task_of(workload)
+        assert task.backup_scope == BackupScope(
+            owner="DatabaseBackup/shop/shop-nightly", path="shop/shop-nightly"
+        )
+
+
+def test_two_backups_sharing_a_bucket_and_prefix_write_to_different_folders(
+    resource: Callable[..., Obj],
+) -> None:
+    first = resource("backup-once.yaml", "DatabaseBackup")
+    second = resource("backup-once.yaml", "DatabaseBackup", uid="another-uid")
+    second["metadata"]["name"] = "billing-backup"
+    scopes = [
+        task_of(backup_job(DatabaseBackup.model_validate(b), SETTINGS)).backup_scope for b in (first, second)
+    ]
+    assert scopes[0] is not None and scopes[1] is not None
+    assert scopes[0].path != scopes[1].path and scopes[0].owner != scopes[1].owner
+
+
+# -- the chart passes the default deadline to the operator ----------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    """helm built from its Go module by hack/build-helm.sh (cached after the first build)."""
+    build = subprocess.run(
+        [str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, timeout=1700, check=False
+    )
+    if build.returncode != 0:
+        pytest.fail(f"hack/build-helm.sh failed:\n{build.stderr[-4000:]}", pytrace=False)
+    return Path(build.stdout.strip().splitlines()[-1])
+
+
+def rendered_operator_args(helm: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+    args = [str(helm), "template", "pgwarden", str(REPO / "charts" / "pgwarden")]
+    for setting in settings:
+        args += ["--set", setting]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def operator_command_line(helm: Path, *settings: str) -> argparse.Namespace:
+    from pgwarden.cli import build_parser
+
+    done = rendered_operator_args(helm, *settings)
+    assert done.returncode == 0, done.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return build_parser().parse_args(container["args"])
+
+
+@pytest.mark.timeout(1800)
+def test_the_chart_gives_the_operator_a_default_job_deadline_of_six_hours(helm: Path) -> None:
+    assert operator_command_line(helm).job_active_deadline_seconds == 6 * 3600
+
+
+def test_the_chart_value_sets_the_operators_job_deadline(helm: Path) -> None:
+    assert (
+        operator_command_line(helm, "jobActiveDeadlineSeconds=1000000").job_active_deadline_seconds == 1000000
+    )
+    assert operator_command_line(helm, "jobActiveDeadlineSeconds=0").job_active_deadline_seconds == 0
+
+
+def test_the_chart_refuses_a_negative_job_deadline(helm: Path) -> None:
+    done = rendered_operator_args(helm, "jobActiveDeadlineSeconds=-1")
+    assert done.returncode != 0
+    assert "jobActiveDeadlineSeconds must be 0 (no deadline) or a number of seconds" in done.stderr

@@ -12,7 +12,7 @@ from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
 from pgwarden.operator.status import Decision
-from pgwarden.operator.task import RestoreSource, Task
+from pgwarden.operator.task import BackupScope, RestoreSource, Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -50,6 +50,11 @@ def test_latest_waits_for_the_first_complete_backup_then_uses_its_storage(
     assert task.restore_source is not None
     assert task.restore_source.backup_id is None
     assert task.restore_source.storage.s3 is not None and task.restore_source.storage.s3.prefix == "shop/"
+    # Only shop-backup's own backups, in its folder; the backup its status names if none is there yet.
+    assert task.restore_source.scope == BackupScope(
+        owner="DatabaseBackup/shop/shop-backup", path="shop/shop-backup"
+    )
+    assert task.restore_source.last_known_id == BACKUP_SUCCEEDED["backup"]["id"]
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "backup-s3-credentials"
 
 
@@ -60,6 +65,19 @@ def test_a_given_backup_id_is_passed_on(resource: Callable[..., Obj]) -> None:
         DatabaseRestore.model_validate(body), resource("backup-once.yaml", "DatabaseBackup")
     )
     assert isinstance(source, RestoreSource) and source.backup_id == "20250301T115900Z"
+    assert source.scope is not None and source.scope.owner == "DatabaseBackup/shop/shop-backup"
+    assert source.last_known_id is None
+
+
+def test_a_raw_location_is_restored_as_given_without_an_owner(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    body["spec"]["source"] = {
+        "location": "shop/20250301T115900Z",
+        "storage": {"s3": {"bucket": "pgwarden-backups", "credentialsSecretRef": {"name": "s3"}}},
+    }
+    source = restores.resolve_source(DatabaseRestore.model_validate(body), None)
+    assert isinstance(source, RestoreSource)
+    assert source.location == "shop/20250301T115900Z" and source.scope is None
 
 
 def test_a_finished_restore_reports_what_it_restored_and_whether_it_matches(

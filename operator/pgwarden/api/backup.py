@@ -32,6 +32,9 @@ SCHEDULE_PATTERN = (
 )
 SCHEDULE_MESSAGE = "schedule must be a cron expression of 5 fields, e.g. '0 2 * * *' (02:00 daily), or @daily"
 COMPRESSION_PATTERN = r"^(zstd(:([1-9]|1[0-9]))?|lz4|gzip(:[1-9])?|none)$"
+# How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
+# long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
+DEFAULT_LOCK_WAIT_TIMEOUT = "1m"
 
 
 class BackupFormat(StrEnum):
@@ -139,6 +142,14 @@ class DatabaseBackupSpec(ApiModel):
         description=(
             "Set the Stale condition when the last successful backup is older than this, e.g. 26h. "
             "Unset: twice the interval between scheduled runs."
+        ),
+    )
+    lock_wait_timeout: Duration = Field(
+        default=DEFAULT_LOCK_WAIT_TIMEOUT,
+        description=(
+            "How long the backup waits for a table lock another session holds (an ALTER TABLE, VACUUM FULL, "
+            "LOCK TABLE) before it fails, leaving nothing behind (pg_dump --lock-wait-timeout), e.g. 30s, "
+            "5m. 0s waits for ever."
         ),
     )
     include: ObjectSelection | None = Field(default=None, description="Dump only these schemas and tables.")

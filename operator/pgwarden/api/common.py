@@ -114,7 +114,15 @@ class S3Storage(ApiModel):
 
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
     prefix: str = Field(
-        default="", max_length=1024, description="Key prefix under which backups are written, e.g. `shop/`."
+        default="",
+        max_length=1024,
+        description=(
+            "Key prefix under which backups are written, e.g. `shop/`. A DatabaseBackup writes into its own "
+            "folder `<prefix>/<namespace>/<name>/` and prunes and restores only the backups it made there, so "
+            "resources sharing a bucket and prefix never touch each other's. Backups written directly under "
+            "the prefix before per-resource folders stay there: restorable, never pruned by the operator. A "
+            "DatabaseRestore location and a migration's backupBefore use the prefix as given."
+        ),
     )
     endpoint: str | None = Field(
         default=None,
@@ -142,7 +150,10 @@ class VolumeStorage(ApiModel):
     path: str = Field(
         default="",
         max_length=1024,
-        description="Directory inside the volume under which backups are written.",
+        description=(
+            "Directory inside the volume under which backups are written. A DatabaseBackup writes into its "
+            "own folder `<path>/<namespace>/<name>/`, as with an S3 prefix."
+        ),
     )
 
 
@@ -207,7 +218,12 @@ class JobTemplate(ApiModel):
         default=None, max_length=1024, description="Job image override. Unset: the operator's own image."
     )
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Stop the Job after this many seconds. Unset: no limit."
+        default=None,
+        ge=1,
+        description=(
+            "Stop the Job after this many seconds, so a hung run cannot block a schedule for ever. Unset: the "
+            "operator's default (the chart's `jobActiveDeadlineSeconds`, 6 hours unless changed)."
+        ),
     )
 
 

@@ -8,10 +8,11 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
+from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
-from pgwarden.engine.backup import DEFAULT_LOCK_WAIT_TIMEOUT, FORMATS, DumpSelection, take_backup
+from pgwarden.engine.backup import FORMATS, DumpSelection, take_backup
 from pgwarden.engine.compression import DEFAULT_COMPRESSION
 
 

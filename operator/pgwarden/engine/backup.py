@@ -31,6 +31,7 @@ import psycopg
 from psycopg import conninfo, sql
 
 from pgwarden import __version__
+from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import BackupInfo, BackupReport, ErrorInfo, Outcome, RestoreComparison
 from pgwarden.engine.compression import (
@@ -62,9 +63,6 @@ from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import new_backup_id, write_manifest
 
 FORMATS = ("custom", "directory")
-# How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
-# long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
-DEFAULT_LOCK_WAIT_TIMEOUT = "1m"
 PIPE_SIZE = 1024 * 1024
 PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
 

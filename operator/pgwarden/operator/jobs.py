@@ -7,7 +7,8 @@ profile with no service-account token; everything else it needs is in the task (
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgwarden import __version__
@@ -29,6 +30,7 @@ from pgwarden.operator.task import (
     ResourceId,
     RestoreSource,
     Task,
+    backup_scope,
 )
 
 Manifest = dict[str, Any]
@@ -51,6 +53,28 @@ DATABASE_KEYS = (
 S3_KEYS = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
 
 
+# Every Job stops after this long unless its resource says otherwise (spec.jobTemplate.activeDeadlineSeconds):
+# a hung run must not block a schedule behind concurrencyPolicy Forbid for ever. The chart sets it.
+DEFAULT_ACTIVE_DEADLINE_SECONDS = 6 * 3600
+ACTIVE_DEADLINE_ENV = "PGWARDEN_JOB_ACTIVE_DEADLINE_SECONDS"
+
+
+def default_active_deadline() -> int:
+    """The operator's default deadline: PGWARDEN_JOB_ACTIVE_DEADLINE_SECONDS (0: none), else 6 hours."""
+    value = os.environ.get(ACTIVE_DEADLINE_ENV, "").strip()
+    if not value:
+        return DEFAULT_ACTIVE_DEADLINE_SECONDS
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ValueError(
+            f"{ACTIVE_DEADLINE_ENV}={value!r} is not a number of seconds; use e.g. 21600, or 0 for no limit"
+        ) from None
+    if seconds < 0:
+        raise ValueError(f"{ACTIVE_DEADLINE_ENV} must be 0 (no limit) or more seconds, not {seconds}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """Operator-wide settings of the Jobs it creates."""
@@ -61,6 +85,8 @@ class JobSettings:
     backup_backoff_limit: int = 1
     starting_deadline_seconds: int = 300
     jobs_history_limit: int = 3
+    # activeDeadlineSeconds of Jobs whose resource sets none; 0 means no deadline.
+    active_deadline_seconds: int = field(default_factory=default_active_deadline)
 
 
 def secret_env(name: str, secret: str, key: str, *, optional: bool) -> Manifest:
@@ -206,8 +232,9 @@ def job_spec(
         "backoffLimit": backoff_limit,
         "template": pod_template(resource, parts, settings, generation),
     }
-    if parts.template.active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = parts.template.active_deadline_seconds
+    deadline = parts.template.active_deadline_seconds or settings.active_deadline_seconds
+    if deadline:
+        spec["activeDeadlineSeconds"] = deadline
     return spec
 
 
@@ -295,8 +322,10 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
 
 
 def _backup_parts(backup: DatabaseBackup) -> PodParts:
+    meta = backup.metadata
+    scope = backup_scope(meta.namespace or "", meta.name or "")
     return PodParts(
-        task=Task(kind=JobKind.BACKUP, resource=_resource_id(backup), backup=backup.spec),
+        task=Task(kind=JobKind.BACKUP, resource=_resource_id(backup), backup=backup.spec, backup_scope=scope),
         database=backup.spec.database,
         storage=backup.spec.storage,
         template=backup.spec.job_template,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
 
 from pgwarden.operator import metrics
+from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV
 from pgwarden.operator.kube import load_configuration
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,17 @@ def run(
     metrics_port: int = 9090,
     workers: int = 8,
     image: str | None = None,
+    job_active_deadline_seconds: int | None = None,
     kubeconfig: str | None = None,
     verbose: bool = False,
     json_logs: bool = True,
 ) -> None:
-    """Watch `namespaces` (all when empty) until stopped; blocks."""
+    """Watch `namespaces` (all when empty) until stopped; blocks.
+
+    `job_active_deadline_seconds` (0: none) is the activeDeadlineSeconds of Jobs whose resource sets
+    none; it reaches JobSettings through the environment variable JobSettings reads its default from."""
+    if job_active_deadline_seconds is not None:
+        os.environ[ACTIVE_DEADLINE_ENV] = str(job_active_deadline_seconds)
     kopf.on.login(id="pgwarden-login")(login_handler(kubeconfig))
     logging.getLogger().handlers.clear()  # kopf's handler replaces the command line's
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
@@ -71,10 +79,20 @@ def run(
     if metrics_port:
         metrics.serve(metrics_port)
     log.info("pgwarden operator watching %s", ", ".join(namespaces) or "all namespaces")
+    if job_active_deadline_seconds is not None:
+        log.info(
+            "default Job deadline: %s (a resource's spec.jobTemplate.activeDeadlineSeconds overrides it)",
+            f"{job_active_deadline_seconds}s" if job_active_deadline_seconds else "none",
+        )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
-        memo=kopf.Memo(workers=workers, image=image, kubeconfig=kubeconfig),
+        memo=kopf.Memo(
+            workers=workers,
+            image=image,
+            job_active_deadline_seconds=job_active_deadline_seconds,
+            kubeconfig=kubeconfig,
+        ),
     )

@@ -28,7 +28,7 @@ from pgwarden.operator.status import (
     transitioned,
     without_status,
 )
-from pgwarden.operator.task import RestoreSource
+from pgwarden.operator.task import RestoreSource, backup_scope
 
 Obj = dict[str, Any]
 KIND = "DatabaseRestore"
@@ -58,13 +58,18 @@ def resolve_source(restore: DatabaseRestore, referenced: Obj | None) -> RestoreS
         )
     backup = DatabaseBackup.model_validate(without_status(referenced))
     status = referenced.get("status") or {}
+    # Only the DatabaseBackup's own backups: its folder, its owner label.
+    scope = backup_scope(backup.metadata.namespace or restore.metadata.namespace or "", ref.name)
     if ref.id == "latest":
-        if not status.get("lastBackup"):
+        last = status.get("lastBackup")
+        if not last:
             return Waiting(
                 "WaitingForBackup", f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
             )
-        return RestoreSource(storage=backup.spec.storage, backup_id=None)
-    return RestoreSource(storage=backup.spec.storage, backup_id=ref.id)
+        return RestoreSource(
+            storage=backup.spec.storage, backup_id=None, scope=scope, last_known_id=last.get("id")
+        )
+    return RestoreSource(storage=backup.spec.storage, backup_id=ref.id, scope=scope)
 
 
 def _differences(verification: Obj) -> list[Obj]:

@@ -50,6 +50,22 @@ class ResourceId(ApiModel):
     generation: int | None = None
 
 
+class BackupScope(ApiModel):
+    """Whose backups a Job writes, prunes or restores, and where in the storage they live.
+
+    A DatabaseBackup's backups go to `<namespace>/<name>/` under its storage's prefix (or volume path) and
+    record it as their owner, so resources sharing a bucket and prefix never prune or restore each other's.
+    """
+
+    owner: str = Field(description="The owning resource, DatabaseBackup/<namespace>/<name>.")
+    path: str = Field(description="The owner's folder relative to the storage's root: <namespace>/<name>.")
+
+
+def backup_scope(namespace: str, name: str) -> BackupScope:
+    """The scope of the DatabaseBackup `namespace/name`: its owner label and its own folder."""
+    return BackupScope(owner=f"DatabaseBackup/{namespace}/{name}", path=f"{namespace}/{name}")
+
+
 class RestoreSource(ApiModel):
     """Where a restore reads from, resolved by the operator (a backupRef becomes its DatabaseBackup's storage)."""
 
@@ -58,6 +74,17 @@ class RestoreSource(ApiModel):
         default=None, description="A backup (or a prefix) relative to the storage's root; unset: its root."
     )
     backup_id: str | None = Field(default=None, description="A backup id under location; unset: the newest.")
+    scope: BackupScope | None = Field(
+        default=None,
+        description="For a backupRef: the DatabaseBackup's folder and owner; only its backups are restored.",
+    )
+    last_known_id: str | None = Field(
+        default=None,
+        description=(
+            "For a backupRef to latest: the backup the DatabaseBackup's status names, used when its folder "
+            "holds none yet (its backups from before per-resource folders lie at the storage's root)."
+        ),
+    )
 
 
 class Task(ApiModel):
@@ -69,6 +96,9 @@ class Task(ApiModel):
     backup: DatabaseBackupSpec | None = None
     restore: DatabaseRestoreSpec | None = None
     restore_source: RestoreSource | None = None
+    backup_scope: BackupScope | None = Field(
+        default=None, description="For a backup: whose backups it makes and prunes, and where they go."
+    )
     migrations_dir: str | None = Field(
         default=None, description="Directory of mounted migration files; unset for inline migrations."
     )
