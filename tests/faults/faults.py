@@ -1,0 +1,429 @@
+"""Fault injection for the real `pgwarden` console script: run it, wait for a phase, break something.
+
+A phase is recognised from the outside, the way an operator would see it: a session in pg_stat_activity
+(pgwarden's own sessions are named `pgwarden`, pg_dump's and pg_restore's by the tool), a line on stderr,
+an upload in progress in the storage. Faults are real: signals to the process, `pg_terminate_backend`,
+PostgreSQL stopped with `pg_ctl -m immediate`, MinIO stopped, a lock held by another session. Every fault a
+test injects is recorded on the test item, so the suite can say how many of each kind it delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, LiteralString
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cli.helpers import PGWARDEN, clean_env, json_report
+from pgwarden.engine.locking import lock_key
+from pgwarden.testing import localpg, s3server
+
+__all__ = [
+    "FAULT_PROPERTY",
+    "PGWARDEN",
+    "Activity",
+    "Injector",
+    "Pgwarden",
+    "assert_no_secret",
+    "canary_password",
+    "hold_lock",
+    "hold_migrator_lock",
+    "invalid_indexes",
+    "json_report",
+    "minio_with_canary",
+    "private_postgres",
+    "restart_minio",
+    "restart_postgres",
+    "scalar",
+    "wait_sessions_gone",
+]
+
+POLL = 0.02
+FAULT_PROPERTY = "fault"
+
+
+def canary_password() -> str:
+    """A password that cannot appear in any output by accident: finding it there is a leak."""
+    return f"canary-{secrets.token_hex(10)}"
+
+
+def assert_no_secret(secret: str, *outputs: str) -> None:
+    """The secret appears in none of the outputs (stdout, stderr, reports)."""
+    for text in outputs:
+        assert secret not in text, f"the secret was printed:\n{text}"
+
+
+# --- the process under test --------------------------------------------------------------------------
+
+
+class Pgwarden:
+    """`pgwarden ARGS` started in a session of its own, stdout and stderr collected while it runs.
+
+    Its own session means the test can clean up any child it left (an orphaned pg_dump) by process group,
+    never by name."""
+
+    def __init__(self, *args: str | Path, env: dict[str, str] | None = None) -> None:
+        self.args = [PGWARDEN, *map(str, args)]
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(env),
+            start_new_session=True,
+        )
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self._readers = [
+            threading.Thread(target=_collect, args=(self.process.stdout, self._stdout), daemon=True),
+            threading.Thread(target=_collect, args=(self.process.stderr, self._stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def __enter__(self) -> Pgwarden:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.cleanup()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> float:
+        """Poll `condition` until it holds; fail if pgwarden ends first. Returns the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if condition():
+                return time.monotonic() - started
+            if self.process.poll() is not None:
+                self._join()
+                raise AssertionError(
+                    f"pgwarden ended (exit {self.process.returncode}) before {what}\n"
+                    f"stdout:\n{''.join(self._stdout)}\nstderr:\n{self.stderr}"
+                )
+            time.sleep(POLL)
+        raise AssertionError(f"pgwarden did not reach {what} within {timeout:.0f}s\nstderr:\n{self.stderr}")
+
+    def stderr_says(self, text: str) -> Callable[[], bool]:
+        """A condition: `text` has appeared on stderr (a progress line)."""
+        return lambda: text in self.stderr
+
+    def send(self, signum: signal.Signals) -> None:
+        """Deliver a signal to pgwarden itself (as the kubelet or the OOM killer would)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signum)
+
+    def finish(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Wait for the process to end (killing it after `timeout`, which fails the test) and collect it."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cleanup()
+            raise AssertionError(
+                f"pgwarden did not end within {timeout:.0f}s of the fault\nstderr:\n{self.stderr}"
+            ) from None
+        self._join()
+        return subprocess.CompletedProcess(
+            self.args, self.process.returncode, "".join(self._stdout), self.stderr
+        )
+
+    def _join(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=10)
+
+    def cleanup(self) -> None:
+        """Kill whatever of this run is still alive (pgwarden, an orphaned pg_dump or pg_restore)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def _collect(stream: IO[str], into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+
+
+# --- the server, seen from another session ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row of pg_stat_activity for the database under test."""
+
+    pid: int
+    application: str
+    state: str
+    waiting_on: str | None
+    query: str
+
+
+class Activity:
+    """Watches a database's sessions from a connection of its own (kept open: polls are frequent)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Activity:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def backends(self) -> list[Backend]:
+        """Every other client session on this database (pgwarden's, pg_dump's, pg_restore's, anyone's)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.url, autocommit=True, application_name="fault-watch")
+            rows = self._conn.execute(
+                "SELECT pid, application_name, coalesce(state, ''), wait_event_type, coalesce(query, '')"
+                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' AND application_name <> 'fault-watch'"
+            ).fetchall()
+        except psycopg.OperationalError:
+            self.close()  # the server went away or our session was ended: look again next time
+            return []
+        return [Backend(int(p), str(a), str(s), w, str(q)) for p, a, s, w, q in rows]
+
+    def running(
+        self, fragment: str, *, application: str = "pgwarden", waiting_on_lock: bool = False
+    ) -> Callable[[], bool]:
+        """A condition: a session of `application` is executing a statement containing `fragment`
+        (and, with `waiting_on_lock`, is blocked on a lock while doing so)."""
+        needle = fragment.lower()
+
+        def check() -> bool:
+            for backend in self.backends():
+                if backend.application != application or needle not in backend.query.lower():
+                    continue
+                if backend.state != "active":
+                    continue
+                if waiting_on_lock and backend.waiting_on != "Lock":
+                    continue
+                return True
+            return False
+
+        return check
+
+    def ran(self, fragment: str, *, application: str = "pgwarden") -> Callable[[], bool]:
+        """A condition: a session of `application` runs or last ran a statement containing `fragment`."""
+        needle = fragment.lower()
+        return lambda: any(
+            b.application == application and needle in b.query.lower() for b in self.backends()
+        )
+
+    def connected(self, application: str = "pgwarden") -> Callable[[], bool]:
+        """A condition: a session of `application` is connected to the database."""
+        return lambda: any(b.application == application for b in self.backends())
+
+    def terminate(self, application: str = "pgwarden") -> int:
+        """pg_terminate_backend on every session of `application`; returns how many were ended."""
+        pids = [b.pid for b in self.backends() if b.application == application]
+        assert self._conn is not None
+        for pid in pids:
+            self._conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return len(pids)
+
+
+def wait_sessions_gone(url: str, applications: tuple[str, ...] = ("pgwarden",), timeout: float = 60) -> None:
+    """Wait until no session of these applications is left on the database: after a SIGKILL the server
+    notices the dead client only when its statement ends, and only then is its transaction rolled back."""
+    with Activity(url) as activity:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = [b for b in activity.backends() if b.application in applications]
+            if not left:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"sessions still open {timeout:.0f}s after the fault: {left}")
+
+
+@contextlib.contextmanager
+def hold_lock(url: str, table: str, mode: str = "ACCESS EXCLUSIVE") -> Iterator[psycopg.Connection[Any]]:
+    """Another session holds `mode` on `table` (in an open transaction) for the block."""
+    with psycopg.connect(url, application_name="fault-lock") as conn:
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(*table.split(".")), sql.SQL(mode))
+        )
+        yield conn
+        conn.rollback()
+
+
+@contextlib.contextmanager
+def hold_migrator_lock(url: str, schema: str = "pgwarden") -> Iterator[None]:
+    """Another migrator holds the database's migrator lock (the advisory lock pgwarden takes) for the block."""
+    with psycopg.connect(url, autocommit=True, application_name="fault-migrator") as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(schema),))
+        yield
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(schema),))
+
+
+def invalid_indexes(url: str) -> list[str]:
+    """INVALID indexes anywhere in the database (what a failed CREATE INDEX CONCURRENTLY leaves)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def scalar(url: str, statement: LiteralString, params: tuple[object, ...] = ()) -> Any:
+    """The single value of a query (on a connection of its own)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(statement, params).fetchone()
+    return row[0] if row else None
+
+
+# --- private servers, to stop and start ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_postgres(password: str) -> Iterator[localpg.LocalPostgres]:
+    """A PostgreSQL server of this test's own (newest install), so stopping it harms nobody else."""
+    with localpg.running(localpg.newest_install(), password=password) as server:
+        yield server
+
+
+def restart_postgres(server: localpg.LocalPostgres) -> None:
+    """Start a server stopped by `server.stop()` again, on the same data directory and port."""
+    log = server.data_dir.parent / "server.log"
+    started = subprocess.run(
+        [
+            # How localpg runs a server when we are root (PostgreSQL refuses to run as root).
+            *localpg._drop_privileges_prefix(),
+            server.install.tool("pg_ctl"),
+            "-D",
+            str(server.data_dir),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode == 0, f"PostgreSQL did not restart:\n{started.stderr}\n{server.log_tail()}"
+
+
+@dataclass
+class PrivateMinio:
+    """A MinIO of this test's own, with a data directory and port that survive a stop and restart."""
+
+    server: s3server.S3Server
+    port: int
+    root: Path
+    restarts: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop MinIO hard (SIGKILL), as a crashed or partitioned storage would look to a client."""
+        for process in [self.server.process, *self.restarts]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def minio_with_canary() -> Iterator[PrivateMinio]:
+    """A private MinIO (its root secret key random, so a leak of it is detectable in output)."""
+    server = s3server.start()
+    port = int(server.endpoint.rsplit(":", 1)[1])
+    minio = PrivateMinio(server, port, server.data_dir.parent)
+    try:
+        yield minio
+    finally:
+        minio.stop()
+        shutil.rmtree(minio.root, ignore_errors=True)
+
+
+def restart_minio(minio: PrivateMinio, timeout: float = 60) -> None:
+    """Start the stopped MinIO again on the same port, data and credentials."""
+    server = minio.server
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": server.access_key,
+        "MINIO_ROOT_PASSWORD": server.secret_key,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+        "MINIO_CI_CD": "1",
+        "HOME": str(minio.root),
+    }
+    with server.log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                str(s3server.minio_binary()),
+                "server",
+                "--quiet",
+                "--address",
+                f"127.0.0.1:{minio.port}",
+                "--console-address",
+                f"127.0.0.1:{localpg.free_port()}",
+                str(server.data_dir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    minio.restarts.append(process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            server.client().list_buckets()
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"MinIO did not come back on port {minio.port}:\n{server.log_tail()}")
+
+
+# --- counting what was injected ------------------------------------------------------------------------
+
+
+class Injector:
+    """Delivers faults and records each on the test item, so the suite can count them by kind."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self._node = node
+
+    def record(self, kind: str) -> None:
+        self._node.user_properties.append((FAULT_PROPERTY, kind))
+
+    def signal(self, run: Pgwarden, signum: signal.Signals) -> None:
+        self.record(signum.name)
+        run.send(signum)
+
+    def terminate_backends(self, activity: Activity, application: str = "pgwarden") -> int:
+        self.record("pg_terminate_backend")
+        ended = activity.terminate(application)
+        assert ended, f"no {application} session to terminate"
+        return ended
+
+    def stop_postgres(self, server: localpg.LocalPostgres) -> None:
+        self.record("postgres stopped")
+        server.stop()
+
+    def stop_minio(self, minio: PrivateMinio) -> None:
+        self.record("minio stopped")
+        minio.stop()
