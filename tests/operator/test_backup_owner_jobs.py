@@ -196,3 +196,22 @@ def test_after_an_upgrade_the_backups_written_before_per_resource_folders_stay_r
     assert [b.id for b in list_backups(shared)] == [legacy.backup.id], "never pruned by the operator"
     (warning,) = after["warnings"]
     assert "1 backup" in warning and str(root / PATH) in warning and "pgwarden prune" in warning
+
+
+@pytest.mark.slow
+def test_a_backup_job_behind_a_held_lock_fails_after_the_specs_lock_wait_timeout(
+    resource: Callable[..., Obj], pg: LocalPostgres, tmp_path: Path
+) -> None:
+    url = database(pg, "orders", 3)
+    root = tmp_path / "volume"
+    body = backup_body(resource, "shop-backup", "uid-shop")
+    body["spec"]["lockWaitTimeout"] = "2s"
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        report = run_job(backup_job(DatabaseBackup.model_validate(body), SETTINGS), url, root, tmp_path)
+
+    assert report["exitCode"] == 1, report
+    message = report["error"]["message"]
+    assert "--lock-wait-timeout 2s" in message and "another session holds" in message
+    assert list_backups(FilesystemStorage(root / PATH / "shop" / "shop-backup")) == []
+    assert not [p for p in (root / PATH).rglob("*") if p.is_file()]

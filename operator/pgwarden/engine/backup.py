@@ -382,15 +382,24 @@ def database_server(url: str) -> str:
     return f"{host}:{port}"
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
+
+
+def lock_wait_exceeded(exc: BaseException, lock_wait: str, what: str) -> BackupFailed | None:
+    """The failure to report when `what` gave up waiting for a table lock; None for any other error."""
+    if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE and "lock timeout" not in str(exc):
+        return None
+    return BackupFailed(
+        f"{what} waited longer than --lock-wait-timeout {lock_wait} for a table lock another session holds "
+        "(or waits for: an ALTER TABLE, VACUUM FULL, LOCK TABLE, …; pg_locks shows which); nothing was "
+        "written. Run the backup again once it is released, or raise --lock-wait-timeout (lockWaitTimeout "
+        "in a DatabaseBackup)"
+    )
+
+
 def _count_error(exc: BaseException, lock_wait: str) -> BackupFailed:
-    message = redact(str(exc))
-    if getattr(exc, "sqlstate", None) == "55P03" or "lock timeout" in message:
-        return BackupFailed(
-            f"counting rows at the dump's snapshot waited longer than --lock-wait-timeout {lock_wait} for a "
-            "table lock another session holds (or waits for); nothing was written. Run the backup again "
-            "once it is released, or raise --lock-wait-timeout (lockWaitTimeout in a DatabaseBackup)"
-        )
-    return BackupFailed(f"counting rows at the dump's snapshot failed: {message}")
+    what = "counting rows at the dump's snapshot"
+    return lock_wait_exceeded(exc, lock_wait, what) or BackupFailed(f"{what} failed: {redact(str(exc))}")
 
 
 def _open_target(to: str | Storage) -> Storage:
@@ -533,7 +542,15 @@ def take_backup(
         raise BackupFailed(f"writing the backup failed: {exc}") from None
     except psycopg.Error as exc:
         writer.abort()
-        raise BackupFailed(f"the database failed during the backup: {redact(str(exc)).strip()}") from None
+        raise lock_wait_exceeded(exc, lock_wait_timeout, "reading the database for the dump") or BackupFailed(
+            f"the database failed during the backup: {redact(str(exc)).strip()}"
+        ) from None
+    except PgwardenError as exc:  # reading the schema or the tables at the snapshot
+        writer.abort()
+        explained = lock_wait_exceeded(exc, lock_wait_timeout, "reading the schema at the dump's snapshot")
+        if explained is None:
+            raise
+        raise explained from None
     except BaseException:
         writer.abort()
         raise
