@@ -122,6 +122,7 @@ def test_backups_of_an_empty_location_lists_none(tmp_path: Path) -> None:
         "backups": [],
         "incomplete": 0,
         "unreadable": [],
+        "folders": {},
     }
 
 

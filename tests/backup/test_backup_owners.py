@@ -221,3 +221,21 @@ def test_a_named_backup_of_another_owner_is_refused(
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"belongs to {owner_label(billing)}" in json.loads(done.stdout)["error"]["message"]
+
+
+def test_a_listing_points_at_the_folders_below_that_hold_backups_of_their_own(
+    shop_and_billing: tuple[str, str], place: BackupPlace
+) -> None:
+    shop, _billing = shop_and_billing
+    top = backup(shop, place)
+    nested = BackupPlace(f"{place.uri}/shop/shop-backup", place.env, place.open().child("shop/shop-backup"))
+    backup(shop, nested, "--owner", "DatabaseBackup/shop/shop-backup")
+    backup(shop, nested, "--owner", "DatabaseBackup/shop/shop-backup")
+
+    listed = json.loads(run_cli("backups", place.uri, "--json", env=place.env).stdout)
+    assert [b["id"] for b in listed["backups"]] == [top]
+    assert listed["folders"] == {"shop/shop-backup": 2}
+    text = run_cli("backups", place.uri, env=place.env).stdout
+    assert "shop/shop-backup (2)" in text
+    below = json.loads(run_cli("backups", nested.uri, "--json", env=place.env).stdout)
+    assert {b["owner"] for b in below["backups"]} == {"DatabaseBackup/shop/shop-backup"}

@@ -73,6 +73,11 @@ def render(report: BackupListReport) -> list[str]:
             f"{len(report.owners)} owners share this prefix; prune and restore --from act on one "
             "(--owner OWNER)"
         )
+    if report.folders:
+        where = ", ".join(f"{folder} ({count})" for folder, count in report.folders.items())
+        lines.append(
+            f"more backups in folders below, each listed on its own (pgwarden backups URI/FOLDER): {where}"
+        )
     if report.incomplete:
         lines.append(f"({report.incomplete} incomplete backup(s) not listed; `pgwarden prune` removes them)")
     return lines

@@ -52,6 +52,10 @@ class BackupListReport(ApiModel):
     backups: list[BackupSummary] = Field(default_factory=list)
     incomplete: int = Field(default=0, description="Folders or uploads of backups that never completed.")
     unreadable: list[str] = Field(default_factory=list, description="Backups whose manifest is invalid.")
+    folders: dict[str, int] = Field(
+        default_factory=dict,
+        description="Folders below holding backups of their own (a DatabaseBackup's <namespace>/<name>), by count.",
+    )
 
 
 class PrunedItem(ApiModel):
@@ -109,6 +113,7 @@ def list_report(storage: Storage, *, owner: str | None = None) -> BackupListRepo
         backups=[summarize(storage, m) for m in shown],
         incomplete=len(catalog.debris),
         unreadable=catalog.unreadable,
+        folders=catalog.nested,
     )
 
 

@@ -112,6 +112,8 @@ class Catalog:
     debris: list[Debris]
     keys: dict[str, list[str]]
     unreadable: list[str] = field(default_factory=list)
+    # Deeper folders holding complete backups (a DatabaseBackup's <namespace>/<name>), by how many.
+    nested: dict[str, int] = field(default_factory=dict)
 
 
 def scan(storage: Storage) -> Catalog:
@@ -119,9 +121,14 @@ def scan(storage: Storage) -> Catalog:
     so nothing else stored under the prefix is ever taken for debris."""
     keys: dict[str, list[str]] = {}
     activity: dict[str, datetime] = {}
+    nested: dict[str, int] = {}
     for obj in storage.list_objects():
         backup_id, _, rest = obj.key.partition("/")
         if not rest or not BACKUP_ID.match(backup_id):
+            folder, _, name = obj.key.rpartition("/")
+            parent, _, inner_id = folder.rpartition("/")
+            if name == MANIFEST and parent and BACKUP_ID.match(inner_id):
+                nested[parent] = nested.get(parent, 0) + 1
             continue
         keys.setdefault(backup_id, []).append(obj.key)
         activity[backup_id] = max(activity.get(backup_id, obj.modified), obj.modified)
@@ -145,7 +152,7 @@ def scan(storage: Storage) -> Catalog:
         else:
             debris.append(Debris(backup_id, stored, pending.get(backup_id, []), activity[backup_id]))
     backups.sort(key=lambda m: (m.completed_at, m.id), reverse=True)
-    return Catalog(backups, debris, keys, unreadable)
+    return Catalog(backups, debris, keys, unreadable, dict(sorted(nested.items())))
 
 
 def list_backups(storage: Storage, *, owner: str | None = None) -> list[BackupManifest]:
