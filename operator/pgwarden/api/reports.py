@@ -167,6 +167,13 @@ class MigrationReport(ApiModel):
     completed_at: str | None = Field(default=None, description="When the run ended (UTC, ISO 8601).")
     duration_seconds: float | None = Field(default=None, description="How long the run took.")
 
+    def to_json_dict(self) -> dict[str, object]:
+        """As every report, except that `currentVersion` is always there: null says "none, or unknown"."""
+        data = super().to_json_dict()
+        if not self.plan_only:
+            data.setdefault("currentVersion", None)
+        return data
+
 
 class RowDifference(ApiModel):
     """A table whose restored row count differs from the backup's (or that is missing on one side)."""

@@ -20,13 +20,13 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import BackupInfo, MigrationReport, Outcome, RollbackResult
+from pgwarden.api.reports import BackupInfo, LockRetry, MigrationReport, Outcome, RollbackResult
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine import history, rollback, verify
 from pgwarden.engine.connect import connect, database_name, describe, with_database, with_settings
-from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.failures import as_run_failure
-from pgwarden.engine.locking import migrator_lock
+from pgwarden.engine.locking import migrator_lock, retry_on_lock_timeout
 from pgwarden.engine.migration_files import (
     InvalidVersion,
     MigrationFile,
@@ -121,14 +121,22 @@ def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Pro
     """Lock, plan and run; a failure before the run starts changes nothing and is reported as such."""
     phase = "connecting"
     run: Run | None = None
+    retries: list[LockRetry] = []
+
+    def note_retry(number: int, delay: float, _error: BaseException) -> None:
+        retries.append(LockRetry(phase=phase, attempt=number, delay_seconds=delay))
+
     try:
         with _maintenance_lock(url, options), connect(url, autocommit=True) as conn:
             _set_timeouts(conn, options.policy)
             phase = "waiting for the migrator lock"
             with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
                 phase = "reading the history"
-                plan = _plan(conn, files, options)
+                plan = retry_on_lock_timeout(
+                    lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=note_retry
+                )
                 run = Run(conn, _session_url(url, options.policy), plan, options, say)
+                run.report.lock_retries.extend(retries)
                 try:
                     return run.execute()
                 finally:
@@ -143,11 +151,13 @@ def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Pro
         )
         say(f"failed: {failure}")
         return MigrationReport(
-            outcome=Outcome.FAILED,  # it never ran; the rollback block says nothing was changed
+            # Nothing was changed: RolledBack says so, unless the database was never reached at all.
+            outcome=Outcome.FAILED if isinstance(exc, DatabaseUnavailable) else Outcome.ROLLED_BACK,
             database=describe(url),
             rollback=rollback.nothing_started(options.rollback),
             error=failure.to_error(),
-            current_version=_version_or_none(url, options.history_schema),
+            lock_retries=retries,
+            current_version=_version_or_none(_session_url(url, options.policy), options.history_schema),
         )
 
 
@@ -178,7 +188,8 @@ def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
 
 
 def _version_or_none(url: str, schema: str) -> str | None:
-    """The version the database is at, when it can still be read (for reports of runs that never started)."""
+    """The version the database is at, when it can still be read (for reports of runs that never started);
+    `url` carries the run's timeouts, so a locked history table cannot hold the report up."""
     try:
         with connect(url, autocommit=True, connect_timeout=5) as conn:
             return history.current_version(history.read_history(conn, schema))

@@ -28,6 +28,7 @@ from pgwarden.api.reports import (
     LockRetry,
     MigrationReport,
     Outcome,
+    RollbackOutcome,
     RollbackResult,
     Verification,
 )
@@ -378,7 +379,16 @@ class Run:
             )
         else:
             self._settle_in_doubt()
-            result = self._undo(strategy)
+            try:
+                result = self._undo(strategy)
+            except KeyboardInterrupt as exc:  # SIGTERM arriving during the rollback itself
+                result = RollbackResult(
+                    strategy=str(strategy),
+                    outcome=RollbackOutcome.FAILED,
+                    message=f"the rollback was interrupted ({exc or 'Ctrl-C'}); the report's version is what the "
+                    "history says now",
+                )
+                self._reconnect_if_lost()
         result.version_after = self._known_version()
         self.report.rollback = result
         self.report.outcome = rollback.run_outcome(bool(self.committed or self.in_doubt), result)
@@ -477,8 +487,9 @@ class Run:
         spec = self.options.verify
         try:
             tables = count_tables(self.conn, self.url, mode=spec.row_counts, own_schema=self.schema)
-        except (PgwardenError, psycopg.Error) as exc:
-            self.report.warnings.append(f"could not count the tables after the failure: {exc}")
+        except (PgwardenError, psycopg.Error, KeyboardInterrupt) as exc:
+            reason = str(exc) or "interrupted"
+            self.report.warnings.append(f"could not count the tables after the failure: {reason}")
             self.report.tables.after = self.report.rows.after = None
             return
         self.report.tables.after = len(tables)
