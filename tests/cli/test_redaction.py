@@ -546,10 +546,6 @@ def test_a_backup_location_containing_the_access_key_id_can_be_pasted_into_resto
     assert s3.secret_key not in restore.stdout + restore.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/restore.py register_storage_secrets still registers AWS_ACCESS_KEY_ID (the lead's file)",
-)
 def test_the_access_key_id_is_not_masked_in_human_output(
     pg: LocalPostgres, s3: s3server.S3Server, key_named_bucket: str
 ) -> None:

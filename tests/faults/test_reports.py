@@ -300,11 +300,6 @@ def test_a_migration_that_breaks_a_unique_key_reports_no_row_value(db_url: str, 
     assert "alice@example.com" not in report["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/failures.py (the lead's) has its own describe_error that drops the detail; "
-    "it should use pgwarden.engine.pgerror.describe_error",
-)
 def test_a_migration_that_breaks_a_unique_key_names_the_column_it_broke(db_url: str, tmp_path: Path) -> None:
     directory = migrations_dir(
         tmp_path / "m",

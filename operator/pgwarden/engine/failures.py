@@ -13,6 +13,7 @@ from psycopg import errors as pgerrors
 from pgwarden.api.reports import ErrorInfo
 from pgwarden.engine.errors import PgwardenError
 from pgwarden.engine.locking import is_lock_timeout
+from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.redact import redact
 from pgwarden.engine.sqlscript import Statement
 
@@ -44,11 +45,6 @@ class RunFailed(Exception):
 
 class VerificationFailed(RunFailed):
     """A verification item failed; the run is undone."""
-
-
-def describe_error(exc: psycopg.Error) -> str:
-    """The server's primary message, redacted (details can carry row values, so they are left out)."""
-    return redact(exc.diag.message_primary or str(exc).strip())
 
 
 def excerpt(text: str, limit: int = 200) -> str:

@@ -36,9 +36,10 @@ from pgwarden.api.verify import RowCountMode
 from pgwarden.engine import history, rollback, verify
 from pgwarden.engine.connect import connect, describe
 from pgwarden.engine.errors import PgwardenError
-from pgwarden.engine.failures import RunFailed, VerificationFailed, as_run_failure, describe_error
+from pgwarden.engine.failures import RunFailed, VerificationFailed, as_run_failure
 from pgwarden.engine.locking import lock_key, retry_on_lock_timeout
 from pgwarden.engine.migration_files import MigrationFile
+from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.plan import MigrationPlan, PlannedMigration
 from pgwarden.engine.sqlscript import Statement
 from pgwarden.engine.state import SchemaState, capture_state, count_tables, drift_since

@@ -358,7 +358,7 @@ def _open_source(source: str | Storage) -> Storage:
 
 def register_storage_secrets() -> None:
     """Storage credentials reach us through the environment; mask them in everything we print."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # an access key id is a name, not a secret
         register_secret(os.environ.get(name))
 
 

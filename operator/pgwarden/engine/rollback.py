@@ -14,7 +14,7 @@ from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import Outcome, RollbackOutcome, RollbackResult
 from pgwarden.engine import history
 from pgwarden.engine.migration_files import MigrationFile
-from pgwarden.engine.redact import redact
+from pgwarden.engine.pgerror import describe_error
 
 
 def nothing_committed(strategy: RollbackStrategy) -> RollbackResult:
@@ -64,7 +64,7 @@ def undo_with_down_scripts(
         try:
             _run_down(conn, file, schema)
         except psycopg.Error as exc:
-            reason = redact(exc.diag.message_primary or str(exc))
+            reason = describe_error(exc)
             return RollbackResult(
                 strategy="down",
                 outcome=RollbackOutcome.FAILED,
