@@ -161,8 +161,8 @@ def _under(root: str, path: str) -> str:
 
 
 def _unscoped_backups(root: str) -> str | None:
-    """A warning when backups written before per-resource folders lie directly under the storage's root:
-    retention never prunes them (whose they are cannot be told), so the user has to, once unneeded."""
+    """A warning when backups lie directly under the storage's root, outside every DatabaseBackup's folder
+    (written before per-resource folders, or by hand): retention never prunes them, so the user has to."""
     try:
         found = list_backups(open_storage(root))
     except StorageError:
@@ -170,8 +170,9 @@ def _unscoped_backups(root: str) -> str | None:
     if not found:
         return None
     return (
-        f"{len(found)} backup{'s' if len(found) != 1 else ''} from before per-resource folders remain "
-        f"directly under {root}; retention leaves them. Once they are not needed, remove them with "
+        f"{len(found)} {'backups lie' if len(found) != 1 else 'backup lies'} directly under {root}, outside the "
+        "DatabaseBackups' own folders (from before per-resource folders, or made by hand); retention leaves "
+        "them. Once they are not needed, remove them with "
         f"`pgwarden prune {root} --owner OWNER --keep-last N` (`pgwarden backups {root}` shows the owners)"
     )
 

@@ -17,7 +17,7 @@ import pytest
 from backup_support import BackupPlace, run_cli
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.engine.backup import lock_wait_option
+from pgwarden.engine.backup_locks import lock_wait_option, with_lock_timeout
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing import localpg
 
@@ -90,3 +90,18 @@ def test_pg_dump_always_gets_a_lock_wait_timeout_unless_told_to_wait_for_ever() 
     assert lock_wait_option(DEFAULT_LOCK_WAIT_TIMEOUT) == ["--lock-wait-timeout=60000"]
     assert lock_wait_option("1m30s") == ["--lock-wait-timeout=90000"]
     assert lock_wait_option("0s") == []
+
+
+def test_the_counting_sessions_get_the_same_bound_as_lock_timeout_keeping_their_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def options(url: str) -> str:
+        return str(psycopg.conninfo.conninfo_to_dict(url)["options"])
+
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    assert options(with_lock_timeout("postgresql://u:pw@h/db", "2s")) == "-c lock_timeout=2000"
+    given = "postgresql://u:pw@h/db?options=-c%20search_path%3Dshop"
+    assert options(with_lock_timeout(given, "1m")) == "-c search_path=shop -c lock_timeout=60000"
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=64MB")
+    assert options(with_lock_timeout("", "2s")) == "-c work_mem=64MB -c lock_timeout=2000"
+    assert with_lock_timeout("postgresql://u:pw@h/db", "0s") == "postgresql://u:pw@h/db"

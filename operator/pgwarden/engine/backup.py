@@ -32,8 +32,13 @@ from psycopg import conninfo, sql
 
 from pgwarden import __version__
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import BackupInfo, BackupReport, ErrorInfo, Outcome, RestoreComparison
+from pgwarden.engine.backup_locks import (
+    lock_wait_failure,
+    lock_wait_message,
+    lock_wait_option,
+    with_lock_timeout,
+)
 from pgwarden.engine.compression import (
     DEFAULT_COMPRESSION,
     CompressionSpec,
@@ -115,54 +120,6 @@ def _widen_pipe(stream: IO[bytes]) -> None:
     # A 1 MiB pipe lets pg_dump run ahead while we compress (Linux only; harmless elsewhere).
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(stream.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ
-
-
-def lock_wait_ms(timeout: str) -> int:
-    """A lock wait timeout (`30s`, `1m`, `1m30s`; `0s` waits for ever) in milliseconds; BadInput otherwise."""
-    try:
-        return int(parse_duration(timeout.strip()).total_seconds() * 1000)
-    except ValueError:
-        raise BadInput(
-            f"lock wait timeout {timeout!r} is not a duration; use e.g. 30s, 1m or 1m30s (0s waits for ever)"
-        ) from None
-
-
-def lock_wait_option(timeout: str) -> list[str]:
-    """pg_dump's --lock-wait-timeout (in milliseconds, which every pg_dump version reads), none for 0s."""
-    ms = lock_wait_ms(timeout)
-    return [f"--lock-wait-timeout={ms}"] if ms else []
-
-
-def with_lock_timeout(url: str, timeout: str) -> str:
-    """The connection string with `lock_timeout` set for its sessions (kept with any options it had), so
-    the row counts at the dump's snapshot give up on a held lock as pg_dump does."""
-    ms = lock_wait_ms(timeout)
-    if not ms:
-        return url
-    params = conninfo.conninfo_to_dict(url) if url else {}
-    # libpq ignores PGOPTIONS once `options` is given, so carry it over.
-    existing = str(params.get("options") or os.environ.get("PGOPTIONS", "")).strip()
-    params["options"] = f"{existing} -c lock_timeout={ms}".strip()
-    return conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
-
-
-_LOCKED_TABLE = re.compile(r"LOCK TABLE (.+?) IN ACCESS SHARE MODE")
-
-
-def lock_wait_failure(stderr: str, timeout: str) -> str | None:
-    """What to tell the user when pg_dump gave up waiting for a table lock; None for any other failure."""
-    if "LOCK TABLE" not in stderr or "timeout" not in stderr:
-        return None
-    match = _LOCKED_TABLE.search(stderr)
-    tables = match.group(1) if match else "a table"
-    if len(tables) > 200:
-        tables = tables[:200] + "…"
-    return (
-        f"pg_dump could not lock {tables} within --lock-wait-timeout {timeout}: another session holds a "
-        "conflicting lock (ALTER TABLE, VACUUM FULL, LOCK TABLE, …; pg_locks shows which); nothing was "
-        "written. Run the backup again once it is released, or raise --lock-wait-timeout "
-        "(lockWaitTimeout in a DatabaseBackup)"
-    )
 
 
 def dump_custom(
@@ -382,19 +339,10 @@ def database_server(url: str) -> str:
     return f"{host}:{port}"
 
 
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired
-
-
 def lock_wait_exceeded(exc: BaseException, lock_wait: str, what: str) -> BackupFailed | None:
     """The failure to report when `what` gave up waiting for a table lock; None for any other error."""
-    if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE and "lock timeout" not in str(exc):
-        return None
-    return BackupFailed(
-        f"{what} waited longer than --lock-wait-timeout {lock_wait} for a table lock another session holds "
-        "(or waits for: an ALTER TABLE, VACUUM FULL, LOCK TABLE, …; pg_locks shows which); nothing was "
-        "written. Run the backup again once it is released, or raise --lock-wait-timeout (lockWaitTimeout "
-        "in a DatabaseBackup)"
-    )
+    message = lock_wait_message(exc, lock_wait, what)
+    return BackupFailed(message) if message else None
 
 
 def _count_error(exc: BaseException, lock_wait: str) -> BackupFailed:
