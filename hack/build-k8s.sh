@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager and kubectl from the Kubernetes Go modules pinned in
 # hack/k8s/go.mod, once per version, into ~/.cache/pgwarden/kubernetes-<version>/bin.
+# With --node, build the node's kubelet and kube-scheduler instead, into kubernetes-node-<version>/bin:
+# a separate cache, so the control plane (and `make test`) never waits for the node's binaries.
 # Prints the bin directory on the last line of stdout; progress goes to stderr.
 # Environment: GO (toolchain), BUILD_JOBS (go build -p), PGWARDEN_CACHE (default ~/.cache/pgwarden).
 set -euo pipefail
@@ -9,10 +11,16 @@ source "$(dirname "$0")/lib/gocache.sh"
 root=$(cd "$(dirname "$0")/.." && pwd)
 module_dir=$root/hack/k8s
 binaries=(kube-apiserver kube-controller-manager kubectl)
+cache_name=kubernetes
+case ${1:-} in
+  "") ;;
+  --node) binaries=(kubelet kube-scheduler) cache_name=kubernetes-node ;;
+  *) echo "usage: hack/build-k8s.sh [--node]" >&2; exit 2 ;;
+esac
 
 version=$(sed -nE 's/^(require)?[[:space:]]*k8s\.io\/kubernetes (v[0-9][^ ]*).*/\2/p' "$module_dir/go.mod" | head -n 1)
 [[ -n $version ]] || { echo "build-k8s: no 'require k8s.io/kubernetes vX.Y.Z' line in $module_dir/go.mod" >&2; exit 1; }
-gocache_init build-k8s kubernetes "$version"
+gocache_init build-k8s "$cache_name" "$version"
 result=$bin_dir
 gocache_ready_or_lock "Kubernetes $version"
 gocache_find_go 1.26
