@@ -533,7 +533,9 @@ def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
         for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
         if o["Key"].endswith("manifest.json")
     ]
-    assert manifests == [f"nightly/{status['lastBackup']['id']}/manifest.json"]
+    assert manifests == [
+        f"nightly/{operator.namespace}/every-minute/{status['lastBackup']['id']}/manifest.json"
+    ]
 
     kube.kubectl(
         "patch",

@@ -235,9 +235,10 @@ def test_backup_to_a_volume_applies_retention_and_restores(
     latest = reports[-1].compact
     assert latest["retained"] == 1
     assert latest["tables"] == 1 and latest["rows"] == 500
-    backup_dir = root / "shop" / latest["backup"]["id"]
+    folder = root / "shop" / "shop" / "shop-backup"  # <path>/<namespace>/<name>: the resource's own folder
+    backup_dir = folder / latest["backup"]["id"]
     assert (backup_dir / "report.json").exists()
-    assert sorted(p.name for p in (root / "shop").iterdir() if p.is_dir()) == [latest["backup"]["id"]]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [latest["backup"]["id"]]
 
     manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
     run = observe(job(manifest["metadata"]["name"], state="complete"), [reports[-1].as_pod()])
@@ -250,7 +251,9 @@ def test_backup_to_a_volume_applies_retention_and_restores(
     restore_body = resource("restore.yaml", "DatabaseRestore")
     restore_body["spec"]["createDatabase"] = False
     restore = DatabaseRestore.model_validate(restore_body)
-    source = RestoreSource(storage=DatabaseBackup.model_validate(body).spec.storage)
+    source = RestoreSource(
+        storage=DatabaseBackup.model_validate(body).spec.storage, location="shop/shop-backup"
+    )
     manifest = restore_job(restore, source, SETTINGS)
     ran = run_job(manifest, {"shop-restored-db": {"uri": target}}, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
     assert ran.code == 0, ran.stderr + ran.stdout

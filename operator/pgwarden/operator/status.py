@@ -76,7 +76,10 @@ def stamp(moment: datetime | None) -> str | None:
 def failure_without_report(run: ObservedRun) -> str:
     """Why a Job failed when its pod left no report: the deadline, the retry limit, or the log tail."""
     if run.failure_reason == "DeadlineExceeded":
-        detail = "the Job ran longer than jobTemplate.activeDeadlineSeconds and was stopped"
+        detail = (
+            "the Job ran longer than its activeDeadlineSeconds (spec.jobTemplate.activeDeadlineSeconds, else "
+            "the operator's default, chart value jobActiveDeadlineSeconds) and was stopped"
+        )
     elif run.failure_reason == "BackoffLimitExceeded":
         detail = "the Job's pod failed without a report"
     elif run.failure_reason:
