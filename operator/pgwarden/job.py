@@ -116,7 +116,14 @@ def run_migration(task: Task, url: str) -> Report:
         raise BadInput("the migrate task carries no migration spec")
     safety_net = None
     if spec.backup_before is not None:
-        safety_net = BackupSafetyNet(url, storage_uri(spec.backup_before.storage), progress=progress)
+        # Like a DatabaseBackup's: the migration's own folder and owner, so nothing else prunes or restores them.
+        folder = f"{task.resource.namespace}/{task.resource.name}"
+        safety_net = BackupSafetyNet(
+            url,
+            _under(storage_uri(spec.backup_before.storage), folder),
+            owner=f"DatabaseMigration/{folder}",
+            progress=progress,
+        )
     with migrations_directory(task) as directory:
         options = MigrateOptions(
             directory=directory,

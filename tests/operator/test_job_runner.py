@@ -340,3 +340,23 @@ def test_a_unique_violation_on_cyrillic_data_fits_the_termination_message(
     for text in (ran.compact["error"]["message"], ran.full["error"]["message"], ran.stderr):
         assert "Щедрый" not in text, "a row value was copied into the report"
     assert_no_secret(ran, pg.password)
+
+
+def test_the_pre_migration_backup_is_the_migrations_own(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """It lands in <path>/<namespace>/<name>/ with the migration as owner, so no DatabaseBackup sharing the
+    storage prunes it and no `latest` of another owner restores it."""
+    body = inline_migration(resource, {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY);"})
+    body["spec"]["backupBefore"] = {"storage": {"volume": {"claimName": "backups", "path": "before"}}}
+    root = tmp_path / "volume"
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    ran = run_job(manifest, {"shop-db": {"uri": db_url}}, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+
+    assert ran.code == 0, ran.stderr + ran.stdout
+    backup = ran.compact["backup"]
+    namespace, name = body["metadata"].get("namespace", "default"), body["metadata"]["name"]
+    folder = root / "before" / namespace / name
+    assert backup["location"] == str(folder / backup["id"])
+    stored = json.loads((folder / backup["id"] / "manifest.json").read_text())
+    assert stored["owner"] == f"DatabaseMigration/{namespace}/{name}"
