@@ -17,6 +17,7 @@ from pgwarden.operator.status import Decision
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
+UID = "0f0e0d0c-1111-2222-3333-444455556666"  # conftest.with_metadata's
 
 
 def decide(
@@ -178,3 +179,45 @@ def test_durations_in_messages_read_as_resources_write_them() -> None:
         "30m",
         "1d2h3m4s",
     ]
+
+
+def _runs_of_generations(count: int) -> list[ObservedRun]:
+    """`count` finished one-time backup Jobs, one per generation, each a day apart (one-time Jobs stay)."""
+    runs = []
+    for day in range(count):
+        report = dict(
+            BACKUP_SUCCEEDED,
+            startedAt=f"2025-02-{day + 1:02d}T01:00:00Z",
+            completedAt=f"2025-02-{day + 1:02d}T01:00:30Z",
+            backup=dict(BACKUP_SUCCEEDED["backup"], id=f"202502{day + 1:02d}"),
+        )
+        name = naming.job_name("DatabaseBackup", "shop-backup", UID, day + 1)
+        runs.append(observe(job(name, state="complete", generation=day + 1), [finished_pod(report)]))
+    return runs
+
+
+def test_more_finished_jobs_than_the_history_keeps_are_each_announced_and_counted_once(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("backup-once.yaml", "DatabaseBackup", generation=15)
+    runs = _runs_of_generations(15)
+    first = decide(body, runs)
+    assert [e.reason for e in first.events].count("BackupSucceeded") == 15
+    assert len(first.finished) == 15
+    assert len(first.status["history"]) == backups.HISTORY_LIMIT
+
+    for _ in range(2):  # every later reconcile sees the same Jobs: nothing new to post or count
+        body["status"] = first.status
+        again = decide(body, runs)
+        assert again.events == () and again.finished == () and again.create is None
+        assert again.status["history"] == first.status["history"]
+
+
+def test_a_new_run_after_a_full_history_is_still_announced(resource: Callable[..., Obj]) -> None:
+    body = resource("backup-once.yaml", "DatabaseBackup", generation=16)
+    runs = _runs_of_generations(16)
+    body["status"] = decide(body, runs[:15]).status
+    later = decide(body, runs)
+    assert [e.reason for e in later.events] == ["BackupSucceeded"]
+    assert [f.outcome for f in later.finished] == ["Succeeded"]
+    assert later.status["history"][0]["job"] == runs[15].job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,6 +135,28 @@ def _when(entry: Obj) -> str:
     return str(entry.get("completedAt") or entry.get("startedAt") or "")
 
 
+def _moment(entry: Obj) -> datetime | None:
+    return parse_time(entry.get("completedAt")) or parse_time(entry.get("startedAt"))
+
+
+def already_recorded(history: list[Obj]) -> Callable[[Obj], bool]:
+    """Whether a finished run's entry was recorded before: it is in the history, or the history is full and
+    the run ended no later than its oldest entry (it was recorded, then pushed out by newer runs).
+
+    One-time Jobs never expire, so a resource can own more finished Jobs than the history keeps; without
+    the second rule each of those would be announced and counted again on every reconcile."""
+    known = {entry.get("job") for entry in history}
+    oldest = _moment(history[-1]) if len(history) >= HISTORY_LIMIT else None
+
+    def recorded(entry: Obj) -> bool:
+        if entry.get("job") in known:
+            return True
+        moment = _moment(entry)
+        return oldest is not None and moment is not None and moment <= oldest
+
+    return recorded
+
+
 def _desired_workload(
     backup: DatabaseBackup, runs: list[ObservedRun], cronjob: Obj | None, settings: JobSettings
 ) -> tuple[Obj | None, str | None]:
@@ -173,8 +196,8 @@ def decide(
     if one_time_done and cronjob is not None:
         delete = cronjob["metadata"]["name"]
 
-    history: list[Obj] = list(old.get("history") or [])
-    known = {entry.get("job") for entry in history}
+    history: list[Obj] = sorted(old.get("history") or [], key=_when, reverse=True)
+    recorded = already_recorded(history)
     events: list[Event] = []
     finished: list[Finished] = []
     newest_last = old.get("lastBackup")
@@ -182,9 +205,9 @@ def decide(
         candidate = last_backup(run)
         if candidate and _when(candidate) >= _when(newest_last or {}):
             newest_last = candidate
-        if run.job in known:
-            continue
         entry = run_entry(run)
+        if recorded(entry):
+            continue
         history.append(entry)
         ok = entry["outcome"] == "Succeeded"
         events.append(
