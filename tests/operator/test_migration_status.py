@@ -204,3 +204,61 @@ def test_transition_time_moves_only_when_the_status_changes(resource: Callable[.
     )
     again = decide(body, job(first.status["job"]), [pod()])
     assert cond(again, "Ready")["lastTransitionTime"] == "2025-01-01T00:00:00Z"  # False before and after
+
+
+def test_a_job_deleted_mid_run_cancels_the_run_and_is_never_created_again(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    created = decide(body)
+    name = created.status["job"]
+    body["status"] = decide(body, job(name), [pod()]).status
+    assert body["status"]["phase"] == "Running"
+
+    cancelled = decide(body)  # the Job is gone: someone deleted it to stop the run
+    assert cancelled.create is None
+    assert cancelled.status["phase"] == "Cancelled"
+    assert cancelled.status["job"] == name
+    assert "deleted" in cancelled.status["message"]
+    assert cond(cancelled, "Ready")["reason"] == "Cancelled"
+    assert cond(cancelled, "Progressing")["status"] == "False"
+    assert [e.reason for e in cancelled.events] == ["Cancelled"]
+    assert [f.outcome for f in cancelled.finished] == ["Cancelled"]
+
+    for _ in range(2):
+        body["status"] = cancelled.status
+        again = decide(body)
+        assert again.create is None and again.events == () and again.finished == ()
+        assert status_patch(cancelled.status, again.status) == {}
+
+
+def test_a_job_deleted_before_it_started_is_cancelled_too(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["status"] = decide(body).status  # Pending: Job created, not yet seen
+    cancelled = decide(body)
+    assert cancelled.create is None and cancelled.status["phase"] == "Cancelled"
+
+
+def test_a_new_generation_after_a_cancelled_run_runs(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["status"] = decide(body).status
+    body["status"] = decide(body).status
+    body["metadata"]["generation"] = 2
+    decision = decide(body)
+    assert decision.create is not None and "-migrate-2-" in decision.create["metadata"]["name"]
+
+
+def test_a_completed_job_whose_pod_is_gone_is_a_success_without_details(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    body["status"] = {"phase": "Running", "job": name, "observedGeneration": 1}
+    decision = decide(body, job(name, state="complete"), [])
+    assert decision.status["phase"] == "Succeeded"
+    assert "report" in decision.status["message"]
+    assert cond(decision, "Ready")["status"] == "True"
+    assert [e.reason for e in decision.events] == ["Succeeded"]
+    body["status"] = decision.status
+    again = decide(body, job(name, state="complete"), [])
+    assert again.events == () and again.finished == () and again.create is None

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job
+from pydantic import ValidationError
 
+from pgwarden.api.crd import KINDS_BY_NAME, crd
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings
@@ -110,3 +113,107 @@ def test_a_finished_restore_reports_what_it_restored_and_whether_it_matches(
         "differences": [{"kind": "table", "object": "public.orders", "detail": "1 row missing"}],
     }
     assert [e.reason for e in decision.events] == ["Failed"]
+
+
+def _ran(body: Obj, backup: Obj, state: str = "complete") -> tuple[str, Decision]:
+    """The restore's Job created, then observed in `state`; (job name, decision)."""
+    name = decide(body, referenced=backup).status["job"]
+    body["status"] = decide(body, referenced=backup).status
+    report = {"outcome": "Succeeded", "backup": BACKUP_SUCCEEDED["backup"], "tables": 3, "rows": 1200}
+    pods = [finished_pod(report)] if state == "complete" else []
+    return name, decide(body, job(name, state=state), pods, referenced=backup)
+
+
+def _backup(resource: Callable[..., Obj]) -> Obj:
+    backup = resource("backup-once.yaml", "DatabaseBackup")
+    backup["status"] = {"lastBackup": BACKUP_SUCCEEDED["backup"]}
+    return backup
+
+
+def test_a_restore_that_ran_is_not_run_again_when_its_resource_changes(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    backup = _backup(resource)
+    name, done = _ran(body, backup)
+    assert done.status["phase"] == "Succeeded"
+    body["status"] = done.status
+    body["metadata"]["generation"] = (
+        2  # e.g. parallelJobs edited (a restore made before specs were immutable)
+    )
+    for _ in range(2):
+        again = decide(body, referenced=backup)  # its Job may be gone too
+        assert again.create is None and again.events == () and again.finished == ()
+        assert again.status["phase"] == "Succeeded" and again.status["job"] == name
+        body["status"] = again.status
+
+
+def test_a_later_generation_follows_the_restore_already_running(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    backup = _backup(resource)
+    name, running = _ran(body, backup, state="active")
+    body["status"] = running.status
+    body["metadata"]["generation"] = 2
+    decision = decide(body, job(name), [], referenced=backup)
+    assert decision.create is None
+    assert decision.status["job"] == name and decision.status["phase"] == "Running"
+    assert restores.pick_run(decision.status, [observe(job("other-restore-2-x"), []), observe(job(name), [])])
+
+
+def test_deleting_a_running_restores_job_cancels_it_and_it_is_never_recreated(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    backup = _backup(resource)
+    name, running = _ran(body, backup, state="active")
+    body["status"] = running.status
+    cancelled = decide(body, referenced=backup)
+    assert cancelled.create is None
+    assert cancelled.status["phase"] == "Cancelled" and cancelled.status["job"] == name
+    assert [e.reason for e in cancelled.events] == ["Cancelled"]
+    for _ in range(2):
+        body["status"] = cancelled.status
+        again = decide(body, referenced=backup)
+        assert again.create is None and again.events == () and again.finished == ()
+
+
+def test_the_run_of_a_restore_is_the_job_its_status_names_or_else_any_of_its_jobs() -> None:
+    first, second = observe(job("r-restore-1-aaaaaa"), []), observe(job("r-restore-2-bbbbbb"), [])
+    assert restores.pick_run({"job": "r-restore-2-bbbbbb"}, [first, second]) == second
+    assert restores.pick_run({}, [first, second]) == first
+    assert restores.pick_run({"job": "r-restore-1-aaaaaa"}, [second]) is None
+    assert restores.pick_run({}, []) is None
+
+
+def test_a_completed_restore_job_whose_pod_is_gone_is_a_success(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    backup = _backup(resource)
+    name = decide(body, referenced=backup).status["job"]
+    decision = decide(body, job(name, state="complete"), [], referenced=backup)
+    assert decision.status["phase"] == "Succeeded"
+    assert "report" in decision.status["message"]
+
+
+def test_a_row_count_mode_the_restore_would_ignore_is_refused(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    for mode in ("estimate", "none"):
+        body["spec"]["verify"] = {"rowCounts": mode}
+        with pytest.raises(ValidationError, match="exact"):
+            DatabaseRestore.model_validate(body)
+
+
+def test_what_defines_a_restore_is_immutable_in_the_crd() -> None:
+    spec = crd(KINDS_BY_NAME["DatabaseRestore"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = spec["properties"]["spec"]["properties"]
+    for name in (
+        "database",
+        "source",
+        "createDatabase",
+        "clean",
+        "terminateConnections",
+        "parallelJobs",
+        "verify",
+    ):
+        rules = [rule["rule"] for rule in fields[name]["x-kubernetes-validations"]]
+        assert "self == oldSelf" in rules, name
+    assert "self == oldSelf" not in str(fields["jobTemplate"])
+    # the source keeps its own rules beside the new one
+    assert len(fields["source"]["x-kubernetes-validations"]) == 4

@@ -233,7 +233,12 @@ class _Converter:
     def _overlay(self, converted: Schema, outer: Schema, *, skip: tuple[str, ...]) -> Schema:
         """The field's own keys (description, default, list type) win over those of the type it names."""
         rest = self._plain({key: value for key, value in outer.items() if key not in skip}, typed=False)
-        return _ordered({**converted, **rest})
+        # Rules add up: the type's own (e.g. exactly one source) and the field's (e.g. immutable).
+        rules = [*converted.get("x-kubernetes-validations", []), *rest.get("x-kubernetes-validations", [])]
+        merged = {**converted, **rest}
+        if rules:
+            merged["x-kubernetes-validations"] = rules
+        return _ordered(merged)
 
     def _union(self, options: list[Schema]) -> Schema:
         types = {option.get("type") for option in options}

@@ -207,6 +207,7 @@ class MigrationPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
+    CANCELLED = "Cancelled"
 
 
 class DatabaseMigrationStatus(ApiModel):

@@ -21,7 +21,6 @@ from pgwarden.api.common import (
     validations,
 )
 from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference
-from pgwarden.api.verify import RowCountMode
 
 _ONE_SOURCE = "source needs exactly one of backupRef or location"
 _LOCATION_NEEDS_STORAGE = "source.location needs source.storage: where the backup lives"
@@ -79,29 +78,53 @@ class RestoreSource(ApiModel):
 class RestoreVerify(ApiModel):
     """How the restored database is compared with the backup's manifest."""
 
-    row_counts: RowCountMode = Field(
-        default=RowCountMode.EXACT,
-        description="exact counts every row; estimate reads planner statistics; none compares tables only.",
+    # Only what the restore does: it counts every row and compares with the manifest. estimate and none
+    # were accepted once and silently ignored; a setting that does nothing is refused instead.
+    row_counts: Literal["exact"] = Field(
+        default="exact",
+        description="exact: every restored table's rows are counted and compared with the backup's manifest.",
     )
+
+
+# A restore runs once; what defines it cannot change afterwards (jobTemplate may: it no longer matters).
+IMMUTABLE_MESSAGE = (
+    "a DatabaseRestore runs once, so what it restores cannot change after creation; "
+    "create a new DatabaseRestore to restore again"
+)
+_IMMUTABLE = validations(cel("self == oldSelf", IMMUTABLE_MESSAGE))
 
 
 class DatabaseRestoreSpec(ApiModel):
-    """Restore one backup into a database: the one it came from, or another."""
+    """Restore one backup into a database: the one it came from, or another. Runs once."""
 
-    database: DatabaseRef = Field(description="The database to restore into.")
-    source: RestoreSource = Field(description="The backup to restore.")
+    database: DatabaseRef = Field(description="The database to restore into.", json_schema_extra=_IMMUTABLE)
+    source: RestoreSource = Field(description="The backup to restore.", json_schema_extra=_IMMUTABLE)
     create_database: bool = Field(
-        default=False, description="Create the database named in the Secret first when it does not exist."
+        default=False,
+        description="Create the database named in the Secret first when it does not exist.",
+        json_schema_extra=_IMMUTABLE,
     )
     clean: bool = Field(
-        default=False, description="Drop the backup's objects before recreating them (pg_restore --clean)."
+        default=False,
+        description="Drop the backup's objects before recreating them (pg_restore --clean).",
+        json_schema_extra=_IMMUTABLE,
     )
     terminate_connections: bool = Field(
-        default=False, description="Terminate other sessions on the database before restoring."
+        default=False,
+        description="Terminate other sessions on the database before restoring.",
+        json_schema_extra=_IMMUTABLE,
     )
-    parallel_jobs: int = Field(default=1, ge=1, le=64, description="Tables restored at once (pg_restore -j).")
+    parallel_jobs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Tables restored at once (pg_restore -j).",
+        json_schema_extra=_IMMUTABLE,
+    )
     verify: RestoreVerify = Field(
-        default_factory=RestoreVerify, description="How the result is compared with the backup."
+        default_factory=RestoreVerify,
+        description="How the result is compared with the backup.",
+        json_schema_extra=_IMMUTABLE,
     )
     job_template: JobTemplate = Field(default_factory=JobTemplate, description="Settings of the restore Job.")
 
@@ -111,6 +134,7 @@ class RestorePhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
 
 
 class RestoreVerification(ApiModel):

@@ -12,18 +12,21 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, migration_job
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.status import (
+    CANCELLED,
     NORMAL,
     TERMINAL_PHASES,
     WARNING,
     Decision,
     Event,
     Finished,
+    cancelled,
     cannot_start,
     clip,
     failure_without_report,
     report_error,
     stamp,
     started,
+    succeeded_without_report,
     transitioned,
     without_status,
 )
@@ -115,9 +118,12 @@ def _run_status(migration: DatabaseMigration, run: ObservedRun, old: Obj) -> tup
         fields["message"] = summary(run.report)
         return fields, phase, phase
     if run.finished:
-        fields["message"] = failure_without_report(run)
         if run.completed_at:
             fields["completedAt"] = stamp(run.completed_at)
+        if run.succeeded:
+            fields["message"] = succeeded_without_report(run)
+            return fields, "Succeeded", "Succeeded"
+        fields["message"] = failure_without_report(run)
         return fields, "Failed", run.failure_reason or "JobFailed"
     if run.stuck:
         fields["message"] = cannot_start(run)
@@ -141,15 +147,14 @@ def decide(
     events: list[Event] = []
     finished: list[Finished] = []
 
-    if (
-        run is None
-        and old.get("observedGeneration") == generation
-        and old.get("job") == name
-        and old.get("phase") in TERMINAL_PHASES
-    ):
+    ours = run is None and old.get("observedGeneration") == generation and old.get("job") == name
+    if ours and old.get("phase") in TERMINAL_PHASES:
         return Decision(status=old)  # this generation ran; its Job has since been deleted
 
-    if run is not None:
+    if ours:  # this generation's Job was created and is gone before it finished: a cancel, never a rerun
+        fields = {"job": name, "message": cancelled(name, "migration run"), "completedAt": stamp(now)}
+        phase, reason = CANCELLED, CANCELLED
+    elif run is not None:
         fields, phase, reason = _run_status(migration, run, old)
     elif others_active:
         fields = {"message": f"waiting for Job {others_active[0]} of an earlier generation to finish"}
@@ -170,7 +175,8 @@ def decide(
     new: Obj = {
         key: value
         for key, value in old.items()
-        if key in ("currentVersion", "tables", "rows", "drift") and phase not in TERMINAL_PHASES
+        if (key in ("currentVersion", "tables", "rows", "drift") and phase not in TERMINAL_PHASES)
+        or (key in ("currentVersion", "tables", "rows", "startedAt") and phase == CANCELLED)
     }
     new.update(fields)
     new["phase"] = phase
@@ -192,7 +198,7 @@ def decide(
 
     if transitioned(old, new) or (old.get("message") != new.get("message") and phase == "Pending"):
         events.extend(_events(phase, reason, new, run))
-        if phase in TERMINAL_PHASES and run is not None:
+        if phase in TERMINAL_PHASES and (run is not None or phase == CANCELLED):
             rollback = (new.get("rollback") or {}).get("outcome")
             finished.append(
                 Finished(
@@ -200,7 +206,7 @@ def decide(
                     outcome=phase,
                     duration_seconds=new.get("durationSeconds"),
                     rollback=rollback if rollback and rollback != "NotNeeded" else None,
-                    completed_at=run.completed_at or now,
+                    completed_at=(run.completed_at if run else None) or now,
                 )
             )
     return Decision(
@@ -224,6 +230,8 @@ def _events(phase: str, reason: str, status: Obj, run: ObservedRun | None) -> li
         return [Event(NORMAL, "Succeeded", message)]
     if phase == "RolledBack":
         return [Event(WARNING, "RolledBack", message)]
+    if phase == CANCELLED:
+        return [Event(WARNING, CANCELLED, message)]
     if phase == "Failed":
         events = [Event(WARNING, "Failed", message)]
         rollback = status.get("rollback") or {}

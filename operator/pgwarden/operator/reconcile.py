@@ -71,9 +71,10 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision:
     if kind == "DatabaseBackup":
         cronjobs = ctx.kube.cronjobs_of(namespace, uid)
         return backups.decide(body, runs, cronjobs[0] if cronjobs else None, ctx.settings, now)
+    run = restores.pick_run(dict(body.get("status") or {}), runs)
     ref = ((body.get("spec") or {}).get("source") or {}).get("backupRef")
     referenced = ctx.kube.get_resource("DatabaseBackup", namespace, ref["name"]) if ref else None
-    return restores.decide(body, current, referenced, ctx.settings, now)
+    return restores.decide(body, run, referenced, ctx.settings, now)
 
 
 def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> Decision:
@@ -106,7 +107,9 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision, now: datetime) -> De
                 f"the operator could not create {decision.create['kind']} "
                 f"{decision.create['metadata']['name']}: {error.message}"
             )
-            status = dict(decision.status, phase="Pending", message=message)
+            # No "job": a Job never created must not later read as one deleted to cancel the run.
+            status = {k: v for k, v in decision.status.items() if k != "job"}
+            status.update(phase="Pending", message=message)
             status["conditions"] = set_conditions(
                 list(decision.status.get("conditions") or []),
                 [Want("Ready", False, "JobNotCreated", message)],

@@ -13,18 +13,21 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, restore_job
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.status import (
+    CANCELLED,
     NORMAL,
     TERMINAL_PHASES,
     WARNING,
     Decision,
     Event,
     Finished,
+    cancelled,
     cannot_start,
     clip,
     failure_without_report,
     report_error,
     stamp,
     started,
+    succeeded_without_report,
     transitioned,
     without_status,
 )
@@ -115,48 +118,67 @@ def summary(report: Obj) -> str:
     return clip(report_error(report) or "the restore failed")
 
 
+def pick_run(status: Obj, runs: list[ObservedRun]) -> ObservedRun | None:
+    """The restore's one run: the Job its status names, else (a status never written) any Job it owns."""
+    if status.get("job"):
+        return next((run for run in runs if run.job == status["job"]), None)
+    return runs[0] if runs else None
+
+
+def _run_fields(run: ObservedRun) -> tuple[Obj, str, str]:
+    """(fields, phase, reason) from the restore's Job."""
+    fields: Obj = {"job": run.job}
+    if started(run):
+        fields["startedAt"] = stamp(started(run))
+    if run.finished and run.report is not None:
+        fields.update(_from_report(run.report))
+        phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
+        fields["message"] = summary(run.report)
+        return fields, phase, phase
+    if run.succeeded:
+        fields["message"] = succeeded_without_report(run)
+        return fields, "Succeeded", "Succeeded"
+    if run.finished:
+        fields["message"] = failure_without_report(run)
+        return fields, "Failed", run.failure_reason or "JobFailed"
+    if run.stuck:
+        fields["message"] = cannot_start(run)
+        return fields, "Pending", "JobCannotStart"
+    fields["message"] = f"Job {run.job} is restoring"
+    return fields, "Running", "Running"
+
+
 def decide(
     body: Obj, run: ObservedRun | None, referenced: Obj | None, settings: JobSettings, now: datetime
 ) -> Decision:
-    """The next step for a DatabaseRestore; `referenced` is the DatabaseBackup of a backupRef, if found."""
+    """The next step for a DatabaseRestore; `run` is its Job (`pick_run`), `referenced` the DatabaseBackup of
+    a backupRef, if found. A restore runs once: a Job it created is never created again, whatever changes."""
     restore = DatabaseRestore.model_validate(without_status(body))
     meta = restore.metadata
     generation = meta.generation or 1
     old: Obj = dict(body.get("status") or {})
-    name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
-    if (
-        run is None
-        and old.get("observedGeneration") == generation
-        and old.get("job") == name
-        and old.get("phase") in TERMINAL_PHASES
-    ):
-        return Decision(status=old)
+    if run is None and old.get("job") and old.get("phase") in TERMINAL_PHASES:
+        return Decision(status=dict(old, observedGeneration=generation))
 
     create: Obj | None = None
     fields: Obj = {}
     if run is not None:
-        fields["job"] = run.job
-        if started(run):
-            fields["startedAt"] = stamp(started(run))
-        if run.finished and run.report is not None:
-            fields.update(_from_report(run.report))
-            phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
-            reason, fields["message"] = phase, summary(run.report)
-        elif run.finished:
-            phase, reason, fields["message"] = (
-                "Failed",
-                run.failure_reason or "JobFailed",
-                failure_without_report(run),
-            )
-        elif run.stuck:
-            phase, reason, fields["message"] = "Pending", "JobCannotStart", cannot_start(run)
-        else:
-            phase, reason, fields["message"] = "Running", "Running", f"Job {run.job} is restoring"
+        fields, phase, reason = _run_fields(run)
+    elif old.get("job"):  # created, and gone before it finished: deleted to cancel the restore
+        phase = reason = CANCELLED
+        fields = {
+            "job": old["job"],
+            "message": cancelled(str(old["job"]), "restore"),
+            "completedAt": stamp(now),
+        }
+        if old.get("startedAt"):
+            fields["startedAt"] = old["startedAt"]
     else:
         source = resolve_source(restore, referenced)
         if isinstance(source, Waiting):
             phase, reason, fields["message"] = "Pending", source.reason, source.message
         else:
+            name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
             create = restore_job(restore, source, settings)
             phase, reason = "Pending", "JobCreated"
             fields.update({"job": name, "startedAt": stamp(now), "message": f"Job {name} created"})
@@ -185,7 +207,7 @@ def decide(
             events.append(Event(WARNING, "CannotStart", message))
         elif phase == "Pending":
             events.append(Event(NORMAL, reason, message))
-        elif phase in TERMINAL_PHASES and transitioned(old, new):
+        elif phase in TERMINAL_PHASES and transitioned(old, new):  # Succeeded, Failed or Cancelled
             events.append(Event(NORMAL if phase == "Succeeded" else WARNING, phase, message))
             finished.append(
                 Finished(

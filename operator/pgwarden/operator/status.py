@@ -16,7 +16,8 @@ Obj = dict[str, Any]
 
 NORMAL = "Normal"
 WARNING = "Warning"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack"})
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack", "Cancelled"})
+CANCELLED = "Cancelled"
 MESSAGE_LIMIT = 1024
 
 
@@ -91,6 +92,23 @@ def failure_without_report(run: ObservedRun) -> str:
     if run.termination_text:
         detail += f"; last output: {run.termination_text}"
     return clip(detail)
+
+
+def succeeded_without_report(run: ObservedRun) -> str:
+    """A Job that completed (its pod exited 0, which `pgwarden job` does only on success) but whose pod,
+    and with it the report, is gone: the run succeeded, only its details are lost."""
+    return clip(
+        f"Job {run.job} completed successfully, but its pod is gone (deleted or garbage-collected), so the "
+        "report with its details could not be read"
+    )
+
+
+def cancelled(job: str, what: str) -> str:
+    """Why a run that was started is over without a result: its Job was deleted."""
+    return clip(
+        f"Job {job} was deleted before it finished, which cancels the {what}; it is not started again. "
+        "What it did before it stopped is not known here"
+    )
 
 
 def cannot_start(run: ObservedRun) -> str:
