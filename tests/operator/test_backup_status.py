@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job, pod
+from pydantic import ValidationError
 
-from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
-from pgwarden.operator import backups, naming
+from pgwarden.api.backup import NEVER_FIRES_PATTERN, DatabaseBackup, DatabaseBackupStatus
+from pgwarden.operator import backups, naming, reconcile
 from pgwarden.operator.conditions import condition
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import ObservedRun, observe
-from pgwarden.operator.status import Decision
+from pgwarden.operator.status import Decision, status_patch
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -221,3 +224,47 @@ def test_a_new_run_after_a_full_history_is_still_announced(resource: Callable[..
     assert [e.reason for e in later.events] == ["BackupSucceeded"]
     assert [f.outcome for f in later.finished] == ["Succeeded"]
     assert later.status["history"][0]["job"] == runs[15].job
+
+
+NEVER = ["0 0 30 2 *", "0 0 31 2 *", "15 3 30,31 feb ?", "0 0 31 4,6,9,11 *", "0 0 31 Apr *"]
+
+
+@pytest.mark.parametrize("schedule", [*NEVER, "0 0 31 2,4 1-5 0"])
+def test_a_schedule_that_never_fires_is_refused_with_a_clear_reason(
+    resource: Callable[..., Obj], schedule: str
+) -> None:
+    body = resource("backup-nightly.yaml", "DatabaseBackup")
+    body["spec"]["schedule"] = schedule
+    with pytest.raises(ValidationError) as refused:
+        DatabaseBackup.model_validate(body)
+    text = str(refused.value)
+    assert "never fires" in text or "5 fields" in text
+
+
+@pytest.mark.parametrize("schedule", NEVER)
+def test_the_crd_refuses_the_never_firing_schedules_it_can_see(schedule: str) -> None:
+    assert re.fullmatch(NEVER_FIRES_PATTERN, schedule)
+
+
+@pytest.mark.parametrize("schedule", ["0 0 29 2 *", "0 0 31 * *", "0 0 30 2 1", "0 0 31 1,4 *", "@daily"])
+def test_schedules_that_fire_even_rarely_are_accepted(resource: Callable[..., Obj], schedule: str) -> None:
+    body = resource("backup-nightly.yaml", "DatabaseBackup")
+    body["spec"]["schedule"] = schedule
+    DatabaseBackup.model_validate(body)
+    assert not re.fullmatch(NEVER_FIRES_PATTERN, schedule)
+
+
+def test_a_never_firing_schedule_past_the_apiserver_is_a_condition_posted_once(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("backup-nightly.yaml", "DatabaseBackup")
+    body["spec"]["schedule"] = "0 0 31 4,6 *"
+    with pytest.raises(ValidationError) as refused:
+        backups.decide(body, [], None, SETTINGS, NOW)
+    first = reconcile.invalid_spec(body, refused.value, NOW)
+    assert first.status["phase"] == "Failed" and "never fires" in first.status["message"]
+    assert cond(first, "Ready")["reason"] == "InvalidSpec"
+    assert [e.reason for e in first.events] == ["InvalidSpec"]
+    body["status"] = first.status
+    again = reconcile.invalid_spec(body, refused.value, NOW)
+    assert again.events == () and again.create is None and status_patch(first.status, again.status) == {}

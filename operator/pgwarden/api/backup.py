@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from pgwarden.api.base import ApiModel
@@ -31,6 +31,15 @@ SCHEDULE_PATTERN = (
     rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}( +{_CRON_FIELD}){{4}})$"
 )
 SCHEDULE_MESSAGE = "schedule must be a cron expression of 5 fields, e.g. '0 2 * * *' (02:00 daily), or @daily"
+# Schedules the apiserver can see never fire: a 30th or 31st only in months too short for it.
+_SHORT_MONTH = "0?[2469]|11|[Ff][Ee][Bb]|[Aa][Pp][Rr]|[Jj][Uu][Nn]|[Ss][Ee][Pp]|[Nn][Oo][Vv]"
+NEVER_FIRES_PATTERN = rf"^[^ ]+ +[^ ]+ +((30|31|30,31|31,30) +(0?2|[Ff][Ee][Bb])|31 +({_SHORT_MONTH})(,({_SHORT_MONTH}))*) +[*?]$"
+NEVER_FIRES_MESSAGE = (
+    "schedule never fires: no month it names has that day (e.g. 30 February); pick a day every month "
+    "named has, e.g. '0 2 28 2 *'"
+)
+# A schedule must fire within this many years from any moment (a 29 February does within 4).
+_MAX_YEARS_BETWEEN_RUNS = 8
 COMPRESSION_PATTERN = r"^(zstd(:([1-9]|1[0-9]))?|lz4|gzip(:[1-9])?|none)$"
 # How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
 # long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
@@ -91,6 +100,11 @@ class DatabaseBackupSpec(ApiModel):
             cel(
                 f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')",
                 SCHEDULE_MESSAGE,
+                ".schedule",
+            ),
+            cel(
+                f"!has(self.schedule) || !self.schedule.matches('{NEVER_FIRES_PATTERN}')",
+                NEVER_FIRES_MESSAGE,
                 ".schedule",
             ),
             cel(
@@ -163,6 +177,14 @@ class DatabaseBackupSpec(ApiModel):
             return None
         if not re.fullmatch(SCHEDULE_PATTERN, schedule) or not croniter.is_valid(schedule):
             raise ValueError(f"{SCHEDULE_MESSAGE}; got {schedule!r}")
+        try:  # what the CEL rule cannot see, e.g. '0 0 31 4,6 *'; any start will do, cron has no years
+            start = datetime(2000, 1, 1)
+            croniter(schedule, start, max_years_between_matches=_MAX_YEARS_BETWEEN_RUNS).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(
+                f"schedule {schedule!r} never fires: no month it names has that day; pick a day every month "
+                "named has, e.g. '0 2 28 2 *'"
+            ) from None
         return schedule
 
     @field_validator("time_zone")
