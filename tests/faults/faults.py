@@ -26,18 +26,27 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cli.helpers import PGWARDEN, clean_env, json_report
+from cli.helpers import PGWARDEN, clean_env, json_report, run_pgwarden
 from pgwarden.engine.locking import lock_key
+from pgwarden.storage import Storage
+from pgwarden.storage.filesystem import FilesystemStorage
+from pgwarden.storage.manifest import MANIFEST
+from pgwarden.storage.s3 import S3Storage
 from pgwarden.testing import localpg, s3server
 
 __all__ = [
     "FAULT_PROPERTY",
+    "GRACE",
     "PGWARDEN",
+    "SHOP_SEED",
     "Activity",
     "Injector",
     "Pgwarden",
+    "Place",
     "assert_no_secret",
     "canary_password",
+    "databases",
+    "filesystem_place",
     "hold_lock",
     "hold_migrator_lock",
     "invalid_indexes",
@@ -46,12 +55,30 @@ __all__ = [
     "private_postgres",
     "restart_minio",
     "restart_postgres",
+    "run_pgwarden",
+    "s3_place",
     "scalar",
+    "set_statement_timeout",
     "wait_sessions_gone",
 ]
 
 POLL = 0.02
 FAULT_PROPERTY = "fault"
+# Kubernetes' default terminationGracePeriodSeconds: after SIGTERM a run has this long to end and report.
+GRACE = 30.0
+
+# A database for backup and restore faults. `bulk` (about 40 MB) keeps pg_dump, the upload and pg_restore
+# busy long enough to be caught at work; `audit` has no index and no default, so a lock on it holds up the
+# row counts and pg_dump but not the reading of the schema (index definitions and defaults take locks).
+SHOP_SEED = """
+CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);
+INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 1000) g;
+CREATE TABLE audit (at timestamptz, what text);
+INSERT INTO audit SELECT now(), 'seed ' || g FROM generate_series(1, 100) g;
+CREATE TABLE bulk (id int, a text, b text);
+INSERT INTO bulk SELECT g, md5(g::text) || md5((g * 7)::text), md5((g * 13)::text)
+FROM generate_series(1, 300000) g;
+"""
 
 
 def canary_password() -> str:
@@ -119,6 +146,11 @@ class Pgwarden:
             time.sleep(POLL)
         raise AssertionError(f"pgwarden did not reach {what} within {timeout:.0f}s\nstderr:\n{self.stderr}")
 
+    def connecting_to(self, port: int) -> Callable[[], bool]:
+        """A condition: pgwarden itself holds a TCP connection to `port` (its login may still be under way,
+        before the server lists the session in pg_stat_activity)."""
+        return lambda: port in _tcp_peer_ports(self.process.pid)
+
     def stderr_says(self, text: str) -> Callable[[], bool]:
         """A condition: `text` has appeared on stderr (a progress line)."""
         return lambda: text in self.stderr
@@ -157,6 +189,25 @@ class Pgwarden:
 def _collect(stream: IO[str], into: list[str]) -> None:
     for line in stream:
         into.append(line)
+
+
+def _tcp_peer_ports(pid: int) -> set[int]:
+    """Remote ports of the established TCP connections of one process (from /proc, Linux)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = str(fd.readlink())
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
 
 
 # --- the server, seen from another session ------------------------------------------------------------
@@ -207,15 +258,17 @@ class Activity:
         return [Backend(int(p), str(a), str(s), w, str(q)) for p, a, s, w, q in rows]
 
     def running(
-        self, fragment: str, *, application: str = "pgwarden", waiting_on_lock: bool = False
+        self, fragment: str, *, application: str | None = "pgwarden", waiting_on_lock: bool = False
     ) -> Callable[[], bool]:
-        """A condition: a session of `application` is executing a statement containing `fragment`
-        (and, with `waiting_on_lock`, is blocked on a lock while doing so)."""
+        """A condition: a session of `application` (None: any) is executing a statement containing
+        `fragment` (and, with `waiting_on_lock`, is blocked on a lock while doing so)."""
         needle = fragment.lower()
 
         def check() -> bool:
             for backend in self.backends():
-                if backend.application != application or needle not in backend.query.lower():
+                if application is not None and backend.application != application:
+                    continue
+                if needle not in backend.query.lower():
                     continue
                 if backend.state != "active":
                     continue
@@ -226,12 +279,20 @@ class Activity:
 
         return check
 
-    def ran(self, fragment: str, *, application: str = "pgwarden") -> Callable[[], bool]:
-        """A condition: a session of `application` runs or last ran a statement containing `fragment`."""
+    def ran(self, fragment: str, *, application: str | None = "pgwarden") -> Callable[[], bool]:
+        """A condition: a session of `application` (None: any) runs or last ran a statement containing
+        `fragment`. Once seen, it stays true (a phase that has begun has begun)."""
         needle = fragment.lower()
-        return lambda: any(
-            b.application == application and needle in b.query.lower() for b in self.backends()
-        )
+        seen = False
+
+        def check() -> bool:
+            nonlocal seen
+            seen = seen or any(
+                application in (None, b.application) and needle in b.query.lower() for b in self.backends()
+            )
+            return seen
+
+        return check
 
     def connected(self, application: str = "pgwarden") -> Callable[[], bool]:
         """A condition: a session of `application` is connected to the database."""
@@ -267,7 +328,8 @@ def hold_lock(url: str, table: str, mode: str = "ACCESS EXCLUSIVE") -> Iterator[
             sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(*table.split(".")), sql.SQL(mode))
         )
         yield conn
-        conn.rollback()
+        with contextlib.suppress(psycopg.OperationalError):  # its session may have been ended meanwhile
+            conn.rollback()
 
 
 @contextlib.contextmanager
@@ -293,6 +355,83 @@ def scalar(url: str, statement: LiteralString, params: tuple[object, ...] = ()) 
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(statement, params).fetchone()
     return row[0] if row else None
+
+
+def set_statement_timeout(server_url: str, dbname: str, value: str | None) -> None:
+    """A database-wide statement_timeout, as a DBA sets one on managed PostgreSQL (None: reset it)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        name = sql.Identifier(dbname)
+        if value is None:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET statement_timeout").format(name))
+        else:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(name, sql.Literal(value))
+            )
+
+
+def databases(url: str) -> set[str]:
+    """The names of the databases on the server `url` points to."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+# --- where backups go, seen from outside pgwarden --------------------------------------------------------
+
+
+@dataclass
+class Place:
+    """A backup location: the URI pgwarden takes, the environment it needs, the storage to look into, and
+    the secrets (storage keys) that must never be printed."""
+
+    uri: str
+    env: dict[str, str]
+    storage: Storage
+    secrets: tuple[str, ...] = ()
+
+    def listed(self) -> list[dict[str, Any]]:
+        """The backups `pgwarden backups URI --json` lists as complete."""
+        listing = run_pgwarden("backups", self.uri, "--json", env=self.env)
+        assert listing.returncode == 0, listing.stdout + listing.stderr
+        backups = json_report(listing)["backups"]
+        assert isinstance(backups, list)
+        return backups
+
+    def keys(self) -> list[str]:
+        """Every object stored under the prefix (complete objects at their final keys)."""
+        return [obj.key for obj in self.storage.list_objects()]
+
+    def pending(self) -> list[str]:
+        """Writes under way or abandoned: partial files, multipart uploads never completed."""
+        return [write.key for write in self.storage.list_pending()]
+
+    def upload_in_progress(self) -> Callable[[], bool]:
+        """A condition: a dump is being written (a partial file, a multipart upload with parts)."""
+        return lambda: bool(self.pending())
+
+    def dump_stored_without_manifest(self) -> Callable[[], bool]:
+        """A condition: a dump sits at its final key and its backup has no manifest (yet)."""
+
+        def check() -> bool:
+            keys = self.keys()
+            return any("/dump." in key and f"{key.split('/', 1)[0]}/{MANIFEST}" not in keys for key in keys)
+
+        return check
+
+    def prune_debris(self) -> None:
+        """`pgwarden prune` with no grace period: what an interrupted backup left goes."""
+        pruned = run_pgwarden("prune", self.uri, "--debris-grace", "0s", "--json", env=self.env)
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+
+
+def filesystem_place(root: Path) -> Place:
+    return Place(str(root), {}, FilesystemStorage(root))
+
+
+def s3_place(server: s3server.S3Server, prefix: str = "nightly") -> Place:
+    """A fresh bucket on `server`; pgwarden reaches it through the AWS_* environment."""
+    bucket = server.create_bucket()
+    storage = S3Storage(server.client(), bucket, prefix)
+    return Place(f"s3://{bucket}/{prefix}", server.env(), storage, (server.secret_key,))
 
 
 # --- private servers, to stop and start ---------------------------------------------------------------
