@@ -18,7 +18,7 @@ from pgwarden.api.crd import KINDS
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, load_configuration
-from pgwarden.operator.reconcile import Context, sync
+from pgwarden.operator.reconcile import Context, forget, sync
 from pgwarden.operator.status import TERMINAL_PHASES, Event
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,12 @@ for _plural in PLURALS:
         """Catch what no watch event announces: a pod stuck on a missing Secret, a backup going stale."""
         if not settled(body):
             _sync(memo, body)
+
+    @kopf.on.event(API_GROUP, API_VERSION, _plural)
+    def on_deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """A resource is gone: release its lock and metric series (its Jobs go with it)."""
+        if type == "DELETED":
+            forget(str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pgwarden.operator.status import Finished
@@ -56,6 +58,13 @@ def observe_last_backup(namespace: str, name: str, completed_at: float | None) -
     """Set the last-success gauge from status, so a restarted operator reports it too."""
     if completed_at is not None:
         LAST_BACKUP.labels(namespace, name).set(completed_at)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop the series of a deleted DatabaseBackup, so /metrics does not grow with every resource ever seen."""
+    for metric in (BACKUP_BYTES, LAST_BACKUP):
+        with contextlib.suppress(KeyError):  # never recorded
+            metric.remove(namespace, name)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -47,6 +47,17 @@ def _lock(kind: str, namespace: str, name: str) -> threading.Lock:
         return _locks[f"{kind}/{namespace}/{name}"]
 
 
+def forget(kind: str, namespace: str, name: str) -> None:
+    """Release what the operator keeps for a resource once it is gone: its lock and its metric series."""
+    key = f"{kind}/{namespace}/{name}"
+    with _locks_guard:
+        lock = _locks.get(key)
+        if lock is not None and not lock.locked():
+            del _locks[key]
+    if kind == "DatabaseBackup":
+        metrics.forget(namespace, name)
+
+
 def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
     """Each Job with its own Pods (matched by the label the Job controller puts on them)."""
     by_job: defaultdict[str, list[Obj]] = defaultdict(list)
@@ -149,11 +160,14 @@ def sync(ctx: Context, kind: str, namespace: str, name: str) -> Decision | None:
     """Reconcile one resource now; None when it is gone or being deleted (its Jobs go with it)."""
     with _lock(kind, namespace, name):
         body = ctx.kube.get_resource(kind, namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        now = datetime.now(UTC)
-        try:
-            decision = decide(ctx, body, now)
-        except ValidationError as error:
-            decision = invalid_spec(body, error, now)
-        return _carry_out(ctx, body, decision, now)
+        gone = body is None or bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        if not gone:
+            assert body is not None
+            now = datetime.now(UTC)
+            try:
+                decision = decide(ctx, body, now)
+            except ValidationError as error:
+                decision = invalid_spec(body, error, now)
+            return _carry_out(ctx, body, decision, now)
+    forget(kind, namespace, name)  # outside the lock, which it releases
+    return None
