@@ -413,11 +413,11 @@ def condition_reason(status: Obj) -> str | None:
     return ready["reason"] if ready else None
 
 
-def test_manual_approval_waits_until_annotated(
+def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its_own(
     kube: LocalCluster, operator: Operator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
-    spec = {
+    spec: Obj = {
         "database": {"secretRef": {"name": "db"}},
         "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
         "approval": "Manual",
@@ -426,15 +426,35 @@ def test_manual_approval_waits_until_annotated(
         *in_namespace(operator.namespace, secret("db", uri=url), resource("DatabaseMigration", "gated", spec))
     )
     status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") == "AwaitingApproval")
-    assert "kubectl annotate dbmig gated pgwarden.io/approved=true" in status["message"]
-    time.sleep(4)
-    assert kube.get_all("jobs", operator.namespace) == []
+    ns = operator.namespace
+    assert f"kubectl annotate dbmig gated -n {ns} pgwarden.io/approved=1 --overwrite" in status["message"]
+    assert status["approval"]["files"][0]["name"] == "0001_t.sql"
+    shown = status["approval"]["files"][0]["sha256"]
 
-    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=true", "-n", operator.namespace)
+    # The approval of old (`true`) approves nothing.
+    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=true", "-n", ns)
+    wait_status(kube, operator, "dbmig", "gated", lambda s: "approves nothing" in s.get("message", ""))
+    assert kube.get_all("jobs", ns) == []
+
+    # An edit after approval is a new generation: approval 1 does not run it.
+    spec["migrations"]["inline"][0]["sql"] = "CREATE TABLE t (id int, note text);"
+    kube.apply(*in_namespace(ns, resource("DatabaseMigration", "gated", spec)))
+    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=1", "--overwrite", "-n", ns)
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: "changed since" in s.get("message", ""))
+    assert status["phase"] == "AwaitingApproval" and status["approval"]["generation"] == 2
+    assert status["approval"]["files"][0]["sha256"] != shown
+    time.sleep(3)
+    assert kube.get_all("jobs", ns) == []
+
+    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=2", "--overwrite", "-n", ns)
     status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") in TERMINAL)
     assert status["phase"] == "Succeeded", status
-    annotations = kube.get("dbmig", "gated", operator.namespace)["metadata"].get("annotations", {})
-    assert "pgwarden.io/approved" not in annotations  # the next generation needs its own approval
+    assert status["approval"] == dict(status["approval"], generation=2, approved=True)
+    assert status["applied"][0]["checksum"] == status["approval"]["files"][0]["sha256"]
+    assert len(kube.get_all("jobs", ns)) == 1
+    with psycopg.connect(url) as conn:
+        columns = conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 't'")
+        assert columns.fetchone() == (2,)
 
 
 def test_restore_from_a_backup_ref_matches_the_backup(
@@ -578,3 +598,162 @@ def test_the_examples_converge_and_kubectl_get_pgwarden_shows_their_columns(
     assert status_of(kube, "dbbackup", "shop-nightly", operator.namespace)["phase"] == "Scheduled"
     assert status_of(kube, "dbrestore", "shop-restored", operator.namespace)["phase"] == "Succeeded"
     assert_never_shown(kube, operator, pg.password, s3.secret_key)
+
+
+def cronjob_of(kube: LocalCluster, namespace: str) -> Obj | None:
+    cronjobs = kube.get_all("cronjobs", namespace)
+    return cronjobs[0] if cronjobs else None
+
+
+def test_a_field_removed_from_a_scheduled_backup_leaves_its_cronjob(
+    kube: LocalCluster, operator: Operator
+) -> None:
+    storage = {"s3": {"bucket": "never-used", "credentialsSecretRef": {"name": "s3-credentials"}}}
+    spec: Obj = {
+        "database": {"secretRef": {"name": "db"}},
+        "storage": storage,
+        "schedule": "17 3 * * *",
+        "timeZone": "Europe/Berlin",
+        "jobTemplate": {
+            "nodeSelector": {"disk": "fast"},
+            "resources": {"requests": {"cpu": "100m"}},
+            "activeDeadlineSeconds": 600,
+        },
+    }
+    kube.apply(*in_namespace(operator.namespace, resource("DatabaseBackup", "nightly", spec)))
+
+    def template(cronjob: Obj) -> Obj:
+        return dict(cronjob["spec"]["jobTemplate"]["spec"])
+
+    first = kube.wait_for("the CronJob", lambda: cronjob_of(kube, operator.namespace), timeout=60, interval=1)
+    assert first["spec"]["timeZone"] == "Europe/Berlin"
+    assert template(first)["template"]["spec"]["nodeSelector"] == {"disk": "fast"}
+    assert template(first)["activeDeadlineSeconds"] == 600
+
+    del spec["timeZone"], spec["jobTemplate"]
+    kube.apply(*in_namespace(operator.namespace, resource("DatabaseBackup", "nightly", spec)))
+
+    def replaced() -> Obj | None:
+        cronjob = cronjob_of(kube, operator.namespace)
+        return cronjob if cronjob and "timeZone" not in cronjob["spec"] else None
+
+    cronjob = kube.wait_for("the CronJob without timeZone", replaced, timeout=60, interval=1)
+    pod = template(cronjob)["template"]["spec"]
+    assert "nodeSelector" not in pod
+    assert not pod["containers"][0].get("resources")  # the apiserver leaves {} where none is set
+    assert template(cronjob)["activeDeadlineSeconds"] == 6 * 3600  # the operator's default again
+    assert cronjob["metadata"]["uid"] == first["metadata"]["uid"]  # replaced in place, not recreated
+
+
+def test_the_apiserver_refuses_a_schedule_that_never_fires(
+    kube: LocalCluster, crds: None, namespace: str
+) -> None:
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "storage": {"volume": {"claimName": "backups"}},
+        "schedule": "0 0 30 2 *",
+    }
+    result = kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(in_namespace(namespace, resource("DatabaseBackup", "never", spec))[0]),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "schedule never fires" in result.stderr
+
+
+def test_what_a_restore_restores_cannot_change_after_creation(
+    kube: LocalCluster, crds: None, namespace: str
+) -> None:
+    spec: Obj = {
+        "database": {"secretRef": {"name": "target-db"}},
+        "source": {"backupRef": {"name": "src"}},
+        "clean": True,
+    }
+    kube.apply(*in_namespace(namespace, resource("DatabaseRestore", "copy", spec)))
+    for change in ({"parallelJobs": 2}, {"clean": False}, {"source": {"backupRef": {"name": "other"}}}):
+        result = kube.kubectl(
+            "patch",
+            "dbrestore",
+            "copy",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": change}),
+            check=False,
+        )
+        assert result.returncode != 0, change
+        assert "a DatabaseRestore runs once" in result.stderr
+    # Job settings do not define what is restored: they may change.
+    template = {"spec": {"jobTemplate": {"activeDeadlineSeconds": 60}}}
+    kube.kubectl("patch", "dbrestore", "copy", "-n", namespace, "--type=merge", "-p", json.dumps(template))
+
+
+def test_a_job_deleted_mid_run_is_cancelled_and_never_recreated(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {
+            "inline": [{"name": "0001_slow.sql", "sql": "CREATE TABLE t (id int);\nSELECT pg_sleep(20);"}]
+        },
+    }
+    ns = operator.namespace
+    kube.apply(*in_namespace(ns, secret("db", uri=url), resource("DatabaseMigration", "slow", spec)))
+    status = wait_status(kube, operator, "dbmig", "slow", lambda s: s.get("phase") == "Running")
+    kube.kubectl("delete", "job", status["job"], "-n", ns, "--wait=false")
+
+    status = wait_status(kube, operator, "dbmig", "slow", lambda s: s.get("phase") == "Cancelled")
+    assert "deleted before it finished" in status["message"]
+    assert condition(status, "Ready")["reason"] == "Cancelled"
+    time.sleep(6)  # several reconciles (the timer ticks every 2 s here): none starts it again
+    assert [
+        j["metadata"]["name"]
+        for j in kube.get_all("jobs", ns)
+        if j["metadata"].get("deletionTimestamp") is None
+    ] == []
+    assert status_of(kube, "dbmig", "slow", ns)["phase"] == "Cancelled"
+    reasons = [e["reason"] for e in events(kube, ns, "slow")]
+    assert reasons.count("Started") == 1 and reasons.count("Cancelled") == 1
+
+
+def test_each_of_more_than_ten_finished_backup_jobs_is_announced_once(
+    kube: LocalCluster, operator: Operator
+) -> None:
+    ns = operator.namespace
+    spec: Obj = {
+        "database": {"secretRef": {"name": "no-such-db"}},  # each run fails at once: no database work
+        "storage": {"s3": {"bucket": "never-used", "credentialsSecretRef": {"name": "s3-credentials"}}},
+    }
+    kube.apply(*in_namespace(ns, secret("s3-credentials", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y")))
+    jobs = 12
+    for generation in range(1, jobs + 1):
+        spec["staleAfter"] = f"{generation}d"  # any spec change is a new generation, so a new Job
+        kube.apply(*in_namespace(ns, resource("DatabaseBackup", "often", spec)))
+        kube.wait_for(
+            f"the Job of generation {generation}",
+            lambda wanted=generation: len(kube.get_all("jobs", ns)) >= wanted,
+            timeout=60,
+            interval=0.5,
+        )
+
+    def all_finished() -> Obj | None:
+        status = status_of(kube, "dbbackup", "often", ns)
+        finished = [j for j in kube.get_all("jobs", ns) if j.get("status", {}).get("conditions")]
+        return status if len(finished) == jobs and status.get("phase") == "Failed" else None
+
+    kube.wait_for("every Job finished", all_finished, timeout=240, interval=1)
+    time.sleep(8)  # reconciles keep coming (timer, Job events): nothing is announced twice
+
+    def announced() -> int:
+        return sum(e.get("count", 1) for e in events(kube, ns, "often") if e["reason"] == "BackupFailed")
+
+    assert announced() == jobs
+    status = status_of(kube, "dbbackup", "often", ns)
+    assert len(status["history"]) == 10
+    failed = operator.http(operator.metrics_port, "/metrics")
+    assert f'pgwarden_runs_total{{kind="backup",outcome="Failed"}} {float(jobs)}' in failed

@@ -87,7 +87,7 @@ def test_awaiting_approval_is_suspended_not_degraded(resource: Callable[..., Obj
     decision = migrations.decide(body, None, [], SETTINGS, NOW)
     status, message = health(with_status(body, decision.status))
     assert status == "Suspended"
-    assert "kubectl annotate dbmig shop pgwarden.io/approved=true" in message
+    assert "kubectl annotate dbmig shop -n shop pgwarden.io/approved=1 --overwrite" in message
 
 
 def test_backups_are_healthy_when_scheduled_and_degraded_when_stale(resource: Callable[..., Obj]) -> None:

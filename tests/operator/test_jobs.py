@@ -12,16 +12,19 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_runs import NOW
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import StorageSpec
-from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.crd import KINDS_BY_NAME, crd
+from pgwarden.api.migration import INLINE_SQL_LIMIT, DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
-from pgwarden.operator import naming
+from pgwarden.operator import migrations, naming
 from pgwarden.operator.jobs import (
     ACTIVE_DEADLINE_ENV,
     DEFAULT_ACTIVE_DEADLINE_SECONDS,
     JobSettings,
+    TaskTooLarge,
     backup_cronjob,
     backup_job,
     migration_job,
@@ -424,3 +427,46 @@ def test_the_chart_refuses_a_negative_job_deadline(helm: Path) -> None:
     done = rendered_operator_args(helm, "jobActiveDeadlineSeconds=-1")
     assert done.returncode != 0
     assert "jobActiveDeadlineSeconds must be 0 (no deadline) or a number of seconds" in done.stderr
+
+
+def inline_migration(resource: Callable[..., Obj], *sqls: str) -> Obj:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"] = {
+        "inline": [{"name": f"{i + 1:04d}_m.sql", "sql": sql} for i, sql in enumerate(sqls)]
+    }
+    return body
+
+
+def test_inline_migrations_larger_than_the_task_can_carry_are_refused_by_the_model_and_crd(
+    resource: Callable[..., Obj],
+) -> None:
+    body = inline_migration(resource, "x" * (INLINE_SQL_LIMIT // 2), "y" * (INLINE_SQL_LIMIT // 2 + 1))
+    with pytest.raises(ValueError, match="put larger sets in a ConfigMap"):
+        DatabaseMigration.model_validate(body)
+    source = crd(KINDS_BY_NAME["DatabaseMigration"])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = source["properties"]["spec"]["properties"]["migrations"]["x-kubernetes-validations"]
+    assert any(f"<= {INLINE_SQL_LIMIT}" in rule["rule"] for rule in rules)
+
+
+def test_the_largest_inline_set_the_crd_allows_fits_the_jobs_environment(
+    resource: Callable[..., Obj],
+) -> None:
+    body = inline_migration(resource, "SELECT 'ß';\n" * (INLINE_SQL_LIMIT // 12))
+    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    assert len(env(job)[TASK_ENV]["value"].encode()) < 128 * 1024 - len(TASK_ENV) - 1
+    assert task_of(job).migration is not None
+
+
+def test_a_task_the_environment_cannot_hold_is_a_clear_failure_not_a_pod_that_cannot_start(
+    resource: Callable[..., Obj],
+) -> None:
+    body = inline_migration(resource, '"\\' * (INLINE_SQL_LIMIT // 2 - 10))  # doubles when JSON-escaped
+    with pytest.raises(TaskTooLarge, match="ConfigMap"):
+        migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    decision = migrations.decide(body, None, [], SETTINGS, NOW)
+    assert decision.create is None and decision.status["phase"] == "Failed"
+    assert "too large" in decision.status["message"]
+    assert [e.reason for e in decision.events] == ["Failed"]
+    body["status"] = decision.status
+    again = migrations.decide(body, None, [], SETTINGS, NOW)
+    assert again.create is None and again.events == () and again.finished == ()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod
 
 from pgwarden.api.common import APPROVED_ANNOTATION
@@ -14,6 +16,7 @@ from pgwarden.operator.conditions import condition
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
 from pgwarden.operator.status import Decision, status_patch
+from pgwarden.operator.task import Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -136,21 +139,97 @@ def test_a_crash_without_report_shows_the_log_tail(resource: Callable[..., Obj])
     assert "MemoryError" in decision.status["message"]
 
 
-def test_manual_approval_waits_until_the_annotation_then_runs_once(resource: Callable[..., Obj]) -> None:
-    body = resource("migration-shop.yaml", "DatabaseMigration")
+INLINE = [
+    {"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"},
+    {"name": "0002_u.sql", "sql": "CREATE TABLE u (id int);"},
+]
+
+
+def manual(resource: Callable[..., Obj], generation: int = 1) -> Obj:
+    body = resource("migration-shop.yaml", "DatabaseMigration", generation=generation)
     body["spec"]["approval"] = "Manual"
+    body["spec"]["migrations"] = {"inline": [dict(item) for item in INLINE]}
+    return body
+
+
+def test_manual_approval_shows_the_files_and_waits_for_the_generation_to_be_named(
+    resource: Callable[..., Obj],
+) -> None:
+    body = manual(resource)
     waiting = decide(body)
     assert waiting.create is None
     assert waiting.status["phase"] == "AwaitingApproval"
-    assert f"kubectl annotate dbmig shop {APPROVED_ANNOTATION}=true" in waiting.status["message"]
+    command = f"kubectl annotate dbmig shop -n shop {APPROVED_ANNOTATION}=1 --overwrite"
+    assert command in waiting.status["message"]
     assert cond(waiting, "Ready")["reason"] == "AwaitingApproval"
-
+    assert waiting.status["approval"] == {
+        "generation": 1,
+        "approved": False,
+        "files": [
+            {"name": item["name"], "sha256": hashlib.sha256(item["sql"].encode()).hexdigest()}
+            for item in INLINE
+        ],
+        "source": "inline",
+    }
+    assert [e.reason for e in waiting.events] == ["AwaitingApproval"]
     body["status"] = waiting.status
-    body["metadata"]["annotations"] = {APPROVED_ANNOTATION: "true"}
+    again = decide(body)
+    assert again.events == () and again.create is None and status_patch(waiting.status, again.status) == {}
+
+
+@pytest.mark.parametrize("value", ["true", "2", "yes"])
+def test_an_approval_that_names_no_or_another_generation_runs_nothing(
+    resource: Callable[..., Obj], value: str
+) -> None:
+    body = manual(resource)
+    body["metadata"]["annotations"] = {APPROVED_ANNOTATION: value}
+    decision = decide(body)
+    assert decision.create is None and decision.status["phase"] == "AwaitingApproval"
+    assert f"{APPROVED_ANNOTATION}={value}" in decision.status["message"]
+    assert f"{APPROVED_ANNOTATION}=1 --overwrite" in decision.status["message"]
+
+
+def test_approving_the_generation_runs_exactly_the_files_shown_once(resource: Callable[..., Obj]) -> None:
+    body = manual(resource)
+    body["status"] = decide(body).status
+    body["metadata"]["annotations"] = {APPROVED_ANNOTATION: "1"}
     approved = decide(body)
-    assert approved.create is not None
-    assert approved.remove_approval is True
-    assert approved.status["phase"] == "Pending"
+    assert approved.create is not None and approved.status["phase"] == "Pending"
+    assert approved.status["approval"]["approved"] is True
+    env = {e["name"]: e for e in approved.create["spec"]["template"]["spec"]["containers"][0]["env"]}
+    task = Task.model_validate_json(env["PGWARDEN_TASK"]["value"])
+    assert task.migration is not None and task.migration.migrations.inline is not None
+    ran = [(m.name, hashlib.sha256(m.sql.encode()).hexdigest()) for m in task.migration.migrations.inline]
+    assert ran == [(f["name"], f["sha256"]) for f in approved.status["approval"]["files"]]
+
+    body["status"] = approved.status
+    name = approved.status["job"]
+    running = decide(body, job(name), [pod()])
+    assert running.create is None and running.status["approval"] == approved.status["approval"]
+
+
+def test_an_edit_after_approval_waits_for_a_new_approval(resource: Callable[..., Obj]) -> None:
+    body = manual(resource)
+    body["metadata"]["annotations"] = {APPROVED_ANNOTATION: "1"}
+    body["status"] = decide(body).status
+    body["spec"]["migrations"]["inline"][1]["sql"] = "DROP TABLE t;"  # edited after approval
+    body["metadata"]["generation"] = 2
+    decision = decide(body)
+    assert decision.create is None and decision.status["phase"] == "AwaitingApproval"
+    assert decision.status["approval"]["generation"] == 2
+    assert decision.status["approval"]["files"][1]["sha256"] == hashlib.sha256(b"DROP TABLE t;").hexdigest()
+
+
+def test_migrations_from_configmaps_or_an_image_name_their_source_for_approval(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["approval"] = "Manual"
+    approval = decide(body).status["approval"]
+    assert approval["files"] == [] and "ConfigMap shop-migrations" in approval["source"]
+    body["spec"]["migrations"] = {"image": {"image": "registry.example/shop-migrations@sha256:" + "a" * 64}}
+    approval = decide(body).status["approval"]
+    assert approval["source"].startswith("image registry.example/shop-migrations@sha256:")
 
 
 def test_a_finished_generation_whose_job_is_gone_is_not_run_again(resource: Callable[..., Obj]) -> None:

@@ -37,6 +37,14 @@ from pgwarden.api.verify import VerifySpec
 MIGRATION_FILE_PATTERN = r"^[Vv]?[0-9]+__?[^/]+\.sql$"
 VERSION_PATTERN = r"^[0-9]+$"
 _SOURCES = ["configMapRefs", "image", "inline"]
+# Inline files travel in the Job's task, one environment variable, which Linux caps at 128 KiB: 96 Ki
+# characters of SQL in all leave room for the rest of the spec and JSON escaping (the operator checks
+# the exact size before it creates the Job).
+INLINE_SQL_LIMIT = 96 * 1024
+INLINE_TOO_LARGE = (
+    f"inline migrations may hold at most {INLINE_SQL_LIMIT} characters of SQL in all (they travel in the "
+    "Job's environment); put larger sets in a ConfigMap (configMapRefs) or an image"
+)
 _SOURCE_FIELDS = ["config_map_refs", "image", "inline"]
 
 
@@ -74,7 +82,12 @@ class MigrationsSource(ApiModel):
             cel(
                 exactly_one_rule(_SOURCES),
                 "migrations needs exactly one source: configMapRefs, image or inline",
-            )
+            ),
+            cel(
+                f"!has(self.inline) || self.inline.map(m, size(m.sql)).sum() <= {INLINE_SQL_LIMIT}",
+                INLINE_TOO_LARGE,
+                ".inline",
+            ),
         )
     )
 
@@ -106,6 +119,8 @@ class MigrationsSource(ApiModel):
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
                 raise ValueError(f"migrations.{field} lists {', '.join(duplicates)} more than once")
+        if sum(len(item.sql) for item in self.inline or []) > INLINE_SQL_LIMIT:
+            raise ValueError(INLINE_TOO_LARGE)
         return self
 
 
@@ -183,8 +198,10 @@ class DatabaseMigrationSpec(ApiModel):
     approval: Approval = Field(
         default=Approval.AUTOMATIC,
         description=(
-            "Automatic: run as soon as the resource changes. Manual: wait in phase AwaitingApproval until the "
-            "resource is annotated pgwarden.io/approved=true."
+            "Automatic: run as soon as the resource changes. Manual: wait in phase AwaitingApproval, showing "
+            "the files to run and their checksums in status.approval, until the resource is annotated "
+            "pgwarden.io/approved=<generation> (kubectl annotate dbmig NAME pgwarden.io/approved=N --overwrite); "
+            "an approval names one generation, so any later edit waits for its own."
         ),
     )
     job_template: JobTemplate = Field(
@@ -208,6 +225,26 @@ class MigrationPhase(StrEnum):
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
     CANCELLED = "Cancelled"
+
+
+class ApprovalFile(ApiModel):
+    """One migration file as it was shown for approval."""
+
+    name: str = Field(description="The file name, e.g. 0002_orders.sql.")
+    sha256: str = Field(description="SHA-256 of its content, as the history table records it.")
+
+
+class ApprovalStatus(ApiModel):
+    """What an approval of `approval: Manual` approves: one generation and the files it runs."""
+
+    generation: int = Field(description="The generation to approve: pgwarden.io/approved=<generation>.")
+    approved: bool = Field(description="True once that generation was approved and its Job created.")
+    source: str = Field(
+        description="Where the files come from: inline (checksums below), an image, or ConfigMaps."
+    )
+    files: list[ApprovalFile] = Field(
+        default_factory=list, description="The inline files the Job runs, with their checksums."
+    )
 
 
 class DatabaseMigrationStatus(ApiModel):
@@ -234,6 +271,9 @@ class DatabaseMigrationStatus(ApiModel):
         default=None, description="Schema changes made outside pgwarden since last run."
     )
     lint: list[str] = Field(default_factory=list, description="Warnings about the migration files.")
+    approval: ApprovalStatus | None = Field(
+        default=None, description="For approval: Manual, what is (or was) approved."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Progressing and Drifted.",

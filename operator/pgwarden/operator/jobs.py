@@ -154,8 +154,24 @@ def pod_security(settings: JobSettings) -> Manifest:
     }
 
 
+# Linux caps one environment string (NAME=value) at 128 KiB; above it the container cannot start.
+ENV_STRING_LIMIT = 128 * 1024
+
+
+class TaskTooLarge(ValueError):
+    """The task does not fit the environment variable that carries it; the spec must shrink."""
+
+
 def _task_json(task: Task) -> str:
-    return json.dumps(task.to_json_dict(), separators=(",", ":"), sort_keys=True)
+    """The task as compact JSON, UTF-8 as is (an escaped non-ASCII character would take 6 bytes, not 2-4)."""
+    text = json.dumps(task.to_json_dict(), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    size = len(TASK_ENV) + 1 + len(text.encode())
+    if size >= ENV_STRING_LIMIT:
+        raise TaskTooLarge(
+            f"the {task.kind} task is too large for the Job's environment ({size} bytes, the limit is "
+            f"{ENV_STRING_LIMIT}): move inline migrations to a ConfigMap (configMapRefs) or an image"
+        )
+    return text
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pgwarden.operator import naming
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 TIMEOUT = 30.0
 
 
@@ -118,10 +119,6 @@ class Kube:
             content_type=MERGE_PATCH,
         )
 
-    def remove_annotation(self, kind: str, namespace: str, name: str, key: str) -> None:
-        body = {"metadata": {"annotations": {key: None}}}
-        self.request("PATCH", self.resource_path(kind, namespace, name), body=body, content_type=MERGE_PATCH)
-
     # -- Jobs, CronJobs, Pods -------------------------------------------------------------------
 
     def _list(self, path: str, uid: str) -> list[Obj]:
@@ -154,12 +151,22 @@ class Kube:
         return existing
 
     def apply_cronjob(self, manifest: Obj) -> Obj:
-        """Create the CronJob, or bring an existing one to `manifest` (its spec is ours alone)."""
+        """Create the CronJob, or replace the spec, labels and annotations of an existing one by `manifest`.
+
+        A replace, not a merge patch: a field the resource no longer sets (timeZone, a nodeSelector,
+        resources) must leave the CronJob too. A JSON patch replacing whole objects does that with the
+        `patch` verb the operator's Role already has."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         path = f"/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"
         if self._get(path) is None:
             return self.create(manifest)
-        return self.request("PATCH", path, body=manifest, content_type=MERGE_PATCH)
+        meta = manifest["metadata"]
+        operations = [
+            {"op": "replace", "path": "/spec", "value": manifest["spec"]},
+            {"op": "add", "path": "/metadata/labels", "value": meta.get("labels") or {}},
+            {"op": "add", "path": "/metadata/annotations", "value": meta.get("annotations") or {}},
+        ]
+        return self.request("PATCH", path, body=operations, content_type=JSON_PATCH)
 
     def delete_cronjob(self, namespace: str, name: str) -> None:
         try:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import Approval, DatabaseMigration
-from pgwarden.operator import naming
+from pgwarden.operator import approval, naming
 from pgwarden.operator.conditions import Want, set_conditions
-from pgwarden.operator.jobs import JobSettings, migration_job
+from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.status import (
     CANCELLED,
@@ -37,11 +36,6 @@ KIND = "DatabaseMigration"
 # Report fields copied onto status as they are (the names are shared by design).
 _REPORT_FIELDS = ("currentVersion", "applied", "pending", "tables", "rows", "rowChanges", "verification")
 _REPORT_BLOCKS = ("backup", "rollback", "drift")
-
-
-def approved(migration: DatabaseMigration) -> bool:
-    value = migration.metadata.annotations.get(APPROVED_ANNOTATION, "")
-    return value.strip().lower() == "true"
 
 
 def summary(report: Obj) -> str:
@@ -143,7 +137,7 @@ def decide(
     old: Obj = dict(body.get("status") or {})
     name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
     create: Obj | None = None
-    remove_approval = False
+    manual = migration.spec.approval == Approval.MANUAL
     events: list[Event] = []
     finished: list[Finished] = []
 
@@ -151,6 +145,7 @@ def decide(
     if ours and old.get("phase") in TERMINAL_PHASES:
         return Decision(status=old)  # this generation ran; its Job has since been deleted
 
+    fields: Obj
     if ours:  # this generation's Job was created and is gone before it finished: a cancel, never a rerun
         fields = {"job": name, "message": cancelled(name, "migration run"), "completedAt": stamp(now)}
         phase, reason = CANCELLED, CANCELLED
@@ -159,16 +154,22 @@ def decide(
     elif others_active:
         fields = {"message": f"waiting for Job {others_active[0]} of an earlier generation to finish"}
         phase, reason = "Pending", "WaitingForEarlierRun"
-    elif migration.spec.approval == Approval.MANUAL and not approved(migration):
-        fields = {
-            "message": f"waiting for approval: kubectl annotate dbmig {meta.name} {APPROVED_ANNOTATION}=true"
-        }
+    elif manual and not (given := approval.verdict(migration)).approved:
+        fields = {"message": given.message, "approval": approval.shown(migration, approved=False)}
         phase, reason = "AwaitingApproval", "AwaitingApproval"
     else:
-        create = migration_job(migration, settings)
-        remove_approval = migration.spec.approval == Approval.MANUAL
-        fields = {"job": name, "startedAt": stamp(now), "message": f"Job {name} created"}
-        phase, reason = "Pending", "JobCreated"
+        # The task carries this generation's spec: for inline files, exactly those status showed.
+        try:
+            create = migration_job(migration, settings)
+        except TaskTooLarge as error:
+            create = None
+            fields = {"message": clip(str(error))}
+            phase, reason = "Failed", "InvalidSpec"
+        else:
+            fields = {"job": name, "startedAt": stamp(now), "message": f"Job {name} created"}
+            if manual:
+                fields["approval"] = approval.shown(migration, approved=True)
+            phase, reason = "Pending", "JobCreated"
 
     drift = fields.get("drift") or (old.get("drift") if phase not in TERMINAL_PHASES else None)
     drifted = bool(drift.get("detected")) if isinstance(drift, dict) else None
@@ -177,6 +178,7 @@ def decide(
         for key, value in old.items()
         if (key in ("currentVersion", "tables", "rows", "drift") and phase not in TERMINAL_PHASES)
         or (key in ("currentVersion", "tables", "rows", "startedAt") and phase == CANCELLED)
+        or (key == "approval" and manual and (value or {}).get("generation") == generation)
     }
     new.update(fields)
     new["phase"] = phase
@@ -213,7 +215,6 @@ def decide(
         status=new,
         events=tuple(events),
         create=create,
-        remove_approval=remove_approval,
         finished=tuple(finished),
     )
 

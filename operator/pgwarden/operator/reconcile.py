@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.operator import backups, metrics, migrations, naming, restores
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings
@@ -130,8 +129,6 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision, now: datetime) -> De
             decision = Decision(status=status, events=(Event(WARNING, "JobNotCreated", message),))
     if decision.delete_cronjob:
         ctx.kube.delete_cronjob(namespace, decision.delete_cronjob)
-    if decision.remove_approval:
-        ctx.kube.remove_annotation(kind, namespace, name, APPROVED_ANNOTATION)
     old = dict(body.get("status") or {})
     patch = status_patch(old, decision.status)
     if patch:

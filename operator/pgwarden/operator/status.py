@@ -50,7 +50,6 @@ class Decision:
     events: tuple[Event, ...] = ()
     create: Obj | None = None
     delete_cronjob: str | None = None
-    remove_approval: bool = False
     finished: tuple[Finished, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
