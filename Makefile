@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@$(BIN)/python hack/demo.py
 
+## bench: the benchmarks in bench/ against real servers (the operator's on the local control plane);
+##        e.g. make bench SCALE_ARGS="-n 1000 --migrations 100" BACKUP_ARGS="--size-gb 0.2"
+SCALE_ARGS ?=
+BACKUP_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
+	$(BIN)/python bench/backup_throughput.py $(BACKUP_ARGS)
+
 ## demo-down: stop everything `make demo` started (control plane, node agent, operator, PostgreSQL, MinIO)
 .PHONY: demo-down
 demo-down:

@@ -1,0 +1,366 @@
+"""Benchmark: how the operator keeps up with many resources on the local control plane (issue 10).
+
+Applies N scheduled DatabaseBackups and M one-time DatabaseMigrations in a fresh namespace, none of which
+does database work (the Secrets they name do not exist: backups only get their CronJob, migrations fail at
+once), and measures what a platform team feels:
+
+- time to converge: from `kubectl apply` until every backup shows a CronJob and phase Scheduled and every
+  migration a final phase;
+- idle CPU over --idle-seconds (default 60), from /proc/<pid>/stat, of the operator, kube-apiserver and etcd
+  (beside a baseline of the same control plane before the operator started), and the operator's RSS;
+- time to delete: from `kubectl delete` until the resources and their CronJobs are gone.
+
+    .venv/bin/python bench/operator_scale.py                      # 300 backups, 30 migrations
+    .venv/bin/python bench/operator_scale.py -n 1000 --migrations 100 --workers 8 --json
+
+Starts the control plane with hack/cluster-up.sh when it is not up (and stops it afterwards unless
+--keep-cluster), sharing it with cluster test runs the way tests/cluster/conftest.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = REPO / ".local"
+KUBECONFIG = LOCAL / "kubeconfig"
+CLUSTER_DIR = LOCAL / "cluster"
+LOCK_FILE = LOCAL / "cluster-tests.lock"
+USERS_FILE = LOCAL / "cluster-tests.json"
+PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+Obj = dict[str, Any]
+
+
+# -- the control plane ---------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _users() -> Obj:
+    try:
+        state = dict(json.loads(USERS_FILE.read_text()))
+    except (OSError, ValueError):
+        return {"owned": False, "users": []}
+    state["users"] = [pid for pid in state.get("users", []) if _alive(pid)]
+    return state
+
+
+@contextlib.contextmanager
+def control_plane(keep: bool) -> Iterator[Path]:
+    """The local control plane (started when down); yields kubectl's path. Joins the cluster tests' users
+    file, so neither stops the cluster while the other still uses it."""
+    with _locked():
+        state = _users()
+        up = subprocess.run(
+            [str(REPO / "hack" / "cluster-up.sh")], capture_output=True, text=True, cwd=REPO, check=False
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"hack/cluster-up.sh failed:\n{up.stdout}{up.stderr[-3000:]}")
+        if "cluster ready in" in up.stdout:
+            state = {"owned": not keep, "users": [], "owner": os.getpid()}
+        state["users"].append(os.getpid())
+        USERS_FILE.write_text(json.dumps(state))
+    bin_dir = subprocess.run(
+        [str(REPO / "hack" / "build-k8s.sh")], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    try:
+        yield Path(bin_dir) / "kubectl"
+    finally:
+        with _locked():
+            state = _users()
+            state["users"] = [pid for pid in state["users"] if pid != os.getpid()]
+            if not state["users"] and state.get("owned"):
+                subprocess.run([str(REPO / "hack" / "cluster-down.sh")], capture_output=True, check=False)
+                USERS_FILE.unlink(missing_ok=True)
+            else:
+                USERS_FILE.write_text(json.dumps(state))
+
+
+@dataclass
+class Kubectl:
+    path: Path
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 600) -> str:
+        result = subprocess.run(
+            [str(self.path), "--kubeconfig", str(KUBECONFIG), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result.stdout
+
+    def items(self, kind: str, namespace: str) -> list[Obj]:
+        return list(json.loads(self("get", kind, "-n", namespace, "-o", "json"))["items"])
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def component_pid(name: str) -> int:
+    return int((CLUSTER_DIR / f"{name}.pid").read_text().strip())
+
+
+def cpu_percent(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Each process's CPU over `seconds` of wall time, in % of one core."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: round(100 * (cpu_seconds(pid) - before[name]) / seconds, 1) for name, pid in pids.items()}
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout: float, interval: float = 2.0) -> float:
+    """Seconds until `done()`; SystemExit naming `what` after `timeout`."""
+    started = time.monotonic()
+    while not done():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+    return round(time.monotonic() - started, 1)
+
+
+# -- the resources -------------------------------------------------------------------------------
+
+
+def backup(name: str) -> Obj:
+    return {
+        "apiVersion": "pgwarden.io/v1alpha1",
+        "kind": "DatabaseBackup",
+        "metadata": {"name": name},
+        "spec": {
+            "database": {"secretRef": {"name": "no-such-db"}},
+            "storage": {"s3": {"bucket": "bench-backups", "credentialsSecretRef": {"name": "no-such-s3"}}},
+            "schedule": "17 3 * * *",
+            "retention": {"keepLast": 7},
+        },
+    }
+
+
+def migration(name: str) -> Obj:
+    return {
+        "apiVersion": "pgwarden.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": name},
+        "spec": {
+            "database": {"secretRef": {"name": "no-such-db"}},
+            "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
+        },
+    }
+
+
+def converged(kubectl: Kubectl, namespace: str, backups: int, migrations: int) -> Callable[[], bool]:
+    def check() -> bool:
+        scheduled = [
+            b
+            for b in kubectl.items("databasebackups", namespace)
+            if (b.get("status") or {}).get("phase") == "Scheduled"
+        ]
+        finished = [
+            m
+            for m in kubectl.items("databasemigrations", namespace)
+            if (m.get("status") or {}).get("phase") in ("Succeeded", "Failed", "RolledBack", "Cancelled")
+        ]
+        if len(scheduled) < backups or len(finished) < migrations:
+            return False
+        return len(kubectl.items("cronjobs", namespace)) >= backups
+
+    return check
+
+
+def gone(kubectl: Kubectl, namespace: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return not any(
+            kubectl.items(kind, namespace) for kind in ("databasebackups", "databasemigrations", "cronjobs")
+        )
+
+    return check
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    backups: int
+    migrations: int
+    workers: int
+    converge_seconds: float = 0.0
+    delete_seconds: float = 0.0
+    idle_seconds: float = 0.0
+    idle_cpu_percent: dict[str, float] = field(default_factory=dict)
+    baseline_cpu_percent: dict[str, float] = field(default_factory=dict)
+    operator_rss_mib: float = 0.0
+
+
+def start_operator(namespace: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "KUBE"))}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                PGWARDEN,
+                "operator",
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(KUBECONFIG),
+                "--job-image",
+                "pgwarden:bench",
+                "--liveness-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--workers",
+                str(workers),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run(args: argparse.Namespace, kubectl: Kubectl) -> Result:
+    result = Result(backups=args.n, migrations=args.migrations, workers=args.workers)
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=pgwarden-bench",
+        "-f",
+        str(REPO / "crds"),
+    )
+    namespace = f"bench-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", namespace)
+    log = LOCAL / f"{namespace}-operator.log"
+    plane = {name: component_pid(name) for name in ("kube-apiserver", "etcd")}
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, file=sys.stderr, flush=True)
+
+    say(f"namespace {namespace}; baseline CPU of the control plane over {args.baseline_seconds:g}s")
+    result.baseline_cpu_percent = cpu_percent(plane, args.baseline_seconds) if args.baseline_seconds else {}
+    operator = start_operator(namespace, args.workers, log)
+    try:
+        time.sleep(3)  # kopf's start-up (login, watches) is not what is measured
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited; log: {log}")
+        items = [backup(f"b{i:04d}") for i in range(args.n)] + [
+            migration(f"m{i:04d}") for i in range(args.migrations)
+        ]
+        for item in items:
+            item["metadata"]["namespace"] = namespace
+        say(f"applying {args.n} scheduled DatabaseBackups and {args.migrations} DatabaseMigrations")
+        started = time.monotonic()
+        kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        wait_until("convergence", converged(kubectl, namespace, args.n, args.migrations), args.timeout)
+        result.converge_seconds = round(time.monotonic() - started, 1)
+        say(f"converged in {result.converge_seconds}s; idle CPU over {args.idle_seconds:g}s")
+        result.idle_seconds = args.idle_seconds
+        result.idle_cpu_percent = cpu_percent({"operator": operator.pid, **plane}, args.idle_seconds)
+        result.operator_rss_mib = round(rss_mib(operator.pid), 1)
+        say("deleting")
+        started = time.monotonic()
+        kubectl("delete", "databasebackups,databasemigrations", "--all", "-n", namespace, "--wait=false")
+        wait_until("deletion", gone(kubectl, namespace), args.timeout)
+        result.delete_seconds = round(time.monotonic() - started, 1)
+    finally:
+        stop(operator)
+        kubectl("delete", "namespace", namespace, "--wait=false")
+    return result
+
+
+def report(result: Result) -> str:
+    idle, base = result.idle_cpu_percent, result.baseline_cpu_percent
+    lines = [
+        f"operator scale: {result.backups} scheduled DatabaseBackups, {result.migrations} DatabaseMigrations, "
+        f"{result.workers} workers",
+        f"  time to converge            {result.converge_seconds:8.1f} s",
+        f"  time to delete              {result.delete_seconds:8.1f} s",
+        f"  idle CPU over {result.idle_seconds:g} s (% of a core; baseline without operator)",
+    ]
+    for name in ("operator", "kube-apiserver", "etcd"):
+        baseline = f"  (baseline {base[name]:.1f})" if name in base else ""
+        lines.append(f"    {name:<26}{idle.get(name, 0.0):8.1f}{baseline}")
+    lines.append(f"  operator RSS                {result.operator_rss_mib:8.1f} MiB")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=300, help="scheduled DatabaseBackups (default 300)")
+    parser.add_argument("--migrations", type=int, default=30, help="one-time DatabaseMigrations (default 30)")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="the operator's --workers (default 8, its default)"
+    )
+    parser.add_argument("--idle-seconds", type=float, default=60, help="idle CPU window (default 60)")
+    parser.add_argument("--baseline-seconds", type=float, default=20, help="baseline window (default 20)")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up converging or deleting after")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave a control plane this run started")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    with control_plane(args.keep_cluster) as kubectl_path:
+        result = run(args, Kubectl(kubectl_path))
+    print(json.dumps(asdict(result), indent=1) if args.json else report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
