@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from pydantic import ValidationError
 
 from pgwarden.api.backup import ObjectSelection
@@ -25,6 +26,7 @@ from pgwarden.cli.output import print_json, progress
 from pgwarden.engine.backup import DumpSelection, take_backup
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
+from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.redact import redact, redact_obj, register_environment
 from pgwarden.engine.restore import restore_backup
 from pgwarden.engine.safety_net import BackupSafetyNet
@@ -300,6 +302,10 @@ def run(kind: str) -> int:
     except PgwardenError as exc:
         report = {"outcome": "Failed", "error": {"message": exc.message}}
         code = exc.exit_code
+    except KeyboardInterrupt as exc:  # SIGTERM: the Pod is being stopped; the operator still gets a report
+        report = {"outcome": "Failed", "error": {"message": str(exc) or "interrupted"}}
+    except psycopg.Error as exc:
+        report = {"outcome": "Failed", "error": {"message": f"the database refused: {describe_error(exc)}"}}
     except Exception as exc:  # the operator must still get a report, and no secret in it
         log.debug("unexpected failure", exc_info=True)
         report = {

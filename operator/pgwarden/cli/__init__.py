@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
+import psycopg
+
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 from pgwarden import __version__
 from pgwarden.cli.output import configure_logging, print_failure
 from pgwarden.engine.errors import PgwardenError, Terminated
+from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.redact import redact, register_environment, register_url
 
 # Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
@@ -86,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgwarden: interrupted", file=sys.stderr)
         return 130
+    except psycopg.Error as exc:  # a server error the command did not put in context: still no "unexpected"
+        print_failure(args, f"the database refused: {describe_error(exc)}")
+        return 1
     except Exception as exc:  # an unexpected failure still must not leak a secret in its trace
         log.debug("unexpected failure", exc_info=True)
         print_failure(args, f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-from collections.abc import Iterator
-from types import FrameType
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
@@ -14,24 +10,6 @@ from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
 from pgwarden.engine.backup import FORMATS, DumpSelection, take_backup
 from pgwarden.engine.compression import DEFAULT_COMPRESSION
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a Job deleted, a pod evicted) unwinds like Ctrl-C, so an upload is aborted, not left open."""
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,24 +77,23 @@ def render(report: BackupReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    with terminate_as_interrupt():
-        report = take_backup(
-            args.database_url,
-            args.to,
-            format=args.format,
-            compression=args.compress,
-            jobs=args.jobs,
-            verify=args.verify,
-            selection=DumpSelection(
-                schemas=tuple(args.schema),
-                exclude_schemas=tuple(args.exclude_schema),
-                tables=tuple(args.table),
-                exclude_tables=tuple(args.exclude_table),
-            ),
-            owner=args.owner,
-            lock_wait_timeout=args.lock_wait_timeout,
-            progress=progress,
-        )
+    report = take_backup(
+        args.database_url,
+        args.to,
+        format=args.format,
+        compression=args.compress,
+        jobs=args.jobs,
+        verify=args.verify,
+        selection=DumpSelection(
+            schemas=tuple(args.schema),
+            exclude_schemas=tuple(args.exclude_schema),
+            tables=tuple(args.table),
+            exclude_tables=tuple(args.exclude_table),
+        ),
+        owner=args.owner,
+        lock_wait_timeout=args.lock_wait_timeout,
+        progress=progress,
+    )
     if args.json:
         print_json(report)
     else:

@@ -19,8 +19,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgwarden.cli.backup_cmd import terminate_as_interrupt
     from pgwarden.job import run as run_job
 
-    with terminate_as_interrupt():
-        return run_job(args.kind)
+    return run_job(args.kind)

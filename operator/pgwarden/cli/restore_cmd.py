@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.api.reports import RestoreReport
-from pgwarden.cli.backup_cmd import terminate_as_interrupt
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
 from pgwarden.engine.errors import BadInput, PgwardenError
@@ -91,16 +90,15 @@ def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage
 
 def run(args: argparse.Namespace) -> int:
     backup = choose_backup(args.source, args.backup_id, args.owner)
-    with terminate_as_interrupt():
-        report = restore_backup(
-            args.database_url,
-            backup,
-            create=args.create,
-            clean=args.clean,
-            terminate=args.terminate_connections,
-            jobs=args.jobs,
-            progress=progress,
-        )
+    report = restore_backup(
+        args.database_url,
+        backup,
+        create=args.create,
+        clean=args.clean,
+        terminate=args.terminate_connections,
+        jobs=args.jobs,
+        progress=progress,
+    )
     if args.json:
         print_json(report)
     else:

@@ -448,6 +448,7 @@ def take_backup(
     writer = backup.open_writer(dump_file, size_hint=estimated)
     sink = DumpSink(compressor(spec), writer)
     dump_started = time.monotonic()
+    stop_counting = threading.Event()  # set when the dump fails: the counts are for nobody then
     try:
         with connect(counting_url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -463,7 +464,13 @@ def take_backup(
             def count_in_snapshot() -> None:
                 try:
                     counts.update(
-                        count_rows(counting_url, tables, concurrency=COUNT_CONCURRENCY, snapshot_id=snapshot)
+                        count_rows(
+                            counting_url,
+                            tables,
+                            concurrency=COUNT_CONCURRENCY,
+                            snapshot_id=snapshot,
+                            stop=stop_counting,
+                        )
                     )
                 except BaseException as exc:
                     count_error.append(exc)
@@ -502,6 +509,8 @@ def take_backup(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        stop_counting.set()
 
     completed = datetime.now(UTC)
     manifest = BackupManifest(

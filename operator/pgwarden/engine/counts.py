@@ -8,8 +8,10 @@ through its parent, which sees every partition (partitions themselves are not in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,11 +101,14 @@ def count_rows(
     concurrency: int = 4,
     snapshot_id: str | None = None,
     on_counted: OnCounted | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
     """Exact counts, `concurrency` tables at a time, each worker on a connection of its own.
 
     With `snapshot_id` (from `pg_export_snapshot()` in a transaction that stays open meanwhile), every
     worker counts at that snapshot, so rows committed afterwards are not seen and totals are consistent.
+    Setting `stop` (the caller failed or was interrupted) cancels the counts under way and skips the rest,
+    so no worker thread keeps the process alive counting for nobody.
     """
     if not tables:
         return {}
@@ -117,7 +122,11 @@ def count_rows(
         for conn in connections:
             idle.put(conn)
 
+        stopped = stop or threading.Event()
+
         def count_one(target: CountTarget) -> tuple[str, int]:
+            if stopped.is_set():
+                raise PgwardenError("counting was stopped")
             conn = idle.get()
             try:
                 row = conn.execute(target.count_query()).fetchone()
@@ -128,15 +137,37 @@ def count_rows(
             return target.name, int(row[0]) if row else 0
 
         counts: dict[str, int] = {}
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-count") as pool:
+        _cancel_when_stopped(stopped, connections)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-count")
+        try:
             for name, rows in pool.map(count_one, targets):
                 counts[name] = rows
                 if on_counted is not None:
                     on_counted(len(counts), len(targets))
+        except BaseException:  # a failed count or Ctrl-C/SIGTERM: cancel what runs, drop what waits
+            stopped.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return counts
     finally:
         for conn in connections:
             conn.close()
+
+
+def _cancel_when_stopped(stop: threading.Event, connections: list[Connection]) -> None:
+    """Cancel the queries of `connections` once `stop` is set (a daemon watcher; closed ones are skipped)."""
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            if all(conn.closed for conn in connections):
+                return
+        for conn in connections:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.cancel_safe(timeout=2)
+
+    threading.Thread(target=watch, name="pgwarden-count-cancel", daemon=True).start()
 
 
 def count_rows_in_transaction(conn: Connection, tables: Sequence[str]) -> dict[str, int]:
