@@ -122,8 +122,13 @@ def assert_only_debris(place: Place) -> None:
     assert place.keys() == [] and place.pending() == []
 
 
-def assert_no_scratch_database(pg: LocalPostgres) -> None:
-    left = {name for name in databases(pg.url()) if name.startswith("pgwarden_verify_")}
+def scratch_databases(pg: LocalPostgres) -> set[str]:
+    """The scratch databases `backup --verify` restores into (other tests' leftovers included)."""
+    return {name for name in databases(pg.url()) if name.startswith("pgwarden_verify_")}
+
+
+def assert_no_new_scratch_database(pg: LocalPostgres, before: set[str]) -> None:
+    left = scratch_databases(pg) - before
     assert not left, f"scratch databases of the verification left behind: {left}"
 
 
@@ -197,6 +202,7 @@ def test_a_signal_at_any_phase_leaves_no_listed_backup_and_a_rerun_converges(
     inject: Injector,
 ) -> None:
     hold = phase.hold(shop) if phase.hold else contextlib.nullcontext()
+    scratch = scratch_databases(canary_pg)
 
     with Activity(shop) as activity, hold, start_backup(shop, place, *phase.args, env=phase.env) as run:
         run.wait_until(phase.reached(run, activity, place, canary_pg), phase.name)
@@ -208,7 +214,7 @@ def test_a_signal_at_any_phase_leaves_no_listed_backup_and_a_rerun_converges(
     if signum == signal.SIGTERM:
         assert_failure_reported(result)
         assert_nothing_left(place)
-        assert_no_scratch_database(canary_pg)
+        assert_no_new_scratch_database(canary_pg, scratch)
     else:
         assert_only_debris(place)
     assert_rerun_converges(shop, place, canary_pg)
@@ -301,6 +307,7 @@ def test_minio_stopped_before_the_manifest_leaves_no_dump_at_its_final_key(
     shop: str, canary_pg: LocalPostgres, private_minio: Any, inject: Injector
 ) -> None:
     place = s3_place(private_minio.server)
+    scratch = scratch_databases(canary_pg)
 
     with start_backup(shop, place, "--verify") as run:
         run.wait_until(place.dump_stored_without_manifest(), "the dump stored, its manifest not yet")
@@ -310,7 +317,7 @@ def test_minio_stopped_before_the_manifest_leaves_no_dump_at_its_final_key(
 
     assert_secrets_kept(result, canary_pg.password, place)
     assert_failure_reported(result)
-    assert_no_scratch_database(canary_pg)
+    assert_no_new_scratch_database(canary_pg, scratch)
     assert place.listed() == []
     assert place.keys() == [], "a dump at its final key without its manifest"
     assert_rerun_converges(shop, place, canary_pg)
