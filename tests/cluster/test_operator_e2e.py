@@ -267,7 +267,9 @@ def test_a_one_time_backup_to_s3_reports_location_size_sha256_tables_and_rows(
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Stale")["status"] == "False"
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert f"shop/{last['id']}/manifest.json" in keys and f"shop/{last['id']}/report.json" in keys
+    folder = f"shop/{operator.namespace}/shop"  # the resource's own folder under its prefix
+    assert last["location"] == f"s3://{bucket}/{folder}/{last['id']}"
+    assert f"{folder}/{last['id']}/manifest.json" in keys and f"{folder}/{last['id']}/report.json" in keys
     reasons = [e["reason"] for e in events(kube, operator.namespace, "shop")]
     assert "Started" in reasons and "BackupSucceeded" in reasons
     assert_never_shown(kube, operator, pg.password, s3.secret_key)
@@ -757,3 +759,22 @@ def test_each_of_more_than_ten_finished_backup_jobs_is_announced_once(
     assert len(status["history"]) == 10
     failed = operator.http(operator.metrics_port, "/metrics")
     assert f'pgwarden_runs_total{{kind="backup",outcome="Failed"}} {float(jobs)}' in failed
+
+
+def test_the_apiserver_refuses_inline_migrations_too_large_for_the_job(
+    kube: LocalCluster, crds: None, namespace: str
+) -> None:
+    half = "SELECT 1;\n" * (5 * 1024)  # 50 KiB
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {"inline": [{"name": "0001_a.sql", "sql": half}, {"name": "0002_b.sql", "sql": half}]},
+    }
+    result = kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(in_namespace(namespace, resource("DatabaseMigration", "big", spec))[0]),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "put larger sets in a ConfigMap" in result.stderr

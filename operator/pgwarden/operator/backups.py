@@ -33,6 +33,7 @@ from pgwarden.operator.status import (
 Obj = dict[str, Any]
 KIND = "DatabaseBackup"
 HISTORY_LIMIT = 10
+SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
 
 
@@ -139,6 +140,10 @@ def _moment(entry: Obj) -> datetime | None:
     return parse_time(entry.get("completedAt")) or parse_time(entry.get("startedAt"))
 
 
+def newest_first(history: list[Obj]) -> list[Obj]:
+    return sorted(history, key=_when, reverse=True)
+
+
 def already_recorded(history: list[Obj]) -> Callable[[Obj], bool]:
     """Whether a finished run's entry was recorded before: it is in the history, or the history is full and
     the run ended no later than its oldest entry (it was recorded, then pushed out by newer runs).
@@ -196,7 +201,7 @@ def decide(
     if one_time_done and cronjob is not None:
         delete = cronjob["metadata"]["name"]
 
-    history: list[Obj] = sorted(old.get("history") or [], key=_when, reverse=True)
+    history: list[Obj] = newest_first(old.get("history") or [])
     recorded = already_recorded(history)
     events: list[Event] = []
     finished: list[Finished] = []
@@ -321,6 +326,16 @@ def decide(
     ):
         events.append(Event(WARNING, "Stale", wants[1].message))
     new["conditions"] = set_conditions(list(old.get("conditions") or []), wants, generation, now)
+    # Next look without an event: when it turns stale, or shortly after the next run is due (whose Job
+    # would have brought it, so status names the following one).
+    candidates = [following + SCHEDULE_GRACE] if following else []
+    if limit is not None and not stale:
+        candidates.append(reference + limit + timedelta(seconds=1))
     return Decision(
-        status=new, events=tuple(events), create=create, delete_cronjob=delete, finished=tuple(finished)
+        status=new,
+        events=tuple(events),
+        create=create,
+        delete_cronjob=delete,
+        finished=tuple(finished),
+        deadline=min(candidates) if candidates else None,
     )

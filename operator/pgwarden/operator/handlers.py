@@ -1,14 +1,19 @@
 """The kopf handlers: thin triggers that all end in `reconcile.sync` for the resource concerned.
 
-No deletion handler: Jobs and CronJobs are owned by their resource and garbage-collected with it. The
-timer makes kopf add its finalizer (to stop the timer cleanly), so a resource deleted while no operator
-runs waits for one to start, or for the finalizer to be removed by hand.
+What the operator knows of its Jobs and CronJobs comes from their watch streams (kopf indexes, `cache`),
+not from LISTs per reconcile. Nothing runs on a fixed timer: a resource is looked at when it, one of its
+Jobs or its CronJob changes, and at the deadlines its last reconcile computed (`deadlines`).
+
+No finalizer and no deletion handler: Jobs and CronJobs are owned by their resource and garbage-collected
+with it, so deleting a resource never waits for the operator.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -16,16 +21,20 @@ import kopf
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS
 from pgwarden.operator import naming
+from pgwarden.operator.cache import Cache, index_entry
+from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, load_configuration
 from pgwarden.operator.reconcile import Context, forget, sync
-from pgwarden.operator.status import TERMINAL_PHASES, Event
+from pgwarden.operator.status import Event
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PLURALS = {kind.plural: kind.kind for kind in KINDS}
+# How soon a resource whose Job waits or runs is looked at again (its pod is not watched).
 TIMER_INTERVAL = float(os.environ.get("PGWARDEN_TIMER_INTERVAL", "15"))
 ANNOTATION_PREFIX = f"operator.{API_GROUP}"
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 
 
 def post_event(body: Obj, event: Event) -> None:
@@ -37,13 +46,14 @@ def build_context(memo: kopf.Memo) -> Context:
     image = memo.get("image") or os.environ.get("PGWARDEN_JOB_IMAGE")
     settings = JobSettings(image=image) if image else JobSettings()
     kube = Kube(load_configuration(memo.get("kubeconfig") or None))
-    return Context(kube=kube, settings=settings, post_event=post_event)
+    return Context(kube=kube, settings=settings, post_event=post_event, poll_seconds=TIMER_INTERVAL)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     workers = int(memo.get("workers") or 8)
-    settings.batching.worker_limit = workers
+    # Every object gets its own (cheap, asyncio) worker; only the threads that call the API are bounded.
+    settings.batching.worker_limit = None
     settings.execution.max_workers = workers
     settings.posting.level = logging.WARNING  # our Events say what happened; kopf's would repeat it
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
@@ -54,7 +64,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Serve the namespaces given and the CRDs present at startup: no cluster-wide list/watch of
     # namespaces and CRDs, so the operator's Role stays namespaced.
     settings.scanning.disabled = True
-    memo.context = build_context(memo)
+    context = build_context(memo)
+    looks = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-deadline")
+
+    def look(key: Key) -> None:
+        looks.submit(sync, context, *key)
+
+    context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
+    memo.context = context
 
 
 @kopf.on.probe(id="api")
@@ -65,20 +82,24 @@ def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
     return True
 
 
-def _sync(memo: kopf.Memo, body: kopf.Body) -> None:
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def pgwarden_jobs(body: kopf.Body, **_: Any) -> dict[str, Obj] | None:
+    """Our Jobs by the uid of the resource they run for."""
+    return index_entry(body)
+
+
+@kopf.index("batch", "v1", "cronjobs", labels=MANAGED)
+def pgwarden_cronjobs(body: kopf.Body, **_: Any) -> dict[str, Obj] | None:
+    """Our CronJobs by the uid of their DatabaseBackup."""
+    return index_entry(body)
+
+
+def _context(memo: kopf.Memo, indexes: dict[str, Any]) -> Context:
+    """The context, reading from the watch-fed indexes once kopf has handed them over."""
     context: Context = memo.context
-    sync(context, str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
-
-
-def settled(body: kopf.Body) -> bool:
-    """A one-time resource whose current generation has finished needs no periodic look."""
-    status = body.get("status") or {}
-    if body["kind"] == "DatabaseBackup" and (body.get("spec") or {}).get("schedule"):
-        return False
-    return bool(
-        status.get("phase") in TERMINAL_PHASES
-        and status.get("observedGeneration") == body.metadata.get("generation")
-    )
+    if context.cache is None:
+        context.cache = Cache(jobs=indexes["pgwarden_jobs"], cronjobs=indexes["pgwarden_cronjobs"])
+    return context
 
 
 for _plural in PLURALS:
@@ -86,29 +107,34 @@ for _plural in PLURALS:
     @kopf.on.resume(API_GROUP, API_VERSION, _plural)
     @kopf.on.create(API_GROUP, API_VERSION, _plural)
     @kopf.on.update(API_GROUP, API_VERSION, _plural)
-    def on_change(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+    def on_change(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
         """A new resource, a new generation, an approval, or the operator starting: reconcile now."""
-        _sync(memo, body)
-
-    @kopf.timer(API_GROUP, API_VERSION, _plural, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
-    def periodically(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
-        """Catch what no watch event announces: a pod stuck on a missing Secret, a backup going stale."""
-        if not settled(body):
-            _sync(memo, body)
+        sync(_context(memo, kwargs), str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
 
     @kopf.on.event(API_GROUP, API_VERSION, _plural)
-    def on_deleted(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """A resource is gone: release its lock and metric series (its Jobs go with it)."""
+    def on_deleted(memo: kopf.Memo, body: kopf.Body, type: str | None, **_: Any) -> None:
+        """A resource is gone: release its lock, deadline and metric series (its Jobs go with it)."""
         if type == "DELETED":
-            forget(str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
+            context: Context | None = getattr(memo, "context", None)
+            key = (str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
+            forget(*key, context.deadlines if context else None)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})
-def on_job(memo: kopf.Memo, body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A Job of ours changed (started, finished, failed): reconcile the resource it runs for."""
+def _owner_changed(memo: kopf.Memo, body: kopf.Body, kwargs: dict[str, Any]) -> None:
     owner = naming.owner_of(dict(body))
     if owner is None or not hasattr(memo, "context"):
         return
-    kind, namespace, name = owner
-    context: Context = memo.context
-    sync(context, kind, namespace, name)
+    sync(_context(memo, kwargs), *owner)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def on_job(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+    """A Job of ours changed (started, finished, failed, deleted): reconcile the resource it runs for."""
+    _owner_changed(memo, body, kwargs)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+def on_cronjob(memo: kopf.Memo, body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+    """A CronJob of ours was deleted or changed by someone else: bring it back to what the spec says."""
+    if type in ("DELETED", "MODIFIED"):
+        _owner_changed(memo, body, kwargs)

@@ -135,6 +135,9 @@ class Kube:
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
         return self._list(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", uid)
 
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        return self._get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+
     def create(self, manifest: Obj) -> Obj:
         """Create a Job or CronJob; when it already exists (a restarted operator), return the existing one."""
         namespace = manifest["metadata"]["namespace"]

@@ -51,6 +51,8 @@ class Decision:
     create: Obj | None = None
     delete_cronjob: str | None = None
     finished: tuple[Finished, ...] = ()
+    # When the resource needs a look although no event may come (a backup turning stale, a schedule due).
+    deadline: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
