@@ -65,7 +65,7 @@ from pgwarden.engine.restore import (
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
 from pgwarden.storage import BackupManifest, ObjectWriter, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
-from pgwarden.storage.manifest import new_backup_id, write_manifest
+from pgwarden.storage.manifest import MANIFEST, new_backup_id, write_manifest
 
 FORMATS = ("custom", "directory")
 PIPE_SIZE = 1024 * 1024
@@ -373,15 +373,20 @@ def verify_backup(
     scratch = f"pgwarden_verify_{manifest.id.replace('-', '_').lower()}"
     scratch_url = with_database(url, scratch)
     progress(f"verifying: restoring into scratch database {scratch}")
-    create_database(url, scratch)
     try:
+        # Created inside the try: an interrupt between CREATE DATABASE and the restore must drop it too.
+        create_database(url, scratch)
         if schemas:
             with connect(scratch_url, autocommit=True) as conn:
                 for name in sorted(schemas):
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
         _tool, counts, schema = restore_manifest(scratch_url, backup, manifest, jobs=jobs, progress=progress)
-    finally:
-        drop_database(url, scratch)
+    except BaseException:
+        # The first failure is the one to report; a failed drop must not hide it.
+        with contextlib.suppress(PgwardenError, psycopg.Error):
+            drop_database(url, scratch)
+        raise
+    drop_database(url, scratch)
     return compare_counts(
         manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
     )
@@ -512,66 +517,70 @@ def take_backup(
     finally:
         stop_counting.set()
 
-    completed = datetime.now(UTC)
-    manifest = BackupManifest(
-        id=backup_id,
-        format=format,
-        compression=str(spec),
-        dump_file=dump_file,
-        size_bytes=sink.stored_bytes,
-        sha256=sha256,
-        database=describe(url),
-        database_name=dbname,
-        database_server=database_server(url),
-        owner=owner,
-        server_version=server_version,
-        pg_dump_version=tool.version,
-        tables=len(counts),
-        rows=sum(counts.values()),
-        per_table={name: counts[name] for name in sorted(counts)},
-        schema_fingerprint=schema,
-        started_at=started,
-        completed_at=completed,
-        duration_seconds=round(time.monotonic() - clock, 3),
-        dump_seconds=round(dump_seconds, 3),
-        pgwarden_version=__version__,
-        selection=dataclasses.asdict(selection) if selection else None,
-    )
-    verification = None
-    if verify:
-        try:
+    # From here the dump sits at its final key: every way out short of a written manifest (a failed or
+    # mismatching verification, a storage error, SIGTERM) deletes it again, so no unlisted dump is left.
+    try:
+        completed = datetime.now(UTC)
+        manifest = BackupManifest(
+            id=backup_id,
+            format=format,
+            compression=str(spec),
+            dump_file=dump_file,
+            size_bytes=sink.stored_bytes,
+            sha256=sha256,
+            database=describe(url),
+            database_name=dbname,
+            database_server=database_server(url),
+            owner=owner,
+            server_version=server_version,
+            pg_dump_version=tool.version,
+            tables=len(counts),
+            rows=sum(counts.values()),
+            per_table={name: counts[name] for name in sorted(counts)},
+            schema_fingerprint=schema,
+            started_at=started,
+            completed_at=completed,
+            duration_seconds=round(time.monotonic() - clock, 3),
+            dump_seconds=round(dump_seconds, 3),
+            pgwarden_version=__version__,
+            selection=dataclasses.asdict(selection) if selection else None,
+        )
+        verification = None
+        if verify:
             verification = verify_backup(
                 url, backup, manifest, jobs=jobs, schemas=outside_schemas, progress=say
             )
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                backup.delete([dump_file])
-            raise
-        if not verification.matches_backup:
-            with contextlib.suppress(StorageError):
-                backup.delete([dump_file])
-            return _report(manifest, backup, started, clock, verification, failed=True)
-        manifest = manifest.model_copy(
-            update={
-                "verified": True,
-                "verified_at": datetime.now(UTC),
-                "completed_at": datetime.now(UTC),
-                "duration_seconds": round(time.monotonic() - clock, 3),
-            }
-        )
-    _pause_point("before-manifest")
-    try:
-        write_manifest(backup, manifest)
-    except StorageError as exc:
-        with contextlib.suppress(StorageError):
-            backup.delete([dump_file])
-        raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
+            if not verification.matches_backup:
+                _delete_stored(backup, [dump_file])
+                return _report(manifest, backup, started, clock, verification, failed=True)
+            manifest = manifest.model_copy(
+                update={
+                    "verified": True,
+                    "verified_at": datetime.now(UTC),
+                    "completed_at": datetime.now(UTC),
+                    "duration_seconds": round(time.monotonic() - clock, 3),
+                }
+            )
+        _pause_point("before-manifest")
+        try:
+            write_manifest(backup, manifest)
+        except StorageError as exc:
+            raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
+    except BaseException:
+        _delete_stored(backup, [dump_file, MANIFEST])
+        raise
     say(
         f"backup {backup_id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
     )
     report = _report(manifest, backup, started, clock, verification, failed=False)
     report.throughput_bytes_per_second = round(sink.raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
     return report
+
+
+def _delete_stored(backup: Storage, keys: list[str]) -> None:
+    """Delete what a failed run stored; storage being unreachable must not hide the failure itself."""
+    with contextlib.suppress(StorageError):
+        backup.delete(keys)
 
 
 def _report(
