@@ -21,6 +21,7 @@ class HistoryRow:
     checksum: str | None
     success: bool
     kind: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ def read_history(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) ->
         return []
     rows = conn.execute(
         sql.SQL(
-            "SELECT version, description, checksum, success, type FROM {} ORDER BY installed_rank"
+            "SELECT version, description, checksum, success, type, error FROM {} ORDER BY installed_rank"
         ).format(_ident(schema, "schema_history"))
     ).fetchall()
-    return [HistoryRow(str(v), str(d), c, bool(s), str(t)) for v, d, c, s, t in rows]
+    return [HistoryRow(str(v), str(d), c, bool(s), str(t), e) for v, d, c, s, t, e in rows]
 
 
 def record_migration(
@@ -106,6 +107,60 @@ def record_migration(
         ).format(_ident(schema, "schema_history")),
         (version, description, kind, script, checksum, execution_ms, success, error),
     )
+
+
+STARTED = "started; the run ended before this statement finished"
+"""The error text of the row written before a statement that commits on its own (outside a transaction)."""
+
+
+def record_started(
+    conn: psycopg.Connection[Any],
+    *,
+    version: str,
+    description: str,
+    script: str,
+    checksum: str | None,
+    schema: str = DEFAULT_SCHEMA,
+) -> None:
+    """Before a statement that commits on its own: a row saying it started, so a run killed while it runs
+    leaves a history that says so, and the rerun knows the statement may have taken effect."""
+    record_migration(
+        conn,
+        version=version,
+        description=description,
+        script=script,
+        checksum=checksum,
+        execution_ms=0,
+        success=False,
+        error=STARTED,
+        schema=schema,
+    )
+
+
+def finish_started(
+    conn: psycopg.Connection[Any],
+    version: str,
+    *,
+    execution_ms: int,
+    error: str | None = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> None:
+    """Turn the started rows of `version` into its outcome: applied, or failed with `error`."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET success = %s, error = %s, execution_ms = %s, installed_on = now()"
+            " WHERE version = %s AND NOT success AND error = %s"
+        ).format(_ident(schema, "schema_history")),
+        (error is None, error, execution_ms, version, STARTED),
+    )
+
+
+def interrupted(rows: list[HistoryRow]) -> set[str]:
+    """Versions whose last row says a statement outside a transaction started and never finished."""
+    last: dict[str, HistoryRow] = {}
+    for row in rows:
+        last[row.version] = row
+    return {version for version, row in last.items() if not row.success and row.error == STARTED}
 
 
 def forget_migration(conn: psycopg.Connection[Any], version: str, schema: str = DEFAULT_SCHEMA) -> None:

@@ -84,6 +84,8 @@ class Run:
         self.applied: list[AppliedMigration] = []
         self.before: SchemaState | None = None
         self.verification: Verification | None = None
+        self.interrupted: set[str] = set()
+        """Versions a killed run started outside a transaction and never finished: they may have taken effect."""
         self._opened: list[psycopg.Connection[Any]] = []
         self.report = MigrationReport(
             outcome=Outcome.SUCCEEDED,
@@ -197,6 +199,7 @@ class Run:
         self.report.tables.before = len(self.before.tables)
         self.report.rows.before = self.before.total_rows
         self.phase = "reading the recorded schema state"
+        self.interrupted = history.interrupted(history.read_history(self.conn, self.schema))
         recorded = history.last_state(self.conn, self.schema)
         # With no recorded state (a first run) there is nothing to drift from: reported as not detected.
         drift = (
@@ -204,7 +207,21 @@ class Run:
             if recorded
             else {"detected": False, "differences": []}
         )
-        self.report.drift = Drift(**drift)
+        self.report.drift = self._without_interrupted_work(Drift(**drift))
+
+    def _without_interrupted_work(self, drift: Drift) -> Drift:
+        """An index an interrupted run of ours was building is not a change made by hand."""
+        ours = {
+            statement.concurrent_index.rsplit(".", 1)[-1]
+            for step in self.plan.steps
+            if step.file.version in self.interrupted
+            for statement in step.file.statements
+            if statement.concurrent_index
+        }
+        kept = [
+            d for d in drift.differences if not (d.kind == "index" and d.object.rsplit(".", 1)[-1] in ours)
+        ]
+        return Drift(detected=bool(kept), differences=kept)
 
     def _record_baseline(self) -> None:
         for file in self.plan.baselined:
@@ -224,22 +241,22 @@ class Run:
         self.phase = f"applying {file.version} ({file.script_name})"
         self.say(f"applying {file.version} {file.description}")
         started = time.monotonic()
-        for statement in file.statements:
-            if step.runs_in_transaction:
+        if step.runs_in_transaction:
+            for statement in file.statements:
                 self._run_in_transaction(file, statement)
-            else:
-                self._run_outside_transaction(file, statement)
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        self.phase = f"recording {file.version} in the history"
-        history.record_migration(
-            self.conn,
-            version=file.version,
-            description=file.description,
-            script=file.script_name,
-            checksum=file.checksum,
-            execution_ms=elapsed_ms,
-            schema=self.schema,
-        )
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            self.phase = f"recording {file.version} in the history"
+            history.record_migration(
+                self.conn,
+                version=file.version,
+                description=file.description,
+                script=file.script_name,
+                checksum=file.checksum,
+                execution_ms=elapsed_ms,
+                schema=self.schema,
+            )
+        else:
+            elapsed_ms = self._apply_outside_transaction(file)
         self.applied.append(
             AppliedMigration(
                 version=file.version,
@@ -250,6 +267,40 @@ class Run:
             )
         )
 
+    def _apply_outside_transaction(self, file: MigrationFile) -> int:
+        """A file whose one statement commits on its own, bracketed by history rows: `started` before it,
+        its outcome after, so a run killed in between leaves a history that says so and a rerun resumes."""
+        resumed = file.version in self.interrupted
+        if not resumed:
+            history.record_started(
+                self.conn,
+                version=file.version,
+                description=file.description,
+                script=file.script_name,
+                checksum=file.checksum,
+                schema=self.schema,
+            )
+        started = time.monotonic()
+        try:
+            for statement in file.statements:
+                self._run_outside_transaction(file, statement, resumed=resumed)
+        except BaseException as exc:
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            if not (self.conn.closed or self.conn.broken):
+                with contextlib.suppress(psycopg.Error):
+                    history.finish_started(
+                        self.conn,
+                        file.version,
+                        execution_ms=elapsed_ms,
+                        error=str(exc) or type(exc).__name__,
+                        schema=self.schema,
+                    )
+            raise
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        self.phase = f"recording {file.version} in the history"
+        history.finish_started(self.conn, file.version, execution_ms=elapsed_ms, schema=self.schema)
+        return elapsed_ms
+
     def _run_in_transaction(self, file: MigrationFile, statement: Statement) -> None:
         try:
             self.conn.execute(statement.text)
@@ -258,10 +309,15 @@ class Run:
         except psycopg.Error as exc:
             raise self._statement_failure(file, statement, exc) from None
 
-    def _run_outside_transaction(self, file: MigrationFile, statement: Statement) -> None:
+    def _run_outside_transaction(self, file: MigrationFile, statement: Statement, *, resumed: bool) -> None:
         """Run a statement that commits on its own. An INVALID index it leaves (or an interrupted earlier
         try of it left under the same name) is dropped, so a retry or a rerun starts clean; for an unnamed
         index only the INVALID indexes that were not there before are ours to drop."""
+        if resumed and self._built_by_interrupted_run(statement):
+            self.say(
+                f"{file.script_name}: index {statement.concurrent_index} was built by the interrupted run"
+            )
+            return
         existing = set() if statement.concurrent_index else self._invalid_left_by(statement)
 
         def attempt() -> None:
@@ -276,6 +332,16 @@ class Run:
             if isinstance(exc, psycopg.Error) and not isinstance(exc, pgerrors.LockNotAvailable):
                 raise self._statement_failure(file, statement, exc) from None
             raise
+
+    def _built_by_interrupted_run(self, statement: Statement) -> bool:
+        """A killed run's server session can finish CREATE INDEX CONCURRENTLY after the client is gone."""
+        if not statement.concurrent_index:
+            return False
+        row = self.conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
+            (statement.concurrent_index,),
+        ).fetchone()
+        return bool(row and row[0])
 
     def _invalid_left_by(self, statement: Statement) -> set[str]:
         """The INVALID index a CREATE INDEX CONCURRENTLY names, or every INVALID index of its table."""
@@ -354,13 +420,15 @@ class Run:
             versions = ", ".join(s.file.version for s in committing)
             before_what = f"before committing {versions}" if versions else "after the last commit"
             raise VerificationFailed(f"verification failed {before_what}: {failed}")
-        if not final or (not self.plan.steps and not self.plan.baselined):
+        done = [s.file.version for s in [*self.committed, *committing]]
+        if not done and not (final and self.plan.baselined):
             return  # nothing changed: keep the recorded state, so drift stays visible until the next change
+        # After every commit, not only the last: an interrupted run's own changes are not drift on the rerun.
         history.record_state(
             self.conn,
             fingerprint=after.fingerprint,
             snapshot=after.snapshot_json,
-            version=self._version_after_success(),
+            version=self._version_after_success() if final else done[-1],
             schema=self.schema,
         )
 
@@ -400,7 +468,9 @@ class Run:
         if not committed:
             return rollback.nothing_committed(strategy)
         if strategy == RollbackStrategy.DOWN:
-            return rollback.undo_with_down_scripts(self.conn, committed, self.schema, self.say)
+            result = rollback.undo_with_down_scripts(self.conn, committed, self.schema, self.say)
+            self._record_state_after_rollback()
+            return result
         if strategy == RollbackStrategy.RESTORE:
             net, backup = self.options.safety_net, self.report.backup
             if net is None or backup is None:
@@ -412,6 +482,22 @@ class Run:
             self._reconnect_if_lost()
             return result
         return rollback.left_applied(strategy, [f.version for f in committed])
+
+    def _record_state_after_rollback(self) -> None:
+        """Down scripts changed the schema after the last recorded state: record it again, so the next run
+        does not report the undone changes as drift."""
+        try:
+            state = capture_state(self.conn, self.url, mode=RowCountMode.NONE, own_schema=self.schema)
+            version = history.current_version(history.read_history(self.conn, self.schema))
+            history.record_state(
+                self.conn,
+                fingerprint=state.fingerprint,
+                snapshot=state.snapshot_json,
+                version=version,
+                schema=self.schema,
+            )
+        except (PgwardenError, psycopg.Error) as exc:
+            self.report.warnings.append(f"could not record the schema after the rollback: {exc}")
 
     def _reconnect_if_lost(self) -> bool:
         """A usable connection for the rollback and the report: the run's own, or a new one."""
