@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,28 @@ def any_pg(request: pytest.FixtureRequest) -> localpg.LocalPostgres:
 def db_url(pg: localpg.LocalPostgres) -> str:
     """A fresh, empty database on the newest server; its URL carries the password."""
     return pg.create_database()
+
+
+# The fault-injection suite's summary lives here: under xdist only the root conftest reaches the controller.
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Faults injected by kind, and how many of the runs they hit did not hold up (failed tests)."""
+    injected: Counter[str] = Counter()
+    broken: Counter[str] = Counter()
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            kinds = [
+                value for name, value in report.user_properties if name == "fault"
+            ]  # faults.FAULT_PROPERTY
+            injected.update(kinds)
+            if outcome == "failed":
+                broken.update(kinds)
+    if not injected:
+        return
+    terminalreporter.section("faults injected")
+    for kind, count in sorted(injected.items()):
+        terminalreporter.write_line(f"{kind:<24} {count:>4} injected, {broken[kind]:>3} in failing tests")
+    terminalreporter.write_line(
+        f"{'total':<24} {sum(injected.values()):>4} injected, {sum(broken.values()):>3} in failing tests"
+    )
