@@ -398,7 +398,11 @@ def test_a_missing_secret_yields_a_clear_condition(
     assert ready["status"] == "False"
     assert "no-such-secret" in ready["message"] and "CreateContainerConfigError" in ready["message"]
     assert status["phase"] == "Pending"
-    assert "CannotStart" in [e["reason"] for e in events(kube, operator.namespace, "stuck")]
+    kube.wait_for(  # kopf posts Events in the background, just after the status is written
+        "the CannotStart Event",
+        lambda: "CannotStart" in [e["reason"] for e in events(kube, operator.namespace, "stuck")],
+        timeout=20,
+    )
 
     migration = {
         "database": {"secretRef": {"name": "missing-db"}},

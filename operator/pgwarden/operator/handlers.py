@@ -10,10 +10,11 @@ with it, so deleting a resource never waits for the operator.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -41,6 +42,18 @@ def post_event(body: Obj, event: Event) -> None:
     kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
 
 
+def reconcile(context: Context, key: Key) -> None:
+    """`sync`, and when it fails (the API answered 5xx, a timeout) another try after the poll interval:
+    event handlers are not retried by kopf, and no timer would come back to it."""
+    try:
+        sync(context, *key)
+    except Exception:
+        if context.deadlines is not None:
+            retry = datetime.now(UTC) + timedelta(seconds=context.poll_seconds)
+            context.deadlines.set(key, retry)
+        raise
+
+
 def build_context(memo: kopf.Memo) -> Context:
     """The shared context, from what `pgwarden operator` put in the memo (or the environment)."""
     image = memo.get("image") or os.environ.get("PGWARDEN_JOB_IMAGE")
@@ -56,6 +69,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.batching.worker_limit = None
     settings.execution.max_workers = workers
     settings.posting.level = logging.WARNING  # our Events say what happened; kopf's would repeat it
+    # kopf stores nothing on the resources (event handlers only); the prefix names what older versions left.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
@@ -68,10 +82,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     looks = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-deadline")
 
     def look(key: Key) -> None:
-        looks.submit(sync, context, *key)
+        # In kopf's context (a handler's, kept by `_context`): kopf.event needs it to post Events.
+        kopf_context = memo.get("kopf_context") or contextvars.copy_context()
+        looks.submit(kopf_context.copy().run, _logged, context, key)
 
     context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
     memo.context = context
+
+
+def _logged(context: Context, key: Key) -> None:
+    try:
+        reconcile(context, key)
+    except Exception:  # retried at its deadline; say why here, where no kopf handler does
+        log.exception("reconcile of %s %s/%s failed; retrying in %gs", *key, context.poll_seconds)
 
 
 @kopf.on.probe(id="api")
@@ -99,32 +122,32 @@ def _context(memo: kopf.Memo, indexes: dict[str, Any]) -> Context:
     context: Context = memo.context
     if context.cache is None:
         context.cache = Cache(jobs=indexes["pgwarden_jobs"], cronjobs=indexes["pgwarden_cronjobs"])
+        memo.kopf_context = contextvars.copy_context()  # for reconciles the deadlines start
     return context
 
 
 for _plural in PLURALS:
 
-    @kopf.on.resume(API_GROUP, API_VERSION, _plural)
-    @kopf.on.create(API_GROUP, API_VERSION, _plural)
-    @kopf.on.update(API_GROUP, API_VERSION, _plural)
-    def on_change(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
-        """A new resource, a new generation, an approval, or the operator starting: reconcile now."""
-        sync(_context(memo, kwargs), str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
-
     @kopf.on.event(API_GROUP, API_VERSION, _plural)
-    def on_deleted(memo: kopf.Memo, body: kopf.Body, type: str | None, **_: Any) -> None:
-        """A resource is gone: release its lock, deadline and metric series (its Jobs go with it)."""
+    def on_resource(memo: kopf.Memo, body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+        """Any change of a resource (new, a new generation, an approval, its status) or the operator starting
+        (kopf lists them first): reconcile it; gone: release its lock, deadline and metric series.
+
+        An event handler, not kopf's change handlers: those keep a diff base and progress in annotations,
+        one more write per change, and reconcile needs no diff (it compares status with what it decides)."""
+        key = (str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
         if type == "DELETED":
             context: Context | None = getattr(memo, "context", None)
-            key = (str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
             forget(*key, context.deadlines if context else None)
+        else:
+            reconcile(_context(memo, kwargs), key)
 
 
 def _owner_changed(memo: kopf.Memo, body: kopf.Body, kwargs: dict[str, Any]) -> None:
     owner = naming.owner_of(dict(body))
     if owner is None or not hasattr(memo, "context"):
         return
-    sync(_context(memo, kwargs), *owner)
+    reconcile(_context(memo, kwargs), owner)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
