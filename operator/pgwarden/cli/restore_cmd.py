@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
@@ -43,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="parallel pg_restore jobs (uses a local copy)"
+    )
+    parser.add_argument(
+        "--lock-wait-timeout",
+        default=DEFAULT_LOCK_WAIT_TIMEOUT,
+        metavar="DURATION",
+        help="stop pg_restore when another session's lock holds it up this long (default "
+        f"{DEFAULT_LOCK_WAIT_TIMEOUT}; 30s, 1m30s; 0s waits for ever)",
     )
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         clean=args.clean,
         terminate=args.terminate_connections,
         jobs=args.jobs,
+        lock_wait_timeout=args.lock_wait_timeout,
         progress=progress,
     )
     if args.json:

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import (
     BackupInfo,
     ErrorInfo,
@@ -26,6 +27,7 @@ from pgwarden.api.reports import (
     RestoreReport,
     RowDifference,
 )
+from pgwarden.engine.backup_locks import lock_wait_ms
 from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
@@ -33,6 +35,7 @@ from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
 from pgwarden.engine.redact import redact, register_secret
+from pgwarden.engine.restore_locks import LockWatch, lock_wait_message
 from pgwarden.engine.schema_diff import fingerprint
 from pgwarden.storage import (
     BackupManifest,
@@ -177,9 +180,16 @@ class _StreamFile:
 
 
 def run_pg_restore(
-    tool: PgTool, url: str, options: list[str], *, source: Path | None, feed: Iterator[bytes] | None
+    tool: PgTool,
+    url: str,
+    options: list[str],
+    *,
+    source: Path | None,
+    feed: Iterator[bytes] | None,
+    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
 ) -> None:
-    """Run pg_restore against `url`, from a file or directory (`source`) or fed on stdin (`feed`)."""
+    """Run pg_restore against `url`, from a file or directory (`source`) or fed on stdin (`feed`); stop it
+    when one of its sessions waits on another session's lock longer than `lock_wait` (0s: for ever)."""
     dbname_args, env = tool_invocation(url)
     command = [tool.path, *dbname_args, *options]
     if source is not None:
@@ -193,21 +203,25 @@ def run_pg_restore(
     reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
     reader.start()
     try:
-        if feed is not None and process.stdin is not None:
-            try:
-                for chunk in feed:
-                    process.stdin.write(chunk)
-            except BrokenPipeError:
-                pass  # pg_restore stopped early; its exit status and stderr say why
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    process.stdin.close()
-        code = process.wait()
+        with LockWatch(url, lock_wait, process.kill) as watch:
+            if feed is not None and process.stdin is not None:
+                try:
+                    for chunk in feed:
+                        process.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # pg_restore stopped early; its exit status and stderr say why
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        process.stdin.close()
+            code = process.wait()
     except BaseException:
         process.kill()
         process.wait()
         raise
     reader.join(timeout=5)
+    if watch.found is not None:
+        single = "--single-transaction" in options
+        raise RestoreFailed(lock_wait_message(watch.found, lock_wait, single_transaction=single))
     if code != 0:
         message = b"".join(errors[-10:]).decode(errors="replace").strip()
         raise RestoreFailed(f"pg_restore failed (exit {code}): {redact(message) or 'no message'}")
@@ -232,6 +246,7 @@ def restore_manifest(
     clean: bool = False,
     jobs: int = 1,
     workdir: Path | None = None,
+    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> tuple[PgTool, dict[str, int], str]:
     """Download and verify a backup, restore it into `url`, then count its rows and fingerprint its schema."""
@@ -241,7 +256,9 @@ def restore_manifest(
         local = Path(tmp) / "download"
         say(f"downloading and verifying {backup.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
         download_verified(backup, manifest, local)
-        restore_downloaded(url, tool, manifest, local, clean=clean, jobs=jobs, progress=say)
+        restore_downloaded(
+            url, tool, manifest, local, clean=clean, jobs=jobs, lock_wait=lock_wait, progress=say
+        )
     return tool, *restored_state(url)
 
 
@@ -262,6 +279,7 @@ def restore_downloaded(
     *,
     clean: bool = False,
     jobs: int = 1,
+    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> None:
     """pg_restore a dump already downloaded and verified to `local` (alone in a scratch directory) into `url`.
@@ -277,7 +295,9 @@ def restore_downloaded(
         local.unlink()
         say(f"restoring with {tool.name} {tool.version}, {jobs} job(s)")
         options = _restore_options(clean=clean, jobs=max(jobs, 1), single_transaction=False)
-        run_pg_restore(tool, url, ["--format=directory", *options], source=archive, feed=None)
+        run_pg_restore(
+            tool, url, ["--format=directory", *options], source=archive, feed=None, lock_wait=lock_wait
+        )
     elif jobs > 1:
         archive = local.with_name("archive.pgc")
         with archive.open("wb") as out:
@@ -286,11 +306,15 @@ def restore_downloaded(
         local.unlink()
         say(f"restoring with {tool.name} {tool.version}, {jobs} jobs")
         options = _restore_options(clean=clean, jobs=jobs, single_transaction=False)
-        run_pg_restore(tool, url, ["--format=custom", *options], source=archive, feed=None)
+        run_pg_restore(
+            tool, url, ["--format=custom", *options], source=archive, feed=None, lock_wait=lock_wait
+        )
     else:
         say(f"restoring with {tool.name} {tool.version} in one transaction")
         options = _restore_options(clean=clean, jobs=1, single_transaction=True)
-        run_pg_restore(tool, url, ["--format=custom", *options], source=None, feed=chunks)
+        run_pg_restore(
+            tool, url, ["--format=custom", *options], source=None, feed=chunks, lock_wait=lock_wait
+        )
 
 
 def restored_state(url: str) -> tuple[dict[str, int], str]:
@@ -371,17 +395,20 @@ def restore_backup(
     clean: bool = False,
     terminate: bool = False,
     jobs: int = 1,
+    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> RestoreReport:
     """Restore the backup at `source` (a backup folder, or the newest complete one under a prefix, or
     `backup_id` under it) into the database; raises BadInput/RestoreFailed when nothing could be restored,
-    returns outcome Failed when the restore ran but the restored rows differ from the backup."""
+    returns outcome Failed when the restore ran but the restored rows differ from the backup.
+    pg_restore is stopped when it waits longer than `lock_wait_timeout` for another session's lock."""
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
     register_storage_secrets()
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
+    lock_wait_ms(lock_wait_timeout)  # BadInput before anything is touched
     storage = _open_source(source)
     try:
         backup, manifest = locate_backup(storage, backup_id)
@@ -420,7 +447,9 @@ def restore_backup(
             created = True
         if terminate:
             terminated = terminate_connections(url, dbname)
-        tool, counts, schema = restore_manifest(url, backup, manifest, clean=clean, jobs=jobs, progress=say)
+        tool, counts, schema = restore_manifest(
+            url, backup, manifest, clean=clean, jobs=jobs, lock_wait=lock_wait_timeout, progress=say
+        )
     except BaseException:
         if created:
             with contextlib.suppress(PgwardenError, psycopg.Error):
