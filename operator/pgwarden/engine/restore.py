@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +32,7 @@ from pgwarden.engine.backup_locks import lock_wait_ms
 from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
+from pgwarden.engine.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 MAX_DIFFERENCES = 100
+RESTORING_MARK = "_pgw_restoring_"  # <name>_pgw_restoring_<id>: a --create restore not yet in place
 COUNT_CONCURRENCY = 2
 
 Progress = Callable[[str], None]
@@ -371,6 +374,25 @@ def drop_database(url: str, dbname: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
+def restoring_name(dbname: str) -> str:
+    """The temporary database a `--create` restore goes into, named for what it is, within 63 bytes."""
+    return derived_name(dbname, f"{RESTORING_MARK}{secrets.token_hex(3)}")
+
+
+def put_in_place(url: str, restored: str, dbname: str) -> None:
+    """Rename the restored temporary database to its final name; RestoreFailed if that name was taken
+    meanwhile (the caller then drops the temporary one)."""
+    with maintenance(url) as conn:
+        end_sessions(conn, restored, wait_seconds=5)
+        try:
+            rename(conn, restored, dbname)
+        except psycopg.errors.DuplicateDatabase:
+            raise RestoreFailed(
+                f"database {dbname!r} was created by someone else while the backup was restored; the "
+                "restored copy was dropped. Restore again under another name"
+            ) from None
+
+
 def _open_source(source: str | Storage) -> Storage:
     if not isinstance(source, str):
         return source
@@ -439,26 +461,38 @@ def restore_backup(
                 "objects in the backup, or --create with a new database name"
             )
 
+    # --create restores into a temporary database and renames it only once the counts matched: a run
+    # killed half-way leaves at most that clearly named database, never one under the name asked for.
+    into = restoring_name(dbname) if create else dbname
+    into_url = with_database(url, into) if create else url
     terminated = None
     created = False
+    started_temporary = False
     try:
         if create:
-            create_database(url, dbname)
-            created = True
+            say(f"restoring into {into}; it becomes {dbname} once its rows match the backup")
+            create_database(url, into)
+            started_temporary = True
         if terminate:
-            terminated = terminate_connections(url, dbname)
+            terminated = terminate_connections(url, into)
         tool, counts, schema = restore_manifest(
-            url, backup, manifest, clean=clean, jobs=jobs, lock_wait=lock_wait_timeout, progress=say
+            into_url, backup, manifest, clean=clean, jobs=jobs, lock_wait=lock_wait_timeout, progress=say
         )
+        verification = compare_counts(
+            manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
+        )
+        if create and verification.matches_backup:
+            put_in_place(url, into, dbname)
+            created = True
+        elif create:
+            drop_database(url, into)
     except BaseException:
-        if created:
+        if started_temporary and not created:
             with contextlib.suppress(PgwardenError, psycopg.Error):
-                drop_database(url, dbname)
+                drop_database(url, into)
         raise
-    verification = compare_counts(
-        manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
-    )
     completed = datetime.now(UTC)
+    not_created = f"; the restored copy was dropped and database {dbname!r} was not created" if create else ""
     return RestoreReport(
         outcome=Outcome.SUCCEEDED if verification.matches_backup else Outcome.FAILED,
         database=describe(url),
@@ -473,6 +507,7 @@ def restore_backup(
         if verification.matches_backup
         else ErrorInfo(
             message=f"the restored database differs from backup {manifest.id}: {mismatch(verification)}"
+            + not_created
         ),
         pg_restore_version=tool.version,
         started_at=started,
