@@ -595,7 +595,7 @@ def up() -> None:
   kubectl describe dbbackup shop-backup -n {NAMESPACE}
   kubectl get jobs,pods,events -n {NAMESPACE}
   kubectl logs -n {NAMESPACE} job/<a job above>            # the report of a run
-  kubectl annotate dbmig <name> pgwarden.io/approved=true -n {NAMESPACE}   # for approval: Manual
+  kubectl annotate dbmig <name> -n {NAMESPACE} pgwarden.io/approved=<generation> --overwrite   # approval: Manual
   tail -f {OPERATOR_LOG.relative_to(REPO)}                  # the operator (pid {state["operator"]["pid"]})
   psql "$(kubectl get secret shop-db -n {NAMESPACE} -o jsonpath='{{.data.uri}}' | base64 -d)"
 Edit examples/*.yaml and re-run `make demo`, or kubectl apply your own resources in namespace {NAMESPACE}.

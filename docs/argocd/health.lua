@@ -1,6 +1,6 @@
 -- Argo CD health of DatabaseMigration, DatabaseBackup and DatabaseRestore, from their status conditions.
 -- Healthy: Ready=True (and a backup not Stale). Suspended: waiting for approval, or a suspended schedule.
--- Degraded: the run failed or rolled back, a Job cannot start, or no backup succeeded within staleAfter.
+-- Degraded: the run failed, rolled back or was cancelled, a Job cannot start, or no backup succeeded within staleAfter.
 -- Progressing: everything else (the operator has not caught up, or a Job is running).
 local hs = { status = "Progressing", message = "Waiting for the pgwarden operator" }
 if obj.status == nil then
@@ -38,7 +38,7 @@ if ready ~= nil and ready.status == "True" then
   hs.message = message
   return hs
 end
-if status.phase == "Failed" or status.phase == "RolledBack" then
+if status.phase == "Failed" or status.phase == "RolledBack" or status.phase == "Cancelled" then
   hs.status = "Degraded"
   hs.message = message
   return hs

@@ -49,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="activeDeadlineSeconds of every Job whose resource sets no spec.jobTemplate.activeDeadlineSeconds"
         f" (default: {ACTIVE_DEADLINE_ENV}, else {DEFAULT_ACTIVE_DEADLINE_SECONDS}, 6 hours; 0: no deadline)",
     )
-    parser.add_argument("--workers", type=int, default=8, help="resources handled at once (default 8)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        help="API threads the operator reconciles with (default 8; each resource has its own kopf worker)",
+    )
     parser.add_argument(
         "--liveness-port", type=int, default=8080, help="/healthz port; 0 disables (default 8080)"
     )
