@@ -243,14 +243,20 @@ class Activity:
             self._conn = None
 
     def backends(self) -> list[Backend]:
-        """Every other client session on this database (pgwarden's, pg_dump's, pg_restore's, anyone's)."""
+        """Every other client session on this database or on pgwarden's working copies of it
+        (`<name>_pgw_…`, where a restore works before it takes the name): pgwarden's, pg_dump's,
+        pg_restore's, anyone's. Watched from the maintenance database, which exists before the target."""
+        name = self.url.rsplit("/", 1)[1]
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.url, autocommit=True, application_name="fault-watch")
+                maintenance = self.url.rsplit("/", 1)[0] + "/postgres"
+                self._conn = psycopg.connect(maintenance, autocommit=True, application_name="fault-watch")
             rows = self._conn.execute(
                 "SELECT pid, application_name, coalesce(state, ''), wait_event_type, coalesce(query, '')"
-                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND backend_type = 'client backend' AND application_name <> 'fault-watch'"
+                " FROM pg_stat_activity WHERE (datname = %s OR starts_with(datname, %s))"
+                " AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' AND application_name <> 'fault-watch'",
+                (name, f"{name}_pgw_"),
             ).fetchall()
         except psycopg.OperationalError:
             self.close()  # the server went away or our session was ended: look again next time

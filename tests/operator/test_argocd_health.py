@@ -77,7 +77,7 @@ def test_states_of_a_migration_map_to_argo_cd_health(resource: Callable[..., Obj
     )
     assert health(with_status(body, stuck.status))[0] == "Degraded"
 
-    cancelled = {**done.status, "phase": "Cancelled", "message": "the Job was deleted while it ran"}
+    cancelled = {**rolled.status, "phase": "Cancelled", "message": "the Job was deleted while it ran"}
     assert health(with_status(body, cancelled))[0] == "Degraded"  # a cancelled run did not happen
 
     body["metadata"]["generation"] = 2
