@@ -242,13 +242,16 @@ def test_a_lock_held_on_a_table_the_restore_replaces_ends_the_run_in_bounded_tim
     stored = stored_on_filesystem
     target = clone_database(shop_source, canary_pg.url())
 
-    with hold_lock(target, "orders", "ACCESS SHARE"), start_restore(target, stored, "--clean") as run:
+    with (
+        hold_lock(target, "orders", "ACCESS SHARE"),
+        start_restore(target, stored, "--clean", "--lock-wait-timeout", "2s") as run,
+    ):
         inject.record("lock held")
         started = time.monotonic()
-        result = run.finish(timeout=150)
+        result = run.finish(timeout=60)
         elapsed = time.monotonic() - started
 
-    assert elapsed < 120, f"the restore waited {elapsed:.0f}s behind another session's lock"
+    assert elapsed < 30, f"a 2s lock wait timeout let the restore wait {elapsed:.0f}s"
     assert_secrets_kept(result, canary_pg.password, stored)
     report = assert_failure_reported(result)
     assert "lock" in report["error"]["message"], report
