@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -58,6 +58,20 @@ _INVALID_INDEX_NAMED = (
 _INVALID_INDEXES_OF_TABLE = (
     "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = to_regclass(%s) AND NOT indisvalid"
 )
+
+
+class _Recorded(TypedDict):
+    version: str
+    description: str
+    script: str
+    checksum: str
+
+
+def _recorded(file: MigrationFile) -> _Recorded:
+    """What every history row says of the file it is about."""
+    return _Recorded(
+        version=file.version, description=file.description, script=file.script_name, checksum=file.checksum
+    )
 
 
 class Run:
@@ -227,10 +241,7 @@ class Run:
         for file in self.plan.baselined:
             history.record_migration(
                 self.conn,
-                version=file.version,
-                description=file.description,
-                script=file.script_name,
-                checksum=file.checksum,
+                **_recorded(file),
                 execution_ms=0,
                 kind="BASELINE",
                 schema=self.schema,
@@ -248,10 +259,7 @@ class Run:
             self.phase = f"recording {file.version} in the history"
             history.record_migration(
                 self.conn,
-                version=file.version,
-                description=file.description,
-                script=file.script_name,
-                checksum=file.checksum,
+                **_recorded(file),
                 execution_ms=elapsed_ms,
                 schema=self.schema,
             )
@@ -274,10 +282,7 @@ class Run:
         if not resumed:
             history.record_started(
                 self.conn,
-                version=file.version,
-                description=file.description,
-                script=file.script_name,
-                checksum=file.checksum,
+                **_recorded(file),
                 schema=self.schema,
             )
         started = time.monotonic()
