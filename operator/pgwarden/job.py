@@ -22,15 +22,7 @@ from pydantic import ValidationError
 from pgwarden.api.backup import ObjectSelection
 from pgwarden.api.common import StorageSpec, parse_duration
 from pgwarden.api.reports import Outcome
-from pgwarden.cli.output import print_json, progress
-from pgwarden.engine.backup import DumpSelection, take_backup
-from pgwarden.engine.errors import BadInput, PgwardenError
-from pgwarden.engine.migrate import MigrateOptions, migrate
-from pgwarden.engine.pgerror import describe_error
-from pgwarden.engine.redact import redact, redact_obj, register_environment
-from pgwarden.engine.restore import restore_backup
-from pgwarden.engine.safety_net import BackupSafetyNet
-from pgwarden.operator.task import (
+from pgwarden.api.task import (
     DATABASE_SECRET_ENV,
     STORAGE_ROOT,
     TASK_ENV,
@@ -40,6 +32,14 @@ from pgwarden.operator.task import (
     Task,
     backup_scope,
 )
+from pgwarden.cli.output import print_json, progress
+from pgwarden.engine.backup import DumpSelection, take_backup
+from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.engine.migrate import MigrateOptions, migrate
+from pgwarden.engine.pgerror import describe_error
+from pgwarden.engine.redact import redact, redact_obj, register_environment
+from pgwarden.engine.restore import restore_backup
+from pgwarden.engine.safety_net import BackupSafetyNet
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
 from pgwarden.storage.manifest import MANIFEST, prune
 from pgwarden.storage.retention import RetentionPolicy

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pgwarden.api.task import TERMINATION_LOG, TERMINATION_LOG_ENV, TERMINATION_MESSAGE_LIMIT
 from pgwarden.engine.redact import redact_obj
-from pgwarden.operator.task import TERMINATION_LOG, TERMINATION_LOG_ENV, TERMINATION_MESSAGE_LIMIT
 
 log = logging.getLogger("pgwarden.job")
 Report = dict[str, Any]

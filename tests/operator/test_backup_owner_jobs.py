@@ -21,10 +21,10 @@ import pytest
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.task import TERMINATION_LOG_ENV
 from pgwarden.engine.backup import take_backup
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings, backup_job, restore_job
-from pgwarden.operator.task import TERMINATION_LOG_ENV
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing.localpg import LocalPostgres

@@ -22,11 +22,11 @@ from operator_runs import NOW, job
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
+from pgwarden.api.task import TERMINATION_LOG_ENV, RestoreSource
 from pgwarden.job import compact
 from pgwarden.operator import backups, migrations, restores
 from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
 from pgwarden.operator.observe import observe
-from pgwarden.operator.task import TERMINATION_LOG_ENV, RestoreSource
 from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]

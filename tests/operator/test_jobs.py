@@ -19,6 +19,7 @@ from pgwarden.api.common import StorageSpec
 from pgwarden.api.crd import KINDS_BY_NAME, crd
 from pgwarden.api.migration import INLINE_SQL_LIMIT, DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.task import MIGRATIONS_DIR, TASK_ENV, BackupScope, RestoreSource, Task
 from pgwarden.operator import migrations, naming
 from pgwarden.operator.jobs import (
     ACTIVE_DEADLINE_ENV,
@@ -30,7 +31,6 @@ from pgwarden.operator.jobs import (
     migration_job,
     restore_job,
 )
-from pgwarden.operator.task import MIGRATIONS_DIR, TASK_ENV, BackupScope, RestoreSource, Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")

@@ -11,12 +11,12 @@ from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finis
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import DatabaseMigrationStatus
+from pgwarden.api.task import Task
 from pgwarden.operator import migrations
 from pgwarden.operator.conditions import condition
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
 from pgwarden.operator.status import Decision, status_patch
-from pgwarden.operator.task import Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")

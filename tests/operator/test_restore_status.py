@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from pgwarden.api.crd import KINDS_BY_NAME, crd
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
+from pgwarden.api.task import BackupScope, RestoreSource, Task
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
 from pgwarden.operator.status import Decision
-from pgwarden.operator.task import BackupScope, RestoreSource, Task
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")

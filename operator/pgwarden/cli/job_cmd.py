@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pgwarden.operator.task import JobKind
+from pgwarden.api.task import JobKind
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,8 +16,7 @@ from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
-from pgwarden.operator import naming
-from pgwarden.operator.task import (
+from pgwarden.api.task import (
     CA_DIR,
     CA_FILE,
     DATABASE_SECRET_ENV,
@@ -32,6 +31,7 @@ from pgwarden.operator.task import (
     Task,
     backup_scope,
 )
+from pgwarden.operator import naming
 
 Manifest = dict[str, Any]
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore

@@ -8,6 +8,7 @@ from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.task import RestoreSource, backup_scope
 from pgwarden.operator import naming
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, restore_job
@@ -31,7 +32,6 @@ from pgwarden.operator.status import (
     transitioned,
     without_status,
 )
-from pgwarden.operator.task import RestoreSource, backup_scope
 
 Obj = dict[str, Any]
 KIND = "DatabaseRestore"
