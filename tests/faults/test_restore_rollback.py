@@ -386,7 +386,7 @@ def test_sigterm_during_the_rollback_puts_the_failed_database_back_under_its_nam
     assert database_level(db)["allowConnections"] is True
     assert history_versions(db.url) == ["0001", "0002", "0003", "0004", "0005"]
     assert table_counts(db.url) == counts
-    assert databases(pg, f"{db.name}\\_pgw\\_%") == []
+    assert databases(pg, f"{db.name}\\_pgw\\_%") == [], rollback["message"]
 
 
 # --- the parts, without the command line ----------------------------------------------------------------

@@ -296,6 +296,15 @@ def rename(conn: Connection, old: str, new: str) -> None:
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
-def drop(conn: Connection, name: str) -> None:
-    """Drop a database pgwarden created itself (a scratch restore), ending sessions still on it."""
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def drop(conn: Connection, name: str, *, attempts: int = 3) -> None:
+    """Drop a database pgwarden created itself (a scratch restore), ending sessions still on it.
+
+    PostgreSQL waits only 5 s for the sessions it ended to go (longer on a busy machine, or with an
+    autovacuum worker on a freshly restored database), so "being accessed by other users" is retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts:
+                raise
