@@ -32,7 +32,7 @@ from psycopg import conninfo, sql
 
 from pgwarden import __version__
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.api.reports import BackupInfo, BackupReport, ErrorInfo, Outcome, RestoreComparison
+from pgwarden.api.reports import BackupReport, ErrorInfo, Outcome, RestoreComparison
 from pgwarden.engine.backup_locks import (
     lock_wait_failure,
     lock_wait_message,
@@ -55,6 +55,7 @@ from pgwarden.engine.redact import redact
 from pgwarden.engine.restore import (
     CHUNK,
     COUNT_CONCURRENCY,
+    backup_info,
     compare_counts,
     create_database,
     drop_database,
@@ -601,15 +602,7 @@ def _report(
     return BackupReport(
         outcome=Outcome.FAILED if failed else Outcome.SUCCEEDED,
         database=manifest.database,
-        backup=None
-        if failed
-        else BackupInfo(
-            id=manifest.id,
-            location=backup.uri(),
-            size_bytes=manifest.size_bytes,
-            sha256=manifest.sha256,
-            verified=manifest.verified,
-        ),
+        backup=None if failed else backup_info(backup, manifest),
         format=manifest.format,
         compression=manifest.compression,
         tables=manifest.tables,

@@ -5,12 +5,10 @@ message a user gets when the wait runs out (instead of a backup waiting for ever
 
 from __future__ import annotations
 
-import os
 import re
 
-from psycopg import conninfo
-
 from pgwarden.api.common import parse_duration
+from pgwarden.engine.connect import with_settings
 from pgwarden.engine.errors import BadInput
 
 
@@ -34,13 +32,7 @@ def with_lock_timeout(url: str, timeout: str) -> str:
     """The connection string with `lock_timeout` set for its sessions (kept with any options it had), so
     the row counts at the dump's snapshot give up on a held lock as pg_dump does."""
     ms = lock_wait_ms(timeout)
-    if not ms:
-        return url
-    params = conninfo.conninfo_to_dict(url) if url else {}
-    # libpq ignores PGOPTIONS once `options` is given, so carry it over.
-    existing = str(params.get("options") or os.environ.get("PGOPTIONS", "")).strip()
-    params["options"] = f"{existing} -c lock_timeout={ms}".strip()
-    return conninfo.make_conninfo(**{key: str(value) for key, value in params.items()})
+    return with_settings(url, {"lock_timeout": str(ms)}) if ms else url
 
 
 _LOCKED_TABLE = re.compile(r"LOCK TABLE (.+?) IN ACCESS SHARE MODE")
