@@ -294,3 +294,9 @@ def namespace(kube: LocalCluster, request: pytest.FixtureRequest) -> Iterator[st
     )
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# The end-to-end fixtures live with their helpers; importing them here makes them every test module's.
+from operator_support import crds, helm, operator  # noqa: E402
+
+__all__ = ["LocalCluster", "crds", "helm", "operator"]
