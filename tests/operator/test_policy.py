@@ -1,0 +1,192 @@
+"""The operator's policy: which images and ServiceAccounts a resource may ask its Jobs to use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.restore import DatabaseRestore
+from pgwarden.operator.policy import (
+    ALLOW_IMAGE_OVERRIDE,
+    JOB_IMAGES,
+    MIGRATION_IMAGES,
+    SERVICE_ACCOUNTS,
+    Policy,
+    PolicyDenied,
+    PolicySettingError,
+    check,
+    enforce,
+    image_allowed,
+    image_entry,
+    split_image,
+)
+
+Obj = dict[str, Any]
+OWN = "ghcr.io/pgwarden/pgwarden:1.0.0"
+JOB_ACCOUNT = "pgwarden-job"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def migration(resource: Callable[..., Obj], **job_template: str) -> DatabaseMigration:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["jobTemplate"] = dict(job_template)
+    return DatabaseMigration.model_validate(body)
+
+
+def from_image(resource: Callable[..., Obj], image: str) -> DatabaseMigration:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["migrations"] = {"image": {"image": image, "path": "/sql"}}
+    return DatabaseMigration.model_validate(body)
+
+
+def violations(resource: Any, policy: Policy) -> list[str]:
+    return [
+        v.setting.value for v in check(resource, policy, operator_image=OWN, job_service_account=JOB_ACCOUNT)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image", "parts"),
+    [
+        ("busybox", ("busybox", None, None)),
+        ("registry.example:5000/team/app:1.2", ("registry.example:5000/team/app", "1.2", None)),
+        (f"registry.example/app@{DIGEST}", ("registry.example/app", None, DIGEST)),
+        (f"registry.example/app:7@{DIGEST}", ("registry.example/app", "7", DIGEST)),
+        ("localhost:5000/app", ("localhost:5000/app", None, None)),
+    ],
+)
+def test_an_image_reference_splits_into_repository_tag_and_digest(
+    image: str, parts: tuple[str, str | None, str | None]
+) -> None:
+    assert split_image(image) == parts
+
+
+def test_a_repository_entry_allows_any_tag_or_digest_of_exactly_that_repository() -> None:
+    entries = ["registry.example/team/pgwarden"]
+    assert image_allowed("registry.example/team/pgwarden:2", entries)
+    assert image_allowed(f"registry.example/team/pgwarden@{DIGEST}", entries)
+    assert image_allowed("registry.example/team/pgwarden", entries)
+    assert not image_allowed("registry.example/team/pgwarden-evil:2", entries)
+    assert not image_allowed("registry.example/team/pgwarden/sub:2", entries)
+    assert not image_allowed("evil.example/registry.example/team/pgwarden:2", entries)
+
+
+def test_a_digest_entry_allows_that_digest_only() -> None:
+    entries = [f"registry.example/app@{DIGEST}"]
+    assert image_allowed(f"registry.example/app@{DIGEST}", entries)
+    assert image_allowed(f"registry.example/app:1@{DIGEST}", entries)
+    assert not image_allowed("registry.example/app:1", entries)
+    assert not image_allowed("registry.example/app@sha256:" + "cd" * 32, entries)
+
+
+def test_a_prefix_entry_stops_at_a_path_boundary() -> None:
+    entries = ["registry.example/team/*"]
+    assert image_allowed("registry.example/team/app:1", entries)
+    assert image_allowed("registry.example/team/sub/app:1", entries)
+    assert not image_allowed("registry.example/teammate/app:1", entries)
+    assert not image_allowed("registry.example.evil/team/app:1", entries)
+    assert image_allowed("anything.example/at/all:1", ["*"])
+    assert not image_allowed("anything:1", [])
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("registry.example/app:1.2", "names a tag"),
+        ("", "empty"),
+        ("registry.example/*/app", "'*'"),
+        ("registry.example/app@sha256:nothex", "digest"),
+        ("*/", "'*'"),
+    ],
+)
+def test_an_allowlist_entry_that_cannot_be_enforced_is_refused_with_how_to_write_it(
+    entry: str, says: str
+) -> None:
+    with pytest.raises(PolicySettingError, match=says):
+        image_entry(entry)
+    with pytest.raises(PolicySettingError):
+        Policy(allow_image_override=True, job_images=(entry,))
+
+
+def test_by_default_a_resource_asking_nothing_special_is_allowed(resource: Callable[..., Obj]) -> None:
+    for file, model in (
+        ("migration-shop.yaml", DatabaseMigration),
+        ("backup-nightly.yaml", DatabaseBackup),
+        ("restore.yaml", DatabaseRestore),
+    ):
+        body = resource(file, model.__name__)
+        assert violations(model.model_validate(body), Policy()) == []
+
+
+def test_the_operators_own_image_and_job_account_are_always_allowed(resource: Callable[..., Obj]) -> None:
+    asked = migration(resource, image=OWN, serviceAccountName=JOB_ACCOUNT)
+    assert violations(asked, Policy()) == []
+
+
+def test_by_default_an_image_override_is_refused_naming_the_override_setting(
+    resource: Callable[..., Obj],
+) -> None:
+    asked = migration(resource, image="registry.example/team/pgwarden:2")
+    (violation,) = check(asked, Policy(), operator_image=OWN)
+    assert violation.setting == ALLOW_IMAGE_OVERRIDE
+    assert violation.field == "spec.jobTemplate.image"
+    assert (
+        "policy.allowImageOverride" in violation.message and "--allow-job-image-override" in violation.message
+    )
+    assert "registry.example/team/pgwarden:2" in violation.message and OWN in violation.message
+
+
+def test_with_overrides_on_only_listed_images_are_allowed(resource: Callable[..., Obj]) -> None:
+    policy = Policy(allow_image_override=True, job_images=("registry.example/team/pgwarden",))
+    assert violations(migration(resource, image="registry.example/team/pgwarden:2"), policy) == []
+    (violation,) = check(migration(resource, image="evil.example/miner:1"), policy, operator_image=OWN)
+    assert violation.setting == JOB_IMAGES
+    assert "policy.jobImages" in violation.message and "--allowed-job-image" in violation.message
+    assert "registry.example/team/pgwarden" in violation.message, "names what is allowed"
+
+
+def test_a_service_account_outside_the_allowed_set_is_refused(resource: Callable[..., Obj]) -> None:
+    (violation,) = check(
+        migration(resource, serviceAccountName="cloud-admin"),
+        Policy(),
+        operator_image=OWN,
+        job_service_account=JOB_ACCOUNT,
+    )
+    assert violation.setting == SERVICE_ACCOUNTS
+    assert "cloud-admin" in violation.message and "policy.serviceAccounts" in violation.message
+    assert JOB_ACCOUNT in violation.message
+    allowed = Policy(service_accounts=("backup-writer",))
+    assert violations(migration(resource, serviceAccountName="backup-writer"), allowed) == []
+    assert violations(migration(resource, serviceAccountName="cloud-admin"), allowed) == [
+        "policy.serviceAccounts"
+    ]
+
+
+def test_migration_images_are_refused_unless_listed(resource: Callable[..., Obj]) -> None:
+    image = "registry.example/shop-migrations:7"
+    (violation,) = check(from_image(resource, image), Policy(), operator_image=OWN)
+    assert violation.setting == MIGRATION_IMAGES
+    assert violation.field == "spec.migrations.image.image"
+    assert "policy.migrationImages" in violation.message and "configMapRefs" in violation.message
+    listed = Policy(migration_images=("registry.example/shop-migrations",))
+    assert violations(from_image(resource, image), listed) == []
+    # The Job image list does not let a migration image in, nor the other way round.
+    crossed = Policy(allow_image_override=True, job_images=("registry.example/shop-migrations",))
+    assert violations(from_image(resource, image), crossed) == ["policy.migrationImages"]
+
+
+def test_every_kind_is_checked_and_every_violation_is_named(resource: Callable[..., Obj]) -> None:
+    for file, model in (("backup-nightly.yaml", DatabaseBackup), ("restore.yaml", DatabaseRestore)):
+        body = resource(file, model.__name__)
+        body["spec"]["jobTemplate"] = {"image": "evil.example/x:1", "serviceAccountName": "cloud-admin"}
+        asked = model.model_validate(body)
+        assert violations(asked, Policy()) == ["policy.allowImageOverride", "policy.serviceAccounts"]
+        with pytest.raises(PolicyDenied) as denied:
+            enforce(asked, Policy(), operator_image=OWN, job_service_account=JOB_ACCOUNT)
+        assert len(denied.value.violations) == 2
+        assert "evil.example/x:1" in str(denied.value) and "cloud-admin" in str(denied.value)
+    enforce(migration(resource), Policy(), operator_image=OWN)  # nothing asked: no exception
