@@ -11,6 +11,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.lint import LintFinding
 
 
 class Outcome(StrEnum):
@@ -159,6 +160,9 @@ class MigrationReport(ApiModel):
         default=None, description="The pre-migration backup, when one was taken."
     )
     drift: Drift | None = Field(default=None, description="Changes made by hand since the previous run.")
+    lint: list[LintFinding] = Field(
+        default_factory=list, description="Lock-risk findings (squawk) on the migrations this run applies."
+    )
     lock_retries: list[LockRetry] = Field(
         default_factory=list, description="Lock timeouts the run waited out and retried, with the backoff."
     )

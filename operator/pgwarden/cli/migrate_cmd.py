@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--verify", metavar="FILE", type=Path, help="YAML file with a `verify` block")
     parser.add_argument("--history-schema", default="pgwarden", help="schema of the history table")
+    parser.add_argument(
+        "--lint-fail-on",
+        metavar="RULE",
+        action="append",
+        default=[],
+        help="refuse the run (exit 2, nothing changed) when a pending migration breaks this squawk rule "
+        "(repeatable), e.g. require-concurrent-index-creation or changing-column-type",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -94,6 +102,7 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         rollback=rollback,
         history_schema=args.history_schema,
         safety_net=safety_net,
+        lint_fail_on=tuple(args.lint_fail_on),
     )
 
 
@@ -118,6 +127,7 @@ def describe(report: MigrationReport) -> list[str]:
         lines.extend(f"warning: {w}" for w in report.warnings)
         return lines
     lines.append(f"outcome   {report.outcome}")
+    lines.extend(f"lint      {f.file}:{f.line} {f.rule}: {f.message}" for f in report.lint)
     lines.append(f"version   {report.current_version or '(none)'}")
     if report.drift and report.drift.detected:
         lines.append(

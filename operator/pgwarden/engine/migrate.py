@@ -26,6 +26,7 @@ from pgwarden.engine import history, rollback, verify
 from pgwarden.engine.connect import connect, database_name, describe, with_database, with_settings
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.failures import as_run_failure
+from pgwarden.engine.lint import LintResult, lint_migrations, refusal_message
 from pgwarden.engine.locking import migrator_lock, retry_on_lock_timeout
 from pgwarden.engine.migration_files import (
     InvalidVersion,
@@ -72,6 +73,8 @@ class MigrateOptions:
     lock_wait_seconds: float = 600.0
     lock_attempts: int = 5
     safety_net: SafetyNet | None = None
+    lint_fail_on: tuple[str, ...] = ()
+    """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
 
 
 def _now() -> datetime:
@@ -87,7 +90,8 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
     if options.plan_only:
         with connect(url, autocommit=True) as conn:
             _set_timeouts(conn, options.policy)
-            report = _plan_report(_plan(conn, files, options), url)
+            plan = _plan(conn, files, options)
+            report = _plan_report(plan, url, _lint(conn, plan, options))
     else:
         _check_rollback(options)
         report = _run(url, files, options, say)
@@ -135,8 +139,12 @@ def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Pro
                 plan = retry_on_lock_timeout(
                     lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=note_retry
                 )
+                phase = "linting the pending migrations"
+                linted = _lint(conn, plan, options)
                 run = Run(conn, _session_url(url, options.policy), plan, options, say)
                 run.report.lock_retries.extend(retries)
+                run.report.lint = list(linted.findings)
+                run.report.warnings.extend(linted.warnings)
                 try:
                     return run.execute()
                 finally:
@@ -260,7 +268,21 @@ def _plan(
     return plan
 
 
-def _plan_report(plan: MigrationPlan, url: str) -> MigrationReport:
+def _lint(conn: psycopg.Connection[Any], plan: MigrationPlan, options: MigrateOptions) -> LintResult:
+    """squawk's findings on the files the run applies; BadInput, before anything changes, when the policy
+    refuses one of them."""
+    major, minor = divmod(conn.info.server_version, 10000)
+    result = lint_migrations(
+        [step.file for step in plan.steps], fail_on=options.lint_fail_on, pg_version=f"{major}.{minor}"
+    )
+    refused = result.refused(options.lint_fail_on)
+    if refused:
+        raise BadInput(refusal_message(refused))
+    return result
+
+
+def _plan_report(plan: MigrationPlan, url: str, linted: LintResult) -> MigrationReport:
+    lint_lines = [f"lint: {f.file}:{f.line} {f.rule}: {f.message}" for f in linted.findings]
     return MigrationReport(
         outcome=Outcome.SUCCEEDED,
         database=describe(url),
@@ -268,6 +290,7 @@ def _plan_report(plan: MigrationPlan, url: str) -> MigrationReport:
         current_version=plan.current_version,
         pending=list(plan.pending),
         baselined=[f.version for f in plan.baselined],
-        plan=plan.describe(),
-        warnings=list(plan.warnings),
+        plan=[*plan.describe(), *lint_lines],
+        warnings=[*plan.warnings, *linted.warnings],
+        lint=list(linted.findings),
     )
