@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -115,3 +116,8 @@ BACKUP_SUCCEEDED: Obj = {
     "durationSeconds": 20.0,
     "retained": 4,
 }
+
+
+def written(decision: Any) -> Any:
+    """The decision with its status as the JSON the operator writes to the resource, as the tests read it."""
+    return dataclasses.replace(decision, status=decision.status.to_status())

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod
+from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod, written
 
 from pgwarden.operator import backups, migrations
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
+from pgwarden.operator.resources import read
 
 Obj = dict[str, Any]
 HEALTH = Path(__file__).resolve().parents[2] / "docs" / "argocd" / "health.lua"
@@ -53,27 +54,37 @@ def with_status(body: Obj, status: Obj) -> Obj:
 def test_states_of_a_migration_map_to_argo_cd_health(resource: Callable[..., Obj]) -> None:
     body = resource("migration-shop.yaml", "DatabaseMigration")
     assert health(body)[0] == "Progressing"
-    created = migrations.decide(body, None, [], SETTINGS, NOW)
+    created = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
     assert health(with_status(body, created.status))[0] == "Progressing"
     name = created.status["job"]
 
-    done = migrations.decide(
-        body, observe(job(name, state="complete"), [finished_pod(MIGRATION_SUCCEEDED)]), [], SETTINGS, NOW
+    done = written(
+        migrations.decide(
+            read(body),
+            observe(job(name, state="complete"), [finished_pod(MIGRATION_SUCCEEDED)]),
+            [],
+            SETTINGS,
+            NOW,
+        )
     )
     assert health(with_status(body, done.status)) == ("Healthy", done.status["message"])
 
-    rolled = migrations.decide(
-        body,
-        observe(job(name, state="failed"), [finished_pod(MIGRATION_ROLLED_BACK, exit_code=1)]),
-        [],
-        SETTINGS,
-        NOW,
+    rolled = written(
+        migrations.decide(
+            read(body),
+            observe(job(name, state="failed"), [finished_pod(MIGRATION_ROLLED_BACK, exit_code=1)]),
+            [],
+            SETTINGS,
+            NOW,
+        )
     )
     assert health(with_status(body, rolled.status))[0] == "Degraded"
 
     waiting = {"reason": "CreateContainerConfigError", "message": 'secret "x" not found'}
-    stuck = migrations.decide(
-        body, observe(job(name), [pod(waiting=waiting, phase="Pending")]), [], SETTINGS, NOW
+    stuck = written(
+        migrations.decide(
+            read(body), observe(job(name), [pod(waiting=waiting, phase="Pending")]), [], SETTINGS, NOW
+        )
     )
     assert health(with_status(body, stuck.status))[0] == "Degraded"
 
@@ -87,7 +98,7 @@ def test_states_of_a_migration_map_to_argo_cd_health(resource: Callable[..., Obj
 def test_awaiting_approval_is_suspended_not_degraded(resource: Callable[..., Obj]) -> None:
     body = resource("migration-shop.yaml", "DatabaseMigration")
     body["spec"]["approval"] = "Manual"
-    decision = migrations.decide(body, None, [], SETTINGS, NOW)
+    decision = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
     status, message = health(with_status(body, decision.status))
     assert status == "Suspended"
     assert "kubectl annotate dbmig shop -n shop pgwarden.io/approved=1 --overwrite" in message
@@ -95,14 +106,14 @@ def test_awaiting_approval_is_suspended_not_degraded(resource: Callable[..., Obj
 
 def test_backups_are_healthy_when_scheduled_and_degraded_when_stale(resource: Callable[..., Obj]) -> None:
     body = resource("backup-nightly.yaml", "DatabaseBackup")
-    scheduled = backups.decide(body, [], None, SETTINGS, NOW)
+    scheduled = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     assert health(with_status(body, scheduled.status))[0] == "Healthy"
     body["status"] = {
         "lastSuccessfulTime": "2025-02-20T01:00:00Z",
         "lastBackup": {"id": "x", "location": "y", "completedAt": "2025-02-20T01:00:00Z"},
     }
-    stale = backups.decide(body, [], None, SETTINGS, NOW)
+    stale = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     assert health(with_status(body, stale.status))[0] == "Degraded"
     body["spec"]["suspend"] = True
-    suspended = backups.decide(body, [], None, SETTINGS, NOW)
+    suspended = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     assert health(with_status(body, suspended.status))[0] == "Suspended"

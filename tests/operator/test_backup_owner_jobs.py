@@ -25,6 +25,7 @@ from pgwarden.api.task import TERMINATION_LOG_ENV
 from pgwarden.engine.backup import take_backup
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings, backup_job, restore_job
+from pgwarden.operator.resources import typed
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing.localpg import LocalPostgres
@@ -99,7 +100,7 @@ def restore_latest(
     body["spec"]["createDatabase"] = False
     body["spec"]["clean"] = False
     restore = DatabaseRestore.model_validate(body)
-    source = restores.resolve_source(restore, backup)
+    source = restores.resolve_source(restore, typed(DatabaseBackup, backup))
     assert not isinstance(source, restores.Waiting), source
     return run_job(restore_job(restore, source, SETTINGS), target, root, tmp_path)
 

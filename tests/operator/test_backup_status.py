@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job, pod
+from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job, pod, written
 from pydantic import ValidationError
 
 from pgwarden.api.backup import NEVER_FIRES_PATTERN, DatabaseBackup, DatabaseBackupStatus
 from pgwarden.operator import backups, naming, reconcile
-from pgwarden.operator.conditions import condition
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import ObservedRun, observe
+from pgwarden.operator.resources import read
 from pgwarden.operator.status import Decision, status_patch
 
 Obj = dict[str, Any]
@@ -26,13 +26,13 @@ UID = "0f0e0d0c-1111-2222-3333-444455556666"  # conftest.with_metadata's
 def decide(
     body: Obj, runs: list[ObservedRun] | None = None, cronjob: Obj | None = None, now: datetime = NOW
 ) -> Decision:
-    decision = backups.decide(body, runs or [], cronjob, SETTINGS, now)
+    decision = written(backups.decide(read(body), runs or [], cronjob, SETTINGS, now))
     DatabaseBackupStatus.model_validate(decision.status)
     return decision
 
 
 def cond(decision: Decision, kind: str) -> Obj:
-    found = condition(decision.status["conditions"], kind)
+    found = next((c for c in decision.status["conditions"] if c["type"] == kind), None)
     assert found is not None, kind
     return found
 
@@ -260,11 +260,11 @@ def test_a_never_firing_schedule_past_the_apiserver_is_a_condition_posted_once(
     body = resource("backup-nightly.yaml", "DatabaseBackup")
     body["spec"]["schedule"] = "0 0 31 4,6 *"
     with pytest.raises(ValidationError) as refused:
-        backups.decide(body, [], None, SETTINGS, NOW)
-    first = reconcile.invalid_spec(body, refused.value, NOW)
+        backups.decide(read(body), [], None, SETTINGS, NOW)
+    first = written(reconcile.invalid_spec(body, refused.value, NOW))
     assert first.status["phase"] == "Failed" and "never fires" in first.status["message"]
     assert cond(first, "Ready")["reason"] == "InvalidSpec"
     assert [e.reason for e in first.events] == ["InvalidSpec"]
     body["status"] = first.status
-    again = reconcile.invalid_spec(body, refused.value, NOW)
+    again = written(reconcile.invalid_spec(body, refused.value, NOW))
     assert again.events == () and again.create is None and status_patch(first.status, again.status) == {}

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job
+from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job, written
 
 from pgwarden.operator import backups, naming, reconcile
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, next_look
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
+from pgwarden.operator.resources import read
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -41,11 +42,11 @@ def test_the_cache_keeps_jobs_by_owner_without_their_pod_template() -> None:
 
 
 def test_only_waiting_or_running_resources_are_polled_and_others_wait_for_their_own_deadline() -> None:
-    assert next_look({"phase": "Running"}, None, NOW, 15) == NOW + timedelta(seconds=15)
-    assert next_look({"phase": "Pending"}, NOW + timedelta(seconds=5), NOW, 15) == NOW + timedelta(seconds=5)
+    assert next_look("Running", None, NOW, 15) == NOW + timedelta(seconds=15)
+    assert next_look("Pending", NOW + timedelta(seconds=5), NOW, 15) == NOW + timedelta(seconds=5)
     for phase in ("Succeeded", "Failed", "Cancelled", "AwaitingApproval", "Scheduled", "Suspended"):
-        assert next_look({"phase": phase}, None, NOW, 15) is None
-    assert next_look({"phase": "Scheduled"}, NOW + timedelta(hours=3), NOW, 15) == NOW + timedelta(hours=3)
+        assert next_look(phase, None, NOW, 15) is None
+    assert next_look("Scheduled", NOW + timedelta(hours=3), NOW, 15) == NOW + timedelta(hours=3)
 
 
 def test_a_scheduled_backup_is_next_looked_at_when_it_turns_stale_or_its_run_is_due(
@@ -56,11 +57,11 @@ def test_a_scheduled_backup_is_next_looked_at_when_it_turns_stale_or_its_run_is_
         "lastSuccessfulTime": "2025-03-01T01:00:30Z",
         "lastBackup": {"id": "x", "location": "y", "completedAt": "2025-03-01T01:00:30Z"},
     }
-    decision = backups.decide(body, [], None, SETTINGS, NOW)
+    decision = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     # 2025-03-02T01:00Z is the next run; stale only at 2025-03-02T03:00:30Z
     assert decision.deadline == datetime(2025, 3, 2, 1, 0, tzinfo=UTC) + backups.SCHEDULE_GRACE
     body["spec"]["suspend"] = True
-    suspended = backups.decide(body, [], None, SETTINGS, NOW)
+    suspended = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     assert suspended.deadline == datetime(2025, 3, 2, 3, 0, 31, tzinfo=UTC)
 
 
@@ -90,17 +91,24 @@ def test_deadlines_fire_once_each_and_a_new_time_replaces_the_old() -> None:
 
 def test_pods_are_listed_only_when_they_can_tell_something_new(resource: Callable[..., Obj]) -> None:
     name = naming.job_name("DatabaseMigration", "shop", UID, 1)
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+
+    def migration(status: Obj, generation: int = 1) -> Any:
+        return read(dict(body, status=status, metadata=dict(body["metadata"], generation=generation)))
+
     done = {"phase": "Succeeded", "job": name, "observedGeneration": 1}
-    assert reconcile.quiet("DatabaseMigration", done, 1, [job(name, state="complete")], name)
+    assert reconcile.quiet(migration(done), [job(name, state="complete")], name)
     assert not reconcile.quiet(
-        "DatabaseMigration", {"phase": "Running", "job": name}, 1, [job(name, state="complete")], name
+        migration({"phase": "Running", "job": name}), [job(name, state="complete")], name
     )
-    assert not reconcile.quiet("DatabaseMigration", done, 1, [job(name)], name)  # still active
-    assert reconcile.quiet("DatabaseMigration", {}, 2, [job(name, state="complete")], "shop-migrate-2-x")
+    assert not reconcile.quiet(migration(done), [job(name)], name)  # still active
+    assert reconcile.quiet(migration({}, 2), [job(name, state="complete")], "shop-migrate-2-x")
 
     body = resource("backup-nightly.yaml", "DatabaseBackup")
     finished = [observe(job("nightly-1", state="complete"), [finished_pod(BACKUP_SUCCEEDED)])]
-    recorded = backups.decide(body, finished, None, SETTINGS, NOW).status
-    assert reconcile.quiet("DatabaseBackup", recorded, 1, [job("nightly-1", state="complete")], "-")
-    assert not reconcile.quiet("DatabaseBackup", recorded, 1, [job("nightly-2", state="complete")], "-")
-    assert not reconcile.quiet("DatabaseBackup", recorded, 1, [job("nightly-2")], "-")
+    recorded = read(
+        dict(body, status=written(backups.decide(read(body), finished, None, SETTINGS, NOW)).status)
+    )
+    assert reconcile.quiet(recorded, [job("nightly-1", state="complete")], "-")
+    assert not reconcile.quiet(recorded, [job("nightly-2", state="complete")], "-")
+    assert not reconcile.quiet(recorded, [job("nightly-2")], "-")

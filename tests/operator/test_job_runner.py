@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from operator_runs import NOW, job
+from operator_runs import NOW, job, written
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
@@ -27,6 +27,7 @@ from pgwarden.job import compact
 from pgwarden.operator import backups, migrations, restores
 from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
 from pgwarden.operator.observe import observe
+from pgwarden.operator.resources import read
 from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]
@@ -143,7 +144,7 @@ def test_inline_migrations_run_and_the_operator_maps_the_report_to_status(
     assert_no_secret(ran, pg.password)
 
     run = observe(job(manifest["metadata"]["name"], state="complete"), [ran.as_pod()])
-    decision = migrations.decide(body, run, [], SETTINGS, NOW)
+    decision = written(migrations.decide(read(body), run, [], SETTINGS, NOW))
     status = DatabaseMigrationStatus.model_validate(decision.status)
     assert status.phase == "Succeeded"
     assert status.current_version == "0002"
@@ -171,7 +172,7 @@ def test_a_failing_migration_rolls_back_and_exits_1(
         assert conn.execute("SELECT to_regclass('public.customers')").fetchone() == (None,)
 
     run = observe(job(manifest["metadata"]["name"], state="failed"), [ran.as_pod()])
-    status = migrations.decide(body, run, [], SETTINGS, NOW).status
+    status = written(migrations.decide(read(body), run, [], SETTINGS, NOW)).status
     assert status["phase"] == "RolledBack"
     assert status["rollback"]["outcome"] == "Succeeded"
 
@@ -205,7 +206,7 @@ def test_a_missing_database_secret_fails_with_a_message_naming_it(
     assert ran.code == 2
     assert "Secret 'shop-db' is missing or has neither the key 'uri'" in ran.compact["error"]["message"]
     run = observe(job(manifest["metadata"]["name"], state="failed"), [ran.as_pod()])
-    status = migrations.decide(body, run, [], SETTINGS, NOW).status
+    status = written(migrations.decide(read(body), run, [], SETTINGS, NOW)).status
     assert status["phase"] == "Failed"
     assert "Secret 'shop-db' is missing" in status["message"]
 
@@ -242,7 +243,7 @@ def test_backup_to_a_volume_applies_retention_and_restores(
 
     manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
     run = observe(job(manifest["metadata"]["name"], state="complete"), [reports[-1].as_pod()])
-    status = backups.decide(body, [run], None, SETTINGS, NOW).status
+    status = written(backups.decide(read(body), [run], None, SETTINGS, NOW)).status
     DatabaseBackupStatus.model_validate(status)
     assert status["lastBackup"]["sha256"] == latest["backup"]["sha256"]
     assert status["lastBackup"]["rows"] == 500
@@ -259,7 +260,7 @@ def test_backup_to_a_volume_applies_retention_and_restores(
     assert ran.code == 0, ran.stderr + ran.stdout
     assert ran.compact["verification"]["matchesBackup"] is True
     run = observe(job(manifest["metadata"]["name"], state="complete"), [ran.as_pod()])
-    status = restores.decide(restore_body, run, None, SETTINGS, NOW).status
+    status = written(restores.decide(read(restore_body), run, None, SETTINGS, NOW)).status
     DatabaseRestoreStatus.model_validate(status)
     assert status["phase"] == "Succeeded" and status["rows"] == {"after": 500}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_runs import NOW
+from operator_runs import NOW, written
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import StorageSpec
@@ -31,6 +31,7 @@ from pgwarden.operator.jobs import (
     migration_job,
     restore_job,
 )
+from pgwarden.operator.resources import read
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -463,10 +464,10 @@ def test_a_task_the_environment_cannot_hold_is_a_clear_failure_not_a_pod_that_ca
     body = inline_migration(resource, '"\\' * (INLINE_SQL_LIMIT // 2 - 10))  # doubles when JSON-escaped
     with pytest.raises(TaskTooLarge, match="ConfigMap"):
         migration_job(DatabaseMigration.model_validate(body), SETTINGS)
-    decision = migrations.decide(body, None, [], SETTINGS, NOW)
+    decision = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
     assert decision.create is None and decision.status["phase"] == "Failed"
     assert "too large" in decision.status["message"]
     assert [e.reason for e in decision.events] == ["Failed"]
     body["status"] = decision.status
-    again = migrations.decide(body, None, [], SETTINGS, NOW)
+    again = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
     assert again.create is None and again.events == () and again.finished == ()

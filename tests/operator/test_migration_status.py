@@ -7,15 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod
+from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod, written
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import DatabaseMigrationStatus
 from pgwarden.api.task import Task
 from pgwarden.operator import migrations
-from pgwarden.operator.conditions import condition
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
+from pgwarden.operator.resources import read
 from pgwarden.operator.status import Decision, status_patch
 
 Obj = dict[str, Any]
@@ -24,13 +24,13 @@ SETTINGS = JobSettings(image="pgwarden:test")
 
 def decide(body: Obj, job_obj: Obj | None = None, pods: list[Obj] | None = None) -> Decision:
     run = observe(job_obj, pods or []) if job_obj else None
-    decision = migrations.decide(body, run, [], SETTINGS, NOW)
+    decision = written(migrations.decide(read(body), run, [], SETTINGS, NOW))
     DatabaseMigrationStatus.model_validate(decision.status)  # whatever we write fits the CRD's schema
     return decision
 
 
 def cond(decision: Decision, kind: str) -> Obj:
-    found = condition(decision.status["conditions"], kind)
+    found = next((c for c in decision.status["conditions"] if c["type"] == kind), None)
     assert found is not None, kind
     return found
 
@@ -249,7 +249,7 @@ def test_a_new_generation_runs_again(resource: Callable[..., Obj]) -> None:
 
 def test_a_new_generation_waits_for_the_run_of_the_previous_one(resource: Callable[..., Obj]) -> None:
     body = resource("migration-shop.yaml", "DatabaseMigration", generation=2)
-    decision = migrations.decide(body, None, ["shop-migrate-1-abcdef"], SETTINGS, NOW)
+    decision = written(migrations.decide(read(body), None, ["shop-migrate-1-abcdef"], SETTINGS, NOW))
     assert decision.create is None
     assert "shop-migrate-1-abcdef" in decision.status["message"]
 

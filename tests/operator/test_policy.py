@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.cli import operator_cmd
 from pgwarden.operator.policy import (
     ALLOW_IMAGE_OVERRIDE,
     JOB_IMAGES,
@@ -190,3 +192,45 @@ def test_every_kind_is_checked_and_every_violation_is_named(resource: Callable[.
         assert len(denied.value.violations) == 2
         assert "evil.example/x:1" in str(denied.value) and "cloud-admin" in str(denied.value)
     enforce(migration(resource), Policy(), operator_image=OWN)  # nothing asked: no exception
+
+
+def operator_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    operator_cmd.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["operator", *argv])
+
+
+def test_the_operator_flags_set_the_policy_and_an_unenforceable_entry_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for variable in operator_cmd.POLICY_ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+    assert operator_cmd.job_policy(operator_args()) == Policy(), "nothing given: nothing beyond the defaults"
+    args = operator_args(
+        "--allow-job-image-override",
+        "--allowed-job-image=registry.example/team/pgwarden",
+        "--allowed-job-image=registry.example/mirror/*",
+        f"--allowed-migration-image=registry.example/shop-migrations@{DIGEST}",
+        "--allowed-service-account=backup-writer",
+        f"--job-service-account={JOB_ACCOUNT}",
+    )
+    assert operator_cmd.job_policy(args) == Policy(
+        allow_image_override=True,
+        job_images=("registry.example/team/pgwarden", "registry.example/mirror/*"),
+        migration_images=(f"registry.example/shop-migrations@{DIGEST}",),
+        service_accounts=("backup-writer",),
+    )
+    assert args.job_service_account == JOB_ACCOUNT
+    with pytest.raises(SystemExit) as refused:
+        operator_args("--allowed-job-image=registry.example/team/pgwarden:2")
+    assert refused.value.code == 2
+    assert "names a tag" in capsys.readouterr().err
+    # The environment variables stand in for absent flags (the e2e tests and `env:` of a Deployment).
+    monkeypatch.setenv("PGWARDEN_ALLOWED_MIGRATION_IMAGES", "registry.example/a, registry.example/b/*")
+    monkeypatch.setenv("PGWARDEN_ALLOW_JOB_IMAGE_OVERRIDE", "true")
+    policy = operator_cmd.job_policy(operator_args())
+    assert policy.migration_images == ("registry.example/a", "registry.example/b/*")
+    assert policy.allow_image_override is True
+    monkeypatch.setenv("PGWARDEN_ALLOWED_JOB_IMAGES", "registry.example/a:latest")
+    assert operator_cmd.run(operator_args()) == 2, "refused before the operator starts"
+    assert "names a tag" in capsys.readouterr().err

@@ -6,15 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job
+from operator_runs import BACKUP_SUCCEEDED, NOW, finished_pod, job, written
 from pydantic import ValidationError
 
+from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.crd import KINDS_BY_NAME, crd
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.api.task import BackupScope, RestoreSource, Task
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
+from pgwarden.operator.resources import typed
 from pgwarden.operator.status import Decision
 
 Obj = dict[str, Any]
@@ -25,7 +27,8 @@ def decide(
     body: Obj, job_obj: Obj | None = None, pods: list[Obj] | None = None, referenced: Obj | None = None
 ) -> Decision:
     run = observe(job_obj, pods or []) if job_obj else None
-    decision = restores.decide(body, run, referenced, SETTINGS, NOW)
+    backup = typed(DatabaseBackup, referenced) if referenced else None
+    decision = written(restores.decide(typed(DatabaseRestore, body), run, backup, SETTINGS, NOW))
     DatabaseRestoreStatus.model_validate(decision.status)
     return decision
 
@@ -65,7 +68,8 @@ def test_a_given_backup_id_is_passed_on(resource: Callable[..., Obj]) -> None:
     body = resource("restore.yaml", "DatabaseRestore")
     body["spec"]["source"]["backupRef"]["id"] = "20250301T115900Z"
     source = restores.resolve_source(
-        DatabaseRestore.model_validate(body), resource("backup-once.yaml", "DatabaseBackup")
+        DatabaseRestore.model_validate(body),
+        typed(DatabaseBackup, resource("backup-once.yaml", "DatabaseBackup")),
     )
     assert isinstance(source, RestoreSource) and source.backup_id == "20250301T115900Z"
     assert source.scope is not None and source.scope.owner == "DatabaseBackup/shop/shop-backup"
@@ -155,7 +159,10 @@ def test_a_later_generation_follows_the_restore_already_running(resource: Callab
     decision = decide(body, job(name), [], referenced=backup)
     assert decision.create is None
     assert decision.status["job"] == name and decision.status["phase"] == "Running"
-    assert restores.pick_run(decision.status, [observe(job("other-restore-2-x"), []), observe(job(name), [])])
+    assert restores.pick_run(
+        DatabaseRestoreStatus.model_validate(decision.status),
+        [observe(job("other-restore-2-x"), []), observe(job(name), [])],
+    )
 
 
 def test_deleting_a_running_restores_job_cancels_it_and_it_is_never_recreated(
@@ -177,10 +184,10 @@ def test_deleting_a_running_restores_job_cancels_it_and_it_is_never_recreated(
 
 def test_the_run_of_a_restore_is_the_job_its_status_names_or_else_any_of_its_jobs() -> None:
     first, second = observe(job("r-restore-1-aaaaaa"), []), observe(job("r-restore-2-bbbbbb"), [])
-    assert restores.pick_run({"job": "r-restore-2-bbbbbb"}, [first, second]) == second
-    assert restores.pick_run({}, [first, second]) == first
-    assert restores.pick_run({"job": "r-restore-1-aaaaaa"}, [second]) is None
-    assert restores.pick_run({}, []) is None
+    assert restores.pick_run(DatabaseRestoreStatus(job="r-restore-2-bbbbbb"), [first, second]) == second
+    assert restores.pick_run(DatabaseRestoreStatus(), [first, second]) == first
+    assert restores.pick_run(DatabaseRestoreStatus(job="r-restore-1-aaaaaa"), [second]) is None
+    assert restores.pick_run(DatabaseRestoreStatus(), []) is None
 
 
 def test_a_completed_restore_job_whose_pod_is_gone_is_a_success(resource: Callable[..., Obj]) -> None:

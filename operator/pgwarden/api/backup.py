@@ -19,6 +19,7 @@ from pgwarden.api.common import (
     Duration,
     JobTemplate,
     ObjectMeta,
+    ResourceStatus,
     StorageSpec,
     cel,
     validations,
@@ -239,11 +240,10 @@ class BackupRun(ApiModel):
     message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 
-class DatabaseBackupStatus(ApiModel):
+class DatabaseBackupStatus(ResourceStatus):
     """What the backups produced and when the next one is due."""
 
     phase: BackupPhase | None = Field(default=None, description="Where the backup stands.")
-    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
     last_backup: LastBackup | None = Field(default=None, description="The newest complete backup.")
     last_successful_time: datetime | None = Field(default=None, description="When the last backup succeeded.")
     next_schedule_time: datetime | None = Field(default=None, description="When the next backup is due.")
@@ -255,7 +255,6 @@ class DatabaseBackupStatus(ApiModel):
         json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
     )
     job: str | None = Field(default=None, description="Name of the Job running now, or of the last one.")
-    message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 
 class DatabaseBackup(ApiModel):

@@ -262,6 +262,33 @@ CONDITIONS_SCHEMA_EXTRA: dict[str, Any] = {
 }
 
 
+class ResourceStatus(ApiModel):
+    """What the status of every pgwarden resource says, whatever its kind: the decision the operator wrote
+    last, for which generation, in conditions Kubernetes tools read, and the Job it concerns."""
+
+    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready and the kind's own.",
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+    )
+    job: str | None = Field(default=None, description="Name of the Job of the last run.")
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+
+    def to_status(self) -> dict[str, Any]:
+        """The JSON written to the resource's status: the fields the operator set (an empty list it set
+        stays, so "nothing pending" reads as such), none left unset or null."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
+
+
+class RunStatus(ResourceStatus):
+    """The status of a resource that runs one Job per generation (a migration, a restore): when it ran."""
+
+    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
+    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
+    duration_seconds: float | None = Field(default=None, description="How long the work took.")
+
+
 class ObjectMeta(BaseModel):
     """The parts of Kubernetes object metadata pgwarden reads; everything else is kept as is."""
 

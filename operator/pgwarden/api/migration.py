@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -16,6 +15,7 @@ from pgwarden.api.common import (
     JobTemplate,
     ObjectMeta,
     ObjectName,
+    RunStatus,
     StorageSpec,
     cel,
     count_set,
@@ -247,11 +247,10 @@ class ApprovalStatus(ApiModel):
     )
 
 
-class DatabaseMigrationStatus(ApiModel):
+class DatabaseMigrationStatus(RunStatus):
     """What the last run did; field names match `pgwarden migrate --json`."""
 
     phase: MigrationPhase | None = Field(default=None, description="Where the migration stands.")
-    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
     current_version: str | None = Field(default=None, description="The database's schema version.")
     applied: list[AppliedMigration] = Field(
         default_factory=list, description="Migrations the last run applied."
@@ -279,11 +278,6 @@ class DatabaseMigrationStatus(ApiModel):
         description="Ready, Progressing and Drifted.",
         json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
     )
-    job: str | None = Field(default=None, description="Name of the Job of the last run.")
-    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
-    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
-    duration_seconds: float | None = Field(default=None, description="How long the work took.")
-    message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 
 class DatabaseMigration(ApiModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -16,6 +15,7 @@ from pgwarden.api.common import (
     JobTemplate,
     ObjectMeta,
     ObjectName,
+    RunStatus,
     StorageSpec,
     cel,
     validations,
@@ -144,11 +144,10 @@ class RestoreVerification(ApiModel):
     differences: list[Difference] = Field(default_factory=list, description="What differs (capped).")
 
 
-class DatabaseRestoreStatus(ApiModel):
+class DatabaseRestoreStatus(RunStatus):
     """What was restored and whether it matches the backup."""
 
     phase: RestorePhase | None = Field(default=None, description="Where the restore stands.")
-    observed_generation: int | None = Field(default=None, description="The generation the status describes.")
     restored_from: BackupInfo | None = Field(default=None, description="The backup that was restored.")
     tables: BeforeAfter | None = Field(default=None, description="Number of user tables before and after.")
     rows: BeforeAfter | None = Field(
@@ -160,11 +159,6 @@ class DatabaseRestoreStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready.", json_schema_extra=CONDITIONS_SCHEMA_EXTRA
     )
-    job: str | None = Field(default=None, description="Name of the restore Job.")
-    started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
-    completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
-    duration_seconds: float | None = Field(default=None, description="How long the work took.")
-    message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 
 class DatabaseRestore(ApiModel):

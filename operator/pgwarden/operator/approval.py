@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
-from pgwarden.api.migration import DatabaseMigration
-
-Obj = dict[str, Any]
+from pgwarden.api.migration import ApprovalFile, ApprovalStatus, DatabaseMigration
 
 
 @dataclass(frozen=True)
@@ -54,14 +51,14 @@ def verdict(migration: DatabaseMigration) -> Verdict:
     return Verdict(False, f"{reason}; {review}")
 
 
-def shown(migration: DatabaseMigration, *, approved: bool) -> Obj:
+def shown(migration: DatabaseMigration, *, approved: bool) -> ApprovalStatus:
     """`status.approval`: the generation, where its files come from, and the inline files' checksums."""
     source = migration.spec.migrations
-    files: list[Obj] = []
+    files: list[ApprovalFile] = []
     if source.inline is not None:
         where = "inline"
         files = [
-            {"name": item.name, "sha256": hashlib.sha256(item.sql.encode()).hexdigest()}
+            ApprovalFile(name=item.name, sha256=hashlib.sha256(item.sql.encode()).hexdigest())
             for item in source.inline
         ]
     elif source.image is not None:
@@ -69,9 +66,6 @@ def shown(migration: DatabaseMigration, *, approved: bool) -> Obj:
     else:
         names = ", ".join(ref.name for ref in source.config_map_refs or [])
         where = f"ConfigMap {names} (read by the Job when it starts)"
-    return {
-        "generation": migration.metadata.generation or 1,
-        "approved": approved,
-        "source": where,
-        "files": files,
-    }
+    return ApprovalStatus(
+        generation=migration.metadata.generation or 1, approved=approved, source=where, files=files
+    )

@@ -8,13 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import croniter
+from pydantic import ValidationError
 
-from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
 from pgwarden.api.common import parse_duration
 from pgwarden.operator import naming
-from pgwarden.operator.conditions import Want, set_conditions
+from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job
 from pgwarden.operator.observe import ObservedRun, parse_time
+from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -25,9 +27,9 @@ from pgwarden.operator.status import (
     clip,
     failure_without_report,
     report_error,
+    second,
     stamp,
     started,
-    without_status,
 )
 
 Obj = dict[str, Any]
@@ -88,7 +90,7 @@ def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
     return 2 * (second - first)
 
 
-def run_entry(run: ObservedRun) -> Obj:
+def run_entry(run: ObservedRun) -> BackupRun:
     """One `status.history` entry from a finished run."""
     report = run.report or {}
     info = report.get("backup") or {}
@@ -100,8 +102,8 @@ def run_entry(run: ObservedRun) -> Obj:
     for key in ("id", "location", "sizeBytes"):
         if info.get(key) is not None:
             entry[key] = info[key]
-    begun = report.get("startedAt") or stamp(started(run))
-    ended = report.get("completedAt") or stamp(run.completed_at)
+    begun = report.get("startedAt") or started(run)
+    ended = report.get("completedAt") or run.completed_at
     if begun:
         entry["startedAt"] = begun
     if ended:
@@ -117,10 +119,10 @@ def run_entry(run: ObservedRun) -> Obj:
         entry["message"] = (
             clip(report_error(report)) if run.report is not None else failure_without_report(run)
         )
-    return entry
+    return lenient(BackupRun, entry)
 
 
-def last_backup(run: ObservedRun) -> Obj | None:
+def last_backup(run: ObservedRun) -> LastBackup | None:
     report = run.report or {}
     info = report.get("backup") or {}
     if report.get("outcome") != "Succeeded" or not info.get("id"):
@@ -129,32 +131,38 @@ def last_backup(run: ObservedRun) -> Obj | None:
     for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds"):
         if report.get(key) is not None:
             result[key] = report[key]
-    return result
+    try:
+        return LastBackup.model_validate(result)
+    except ValidationError:  # a report without a location or with odd values: no usable lastBackup
+        return None
 
 
-def _when(entry: Obj) -> str:
-    return str(entry.get("completedAt") or entry.get("startedAt") or "")
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
-def _moment(entry: Obj) -> datetime | None:
-    return parse_time(entry.get("completedAt")) or parse_time(entry.get("startedAt"))
+def _moment(entry: BackupRun | LastBackup | None) -> datetime | None:
+    return (entry.completed_at or entry.started_at) if entry is not None else None
 
 
-def newest_first(history: list[Obj]) -> list[Obj]:
+def _when(entry: BackupRun | LastBackup | None) -> datetime:
+    return _moment(entry) or _NEVER
+
+
+def newest_first(history: list[BackupRun]) -> list[BackupRun]:
     return sorted(history, key=_when, reverse=True)
 
 
-def already_recorded(history: list[Obj]) -> Callable[[Obj], bool]:
+def already_recorded(history: list[BackupRun]) -> Callable[[BackupRun], bool]:
     """Whether a finished run's entry was recorded before: it is in the history, or the history is full and
     the run ended no later than its oldest entry (it was recorded, then pushed out by newer runs).
 
     One-time Jobs never expire, so a resource can own more finished Jobs than the history keeps; without
     the second rule each of those would be announced and counted again on every reconcile."""
-    known = {entry.get("job") for entry in history}
+    known = {entry.job for entry in history}
     oldest = _moment(history[-1]) if len(history) >= HISTORY_LIMIT else None
 
-    def recorded(entry: Obj) -> bool:
-        if entry.get("job") in known:
+    def recorded(entry: BackupRun) -> bool:
+        if entry.job in known:
             return True
         moment = _moment(entry)
         return oldest is not None and moment is not None and moment <= oldest
@@ -185,119 +193,81 @@ def _desired_workload(
 
 
 def decide(
-    body: Obj, runs: list[ObservedRun], cronjob: Obj | None, settings: JobSettings, now: datetime
-) -> Decision:
+    backup: DatabaseBackup, runs: list[ObservedRun], cronjob: Obj | None, settings: JobSettings, now: datetime
+) -> Decision[DatabaseBackupStatus]:
     """The next step for a DatabaseBackup, from every Job it owns (directly or through its CronJob)."""
-    backup = DatabaseBackup.model_validate(without_status(body))
+    now = second(now)
     meta = backup.metadata
     generation = meta.generation or 1
-    old: Obj = dict(body.get("status") or {})
+    old = backup.status or DatabaseBackupStatus()
     one_time_done = (
         not backup.spec.schedule
-        and old.get("observedGeneration") == generation
-        and old.get("phase") in ("Succeeded", "Failed")
+        and old.observed_generation == generation
+        and old.phase in ("Succeeded", "Failed")
     )
     create, delete = (None, None) if one_time_done else _desired_workload(backup, runs, cronjob, settings)
     if one_time_done and cronjob is not None:
         delete = cronjob["metadata"]["name"]
 
-    history: list[Obj] = newest_first(old.get("history") or [])
+    history = newest_first(old.history)
     recorded = already_recorded(history)
     events: list[Event] = []
     finished: list[Finished] = []
-    newest_last = old.get("lastBackup")
+    newest_last = old.last_backup
     for run in sorted((r for r in runs if r.finished), key=lambda r: r.completed_at or now):
         candidate = last_backup(run)
-        if candidate and _when(candidate) >= _when(newest_last or {}):
+        if candidate and _when(candidate) >= _when(newest_last):
             newest_last = candidate
         entry = run_entry(run)
         if recorded(entry):
             continue
         history.append(entry)
-        ok = entry["outcome"] == "Succeeded"
+        ok = entry.outcome == "Succeeded"
         events.append(
-            Event(NORMAL if ok else WARNING, "BackupSucceeded" if ok else "BackupFailed", entry["message"])
+            Event(NORMAL if ok else WARNING, "BackupSucceeded" if ok else "BackupFailed", entry.message or "")
         )
         finished.append(
             Finished(
                 kind="backup",
-                outcome=entry["outcome"],
-                duration_seconds=entry.get("durationSeconds"),
-                size_bytes=entry.get("sizeBytes") if ok else None,
-                completed_at=parse_time(entry.get("completedAt")) or now,
+                outcome=str(entry.outcome),
+                duration_seconds=entry.duration_seconds,
+                size_bytes=entry.size_bytes if ok else None,
+                completed_at=entry.completed_at or now,
             )
         )
-    history = sorted(history, key=_when, reverse=True)[:HISTORY_LIMIT]
+    history = newest_first(history)[:HISTORY_LIMIT]
 
-    new: Obj = {"observedGeneration": generation, "history": history}
+    new = DatabaseBackupStatus(observed_generation=generation, history=history)
     if newest_last:
-        new["lastBackup"] = newest_last
-        new["lastSuccessfulTime"] = newest_last.get("completedAt")
-    retained = next(
-        (
-            r.report.get("retained")
-            for r in sorted(
-                (r for r in runs if r.finished and r.report),
-                key=lambda r: r.completed_at or now,
-                reverse=True,
-            )
-            if r.report and r.report.get("retained") is not None
-        ),
-        old.get("retained"),
-    )
-    if retained is not None:
-        new["retained"] = retained
+        new.last_backup = newest_last
+        new.last_successful_time = newest_last.completed_at
+    retained = _retained(runs, now)
+    if retained is not None or old.retained is not None:
+        new.retained = retained if retained is not None else old.retained
     following = next_run(backup, now)
     if following:
-        new["nextScheduleTime"] = stamp(following)
+        new.next_schedule_time = second(following)
 
-    active = [run for run in runs if run.active]
-    latest = history[0] if history else None
-    stuck = next((run for run in active if run.stuck), None)
-    if stuck is not None:
-        phase, reason, message = "Pending", "JobCannotStart", cannot_start(stuck)
-        new["job"] = stuck.job
-    elif active:
-        phase, reason, message = "Running", "Running", f"Job {active[0].job} is backing up"
-        new["job"] = active[0].job
-    elif create is not None and create.get("kind") == "Job":
-        phase, reason, message = "Pending", "JobCreated", f"Job {create['metadata']['name']} created"
-        new["job"] = create["metadata"]["name"]
-        events.append(Event(NORMAL, "Started", message))
-    elif backup.spec.schedule and backup.spec.suspend:
-        phase, reason, message = "Suspended", "Suspended", "the schedule is suspended; no backups run"
-    elif latest and latest.get("outcome") == "Failed":
-        phase, reason, message = "Failed", "BackupFailed", str(latest.get("message", ""))
-    elif backup.spec.schedule:
-        phase, reason = "Scheduled", "Scheduled"
-        message = f"next backup at {new.get('nextScheduleTime')}"
-        if latest:
-            message = f"{latest.get('message')}; {message}"
-    elif latest:
-        phase, reason, message = "Succeeded", "BackupSucceeded", str(latest.get("message", ""))
-    else:
-        phase, reason, message = "Pending", "Pending", "waiting for the backup Job"
-    if "job" not in new and latest:
-        new["job"] = latest.get("job")
-    new["phase"] = phase
-    new["message"] = clip(message)
-    if stuck is not None and old.get("message") != new["message"]:
-        events.append(Event(WARNING, "CannotStart", new["message"]))
+    phase, reason, message, stuck = _phase(backup, runs, create, new)
+    new.phase = BackupPhase(phase)
+    new.message = clip(message)
+    if stuck and old.message != new.message:
+        events.append(Event(WARNING, "CannotStart", new.message))
+    if reason == "JobCreated":
+        events.append(Event(NORMAL, "Started", new.message))
 
     limit = stale_after(backup, now)
-    reference = (
-        parse_time(new.get("lastSuccessfulTime"))
-        or parse_time(body["metadata"].get("creationTimestamp"))
-        or now
-    )
+    created = parse_time((meta.model_extra or {}).get("creationTimestamp"))
+    reference = new.last_successful_time or created or now
     stale = limit is not None and now - reference > limit
+    latest = history[0] if history else None
     ready = phase in ("Succeeded", "Scheduled", "Suspended", "Running") and not (
-        latest and latest.get("outcome") == "Failed"
+        latest and latest.outcome == "Failed"
     )
     if phase == "Running" and not newest_last:
         ready = False
     wants = [
-        Want("Ready", ready, reason, new["message"]),
+        Want("Ready", ready, reason, new.message),
         Want(
             "Stale",
             stale,
@@ -305,7 +275,7 @@ def decide(
             f"no successful backup for more than {human_duration(limit)}"
             if stale
             else (
-                f"last successful backup at {new.get('lastSuccessfulTime')}"
+                f"last successful backup at {stamp(new.last_successful_time)}"
                 if newest_last
                 else "no backup expected yet"
             ),
@@ -321,11 +291,9 @@ def decide(
             else "one-time backup",
         ),
     ]
-    if stale and not any(
-        c.get("type") == "Stale" and c.get("status") == "True" for c in old.get("conditions") or []
-    ):
+    if stale and not is_true(old.conditions, "Stale"):
         events.append(Event(WARNING, "Stale", wants[1].message))
-    new["conditions"] = set_conditions(list(old.get("conditions") or []), wants, generation, now)
+    new.conditions = set_conditions(old.conditions, wants, generation, now)
     # Next look without an event: when it turns stale, or shortly after the next run is due (whose Job
     # would have brought it, so status names the following one).
     candidates = [following + SCHEDULE_GRACE] if following else []
@@ -339,3 +307,44 @@ def decide(
         finished=tuple(finished),
         deadline=min(candidates) if candidates else None,
     )
+
+
+def _retained(runs: list[ObservedRun], now: datetime) -> int | None:
+    """How many backups the newest run that said so kept under the storage prefix."""
+    for run in sorted(
+        (r for r in runs if r.finished and r.report), key=lambda r: r.completed_at or now, reverse=True
+    ):
+        value = (run.report or {}).get("retained")
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _phase(
+    backup: DatabaseBackup, runs: list[ObservedRun], create: Obj | None, new: DatabaseBackupStatus
+) -> tuple[str, str, str, bool]:
+    """(phase, reason, message, stuck) from the runs and the history; names the Job concerned in `new`."""
+    active = [run for run in runs if run.active]
+    latest = new.history[0] if new.history else None
+    stuck = next((run for run in active if run.stuck), None)
+    if stuck is not None:
+        new.job = stuck.job
+        return "Pending", "JobCannotStart", cannot_start(stuck), True
+    if active:
+        new.job = active[0].job
+        return "Running", "Running", f"Job {active[0].job} is backing up", False
+    if latest:
+        new.job = latest.job
+    if create is not None and create.get("kind") == "Job":
+        new.job = create["metadata"]["name"]
+        return "Pending", "JobCreated", f"Job {new.job} created", False
+    if backup.spec.schedule and backup.spec.suspend:
+        return "Suspended", "Suspended", "the schedule is suspended; no backups run", False
+    if latest and latest.outcome == "Failed":
+        return "Failed", "BackupFailed", latest.message or "", False
+    if backup.spec.schedule:
+        message = f"next backup at {stamp(new.next_schedule_time)}"
+        return "Scheduled", "Scheduled", f"{latest.message}; {message}" if latest else message, False
+    if latest:
+        return "Succeeded", "BackupSucceeded", latest.message or "", False
+    return "Pending", "Pending", "waiting for the backup Job", False

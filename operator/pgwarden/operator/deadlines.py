@@ -22,10 +22,10 @@ Key = tuple[str, str, str]  # kind, namespace, name
 WAITING_PHASES = frozenset({"Pending", "Running"})
 
 
-def next_look(status: Obj, deadline: datetime | None, now: datetime, poll: float) -> datetime | None:
+def next_look(phase: object, deadline: datetime | None, now: datetime, poll: float) -> datetime | None:
     """The next time a resource needs a reconcile no event will trigger: soon while it waits or runs,
     else at its own deadline (stale, next schedule), else never."""
-    soon = now + timedelta(seconds=poll) if status.get("phase") in WAITING_PHASES else None
+    soon = now + timedelta(seconds=poll) if phase in WAITING_PHASES else None
     times = [time for time in (soon, deadline) if time is not None]
     return min(times) if times else None
 

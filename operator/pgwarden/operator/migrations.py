@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pgwarden.api.migration import Approval, DatabaseMigration
+from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus, MigrationPhase
 from pgwarden.operator import approval, naming
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job
 from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import lenient, merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -23,11 +24,10 @@ from pgwarden.operator.status import (
     clip,
     failure_without_report,
     report_error,
-    stamp,
+    second,
     started,
     succeeded_without_report,
     transitioned,
-    without_status,
 )
 
 Obj = dict[str, Any]
@@ -99,63 +99,92 @@ def _phase_conditions(phase: str, reason: str, message: str, drifted: bool | Non
     return wants
 
 
-def _run_status(migration: DatabaseMigration, run: ObservedRun, old: Obj) -> tuple[Obj, str, str]:
+def _run_status(run: ObservedRun) -> tuple[DatabaseMigrationStatus, str, str]:
     """(fields, phase, reason) for an existing Job of this generation."""
-    fields: Obj = {"job": run.job}
+    fields = DatabaseMigrationStatus(job=run.job)
     begun = started(run)
     if begun:
-        fields["startedAt"] = stamp(begun)
+        fields.started_at = second(begun)
     if run.finished and run.report is not None:
-        fields.update(_from_report(run.report))
+        fields = merged(fields, lenient(DatabaseMigrationStatus, _from_report(run.report)))
         phase = str(run.report.get("outcome"))
         phase = phase if phase in TERMINAL_PHASES else "Failed"
-        fields["message"] = summary(run.report)
+        fields.message = summary(run.report)
         return fields, phase, phase
     if run.finished:
         if run.completed_at:
-            fields["completedAt"] = stamp(run.completed_at)
+            fields.completed_at = second(run.completed_at)
         if run.succeeded:
-            fields["message"] = succeeded_without_report(run)
+            fields.message = succeeded_without_report(run)
             return fields, "Succeeded", "Succeeded"
-        fields["message"] = failure_without_report(run)
+        fields.message = failure_without_report(run)
         return fields, "Failed", run.failure_reason or "JobFailed"
     if run.stuck:
-        fields["message"] = cannot_start(run)
+        fields.message = cannot_start(run)
         return fields, "Pending", "JobCannotStart"
-    fields["message"] = f"Job {run.job} is running the migration"
+    fields.message = f"Job {run.job} is running the migration"
     return fields, "Running", "Running"
 
 
+def _carried(
+    old: DatabaseMigrationStatus, phase: str, generation: int, manual: bool
+) -> DatabaseMigrationStatus:
+    """What a new status keeps of the old: what the database looked like until a run says otherwise, and
+    the approval of this generation."""
+    kept = DatabaseMigrationStatus()
+    if phase not in TERMINAL_PHASES:
+        kept.current_version, kept.tables, kept.rows, kept.drift = (
+            old.current_version,
+            old.tables,
+            old.rows,
+            old.drift,
+        )
+    elif phase == CANCELLED:
+        kept.current_version, kept.tables, kept.rows = old.current_version, old.tables, old.rows
+        kept.started_at = old.started_at
+    if manual and old.approval is not None and old.approval.generation == generation:
+        kept.approval = old.approval
+    return kept
+
+
 def decide(
-    body: Obj, run: ObservedRun | None, others_active: list[str], settings: JobSettings, now: datetime
-) -> Decision:
+    migration: DatabaseMigration,
+    run: ObservedRun | None,
+    others_active: list[str],
+    settings: JobSettings,
+    now: datetime,
+) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running."""
-    migration = DatabaseMigration.model_validate(without_status(body))
+    now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
-    old: Obj = dict(body.get("status") or {})
+    old = migration.status or DatabaseMigrationStatus()
     name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
     create: Obj | None = None
     manual = migration.spec.approval == Approval.MANUAL
     events: list[Event] = []
     finished: list[Finished] = []
 
-    ours = run is None and old.get("observedGeneration") == generation and old.get("job") == name
-    if ours and old.get("phase") in TERMINAL_PHASES:
+    ours = run is None and old.observed_generation == generation and old.job == name
+    if ours and old.phase in TERMINAL_PHASES:
         return Decision(status=old)  # this generation ran; its Job has since been deleted
 
-    fields: Obj
+    fields: DatabaseMigrationStatus
     if ours:  # this generation's Job was created and is gone before it finished: a cancel, never a rerun
-        fields = {"job": name, "message": cancelled(name, "migration run"), "completedAt": stamp(now)}
+        fields = DatabaseMigrationStatus(job=name, message=cancelled(name, "migration run"), completed_at=now)
         phase, reason = CANCELLED, CANCELLED
     elif run is not None:
-        fields, phase, reason = _run_status(migration, run, old)
+        fields, phase, reason = _run_status(run)
     elif others_active:
-        fields = {"message": f"waiting for Job {others_active[0]} of an earlier generation to finish"}
+        fields = DatabaseMigrationStatus(
+            message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
+        )
         phase, reason = "Pending", "WaitingForEarlierRun"
     elif manual and not (given := approval.verdict(migration)).approved:
-        fields = {"message": given.message, "approval": approval.shown(migration, approved=False)}
+        fields = DatabaseMigrationStatus(
+            message=given.message, approval=approval.shown(migration, approved=False)
+        )
         phase, reason = "AwaitingApproval", "AwaitingApproval"
     else:
         # The task carries this generation's spec: for inline files, exactly those status showed.
@@ -163,64 +192,44 @@ def decide(
             create = migration_job(migration, settings)
         except TaskTooLarge as error:
             create = None
-            fields = {"message": clip(str(error))}
+            fields = DatabaseMigrationStatus(message=clip(str(error)))
             phase, reason = "Failed", "InvalidSpec"
         else:
-            fields = {"job": name, "startedAt": stamp(now), "message": f"Job {name} created"}
+            fields = DatabaseMigrationStatus(job=name, started_at=now, message=f"Job {name} created")
             if manual:
-                fields["approval"] = approval.shown(migration, approved=True)
+                fields.approval = approval.shown(migration, approved=True)
             phase, reason = "Pending", "JobCreated"
 
-    drift = fields.get("drift") or (old.get("drift") if phase not in TERMINAL_PHASES else None)
-    drifted = bool(drift.get("detected")) if isinstance(drift, dict) else None
-    new: Obj = {
-        key: value
-        for key, value in old.items()
-        if (key in ("currentVersion", "tables", "rows", "drift") and phase not in TERMINAL_PHASES)
-        or (key in ("currentVersion", "tables", "rows", "startedAt") and phase == CANCELLED)
-        or (key == "approval" and manual and (value or {}).get("generation") == generation)
-    }
-    new.update(fields)
-    new["phase"] = phase
-    new["observedGeneration"] = generation
-    if (
-        phase in TERMINAL_PHASES
-        and "durationSeconds" not in new
-        and run
-        and run.completed_at
-        and started(run)
-    ):
-        new["durationSeconds"] = round((run.completed_at - started(run)).total_seconds(), 3)  # type: ignore[operator]
-    new["conditions"] = set_conditions(
-        list(old.get("conditions") or []),
-        _phase_conditions(phase, reason, str(new.get("message", "")), drifted),
-        generation,
-        now,
+    new = merged(_carried(old, phase, generation, manual), fields)
+    new.phase = MigrationPhase(phase)
+    new.observed_generation = generation
+    drift = new.drift if "drift" in new.model_fields_set else None
+    drifted = drift.detected if drift is not None else None
+    begun = started(run) if run else None
+    if phase in TERMINAL_PHASES and new.duration_seconds is None and run and run.completed_at and begun:
+        new.duration_seconds = round((run.completed_at - begun).total_seconds(), 3)
+    new.conditions = set_conditions(
+        old.conditions, _phase_conditions(phase, reason, new.message or "", drifted), generation, now
     )
 
-    if transitioned(old, new) or (old.get("message") != new.get("message") and phase == "Pending"):
-        events.extend(_events(phase, reason, new, run))
+    if transitioned(old, new) or (old.message != new.message and phase == "Pending"):
+        events.extend(_events(phase, reason, new))
         if phase in TERMINAL_PHASES and (run is not None or phase == CANCELLED):
-            rollback = (new.get("rollback") or {}).get("outcome")
+            rollback = new.rollback.outcome if new.rollback else None
             finished.append(
                 Finished(
                     kind="migrate",
                     outcome=phase,
-                    duration_seconds=new.get("durationSeconds"),
+                    duration_seconds=new.duration_seconds,
                     rollback=rollback if rollback and rollback != "NotNeeded" else None,
                     completed_at=(run.completed_at if run else None) or now,
                 )
             )
-    return Decision(
-        status=new,
-        events=tuple(events),
-        create=create,
-        finished=tuple(finished),
-    )
+    return Decision(status=new, events=tuple(events), create=create, finished=tuple(finished))
 
 
-def _events(phase: str, reason: str, status: Obj, run: ObservedRun | None) -> list[Event]:
-    message = str(status.get("message", ""))
+def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
+    message = status.message or ""
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]
     if phase == "AwaitingApproval":
@@ -235,12 +244,8 @@ def _events(phase: str, reason: str, status: Obj, run: ObservedRun | None) -> li
         return [Event(WARNING, CANCELLED, message)]
     if phase == "Failed":
         events = [Event(WARNING, "Failed", message)]
-        rollback = status.get("rollback") or {}
-        if rollback.get("outcome") in ("Succeeded", "Failed"):
-            events.append(
-                Event(
-                    WARNING, "Rollback" + str(rollback["outcome"]), clip(str(rollback.get("message") or ""))
-                )
-            )
+        rollback = status.rollback
+        if rollback is not None and rollback.outcome in ("Succeeded", "Failed"):
+            events.append(Event(WARNING, f"Rollback{rollback.outcome}", clip(rollback.message or "")))
         return events
     return []

@@ -16,14 +16,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.operator import backups, metrics, migrations, naming, restores
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError
-from pgwarden.operator.observe import ObservedRun, observe, parse_time
-from pgwarden.operator.status import TERMINAL_PHASES, WARNING, Decision, Event, clip, stamp, status_patch
+from pgwarden.operator.observe import ObservedRun, observe
+from pgwarden.operator.resources import STATUS_MODELS, Resource, lenient, read, typed
+from pgwarden.operator.status import TERMINAL_PHASES, WARNING, Decision, Event, clip, second, status_patch
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -76,22 +80,27 @@ def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
     return [observe(job, by_job[str(job["metadata"]["name"])]) for job in jobs]
 
 
-def quiet(kind: str, status: Obj, generation: int, jobs: list[Obj], current_name: str) -> bool:
+def quiet(resource: Resource, jobs: list[Obj], current_name: str) -> bool:
     """Whether the pods can tell nothing new: no Job runs and every finished one is already in status.
 
     Pods are not watched, so this spares the one LIST a reconcile would otherwise make."""
     runs = [observe(job, []) for job in jobs]
     if any(run.active for run in runs):
         return False
-    if kind == "DatabaseBackup":
-        recorded = backups.already_recorded(backups.newest_first(status.get("history") or []))
-        return all(recorded({"job": run.job, "completedAt": stamp(run.completed_at)}) for run in runs)
-    terminal = status.get("phase") in TERMINAL_PHASES and bool(status.get("job"))
-    if kind == "DatabaseRestore":
+    if isinstance(resource, DatabaseBackup):
+        history = resource.status.history if resource.status else []
+        recorded = backups.already_recorded(backups.newest_first(history))
+        return all(recorded(BackupRun(job=run.job, completed_at=run.completed_at)) for run in runs)
+    status = resource.status
+    if status is None:
+        return not runs
+    terminal = status.phase in TERMINAL_PHASES and bool(status.job)
+    if isinstance(resource, DatabaseRestore):
         return terminal or not runs
     if current_name not in {run.job for run in runs}:
         return True
-    return terminal and status.get("job") == current_name and status.get("observedGeneration") == generation
+    generation = resource.metadata.generation or 1
+    return terminal and status.job == current_name and status.observed_generation == generation
 
 
 def jobs_of(ctx: Context, namespace: str, uid: str, named: str | None) -> list[Obj]:
@@ -110,45 +119,81 @@ def jobs_of(ctx: Context, namespace: str, uid: str, named: str | None) -> list[O
     return jobs
 
 
-def decide(ctx: Context, body: Obj, now: datetime) -> Decision:
-    kind = str(body["kind"])
-    meta = body["metadata"]
-    namespace, uid, generation = meta["namespace"], meta["uid"], int(meta.get("generation") or 1)
-    status: Obj = dict(body.get("status") or {})
-    current_name = naming.job_name(kind, meta["name"], uid, generation)
-    jobs = jobs_of(ctx, namespace, uid, status.get("job"))
-    settled = ctx.cache is not None and quiet(kind, status, generation, jobs, current_name)
+def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
+    """Read the resource and what it owns, and decide (pure); a spec the models refuse is InvalidSpec."""
+    try:
+        resource = read(body)
+    except ValidationError as error:
+        return invalid_spec(body, error, now)
+    meta = resource.metadata
+    namespace, uid, generation = meta.namespace or "", meta.uid or "", meta.generation or 1
+    status = resource.status
+    current_name = naming.job_name(resource.kind, meta.name or "", uid, generation)
+    jobs = jobs_of(ctx, namespace, uid, status.job if status else None)
+    settled = ctx.cache is not None and quiet(resource, jobs, current_name)
     runs = observe_runs(jobs, [] if settled else ctx.kube.pods_of(namespace, uid))
     current = next((run for run in runs if run.job == current_name), None)
-    if settled and kind != "DatabaseBackup":
-        current = None  # its outcome is in status already; without its pod it would read as one lost
-    if kind == "DatabaseMigration":
+    if isinstance(resource, DatabaseMigration):
+        if settled:
+            current = None  # its outcome is in status already; without its pod it would read as one lost
         others = [run.job for run in runs if run.active and run.job != current_name]
-        return migrations.decide(body, current, others, ctx.settings, now)
-    if kind == "DatabaseBackup":
+        return migrations.decide(resource, current, others, ctx.settings, now)
+    if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
-        return backups.decide(body, runs, cronjobs[0] if cronjobs else None, ctx.settings, now)
-    run = None if settled else restores.pick_run(status, runs)
-    ref = ((body.get("spec") or {}).get("source") or {}).get("backupRef")
-    referenced = ctx.kube.get_resource("DatabaseBackup", namespace, ref["name"]) if ref else None
-    return restores.decide(body, run, referenced, ctx.settings, now)
+        return backups.decide(resource, runs, cronjobs[0] if cronjobs else None, ctx.settings, now)
+    run = None if settled else restores.pick_run(resource.status or DatabaseRestoreStatus(), runs)
+    ref = resource.spec.source.backup_ref
+    referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
+    return restores.decide(resource, run, referenced, ctx.settings, now)
 
 
-def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> Decision:
+def _referenced_backup(ctx: Context, namespace: str, name: str) -> DatabaseBackup | None:
+    """The DatabaseBackup a restore's backupRef names; one whose spec does not read is as good as absent."""
+    body = ctx.kube.get_resource("DatabaseBackup", namespace, name)
+    if body is None:
+        return None
+    try:
+        return typed(DatabaseBackup, body)
+    except ValidationError:
+        return None
+
+
+def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> Decision[Any]:
     """A spec the CRD let through but the models refuse: a condition, never a crash loop."""
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
     message = clip(f"the spec is invalid: {problems}")
-    old = dict(body.get("status") or {})
+    now = second(now)
+    kind = str(body.get("kind"))
+    model = STATUS_MODELS[kind]
+    old = lenient(model, body.get("status"))
     generation = body["metadata"].get("generation")
-    status = dict(old, phase="Failed", message=message, observedGeneration=generation)
-    status["conditions"] = set_conditions(
-        list(old.get("conditions") or []), [Want("Ready", False, "InvalidSpec", message)], generation, now
+    # Every kind has the phase Failed.
+    status = old.model_copy(update={"message": message, "observed_generation": generation, "phase": "Failed"})
+    status.conditions = set_conditions(
+        old.conditions, [Want("Ready", False, "InvalidSpec", message)], generation, now
     )
-    events = () if old.get("message") == message else (Event(WARNING, "InvalidSpec", message),)
+    events = () if old.message == message else (Event(WARNING, "InvalidSpec", message),)
     return Decision(status=status, events=events)
 
 
-def _carry_out(ctx: Context, body: Obj, decision: Decision, now: datetime) -> Decision:
+def _not_created(
+    decision: Decision[Any], error: KubeError, generation: int | None, now: datetime
+) -> Decision[Any]:
+    """The decision once the Job or CronJob it wanted could not be created (a quota, an admission webhook)."""
+    assert decision.create is not None
+    message = clip(
+        f"the operator could not create {decision.create['kind']} "
+        f"{decision.create['metadata']['name']}: {error.message}"
+    )
+    # No "job": a Job never created must not later read as one deleted to cancel the run.
+    status = decision.status.model_copy(update={"job": None, "phase": "Pending", "message": message})
+    status.conditions = set_conditions(
+        decision.status.conditions, [Want("Ready", False, "JobNotCreated", message)], generation, second(now)
+    )
+    return Decision(status=status, events=(Event(WARNING, "JobNotCreated", message),))
+
+
+def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) -> Decision[Any]:
     meta = body["metadata"]
     kind, namespace, name = str(body["kind"]), str(meta["namespace"]), str(meta["name"])
     if decision.create is not None:
@@ -160,51 +205,39 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision, now: datetime) -> De
         except KubeError as error:
             if error.status >= 500:
                 raise
-            message = clip(
-                f"the operator could not create {decision.create['kind']} "
-                f"{decision.create['metadata']['name']}: {error.message}"
-            )
-            # No "job": a Job never created must not later read as one deleted to cancel the run.
-            status = {k: v for k, v in decision.status.items() if k != "job"}
-            status.update(phase="Pending", message=message)
-            status["conditions"] = set_conditions(
-                list(decision.status.get("conditions") or []),
-                [Want("Ready", False, "JobNotCreated", message)],
-                meta.get("generation"),
-                now,
-            )
-            decision = Decision(status=status, events=(Event(WARNING, "JobNotCreated", message),))
+            decision = _not_created(decision, error, meta.get("generation"), now)
     if decision.delete_cronjob:
         ctx.kube.delete_cronjob(namespace, decision.delete_cronjob)
     old = dict(body.get("status") or {})
-    patch = status_patch(old, decision.status)
+    new = decision.status.to_status()  # the one place status becomes JSON
+    patch = status_patch(old, new)
     if patch:
         ctx.kube.patch_status(kind, namespace, name, patch)
-    if old.get("phase") != decision.status.get("phase") or old.get("job") != decision.status.get("job"):
+    if old.get("phase") != new.get("phase") or old.get("job") != new.get("job"):
         log.info(
             "%s %s/%s: %s (job %s): %s",
             kind,
             namespace,
             name,
-            decision.status.get("phase"),
-            decision.status.get("job"),
-            decision.status.get("message"),
+            new.get("phase"),
+            new.get("job"),
+            new.get("message"),
         )
     for event in decision.events:
         ctx.post_event(body, event)
     for finished in decision.finished:
         metrics.record(namespace, name, finished)
-    if kind == "DatabaseBackup":
-        last = parse_time(decision.status.get("lastSuccessfulTime"))
+    if isinstance(decision.status, DatabaseBackupStatus):
+        last = decision.status.last_successful_time
         metrics.observe_last_backup(namespace, name, last.timestamp() if last else None)
     if ctx.deadlines is not None:
         ctx.deadlines.set(
-            (kind, namespace, name), next_look(decision.status, decision.deadline, now, ctx.poll_seconds)
+            (kind, namespace, name), next_look(new.get("phase"), decision.deadline, now, ctx.poll_seconds)
         )
     return decision
 
 
-def sync(ctx: Context, kind: str, namespace: str, name: str) -> Decision | None:
+def sync(ctx: Context, kind: str, namespace: str, name: str) -> Decision[Any] | None:
     """Reconcile one resource now; None when it is gone or being deleted (its Jobs go with it)."""
     with _lock(kind, namespace, name):
         body = ctx.kube.get_resource(kind, namespace, name)
@@ -212,10 +245,6 @@ def sync(ctx: Context, kind: str, namespace: str, name: str) -> Decision | None:
         if not gone:
             assert body is not None
             now = datetime.now(UTC)
-            try:
-                decision = decide(ctx, body, now)
-            except ValidationError as error:
-                decision = invalid_spec(body, error, now)
-            return _carry_out(ctx, body, decision, now)
+            return _carry_out(ctx, body, decide(ctx, body, now), now)
     forget(kind, namespace, name, ctx.deadlines)  # outside the lock, which it releases
     return None

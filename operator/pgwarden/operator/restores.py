@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus, RestorePhase
 from pgwarden.api.task import RestoreSource, backup_scope
 from pgwarden.operator import naming
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, restore_job
 from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import lenient, merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -26,11 +27,10 @@ from pgwarden.operator.status import (
     clip,
     failure_without_report,
     report_error,
-    stamp,
+    second,
     started,
     succeeded_without_report,
     transitioned,
-    without_status,
 )
 
 Obj = dict[str, Any]
@@ -46,7 +46,7 @@ class Waiting:
     message: str
 
 
-def resolve_source(restore: DatabaseRestore, referenced: Obj | None) -> RestoreSource | Waiting:
+def resolve_source(restore: DatabaseRestore, referenced: DatabaseBackup | None) -> RestoreSource | Waiting:
     """The storage and backup to restore; a backupRef reads its DatabaseBackup (`referenced`, None if absent)."""
     source = restore.spec.source
     if source.backup_ref is None:
@@ -59,19 +59,16 @@ def resolve_source(restore: DatabaseRestore, referenced: Obj | None) -> RestoreS
             f"DatabaseBackup {ref.name!r} was not found in namespace {restore.metadata.namespace}; "
             "create it or fix source.backupRef.name",
         )
-    backup = DatabaseBackup.model_validate(without_status(referenced))
-    status = referenced.get("status") or {}
+    backup = referenced
     # Only the DatabaseBackup's own backups: its folder, its owner label.
     scope = backup_scope(backup.metadata.namespace or restore.metadata.namespace or "", ref.name)
     if ref.id == "latest":
-        last = status.get("lastBackup")
-        if not last:
+        last = backup.status.last_backup if backup.status else None
+        if last is None:
             return Waiting(
                 "WaitingForBackup", f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
             )
-        return RestoreSource(
-            storage=backup.spec.storage, backup_id=None, scope=scope, last_known_id=last.get("id")
-        )
+        return RestoreSource(storage=backup.spec.storage, backup_id=None, scope=scope, last_known_id=last.id)
     return RestoreSource(storage=backup.spec.storage, backup_id=ref.id, scope=scope)
 
 
@@ -118,89 +115,89 @@ def summary(report: Obj) -> str:
     return clip(report_error(report) or "the restore failed")
 
 
-def pick_run(status: Obj, runs: list[ObservedRun]) -> ObservedRun | None:
+def pick_run(status: DatabaseRestoreStatus, runs: list[ObservedRun]) -> ObservedRun | None:
     """The restore's one run: the Job its status names, else (a status never written) any Job it owns."""
-    if status.get("job"):
-        return next((run for run in runs if run.job == status["job"]), None)
+    if status.job:
+        return next((run for run in runs if run.job == status.job), None)
     return runs[0] if runs else None
 
 
-def _run_fields(run: ObservedRun) -> tuple[Obj, str, str]:
+def _run_fields(run: ObservedRun) -> tuple[DatabaseRestoreStatus, str, str]:
     """(fields, phase, reason) from the restore's Job."""
-    fields: Obj = {"job": run.job}
-    if started(run):
-        fields["startedAt"] = stamp(started(run))
+    fields = DatabaseRestoreStatus(job=run.job)
+    begun = started(run)
+    if begun:
+        fields.started_at = second(begun)
     if run.finished and run.report is not None:
-        fields.update(_from_report(run.report))
+        fields = merged(fields, lenient(DatabaseRestoreStatus, _from_report(run.report)))
         phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
-        fields["message"] = summary(run.report)
+        fields.message = summary(run.report)
         return fields, phase, phase
     if run.succeeded:
-        fields["message"] = succeeded_without_report(run)
+        fields.message = succeeded_without_report(run)
         return fields, "Succeeded", "Succeeded"
     if run.finished:
-        fields["message"] = failure_without_report(run)
+        fields.message = failure_without_report(run)
         return fields, "Failed", run.failure_reason or "JobFailed"
     if run.stuck:
-        fields["message"] = cannot_start(run)
+        fields.message = cannot_start(run)
         return fields, "Pending", "JobCannotStart"
-    fields["message"] = f"Job {run.job} is restoring"
+    fields.message = f"Job {run.job} is restoring"
     return fields, "Running", "Running"
 
 
 def decide(
-    body: Obj, run: ObservedRun | None, referenced: Obj | None, settings: JobSettings, now: datetime
-) -> Decision:
+    restore: DatabaseRestore,
+    run: ObservedRun | None,
+    referenced: DatabaseBackup | None,
+    settings: JobSettings,
+    now: datetime,
+) -> Decision[DatabaseRestoreStatus]:
     """The next step for a DatabaseRestore; `run` is its Job (`pick_run`), `referenced` the DatabaseBackup of
     a backupRef, if found. A restore runs once: a Job it created is never created again, whatever changes."""
-    restore = DatabaseRestore.model_validate(without_status(body))
+    now = second(now)
     meta = restore.metadata
     generation = meta.generation or 1
-    old: Obj = dict(body.get("status") or {})
-    if run is None and old.get("job") and old.get("phase") in TERMINAL_PHASES:
-        return Decision(status=dict(old, observedGeneration=generation))
+    old = restore.status or DatabaseRestoreStatus()
+    if run is None and old.job and old.phase in TERMINAL_PHASES:
+        return Decision(status=old.model_copy(update={"observed_generation": generation}))
 
     create: Obj | None = None
-    fields: Obj = {}
     if run is not None:
-        fields, phase, reason = _run_fields(run)
-    elif old.get("job"):  # created, and gone before it finished: deleted to cancel the restore
+        new, phase, reason = _run_fields(run)
+    elif old.job:  # created, and gone before it finished: deleted to cancel the restore
         phase = reason = CANCELLED
-        fields = {
-            "job": old["job"],
-            "message": cancelled(str(old["job"]), "restore"),
-            "completedAt": stamp(now),
-        }
-        if old.get("startedAt"):
-            fields["startedAt"] = old["startedAt"]
+        new = DatabaseRestoreStatus(job=old.job, message=cancelled(old.job, "restore"), completed_at=now)
+        if old.started_at:
+            new.started_at = old.started_at
     else:
         source = resolve_source(restore, referenced)
         if isinstance(source, Waiting):
-            phase, reason, fields["message"] = "Pending", source.reason, source.message
+            phase, reason = "Pending", source.reason
+            new = DatabaseRestoreStatus(message=source.message)
         else:
             name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
             create = restore_job(restore, source, settings)
             phase, reason = "Pending", "JobCreated"
-            fields.update({"job": name, "startedAt": stamp(now), "message": f"Job {name} created"})
+            new = DatabaseRestoreStatus(job=name, started_at=now, message=f"Job {name} created")
 
-    new: Obj = dict(fields)
-    new["phase"] = phase
-    new["observedGeneration"] = generation
+    new.phase = RestorePhase(phase)
+    new.observed_generation = generation
+    message = new.message or ""
     wants = [
-        Want("Ready", phase == "Succeeded", reason, str(new.get("message", ""))),
+        Want("Ready", phase == "Succeeded", reason, message),
         Want(
             "Progressing",
             phase in ("Pending", "Running") and reason in ("JobCreated", "Running"),
             reason,
-            str(new.get("message", "")),
+            message,
         ),
     ]
-    new["conditions"] = set_conditions(list(old.get("conditions") or []), wants, generation, now)
+    new.conditions = set_conditions(old.conditions, wants, generation, now)
 
     events: list[Event] = []
     finished: list[Finished] = []
-    if transitioned(old, new) or old.get("message") != new.get("message"):
-        message = str(new["message"])
+    if transitioned(old, new) or old.message != new.message:
         if reason == "JobCreated":
             events.append(Event(NORMAL, "Started", message))
         elif reason == "JobCannotStart":
@@ -213,7 +210,7 @@ def decide(
                 Finished(
                     kind="restore",
                     outcome=phase,
-                    duration_seconds=new.get("durationSeconds"),
+                    duration_seconds=new.duration_seconds,
                     completed_at=now,
                 )
             )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pgwarden.api.common import ResourceStatus
 from pgwarden.operator.observe import ObservedRun
 
 Obj = dict[str, Any]
+S = TypeVar("S", bound=ResourceStatus)
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -43,10 +45,11 @@ class Finished:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What the operator does for a resource now; carrying it out twice does no harm."""
+class Decision(Generic[S]):
+    """What the operator does for a resource now; carrying it out twice does no harm. `status` is the
+    kind's status model, serialised once, where it is patched (`ResourceStatus.to_status`)."""
 
-    status: Obj
+    status: S
     events: tuple[Event, ...] = ()
     create: Obj | None = None
     delete_cronjob: str | None = None
@@ -132,11 +135,11 @@ def started(run: ObservedRun) -> datetime | None:
     return run.started_at or run.created_at
 
 
-def transitioned(old: Obj, new: Obj) -> bool:
+def transitioned(old: Any, new: Any) -> bool:
     """True when the run or its phase changed, so the Event and metrics of a transition are emitted once."""
-    return bool(old.get("job") != new.get("job") or old.get("phase") != new.get("phase"))
+    return bool(old.job != new.job or old.phase != new.phase)
 
 
-def without_status(body: Obj) -> Obj:
-    """The resource without its status, for the models: status is ours to rewrite, not to validate."""
-    return {key: value for key, value in body.items() if key != "status"}
+def second(moment: datetime) -> datetime:
+    """A time as status records it: to the second."""
+    return moment.replace(microsecond=0)
