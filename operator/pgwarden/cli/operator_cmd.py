@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV, DEFAULT_ACTIVE_DEADLINE_SECONDS
+from pgwarden.operator.policy import (
+    ALLOW_IMAGE_OVERRIDE,
+    JOB_IMAGES,
+    MIGRATION_IMAGES,
+    SERVICE_ACCOUNTS,
+    Policy,
+    PolicySettingError,
+    image_entry,
+)
+
+# Each policy flag's environment variable (a comma-separated list), read when the flag is not given.
+POLICY_ENV = {
+    "allow_job_image_override": "PGWARDEN_ALLOW_JOB_IMAGE_OVERRIDE",
+    "allowed_job_image": "PGWARDEN_ALLOWED_JOB_IMAGES",
+    "allowed_migration_image": "PGWARDEN_ALLOWED_MIGRATION_IMAGES",
+    "allowed_service_account": "PGWARDEN_ALLOWED_SERVICE_ACCOUNTS",
+}
+JOB_SERVICE_ACCOUNT_ENV = "PGWARDEN_JOB_SERVICE_ACCOUNT"
 
 
 def seconds(text: str) -> int:
@@ -64,12 +83,85 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--log-format", choices=["json", "text"], default="json", help="log format (default json)"
     )
+    policy_flags(parser)
     parser.set_defaults(run=run)
+
+
+def allowlist_entry(text: str) -> str:
+    """An image allowlist entry (argparse type): refused with how to write it when it cannot be enforced."""
+    try:
+        return image_entry(text)
+    except PolicySettingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def policy_flags(parser: argparse.ArgumentParser) -> None:
+    """What resources may ask the operator to run (pgwarden.operator.policy); the chart's `policy:` values."""
+    group = parser.add_argument_group(
+        "policy",
+        "What a resource may ask its Jobs to run. Image entries: a repository (any tag or digest of it), "
+        "registry/path/* (any repository under it), repository@sha256:... (that digest only) or * (anything); "
+        "tags are refused, since they can move. Each list flag is repeatable; when absent, its environment "
+        "variable (comma-separated) is read.",
+    )
+    group.add_argument(
+        ALLOW_IMAGE_OVERRIDE.flag,
+        action="store_true",
+        default=os.environ.get(POLICY_ENV["allow_job_image_override"], "").lower() in ("1", "true", "yes"),
+        help="let spec.jobTemplate.image name an image of --allowed-job-image (default: off; the Jobs' own "
+        f"image is always allowed; env {POLICY_ENV['allow_job_image_override']})",
+    )
+    for setting, key, metavar, what in (
+        (JOB_IMAGES, "allowed_job_image", "IMAGE", "an image spec.jobTemplate.image may name"),
+        (MIGRATION_IMAGES, "allowed_migration_image", "IMAGE", "an image spec.migrations.image may name"),
+        (
+            SERVICE_ACCOUNTS,
+            "allowed_service_account",
+            "NAME",
+            "a ServiceAccount spec.jobTemplate.serviceAccountName may name, besides --job-service-account",
+        ),
+    ):
+        group.add_argument(
+            setting.flag,
+            action="append",
+            type=allowlist_entry if metavar == "IMAGE" else str,
+            metavar=metavar,
+            help=f"{what} (repeatable; env {POLICY_ENV[key]}; default: none)",
+        )
+    group.add_argument(
+        "--job-service-account",
+        default=os.environ.get(JOB_SERVICE_ACCOUNT_ENV) or None,
+        metavar="NAME",
+        help="ServiceAccount of Jobs whose resource names none (the chart's, with no permissions and no "
+        f"token); always allowed (env {JOB_SERVICE_ACCOUNT_ENV}; default: the namespace's default)",
+    )
+
+
+def _listed(args: argparse.Namespace, key: str) -> tuple[str, ...]:
+    given = getattr(args, key, None)
+    if given is not None:
+        return tuple(given)
+    return tuple(item.strip() for item in os.environ.get(POLICY_ENV[key], "").split(",") if item.strip())
+
+
+def job_policy(args: argparse.Namespace) -> Policy:
+    """The policy the flags (else their environment variables) set; PolicySettingError names a bad entry."""
+    return Policy(
+        allow_image_override=bool(args.allow_job_image_override),
+        job_images=_listed(args, "allowed_job_image"),
+        migration_images=_listed(args, "allowed_migration_image"),
+        service_accounts=_listed(args, "allowed_service_account"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pgwarden.operator.main import run as run_operator
 
+    try:
+        job_policy(args)  # refused before the operator starts (exit 2), with how to write the entry
+    except PolicySettingError as error:
+        print(f"pgwarden operator: {error}", file=sys.stderr)
+        return 2
     run_operator(
         args.namespace,
         liveness_port=args.liveness_port,
