@@ -1,0 +1,324 @@
+"""The operator's policy on the local control plane: what a resource may ask its Jobs to run.
+
+At `kubectl apply`, the chart's ValidatingAdmissionPolicy (rendered by helm, installed by the admin) refuses
+an image override, a ServiceAccount or a migration image outside the allowed values; the operator refuses
+the same on its own (no Job, a PolicyDenied condition and Event naming the value). Pod Security: every Pod
+shape the operator creates, and the operator's own, is admitted in a namespace enforcing `restricted`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from chart_support import render_chart
+from operator_support import Obj, Operator, condition, events, in_namespace, resource, wait_status
+
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.task import RestoreSource
+from pgwarden.operator import jobs
+from pgwarden.operator.policy import REASON
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+OWN_IMAGE = "registry.example/pgwarden/pgwarden:1.0.0"
+ALLOWED_JOB_IMAGE = "registry.example/team/pgwarden"
+ALLOWED_MIGRATION_IMAGE = "registry.example/shop-migrations"
+DIGEST = "sha256:" + "ab" * 32
+DATABASE = {"secretRef": {"name": "shop-db"}}
+STORAGE = {"volume": {"claimName": "backups"}}
+# Wired once JobSettings carries the policy the operator's flags set (jobs.py, reconcile.py, handlers.py).
+WIRED = "policy" in {f.name for f in dataclasses.fields(jobs.JobSettings)}
+
+
+def backup(name: str, **job_template: str) -> Obj:
+    spec: Obj = {"database": DATABASE, "storage": STORAGE}
+    if job_template:
+        spec["jobTemplate"] = dict(job_template)
+    return resource("DatabaseBackup", name, spec)
+
+
+def migration_from_image(name: str, image: str) -> Obj:
+    return resource(
+        "DatabaseMigration",
+        name,
+        {"database": DATABASE, "migrations": {"image": {"image": image, "path": "/sql"}}},
+    )
+
+
+def apply(kube: LocalCluster, namespace: str, manifest: Obj, *, dry_run: bool = False) -> tuple[bool, str]:
+    """(accepted, kubectl's output) of applying one manifest as the admin."""
+    args = ["apply", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    document = json.dumps(in_namespace(namespace, manifest)[0])
+    result = kube.kubectl(*args, input=document, check=False)
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+@dataclasses.dataclass
+class Admission:
+    """The chart's ValidatingAdmissionPolicy and binding, installed for one namespace."""
+
+    kube: LocalCluster
+    namespace: str
+
+    def refuses(self, manifest: Obj, *names: str) -> str:
+        accepted, output = apply(self.kube, self.namespace, manifest)
+        assert not accepted, f"applied although the policy refuses it:\n{output}"
+        assert "ValidatingAdmissionPolicy" in output and "denied" in output, output
+        for name in names:
+            assert name in output, (name, output)
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        gone = self.kube.kubectl("get", kind, name, "-n", self.namespace, check=False)
+        assert gone.returncode != 0, f"{kind}/{name} exists although refused"
+        return output
+
+    def accepts(self, manifest: Obj) -> None:
+        accepted, output = apply(self.kube, self.namespace, manifest, dry_run=True)
+        assert accepted, output
+
+
+@pytest.fixture
+def policy_values() -> tuple[str, ...]:
+    """The chart's `policy` values of a test (`--set` settings); parametrize it to set some."""
+    return ()
+
+
+@pytest.fixture
+def admission(
+    policy_values: tuple[str, ...], kube: LocalCluster, namespace: str, crds: None, helm: Path
+) -> Iterator[Admission]:
+    """The chart rendered with the test's `policy` values, its admission objects applied."""
+    manifests = render_chart(
+        helm,
+        "rbac.clusterWide=false",
+        f"watchNamespaces={{{namespace}}}",
+        f"image.repository={OWN_IMAGE.rsplit(':', 1)[0]}",
+        f"image.tag={OWN_IMAGE.rsplit(':', 1)[1]}",
+        *policy_values,
+        release=f"pgw-{secrets.token_hex(3)}",
+        namespace=namespace,
+    )
+    policy = [m for m in manifests if m["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert [m["kind"] for m in policy] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    kube.apply(*policy)
+    try:
+        # The API server picks a new policy up within a second or so; until then applies pass unchecked.
+        probe = backup("probe", image="evil.example/probe:1")
+        kube.wait_for(
+            "the ValidatingAdmissionPolicy to be enforced",
+            lambda: not apply(kube, namespace, probe, dry_run=True)[0],
+            timeout=60,
+        )
+        yield Admission(kube, namespace)
+    finally:
+        for manifest in policy:
+            kube.kubectl(
+                "delete", manifest["kind"], manifest["metadata"]["name"], "--wait=false", check=False
+            )
+
+
+def test_by_default_kubectl_apply_refuses_any_image_override_service_account_and_migration_image(
+    admission: Admission,
+) -> None:
+    admission.refuses(
+        backup("override", image="registry.example/team/pgwarden:2"),
+        "spec.jobTemplate.image",
+        "policy.allowImageOverride",
+    )
+    admission.refuses(
+        backup("account", serviceAccountName="default"),
+        "spec.jobTemplate.serviceAccountName",
+        "policy.serviceAccounts",
+    )
+    admission.refuses(
+        migration_from_image("from-image", f"{ALLOWED_MIGRATION_IMAGE}:7"), "policy.migrationImages"
+    )
+    # What asks for nothing more is let through, and so is the Jobs' own image.
+    admission.accepts(backup("plain"))
+    admission.accepts(backup("own-image", image=OWN_IMAGE))
+
+
+@pytest.mark.parametrize(
+    "policy_values",
+    [
+        (
+            "policy.allowImageOverride=true",
+            f"policy.jobImages={{{ALLOWED_JOB_IMAGE}}}",
+        )
+    ],
+    ids=["policy"],
+)
+def test_kubectl_apply_refuses_an_image_override_outside_the_allowlist(admission: Admission) -> None:
+    output = admission.refuses(
+        backup("miner", image="evil.example/miner:1"), "evil.example/miner:1", "policy.jobImages"
+    )
+    assert ALLOWED_JOB_IMAGE in output, "the message names what is allowed"
+    admission.refuses(backup("lookalike", image=f"{ALLOWED_JOB_IMAGE}-evil:2"), "policy.jobImages")
+    admission.accepts(backup("listed", image=f"{ALLOWED_JOB_IMAGE}:2"))
+    admission.accepts(backup("listed-digest", image=f"{ALLOWED_JOB_IMAGE}@{DIGEST}"))
+
+
+@pytest.mark.parametrize("policy_values", [("policy.serviceAccounts={backup-writer}",)], ids=["policy"])
+def test_kubectl_apply_refuses_a_service_account_outside_the_allowed_set(admission: Admission) -> None:
+    output = admission.refuses(
+        backup("admin", serviceAccountName="cloud-admin"), "cloud-admin", "policy.serviceAccounts"
+    )
+    assert "backup-writer" in output
+    admission.accepts(backup("writer", serviceAccountName="backup-writer"))
+
+
+@pytest.mark.parametrize(
+    "policy_values", [(f"policy.migrationImages={{{ALLOWED_MIGRATION_IMAGE}@{DIGEST}}}",)], ids=["policy"]
+)
+def test_kubectl_apply_refuses_a_migration_image_outside_the_allowlist(admission: Admission) -> None:
+    admission.refuses(migration_from_image("other", "evil.example/migrations:1"), "policy.migrationImages")
+    # Pinned to a digest: the same repository under a tag, or another digest, is not that image.
+    admission.refuses(
+        migration_from_image("tagged", f"{ALLOWED_MIGRATION_IMAGE}:7"), "policy.migrationImages"
+    )
+    admission.refuses(
+        migration_from_image("moved", f"{ALLOWED_MIGRATION_IMAGE}@sha256:{'cd' * 32}"),
+        "policy.migrationImages",
+    )
+    admission.accepts(migration_from_image("pinned", f"{ALLOWED_MIGRATION_IMAGE}@{DIGEST}"))
+
+
+# -- the operator's own check, where no admission policy is installed --------------------------------
+
+
+def denied(status: Obj) -> bool:
+    ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+    return bool(ready) and ready[0]["reason"] == REASON
+
+
+def denial_events(kube: LocalCluster, namespace: str, name: str) -> Callable[[], list[Obj]]:
+    return lambda: [e for e in events(kube, namespace, name) if e["reason"] == REASON]
+
+
+@pytest.mark.skipif(
+    not WIRED,
+    reason="the policy is not wired into the operator yet: JobSettings.policy (jobs.py), the PolicyDenied "
+    "decision (reconcile.py) and the flags handed over in handlers.py/main.py (see the issue-14 report)",
+)
+def test_the_operator_builds_no_job_for_a_resource_outside_its_policy_and_says_which_value_to_change(
+    kube: LocalCluster, operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator under a policy with allowlists (its flags' environment variables), restarted to read them.
+    operator.stop()
+    monkeypatch.setenv("PGWARDEN_ALLOW_JOB_IMAGE_OVERRIDE", "true")
+    monkeypatch.setenv("PGWARDEN_ALLOWED_JOB_IMAGES", ALLOWED_JOB_IMAGE)
+    monkeypatch.setenv("PGWARDEN_ALLOWED_SERVICE_ACCOUNTS", "backup-writer")
+    monkeypatch.setenv("PGWARDEN_ALLOWED_MIGRATION_IMAGES", ALLOWED_MIGRATION_IMAGE)
+    operator.start()
+    asked = {
+        ("dbbackup", "miner"): (backup("miner", image="evil.example/miner:1"), "policy.jobImages"),
+        ("dbbackup", "admin"): (backup("admin", serviceAccountName="cloud-admin"), "policy.serviceAccounts"),
+        ("dbmig", "from-image"): (
+            migration_from_image("from-image", "evil.example/migrations:1"),
+            "policy.migrationImages",
+        ),
+    }
+    kube.apply(*in_namespace(operator.namespace, *(manifest for manifest, _ in asked.values())))
+    for (kind, name), (_, setting) in asked.items():
+        status = wait_status(kube, operator, kind, name, denied)
+        ready = condition(status, "Ready")
+        assert ready["status"] == "False" and setting in ready["message"], status
+        kube.wait_for(
+            f"the {REASON} Event of {name}", denial_events(kube, operator.namespace, name), timeout=30
+        )
+    assert kube.get_all("jobs", operator.namespace) == []
+    assert kube.get_all("cronjobs", operator.namespace) == []
+
+
+# -- Pod Security: restricted, enforced by the API server ---------------------------------------------
+
+
+def _restricted_namespace(kube: LocalCluster, namespace: str) -> None:
+    kube.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
+    )
+
+
+def _dry_run_pod(kube: LocalCluster, namespace: str, name: str, template: Obj) -> tuple[bool, str]:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, **(template.get("metadata") or {})},
+        "spec": template["spec"],
+    }
+    result = kube.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+def _pod_templates(namespace: str) -> dict[str, Obj]:
+    """Every Pod shape the operator creates: each kind, each migrations source, a CA, S3 credentials."""
+    settings = jobs.JobSettings(image="pgwarden:e2e")
+    meta = {"namespace": namespace, "uid": "0f0e0d0c-1111-2222-3333-444455556666", "generation": 1}
+    database = {"secretRef": {"name": "shop-db"}, "sslMode": "verify-full", "caSecretRef": {"name": "db-ca"}}
+    s3 = {"s3": {"bucket": "backups", "prefix": "p/", "credentialsSecretRef": {"name": "s3-credentials"}}}
+    sources: dict[str, Obj] = {
+        "configmap": {"configMapRefs": [{"name": "a"}, {"name": "b"}]},
+        "image": {"image": {"image": "registry.example/shop-migrations:7", "path": "/sql"}},
+        "inline": {"inline": [{"name": "0001_init.sql", "sql": "CREATE TABLE t (id int);"}]},
+    }
+    templates: dict[str, Obj] = {}
+    for source, migrations in sources.items():
+        body = {
+            "metadata": dict(meta, name=f"mig-{source}"),
+            "spec": {"database": database, "migrations": migrations, "backupBefore": {"storage": s3}},
+        }
+        templates[f"migration-{source}"] = jobs.migration_job(
+            DatabaseMigration.model_validate(body), settings
+        )
+    one_time = DatabaseBackup.model_validate(
+        {"metadata": dict(meta, name="once"), "spec": {"database": database, "storage": s3}}
+    )
+    templates["backup"] = jobs.backup_job(one_time, settings)
+    scheduled = DatabaseBackup.model_validate(
+        {
+            "metadata": dict(meta, name="nightly"),
+            "spec": {"database": database, "storage": STORAGE, "schedule": "0 2 * * *"},
+        }
+    )
+    cronjob = jobs.backup_cronjob(scheduled, settings)
+    restore = DatabaseRestore.model_validate(
+        {
+            "metadata": dict(meta, name="restore"),
+            "spec": {"database": database, "source": {"location": "x", "storage": s3}},
+        }
+    )
+    source_of = RestoreSource(storage=restore.spec.source.storage, location="p/x")
+    templates["restore"] = jobs.restore_job(restore, source_of, settings)
+    pods = {name: job["spec"]["template"] for name, job in templates.items()}
+    pods["backup-scheduled"] = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    return pods
+
+
+def test_every_pod_the_operator_creates_and_its_own_are_admitted_under_restricted_pod_security(
+    kube: LocalCluster, namespace: str, helm: Path
+) -> None:
+    _restricted_namespace(kube, namespace)
+    # The namespace really enforces: a Pod without the restricted settings is refused.
+    plain = {"spec": {"containers": [{"name": "main", "image": "pgwarden:e2e"}]}}
+    refused, output = _dry_run_pod(kube, namespace, "plain", plain)
+    assert not refused and "violates PodSecurity" in output, output
+
+    for name, template in _pod_templates(namespace).items():
+        admitted, output = _dry_run_pod(kube, namespace, name, template)
+        assert admitted, f"the {name} Pod is refused under restricted:\n{output}"
+
+    (deployment,) = [m for m in render_chart(helm, namespace=namespace) if m["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    template["spec"]["serviceAccountName"] = "default"  # the chart's own is not created here
+    admitted, output = _dry_run_pod(kube, namespace, "operator", template)
+    assert admitted, f"the operator's Pod is refused under restricted:\n{output}"
