@@ -255,6 +255,7 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     expected |= {("batch", "cronjobs", v) for v in ("create", "get", "list", "watch", "patch", "delete")}
     expected |= {("", "pods", v) for v in ("get", "list")}
     expected |= {("", "events", v) for v in ("create", "patch")}
+    expected |= {("", "configmaps", "get")}  # migration files, to show and approve their checksums
     assert granted == expected
 
 
@@ -352,7 +353,8 @@ def test_the_service_account_may_do_its_work_in_watched_namespaces_only_and_neve
         for verb in ("get", "list", "watch"):
             assert not can(verb, "secrets", where), f"{verb} secrets in {where}"
         assert not can("create", "pods", where)
-        assert not can("get", "configmaps", where)
+        assert can("get", "configmaps", where)  # migration files, for approval
+        assert not can("list", "configmaps", where)
     for where in (namespace, "default"):
         assert not can("create", "jobs.batch", where)
         assert not can("list", "databasemigrations.pgwarden.io", where)

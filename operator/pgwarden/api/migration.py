@@ -200,7 +200,8 @@ class DatabaseMigrationSpec(ApiModel):
         description=(
             "Automatic: run as soon as the resource changes. Manual: wait in phase AwaitingApproval, showing "
             "the files to run and their checksums in status.approval, until the resource is annotated "
-            "pgwarden.io/approved=<generation> (kubectl annotate dbmig NAME pgwarden.io/approved=N --overwrite); "
+            "pgwarden.io/approved=<generation> (kubectl annotate dbmig NAME pgwarden.io/approved=N --overwrite; "
+            "files from ConfigMaps are named too: N-<status.approval.digest>); "
             "an approval names one generation, so any later edit waits for its own."
         ),
     )
@@ -243,7 +244,15 @@ class ApprovalStatus(ApiModel):
         description="Where the files come from: inline (checksums below), an image, or ConfigMaps."
     )
     files: list[ApprovalFile] = Field(
-        default_factory=list, description="The inline files the Job runs, with their checksums."
+        default_factory=list,
+        description="The files the Job runs, with their checksums: inline, or as the ConfigMaps held them.",
+    )
+    digest: str | None = Field(
+        default=None,
+        description=(
+            "For ConfigMaps: a short name of exactly these files, which the approval names, since ConfigMaps are "
+            "not part of the spec: pgwarden.io/approved=<generation>-<digest>."
+        ),
     )
 
 

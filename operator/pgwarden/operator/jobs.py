@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
-from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import (
     CA_DIR,
@@ -313,6 +314,13 @@ def migration_sources(
         }
         return MIGRATIONS_DIR, [{"name": "migrations", "emptyDir": {}}], [mount], [copy]
     return None, [], [], []  # inline: the files travel in the task
+
+
+def with_files(migration: DatabaseMigration, files: Sequence[InlineMigration]) -> DatabaseMigration:
+    """The migration with `files` in place of its ConfigMaps: what an approved run carries in its task, so it
+    runs the content approved, whatever the ConfigMaps hold when its pod starts. ValueError: too large."""
+    spec = migration.spec.model_copy(update={"migrations": MigrationsSource(inline=list(files))})
+    return migration.model_copy(update={"spec": spec})
 
 
 def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:

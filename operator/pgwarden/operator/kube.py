@@ -135,6 +135,10 @@ class Kube:
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
         return self._list(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", uid)
 
+    def get_configmap(self, namespace: str, name: str) -> Obj | None:
+        """A ConfigMap of migration files, read only to show and approve their checksums."""
+        return self._get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
     def get_job(self, namespace: str, name: str) -> Obj | None:
         return self._get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 

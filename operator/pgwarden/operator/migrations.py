@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus, MigrationPhase
+from pgwarden.api.migration import (
+    INLINE_SQL_LIMIT,
+    Approval,
+    DatabaseMigration,
+    DatabaseMigrationStatus,
+    MigrationPhase,
+)
 from pgwarden.operator import approval, naming
 from pgwarden.operator.conditions import Want, set_conditions
-from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job
+from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, with_files
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.resources import lenient, merged
 from pgwarden.operator.status import (
@@ -36,6 +42,8 @@ KIND = "DatabaseMigration"
 # Report fields copied onto status as they are (the names are shared by design).
 _REPORT_FIELDS = ("currentVersion", "applied", "pending", "tables", "rows", "rowChanges", "verification")
 _REPORT_BLOCKS = ("backup", "rollback", "drift")
+# How often a migration awaiting approval of ConfigMap files looks at them again (their edits send no event).
+CONFIG_MAP_LOOK = timedelta(seconds=30)
 
 
 def summary(report: Obj) -> str:
@@ -153,9 +161,11 @@ def decide(
     others_active: list[str],
     settings: JobSettings,
     now: datetime,
+    config_maps: approval.ConfigMapFiles | None = None,
 ) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
-    `others_active` names Jobs of earlier generations still running."""
+    `others_active` names Jobs of earlier generations still running; `config_maps`, for a Manual one whose
+    files come from ConfigMaps, what they hold now."""
     now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
@@ -165,6 +175,7 @@ def decide(
     manual = migration.spec.approval == Approval.MANUAL
     events: list[Event] = []
     finished: list[Finished] = []
+    deadline: datetime | None = None
 
     ours = run is None and old.observed_generation == generation and old.job == name
     if ours and old.phase in TERMINAL_PHASES:
@@ -181,15 +192,18 @@ def decide(
             message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
         )
         phase, reason = "Pending", "WaitingForEarlierRun"
-    elif manual and not (given := approval.verdict(migration)).approved:
+    elif manual and not (given := approval.verdict(migration, config_maps)).approved:
         fields = DatabaseMigrationStatus(
-            message=given.message, approval=approval.shown(migration, approved=False)
+            message=given.message, approval=approval.shown(migration, approved=False, current=config_maps)
         )
         phase, reason = "AwaitingApproval", "AwaitingApproval"
+        if config_maps is not None:  # a ConfigMap edit sends no event; show it soon
+            deadline = now + CONFIG_MAP_LOOK
     else:
-        # The task carries this generation's spec: for inline files, exactly those status showed.
+        # The task carries this generation's spec: for inline files, exactly those status showed; for
+        # ConfigMaps, the files approved, read when approved, in place of the ConfigMaps.
         try:
-            create = migration_job(migration, settings)
+            create = migration_job(_approved(migration, config_maps if manual else None), settings)
         except TaskTooLarge as error:
             create = None
             fields = DatabaseMigrationStatus(message=clip(str(error)))
@@ -197,7 +211,7 @@ def decide(
         else:
             fields = DatabaseMigrationStatus(job=name, started_at=now, message=f"Job {name} created")
             if manual:
-                fields.approval = approval.shown(migration, approved=True)
+                fields.approval = approval.shown(migration, approved=True, current=config_maps)
             phase, reason = "Pending", "JobCreated"
 
     new = merged(_carried(old, phase, generation, manual), fields)
@@ -225,7 +239,25 @@ def decide(
                     completed_at=(run.completed_at if run else None) or now,
                 )
             )
-    return Decision(status=new, events=tuple(events), create=create, finished=tuple(finished))
+    return Decision(
+        status=new, events=tuple(events), create=create, finished=tuple(finished), deadline=deadline
+    )
+
+
+def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles | None) -> DatabaseMigration:
+    """What the Job runs: the migration, or with ConfigMaps approved, the approved files in their place."""
+    if config_maps is None:
+        return migration
+    names = ", ".join(ref.name for ref in migration.spec.migrations.config_map_refs or [])
+    if not config_maps.files:
+        raise TaskTooLarge(f"ConfigMap {names} holds no migration files (keys named like 0001_init.sql)")
+    try:
+        return with_files(migration, config_maps.files)
+    except ValueError:
+        raise TaskTooLarge(
+            f"the approved files of ConfigMap {names} hold more than {INLINE_SQL_LIMIT} characters of SQL, more "
+            "than a Job can carry as approved; ship larger sets in an image named by digest"
+        ) from None
 
 
 def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Event]:

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
-from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.migration import Approval, DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
-from pgwarden.operator import backups, metrics, migrations, naming, restores
+from pgwarden.operator import approval, backups, metrics, migrations, naming, restores
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
@@ -134,10 +134,12 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
     runs = observe_runs(jobs, [] if settled else ctx.kube.pods_of(namespace, uid))
     current = next((run for run in runs if run.job == current_name), None)
     if isinstance(resource, DatabaseMigration):
+        # No Job of this generation: it may be created now, from the files its ConfigMaps hold.
+        files = _config_map_files(ctx, resource) if current is None else None
         if settled:
             current = None  # its outcome is in status already; without its pod it would read as one lost
         others = [run.job for run in runs if run.active and run.job != current_name]
-        return migrations.decide(resource, current, others, ctx.settings, now)
+        return migrations.decide(resource, current, others, ctx.settings, now, files)
     if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
         return backups.decide(resource, runs, cronjobs[0] if cronjobs else None, ctx.settings, now)
@@ -145,6 +147,16 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
     ref = resource.spec.source.backup_ref
     referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
     return restores.decide(resource, run, referenced, ctx.settings, now)
+
+
+def _config_map_files(ctx: Context, migration: DatabaseMigration) -> approval.ConfigMapFiles | None:
+    """For a Manual migration whose files come from ConfigMaps, what they hold now (to show or approve)."""
+    refs = migration.spec.migrations.config_map_refs
+    if migration.spec.approval != Approval.MANUAL or not refs:
+        return None
+    namespace = migration.metadata.namespace or ""
+    names = [ref.name for ref in refs]
+    return approval.read_config_maps(names, {name: ctx.kube.get_configmap(namespace, name) for name in names})
 
 
 def _referenced_backup(ctx: Context, namespace: str, name: str) -> DatabaseBackup | None:
