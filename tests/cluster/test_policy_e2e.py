@@ -48,6 +48,11 @@ def backup(name: str, **job_template: str) -> Obj:
     return resource("DatabaseBackup", name, spec)
 
 
+def scheduled(manifest: Obj) -> Obj:
+    manifest["spec"]["schedule"] = "*/5 * * * *"
+    return manifest
+
+
 def migration_from_image(name: str, image: str) -> Obj:
     return resource(
         "DatabaseMigration",
@@ -222,7 +227,10 @@ def test_the_operator_builds_no_job_for_a_resource_outside_its_policy_and_says_w
     operator.start()
     asked = {
         ("dbbackup", "miner"): (backup("miner", image="evil.example/miner:1"), "policy.jobImages"),
-        ("dbbackup", "admin"): (backup("admin", serviceAccountName="cloud-admin"), "policy.serviceAccounts"),
+        ("dbbackup", "admin"): (
+            scheduled(backup("admin", serviceAccountName="cloud-admin")),
+            "policy.serviceAccounts",
+        ),
         ("dbmig", "from-image"): (
             migration_from_image("from-image", "evil.example/migrations:1"),
             "policy.migrationImages",

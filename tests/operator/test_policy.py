@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.common import StorageSpec
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.api.task import RestoreSource
 from pgwarden.cli import operator_cmd
+from pgwarden.operator import jobs
 from pgwarden.operator.policy import (
     ALLOW_IMAGE_OVERRIDE,
     JOB_IMAGES,
@@ -234,3 +238,97 @@ def test_the_operator_flags_set_the_policy_and_an_unenforceable_entry_exits_2(
     monkeypatch.setenv("PGWARDEN_ALLOWED_JOB_IMAGES", "registry.example/a:latest")
     assert operator_cmd.run(operator_args()) == 2, "refused before the operator starts"
     assert "names a tag" in capsys.readouterr().err
+
+
+# -- the Jobs the operator builds ----------------------------------------------------------------------
+
+WIRED = "policy" in {f.name for f in dataclasses.fields(jobs.JobSettings)}
+needs_wiring = pytest.mark.skipif(
+    not WIRED, reason="JobSettings has no policy yet: the issue-14 wiring of jobs.py is not applied"
+)
+
+
+def built(resource: Callable[..., Obj], settings: jobs.JobSettings) -> dict[str, Obj]:
+    """The pod template of every Job shape: each kind, each migrations source, a CA, S3 credentials."""
+    s3 = {"s3": {"bucket": "backups", "prefix": "p/", "credentialsSecretRef": {"name": "s3-credentials"}}}
+    pods: dict[str, Obj] = {}
+    for source in (
+        {"configMapRefs": [{"name": "a"}, {"name": "b"}]},
+        {"image": {"image": "registry.example/shop-migrations:7"}},
+        {"inline": [{"name": "0001_init.sql", "sql": "CREATE TABLE t (id int);"}]},
+    ):
+        body = resource("migration-shop.yaml", "DatabaseMigration")
+        body["spec"].update(migrations=source, backupBefore={"storage": s3})
+        body["spec"]["database"]["caSecretRef"] = {"name": "db-ca"}
+        job = jobs.migration_job(DatabaseMigration.model_validate(body), settings)
+        pods[f"migration-{next(iter(source))}"] = job["spec"]["template"]
+    backup = DatabaseBackup.model_validate(resource("backup-nightly.yaml", "DatabaseBackup"))
+    cronjob = jobs.backup_cronjob(backup, settings)
+    pods["backup-scheduled"] = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    one_time = backup.model_copy(update={"spec": backup.spec.model_copy(update={"schedule": None})})
+    pods["backup"] = jobs.backup_job(one_time, settings)["spec"]["template"]
+    restore = DatabaseRestore.model_validate(resource("restore.yaml", "DatabaseRestore"))
+    source_of = RestoreSource(storage=StorageSpec.model_validate(s3), location="p/x")
+    pods["restore"] = jobs.restore_job(restore, source_of, settings)["spec"]["template"]
+    return pods
+
+
+def permissive() -> jobs.JobSettings:
+    settings = jobs.JobSettings(image=OWN)
+    if WIRED:  # the migration image source must be allowed to be built at all
+        policy = Policy(migration_images=("registry.example/shop-migrations",))
+        settings = dataclasses.replace(settings, policy=policy)  # type: ignore[call-arg, unused-ignore]
+    return settings
+
+
+def test_jobs_get_only_the_secret_keys_they_need_from_their_own_namespace(
+    resource: Callable[..., Obj],
+) -> None:
+    """secretKeyRef one key at a time and Secret volumes with named items: never envFrom, never a whole
+    Secret, and no reference can name another namespace (a Pod's references are its own namespace's)."""
+    for name, pod in built(resource, permissive()).items():
+        for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
+            assert "envFrom" not in container, name
+            for variable in container.get("env", []):
+                source = variable.get("valueFrom")
+                if source is not None:
+                    assert set(source) == {"secretKeyRef"}, (name, variable)
+                    assert set(source["secretKeyRef"]) <= {"name", "key", "optional"}, (name, variable)
+        for volume in pod["spec"]["volumes"]:
+            if "secret" in volume:
+                assert volume["secret"]["items"], (name, volume)
+            for projected in (volume.get("projected") or {}).get("sources", []):
+                assert "secret" not in projected or projected["secret"]["items"], (name, volume)
+        assert pod["spec"]["automountServiceAccountToken"] is False, name
+
+
+@needs_wiring
+def test_no_job_or_cronjob_is_built_for_a_resource_outside_the_policy(resource: Callable[..., Obj]) -> None:
+    settings = jobs.JobSettings(image=OWN)
+    with pytest.raises(PolicyDenied, match=r"policy\.migrationImages"):
+        built(resource, settings)
+    for file, kind in (("backup-nightly.yaml", "DatabaseBackup"), ("restore.yaml", "DatabaseRestore")):
+        body = resource(file, kind)
+        body["spec"]["jobTemplate"] = {"serviceAccountName": "cloud-admin"}
+        with pytest.raises(PolicyDenied, match=r"policy\.serviceAccounts"):
+            if kind == "DatabaseBackup":
+                jobs.backup_cronjob(DatabaseBackup.model_validate(body), settings)
+            else:
+                source = RestoreSource(storage=StorageSpec.model_validate({"volume": {"claimName": "x"}}))
+                jobs.restore_job(DatabaseRestore.model_validate(body), source, settings)
+
+
+@needs_wiring
+def test_jobs_run_as_the_job_service_account_unless_the_resource_names_an_allowed_one(
+    resource: Callable[..., Obj],
+) -> None:
+    policy = Policy(service_accounts=("backup-writer",))
+    settings = jobs.JobSettings(image=OWN, service_account=JOB_ACCOUNT, policy=policy)  # type: ignore[call-arg, unused-ignore]
+    pod = jobs.migration_job(migration(resource), settings)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == JOB_ACCOUNT
+    pod = jobs.migration_job(migration(resource, serviceAccountName="backup-writer"), settings)
+    assert pod["spec"]["template"]["spec"]["serviceAccountName"] == "backup-writer"
+    assert (
+        "serviceAccountName"
+        not in jobs.migration_job(migration(resource), jobs.JobSettings())["spec"]["template"]["spec"]
+    )
