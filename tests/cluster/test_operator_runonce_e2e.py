@@ -1,0 +1,86 @@
+"""Run-once promises of the operator, end to end on the local control plane: what was approved is what runs.
+
+The operator, its fixtures and the helpers live in operator_support.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+from operator_support import (
+    TERMINAL,
+    Obj,
+    Operator,
+    in_namespace,
+    migrations_configmap,
+    resource,
+    secret,
+    wait_status,
+)
+
+from pgwarden.testing.localpg import LocalPostgres
+
+if TYPE_CHECKING:
+    from tests.cluster.conftest import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+REVIEWED = {"0001_orders.sql": "CREATE TABLE orders (id int PRIMARY KEY);"}
+EDITED = {**REVIEWED, "0002_drop.sql": "DROP TABLE orders; CREATE TABLE edited_in (id int);"}
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def test_a_configmap_edited_after_approval_runs_nothing_until_its_files_are_approved(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+) -> None:
+    url = pg.create_database()
+    ns = operator.namespace
+    spec: Obj = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {"configMapRefs": [{"name": "files"}]},
+        "approval": "Manual",
+        "policy": {"allowDestructive": True},
+    }
+    kube.apply(
+        *in_namespace(
+            ns,
+            secret("db", uri=url),
+            migrations_configmap("files", REVIEWED),
+            resource("DatabaseMigration", "gated", spec),
+        )
+    )
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") == "AwaitingApproval")
+    reviewed = status["approval"]
+    assert [f["name"] for f in reviewed["files"]] == ["0001_orders.sql"]
+    assert f"pgwarden.io/approved=1-{reviewed['digest']} --overwrite" in status["message"]
+
+    # Approved, then edited before the operator acted on the approval: nothing runs.
+    operator.stop()
+    kube.kubectl("annotate", "dbmig", "gated", f"pgwarden.io/approved=1-{reviewed['digest']}", "-n", ns)
+    kube.apply(*in_namespace(ns, migrations_configmap("files", EDITED)))
+    operator.start()
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: "changed since" in s.get("message", ""))
+    assert status["phase"] == "AwaitingApproval" and kube.get_all("jobs", ns) == []
+    edited = status["approval"]
+    assert [f["name"] for f in edited["files"]] == ["0001_orders.sql", "0002_drop.sql"]
+    assert edited["digest"] != reviewed["digest"]
+
+    # Back to the reviewed files, approved again, then edited once the Job exists: the Job runs what was approved.
+    kube.apply(*in_namespace(ns, migrations_configmap("files", REVIEWED)))
+    kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved-", "-n", ns)
+    kube.kubectl("annotate", "dbmig", "gated", f"pgwarden.io/approved=1-{reviewed['digest']}", "-n", ns)
+    wait_status(kube, operator, "dbmig", "gated", lambda s: bool(s.get("job")), timeout=60)
+    kube.apply(*in_namespace(ns, migrations_configmap("files", EDITED)))
+    status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") in TERMINAL)
+    assert status["phase"] == "Succeeded", status
+    assert [a["version"] for a in status["applied"]] == ["0001"]
+    assert status["applied"][0]["checksum"] == reviewed["files"][0]["sha256"]
+    assert tables(url) == {"orders"}  # the edit (0002) never ran
+    assert len(kube.get_all("jobs", ns)) == 1
