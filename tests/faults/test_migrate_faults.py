@@ -29,6 +29,7 @@ from faults import (
     Pgwarden,
     assert_no_secret,
     canary_password,
+    databases,
     hold_lock,
     hold_migrator_lock,
     invalid_indexes,
@@ -611,4 +612,47 @@ def test_a_bad_expect_name_is_refused_or_rolled_back_never_an_unexpected_error(
     else:
         report = assert_report_tells_the_truth(result, before, shop.url, nothing_committed=True)
         assert "no such table!" in report["error"]["message"], report
+    assert_no_secret(shop.password, result.stdout, result.stderr)
+
+
+# --- issue 13: a rehearsal on a scratch copy ---------------------------------------------------------------
+
+
+def rehearsal_copies(url: str) -> set[str]:
+    """The scratch databases rehearsals made on the server of `url`."""
+    return {name for name in databases(url) if "_pgw_rehearsal_" in name}
+
+
+def rehearsal_sleeping(url: str) -> bool:
+    """Whether 0002's slow statement runs on a rehearsal's scratch copy."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '%\\_pgw\\_rehearsal\\_%'"
+            " AND query LIKE 'SELECT pg_sleep(60)%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_sigkill_mid_rehearsal_leaves_no_scratch_database_and_the_database_untouched(
+    shop: Shop, inject: Injector, tmp_path: Path
+) -> None:
+    backups = tmp_path / "backups"
+    backup = run_pgwarden("backup", shop.url, "--to", backups)
+    assert backup.returncode == 0, backup.stderr
+    shop.add({"0002_slow.sql": "ALTER TABLE orders ADD COLUMN flag int;\nSELECT pg_sleep(60);\n"})
+    before = DbState.read(shop.url)
+    admin = shop.url.rsplit("/", 1)[0] + "/postgres"
+
+    with shop.start("--rehearse-from", str(backups)) as run:
+        run.wait_until(lambda: rehearsal_sleeping(admin), "the rehearsal applying 0002 on its scratch copy")
+        assert len(rehearsal_copies(admin)) == 1
+        inject.signal(run, signal.SIGKILL)
+        result = run.finish()
+
+    assert result.returncode == -signal.SIGKILL and result.stdout == ""
+    deadline = time.monotonic() + 30
+    while rehearsal_copies(admin) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rehearsal_copies(admin) == set(), "the scratch copy outlived the SIGKILLed rehearsal"
+    assert DbState.read(shop.url) == before
     assert_no_secret(shop.password, result.stdout, result.stderr)

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.lint import LintFinding
+
+if TYPE_CHECKING:
+    from pgwarden.api.rehearsal import Rehearsal
 
 
 class Outcome(StrEnum):
@@ -163,6 +167,10 @@ class MigrationReport(ApiModel):
     lint: list[LintFinding] = Field(
         default_factory=list, description="Lock-risk findings (squawk) on the migrations this run applies."
     )
+    rehearsal: Rehearsal | None = Field(
+        default=None,
+        description="The run rehearsed first on a copy restored from a backup (--rehearse-from).",
+    )
     lock_retries: list[LockRetry] = Field(
         default_factory=list, description="Lock timeouts the run waited out and retried, with the backoff."
     )
@@ -239,3 +247,7 @@ class BackupReport(ApiModel):
     throughput_bytes_per_second: float | None = Field(
         default=None, description="Uncompressed dump bytes per second of dumping."
     )
+
+
+# The rehearsal's models build on those above; importing them here completes MigrationReport.
+from pgwarden.api import rehearsal as _rehearsal  # noqa: E402, F401

@@ -8,13 +8,16 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from pgwarden.api.common import parse_duration
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
+from pgwarden.api.rehearsal import Rehearsal
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.verify import VerifySpec
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
 from pgwarden.engine.connect import resolve_url
 from pgwarden.engine.errors import BadInput
 from pgwarden.engine.migrate import MigrateOptions, migrate
+from pgwarden.engine.rehearsal import RehearsalOptions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +58,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         help="refuse the run (exit 2, nothing changed) when a pending migration breaks this squawk rule "
         "(repeatable), e.g. require-concurrent-index-creation or changing-column-type",
+    )
+    parser.add_argument(
+        "--rehearse-from",
+        metavar="LOCATION",
+        help="first run the same plan on a scratch copy restored from the backup here (a backup, or the newest "
+        "under a prefix); a failed rehearsal stops the run before the database is touched",
+    )
+    parser.add_argument(
+        "--rehearse-on",
+        metavar="URL",
+        help="the server for the scratch copy (default: the database's own server)",
+    )
+    parser.add_argument(
+        "--rehearsal-max-lock-hold",
+        metavar="DURATION",
+        help="fail the rehearsal when it holds a lock that blocks writes longer than this, e.g. 2s or 1m",
     )
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -103,7 +122,26 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         history_schema=args.history_schema,
         safety_net=safety_net,
         lint_fail_on=tuple(args.lint_fail_on),
+        rehearsal=rehearsal_options(args),
     )
+
+
+def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
+    """--rehearse-from and its companions; BadInput for a companion without it or a bad duration."""
+    if not args.rehearse_from:
+        if args.rehearse_on or args.rehearsal_max_lock_hold:
+            raise BadInput("--rehearse-on and --rehearsal-max-lock-hold need --rehearse-from LOCATION")
+        return None
+    if args.plan:
+        raise BadInput("--plan changes nothing and rehearses nothing; drop --rehearse-from or --plan")
+    limit = None
+    if args.rehearsal_max_lock_hold:
+        try:
+            limit = parse_duration(args.rehearsal_max_lock_hold).total_seconds()
+        except ValueError as exc:
+            raise BadInput(f"--rehearsal-max-lock-hold: {exc}") from None
+    server = resolve_url(args.rehearse_on) if args.rehearse_on else None
+    return RehearsalOptions(location=args.rehearse_from, server_url=server, max_lock_hold_seconds=limit)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +215,8 @@ def describe(report: MigrationReport) -> list[str]:
         )
     if report.backup:
         lines.append(f"backup    {report.backup.location} ({report.backup.size_bytes} bytes)")
+    if report.rehearsal:
+        lines.extend(describe_rehearsal(report.rehearsal))
     if report.error:
         lines.append(f"error     {report.error.message}")
     if report.rollback:
@@ -191,3 +231,21 @@ def _before_after(before: int | None, after: int | None) -> str:
         return "-" if value is None else f"{value:,}"
 
     return f"{show(before)} -> {show(after)}"
+
+
+def describe_rehearsal(rehearsal: Rehearsal) -> list[str]:
+    """The rehearsal in a few lines: outcome, times, and the locks that block writes."""
+    lines = [
+        f"rehearsal {rehearsal.outcome} on a copy of {rehearsal.backup} "
+        f"(restore {rehearsal.restore_seconds or 0:.1f}s, run {rehearsal.run_seconds or 0:.1f}s)"
+    ]
+    lines.extend(f"  {a.version} {a.description}: {a.duration_ms} ms" for a in rehearsal.applied)
+    lines.extend(
+        f"  lock {lock.mode} on {lock.relation} held {lock.held_seconds:.2f}s"
+        + (f" ({lock.statement})" if lock.statement else "")
+        for lock in rehearsal.locks
+        if lock.blocks_writes
+    )
+    if rehearsal.error:
+        lines.append(f"  {rehearsal.error.message}")
+    return lines

@@ -8,6 +8,7 @@ the migrator locks and turns whatever ends a run early into a report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -20,7 +21,8 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import BackupInfo, LockRetry, MigrationReport, Outcome, RollbackResult
+from pgwarden.api.rehearsal import Rehearsal
+from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, RollbackResult
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine import history, rollback, verify
 from pgwarden.engine.connect import connect, database_name, describe, with_database, with_settings
@@ -37,7 +39,9 @@ from pgwarden.engine.migration_files import (
 from pgwarden.engine.migration_run import Run
 from pgwarden.engine.plan import AppliedMigration as HistoryEntry
 from pgwarden.engine.plan import MigrationPlan, PlanRefused, plan_migrations
+from pgwarden.engine.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.sqlscript import ScriptError
+from pgwarden.engine.statements import StatementObserver
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -74,6 +78,10 @@ class MigrateOptions:
     lock_attempts: int = 5
     safety_net: SafetyNet | None = None
     lint_fail_on: tuple[str, ...] = ()
+    observers: tuple[StatementObserver, ...] = ()
+    """Told when each migration statement starts and ends: lock sampling, progress of long statements."""
+    rehearsal: RehearsalOptions | None = None
+    """Rehearse the run on a scratch copy restored from a backup first; a failed rehearsal stops it."""
     """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
 
 
@@ -94,7 +102,10 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
             report = _plan_report(plan, url, _lint(conn, plan, options))
     else:
         _check_rollback(options)
-        report = _run(url, files, options, say)
+        if options.rehearsal is not None:
+            report = _rehearse_then_run(url, files, options, say)
+        else:
+            report = _run(url, files, options, say)
     completed = _now()
     report.started_at = started.isoformat()
     report.completed_at = completed.isoformat()
@@ -112,6 +123,59 @@ def _load(options: MigrateOptions) -> list[MigrationFile]:
         listed = "\n".join(f"  {reason}" for reason in refused)
         raise BadInput(f"verification checks refused, nothing was changed:\n{listed}")
     return files
+
+
+def _rehearse_then_run(
+    url: str, files: list[MigrationFile], options: MigrateOptions, say: Progress
+) -> MigrationReport:
+    """Plan and lint on the real database (read only), rehearse on a scratch copy, and run for real only
+    when the rehearsal succeeded; otherwise the real database is never touched."""
+    assert options.rehearsal is not None
+    with connect(url, autocommit=True) as conn:
+        _set_timeouts(conn, options.policy)
+        plan = _plan(conn, files, options)
+        _lint(conn, plan, options)
+    rehearsing = dataclasses.replace(
+        options,
+        safety_net=None,  # the copy is thrown away: no backup of it, no restore of it
+        rollback=RollbackStrategy.TRANSACTION
+        if options.rollback == RollbackStrategy.RESTORE
+        else options.rollback,
+        rehearsal=None,
+    )
+
+    def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
+        watched = dataclasses.replace(rehearsing, observers=(*options.observers, *observers))
+        return _run(scratch_url, files, watched, lambda message: say(f"rehearsal: {message}"))
+
+    rehearsed = rehearse(url, options.rehearsal, run_plan, say)
+    if rehearsed.outcome == Outcome.SUCCEEDED:
+        say("rehearsal succeeded; migrating the database")
+        report = _run(url, files, options, say)
+    else:
+        report = _stopped_by(rehearsed, plan, url, options)
+        say(f"failed: {report.error.message if report.error else 'the rehearsal failed'}")
+    report.rehearsal = rehearsed
+    return report
+
+
+def _stopped_by(
+    rehearsed: Rehearsal, plan: MigrationPlan, url: str, options: MigrateOptions
+) -> MigrationReport:
+    """The report of a run a failed rehearsal kept from starting: nothing changed (pure)."""
+    reason = rehearsed.error.message if rehearsed.error else "the rehearsal failed"
+    return MigrationReport(
+        outcome=Outcome.ROLLED_BACK,
+        database=describe(url),
+        current_version=plan.current_version,
+        pending=list(plan.pending),
+        plan=plan.describe(),
+        rollback=rollback.nothing_started(options.rollback),
+        error=ErrorInfo(
+            message=f"{reason}; the real run did not start and the database was not touched",
+            migration=rehearsed.error.migration if rehearsed.error else None,
+        ),
+    )
 
 
 def _check_rollback(options: MigrateOptions) -> None:

@@ -43,6 +43,7 @@ from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.plan import MigrationPlan, PlannedMigration
 from pgwarden.engine.sqlscript import Statement
 from pgwarden.engine.state import SchemaState, capture_state, count_tables, drift_since
+from pgwarden.engine.statements import RunningStatement
 
 if TYPE_CHECKING:
     from pgwarden.engine.migrate import MigrateOptions
@@ -306,9 +307,30 @@ class Run:
         history.finish_started(self.conn, file.version, execution_ms=elapsed_ms, schema=self.schema)
         return elapsed_ms
 
-    def _run_in_transaction(self, file: MigrationFile, statement: Statement) -> None:
+    def _execute(self, file: MigrationFile, statement: Statement) -> None:
+        """Run one statement of a migration, telling the run's observers when it starts and ends."""
+        observers = self.options.observers
+        if not observers:
+            self.conn.execute(statement.text)
+            return
+        running = RunningStatement(
+            version=file.version,
+            script=file.script_name,
+            line=statement.line,
+            text=statement.text,
+            pid=self.conn.info.backend_pid,
+        )
+        for observer in observers:
+            observer.started(running)
         try:
             self.conn.execute(statement.text)
+        finally:
+            for observer in observers:
+                observer.finished(running)
+
+    def _run_in_transaction(self, file: MigrationFile, statement: Statement) -> None:
+        try:
+            self._execute(file, statement)
         except pgerrors.LockNotAvailable:
             raise  # the whole group is retried with backoff
         except psycopg.Error as exc:
@@ -327,7 +349,7 @@ class Run:
 
         def attempt() -> None:
             self._drop_indexes(self._invalid_left_by(statement) - existing)
-            self.conn.execute(statement.text)
+            self._execute(file, statement)
 
         try:
             self._with_lock_retries(attempt)
