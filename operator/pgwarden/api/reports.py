@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.encryption import Sealing
 from pgwarden.api.lint import LintFinding
 
 if TYPE_CHECKING:
@@ -246,6 +247,9 @@ class BackupReport(ApiModel):
     duration_seconds: float | None = None
     throughput_bytes_per_second: float | None = Field(
         default=None, description="Uncompressed dump bytes per second of dumping."
+    )
+    encryption: Sealing | None = Field(
+        default=None, description="How the stored dump was sealed (age, recipients' public keys); unset: not."
     )
 
 

@@ -10,6 +10,7 @@ from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
 from pgwarden.engine.backup import FORMATS, DumpSelection, take_backup
 from pgwarden.engine.compression import DEFAULT_COMPRESSION
+from pgwarden.engine.encryption import load_identities
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="restore into a scratch database, compare row counts, drop it, record verified",
     )
     parser.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="AGE_RECIPIENT",
+        help="seal the stored dump with age to this public key (age1…; repeatable: any one identity opens it). "
+        "Restoring then needs --identity",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="an age identity file of one of the --encrypt-to recipients; needed by --verify of a sealed backup",
+    )
+    parser.add_argument(
         "--owner",
         metavar="LABEL",
         help="record whose backup this is (e.g. shop-nightly); default: the database (host:port/dbname). "
@@ -69,6 +83,9 @@ def render(report: BackupReport) -> list[str]:
         f"  location     {info.location}",
         f"  size         {human_size(info.size_bytes)} ({report.format}, {report.compression})",
         f"  sha256       {info.sha256}",
+        f"  sealed       age, to {len(report.encryption.recipients)} recipient(s)"
+        if report.encryption
+        else "",
         f"  contents     {report.tables} tables, {report.rows:,} rows" if report.rows is not None else "",
         f"  versions     server {report.server_version}, pg_dump {report.pg_dump_version}",
         f"  duration     {report.duration_seconds:.1f}s" if report.duration_seconds is not None else "",
@@ -91,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             exclude_tables=tuple(args.exclude_table),
         ),
         owner=args.owner,
+        encrypt_to=args.encrypt_to,
+        identities=load_identities(args.identity) if args.identity else (),
         lock_wait_timeout=args.lock_wait_timeout,
         progress=progress,
     )

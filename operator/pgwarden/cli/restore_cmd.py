@@ -8,6 +8,7 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.engine.encryption import load_identities
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.restore import restore_backup
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
@@ -44,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="parallel pg_restore jobs (uses a local copy)"
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1… lines) to open a backup taken with --encrypt-to",
     )
     parser.add_argument(
         "--lock-wait-timeout",
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         clean=args.clean,
         terminate=args.terminate_connections,
         jobs=args.jobs,
+        identities=load_identities(args.identity) if args.identity else (),
         lock_wait_timeout=args.lock_wait_timeout,
         progress=progress,
     )

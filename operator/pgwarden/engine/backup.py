@@ -2,7 +2,8 @@
 
 Custom format streams `pg_dump -Fc -Z0` straight to storage: memory stays constant and nothing touches local
 disk. Directory format buys parallel dump jobs at the price of local scratch space: `pg_dump -Fd -j N -Z0`
-writes to a temporary directory, which is then streamed to storage as one compressed tar (`dump.tar.*`).
+writes to a temporary directory, whose files are then stored one object each (`dump/<file>.*`), N at a time.
+With recipients, every stored object is sealed with age after compression; checksums cover what is stored.
 Row counts and the dump come from one exported snapshot, so the manifest describes exactly what was dumped.
 """
 
@@ -11,16 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import os
 import re
 import subprocess
-import sys
-import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
@@ -32,6 +30,7 @@ from psycopg import conninfo, sql
 
 from pgwarden import __version__
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
+from pgwarden.api.encryption import Sealing
 from pgwarden.api.reports import BackupReport, ErrorInfo, Outcome, RestoreComparison
 from pgwarden.engine.backup_locks import (
     lock_wait_failure,
@@ -42,18 +41,21 @@ from pgwarden.engine.backup_locks import (
 from pgwarden.engine.compression import (
     DEFAULT_COMPRESSION,
     CompressionSpec,
-    Compressor,
     compressor,
     parse_compression,
 )
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
+from pgwarden.engine.dump_files import DirectoryUpload
+from pgwarden.engine.dump_sink import DumpSink
+from pgwarden.engine.encryption import parse_recipients, public_keys
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.inspect import database_size, list_user_tables, take_snapshot
+from pgwarden.engine.pause_points import PAUSE_ENV
+from pgwarden.engine.pause_points import pause_point as _pause_point
 from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, server_version_text, tool_invocation
 from pgwarden.engine.redact import redact
 from pgwarden.engine.restore import (
-    CHUNK,
     COUNT_CONCURRENCY,
     backup_info,
     compare_counts,
@@ -64,51 +66,22 @@ from pgwarden.engine.restore import (
     restore_manifest,
 )
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
-from pgwarden.storage import BackupManifest, ObjectWriter, Storage, StorageError, open_storage
+from pgwarden.engine.stored_dump import Identities
+from pgwarden.engine.streaming import CHUNK
+from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
-from pgwarden.storage.manifest import MANIFEST, new_backup_id, write_manifest
+from pgwarden.storage.manifest import MANIFEST, StoredFile, files_digest, new_backup_id, write_manifest
 
 FORMATS = ("custom", "directory")
 PIPE_SIZE = 1024 * 1024
-PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
 
 Progress = Callable[[str], None]
+
+__all__ = ["PAUSE_ENV", "BackupFailed", "DumpSelection", "take_backup"]
 
 
 class BackupFailed(PgwardenError):
     """The backup did not complete; nothing was left under its name (the upload was aborted)."""
-
-
-def _pause_point(name: str) -> None:
-    """Tests kill a backup at named points: with PGWARDEN_TEST_PAUSE_AT=name, announce and wait there."""
-    if os.environ.get(PAUSE_ENV) == name:
-        print(f"pgwarden-test: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(3600)
-
-
-class DumpSink:
-    """Compresses, hashes and writes the dump stream; counts bytes before and after compression."""
-
-    def __init__(self, codec: Compressor, writer: ObjectWriter) -> None:
-        self._codec, self._writer = codec, writer
-        self._digest = hashlib.sha256()
-        self.raw_bytes = 0
-        self.stored_bytes = 0
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self._digest.update(data)
-            self.stored_bytes += len(data)
-            self._writer.write(data)
-
-    def write(self, data: bytes) -> int:
-        self.raw_bytes += len(data)
-        self._emit(self._codec.compress(data))
-        return len(data)
-
-    def finish(self) -> str:
-        self._emit(self._codec.finish())
-        return self._digest.hexdigest()
 
 
 def _dump_error(tool: PgTool, code: int, errors: list[bytes], lock_wait: str | None) -> BackupFailed:
@@ -167,12 +140,12 @@ def dump_directory(
     snapshot: str | None,
     options: list[str],
     jobs: int,
-    sink: DumpSink,
+    upload: DirectoryUpload,
     scratch: Path,
     *,
     lock_wait: str | None = None,
-) -> None:
-    """Run `pg_dump -Fd -j N -Z0` into scratch space, then stream it as one tar into the sink."""
+) -> list[StoredFile]:
+    """Run `pg_dump -Fd -j N -Z0` into scratch space, then store its files one object each, N at a time."""
     dbname_args, env = tool_invocation(url)
     target = scratch / "dump"
     command = [
@@ -190,9 +163,7 @@ def dump_directory(
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
     if done.returncode != 0:
         raise _dump_error(tool, done.returncode, done.stderr.splitlines(keepends=True), lock_wait)
-    with tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
-        for path in sorted(target.iterdir()):
-            tar.add(path, arcname=path.name)
+    return upload.run(target, jobs)
 
 
 # -- which tables a dump holds: pg_dump's -n/-N/-t/-T rules, so the counts cover exactly the dumped tables
@@ -367,6 +338,7 @@ def verify_backup(
     *,
     jobs: int,
     schemas: set[str] | None = None,
+    identities: Identities = (),
     progress: Progress,
 ) -> RestoreComparison:
     """Restore into a scratch database on the same server, compare counts, and drop it again.
@@ -381,7 +353,9 @@ def verify_backup(
             with connect(scratch_url, autocommit=True) as conn:
                 for name in sorted(schemas):
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
-        _tool, counts, schema = restore_manifest(scratch_url, backup, manifest, jobs=jobs, progress=progress)
+        _tool, counts, schema = restore_manifest(
+            scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=progress
+        )
     except BaseException:
         # The first failure is the one to report; a failed drop must not hide it.
         with contextlib.suppress(PgwardenError, psycopg.Error):
@@ -403,6 +377,8 @@ def take_backup(
     verify: bool = False,
     selection: DumpSelection | None = None,
     owner: str | None = None,
+    encrypt_to: Sequence[str] = (),
+    identities: Identities = (),
     lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> BackupReport:
@@ -413,11 +389,18 @@ def take_backup(
     With a `selection`, only those tables are dumped and counted (and no schema fingerprint is recorded:
     it describes whole databases). The manifest records the database and `owner` (the resource that
     made the backup, or a label; None: the database owns it), which retention and `latest` go by.
-    pg_dump and the counts wait at most `lock_wait_timeout` for a table lock another session holds."""
+    With `encrypt_to` (age public keys) every stored byte is sealed to them; `verify` then needs one of
+    their `identities`. pg_dump and the counts wait at most `lock_wait_timeout` for a table lock."""
     say = progress or (lambda _message: None)
     selection = selection or DumpSelection()
     spec = _parse_inputs(format, compression, jobs)
     owner = _parse_owner(owner)
+    recipients = parse_recipients(encrypt_to)
+    if verify and recipients and not identities:
+        raise BadInput(
+            "--verify of an encrypted backup restores it, which needs the identity of one of its recipients: "
+            "pass --identity FILE (the age identity file), or leave out --verify"
+        )
     lock_options = lock_wait_option(lock_wait_timeout)
     url = resolve_url(database_url)
     counting_url = with_lock_timeout(url, lock_wait_timeout)
@@ -443,18 +426,29 @@ def take_backup(
 
     backup_id = new_backup_id(started)
     backup = storage.child(backup_id)
-    dump_file = ("dump.pgc" if format == "custom" else "dump.tar") + spec.suffix
+    sealed = ".age" if recipients else ""
+    dump_file = "dump.pgc" + spec.suffix + sealed if format == "custom" else "dump"
     say(
         f"backing up {describe(url)} (about {estimated or 0} bytes) to {backup.uri()} with {tool.name} {tool.version}"
+        + (f", sealed with age to {len(recipients)} recipient(s)" if recipients else "")
     )
 
     counts: dict[str, int] = {}
     schema: str | None = None
     outside_schemas: set[str] = set()
-    writer = backup.open_writer(dump_file, size_hint=estimated)
-    sink = DumpSink(compressor(spec), writer)
+    files: list[StoredFile] | None = None
+    upload = DirectoryUpload(backup, dump_file, spec, recipients, spec.suffix + sealed)
+    writer = backup.open_writer(dump_file, size_hint=estimated) if format == "custom" else None
+    sink = DumpSink(compressor(spec), writer, recipients) if writer is not None else None
     dump_started = time.monotonic()
     stop_counting = threading.Event()  # set when the dump fails: the counts are for nobody then
+
+    def abort_stored() -> None:
+        if sink is not None and writer is not None:
+            sink.abort()
+            writer.abort()
+        _delete_stored(backup, upload.committed)
+
     try:
         with connect(counting_url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -484,39 +478,47 @@ def take_backup(
             counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
             counter.start()
             options = [*lock_options, *selection.pg_dump_args()]
-            if format == "custom":
+            if sink is not None:
                 dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)
             else:
-                dump_directory(
-                    tool, url, snapshot, options, jobs, sink, Path(scratch), lock_wait=lock_wait_timeout
+                files = dump_directory(
+                    tool, url, snapshot, options, jobs, upload, Path(scratch), lock_wait=lock_wait_timeout
                 )
             counter.join()
             if count_error:
                 raise _count_error(count_error[0], lock_wait_timeout)
             conn.rollback()
-        sha256 = sink.finish()
+        if sink is not None and writer is not None:
+            sha256 = sink.finish()
+            raw_bytes, stored_bytes = sink.raw_bytes, sink.stored_bytes
+        else:
+            stored_files = files or []
+            sha256 = files_digest(stored_files)
+            raw_bytes, stored_bytes = upload.raw_bytes, sum(f.size_bytes for f in stored_files)
         dump_seconds = time.monotonic() - dump_started
         _pause_point("before-commit")
-        writer.commit()
+        if writer is not None:
+            writer.commit()
     except StorageError as exc:
-        writer.abort()
+        abort_stored()
         raise BackupFailed(f"writing the backup failed: {exc}") from None
     except psycopg.Error as exc:
-        writer.abort()
+        abort_stored()
         raise lock_wait_exceeded(exc, lock_wait_timeout, "reading the database for the dump") or BackupFailed(
             f"the database failed during the backup: {redact(str(exc)).strip()}"
         ) from None
     except PgwardenError as exc:  # reading the schema or the tables at the snapshot
-        writer.abort()
+        abort_stored()
         explained = lock_wait_exceeded(exc, lock_wait_timeout, "reading the schema at the dump's snapshot")
         if explained is None:
             raise
         raise explained from None
     except BaseException:
-        writer.abort()
+        abort_stored()
         raise
     finally:
         stop_counting.set()
+    stored_keys = [dump_file] if files is None else [f.key for f in files]
 
     # From here the dump sits at its final key: every way out short of a written manifest (a failed or
     # mismatching verification, a storage error, SIGTERM) deletes it again, so no unlisted dump is left.
@@ -527,7 +529,7 @@ def take_backup(
             format=format,
             compression=str(spec),
             dump_file=dump_file,
-            size_bytes=sink.stored_bytes,
+            size_bytes=stored_bytes,
             sha256=sha256,
             database=describe(url),
             database_name=dbname,
@@ -545,14 +547,16 @@ def take_backup(
             dump_seconds=round(dump_seconds, 3),
             pgwarden_version=__version__,
             selection=dataclasses.asdict(selection) if selection else None,
+            encryption=Sealing(recipients=public_keys(recipients)) if recipients else None,
+            files=files,
         )
         verification = None
         if verify:
             verification = verify_backup(
-                url, backup, manifest, jobs=jobs, schemas=outside_schemas, progress=say
+                url, backup, manifest, jobs=jobs, schemas=outside_schemas, identities=identities, progress=say
             )
             if not verification.matches_backup:
-                _delete_stored(backup, [dump_file])
+                _delete_stored(backup, stored_keys)
                 return _report(manifest, backup, started, clock, verification, failed=True)
             manifest = manifest.model_copy(
                 update={
@@ -568,13 +572,13 @@ def take_backup(
         except StorageError as exc:
             raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
     except BaseException:
-        _delete_stored(backup, [dump_file, MANIFEST])
+        _delete_stored(backup, [*stored_keys, MANIFEST])
         raise
     say(
         f"backup {backup_id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
     )
     report = _report(manifest, backup, started, clock, verification, failed=False)
-    report.throughput_bytes_per_second = round(sink.raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
+    report.throughput_bytes_per_second = round(raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
     return report
 
 
@@ -611,6 +615,7 @@ def _report(
         pg_dump_version=manifest.pg_dump_version,
         verification=verification,
         error=error,
+        encryption=manifest.encryption,
         started_at=started,
         completed_at=datetime.now(UTC),
         duration_seconds=round(time.monotonic() - clock, 3),

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from pgwarden.api.reports import (
     RowDifference,
 )
 from pgwarden.engine.backup_locks import lock_wait_ms
-from pgwarden.engine.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.counts import count_rows
 from pgwarden.engine.databases import derived_name, end_sessions, maintenance, rename
@@ -39,6 +36,16 @@ from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of,
 from pgwarden.engine.redact import redact, register_secret
 from pgwarden.engine.restore_locks import LockWatch, lock_wait_message
 from pgwarden.engine.schema_diff import fingerprint
+from pgwarden.engine.stored_dump import (
+    CorruptBackup,
+    Identities,
+    RestoreFailed,
+    check_can_open,
+    download_verified,
+    stored_objects,
+    stream_object,
+)
+from pgwarden.engine.streaming import Push
 from pgwarden.storage import (
     BackupManifest,
     ObjectNotFound,
@@ -51,20 +58,13 @@ from pgwarden.storage.base import InvalidLocation
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
 MAX_DIFFERENCES = 100
 RESTORING_MARK = "_pgw_restoring_"  # <name>_pgw_restoring_<id>: a --create restore not yet in place
 COUNT_CONCURRENCY = 2
 
 Progress = Callable[[str], None]
 
-
-class RestoreFailed(PgwardenError):
-    """The restore did not happen or did not finish; the message says how far it got."""
-
-
-class CorruptBackup(RestoreFailed):
-    """The stored dump does not match its manifest's size or checksum; nothing was restored."""
+__all__ = ["CorruptBackup", "RestoreFailed", "download_verified"]  # also where callers found them before
 
 
 def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
@@ -119,67 +119,9 @@ def mismatch(verification: RestoreComparison) -> str:
     return " and ".join(parts) or "nothing"
 
 
-# -- download and verify
-
-
-def download_verified(backup: Storage, manifest: BackupManifest, target: Path) -> None:
-    """Copy the stored dump to a local file, checking its size and SHA-256 against the manifest."""
-    digest, size = hashlib.sha256(), 0
-    try:
-        with backup.open_reader(manifest.dump_file) as reader, target.open("wb") as out:
-            while chunk := reader.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-    except ObjectNotFound:
-        raise CorruptBackup(
-            f"backup {manifest.id} has a manifest but no dump ({backup.uri(manifest.dump_file)}); "
-            "nothing was restored"
-        ) from None
-    except StorageError as exc:
-        raise RestoreFailed(f"cannot download backup {manifest.id}: {exc}; nothing was restored") from None
-    if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
-        raise CorruptBackup(
-            f"backup {manifest.id} is corrupted: {backup.uri(manifest.dump_file)} has {size} bytes and "
-            f"sha256 {digest.hexdigest()}, its manifest says {manifest.size_bytes} bytes and sha256 "
-            f"{manifest.sha256}; nothing was restored. Restore another backup (pgwarden backups lists them)."
-        )
-
-
-def _decompressed_chunks(path: Path, codec: Decompressor) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as source:
-            while chunk := source.read(CHUNK):
-                if out := codec.decompress(chunk):
-                    yield out
-            if tail := codec.finish():
-                yield tail
-    except (ValueError, OSError) as exc:
-        raise CorruptBackup(f"the dump cannot be decompressed: {exc}") from None
-    except Exception as exc:  # zstandard.ZstdError, lz4 RuntimeError, zlib.error
-        raise CorruptBackup(f"the dump cannot be decompressed: {type(exc).__name__}: {exc}") from None
-
-
-class _StreamFile:
-    """A read-only file over a chunk iterator, for tarfile's streaming mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buffer = chunks, b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-
 # -- running pg_restore
+
+Feed = Callable[[Push], bool]
 
 
 def run_pg_restore(
@@ -188,11 +130,12 @@ def run_pg_restore(
     options: list[str],
     *,
     source: Path | None,
-    feed: Iterator[bytes] | None,
+    feed: Feed | None,
     lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
 ) -> None:
-    """Run pg_restore against `url`, from a file or directory (`source`) or fed on stdin (`feed`); stop it
-    when one of its sessions waits on another session's lock longer than `lock_wait` (0s: for ever)."""
+    """Run pg_restore against `url`, from a file or directory (`source`) or fed on stdin by `feed` (which
+    pushes the archive and returns False when pg_restore stopped reading); stop it when one of its
+    sessions waits on another session's lock longer than `lock_wait` (0s: for ever)."""
     dbname_args, env = tool_invocation(url)
     command = [tool.path, *dbname_args, *options]
     if source is not None:
@@ -208,14 +151,12 @@ def run_pg_restore(
     try:
         with LockWatch(url, lock_wait, process.kill) as watch:
             if feed is not None and process.stdin is not None:
+                stdin = process.stdin
                 try:
-                    for chunk in feed:
-                        process.stdin.write(chunk)
-                except BrokenPipeError:
-                    pass  # pg_restore stopped early; its exit status and stderr say why
+                    feed(stdin.write)  # pg_restore stopping early: its exit status and stderr say why
                 finally:
                     with contextlib.suppress(BrokenPipeError):
-                        process.stdin.close()
+                        stdin.close()
             code = process.wait()
     except BaseException:
         process.kill()
@@ -248,17 +189,40 @@ def restore_manifest(
     *,
     clean: bool = False,
     jobs: int = 1,
+    identities: Identities = (),
     workdir: Path | None = None,
     lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> tuple[PgTool, dict[str, int], str]:
-    """Download and verify a backup, restore it into `url`, then count its rows and fingerprint its schema."""
+    """Restore a backup into `url`, every stored byte checked against its manifest, then count its rows
+    and fingerprint its schema.
+
+    Custom format with one job streams from storage into pg_restore in one transaction (no local copy; a
+    corrupted dump is found before pg_restore sees its end, so the transaction rolls back). Parallel jobs
+    and the directory format need local files: those are fetched and checked first, then restored."""
     say = progress or (lambda _message: None)
     tool = restore_tool(manifest)
+    where = backup.uri(manifest.dump_file)
+    if manifest.format != "directory" and jobs == 1:
+        say(
+            f"downloading and verifying {where} ({manifest.size_bytes} bytes) into {tool.name} {tool.version}"
+        )
+        say(f"restoring with {tool.name} {tool.version} in one transaction")
+        options = _restore_options(clean=clean, jobs=1, single_transaction=True)
+        stored = stored_objects(manifest)[0]
+        run_pg_restore(
+            tool,
+            url,
+            ["--format=custom", *options],
+            source=None,
+            feed=lambda push: stream_object(backup, manifest, stored, identities, push),
+            lock_wait=lock_wait,
+        )
+        return tool, *restored_state(url)
     with tempfile.TemporaryDirectory(prefix="pgwarden-restore-", dir=workdir) as tmp:
-        local = Path(tmp) / "download"
-        say(f"downloading and verifying {backup.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
-        download_verified(backup, manifest, local)
+        local = Path(tmp) / "dump"
+        say(f"downloading and verifying {where} ({manifest.size_bytes} bytes), {jobs} at a time")
+        download_verified(backup, manifest, local, identities, jobs=jobs)
         restore_downloaded(
             url, tool, manifest, local, clean=clean, jobs=jobs, lock_wait=lock_wait, progress=say
         )
@@ -285,39 +249,17 @@ def restore_downloaded(
     lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> None:
-    """pg_restore a dump already downloaded and verified to `local` (alone in a scratch directory) into `url`.
+    """pg_restore a dump `download_verified` made restorable at `local` (an archive or a directory) into `url`.
 
-    Custom format with one job streams the decompressed dump into pg_restore in one transaction (all or
-    nothing); parallel jobs and the directory format need a seekable local copy, restored with --jobs."""
+    One job restores in one transaction (all or nothing); parallel jobs restore with --jobs, not atomic."""
     say = progress or (lambda _message: None)
-    chunks = _decompressed_chunks(local, decompressor(parse_compression(manifest.compression)))
-    if manifest.format == "directory":
-        archive = local.with_name("dump")
-        with tarfile.open(fileobj=_StreamFile(chunks), mode="r|") as tar:  # type: ignore[call-overload]
-            tar.extractall(archive, filter="data")
-        local.unlink()
-        say(f"restoring with {tool.name} {tool.version}, {jobs} job(s)")
-        options = _restore_options(clean=clean, jobs=max(jobs, 1), single_transaction=False)
-        run_pg_restore(
-            tool, url, ["--format=directory", *options], source=archive, feed=None, lock_wait=lock_wait
-        )
-    elif jobs > 1:
-        archive = local.with_name("archive.pgc")
-        with archive.open("wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        local.unlink()
-        say(f"restoring with {tool.name} {tool.version}, {jobs} jobs")
-        options = _restore_options(clean=clean, jobs=jobs, single_transaction=False)
-        run_pg_restore(
-            tool, url, ["--format=custom", *options], source=archive, feed=None, lock_wait=lock_wait
-        )
-    else:
-        say(f"restoring with {tool.name} {tool.version} in one transaction")
-        options = _restore_options(clean=clean, jobs=1, single_transaction=True)
-        run_pg_restore(
-            tool, url, ["--format=custom", *options], source=None, feed=chunks, lock_wait=lock_wait
-        )
+    fmt = "directory" if manifest.format == "directory" else "custom"
+    single = jobs == 1
+    say(
+        f"restoring with {tool.name} {tool.version}" + (" in one transaction" if single else f", {jobs} jobs")
+    )
+    options = _restore_options(clean=clean, jobs=jobs, single_transaction=single)
+    run_pg_restore(tool, url, [f"--format={fmt}", *options], source=local, feed=None, lock_wait=lock_wait)
 
 
 def restored_state(url: str) -> tuple[dict[str, int], str]:
@@ -417,13 +359,16 @@ def restore_backup(
     clean: bool = False,
     terminate: bool = False,
     jobs: int = 1,
+    identities: Identities = (),
     lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> RestoreReport:
     """Restore the backup at `source` (a backup folder, or the newest complete one under a prefix, or
     `backup_id` under it) into the database; raises BadInput/RestoreFailed when nothing could be restored,
     returns outcome Failed when the restore ran but the restored rows differ from the backup.
-    pg_restore is stopped when it waits longer than `lock_wait_timeout` for another session's lock."""
+    A sealed backup needs one of its recipients' `identities`: without, IdentityRefused before anything
+    is created or changed. pg_restore is stopped when it waits longer than `lock_wait_timeout` for another
+    session's lock."""
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
@@ -439,6 +384,7 @@ def restore_backup(
     except StorageError as exc:
         raise RestoreFailed(str(exc)) from None
     dbname = _dbname(url)
+    check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
 
     if create:
@@ -476,7 +422,14 @@ def restore_backup(
         if terminate:
             terminated = terminate_connections(url, into)
         tool, counts, schema = restore_manifest(
-            into_url, backup, manifest, clean=clean, jobs=jobs, lock_wait=lock_wait_timeout, progress=say
+            into_url,
+            backup,
+            manifest,
+            clean=clean,
+            jobs=jobs,
+            identities=identities,
+            lock_wait=lock_wait_timeout,
+            progress=say,
         )
         verification = compare_counts(
             manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema

@@ -6,6 +6,7 @@ Layout under a storage prefix: `<id>/<dump file>` then, written last, `<id>/mani
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pydantic import Field, ValidationError
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.encryption import Sealing
 from pgwarden.storage.base import ObjectNotFound, PendingWrite, Storage, StorageError
 from pgwarden.storage.ownership import OwnerNotChosen, check_owner, choose_latest, group_by_owner, owner_of
 from pgwarden.storage.retention import (
@@ -35,6 +37,23 @@ BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 def new_backup_id(now: datetime | None = None) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class StoredFile(ApiModel):
+    """One object of a backup stored as several (pg_dump's directory format: one per table and the TOC)."""
+
+    name: str = Field(
+        description="pg_dump's file name (toc.dat, 4012.dat); stored as `<dump_file>/<name><suffix>`."
+    )
+    key: str = Field(description="The object's key inside the backup folder.")
+    size_bytes: int
+    sha256: str = Field(description="SHA-256 of the stored object (after compression and encryption).")
+
+
+def files_digest(files: list[StoredFile]) -> str:
+    """One checksum over a backup stored as several objects: SHA-256 of `key size sha256` lines."""
+    lines = "".join(f"{f.key} {f.size_bytes} {f.sha256}\n" for f in sorted(files, key=lambda f: f.key))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 class BackupManifest(ApiModel):
@@ -75,6 +94,15 @@ class BackupManifest(ApiModel):
     pgwarden_version: str | None = None
     selection: dict[str, list[str]] | None = Field(
         default=None, description="pg_dump patterns the dump was limited to (schemas, tables, excludes)."
+    )
+    encryption: Sealing | None = Field(
+        default=None,
+        description="How the stored dump was sealed (age, to these public keys); unset: not encrypted.",
+    )
+    files: list[StoredFile] | None = Field(
+        default=None,
+        description="Directory format: pg_dump's files stored one object each under `dump_file`/, checked one by "
+        "one; `sha256` is then files_digest of them. Unset: one object (custom format, or an older tar).",
     )
 
 

@@ -1,0 +1,186 @@
+"""The data path (issue 12, item 4): a custom-format restore streams from storage into pg_restore with no
+local copy, and the directory format is stored and fetched file by file, in parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from backup_support import BackupPlace, run_cli
+
+from pgwarden.engine.streaming import ChunkReader
+from pgwarden.storage.manifest import read_manifest
+from pgwarden.testing import localpg
+
+
+def backup(url: str, place: BackupPlace, *flags: str) -> dict[str, Any]:
+    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=place.env)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def start_restore(target: str, source: str, env: dict[str, str], pause_at: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pgwarden.cli import entrypoint; entrypoint()",
+            "restore",
+            target,
+            "--from",
+            source,
+            "--create",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "PGWARDEN_TEST_PAUSE_AT": pause_at},
+    )
+
+
+def wait_for_pause(process: subprocess.Popen[str], timeout: float = 120) -> None:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if "pgwarden-test: paused at" in line:
+            return
+        if not line and process.poll() is not None:
+            raise AssertionError(f"restore ended (exit {process.returncode}) before its pause point")
+    raise AssertionError("restore never reached its pause point")
+
+
+def pg_restore_copying(server: localpg.LocalPostgres) -> list[str]:
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_stat_activity WHERE application_name = 'pgwarden' AND query LIKE 'COPY %'"
+        ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def test_a_custom_format_restore_feeds_pg_restore_while_still_reading_storage_with_no_local_copy(
+    bulky_db: str, pg: localpg.LocalPostgres, place: BackupPlace, tmp_path: Path
+) -> None:
+    report = backup(bulky_db, place, "--compress", "none")  # ~40 MB: the pause comes after 20 MiB
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    name = f"r_{secrets.token_hex(4)}"
+    process = start_restore(
+        pg.url(name),
+        report["backup"]["location"],
+        {**place.env, "TMPDIR": str(scratch)},
+        "restore-mid-stream",
+    )
+    try:
+        wait_for_pause(process)
+        # Half the dump read from storage: pg_restore is already copying it, and nothing was put on disk.
+        copying = pg_restore_copying(pg)
+        assert copying and all(db.startswith(f"{name}_pgw_restoring_") for db in copying), copying
+        assert list(scratch.iterdir()) == []
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    done = run_cli(
+        "restore", pg.url(name), "--from", report["backup"]["location"], "--create", "--json", env=place.env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 400_000
+
+
+@pytest.fixture
+def four_tables(pg: localpg.LocalPostgres) -> str:
+    url = pg.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for n in range(4):
+            conn.execute(
+                f"CREATE TABLE t{n} AS SELECT g AS id, md5((g * {n + 1})::text) AS v FROM generate_series(1, 20000) g"
+            )
+    return url
+
+
+def test_a_directory_backup_stores_each_of_pg_dumps_files_on_its_own_and_restores_them_in_parallel(
+    four_tables: str, pg: localpg.LocalPostgres, place: BackupPlace
+) -> None:
+    report = backup(four_tables, place, "--format", "directory", "--jobs", "2")
+    backup_id = report["backup"]["id"]
+    stored = place.open().child(backup_id)
+    manifest = read_manifest(stored)
+    assert manifest.files is not None
+    names = {f.name for f in manifest.files}
+    assert "toc.dat" in names and len([n for n in names if n.endswith(".dat")]) >= 5  # toc + 4 tables
+    keys = {obj.key for obj in stored.list_objects()}
+    assert {f.key for f in manifest.files} <= keys
+    assert all(f.key.startswith("dump/") and f.key.endswith(".zst") for f in manifest.files)
+
+    target = pg.url(f"r_{secrets.token_hex(4)}")
+    done = run_cli(
+        "restore",
+        target,
+        "--from",
+        report["backup"]["location"],
+        "--create",
+        "--jobs",
+        "2",
+        "--json",
+        env=place.env,
+    )
+    assert done.returncode == 0, done.stderr
+    restored = json.loads(done.stdout)
+    assert restored["verification"]["matchesBackup"] is True
+    assert restored["rows"] == 80_000
+
+
+def test_one_corrupted_table_file_of_a_directory_backup_refuses_the_restore_before_anything_is_created(
+    four_tables: str, pg: localpg.LocalPostgres, place: BackupPlace
+) -> None:
+    report = backup(four_tables, place, "--format", "directory", "--jobs", "2")
+    stored = place.open().child(report["backup"]["id"])
+    manifest = read_manifest(stored)
+    assert manifest.files is not None
+    victim = max(manifest.files, key=lambda f: f.size_bytes).key
+    data = bytearray(stored.get_bytes(victim))
+    data[len(data) // 2] ^= 0xFF
+    stored.delete([victim])
+    stored.put_bytes(victim, bytes(data))
+
+    name = f"r_{secrets.token_hex(4)}"
+    done = run_cli(
+        "restore",
+        pg.url(name),
+        "--from",
+        report["backup"]["location"],
+        "--create",
+        "--jobs",
+        "2",
+        "--json",
+        env=place.env,
+    )
+    assert done.returncode == 1
+    message = json.loads(done.stdout)["error"]["message"]
+    assert "corrupted" in message and victim.rsplit("/", 1)[-1] in message
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{name}%"]).fetchall()
+    assert left == []
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 8192, 100_000, -1])
+def test_a_chunk_reader_returns_the_stream_exactly_whatever_the_read_size(read_size: int) -> None:
+    chunks = [os.urandom(n) for n in (0, 1, 5000, 65536, 3, 0, 200_000)]
+    reader = ChunkReader(iter(chunks))
+    out = bytearray()
+    while piece := reader.read(read_size):
+        assert read_size < 0 or len(piece) <= read_size
+        out += piece
+    assert bytes(out) == b"".join(chunks)
+    assert reader.read(10) == b""
