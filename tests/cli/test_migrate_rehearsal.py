@@ -86,7 +86,7 @@ def test_a_lock_that_blocks_writes_held_beyond_the_limit_fails_the_rehearsal(
 
     code, report, stderr = rehearse(db_url, directory, backups, "--rehearsal-max-lock-hold", "1s")
 
-    assert code == 1, stderr
+    assert code == 1, f"{stderr}\n{report}"
     rehearsal = report["rehearsal"]
     assert rehearsal["outcome"] == "Failed"
     held = [

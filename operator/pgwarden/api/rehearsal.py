@@ -21,7 +21,9 @@ from pgwarden.api.reports import (
 class LockTaken(ApiModel):
     """A lock a rehearsed statement took on a relation, as sampled from pg_locks by a second session."""
 
-    relation: str = Field(description="The table (or its oid, for one created by the uncommitted run).")
+    relation: str = Field(
+        description="The table, as regclass names it (schema-qualified off the search_path)."
+    )
     mode: str = Field(description="PostgreSQL's lock mode, e.g. AccessExclusiveLock.")
     migration: str | None = Field(
         default=None, description="The version whose statement first held or awaited it."

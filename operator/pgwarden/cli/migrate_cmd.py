@@ -123,6 +123,8 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         safety_net=safety_net,
         lint_fail_on=tuple(args.lint_fail_on),
         rehearsal=rehearsal_options(args),
+        # Long statements are reported on stderr with --json too: stdout holds only the report.
+        on_progress=lambda running: progress(running.describe()),
     )
 
 

@@ -23,14 +23,15 @@ DEFAULT_INTERVAL = 0.05
 # Modes that conflict with ROW EXCLUSIVE, the lock INSERT/UPDATE/DELETE take: holding one stops writers.
 BLOCKS_WRITES = frozenset({"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"})
 
-# Relation locks of other sessions in this database, system catalogs left out (taken and let go by every
-# statement). A relation the uncommitted run created is invisible here, so it is named by its oid.
+# Relation locks of other sessions on the tables of this database, system catalogs left out (taken and let go
+# by every statement). A relation the uncommitted run created (a new table, a new index) is invisible here and
+# to everyone else, so nobody can wait for it: left out too.
 _SAMPLE = """
-SELECT l.pid, coalesce(c.oid::regclass::text, l.relation::text), l.mode, l.granted
-FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation
+SELECT l.pid, c.oid::regclass::text, l.mode, l.granted
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 WHERE l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.pid <> pg_backend_pid()
-  AND (c.oid IS NULL OR (c.relnamespace <> 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'p', 'm')))
+  AND c.relnamespace <> 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'p', 'm')
 """
 
 

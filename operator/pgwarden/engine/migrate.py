@@ -39,6 +39,7 @@ from pgwarden.engine.migration_files import (
 from pgwarden.engine.migration_run import Run
 from pgwarden.engine.plan import AppliedMigration as HistoryEntry
 from pgwarden.engine.plan import MigrationPlan, PlanRefused, plan_migrations
+from pgwarden.engine.progress import REPORT_AFTER, REPORT_EVERY, OnProgress, ProgressWatch, StatementProgress
 from pgwarden.engine.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.sqlscript import ScriptError
 from pgwarden.engine.statements import StatementObserver
@@ -81,6 +82,11 @@ class MigrateOptions:
     observers: tuple[StatementObserver, ...] = ()
     """Told when each migration statement starts and ends: lock sampling, progress of long statements."""
     rehearsal: RehearsalOptions | None = None
+    on_progress: OnProgress | None = None
+    """Gets the progress of every statement running longer than `progress_after` seconds, every
+    `progress_every` seconds (the operator's hook for status); without it, progress lines go to `progress`."""
+    progress_after: float = REPORT_AFTER
+    progress_every: float = REPORT_EVERY
     """Rehearse the run on a scratch copy restored from a backup first; a failed rehearsal stops it."""
     """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
 
@@ -205,12 +211,15 @@ def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Pro
                 )
                 phase = "linting the pending migrations"
                 linted = _lint(conn, plan, options)
-                run = Run(conn, _session_url(url, options.policy), plan, options, say)
+                watch = _progress_watch(url, options, say)
+                watched = dataclasses.replace(options, observers=(*options.observers, watch))
+                run = Run(conn, _session_url(url, options.policy), plan, watched, say)
                 run.report.lock_retries.extend(retries)
                 run.report.lint = list(linted.findings)
                 run.report.warnings.extend(linted.warnings)
                 try:
-                    return run.execute()
+                    with watch:
+                        return run.execute()
                 finally:
                     run.close()
     except BadInput:
@@ -231,6 +240,20 @@ def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Pro
             lock_retries=retries,
             current_version=_version_or_none(_session_url(url, options.policy), options.history_schema),
         )
+
+
+def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> ProgressWatch:
+    """Reports of statements that run long, to the caller's hook or as progress lines."""
+
+    def report(progress: StatementProgress) -> None:
+        if options.on_progress is not None:
+            options.on_progress(progress)
+        else:
+            say(progress.describe())
+
+    return ProgressWatch(
+        _session_url(url, options.policy), report, after=options.progress_after, every=options.progress_every
+    )
 
 
 @contextlib.contextmanager
