@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.copies import BackupCopy
 from pgwarden.api.encryption import Sealing
 from pgwarden.api.lint import LintFinding
 
@@ -250,6 +251,9 @@ class BackupReport(ApiModel):
     )
     encryption: Sealing | None = Field(
         default=None, description="How the stored dump was sealed (age, recipients' public keys); unset: not."
+    )
+    copies: list[BackupCopy] | None = Field(
+        default=None, description="Further copies of the backup (--copy-to), each verified by checksum there."
     )
 
 

@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="an age identity file of one of the --encrypt-to recipients; needed by --verify of a sealed backup",
     )
     parser.add_argument(
+        "--copy-to",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="once complete, copy the backup to this further storage too and verify it there by checksum "
+        "(repeatable; server-side when both are the same S3 service)",
+    )
+    parser.add_argument(
         "--owner",
         metavar="LABEL",
         help="record whose backup this is (e.g. shop-nightly); default: the database (host:port/dbname). "
@@ -77,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def render(report: BackupReport) -> list[str]:
     if report.backup is None:
         return [f"backup failed: {report.error.message if report.error else 'unknown error'}"]
+    copies = [
+        f"  copy         {c.location} ({'verified' if c.verified else 'FAILED: ' + (c.error or '')})"
+        for c in report.copies or []
+    ]
     info = report.backup
     lines = [
         f"backup {info.id} complete{' and verified' if info.verified else ''}",
@@ -90,7 +102,9 @@ def render(report: BackupReport) -> list[str]:
         f"  versions     server {report.server_version}, pg_dump {report.pg_dump_version}",
         f"  duration     {report.duration_seconds:.1f}s" if report.duration_seconds is not None else "",
     ]
-    return [line for line in lines if line]
+    if report.error:
+        lines.append(f"  error        {report.error.message}")
+    return [line for line in [*lines, *copies] if line]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         owner=args.owner,
         encrypt_to=args.encrypt_to,
+        copy_to=args.copy_to,
         identities=load_identities(args.identity) if args.identity else (),
         lock_wait_timeout=args.lock_wait_timeout,
         progress=progress,

@@ -45,6 +45,7 @@ from pgwarden.engine.compression import (
     parse_compression,
 )
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
+from pgwarden.engine.copies import check_copy_targets, make_copies, open_copy_targets
 from pgwarden.engine.counts import count_rows
 from pgwarden.engine.dump_files import DirectoryUpload
 from pgwarden.engine.dump_sink import DumpSink
@@ -379,6 +380,7 @@ def take_backup(
     owner: str | None = None,
     encrypt_to: Sequence[str] = (),
     identities: Identities = (),
+    copy_to: Sequence[str] = (),
     lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> BackupReport:
@@ -390,7 +392,9 @@ def take_backup(
     it describes whole databases). The manifest records the database and `owner` (the resource that
     made the backup, or a label; None: the database owns it), which retention and `latest` go by.
     With `encrypt_to` (age public keys) every stored byte is sealed to them; `verify` then needs one of
-    their `identities`. pg_dump and the counts wait at most `lock_wait_timeout` for a table lock."""
+    their `identities`. Once complete, the backup is copied to each `copy_to` storage and verified there
+    (outcome Failed when a copy failed; the backup itself is kept). pg_dump and the counts wait at most
+    `lock_wait_timeout` for a table lock."""
     say = progress or (lambda _message: None)
     selection = selection or DumpSelection()
     spec = _parse_inputs(format, compression, jobs)
@@ -418,10 +422,15 @@ def take_backup(
         min_major=int(server_version.split(".")[0]),
         purpose=f"the server (PostgreSQL {server_version})",
     )
+    copy_targets = open_copy_targets(list(copy_to))
     try:
         storage.check_writable()
     except StorageError as exc:
         raise BackupFailed(f"storage is not writable: {exc}") from None
+    try:
+        check_copy_targets(storage, copy_targets)
+    except StorageError as exc:
+        raise BackupFailed(f"a --copy-to storage is not writable: {exc}; nothing was backed up") from None
     _pause_point("after-preflight")
 
     backup_id = new_backup_id(started)
@@ -577,8 +586,13 @@ def take_backup(
     say(
         f"backup {backup_id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
     )
+    copies, copy_failure = make_copies(backup, manifest, copy_targets, say)
     report = _report(manifest, backup, started, clock, verification, failed=False)
     report.throughput_bytes_per_second = round(raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
+    if copies:
+        report.copies = copies
+    if copy_failure:
+        report.outcome, report.error = Outcome.FAILED, ErrorInfo(message=copy_failure)
     return report
 
 

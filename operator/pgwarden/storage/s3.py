@@ -333,6 +333,50 @@ class S3Storage:
             raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from None
         return True
 
+    def same_service(self, other: object) -> bool:
+        """Whether `other` is S3 storage on the same endpoint, so an object may be copied from it server-side
+        (no bytes through us); the caller falls back to streaming when the service refuses."""
+        if not isinstance(other, S3Storage):
+            return False
+        return bool(self._client.meta.endpoint_url == other._client.meta.endpoint_url)
+
+    def copy_within(self, source: S3Storage, source_key: str, key: str, size: int) -> None:
+        """Copy an object of `source` (same service) to `key` here, server-side; a multipart copy past 5 GiB.
+        Nothing is left at `key` when it fails."""
+        copy_source = {"Bucket": source.bucket, "Key": source._full(key=source_key)}
+        target = self._full(key)
+        try:
+            if size <= MAX_PART_SIZE:
+                self._client.copy_object(Bucket=self.bucket, Key=target, CopySource=copy_source)
+                return
+            upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=target)["UploadId"]
+            try:
+                parts, start, number = [], 0, 1
+                part = max(plan_part_size(size), 512 * MiB)
+                while start < size:
+                    end = min(start + part, size) - 1
+                    done = self._client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=target,
+                        UploadId=upload,
+                        PartNumber=number,
+                        CopySource=copy_source,
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    parts.append({"PartNumber": number, "ETag": done["CopyPartResult"]["ETag"]})
+                    start, number = end + 1, number + 1
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=target, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload)
+                raise
+        except Exception as exc:
+            raise StorageError(
+                f"cannot copy {source.uri(source_key)} to {self.uri(key)}: {_describe(exc)}"
+            ) from None
+
     def check_writable(self) -> None:
         key = f".pgwarden-probe-{secrets.token_hex(6)}"
         try:
