@@ -170,17 +170,28 @@ def test_scheduling_values_reach_the_pod(helm: Path) -> None:
     assert "nodeAffinity" in pod["affinity"]
 
 
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["pgwarden-operator"],
+        "verbs": ["get", "update"],
+    },
+]
+
+
 def test_cluster_wide_rbac_is_one_cluster_role_bound_to_the_service_account(helm: Path) -> None:
     manifests = render(helm)
-    (role,) = operator_roles(manifests)
-    assert role["kind"] == "ClusterRole"
+    (role,) = of_kind(operator_roles(manifests), "ClusterRole")
     (binding,) = of_kind(manifests, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     (account,) = of_kind(manifests, "ServiceAccount")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
     ]
-    assert not of_kind(manifests, "Role")
+    (lease,) = of_kind(manifests, "Role")  # leader election only, in the operator's own namespace
+    assert lease["metadata"]["namespace"] == RELEASE_NAMESPACE and lease["rules"] == LEASE_RULES
 
 
 def test_namespaced_rbac_is_a_role_in_each_watched_namespace_and_the_operator_watches_only_them(
@@ -190,10 +201,11 @@ def test_namespaced_rbac_is_a_role_in_each_watched_namespace_and_the_operator_wa
     roles = operator_roles(manifests)
     assert sorted((r["kind"], r["metadata"]["namespace"]) for r in roles) == [
         ("Role", "billing"),
+        ("Role", RELEASE_NAMESPACE),  # leader election: the Lease in the operator's own namespace
         ("Role", "shop"),
     ]
     bindings = of_kind(manifests, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", RELEASE_NAMESPACE, "shop"]
     assert not of_kind(manifests, "ClusterRoleBinding")
     assert build_parser().parse_args(operator_container(manifests)["args"]).namespace == ["shop", "billing"]
 
@@ -240,7 +252,7 @@ def test_rendered_rbac_grants_no_access_to_secrets_and_no_wildcards(
 
 def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     """A new permission is a decision: update this list, and the RBAC table in the chart's README."""
-    (role,) = operator_roles(render(helm))
+    (role,) = of_kind(operator_roles(render(helm)), "ClusterRole")
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
@@ -257,6 +269,14 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     expected |= {("", "events", v) for v in ("create", "patch")}
     expected |= {("", "configmaps", "get")}  # migration files, to show and approve their checksums
     assert granted == expected
+
+
+def test_a_namespace_both_watched_and_the_operators_own_has_one_role_with_the_lease_rules(helm: Path) -> None:
+    manifests = render(helm, "rbac.clusterWide=false", f"watchNamespaces={{shop,{RELEASE_NAMESPACE}}}")
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in operator_roles(manifests)}
+    assert sorted(roles) == [RELEASE_NAMESPACE, "shop"]
+    assert roles[RELEASE_NAMESPACE][-2:] == LEASE_RULES
+    assert not any(rule["apiGroups"] == ["coordination.k8s.io"] for rule in roles["shop"])
 
 
 # -- against the local API server ------------------------------------------------------------------
@@ -355,6 +375,8 @@ def test_the_service_account_may_do_its_work_in_watched_namespaces_only_and_neve
         assert not can("create", "pods", where)
         assert can("get", "configmaps", where)  # migration files, for approval
         assert not can("list", "configmaps", where)
+        assert not can("create", "leases.coordination.k8s.io", where)
+    assert can("create", "leases.coordination.k8s.io", namespace)  # its own namespace: leader election
     for where in (namespace, "default"):
         assert not can("create", "jobs.batch", where)
         assert not can("list", "databasemigrations.pgwarden.io", where)

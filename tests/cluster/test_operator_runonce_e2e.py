@@ -5,6 +5,10 @@ The operator, its fixtures and the helpers live in operator_support.py.
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -84,3 +88,68 @@ def test_a_configmap_edited_after_approval_runs_nothing_until_its_files_are_appr
     assert status["applied"][0]["checksum"] == reviewed["files"][0]["sha256"]
     assert tables(url) == {"orders"}  # the edit (0002) never ran
     assert len(kube.get_all("jobs", ns)) == 1
+
+
+def lease_holder(kube: LocalCluster, namespace: str) -> str | None:
+    found = kube.kubectl("get", "lease", "pgwarden-operator", "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    return str(json.loads(found.stdout)["spec"].get("holderIdentity") or "") or None
+
+
+def test_killing_the_active_replica_hands_over_within_30_s_and_duplicates_no_job(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    ns = operator.namespace
+    second = Operator(kube, ns, operator.kubeconfig, tmp_path / "second.log")
+    second.start()
+    try:
+        holder = kube.wait_for("a Lease holder", lambda: lease_holder(kube, ns), timeout=60, interval=0.5)
+        replicas = {str(p.process.pid): p for p in (operator, second) if p.process}
+        (active_pid,) = [pid for pid in replicas if holder.endswith(f"-{pid}")]
+        active = replicas[active_pid]
+        standby = next(p for p in replicas.values() if p is not active)
+
+        url = pg.create_database()
+        slow = {
+            "database": {"secretRef": {"name": "db"}},
+            "migrations": {
+                "inline": [{"name": "0001_slow.sql", "sql": "SELECT pg_sleep(8); CREATE TABLE t (id int);"}]
+            },
+        }
+        kube.apply(*in_namespace(ns, secret("db", uri=url), resource("DatabaseMigration", "slow", slow)))
+        wait_status(kube, active, "dbmig", "slow", lambda s: bool(s.get("job")), timeout=60)
+        assert "DatabaseMigration" not in standby.log()  # the standby acts on nothing
+
+        killed = time.monotonic()
+        active.stop(signal.SIGKILL)
+
+        def taken_over() -> str | None:
+            now = lease_holder(kube, ns)
+            return now if now and now != holder else None
+
+        new_holder = kube.wait_for(
+            "the standby to hold the Lease",
+            taken_over,
+            timeout=45,
+            interval=0.5,
+        )
+        taken = time.monotonic() - killed
+        # The new leader acts: a resource applied after the kill gets its status from it.
+        kube.apply(*in_namespace(ns, resource("DatabaseMigration", "after", {**slow, "approval": "Manual"})))
+        wait_status(
+            kube, standby, "dbmig", "after", lambda s: s.get("phase") == "AwaitingApproval", timeout=45
+        )
+        handover = time.monotonic() - killed
+        print(f"handover: Lease taken {taken:.1f} s after kill -9, acting after {handover:.1f} s")
+        assert new_holder.endswith(f"-{standby.process.pid}")  # type: ignore[union-attr]
+        assert handover < 30, handover
+
+        status = wait_status(kube, standby, "dbmig", "slow", lambda s: s.get("phase") in TERMINAL)
+        assert status["phase"] == "Succeeded", status
+        slow_jobs = [j for j in kube.get_all("jobs", ns) if j["metadata"]["name"].startswith("slow-")]
+        assert [j["metadata"]["name"] for j in slow_jobs] == [status["job"]]  # adopted, not created twice
+        assert tables(url) == {"t"}
+    finally:
+        second.stop()
+        print(f"--- second operator log ---\n{second.log()[-4000:]}")

@@ -71,7 +71,16 @@ def test_the_command_line_hands_its_kubeconfig_to_the_operator(
     monkeypatch.setattr(main.kopf, "run", lambda **kwargs: seen.setdefault("run", kwargs))
     monkeypatch.setattr(main.kopf, "configure", lambda **_: None)
     args = build_parser().parse_args(
-        ["operator", "--kubeconfig", str(tmp_path / "k"), "--metrics-port", "0", "--liveness-port", "0"]
+        [
+            "operator",
+            "--kubeconfig",
+            str(tmp_path / "k"),
+            "--metrics-port",
+            "0",
+            "--liveness-port",
+            "0",
+            "--no-leader-election",  # the Lease would need an API server
+        ]
     )
     assert args.run(args) == 0
     assert seen["kubeconfig"] == str(tmp_path / "k")

@@ -83,6 +83,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--log-format", choices=["json", "text"], default="json", help="log format (default json)"
     )
+    parser.add_argument(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        help="act at once, without holding the Lease pgwarden-operator (only for a single replica)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        metavar="NS",
+        help="namespace of the leader election Lease (default: POD_NAMESPACE, else the ServiceAccount's, "
+        "else the first --namespace)",
+    )
     policy_flags(parser)
     parser.set_defaults(run=run)
 
@@ -172,5 +184,7 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         verbose=args.verbose,
         json_logs=args.log_format == "json",
+        leader_election=args.leader_election,
+        lease_namespace=args.lease_namespace,
     )
     return 0

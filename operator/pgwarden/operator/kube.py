@@ -135,6 +135,35 @@ class Kube:
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
         return self._list(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", uid)
 
+    # -- the leader election Lease ---------------------------------------------------------------
+
+    @staticmethod
+    def _lease_path(namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    def get_lease(self, namespace: str, name: str) -> Obj | None:
+        return self._get(self._lease_path(namespace, name))
+
+    def create_lease(self, namespace: str, name: str, spec: Obj) -> Obj:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        return self.request("POST", self._lease_path(namespace), body=body)
+
+    def replace_lease(self, namespace: str, name: str, spec: Obj, resource_version: str) -> Obj:
+        """Write the Lease only if nobody wrote it since `resource_version` was read (else 409)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": spec,
+        }
+        return self.request("PUT", self._lease_path(namespace, name), body=body)
+
     def get_configmap(self, namespace: str, name: str) -> Obj | None:
         """A ConfigMap of migration files, read only to show and approve their checksums."""
         return self._get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")

@@ -9,9 +9,9 @@ from typing import Any
 
 import kopf
 
-from pgwarden.operator import metrics
+from pgwarden.operator import health, leader, metrics
 from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV
-from pgwarden.operator.kube import load_configuration
+from pgwarden.operator.kube import Kube, load_configuration
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def run(
     kubeconfig: str | None = None,
     verbose: bool = False,
     json_logs: bool = True,
+    leader_election: bool = True,
+    lease_namespace: str | None = None,
 ) -> None:
     """Watch `namespaces` (all when empty) until stopped; blocks.
 
@@ -84,6 +86,49 @@ def run(
             "default Job deadline: %s (a resource's spec.jobTemplate.activeDeadlineSeconds overrides it)",
             f"{job_active_deadline_seconds}s" if job_active_deadline_seconds else "none",
         )
+    elector = None
+    if leader_election:
+        elector = leader.Elector(
+            Kube(load_configuration(kubeconfig)),
+            lease_namespace or leader.lease_namespace(list(namespaces)),
+            leader.identity(),
+            lost=_stop_at_once,
+        )
+        _standby(elector, liveness_port)
+    try:
+        _run_kopf(namespaces, liveness_port, workers, image, job_active_deadline_seconds, kubeconfig)
+    finally:
+        if elector is not None:
+            elector.release()
+
+
+def _stop_at_once() -> None:
+    """The Lease is lost: another replica may act from now on, so this one stops acting at once."""
+    logging.shutdown()
+    os._exit(1)
+
+
+def _standby(elector: leader.Elector, liveness_port: int) -> None:
+    """Wait, alive (/healthz answers), until this replica holds the Lease."""
+    elector.start()
+    server = health.serve(liveness_port) if liveness_port else None
+    log.info("leader election: %s waits for Lease %s/%s", elector.me, elector.namespace, elector.name)
+    try:
+        elector.wait_until_leader()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def _run_kopf(
+    namespaces: Sequence[str],
+    liveness_port: int,
+    workers: int,
+    image: str | None,
+    job_active_deadline_seconds: int | None,
+    kubeconfig: str | None,
+) -> None:
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
