@@ -23,7 +23,18 @@ from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.redact import redact, register_environment, register_url
 
 # Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
-COMMANDS = ("inspect", "migrate", "diff", "backup", "restore", "backups", "prune", "operator", "job")
+COMMANDS = (
+    "inspect",
+    "migrate",
+    "diff",
+    "backup",
+    "restore",
+    "backups",
+    "prune",
+    "verify_backup",
+    "operator",
+    "job",
+)
 
 log = logging.getLogger("pgwarden")
 

@@ -91,6 +91,9 @@ class BackupManifest(ApiModel):
     dump_seconds: float | None = None
     verified: bool = False
     verified_at: datetime | None = None
+    verified_restore_seconds: float | None = Field(
+        default=None, description="How long the restore that verified it took (a restore drill measures it)."
+    )
     pgwarden_version: str | None = None
     selection: dict[str, list[str]] | None = Field(
         default=None, description="pg_dump patterns the dump was limited to (schemas, tables, excludes)."
