@@ -119,25 +119,32 @@ class LockSampler:
             self._conn.close()
 
     def started(self, statement: RunningStatement) -> None:
-        self._current = statement
+        # Not while a sample is under way: what it sees was taken before this statement, and must not be
+        # put down to the statement before it (or to none).
+        with self._busy:
+            self._current = statement
 
     def finished(self, statement: RunningStatement) -> None:
         # A statement faster than the interval is never seen running: a sample right after it ends still
         # finds what it took (held until COMMIT) and names it.
         self._sample_once(statement)
+        with self._busy:  # what the run locks between statements (counts, checks) is no statement's
+            self._current = None
 
     def locks(self) -> list[LockTaken]:
         return self.fold.locks()
 
     def _sample(self) -> None:
         while not self._stop.is_set() and not self._broken:
-            self._sample_once(self._current)
+            self._sample_once(None)
             self._stop.wait(self.interval)
 
-    def _sample_once(self, current: RunningStatement | None) -> None:
+    def _sample_once(self, ended: RunningStatement | None) -> None:
+        """One sample, put down to the statement that just `ended`, else to the one running."""
         if self._conn is None:
             return
         with self._busy:
+            current = ended or self._current
             if self._broken:
                 return
             try:
