@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 from helpers import execute, history, json_report, migrations_dir, query, run_pgwarden, table_counts
+from psycopg.conninfo import conninfo_to_dict
+from pyrage import x25519
 
 from pgwarden.testing.localpg import LocalPostgres
 
@@ -40,7 +42,10 @@ def backed_up(db_url: str, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def rehearse(db_url: str, directory: Path, backups: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`migrate --rehearse-from --json`: exit code, report and stderr, none of which holds the password."""
     result = run_pgwarden("migrate", db_url, "--dir", directory, "--rehearse-from", backups, *args, "--json")
+    password = str(conninfo_to_dict(db_url)["password"])
+    assert password not in result.stdout + result.stderr
     return result.returncode, json_report(result), result.stderr
 
 
@@ -133,3 +138,28 @@ def test_rehearsal_flags_are_refused_without_a_backup_or_with_plan(db_url: str, 
     assert missing.returncode == 2 and "--rehearse-from" in missing.stderr
     assert alone.returncode == 2 and "--rehearse-from" in alone.stderr
     assert state(db_url) == before
+
+
+def test_a_sealed_backup_is_rehearsed_with_its_identity_and_refused_without_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    directory = migrations_dir(tmp_path / "m", extra=BASE)
+    assert run_pgwarden("migrate", db_url, "--dir", directory).returncode == 0
+    key = x25519.Identity.generate()
+    identity = tmp_path / "key.txt"
+    identity.write_text(f"{key}\n")
+    backups = tmp_path / "sealed"
+    sealed = run_pgwarden("backup", db_url, "--to", backups, "--encrypt-to", str(key.to_public()))
+    assert sealed.returncode == 0, sealed.stderr
+    (directory / "0002_flag.sql").write_text("ALTER TABLE orders ADD COLUMN flag int;\n")
+    before = state(db_url)
+
+    refused = run_pgwarden("migrate", db_url, "--dir", directory, "--rehearse-from", backups)
+
+    assert refused.returncode == 2, refused.stderr
+    assert state(db_url) == before and scratch_databases(db_url) == []
+    code, report, stderr = rehearse(db_url, directory, backups, "--identity", str(identity))
+    assert code == 0, stderr
+    assert report["rehearsal"]["outcome"] == "Succeeded"
+    assert str(key) not in stderr + str(report)
+    assert [a["version"] for a in report["applied"]] == ["0002"]

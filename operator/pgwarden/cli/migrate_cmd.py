@@ -15,6 +15,7 @@ from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.verify import VerifySpec
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
 from pgwarden.engine.connect import resolve_url
+from pgwarden.engine.encryption import load_identities
 from pgwarden.engine.errors import BadInput
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.rehearsal import RehearsalOptions
@@ -75,6 +76,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DURATION",
         help="fail the rehearsal when it holds a lock that blocks writes longer than this, e.g. 2s or 1m",
     )
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1… lines) to open a --rehearse-from backup taken with --encrypt-to",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -131,8 +137,10 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
 def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
     """--rehearse-from and its companions; BadInput for a companion without it or a bad duration."""
     if not args.rehearse_from:
-        if args.rehearse_on or args.rehearsal_max_lock_hold:
-            raise BadInput("--rehearse-on and --rehearsal-max-lock-hold need --rehearse-from LOCATION")
+        if args.rehearse_on or args.rehearsal_max_lock_hold or args.identity:
+            raise BadInput(
+                "--rehearse-on, --rehearsal-max-lock-hold and --identity need --rehearse-from LOCATION"
+            )
         return None
     if args.plan:
         raise BadInput("--plan changes nothing and rehearses nothing; drop --rehearse-from or --plan")
@@ -143,7 +151,12 @@ def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
         except ValueError as exc:
             raise BadInput(f"--rehearsal-max-lock-hold: {exc}") from None
     server = resolve_url(args.rehearse_on) if args.rehearse_on else None
-    return RehearsalOptions(location=args.rehearse_from, server_url=server, max_lock_hold_seconds=limit)
+    return RehearsalOptions(
+        location=args.rehearse_from,
+        server_url=server,
+        max_lock_hold_seconds=limit,
+        identities=tuple(load_identities(args.identity)) if args.identity else (),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,9 +200,12 @@ def describe(report: MigrationReport) -> list[str]:
         )
     elif report.outcome == Outcome.SUCCEEDED:
         lines.append("nothing to apply: the database is up to date")
-    lines.append("")
-    lines.append(f"tables    {_before_after(report.tables.before, report.tables.after)}")
-    lines.append(f"rows      {_before_after(report.rows.before, report.rows.after)} ({report.row_counts})")
+    if report.tables.before is not None or report.tables.after is not None:  # none: the run never started
+        lines.append("")
+        lines.append(f"tables    {_before_after(report.tables.before, report.tables.after)}")
+        lines.append(
+            f"rows      {_before_after(report.rows.before, report.rows.after)} ({report.row_counts})"
+        )
     if report.row_changes:
         lines.append("")
         lines.extend(

@@ -23,6 +23,7 @@ from pgwarden.engine.lock_sampling import LockSampler, over_limit
 from pgwarden.engine.restore import register_storage_secrets, restore_manifest
 from pgwarden.engine.scratch import REHEARSAL_MARK, scratch_database
 from pgwarden.engine.statements import StatementObserver
+from pgwarden.engine.stored_dump import Identities, check_can_open
 from pgwarden.storage import StorageError, locate_backup, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectNotFound
 
@@ -39,6 +40,8 @@ class RehearsalOptions:
     """A connection string naming the server for the scratch copy (its database part is not used)."""
     max_lock_hold_seconds: float | None = None
     sample_interval: float = 0.05
+    identities: Identities = ()
+    """age identities that open a sealed backup (`--identity`)."""
 
 
 def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -> Rehearsal:
@@ -54,6 +57,7 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
         ) from None
     except StorageError as exc:
         raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from None
+    check_can_open(backup, manifest, options.identities)  # a sealed backup without its key: exit 2 here
     server = options.server_url if options.server_url is not None else url
     name = derived_name(database_name(url), f"{REHEARSAL_MARK}{secrets.token_hex(3)}")
     result = Rehearsal(
@@ -66,7 +70,7 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
     try:
         with scratch_database(server, name, say=say) as scratch_url:
             say(f"rehearsal: restoring backup {manifest.id} into the scratch database {name}")
-            restore_manifest(scratch_url, backup, manifest, progress=say)
+            restore_manifest(scratch_url, backup, manifest, identities=options.identities, progress=say)
             result.restore_seconds = round(time.monotonic() - clock, 3)
             say(f"rehearsal: running the plan on {name}")
             ran = time.monotonic()
