@@ -8,6 +8,7 @@ shape the operator creates, and the operator's own, is admitted in a namespace e
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import secrets
@@ -23,8 +24,9 @@ from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import RestoreSource
+from pgwarden.cli import operator_cmd
 from pgwarden.operator import jobs
-from pgwarden.operator.policy import REASON
+from pgwarden.operator.policy import REASON, Policy
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -271,6 +273,9 @@ def _dry_run_pod(kube: LocalCluster, namespace: str, name: str, template: Obj) -
 def _pod_templates(namespace: str) -> dict[str, Obj]:
     """Every Pod shape the operator creates: each kind, each migrations source, a CA, S3 credentials."""
     settings = jobs.JobSettings(image="pgwarden:e2e")
+    if WIRED:  # the image source of migrations is built only where the policy allows it
+        allowed = Policy(migration_images=("registry.example/shop-migrations",))
+        settings = dataclasses.replace(settings, policy=allowed)  # type: ignore[call-arg, unused-ignore]
     meta = {"namespace": namespace, "uid": "0f0e0d0c-1111-2222-3333-444455556666", "generation": 1}
     database = {"secretRef": {"name": "shop-db"}, "sslMode": "verify-full", "caSecretRef": {"name": "db-ca"}}
     s3 = {"s3": {"bucket": "backups", "prefix": "p/", "credentialsSecretRef": {"name": "s3-credentials"}}}
@@ -330,3 +335,106 @@ def test_every_pod_the_operator_creates_and_its_own_are_admitted_under_restricte
     template["spec"]["serviceAccountName"] = "default"  # the chart's own is not created here
     admitted, output = _dry_run_pod(kube, namespace, "operator", template)
     assert admitted, f"the operator's Pod is refused under restricted:\n{output}"
+
+
+# -- the chart: values to flags, the Jobs' ServiceAccount --------------------------------------------
+
+DEPLOYMENT_TEMPLATE = (
+    Path(__file__).resolve().parents[2] / "charts" / "pgwarden" / "templates" / "deployment.yaml"
+)
+
+
+@pytest.mark.skipif(
+    "pgwarden.policyArgs" not in DEPLOYMENT_TEMPLATE.read_text(),
+    reason="deployment.yaml does not include pgwarden.policyArgs yet (the issue-14 line for its args)",
+)
+def test_the_chart_policy_values_become_the_operators_policy(helm: Path) -> None:
+    manifests = render_chart(
+        helm,
+        "rbac.clusterWide=false",
+        "watchNamespaces={shop}",
+        "policy.allowImageOverride=true",
+        f"policy.jobImages={{{ALLOWED_JOB_IMAGE},registry.example/mirror/*}}",
+        f"policy.migrationImages={{{ALLOWED_MIGRATION_IMAGE}@{DIGEST}}}",
+        "policy.serviceAccounts={backup-writer}",
+        "policy.jobServiceAccount.create=true",
+        release="pgw",
+    )
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    parser = argparse.ArgumentParser()
+    operator_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(container["args"])
+    assert operator_cmd.job_policy(args) == Policy(
+        allow_image_override=True,
+        job_images=(ALLOWED_JOB_IMAGE, "registry.example/mirror/*"),
+        migration_images=(f"{ALLOWED_MIGRATION_IMAGE}@{DIGEST}",),
+        service_accounts=("backup-writer",),
+    )
+    (account,) = [
+        m for m in manifests if m["kind"] == "ServiceAccount" and m["metadata"]["namespace"] == "shop"
+    ]
+    assert args.job_service_account == account["metadata"]["name"]
+    defaults = next(m for m in render_chart(helm) if m["kind"] == "Deployment")
+    args = parser.parse_args(defaults["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert operator_cmd.job_policy(args) == Policy() and args.job_service_account is None
+
+
+def test_the_jobs_service_account_has_no_token_and_may_do_nothing(
+    kube: LocalCluster, namespace: str, helm: Path
+) -> None:
+    """The chart's Job ServiceAccount, applied with the chart's RBAC, asked of the API server's authorizer."""
+    manifests = render_chart(
+        helm,
+        "rbac.clusterWide=false",
+        f"watchNamespaces={{{namespace}}}",
+        "rbac.aggregateToDefaultRoles=false",
+        "policy.jobServiceAccount.create=true",
+        release="pgw",
+        namespace=namespace,
+    )
+    accounts = [m for m in manifests if m["kind"] == "ServiceAccount"]
+    (job_account,) = [a for a in accounts if a["metadata"]["labels"]["app.kubernetes.io/component"] == "job"]
+    assert job_account["automountServiceAccountToken"] is False
+    name = job_account["metadata"]["name"]
+    bound = [
+        subject["name"]
+        for m in manifests
+        if m["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for subject in m["subjects"]
+    ]
+    assert name not in bound, "the Jobs' ServiceAccount is bound to no Role"
+    kube.apply(*[m for m in manifests if m["kind"] in ("ServiceAccount", "Role", "RoleBinding")])
+    user = f"system:serviceaccount:{namespace}:{name}"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+    for verb, resource_name in (
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "pods"),
+        ("create", "jobs.batch"),
+        ("list", "databasemigrations.pgwarden.io"),
+        ("get", "configmaps"),
+    ):
+        plural, _, group = resource_name.partition(".")
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": plural,
+                },
+            },
+        }
+        answer = json.loads(kube.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)
+        assert not answer["status"].get("allowed"), f"the Jobs' ServiceAccount may {verb} {resource_name}"
+    # A Job Pod as that account, under restricted Pod Security, is admitted.
+    _restricted_namespace(kube, namespace)
+    template = _pod_templates(namespace)["backup"]
+    template["spec"]["serviceAccountName"] = name
+    admitted, output = _dry_run_pod(kube, namespace, "as-job-account", template)
+    assert admitted, output

@@ -59,3 +59,29 @@ def test_every_value_is_documented() -> None:
         if not any(".".join(parts[:n]) in documented for n in range(1, len(parts) + 1))
     ]
     assert not undocumented, f"values without a `# --` comment: {undocumented}"
+
+
+def test_the_chart_policy_defaults_are_the_operators_and_security_md_names_every_setting() -> None:
+    """One policy, three places: values.yaml, `pgwarden operator`'s defaults and SECURITY.md's table."""
+    from pgwarden.operator import policy
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["policy"]
+    default = policy.Policy()
+    assert values["allowImageOverride"] is default.allow_image_override is False
+    assert values["jobImages"] == list(default.job_images) == []
+    assert values["migrationImages"] == list(default.migration_images) == []
+    assert values["serviceAccounts"] == list(default.service_accounts) == []
+    security = (REPO / "SECURITY.md").read_text()
+    for setting in (
+        policy.ALLOW_IMAGE_OVERRIDE,
+        policy.JOB_IMAGES,
+        policy.MIGRATION_IMAGES,
+        policy.SERVICE_ACCOUNTS,
+    ):
+        key = setting.value.removeprefix("policy.")
+        assert key in values, f"values.yaml has no {setting.value}"
+        assert f"| `{setting.value}` | `{setting.flag}` |" in security, f"SECURITY.md does not name {setting}"
+    for template in ("validatingadmissionpolicy.yaml", "_policy.tpl"):
+        text = (CHART / "templates" / template).read_text()
+        for setting in (policy.JOB_IMAGES, policy.MIGRATION_IMAGES):
+            assert setting.value in text and setting.flag in text, (template, setting)

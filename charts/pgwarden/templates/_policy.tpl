@@ -28,10 +28,15 @@ twice, by the operator before it builds a Job (the flags below) and by the API s
 {{- end }}
 
 {{/*
-Arguments of `pgwarden operator` for the policy. deployment.yaml includes them after its own arguments:
-  {{- include "pgwarden.policyArgs" . | nindent 12 }}
+Arguments of `pgwarden operator` for the policy, one `- --flag=value` line each (nothing when all are
+defaults). deployment.yaml includes them after its own arguments:
+  {{- with include "pgwarden.policyArgs" . }}{{ nindent 12 . }}{{- end }}
 */}}
 {{- define "pgwarden.policyArgs" -}}
+{{- include "pgwarden.policyArgLines" . | trim }}
+{{- end }}
+
+{{- define "pgwarden.policyArgLines" -}}
 {{- include "pgwarden.checkImageEntries" (dict "value" "policy.jobImages" "entries" .Values.policy.jobImages) }}
 {{- include "pgwarden.checkImageEntries" (dict "value" "policy.migrationImages" "entries" .Values.policy.migrationImages) }}
 {{- if .Values.policy.allowImageOverride }}
