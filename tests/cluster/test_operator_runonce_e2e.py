@@ -17,13 +17,18 @@ from operator_support import (
     TERMINAL,
     Obj,
     Operator,
+    events,
     in_namespace,
     migrations_configmap,
     resource,
+    s3_secret,
+    s3_storage,
     secret,
+    seed,
     wait_status,
 )
 
+from pgwarden.testing import s3server
 from pgwarden.testing.localpg import LocalPostgres
 
 if TYPE_CHECKING:
@@ -153,3 +158,57 @@ def test_killing_the_active_replica_hands_over_within_30_s_and_duplicates_no_job
     finally:
         second.stop()
         print(f"--- second operator log ---\n{second.log()[-4000:]}")
+
+
+def test_a_restore_edited_after_it_ran_does_not_restore_again(
+    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+) -> None:
+    """The defect this guards: with clean: true, a harmless edit rolled a live database back to the backup."""
+    source, target = pg.create_database(), pg.create_database()
+    seed(source, rows=50)
+    ns = operator.namespace
+    backup = {
+        "database": {"secretRef": {"name": "source-db"}},
+        "storage": s3_storage(s3, s3.create_bucket(), "src/"),
+    }
+    restore = {
+        "database": {"secretRef": {"name": "target-db"}},
+        "source": {"backupRef": {"name": "src", "id": "latest"}},
+        "clean": True,
+    }
+    kube.apply(
+        *in_namespace(
+            ns,
+            secret("source-db", uri=source),
+            secret("target-db", uri=target),
+            s3_secret(s3),
+            resource("DatabaseBackup", "src", backup),
+            resource("DatabaseRestore", "copy", restore),
+        )
+    )
+    status = wait_status(
+        kube, operator, "dbrestore", "copy", lambda s: s.get("phase") in TERMINAL, timeout=200
+    )
+    assert status["phase"] == "Succeeded", status
+    with psycopg.connect(target, autocommit=True) as conn:  # the restored database lives on
+        conn.execute("INSERT INTO customers SELECT g, 'new' FROM generate_series(1001, 1010) g")
+
+    # The one field that may change (it does not define what is restored) makes a new generation.
+    kube.kubectl(
+        "patch",
+        "dbrestore",
+        "copy",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"jobTemplate": {"activeDeadlineSeconds": 600}}}),
+    )
+    status = wait_status(kube, operator, "dbrestore", "copy", lambda s: s.get("observedGeneration") == 2)
+    assert status["phase"] == "Succeeded"
+    time.sleep(5)  # time for a second Job, were one to come
+    restore_jobs = [j for j in kube.get_all("jobs", ns) if j["metadata"]["name"].startswith("copy-")]
+    assert [j["metadata"]["name"] for j in restore_jobs] == [status["job"]]
+    assert [e["reason"] for e in events(kube, ns, "copy")].count("Started") == 1
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM customers WHERE name = 'new'").fetchone() == (10,)

@@ -83,7 +83,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
     def look(key: Key) -> None:
         # In kopf's context (a handler's, kept by `_context`): kopf.event needs it to post Events.
-        kopf_context = memo.get("kopf_context") or contextvars.copy_context()
+        kopf_context = context.kopf_context or contextvars.copy_context()
         looks.submit(kopf_context.copy().run, _logged, context, key)
 
     context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
@@ -122,7 +122,10 @@ def _context(memo: kopf.Memo, indexes: dict[str, Any]) -> Context:
     context: Context = memo.context
     if context.cache is None:
         context.cache = Cache(jobs=indexes["pgwarden_jobs"], cronjobs=indexes["pgwarden_cronjobs"])
-        memo.kopf_context = contextvars.copy_context()  # for reconciles the deadlines start
+    if context.kopf_context is None:
+        # For reconciles the deadlines start: kopf.event needs kopf's context. Kept on the shared Context,
+        # not the memo: each resource's handlers get their own shallow copy of the memo.
+        context.kopf_context = contextvars.copy_context()
     return context
 
 

@@ -6,6 +6,7 @@ operator, a missed watch event or two triggers at once all converge on the same 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections import defaultdict
@@ -45,6 +46,8 @@ class Context:
     cache: Cache | None = None
     deadlines: Deadlines | None = None
     poll_seconds: float = 15.0
+    # A handler's context, in which reconciles started by the deadlines run (kopf.event needs it).
+    kopf_context: contextvars.Context | None = None
 
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
