@@ -12,12 +12,13 @@ import argparse
 import dataclasses
 import json
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from chart_support import render_chart
+from chart_support import CHART, render_chart
 from operator_support import Obj, Operator, condition, events, in_namespace, resource, wait_status
 
 from pgwarden.api.backup import DatabaseBackup
@@ -455,3 +456,34 @@ def test_the_jobs_service_account_has_no_token_and_may_do_nothing(
     template["spec"]["serviceAccountName"] = name
     admitted, output = _dry_run_pod(kube, namespace, "as-job-account", template)
     assert admitted, output
+
+
+def test_the_network_policy_lets_the_operator_reach_the_api_server_only(
+    kube: LocalCluster, namespace: str, helm: Path
+) -> None:
+    manifests = render_chart(
+        helm,
+        "networkPolicy.enabled=true",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32,10.0.0.2/32}",
+        namespace=namespace,
+    )
+    (policy,) = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    (egress,) = policy["spec"]["egress"]
+    assert [peer["ipBlock"]["cidr"] for peer in egress["to"]] == ["10.0.0.1/32", "10.0.0.2/32"]
+    assert {port["port"] for port in egress["ports"]} == {443, 6443}
+    kube.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(policy))
+    assert not [m for m in render_chart(helm, namespace=namespace) if m["kind"] == "NetworkPolicy"], (
+        "off by default"
+    )
+    # `helm template` cannot look the API server up: it says which value to set.
+    result = subprocess.run(
+        [str(helm), "template", "pgwarden", str(CHART), "--set", "networkPolicy.enabled=true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and "networkPolicy.apiServer.cidrs" in result.stderr
