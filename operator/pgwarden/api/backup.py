@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from datetime import datetime
@@ -45,6 +46,13 @@ COMPRESSION_PATTERN = r"^(zstd(:([1-9]|1[0-9]))?|lz4|gzip(:[1-9])?|none)$"
 # How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
 # long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
 DEFAULT_LOCK_WAIT_TIMEOUT = "1m"
+
+
+@functools.cache
+def known_time_zones() -> frozenset[str]:
+    """The IANA time zones this machine knows. Read once: listing them walks the zoneinfo tree (~40 ms), which
+    every reconcile of a scheduled backup would otherwise pay when it reads the spec."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 class BackupFormat(StrEnum):
@@ -192,7 +200,8 @@ class DatabaseBackupSpec(ApiModel):
     @classmethod
     def _zone(cls, zone: str | None) -> str | None:
         # Only where this machine knows time zones at all; the apiserver's CronJob validation is the backstop.
-        if zone is not None and zoneinfo.available_timezones() and zone not in zoneinfo.available_timezones():
+        known = known_time_zones()
+        if zone is not None and known and zone not in known:
             raise ValueError(f"timeZone {zone!r} is not an IANA time zone, e.g. Europe/Berlin or UTC")
         return zone
 
