@@ -656,3 +656,38 @@ def test_sigkill_mid_rehearsal_leaves_no_scratch_database_and_the_database_untou
     assert rehearsal_copies(admin) == set(), "the scratch copy outlived the SIGKILLed rehearsal"
     assert DbState.read(shop.url) == before
     assert_no_secret(shop.password, result.stdout, result.stderr)
+
+
+def test_sigkill_while_the_restore_rollback_fills_its_copy_leaves_no_restored_copy_behind(
+    shop: Shop, inject: Injector, tmp_path: Path
+) -> None:
+    """The restore rollback's `<db>_pgw_restore_…` has a guardian too: killed before the swap, the copy goes
+    and the database stays as the failed run left it, under its name."""
+    shop.add(
+        {
+            "0002_index.sql": "CREATE INDEX CONCURRENTLY orders_total ON orders (total);\n",
+            "0003_broken.sql": "UPDATE orders SET total = NULL WHERE id = 1;\n",
+        }
+    )
+    counts = table_counts(shop.url)
+    name = shop.url.rsplit("/", 1)[1].split("?")[0]
+    admin = shop.url.rsplit("/", 1)[0] + "/postgres"
+    args = ["--backup-to", str(tmp_path / "backups"), "--rollback", "restore"]
+
+    with Pgwarden(
+        "migrate", shop.url, "--dir", shop.directory, "--json", *args,
+        env={"PGWARDEN_TEST_PAUSE_AT": "rollback-restored"},
+    ) as run:  # fmt: skip
+        run.wait_until(run.stderr_says("paused at rollback-restored"), "the restored copy, before the swap")
+        assert [d for d in databases(admin) if d.startswith(f"{name}_pgw_restore_")]
+        inject.signal(run, signal.SIGKILL)
+        result = run.finish()
+
+    assert result.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while [d for d in databases(admin) if "_pgw_restore_" in d] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [d for d in databases(admin) if d.startswith(f"{name}_pgw")] == []
+    assert table_counts(shop.url) == counts
+    assert [v for v, _type, ok in history(shop.url) if ok] == ["0001", "0002"]
+    assert_no_secret(shop.password, result.stdout, result.stderr)

@@ -41,6 +41,7 @@ from pgwarden.engine.restore import (
     restored_state,
 )
 from pgwarden.engine.restore_privileges import missing_for_restore, quote_ident, read_role_facts
+from pgwarden.engine.scratch import guarded
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import read_manifest
@@ -177,12 +178,13 @@ class BackupSafetyNet:
                 before = self._before or databases.read_properties(conn, database)
                 names = names_for(database, now, token, taken=partial(databases.exists, conn))
             say(f"restoring backup {backup.id} into a new database {names.scratch}")
-            stage, creating = f"creating the database {names.scratch} failed", True
-            with maintenance(self.url) as conn:
-                databases.create_like(conn, names.scratch, before)
-            stage, created = f"restoring into {names.scratch} failed", True
-            self._fill(names.scratch, before, tool, manifest, local, say)
-            _pause_point("rollback-restored")
+            with guarded(self.url, names.scratch):  # a SIGKILL from here on leaves no restored copy behind
+                stage, creating = f"creating the database {names.scratch} failed", True
+                with maintenance(self.url) as conn:
+                    databases.create_like(conn, names.scratch, before)
+                stage, created = f"restoring into {names.scratch} failed", True
+                self._fill(names.scratch, before, tool, manifest, local, say)
+                _pause_point("rollback-restored")
         except _EXPECTED as exc:
             # A CREATE DATABASE that failed (rather than being interrupted) leaves that name alone: not ours.
             ours = created or (creating and isinstance(exc, KeyboardInterrupt))

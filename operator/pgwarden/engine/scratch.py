@@ -74,6 +74,23 @@ def scratch_database(url: str, name: str, *, say: Say | None = None) -> Iterator
                     owner.execute("SELECT pg_advisory_unlock(%s)", [scratch_key(name)])
 
 
+@contextlib.contextmanager
+def guarded(url: str, name: str) -> Iterator[None]:
+    """While the block runs, a database `name` that its caller creates and fills is dropped by a guardian
+    if this process dies (SIGKILL); when the block ends, however it ends, the caller is in charge again
+    (the restore rollback drops it on failure, or swaps it in by rename)."""
+    with databases.maintenance(url) as owner:
+        if not _try_lock(owner, name):
+            raise ScratchInUse(f"scratch database {name} belongs to another live run")
+        guardian = Guardian.start(url, name)
+        try:
+            yield
+        finally:
+            guardian.stop(drop=False)
+            with contextlib.suppress(psycopg.Error):
+                owner.execute("SELECT pg_advisory_unlock(%s)", [scratch_key(name)])
+
+
 def _try_lock(conn: Connection, name: str) -> bool:
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", [scratch_key(name)]).fetchone()
     return bool(row and row[0])
