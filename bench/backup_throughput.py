@@ -1,12 +1,14 @@
-"""Benchmark: our streaming backup against plain `pg_dump -Fc` with the same compression, to see what the
-pipeline (in-process compression, SHA-256, storage writes, snapshot counts) costs or gains, and its memory.
+"""Benchmark: our streaming backup to MinIO against plain `pg_dump -Fc -Z0 > /dev/null`, the fastest a dump of
+that database can be, and our memory; also what sealing with age costs and what the directory format with
+two jobs gains on four large tables.
 
     .venv/bin/python bench/backup_throughput.py                    # generates a 1 GB database first
     .venv/bin/python bench/backup_throughput.py --size-gb 0.05     # a quick smoke run
     .venv/bin/python bench/backup_throughput.py --url postgresql://…  # an existing database (not modified)
 
-Plain pg_dump writes to a pipe into `wc -c` (its bytes counted, then dropped); ours writes a real backup to a temporary directory (or --to URI), so
-the comparison includes our storage writes. Peak RSS is our process's VmHWM (pg_dump's memory is apart).
+Ours writes real backups to a local MinIO (or --to URI), so the comparison includes compression, SHA-256,
+the upload and the row counts at the dump's snapshot. Peak RSS is our process's VmHWM (pg_dump's is apart).
+The targets (issue 12): backup zstd:3 <= 1.3x pg_dump -Fc -Z0; peak RSS <= 100 MB; sealing <= +10 %.
 """
 
 from __future__ import annotations
@@ -17,29 +19,33 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from pgwarden.engine.pgtools import find_tool, server_version_text, tool_invocation
-from pgwarden.testing import localpg
+from pgwarden.testing import localpg, s3server
 
 GiB = 1024**3
 MiB = 1024**2
 ROWS_PER_BATCH = 1_000_000
+PGWARDEN = [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()"]
+# A well-known test recipient (its identity is not needed: the bench never restores the sealed backup).
+BENCH_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS bench_orders (
+CREATE TABLE IF NOT EXISTS {table} (
     id bigint PRIMARY KEY, customer_id int NOT NULL, placed_at timestamptz NOT NULL, status text NOT NULL,
     amount numeric(12, 2) NOT NULL, note text, attributes jsonb
 );
 """
 BATCH = """
-INSERT INTO bench_orders
+INSERT INTO {table}
 SELECT g, (g * 7919) %% 100000, timestamptz '2024-01-01' + g * interval '1 second',
        (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + g %% 4], (g %% 100000) / 7.0,
        'order ' || g || ' ' || md5(g::text),
@@ -63,39 +69,54 @@ def database_size(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def generate(url: str, size: int) -> None:
-    """Fill the database with orders until it is at least `size` bytes on disk."""
+def table_names(tables: int) -> list[str]:
+    """bench_orders, then bench_orders_1 … for more tables (other benches migrate bench_orders)."""
+    return ["bench_orders", *(f"bench_orders_{n}" for n in range(1, tables))]
+
+
+def generate(url: str, size: int, tables: int = 1) -> None:
+    """Fill the database with orders, spread over `tables` tables, until it is at least `size` bytes on disk."""
+    names = table_names(tables)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM bench_orders").fetchone()
-        next_id = int(row[0]) + 1 if row else 1
+        for name in names:
+            conn.execute(SCHEMA.format(table=name))
+        next_id: dict[str, int] = {}
+        for name in names:
+            row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {name}").fetchone()
+            next_id[name] = int(row[0]) + 1 if row else 1
+        batch = max(ROWS_PER_BATCH // tables, 1)
+        turn = 0
         while (current := database_size(url)) < size:
             print(
                 f"  generating: {current / MiB:,.0f} MiB of {size / MiB:,.0f} MiB",
                 file=sys.stderr,
                 flush=True,
             )
-            conn.execute(BATCH, {"start": next_id, "stop": next_id + ROWS_PER_BATCH - 1})
-            next_id += ROWS_PER_BATCH
-        conn.execute("VACUUM ANALYZE bench_orders")
+            name = names[turn % tables]
+            conn.execute(
+                BATCH.format(table=name), {"start": next_id[name], "stop": next_id[name] + batch - 1}
+            )
+            next_id[name] += batch
+            turn += 1
+        for name in names:
+            conn.execute(f"VACUUM ANALYZE {name}")
 
 
-def plain_pg_dump(url: str, level: int) -> Run:
-    """`pg_dump -Fc -Z gzip:N` to /dev/null, counting the bytes it writes."""
+def dump_tool(url: str) -> tuple[str, list[str], dict[str, str]]:
     with psycopg.connect(url) as conn:
         version = server_version_text(int(conn.info.server_version))
     tool = find_tool("pg_dump", min_major=int(version.split(".")[0]), purpose=f"PostgreSQL {version}")
     dbname_args, env = tool_invocation(url)
+    return tool.path, dbname_args, env
+
+
+def plain_pg_dump(url: str) -> Run:
+    """`pg_dump -Fc -Z0 > /dev/null`: the dump alone, nothing done with its bytes."""
+    path, dbname_args, env = dump_tool(url)
     started = time.monotonic()
-    # `| wc -c`: the bytes are counted by a C program, so the baseline pays nothing for our Python.
-    dump = subprocess.Popen(
-        [tool.path, *dbname_args, "--format=custom", f"--compress={level}"], stdout=subprocess.PIPE, env=env
-    )
-    counted = subprocess.run(["wc", "-c"], stdin=dump.stdout, capture_output=True, text=True, check=True)
-    if dump.wait() != 0:
-        raise SystemExit("plain pg_dump failed")
-    total = int(counted.stdout.split()[0])
-    return Run(f"pg_dump -Fc -Z{level} (gzip) | wc -c", time.monotonic() - started, total)
+    command = [path, *dbname_args, "--format=custom", "--compress=0"]
+    subprocess.run(command, stdout=subprocess.DEVNULL, env=env, check=True)  # stdout is /dev/null
+    return Run("pg_dump -Fc -Z0 > /dev/null", time.monotonic() - started, 0)
 
 
 def _watch_peak_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
@@ -109,39 +130,80 @@ def _watch_peak_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
         stop.wait(0.1)
 
 
-def our_backup(url: str, to: str, compression: str) -> Run:
-    """`pgwarden backup` in its own process, as users run it; its peak RSS read from /proc."""
+def pgwarden(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, object], int]:
+    """Run `pgwarden ARGS --json` in its own process, as users run it: seconds, report, peak RSS."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pgwarden.cli import entrypoint; entrypoint()",
-            "backup",
-            url,
-            "--to",
-            to,
-            "--compress",
-            compression,
-            "--json",
-        ],
+        [*PGWARDEN, *args, "--json"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env},
     )
     peak, stop = [0], threading.Event()
     watcher = threading.Thread(target=_watch_peak_rss, args=(process.pid, peak, stop), daemon=True)
     watcher.start()
-    out, _ = process.communicate()
+    out, err = process.communicate()
     stop.set()
     watcher.join()
     seconds = time.monotonic() - started
     if process.returncode != 0:
-        raise SystemExit(f"pgwarden backup failed: {out}")
-    report = json.loads(out)
-    return Run(
-        f"pgwarden backup --compress {compression}", seconds, int(report["backup"]["sizeBytes"]), peak[0]
+        raise SystemExit(f"pgwarden {args[0]} failed (exit {process.returncode}):\n{err[-3000:]}\n{out}")
+    return seconds, json.loads(out), peak[0]
+
+
+def our_backup(url: str, to: str, env: dict[str, str], name: str, *flags: str) -> Run:
+    seconds, report, peak = pgwarden(["backup", url, "--to", to, *flags], env)
+    backup = report["backup"]
+    assert isinstance(backup, dict)
+    return Run(name, seconds, int(backup["sizeBytes"]), peak)
+
+
+@contextmanager
+def bench_storage(to: str | None) -> Iterator[tuple[str, dict[str, str]]]:
+    """Where our backups go: --to as given, or a bucket on a MinIO started for the bench."""
+    if to:
+        yield to, {}
+        return
+    server = s3server.start()
+    try:
+        yield f"s3://{server.create_bucket()}/bench", server.env()
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@contextmanager
+def bench_database(url: str | None, size_gb: float, tables: int) -> Iterator[str]:
+    """The database to dump: --url as given, or one generated on a server started for the bench."""
+    if url:
+        yield url
+        return
+    server = localpg.start()
+    try:
+        generated = server.create_database("bench")
+        print(
+            f"generating a {size_gb:g} GB database ({tables} tables) on PostgreSQL {server.version}",
+            file=sys.stderr,
+        )
+        generate(generated, int(size_gb * GiB), tables)
+        yield generated
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
+def print_runs(runs: list[Run], baseline: Run, size: int) -> None:
+    print(
+        f"\n{'run':58} {'seconds':>8} {'MiB/s of DB':>12} {'stored MiB':>11} {'x baseline':>10} {'peak RSS':>9}"
     )
+    for run in runs:
+        rss = f"{run.peak_rss / MiB:.0f} MiB" if run.peak_rss else "-"
+        stored = f"{run.output_bytes / MiB:11.1f}" if run.output_bytes else f"{'-':>11}"
+        print(
+            f"{run.name:58} {run.seconds:8.1f} {size / MiB / run.seconds:12.1f} {stored} "
+            f"{run.seconds / baseline.seconds:9.2f}x {rss:>9}"
+        )
 
 
 def main() -> None:
@@ -152,54 +214,39 @@ def main() -> None:
     parser.add_argument(
         "--size-gb", type=float, default=1.0, help="size of the generated database (default 1)"
     )
-    parser.add_argument("--to", help="where our backups go (default: a temporary directory, removed after)")
-    parser.add_argument("--gzip-level", type=int, default=6, help="gzip level for the like-for-like pair")
+    parser.add_argument("--tables", type=int, default=4, help="large tables to spread it over (default 4)")
+    parser.add_argument(
+        "--to", help="where our backups go (default: a bucket on a MinIO started for the bench)"
+    )
     args = parser.parse_args()
 
-    server = None
-    if args.url:
-        url = args.url
-    else:
-        server = localpg.start()
-        url = server.create_database("bench")
-        print(f"generating a {args.size_gb:g} GB database on PostgreSQL {server.version}", file=sys.stderr)
-        generate(url, int(args.size_gb * GiB))
-    workdir = None if args.to else tempfile.mkdtemp(prefix="pgwarden-bench-")
-    to = args.to or str(workdir)
-    try:
+    with bench_database(args.url, args.size_gb, args.tables) as url, bench_storage(args.to) as (to, env):
         size = database_size(url)
         print(f"database: {size / MiB:,.0f} MiB on disk; cores: {os.cpu_count()}", file=sys.stderr)
-        # Warm the cache once so neither side pays for the first read from disk.
-        plain_pg_dump(url, 1)
-        baseline = plain_pg_dump(url, args.gzip_level)
-        runs = [
-            baseline,
-            our_backup(url, to, f"gzip:{args.gzip_level}"),
-            our_backup(url, to, "zstd:3"),
-            our_backup(url, to, "lz4"),
-        ]
-    finally:
-        if server is not None:
-            server.stop()
-            shutil.rmtree(server.data_dir.parent, ignore_errors=True)
-        if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    print(
-        f"\n{'run':45} {'seconds':>8} {'MiB/s of DB':>12} {'output MiB':>11} {'vs pg_dump':>10} {'peak RSS':>9}"
-    )
-    for run in runs:
-        rate = size / MiB / run.seconds
-        ratio = baseline.seconds / run.seconds
-        rss = f"{run.peak_rss / MiB:.0f} MiB" if run.peak_rss else "-"
-        print(
-            f"{run.name:45} {run.seconds:8.1f} {rate:12.1f} {run.output_bytes / MiB:11.1f} {ratio:9.2f}x {rss:>9}"
+        plain_pg_dump(url)  # warm the cache once so no run pays for the first read from disk
+        baseline = plain_pg_dump(url)
+        custom = our_backup(url, to, env, "pgwarden backup zstd:3, custom, to MinIO", "--compress", "zstd:3")
+        sealed = our_backup(
+            url, to, env, "pgwarden backup zstd:3, custom, sealed with age", "--encrypt-to", BENCH_RECIPIENT
         )
-    same = runs[1]
+        directory = our_backup(
+            url,
+            to,
+            env,
+            "pgwarden backup zstd:3, directory, --jobs 2",
+            "--format",
+            "directory",
+            "--jobs",
+            "2",
+        )
+    runs = [baseline, custom, sealed, directory]
+    print_runs(runs, baseline, size)
     print(
-        f"\nthroughput ratio, same compression (gzip:{args.gzip_level}): {baseline.seconds / same.seconds:.2f}x "
-        f"plain pg_dump -Fc; default zstd:3: {baseline.seconds / runs[2].seconds:.2f}x; "
-        f"our peak RSS {max(r.peak_rss or 0 for r in runs[1:]) / MiB:.0f} MiB"
+        f"\nbackup, zstd:3, custom, to MinIO: {custom.seconds / baseline.seconds:.2f}x the time of "
+        f"pg_dump -Fc -Z0 > /dev/null (target <= 1.3x); peak RSS {custom.peak_rss / MiB:.0f} MiB "
+        f"(target <= 100 MB); sealing with age costs {100 * (sealed.seconds / custom.seconds - 1):+.1f} % "
+        f"(target <= 10 %); directory --jobs 2 takes {directory.seconds / custom.seconds:.2f}x the custom "
+        f"format's time; highest peak RSS of ours {max(r.peak_rss or 0 for r in runs[1:]) / MiB:.0f} MiB"
     )
 
 

@@ -21,7 +21,9 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 16 * MiB
+# Two parts are in memory (one filling, one uploading): S3's minimum keeps a backup's memory small whatever
+# the database's size (up to ~8 GB a database is planned with these; beyond, parts grow with it).
+DEFAULT_PART_SIZE = MIN_PART_SIZE
 # A dump can be larger than the database's on-disk size (bytea as hex text, compression 'none'): plan for 3x.
 SIZE_SAFETY_FACTOR = 3
 PLANNED_PARTS = 5_000
@@ -88,7 +90,7 @@ def _describe(exc: Exception) -> str:
 
 class MultipartWriter:
     """A streaming put as a multipart upload: parts are uploaded by one background thread while the next
-    fills, so memory stays at about three parts; `abort` aborts the upload so nothing is left behind."""
+    fills, so memory stays at two parts; `abort` aborts the upload so nothing is left behind."""
 
     def __init__(self, client: Any, bucket: str, key: str, planned_part_size: int) -> None:
         self._client, self._bucket, self._key = client, bucket, key
@@ -97,7 +99,7 @@ class MultipartWriter:
         self._parts: list[dict[str, Any]] = []
         self._part_number = 1
         self._upload_id: str | None = None
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[tuple[int, bytes | bytearray] | None] = queue.Queue(maxsize=1)
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -118,25 +120,35 @@ class MultipartWriter:
     def _upload_parts(self) -> None:
         while (item := self._queue.get()) is not None:
             number, body = item
-            if self._failure is not None:
-                continue
             try:
-                response = self._client.upload_part(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
-                )
-                self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                if self._failure is None:
+                    response = self._client.upload_part(
+                        Bucket=self._bucket,
+                        Key=self._key,
+                        UploadId=self._upload_id,
+                        PartNumber=number,
+                        Body=body,
+                    )
+                    self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
             except BaseException as exc:
                 self._failure = exc
+            finally:
+                del item, body
+                self._queue.task_done()
+        self._queue.task_done()
 
     def _check_failure(self) -> None:
         if self._failure is not None:
             raise StorageError(f"upload to {self._uri} failed: {_describe(cast(Exception, self._failure))}")
 
-    def _send_part(self, body: bytes) -> None:
+    def _send_part(self, body: bytes | bytearray) -> None:
         if self._part_number > MAX_PARTS:
             raise StorageError(f"upload to {self._uri} needs more than {MAX_PARTS} parts")
         if self._upload_id is None:
             self._start()
+        # Hand over a part only once the previous one is uploaded: one part fills while one uploads, and
+        # never more than two are in memory.
+        self._queue.join()
         self._check_failure()
         self._queue.put((self._part_number, body))
         self._part_number += 1
@@ -144,14 +156,15 @@ class MultipartWriter:
     def write(self, data: bytes) -> None:
         if self._closed:
             raise StorageError(f"write to {self._uri} after it was closed")
-        self._buffer += data
-        size = part_size_for(self._part_number, self._planned)
-        while len(self._buffer) >= size:
-            with memoryview(self._buffer) as view:  # one copy into the part, not two
-                part = bytes(view[:size])
-            del self._buffer[:size]
-            self._send_part(part)
+        view = memoryview(data)
+        while view:
             size = part_size_for(self._part_number, self._planned)
+            taken = view[: size - len(self._buffer)]
+            self._buffer += taken
+            view = view[len(taken) :]
+            if len(self._buffer) >= size:
+                part, self._buffer = self._buffer, bytearray()
+                self._send_part(part)  # the filled buffer itself, not a copy of it
 
     def _drain(self) -> None:
         if self._thread is not None:
@@ -165,12 +178,12 @@ class MultipartWriter:
         try:
             if self._upload_id is None:
                 # Smaller than one part: a single PUT is atomic too.
-                self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+                self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._buffer)
                 self._closed = True
                 return
-            if self._buffer or not self._parts:
-                self._send_part(bytes(self._buffer))
-                self._buffer.clear()
+            if self._buffer:  # a multipart upload has sent a part already; this is the last one
+                part, self._buffer = self._buffer, bytearray()
+                self._send_part(part)
             self._drain()
             self._check_failure()
             self._client.complete_multipart_upload(
