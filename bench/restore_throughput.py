@@ -39,7 +39,9 @@ def plain_restore(url: str, archive: Path) -> Run:
     name = f"plain_{secrets.token_hex(3)}"
     with psycopg.connect(with_dbname(url, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    tool = find_tool("pg_restore", min_major=0, purpose="the bench")
+    with psycopg.connect(url) as conn:
+        major = int(conn.info.server_version) // 10000
+    tool = find_tool("pg_restore", min_major=major, purpose=f"a dump of PostgreSQL {major}")
     dbname_args, env = tool_invocation(with_dbname(url, name))
     started = time.monotonic()
     subprocess.run(
