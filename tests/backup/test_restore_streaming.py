@@ -3,22 +3,27 @@ local copy, and the directory format is stored and fetched file by file, in para
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import zstandard
 from backup_support import BackupPlace, run_cli
 
 from pgwarden.engine.streaming import ChunkReader
-from pgwarden.storage.manifest import read_manifest
+from pgwarden.storage import Storage
+from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
 from pgwarden.testing import localpg
 
 
@@ -184,3 +189,39 @@ def test_a_chunk_reader_returns_the_stream_exactly_whatever_the_read_size(read_s
         out += piece
     assert bytes(out) == b"".join(chunks)
     assert reader.read(10) == b""
+
+
+def as_single_tar(stored: Storage) -> None:
+    """Rewrite a directory-format backup as pgwarden stored them before per-file objects: one zstd tar."""
+    manifest = read_manifest(stored)
+    assert manifest.files is not None
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as tar:
+        for item in manifest.files:
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(stored.get_bytes(item.key))
+            info = tarfile.TarInfo(item.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    body = zstandard.ZstdCompressor().compress(packed.getvalue())
+    stored.delete([MANIFEST, *(item.key for item in manifest.files)])
+    stored.put_bytes("dump.tar.zst", body)
+    old = manifest.model_copy(
+        update={
+            "dump_file": "dump.tar.zst",
+            "files": None,
+            "size_bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+    )
+    write_manifest(stored, old)
+
+
+def test_a_directory_backup_stored_as_one_tar_by_an_older_pgwarden_still_restores(
+    four_tables: str, pg: localpg.LocalPostgres, fs_place: BackupPlace
+) -> None:
+    report = backup(four_tables, fs_place, "--format", "directory", "--jobs", "2")
+    as_single_tar(fs_place.open().child(report["backup"]["id"]))
+    target = pg.url(f"r_{secrets.token_hex(4)}")
+    done = run_cli("restore", target, "--from", fs_place.uri, "--create", "--jobs", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 80_000
