@@ -44,7 +44,7 @@ from pgwarden.engine.compression import (
     compressor,
     parse_compression,
 )
-from pgwarden.engine.connect import connect, describe, resolve_url, with_database
+from pgwarden.engine.connect import connect, describe, resolve_url
 from pgwarden.engine.copies import check_copy_targets, make_copies, open_copy_targets
 from pgwarden.engine.counts import count_rows
 from pgwarden.engine.dump_files import DirectoryUpload
@@ -60,13 +60,12 @@ from pgwarden.engine.restore import (
     COUNT_CONCURRENCY,
     backup_info,
     compare_counts,
-    create_database,
-    drop_database,
     mismatch,
     register_storage_secrets,
     restore_manifest,
 )
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
+from pgwarden.engine.scratch import VERIFY_PREFIX, scratch_database
 from pgwarden.engine.stored_dump import Identities
 from pgwarden.engine.streaming import CHUNK
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
@@ -344,12 +343,10 @@ def verify_backup(
 ) -> RestoreComparison:
     """Restore into a scratch database on the same server, compare counts, and drop it again.
     `schemas` are created first: a dump limited to tables (pg_dump -t) holds no CREATE SCHEMA."""
-    scratch = f"pgwarden_verify_{manifest.id.replace('-', '_').lower()}"
-    scratch_url = with_database(url, scratch)
+    scratch = f"{VERIFY_PREFIX}{manifest.id.replace('-', '_').lower()}"
     progress(f"verifying: restoring into scratch database {scratch}")
-    try:
-        # Created inside the try: an interrupt between CREATE DATABASE and the restore must drop it too.
-        create_database(url, scratch)
+    # Dropped however the verification ends, by its guardian if this process is killed (engine.scratch).
+    with scratch_database(url, scratch, say=progress) as scratch_url:
         if schemas:
             with connect(scratch_url, autocommit=True) as conn:
                 for name in sorted(schemas):
@@ -357,12 +354,6 @@ def verify_backup(
         _tool, counts, schema = restore_manifest(
             scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=progress
         )
-    except BaseException:
-        # The first failure is the one to report; a failed drop must not hide it.
-        with contextlib.suppress(PgwardenError, psycopg.Error):
-            drop_database(url, scratch)
-        raise
-    drop_database(url, scratch)
     return compare_counts(
         manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
     )

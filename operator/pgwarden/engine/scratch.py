@@ -33,7 +33,8 @@ Connection = psycopg.Connection[Any]
 
 # Names of scratch databases, as LIKE patterns: only these are ever swept, and only when no owner holds them.
 REHEARSAL_MARK = "_pgw_rehearsal_"
-SWEPT = (r"%\_pgw\_rehearsal\_%",)
+VERIFY_PREFIX = "pgwarden_verify_"
+SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%")
 RELEASE = "release\n"
 
 
