@@ -20,6 +20,7 @@ from pyrage import x25519
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.redact import register_secret
 from pgwarden.engine.streaming import ChunkReader, Push, PushWriter, Readable
+from pgwarden.storage import StorageError
 
 METHOD = "age"
 HEADER_LIMIT = 64 * 1024  # an age header with a few dozen recipients is a few KiB
@@ -124,7 +125,7 @@ class Sealer:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure = self._failure
-            if isinstance(failure, PgwardenError | OSError):
+            if isinstance(failure, PgwardenError | StorageError | OSError):  # the storage's own error
                 raise failure
             raise PgwardenError(f"encrypting the dump failed: {type(failure).__name__}: {failure}")
 
