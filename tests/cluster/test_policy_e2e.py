@@ -27,7 +27,7 @@ from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import RestoreSource
 from pgwarden.cli import operator_cmd
 from pgwarden.operator import jobs
-from pgwarden.operator.policy import REASON, Policy
+from pgwarden.operator.policy import REASON, Policy, image_allowed
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -199,6 +199,46 @@ def test_kubectl_apply_refuses_a_migration_image_outside_the_allowlist(admission
         "policy.migrationImages",
     )
     admission.accepts(migration_from_image("pinned", f"{ALLOWED_MIGRATION_IMAGE}@{DIGEST}"))
+
+
+EQUIVALENCE_ENTRIES = (
+    "registry.example/team/app",
+    "registry.example/mirror/*",
+    f"registry.example/pinned@{DIGEST}",
+)
+
+
+@pytest.mark.parametrize(
+    "policy_values",
+    [("policy.allowImageOverride=true", f"policy.jobImages={{{','.join(EQUIVALENCE_ENTRIES)}}}")],
+    ids=["policy"],
+)
+def test_the_api_server_and_the_operator_decide_alike_on_every_image_shape(admission: Admission) -> None:
+    """The CEL of the admission policy and policy.image_allowed, side by side on the same images."""
+    images = [
+        "registry.example/team/app",
+        "registry.example/team/app:2",
+        f"registry.example/team/app@{DIGEST}",
+        "registry.example/team/app-evil:2",
+        "registry.example/team/app/sub:2",
+        "registry.example/mirror/x:1",
+        "registry.example/mirror/deep/x@" + DIGEST,
+        "registry.example/mirrored/x:1",
+        "registry.example:5000/mirror/x:1",
+        f"registry.example/pinned@{DIGEST}",
+        f"registry.example/pinned:7@{DIGEST}",
+        "registry.example/pinned:7",
+        "registry.example/pinned@sha256:" + "cd" * 32,
+        "team/app:1",
+    ]
+    disagree = []
+    for number, image in enumerate(images):
+        admitted, output = apply(
+            admission.kube, admission.namespace, backup(f"b{number}", image=image), dry_run=True
+        )
+        if admitted != image_allowed(image, EQUIVALENCE_ENTRIES):
+            disagree.append((image, admitted, output))
+    assert not disagree, disagree
 
 
 # -- the operator's own check, where no admission policy is installed --------------------------------
