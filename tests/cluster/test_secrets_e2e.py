@@ -137,3 +137,40 @@ def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_
         for value in (pg.password, s3.secret_key, canary):
             assert value not in text, f"a Secret value is shown in {where}"
     assert_never_shown(kube, operator, pg.password, s3.secret_key, canary)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "database": {"secretRef": {"name": "db", "namespace": "kube-system"}},
+            "storage": {"volume": {"claimName": "b"}},
+        },
+        {
+            "database": {
+                "secretRef": {"name": "db"},
+                "caSecretRef": {"name": "ca", "namespace": "kube-system"},
+            },
+            "storage": {"volume": {"claimName": "b"}},
+        },
+        {
+            "database": {"secretRef": {"name": "db"}},
+            "storage": {
+                "s3": {
+                    "bucket": "backups",
+                    "credentialsSecretRef": {"name": "s3", "namespace": "kube-system"},
+                }
+            },
+        },
+    ],
+    ids=["database", "ca", "s3-credentials"],
+)
+def test_a_secret_reference_cannot_name_another_namespace(
+    kube: LocalCluster, namespace: str, crds: None, spec: Obj
+) -> None:
+    """References are names only: the Pod resolves them in the resource's namespace, and the API server
+    refuses a `namespace` beside a name rather than drop it quietly."""
+    manifest = in_namespace(namespace, resource("DatabaseBackup", "elsewhere", spec))[0]
+    result = kube.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0, result.stdout
+    assert 'unknown field "spec.' in result.stderr and "namespace" in result.stderr, result.stderr
