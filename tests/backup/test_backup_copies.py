@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from backup_support import SEED_ROWS, BackupPlace, all_rows, run_cli, s3_place
 
+from pgwarden.engine.backup import take_backup
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing import localpg, s3server
@@ -111,3 +112,13 @@ def test_a_copy_target_that_cannot_be_written_stops_the_backup_before_it_starts(
     message = json.loads(done.stdout)["error"]["message"]
     assert "--copy-to" in message and "nothing was backed up" in message
     assert not any(root.rglob("manifest.json"))
+
+
+def test_the_engine_takes_copy_targets_a_caller_built_with_their_own_settings(
+    shop_db: str, tmp_path: Path
+) -> None:
+    offsite = FilesystemStorage(tmp_path / "built-by-the-caller")
+    report = take_backup(shop_db, str(tmp_path / "primary"), copy_to=[offsite])
+    assert report.outcome == "Succeeded"
+    assert report.copies is not None and [c.verified for c in report.copies] == [True]
+    assert [m.id for m in list_backups(offsite)] == [report.backup.id if report.backup else None]

@@ -371,7 +371,7 @@ def take_backup(
     owner: str | None = None,
     encrypt_to: Sequence[str] = (),
     identities: Identities = (),
-    copy_to: Sequence[str] = (),
+    copy_to: Sequence[str | Storage] = (),
     lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
 ) -> BackupReport:
@@ -413,7 +413,7 @@ def take_backup(
         min_major=int(server_version.split(".")[0]),
         purpose=f"the server (PostgreSQL {server_version})",
     )
-    copy_targets = open_copy_targets(list(copy_to))
+    copy_targets = open_copy_targets(copy_to)
     try:
         storage.check_writable()
     except StorageError as exc:

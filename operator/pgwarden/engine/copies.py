@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pgwarden.api.copies import BackupCopy
 from pgwarden.engine.errors import BadInput
@@ -22,10 +22,14 @@ class CopyMismatch(StorageError):
     """An object read back from the copy does not match the checksum its manifest records."""
 
 
-def open_copy_targets(uris: list[str]) -> list[Storage]:
-    """The storages `--copy-to` names; BadInput for a malformed one (before the backup starts)."""
+def open_copy_targets(uris: Sequence[str | Storage]) -> list[Storage]:
+    """The storages `--copy-to` names (or a caller built, e.g. with their own S3 endpoint and credentials);
+    BadInput for a malformed location (before the backup starts)."""
     targets = []
     for uri in uris:
+        if not isinstance(uri, str):
+            targets.append(uri)
+            continue
         try:
             targets.append(open_storage(uri))
         except InvalidLocation as exc:
