@@ -4,7 +4,8 @@ Applies N scheduled DatabaseBackups and M one-time DatabaseMigrations in a fresh
 does database work (the Secrets they name do not exist: backups only get their CronJob, migrations fail at
 once), and measures what a platform team feels:
 
-- time to converge: from `kubectl apply` until every backup shows a CronJob and phase Scheduled, and until
+- time to converge: from `kubectl apply` until every backup shows a CronJob and phase Scheduled (when the
+  last one turned Ready, from its condition, so the bench's own polling is not counted), and until
   every migration also shows a final phase (its Job's pod has to start and fail, so that part measures the
   node as much as the operator);
 - idle CPU over --idle-seconds (default 60), from /proc/<pid>/stat, of the operator, kube-apiserver and etcd
@@ -32,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,18 @@ def backups_converged(kubectl: Kubectl, namespace: str, backups: int) -> Callabl
     return check
 
 
+def last_ready(kubectl: Kubectl, namespace: str) -> float:
+    """When the last backup turned Ready (its condition's lastTransitionTime, to the second, rounded up): the
+    moment the operator converged, without the seconds the bench's own polling of 600 objects takes."""
+    times = [
+        datetime.fromisoformat(str(c["lastTransitionTime"]).replace("Z", "+00:00")).timestamp() + 1
+        for b in kubectl.items("databasebackups", namespace)
+        for c in (b.get("status") or {}).get("conditions") or []
+        if c.get("type") == "Ready" and c.get("status") == "True"
+    ]
+    return max(times)
+
+
 def migrations_converged(kubectl: Kubectl, namespace: str, migrations: int) -> Callable[[], bool]:
     """Every migration in a final phase (their Jobs run: pods start and fail on the missing Secret)."""
     final = ("Succeeded", "Failed", "RolledBack", "Cancelled")
@@ -235,6 +249,8 @@ class Result:
     workers: int
     converge_seconds: float = 0.0
     backups_converge_seconds: float = 0.0
+    backups_seen_seconds: float = 0.0  # when the bench's polling (kubectl get of 600 objects) saw it
+    apply_seconds: float = 0.0  # kubectl apply itself: the floor of converging, whatever the operator does
     delete_seconds: float = 0.0
     idle_seconds: float = 0.0
     idle_cpu_percent: dict[str, float] = field(default_factory=dict)
@@ -311,10 +327,12 @@ def run(args: argparse.Namespace, kubectl: Kubectl) -> Result:
         for item in items:
             item["metadata"]["namespace"] = namespace
         say(f"applying {args.n} scheduled DatabaseBackups and {args.migrations} DatabaseMigrations")
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        result.apply_seconds = round(time.monotonic() - started, 1)
         wait_until("the backups", backups_converged(kubectl, namespace, args.n), args.timeout)
-        result.backups_converge_seconds = round(time.monotonic() - started, 1)
+        result.backups_seen_seconds = round(time.monotonic() - started, 1)
+        result.backups_converge_seconds = round(last_ready(kubectl, namespace) - wall, 1)
         wait_until("the migrations", migrations_converged(kubectl, namespace, args.migrations), args.timeout)
         result.converge_seconds = round(time.monotonic() - started, 1)
         say(f"converged in {result.converge_seconds}s; idle CPU over {args.idle_seconds:g}s")
@@ -337,7 +355,9 @@ def report(result: Result) -> str:
     lines = [
         f"operator scale: {result.backups} scheduled DatabaseBackups, {result.migrations} DatabaseMigrations, "
         f"{result.workers} workers",
-        f"  time to converge: backups   {result.backups_converge_seconds:8.1f} s  (CronJob and Scheduled)",
+        f"  kubectl apply itself        {result.apply_seconds:8.1f} s  (all resources created)",
+        f"  time to converge: backups   {result.backups_converge_seconds:8.1f} s  (CronJob and Scheduled, from "
+        f"status; the polling saw it at {result.backups_seen_seconds:.1f} s)",
         f"  time to converge: all       {result.converge_seconds:8.1f} s  (migrations' Jobs run and fail)",
         f"  time to delete              {result.delete_seconds:8.1f} s",
         f"  idle CPU over {result.idle_seconds:g} s (% of a core; baseline without operator)",
