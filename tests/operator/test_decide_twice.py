@@ -21,7 +21,7 @@ from operator_runs import (
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import INLINE_SQL_LIMIT
-from pgwarden.operator import backups, migrations, naming, restores
+from pgwarden.operator import approval, backups, migrations, naming, restores
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.resources import read
@@ -40,6 +40,14 @@ RESTORED = {
     "verification": {"matchesBackup": True, "differences": []},
     "durationSeconds": 3.0,
 }
+FAILED_MIGRATION = {"outcome": "Failed", "error": {"message": "permission denied for schema shop"}}
+CONFIG_MAP_DIGEST = approval.digest(
+    approval.checksums(
+        approval.read_config_maps(
+            ["shop-migrations"], {"shop-migrations": {"data": {"0001_init.sql": "CREATE TABLE t (id int);"}}}
+        ).files
+    )
+)
 RESTORE_FAILED = {"outcome": "Failed", "error": {"message": "pg_restore: permission denied for schema shop"}}
 
 
@@ -54,6 +62,8 @@ class Case:
     status: Obj = field(default_factory=dict)
     spec: Obj = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    generation: int = 1
+    config_map: dict[str, str] | None = None  # for a Manual migration from ConfigMaps: what it holds
     referenced: bool = True  # for a restore: whether its DatabaseBackup exists
     referenced_status: Obj = field(default_factory=lambda: {"lastBackup": dict(BACKUP_SUCCEEDED["backup"])})
 
@@ -113,6 +123,31 @@ CASES = [
         "DatabaseMigration",
         "migration-shop.yaml",
         "Failed",
+        [(job(MIGRATION_JOB, state="failed"), [finished_pod(FAILED_MIGRATION, exit_code=1)])],
+        STARTED,
+    ),
+    Case(
+        "DatabaseMigration", "migration-shop.yaml", "Pending", [(job(MIGRATION_JOB), [pod()])], generation=2
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "AwaitingApproval",
+        spec={"approval": "Manual"},
+        config_map={"0001_init.sql": "CREATE TABLE t (id int);"},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Pending",
+        spec={"approval": "Manual"},
+        config_map={"0001_init.sql": "CREATE TABLE t (id int);"},
+        annotations={APPROVED_ANNOTATION: "1-" + CONFIG_MAP_DIGEST},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Failed",
         spec={
             "migrations": {"inline": [{"name": "0001_m.sql", "sql": '"\\' * (INLINE_SQL_LIMIT // 2 - 10)}]}
         },
@@ -143,6 +178,13 @@ CASES = [
         {"job": RESTORE_JOB},
     ),
     Case("DatabaseRestore", "restore.yaml", "Cancelled", [], {"job": RESTORE_JOB, "phase": "Running"}),
+    Case(
+        "DatabaseRestore",
+        "restore.yaml",
+        "Succeeded",
+        [(job(RESTORE_JOB, state="complete"), [])],
+        {"job": RESTORE_JOB},
+    ),
     Case("DatabaseBackup", "backup-once.yaml", "Pending"),
     Case("DatabaseBackup", "backup-once.yaml", "Running", [(job(BACKUP_JOB), [pod()])]),
     Case(
@@ -165,6 +207,15 @@ CASES = [
     ),
     Case("DatabaseBackup", "backup-nightly.yaml", "Scheduled"),
     Case("DatabaseBackup", "backup-nightly.yaml", "Suspended", spec={"suspend": True}),
+    Case(  # Stale: the last success is older than staleAfter (26h)
+        "DatabaseBackup",
+        "backup-nightly.yaml",
+        "Scheduled",
+        status={
+            "lastSuccessfulTime": "2025-02-20T01:00:00Z",
+            "lastBackup": {"id": "x", "location": "y", "completedAt": "2025-02-20T01:00:00Z"},
+        },
+    ),
     Case(
         "DatabaseBackup",
         "backup-nightly.yaml",
@@ -189,7 +240,11 @@ def _step(case: Case, body: Obj, jobs: list[tuple[Obj, list[Obj]]], cronjob: Obj
     if case.kind == "DatabaseMigration":
         run = next((r for r in runs if r.job == current), None)
         others = [r.job for r in runs if r.active and r.job != current]
-        return migrations.decide(resource, run, others, SETTINGS, NOW)  # type: ignore[arg-type]
+        files = None
+        if case.config_map is not None and run is None:
+            found = {"shop-migrations": {"data": case.config_map}}
+            files = approval.read_config_maps(["shop-migrations"], found)
+        return migrations.decide(resource, run, others, SETTINGS, NOW, files)  # type: ignore[arg-type]
     if case.kind == "DatabaseBackup":
         return backups.decide(resource, runs, cronjob, SETTINGS, NOW)  # type: ignore[arg-type]
     backup = None
@@ -223,11 +278,14 @@ def _created(create: Obj | None) -> tuple[list[tuple[Obj, list[Obj]]], Obj | Non
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.kind}-{c.phase}-{c.file}-{len(c.jobs)}")
 def test_deciding_again_on_the_status_written_does_nothing_posts_nothing_counts_nothing(case: Case) -> None:
     body = _resource(case.file, case.kind)
+    body["metadata"]["generation"] = case.generation
     body["spec"].update(case.spec)
     body["metadata"].setdefault("annotations", {}).update(case.annotations)
     body["status"] = copy.deepcopy(case.status)
     first = _step(case, body, case.jobs, None)
     assert first.status.phase == case.phase, first.status.message
+    if case.kind == "DatabaseBackup" and case.status.get("lastSuccessfulTime"):
+        assert [e.reason for e in first.events] == ["Stale"]  # posted once, below not again
 
     made_jobs, cronjob = _created(first.create)
     body["status"] = first.status.to_status()
