@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from pgwarden.operator import leader
 
@@ -56,3 +59,22 @@ def test_the_holder_gives_up_before_anyone_else_may_take_over() -> None:
     timing = leader.Timing()
     assert timing.renew_deadline + timing.retry < timing.duration
     assert timing.duration + timing.retry < 30  # a handover within 30 s, with time to start
+
+
+def test_a_forbidden_lease_says_which_rules_to_grant_or_how_to_run_without() -> None:
+    elector = leader.Elector(None, "ops", "a", lost=lambda: None)  # type: ignore[arg-type]
+    message = elector._problem(leader.KubeError(403, 'leases "pgwarden-operator" is forbidden'))
+    assert "leases (coordination.k8s.io)" in message and "namespace ops" in message
+    assert "--no-leader-election" in message
+
+
+def test_credentials_that_cannot_be_loaded_stop_the_operator_with_where_they_were_looked_for(
+    tmp_path: Path,
+) -> None:
+    from pgwarden.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["operator", "--kubeconfig", str(tmp_path / "missing"), "--metrics-port", "0", "--liveness-port", "0"]
+    )
+    with pytest.raises(SystemExit, match=f"cannot load Kubernetes credentials \\({tmp_path / 'missing'}\\)"):
+        args.run(args)

@@ -148,9 +148,7 @@ class Elector:
             try:
                 held = self._try()
             except Exception as error:  # the API unreachable: keep trying until the deadline
-                log.warning(
-                    "leader election: cannot read or write Lease %s/%s: %s", self.namespace, self.name, error
-                )
+                log.warning("leader election: %s", self._problem(error))
                 held = False
             now = time.monotonic()
             if held:
@@ -172,6 +170,17 @@ class Elector:
                 self._lost()
                 return
             self._stop.wait(self.timing.retry)
+
+    def _problem(self, error: Exception) -> str:
+        """Why the Lease could not be read or written, and what to do about a refusal."""
+        where = f"Lease {self.name} in namespace {self.namespace}"
+        if isinstance(error, KubeError) and error.status == 403:
+            return (
+                f"{where} is forbidden ({error.message}); grant create, and get and update of {self.name}, on "
+                "leases (coordination.k8s.io) there (the chart's RBAC does), or run a single replica with "
+                "--no-leader-election"
+            )
+        return f"cannot read or write {where}: {error}; retrying"
 
     def release(self) -> None:
         """Stop, and give the Lease up at once (a graceful stop hands over without waiting for it to expire)."""

@@ -88,8 +88,15 @@ def run(
         )
     elector = None
     if leader_election:
+        try:
+            kube = Kube(load_configuration(kubeconfig))
+        except Exception as error:  # ConfigException, a missing or unreadable file, bad YAML
+            where = kubeconfig or "in-cluster ServiceAccount, KUBECONFIG or ~/.kube/config"
+            raise SystemExit(
+                f"pgwarden operator: cannot load Kubernetes credentials ({where}): {error}"
+            ) from None
         elector = leader.Elector(
-            Kube(load_configuration(kubeconfig)),
+            kube,
             lease_namespace or leader.lease_namespace(list(namespaces)),
             leader.identity(),
             lost=_stop_at_once,
