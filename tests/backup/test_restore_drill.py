@@ -4,7 +4,11 @@ scratch database, compares it with its manifest, records a match there, and drop
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ from pyrage import x25519
 
 from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
 from pgwarden.testing import localpg
+
+PGWARDEN = [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()"]
 
 
 def backup(url: str, place: BackupPlace, *flags: str) -> dict[str, Any]:
@@ -162,3 +168,29 @@ def test_a_drill_with_no_backup_under_the_prefix_is_refused_with_exit_2(
     )
     assert done.returncode == 2
     assert "no complete backup" in json.loads(done.stdout)["error"]["message"]
+
+
+def test_a_drill_killed_half_way_through_its_restore_leaves_no_scratch_database(
+    bulky_db: str, pg: localpg.LocalPostgres, place: BackupPlace
+) -> None:
+    backup(bulky_db, place, "--compress", "none")  # ~40 MB: the pause comes after 20 MiB were restored
+    process = subprocess.Popen(
+        [*PGWARDEN, "verify-backup", place.uri, "--on", pg.url(), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **place.env, "PGWARDEN_TEST_PAUSE_AT": "restore-mid-stream"},
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 120
+    while "pgwarden-test: paused at" not in (line := process.stderr.readline()):
+        assert line or process.poll() is None, "the drill ended before its pause point"
+        assert time.monotonic() < deadline, "the drill never reached its pause point"
+    assert scratch_left(pg), "the drill should be restoring into its scratch database now"
+    process.kill()
+    process.wait(timeout=30)
+
+    deadline = time.monotonic() + 60
+    while scratch_left(pg) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert scratch_left(pg) == []
