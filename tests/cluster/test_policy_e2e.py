@@ -40,8 +40,6 @@ ALLOWED_MIGRATION_IMAGE = "registry.example/shop-migrations"
 DIGEST = "sha256:" + "ab" * 32
 DATABASE = {"secretRef": {"name": "shop-db"}}
 STORAGE = {"volume": {"claimName": "backups"}}
-# Wired once JobSettings carries the policy the operator's flags set (jobs.py, reconcile.py, handlers.py).
-WIRED = "policy" in {f.name for f in dataclasses.fields(jobs.JobSettings)}
 
 
 def backup(name: str, **job_template: str) -> Obj:
@@ -265,11 +263,6 @@ def denial_events(kube: LocalCluster, namespace: str, name: str) -> Callable[[],
     return lambda: [e for e in events(kube, namespace, name) if e["reason"] == REASON]
 
 
-@pytest.mark.skipif(
-    not WIRED,
-    reason="the policy is not wired into the operator yet: JobSettings.policy (jobs.py), the PolicyDenied "
-    "decision (reconcile.py) and the flags handed over in handlers.py/main.py (see the issue-14 report)",
-)
 def test_the_operator_builds_no_job_for_a_resource_outside_its_policy_and_says_which_value_to_change(
     kube: LocalCluster, operator: Operator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -330,10 +323,9 @@ def _dry_run_pod(kube: LocalCluster, namespace: str, name: str, template: Obj) -
 
 def _pod_templates(namespace: str) -> dict[str, Obj]:
     """Every Pod shape the operator creates: each kind, each migrations source, a CA, S3 credentials."""
-    settings = jobs.JobSettings(image="pgwarden:e2e")
-    if WIRED:  # the image source of migrations is built only where the policy allows it
-        allowed = Policy(migration_images=("registry.example/shop-migrations",))
-        settings = dataclasses.replace(settings, policy=allowed)  # type: ignore[call-arg, unused-ignore]
+    # The image source of migrations is built only where the policy allows it.
+    allowed = Policy(migration_images=("registry.example/shop-migrations",))
+    settings = jobs.JobSettings(image="pgwarden:e2e", policy=allowed)
     meta = {"namespace": namespace, "uid": "0f0e0d0c-1111-2222-3333-444455556666", "generation": 1}
     database = {"secretRef": {"name": "shop-db"}, "sslMode": "verify-full", "caSecretRef": {"name": "db-ca"}}
     s3 = {"s3": {"bucket": "backups", "prefix": "p/", "credentialsSecretRef": {"name": "s3-credentials"}}}

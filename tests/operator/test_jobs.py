@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from pgwarden.operator.jobs import (
     migration_job,
     restore_job,
 )
+from pgwarden.operator.policy import Policy
 from pgwarden.operator.resources import read
 
 Obj = dict[str, Any]
@@ -150,7 +152,8 @@ def test_one_configmap_is_a_configmap_volume_several_are_one_projected_volume(
 def test_migrations_from_an_image_are_copied_by_an_init_container(resource: Callable[..., Obj]) -> None:
     body = resource("migration-shop.yaml", "DatabaseMigration")
     body["spec"]["migrations"] = {"image": {"image": "registry.example/shop-migrations:7", "path": "/sql"}}
-    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    allowed = replace(SETTINGS, policy=Policy(migration_images=("registry.example/shop-migrations",)))
+    job = migration_job(DatabaseMigration.model_validate(body), allowed)
     (init,) = pod_spec(job)["initContainers"]
     assert init["image"] == "registry.example/shop-migrations:7"
     assert init["command"][-2:] == ["/sql", MIGRATIONS_DIR]
@@ -195,7 +198,8 @@ def test_migration_jobs_are_never_retried_and_honour_the_job_template(resource: 
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
         "resources": {"limits": {"memory": "1Gi"}},
     }
-    job = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    allowed = Policy(allow_image_override=True, job_images=("my/pgwarden",), service_accounts=("migrator",))
+    job = migration_job(DatabaseMigration.model_validate(body), replace(SETTINGS, policy=allowed))
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] == 600
     spec = pod_spec(job)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -242,11 +241,6 @@ def test_the_operator_flags_set_the_policy_and_an_unenforceable_entry_exits_2(
 
 # -- the Jobs the operator builds ----------------------------------------------------------------------
 
-WIRED = "policy" in {f.name for f in dataclasses.fields(jobs.JobSettings)}
-needs_wiring = pytest.mark.skipif(
-    not WIRED, reason="JobSettings has no policy yet: the issue-14 wiring of jobs.py is not applied"
-)
-
 
 def built(resource: Callable[..., Obj], settings: jobs.JobSettings) -> dict[str, Obj]:
     """The pod template of every Job shape: each kind, each migrations source, a CA, S3 credentials."""
@@ -274,11 +268,8 @@ def built(resource: Callable[..., Obj], settings: jobs.JobSettings) -> dict[str,
 
 
 def permissive() -> jobs.JobSettings:
-    settings = jobs.JobSettings(image=OWN)
-    if WIRED:  # the migration image source must be allowed to be built at all
-        policy = Policy(migration_images=("registry.example/shop-migrations",))
-        settings = dataclasses.replace(settings, policy=policy)  # type: ignore[call-arg, unused-ignore]
-    return settings
+    # The migration image source must be allowed to be built at all.
+    return jobs.JobSettings(image=OWN, policy=Policy(migration_images=("registry.example/shop-migrations",)))
 
 
 def test_jobs_get_only_the_secret_keys_they_need_from_their_own_namespace(
@@ -302,7 +293,6 @@ def test_jobs_get_only_the_secret_keys_they_need_from_their_own_namespace(
         assert pod["spec"]["automountServiceAccountToken"] is False, name
 
 
-@needs_wiring
 def test_no_job_or_cronjob_is_built_for_a_resource_outside_the_policy(resource: Callable[..., Obj]) -> None:
     settings = jobs.JobSettings(image=OWN)
     with pytest.raises(PolicyDenied, match=r"policy\.migrationImages"):
@@ -318,12 +308,11 @@ def test_no_job_or_cronjob_is_built_for_a_resource_outside_the_policy(resource: 
                 jobs.restore_job(DatabaseRestore.model_validate(body), source, settings)
 
 
-@needs_wiring
 def test_jobs_run_as_the_job_service_account_unless_the_resource_names_an_allowed_one(
     resource: Callable[..., Obj],
 ) -> None:
     policy = Policy(service_accounts=("backup-writer",))
-    settings = jobs.JobSettings(image=OWN, service_account=JOB_ACCOUNT, policy=policy)  # type: ignore[call-arg, unused-ignore]
+    settings = jobs.JobSettings(image=OWN, service_account=JOB_ACCOUNT, policy=policy)
     pod = jobs.migration_job(migration(resource), settings)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == JOB_ACCOUNT
     pod = jobs.migration_job(migration(resource, serviceAccountName="backup-writer"), settings)

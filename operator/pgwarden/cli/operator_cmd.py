@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from pgwarden.operator.main import run as run_operator
 
     try:
-        job_policy(args)  # refused before the operator starts (exit 2), with how to write the entry
+        policy = job_policy(args)  # refused before the operator starts (exit 2), with how to write the entry
     except PolicySettingError as error:
         print(f"pgwarden operator: {error}", file=sys.stderr)
         return 2
@@ -180,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         workers=args.workers,
         image=args.job_image,
+        policy=policy,
+        job_service_account=args.job_service_account,
         job_active_deadline_seconds=args.job_active_deadline_seconds,
         kubeconfig=args.kubeconfig,
         verbose=args.verbose,

@@ -14,6 +14,7 @@ import contextvars
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, load_configuration
+from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
 from pgwarden.operator.status import Event
 
@@ -58,6 +60,9 @@ def build_context(memo: kopf.Memo) -> Context:
     """The shared context, from what `pgwarden operator` put in the memo (or the environment)."""
     image = memo.get("image") or os.environ.get("PGWARDEN_JOB_IMAGE")
     settings = JobSettings(image=image) if image else JobSettings()
+    settings = replace(
+        settings, service_account=memo.get("job_service_account"), policy=memo.get("policy") or Policy()
+    )
     kube = Kube(load_configuration(memo.get("kubeconfig") or None))
     return Context(kube=kube, settings=settings, post_event=post_event, poll_seconds=TIMER_INTERVAL)
 

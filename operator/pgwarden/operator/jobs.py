@@ -33,6 +33,7 @@ from pgwarden.api.task import (
     backup_scope,
 )
 from pgwarden.operator import naming
+from pgwarden.operator.policy import Policy, enforce
 
 Manifest = dict[str, Any]
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
@@ -88,6 +89,11 @@ class JobSettings:
     jobs_history_limit: int = 3
     # activeDeadlineSeconds of Jobs whose resource sets none; 0 means no deadline.
     active_deadline_seconds: int = field(default_factory=default_active_deadline)
+    # ServiceAccount of Jobs whose resource names none (the chart's: no permissions, no token); None: the
+    # namespace's default.
+    service_account: str | None = None
+    # What a resource may ask its Jobs to run; checked before any Job or CronJob is built.
+    policy: Policy = field(default_factory=Policy)
 
 
 def secret_env(name: str, secret: str, key: str, *, optional: bool) -> Manifest:
@@ -192,6 +198,9 @@ def pod_template(
     resource: Resource, parts: PodParts, settings: JobSettings, generation: int | None
 ) -> Manifest:
     """The pod of a Job: one `pgwarden job KIND` container, restricted, no token, never restarted."""
+    enforce(
+        resource, settings.policy, operator_image=settings.image, job_service_account=settings.service_account
+    )
     meta = resource.metadata
     template = parts.template
     volumes, mounts = volume_mounts_for(parts.database, parts.storage)
@@ -225,8 +234,8 @@ def pod_template(
     }
     if parts.init_containers:
         spec["initContainers"] = list(parts.init_containers)
-    if template.service_account_name:
-        spec["serviceAccountName"] = template.service_account_name
+    if template.service_account_name or settings.service_account:
+        spec["serviceAccountName"] = template.service_account_name or settings.service_account
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:

@@ -12,6 +12,7 @@ import kopf
 from pgwarden.operator import health, leader, metrics
 from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV
 from pgwarden.operator.kube import Kube, load_configuration
+from pgwarden.operator.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def run(
     metrics_port: int = 9090,
     workers: int = 8,
     image: str | None = None,
+    policy: Policy | None = None,
+    job_service_account: str | None = None,
     job_active_deadline_seconds: int | None = None,
     kubeconfig: str | None = None,
     verbose: bool = False,
@@ -103,7 +106,16 @@ def run(
         )
         _standby(elector, liveness_port)
     try:
-        _run_kopf(namespaces, liveness_port, workers, image, job_active_deadline_seconds, kubeconfig)
+        _run_kopf(
+            namespaces,
+            liveness_port,
+            workers,
+            image,
+            job_active_deadline_seconds,
+            kubeconfig,
+            policy=policy,
+            job_service_account=job_service_account,
+        )
     finally:
         if elector is not None:
             elector.release()
@@ -135,6 +147,9 @@ def _run_kopf(
     image: str | None,
     job_active_deadline_seconds: int | None,
     kubeconfig: str | None,
+    *,
+    policy: Policy | None = None,
+    job_service_account: str | None = None,
 ) -> None:
     kopf.run(
         standalone=True,
@@ -144,6 +159,8 @@ def _run_kopf(
         memo=kopf.Memo(
             workers=workers,
             image=image,
+            policy=policy,
+            job_service_account=job_service_account,
             job_active_deadline_seconds=job_active_deadline_seconds,
             kubeconfig=kubeconfig,
         ),

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,8 @@ from pgwarden.operator.deadlines import Deadlines, next_look
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError
 from pgwarden.operator.observe import ObservedRun, observe
+from pgwarden.operator.policy import REASON as POLICY_DENIED
+from pgwarden.operator.policy import PolicyDenied
 from pgwarden.operator.resources import STATUS_MODELS, Resource, lenient, read, typed
 from pgwarden.operator.status import TERMINAL_PHASES, WARNING, Decision, Event, clip, second, status_patch
 
@@ -176,7 +178,11 @@ def _referenced_backup(ctx: Context, namespace: str, name: str) -> DatabaseBacku
 def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> Decision[Any]:
     """A spec the CRD let through but the models refuse: a condition, never a crash loop."""
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
-    message = clip(f"the spec is invalid: {problems}")
+    return refused(body, "InvalidSpec", clip(f"the spec is invalid: {problems}"), now)
+
+
+def refused(body: Obj, reason: str, message: str, now: datetime) -> Decision[Any]:
+    """A resource the operator will not run (InvalidSpec, PolicyDenied): Failed, a condition and an Event."""
     now = second(now)
     kind = str(body.get("kind"))
     model = STATUS_MODELS[kind]
@@ -185,10 +191,17 @@ def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> Decision[A
     # Every kind has the phase Failed.
     status = old.model_copy(update={"message": message, "observed_generation": generation, "phase": "Failed"})
     status.conditions = set_conditions(
-        old.conditions, [Want("Ready", False, "InvalidSpec", message)], generation, now
+        old.conditions, [Want("Ready", False, reason, message)], generation, now
     )
-    events = () if old.message == message else (Event(WARNING, "InvalidSpec", message),)
+    events = () if old.message == message else (Event(WARNING, reason, message),)
     return Decision(status=status, events=events)
+
+
+def policy_denied(body: Obj, error: PolicyDenied, now: datetime) -> Decision[Any]:
+    """Refused, and a scheduled backup's CronJob removed: a policy tightened since stops its runs too."""
+    meta = body["metadata"]
+    cronjob = naming.cronjob_name(meta["name"], meta["uid"]) if body.get("kind") == "DatabaseBackup" else None
+    return replace(refused(body, POLICY_DENIED, clip(str(error)), now), delete_cronjob=cronjob)
 
 
 def _not_created(
@@ -260,6 +273,10 @@ def sync(ctx: Context, kind: str, namespace: str, name: str) -> Decision[Any] | 
         if not gone:
             assert body is not None
             now = datetime.now(UTC)
-            return _carry_out(ctx, body, decide(ctx, body, now), now)
+            try:
+                decision = decide(ctx, body, now)
+            except PolicyDenied as error:
+                decision = policy_denied(body, error, now)
+            return _carry_out(ctx, body, decision, now)
     forget(kind, namespace, name, ctx.deadlines)  # outside the lock, which it releases
     return None
