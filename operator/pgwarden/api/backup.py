@@ -25,6 +25,7 @@ from pgwarden.api.common import (
     cel,
     validations,
 )
+from pgwarden.api.encryption import BackupEncryption, Sealing
 from pgwarden.api.reports import BackupInfo, Outcome
 
 # Five cron fields or a macro; croniter (in the validator) checks the values, this only the shape.
@@ -94,6 +95,24 @@ class BackupVerify(ApiModel):
     )
 
 
+_VERIFY_NEEDS_IDENTITY = (
+    "verify.restore of an encrypted backup restores it, which needs encryption.identitySecretRef (an identity "
+    "of one of the recipients); add it or turn verify.restore off"
+)
+# Copies a backup is written to besides its storage; each is a full backup with its own retention.
+COPIES_LIMIT = 4
+
+
+class BackupCopyTarget(ApiModel):
+    """A further storage every complete backup is copied to, verified there by checksum, pruned by its own
+    retention. The copy lands in the resource's own folder there too (`<prefix>/<namespace>/<name>/<id>`)."""
+
+    storage: StorageSpec = Field(description="Where the copy goes: exactly one of s3 or volume.")
+    retention: Retention | None = Field(
+        default=None, description="Which copies to keep there. Unset: keep all."
+    )
+
+
 class ObjectSelection(ApiModel):
     """Schemas and tables, as pg_dump patterns (e.g. `public`, `audit_*`, `shop.orders`)."""
 
@@ -121,6 +140,12 @@ class DatabaseBackupSpec(ApiModel):
                 "|| (has(self.format) && self.format == 'directory')",
                 "parallelJobs above 1 needs format: directory (pg_dump dumps in parallel only to a directory)",
                 ".parallelJobs",
+            ),
+            cel(
+                "!has(self.encryption) || has(self.encryption.identitySecretRef) "
+                "|| !has(self.verify) || !has(self.verify.restore) || !self.verify.restore",
+                _VERIFY_NEEDS_IDENTITY,
+                ".encryption",
             ),
         )
     )
@@ -175,6 +200,21 @@ class DatabaseBackupSpec(ApiModel):
             "5m. 0s waits for ever."
         ),
     )
+    encryption: BackupEncryption | None = Field(
+        default=None,
+        description=(
+            "Seal the backups with age (client-side, after compression): the storage holds only ciphertext, "
+            "and restoring needs an identity of one of the recipients. Unset: not sealed."
+        ),
+    )
+    copies: list[BackupCopyTarget] = Field(
+        default_factory=list,
+        max_length=COPIES_LIMIT,
+        description=(
+            "Further storages each complete backup is copied to (server-side within one S3 service, else "
+            "streamed), read back and checked by SHA-256 there; a failed copy fails the run, the backup kept."
+        ),
+    )
     include: ObjectSelection | None = Field(default=None, description="Dump only these schemas and tables.")
     exclude: ObjectSelection | None = Field(default=None, description="Leave these schemas and tables out.")
     job_template: JobTemplate = Field(default_factory=JobTemplate, description="Settings of the backup Jobs.")
@@ -206,6 +246,12 @@ class DatabaseBackupSpec(ApiModel):
         return zone
 
     @model_validator(mode="after")
+    def _restoring_needs_identity(self) -> DatabaseBackupSpec:
+        if self.encryption and not self.encryption.identity_secret_ref and self.verify.restore:
+            raise ValueError(_VERIFY_NEEDS_IDENTITY)
+        return self
+
+    @model_validator(mode="after")
     def _parallel_needs_directory(self) -> DatabaseBackupSpec:
         if self.parallel_jobs > 1 and self.format != BackupFormat.DIRECTORY:
             raise ValueError(
@@ -223,6 +269,16 @@ class BackupPhase(StrEnum):
     FAILED = "Failed"
 
 
+class CopyStatus(ApiModel):
+    """One further copy of the newest backup: where, and whether it was read back and matched its checksum."""
+
+    location: str = Field(description="The copy's backup folder: s3://bucket/prefix/<namespace>/<name>/<id>.")
+    sha256: str | None = Field(default=None, description="SHA-256 of the copied dump, checked there.")
+    verified: bool = Field(description="Every copied object was read back there and matched its checksum.")
+    retained: int | None = Field(default=None, description="Complete copies kept there after its retention.")
+    error: str | None = Field(default=None, description="Why the copy failed.")
+
+
 class LastBackup(BackupInfo):
     """The newest complete backup: where it is, how big, what it holds."""
 
@@ -231,6 +287,12 @@ class LastBackup(BackupInfo):
     started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
     completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
     duration_seconds: float | None = Field(default=None, description="How long the work took.")
+    encryption: Sealing | None = Field(
+        default=None, description="How it is sealed: age, to the recipients' public keys. Unset: not sealed."
+    )
+    copies: list[CopyStatus] = Field(
+        default_factory=list, description="Its further copies, one per spec.copies."
+    )
 
 
 class BackupRun(ApiModel):

@@ -20,6 +20,7 @@ from pgwarden.api.common import (
     cel,
     validations,
 )
+from pgwarden.api.encryption import RestoreEncryption
 from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference
 
 _ONE_SOURCE = "source needs exactly one of backupRef or location"
@@ -38,6 +39,16 @@ class BackupRef(ApiModel):
         max_length=128,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
         description="latest (the newest complete backup) or a backup id from the DatabaseBackup's status.",
+    )
+    copy_index: int | None = Field(
+        default=None,
+        alias="copy",
+        ge=0,
+        le=3,
+        description=(
+            "Restore from the DatabaseBackup's further copy spec.copies[N] (0 is the first) instead of its "
+            "storage, e.g. when the primary storage is lost. Unset: its storage."
+        ),
     )
 
 
@@ -119,6 +130,11 @@ class DatabaseRestoreSpec(ApiModel):
         ge=1,
         le=64,
         description="Tables restored at once (pg_restore -j).",
+        json_schema_extra=_IMMUTABLE,
+    )
+    encryption: RestoreEncryption | None = Field(
+        default=None,
+        description="The age identity that opens a sealed backup. Unset: the backup must not be sealed.",
         json_schema_extra=_IMMUTABLE,
     )
     verify: RestoreVerify = Field(

@@ -28,6 +28,18 @@ STORAGE_ROOT = "/var/lib/pgwarden/storage"
 CA_DIR = "/var/run/pgwarden/ca"
 CA_FILE = "ca.crt"
 SCRATCH_DIR = "/tmp"
+# Sealing with age: the recipients' public keys arrive in an env var (one key of their Secret), an identity
+# as one file projected from its Secret's key; copies' volumes are mounted under COPIES_ROOT/<index>.
+AGE_RECIPIENTS_ENV = "PGWARDEN_AGE_RECIPIENTS"
+IDENTITY_DIR = "/var/run/pgwarden/age"
+IDENTITY_FILE = "identity"
+COPIES_ROOT = "/var/lib/pgwarden/copies"
+
+
+def copy_env(index: int, name: str) -> str:
+    """The env var of copy `index`'s S3 credential `name` (AWS_ACCESS_KEY_ID, ...): its own Secret's key."""
+    return f"PGWARDEN_COPY_{index}_{name}"
+
 
 # The compact report fits a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096

@@ -37,6 +37,7 @@ KIND = "DatabaseBackup"
 HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
+_COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
 
 
 def human_duration(span: timedelta | None) -> str:
@@ -128,9 +129,14 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
     if report.get("outcome") != "Succeeded" or not info.get("id"):
         return None
     result: Obj = {key: info[key] for key in _LAST_BACKUP_KEYS if info.get(key) is not None}
-    for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds"):
+    for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds", "encryption"):
         if report.get(key) is not None:
             result[key] = report[key]
+    copies = [item for item in report.get("copies") or [] if isinstance(item, dict)]
+    if copies:
+        result["copies"] = [
+            {key: item[key] for key in _COPY_KEYS if item.get(key) is not None} for item in copies
+        ]
     try:
         return LastBackup.model_validate(result)
     except ValidationError:  # a report without a location or with odd values: no usable lastBackup

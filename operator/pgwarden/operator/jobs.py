@@ -15,12 +15,17 @@ from typing import Any
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
+from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import (
+    AGE_RECIPIENTS_ENV,
     CA_DIR,
     CA_FILE,
+    COPIES_ROOT,
     DATABASE_SECRET_ENV,
+    IDENTITY_DIR,
+    IDENTITY_FILE,
     MIGRATIONS_DIR,
     SCRATCH_DIR,
     STORAGE_ROOT,
@@ -31,6 +36,7 @@ from pgwarden.api.task import (
     RestoreSource,
     Task,
     backup_scope,
+    copy_env,
 )
 from pgwarden.operator import naming
 from pgwarden.operator.policy import Policy, enforce
@@ -192,6 +198,7 @@ class PodParts:
     volumes: tuple[Manifest, ...] = ()
     mounts: tuple[Manifest, ...] = ()
     init_containers: tuple[Manifest, ...] = ()
+    env: tuple[Manifest, ...] = ()
 
 
 def pod_template(
@@ -216,6 +223,7 @@ def pod_template(
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             *database_env(parts.database),
             *storage_env(parts.storage),
+            *parts.env,
         ],
         "securityContext": container_security(),
         "terminationMessagePath": TERMINATION_LOG,
@@ -354,14 +362,60 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
     return _job(migration, parts, settings, backoff_limit=0)
 
 
+def identity_volume(ref: IdentitySecretRef) -> tuple[Manifest, Manifest]:
+    """(volume, mount) of an age identity: the one key of its Secret, as a file only the pod's user reads."""
+    volume = {
+        "name": "age-identity",
+        "secret": {
+            "secretName": ref.name,
+            "items": [{"key": ref.key, "path": IDENTITY_FILE}],
+            "defaultMode": 0o440,
+        },
+    }
+    return volume, {"name": "age-identity", "mountPath": IDENTITY_DIR, "readOnly": True}
+
+
+def copy_parts(backup: DatabaseBackup) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
+    """(env, volumes, mounts) of the backup's further copies: each S3 copy's own credentials under
+    PGWARDEN_COPY_<i>_*, each volume copy's claim at COPIES_ROOT/<i>."""
+    env: list[Manifest] = []
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
+    for index, target in enumerate(backup.spec.copies):
+        s3, volume = target.storage.s3, target.storage.volume
+        if s3 is not None and s3.credentials_secret_ref is not None:
+            secret = s3.credentials_secret_ref.name
+            env += [secret_env(copy_env(index, key), secret, key, optional=opt) for key, opt in S3_KEYS]
+        if volume is not None:
+            volumes.append(
+                {"name": f"copy-{index}", "persistentVolumeClaim": {"claimName": volume.claim_name}}
+            )
+            mounts.append({"name": f"copy-{index}", "mountPath": f"{COPIES_ROOT}/{index}"})
+    return env, volumes, mounts
+
+
 def _backup_parts(backup: DatabaseBackup) -> PodParts:
+    """A backup's pod: the database, the storage, the copies' credentials and volumes, the recipients' key
+    (and the identity when verify.restore must open what it sealed)."""
     meta = backup.metadata
     scope = backup_scope(meta.namespace or "", meta.name or "")
+    env, volumes, mounts = copy_parts(backup)
+    encryption = backup.spec.encryption
+    if encryption is not None:
+        ref = encryption.recipients_secret_ref
+        env.append(secret_env(AGE_RECIPIENTS_ENV, ref.name, ref.key, optional=False))
+        if backup.spec.verify.restore and encryption.identity_secret_ref is not None:
+            volume, mount = identity_volume(encryption.identity_secret_ref)
+            volumes.append(volume)
+            mounts.append(mount)
     return PodParts(
         task=Task(kind=JobKind.BACKUP, resource=_resource_id(backup), backup=backup.spec, backup_scope=scope),
         database=backup.spec.database,
         storage=backup.spec.storage,
         template=backup.spec.job_template,
+        volumes=tuple(volumes),
+        mounts=tuple(mounts),
+        env=tuple(env),
     )
 
 
@@ -409,7 +463,17 @@ def restore_job(restore: DatabaseRestore, source: RestoreSource, settings: JobSe
     task = Task(
         kind=JobKind.RESTORE, resource=_resource_id(restore), restore=restore.spec, restore_source=source
     )
+    volumes: tuple[Manifest, ...] = ()
+    mounts: tuple[Manifest, ...] = ()
+    if restore.spec.encryption is not None:
+        volume, mount = identity_volume(restore.spec.encryption.identity_secret_ref)
+        volumes, mounts = (volume,), (mount,)
     parts = PodParts(
-        task=task, database=restore.spec.database, storage=source.storage, template=restore.spec.job_template
+        task=task,
+        database=restore.spec.database,
+        storage=source.storage,
+        template=restore.spec.job_template,
+        volumes=volumes,
+        mounts=mounts,
     )
     return _job(restore, parts, settings, backoff_limit=0)

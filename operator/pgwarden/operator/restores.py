@@ -60,16 +60,25 @@ def resolve_source(restore: DatabaseRestore, referenced: DatabaseBackup | None) 
             "create it or fix source.backupRef.name",
         )
     backup = referenced
-    # Only the DatabaseBackup's own backups: its folder, its owner label.
+    # Only the DatabaseBackup's own backups: its folder, its owner label (a copy keeps both).
     scope = backup_scope(backup.metadata.namespace or restore.metadata.namespace or "", ref.name)
+    storage = backup.spec.storage
+    if ref.copy_index is not None:
+        if ref.copy_index >= len(backup.spec.copies):
+            return Waiting(
+                "CopyNotFound",
+                f"DatabaseBackup {ref.name!r} has {len(backup.spec.copies)} copies, so there is no "
+                f"source.backupRef.copy {ref.copy_index} (0 is the first); fix it or add the copy there",
+            )
+        storage = backup.spec.copies[ref.copy_index].storage
     if ref.id == "latest":
         last = backup.status.last_backup if backup.status else None
         if last is None:
             return Waiting(
                 "WaitingForBackup", f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
             )
-        return RestoreSource(storage=backup.spec.storage, backup_id=None, scope=scope, last_known_id=last.id)
-    return RestoreSource(storage=backup.spec.storage, backup_id=ref.id, scope=scope)
+        return RestoreSource(storage=storage, backup_id=None, scope=scope, last_known_id=last.id)
+    return RestoreSource(storage=storage, backup_id=ref.id, scope=scope)
 
 
 def _differences(verification: Obj) -> list[Obj]:
