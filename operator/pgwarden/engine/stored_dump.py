@@ -70,6 +70,13 @@ def _missing(backup: Storage, manifest: BackupManifest, key: str) -> str:
 
 
 PAUSE_AFTER = 20 * 1024 * 1024  # the "restore-mid-stream" pause point, for tests
+# Once pg_restore stopped reading, the rest of the object is still read, for the checksum's verdict (a
+# corrupted dump makes pg_restore fail early), but not without end: past this, pg_restore's error stands.
+DRAIN_LIMIT = 256 * 1024 * 1024
+
+
+class _GaveUp(Exception):
+    """The consumer went away and reading on for the checksum would take too long."""
 
 
 class _Pipeline:
@@ -80,6 +87,7 @@ class _Pipeline:
         self._codec, self._push = codec, push
         self.consumer_gone = False
         self._pushed = 0
+        self._after_gone = 0
 
     def _out(self, data: bytes) -> None:
         if data and not self.consumer_gone:
@@ -94,6 +102,10 @@ class _Pipeline:
     def decompress(self, data: bytes) -> None:
         if not self.consumer_gone:
             self._out(_decompress(self._codec.decompress, data))
+        else:
+            self._after_gone += len(data)
+            if self._after_gone > DRAIN_LIMIT:
+                raise _GaveUp
 
     def finish(self) -> None:
         if not self.consumer_gone:
@@ -137,6 +149,8 @@ def stream_object(
                     pass
                 _check(manifest, stored, where, source)
                 raise CorruptBackup(f"backup {manifest.id} is corrupted: {exc}") from None
+            except _GaveUp:
+                return False
             _check(manifest, stored, where, source)
             pipeline.finish()
     except ObjectNotFound:
