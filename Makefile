@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint binaries cluster-up cluster-down clean
+.PHONY: demo test unit lint packages binaries cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## demo: the operator on a local control plane with PostgreSQL and MinIO; the examples applied and shown
-demo: $(STAMP)
+## packages: the Debian packages of hack/apt-packages.txt (installed when root; else the one command to run)
+packages:
+	@hack/install-packages.sh make
+
+## demo: the chart installed with helm on a local cluster with a real node (containerd, kubelet) running
+##       pgwarden's image, PostgreSQL and MinIO; the examples applied and shown. Runs as root.
+demo: packages $(STAMP)
 	@$(BIN)/python hack/demo.py
 
 ## bench: the benchmarks in bench/ against real servers (the operator's on the local control plane);
@@ -27,21 +32,31 @@ bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
 	$(BIN)/python bench/backup_throughput.py $(BACKUP_ARGS)
 
-## demo-down: stop everything `make demo` started (control plane, node agent, operator, PostgreSQL, MinIO)
+## demo-down: stop everything `make demo` started (cluster, node and its Pods, PostgreSQL, MinIO); no process,
+##            mount or network device is left
 .PHONY: demo-down
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py --down; \
-	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo hack/cluster-down.sh --purge; fi
+	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo PGWARDEN_NODE_BRIDGE=pgw1 PGWARDEN_NODE_SUBNET_PREFIX=10.217.1 \
+	  hack/cluster-down.sh --purge; fi
 
-## test: lint, types, layering, then the whole test suite against real servers
-test: lint binaries
+## test: lint, types, layering, then the whole test suite against real servers and the real node. Runs as root.
+test: packages lint binaries
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-## binaries: build Kubernetes, MinIO and helm from their Go modules once per version (cached in ~/.cache/pgwarden)
-binaries:
+## unit: the tests that need no cluster and nothing built from Go (no MinIO, helm or Kubernetes); PostgreSQL yes
+unit: $(STAMP)
+	$(BIN)/pytest -n 2 -m "not go" $(PYTEST_ARGS)
+
+## binaries: build Kubernetes (control plane and node), MinIO and helm from their Go modules once per version,
+##           pgwarden's image and the pause image once per content hash (cached in ~/.cache/pgwarden)
+binaries: $(STAMP)
 	@hack/build-k8s.sh >/dev/null
+	@hack/build-k8s.sh --node >/dev/null
 	@hack/build-minio.sh >/dev/null
 	@hack/build-helm.sh >/dev/null
+	@hack/build-image.sh >/dev/null
+	@hack/build-pause.sh >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests hack bench
@@ -49,7 +64,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-cluster-up: $(STAMP)
+## cluster-up / cluster-down: the tests' cluster (control plane and node) in .local/, left up for a look
+cluster-up: packages $(STAMP)
 	@hack/cluster-up.sh
 
 cluster-down:
@@ -64,7 +80,7 @@ clean:
 image: $(STAMP)
 	@hack/build-image.sh
 
-## node-binaries: the kubelet and kube-scheduler for the real node (cached apart from `binaries`)
+## node-binaries: the kubelet and kube-scheduler (cached apart from the control plane's)
 ## pause-image: the Pod sandbox image, from Kubernetes' own pause.c
 .PHONY: node-binaries pause-image
 node-binaries:
@@ -72,16 +88,8 @@ node-binaries:
 pause-image:
 	@hack/build-pause.sh
 
-## node-up / node-down: a real node (containerd, runc, kubelet, kube-scheduler) beside the control plane
-## of `make cluster-up` started with --no-node-agent (preview; the tests and the demo still use the agent)
-.PHONY: node-up node-down node-smoke
-node-up: $(STAMP)
-	@hack/node-up.sh
-node-down:
-	@hack/node-down.sh
-
-## node-smoke: control plane + real node in .local/node-smoke, a restricted Job Pod from pgwarden's image
-## runs the client tools and pgwarden, then everything is torn down and checked gone
+## node-smoke: a cluster of its own in .local/node-smoke (bridge pgw2), a restricted Job Pod from pgwarden's
+## image runs the client tools and pgwarden, then everything is torn down and checked gone
+.PHONY: node-smoke
 node-smoke: $(STAMP)
 	@hack/node-smoke.sh
-

@@ -5,7 +5,7 @@
 # Debian's security fixes arrive with a new base: PGWARDEN_IMAGE_REFRESH=1 rebuilds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source hack/lib/node-packages.sh
+source hack/lib/apt-packages.sh
 source hack/lib/imagecache.sh
 source hack/lib/podman.sh
 
@@ -31,7 +31,7 @@ imagecache_init build-base "debian-$suite" "$key"
 name=localhost/pgwarden-base:$suite-$key
 
 if imagecache_must_build "the Debian $suite base"; then
-  node_packages_ensure build-base
+  apt_packages_ensure build-base
   echo "build-base: mmdebstrap $suite ($packages), about a minute" >&2
   mmdebstrap --quiet "${options[@]}" "$suite" "$staging/rootfs.tar" "${mirrors[@]}" >&2
   pgw_podman rmi --force "$name" >/dev/null 2>&1 || true

@@ -5,7 +5,7 @@
 # Prints the archive's path on the last line of stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source hack/lib/node-packages.sh
+source hack/lib/apt-packages.sh
 source hack/lib/imagecache.sh
 source hack/lib/podman.sh
 
@@ -23,7 +23,7 @@ imagecache_init build-pause pause "$key"
 name=localhost/pause:$version
 
 if imagecache_must_build "the pause image"; then
-  node_packages_ensure build-pause
+  apt_packages_ensure build-pause
   gcc -Os -static -Wall -Werror -DVERSION="$version" -o "$staging/pause" "$source_file"
   strip "$staging/pause"
   printf '%s\n' 'FROM scratch' 'COPY pause /pause' 'USER 65535:65535' 'ENTRYPOINT ["/pause"]' >"$staging/Containerfile"

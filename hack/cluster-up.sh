@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
-# Start a local Kubernetes control plane: etcd, kube-apiserver (RBAC + Node authorization, TLS on
-# 127.0.0.1), kube-controller-manager, and hack/node_agent.py as the one node. State, certificates,
-# pid files and logs live in .local/cluster/, the admin kubeconfig in .local/kubeconfig.
-# Idempotent: when everything already runs, it says so and exits 0.
-#   --no-node-agent   start the control plane only
+# Start the local Kubernetes cluster: etcd, kube-apiserver (RBAC + Node authorization, TLS on the Pod
+# bridge's address 10.217.0.1, where Pods and the host reach it), kube-controller-manager, and a real node
+# (hack/node-up.sh: containerd, runc, the kubelet and kube-scheduler) with pgwarden's image of the current
+# sources and the pause image loaded into containerd. State, certificates, pid files and logs live in
+# .local/cluster/ and .local/node/, the admin kubeconfig in .local/kubeconfig (PGWARDEN_LOCAL_DIR moves
+# them; see hack/node_env.sh for the bridge each directory uses). Runs as root (containerd, the kubelet).
+# Idempotent: when everything already runs, it loads the current image if containerd lacks it and exits 0.
+# Prints `image <ref>` (pgwarden's image in containerd) and, when it started the cluster, `cluster ready in`.
 set -euo pipefail
 
-# shellcheck source=hack/cluster_env.sh
-source "$(dirname "$0")/cluster_env.sh"
+# shellcheck source=hack/node_env.sh
+source "$(dirname "$0")/node_env.sh"
+source "$repo_root/hack/lib/apt-packages.sh"
 
-with_node_agent=1
-for arg in "$@"; do
-  case $arg in
-    --no-node-agent) with_node_agent=0 ;;
-    *) echo "usage: $0 [--no-node-agent]" >&2; exit 2 ;;
-  esac
-done
+(($# == 0)) || { echo "usage: $0" >&2; exit 2; }
 
 started_at=$(date +%s)
 mkdir -p "$cluster_dir" "$pki_dir"
@@ -24,6 +22,8 @@ flock 8
 
 log() { echo "cluster: $*" >&2; }
 fail() { echo "cluster: ERROR: $*" >&2; exit 1; }
+((EUID == 0)) || fail "run as root (the node's containerd and kubelet need it): sudo $0"
+apt_packages_ensure cluster-up
 
 control_plane=(etcd kube-apiserver kube-controller-manager)
 k8s_bin=$("$repo_root/hack/build-k8s.sh")
@@ -32,37 +32,47 @@ kubectl=$k8s_bin/kubectl
 readyz() { "$kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; }
 
 all_alive=1
-started_control_plane=0
 for c in "${control_plane[@]}"; do component_alive "$c" || all_alive=0; done
+for c in "${node_components[@]}"; do node_pid "$c" >/dev/null || all_alive=0; done
+# A cluster started by an older cluster-up (API server on 127.0.0.1, no node) is started afresh.
+grep -qxF "PGWARDEN_APISERVER_HOST=$node_ip" "$cluster_dir/env" 2>/dev/null || all_alive=0
 if ((all_alive)) && [[ -f $kubeconfig ]] && readyz; then
-  if ((with_node_agent)) && ! component_alive node-agent; then
-    log "control plane already up; node agent was not running"
-  else
-    echo "cluster already up (KUBECONFIG=$kubeconfig)"
-    exit 0
-  fi
+  images=$("$repo_root/hack/node-images.sh")
+  echo "cluster already up (KUBECONFIG=$kubeconfig)"
+  echo "$images"
+  exit 0
 else
+  if component_alive node-agent; then
+    # A cluster from before the real node (hack/node_agent.py): let the test runs using it finish first.
+    for ((i = 0; i < 180; i++)); do
+      users=$(python3 -c 'import json, os, sys
+try:
+    pids = json.load(open(sys.argv[1])).get("users", [])
+except (OSError, ValueError):
+    pids = []
+print(" ".join(str(p) for p in pids if os.path.exists(f"/proc/{p}")))' "$local_dir/cluster-tests.json")
+      [[ -z $users ]] && break
+      ((i % 12 == 0)) && log "an older cluster (node agent) is in use by pids $users; replacing it once they are done"
+      sleep 5
+    done
+    stop_component node-agent >/dev/null
+  fi
   # Partly up (a crash, a killed session): clear what is left and start clean.
-  started_control_plane=1
+  "$repo_root/hack/node-down.sh" >/dev/null
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_component "${components[i]}" >/dev/null; done
+  pod_network_up
 
   etcd_bin=${ETCD_BIN:-$(command -v etcd || true)}
   [[ -x $etcd_bin ]] || fail "no etcd binary: install Debian's etcd-server (apt-get install etcd-server; hack/apt-packages.txt lists it) or set ETCD_BIN"
   command -v openssl >/dev/null || fail "openssl is missing: apt-get install openssl"
 
-  # A port nobody listens on, starting from $1 (bash's /dev/tcp connects only when something listens).
-  free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-    echo "$port"
-  }
-  etcd_port=$(free_port "${PGWARDEN_ETCD_PORT:-23790}")
-  etcd_peer_port=$(free_port $((etcd_port + 1)))
-  apiserver_port=$(free_port "${PGWARDEN_APISERVER_PORT:-16443}")
-  kcm_port=$(free_port $((apiserver_port + 1)))
+  etcd_port=$(free_port_at 127.0.0.1 "${PGWARDEN_ETCD_PORT:-23790}")
+  etcd_peer_port=$(free_port_at 127.0.0.1 $((etcd_port + 1)))
+  apiserver_port=$(free_port_at "$node_ip" "${PGWARDEN_APISERVER_PORT:-16443}")
+  kcm_port=$(free_port_at 127.0.0.1 $((apiserver_port + 1)))
 
-  # --- certificates (kept across restarts; regenerated only when missing) ---
-  if [[ ! -f $pki_dir/.complete ]]; then
+  # --- certificates (kept across restarts; regenerated when missing or not for this bridge's address) ---
+  if [[ ! -f $pki_dir/.complete ]] || ! grep -qxF "$node_ip" "$pki_dir/.complete"; then
     log "generating certificates and service-account keys in $pki_dir"
     (
       cd "$pki_dir"
@@ -83,18 +93,15 @@ else
 extendedKeyUsage=clientAuth"
       issue apiserver "/CN=kube-apiserver" "keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:$node_ip,IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
       issue admin "/O=system:masters/CN=pgwarden-admin" "$client"
       issue controller-manager "/CN=system:kube-controller-manager" "$client"
-      # kube-apiserver -> node agent, for `kubectl logs`.
+      # kube-apiserver -> kubelet, for `kubectl logs`.
       issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
-      issue kubelet "/CN=pgwarden-node" "keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost"
       openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
       openssl_quiet pkey -in sa.key -pubout -out sa.pub
       chmod 600 ./*.key
-      touch .complete
+      echo "$node_ip" >.complete
     )
   fi
 
@@ -119,7 +126,7 @@ contexts:
 current-context: pgwarden-local
 EOF
   }
-  server=https://127.0.0.1:$apiserver_port
+  server=https://$node_ip:$apiserver_port
   write_kubeconfig pgwarden-admin "$pki_dir/admin.crt" "$pki_dir/admin.key" "$server" >"$kubeconfig.tmp"
   mv "$kubeconfig.tmp" "$kubeconfig"
   write_kubeconfig kube-controller-manager "$pki_dir/controller-manager.crt" "$pki_dir/controller-manager.key" \
@@ -167,7 +174,7 @@ EOF
   # --- kube-apiserver ---
   log "starting kube-apiserver on $server"
   start kube-apiserver "$k8s_bin/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$apiserver_port" \
+    --bind-address="$node_ip" --advertise-address="$node_ip" --secure-port="$apiserver_port" \
     --etcd-servers="$etcd_url" \
     --tls-cert-file="$pki_dir/apiserver.crt" --tls-private-key-file="$pki_dir/apiserver.key" \
     --client-ca-file="$pki_dir/ca.crt" \
@@ -201,35 +208,15 @@ EOF
 export KUBECONFIG=$kubeconfig
 export PATH=$k8s_bin:\$PATH
 PGWARDEN_APISERVER_URL=$server
+PGWARDEN_APISERVER_HOST=$node_ip
+PGWARDEN_APISERVER_PORT=$apiserver_port
 PGWARDEN_ETCD_URL=$etcd_url
 PGWARDEN_K8S_BIN=$k8s_bin
 EOF
 fi
 
-if ((with_node_agent)); then
-  [[ -x $venv_python ]] || fail "no $venv_python: run 'make cluster-up' (it installs the venv) or start with --no-node-agent"
-  node_name=${PGWARDEN_NODE_NAME:-pgwarden-node}
-  log "starting node agent (node $node_name)"
-  k8s_version=$(basename "$(dirname "$k8s_bin")")
-  PGWARDEN_K8S_VERSION=${k8s_version#kubernetes-} setsid "$venv_python" "$repo_root/hack/node_agent.py" \
-    --kubeconfig "$kubeconfig" --node-name "$node_name" --state-dir "$cluster_dir/node-agent" \
-    --serving-cert "$pki_dir/kubelet.crt" --serving-key "$pki_dir/kubelet.key" \
-    </dev/null >"$cluster_dir/node-agent.log" 2>&1 8>&- &
-  echo $! >"$cluster_dir/node-agent.pid"
-  node_ready() {
-    [[ $("$kubectl" --kubeconfig "$kubeconfig" get node "$node_name" \
-      -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
-  }
-  for ((i = 0; i < 150; i++)); do
-    node_ready && break
-    process_running "$(<"$cluster_dir/node-agent.pid")" || { tail -n 20 "$cluster_dir/node-agent.log" >&2; fail "node agent exited; log: $cluster_dir/node-agent.log"; }
-    sleep 0.2
-  done
-  node_ready || fail "node $node_name not Ready after 30s; log: $cluster_dir/node-agent.log"
-fi
-
-if ((started_control_plane)); then
-  echo "cluster ready in $(($(date +%s) - started_at))s: export KUBECONFIG=$kubeconfig; kubectl is $kubectl"
-else
-  echo "cluster already up; node agent restarted (KUBECONFIG=$kubeconfig)"
-fi
+# --- the node, and pgwarden's image of the current sources in its containerd ---
+"$repo_root/hack/node-up.sh" >&2
+images=$("$repo_root/hack/node-images.sh")
+echo "cluster ready in $(($(date +%s) - started_at))s: export KUBECONFIG=$kubeconfig; kubectl is $kubectl"
+echo "$images"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared by cluster-up.sh and cluster-down.sh: where the local control plane keeps its state,
+# Shared by cluster-up.sh and cluster-down.sh (through node_env.sh): where the control plane keeps its state,
 # and how to find, check and stop the processes it started (by pid file, never by name).
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,7 +9,7 @@ pki_dir=$cluster_dir/pki
 kubeconfig=$local_dir/kubeconfig
 venv_python=$repo_root/.venv/bin/python
 # Start order; cluster-down stops them in reverse.
-components=(etcd kube-apiserver kube-controller-manager node-agent)
+components=(etcd kube-apiserver kube-controller-manager)
 
 # The pid of a component we started, if that process still runs the program we started.
 component_pid() {

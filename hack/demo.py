@@ -1,11 +1,12 @@
 """`make demo`: the whole operator on this machine, no Docker and no cloud account needed.
 
-It builds what is missing (Kubernetes, MinIO and helm from their Go modules, cached in ~/.cache/pgwarden),
-starts a local control plane with its node agent (hack/cluster-up.sh), a PostgreSQL and a MinIO, installs
-the CRDs and the operator's RBAC from the Helm chart, runs `pgwarden operator` under the chart's
-ServiceAccount, applies examples/*.yaml pointed at the local servers, waits for them and shows
-`kubectl get pgwarden` and `kubectl describe`. Everything stays up for you to poke at;
-`make demo-down` (this script with --down) stops it all. State, logs and kubeconfigs: .local/demo/.
+It builds what is missing (Kubernetes, MinIO and helm from their Go modules, pgwarden's image with podman,
+cached in ~/.cache/pgwarden), starts a local cluster with a real node (hack/cluster-up.sh: containerd,
+runc, the kubelet), a PostgreSQL and a MinIO on the node's bridge, installs the CRDs and the chart with
+`helm install` (namespaced RBAC, the operator's Deployment from pgwarden's image), applies
+examples/*.yaml pointed at the local servers, waits for them and shows `kubectl get pgwarden`, the node
+and the Pods. Everything stays up for you to poke at; `make demo-down` (this script with --down) stops it
+all and leaves no process, mount or network device behind. State, logs and kubeconfigs: .local/demo/.
 
 Re-running it reuses what runs and starts the examples afresh (new databases, resources re-created).
 """
@@ -40,13 +41,18 @@ DEMO = LOCAL / "demo"
 LOCK = LOCAL / "demo.lock"  # outside DEMO, which --down removes
 STATE = DEMO / "state.json"
 KUBECONFIG = DEMO / "kubeconfig"  # hack/cluster-up.sh writes it there with PGWARDEN_LOCAL_DIR=DEMO
-OPERATOR_KUBECONFIG = DEMO / "operator.kubeconfig"
-OPERATOR_LOG = DEMO / "operator.log"
 NAMESPACE = "demo"
 RELEASE = "pgwarden"
 BUCKET = demo_support.EXAMPLE_BUCKET
-PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
-CLUSTER_ENV = {**os.environ, "PGWARDEN_LOCAL_DIR": str(DEMO)}
+# The demo's cluster has a bridge and subnet of its own (the tests' is pgw0, 10.217.0.0/24).
+BRIDGE, SUBNET_PREFIX = "pgw1", "10.217.1"
+GATEWAY = f"{SUBNET_PREFIX}.1"
+CLUSTER_ENV = {
+    **os.environ,
+    "PGWARDEN_LOCAL_DIR": str(DEMO),
+    "PGWARDEN_NODE_BRIDGE": BRIDGE,
+    "PGWARDEN_NODE_SUBNET_PREFIX": SUBNET_PREFIX,
+}
 # What each example should end as: the failing migration rolls back, the nightly one waits for 02:00.
 EXPECTED = {
     ("DatabaseMigration", "shop"): "Succeeded",
@@ -239,35 +245,31 @@ class Kubectl:
 
 
 def check_prerequisites() -> None:
-    missing = []
-    if not (os.environ.get("ETCD_BIN") or shutil.which("etcd")):
-        missing.append("etcd (Debian: etcd-server)")
-    if not shutil.which("openssl"):
-        missing.append("openssl")
-    if not (shutil.which("bwrap") or shutil.which("unshare")):
-        missing.append("bubblewrap (bwrap) to run the Jobs' pods as sandboxed processes")
+    """Root (containerd and the kubelet need it), the Debian packages, Go for a first build."""
+    if os.geteuid() != 0:
+        raise DemoError("run as root: the node's containerd and kubelet need it (sudo make demo)")
+    stream([str(REPO / "hack" / "install-packages.sh"), "demo"], timeout=1800)
     cache = Path(
         os.environ.get("PGWARDEN_CACHE")
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgwarden"
     )
-    needs_go = not all(any(cache.glob(f"{name}-*/bin/.complete")) for name in ("kubernetes", "minio", "helm"))
+    needs_go = not all(
+        any(cache.glob(f"{name}-*/bin/.complete"))
+        for name in ("kubernetes", "kubernetes-node", "minio", "helm")
+    )
     if needs_go and not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()):
-        missing.append("Go >= 1.24 (to build Kubernetes, MinIO and helm once)")
-    if missing:
-        raise DemoError(
-            "missing on this machine: "
-            + "; ".join(missing)
-            + "\n  Debian/Ubuntu: apt-get install $(cat hack/apt-packages.txt | grep -v '^#')"
-        )
+        raise DemoError("missing on this machine: Go >= 1.26 (to build Kubernetes, MinIO and helm once)")
 
 
 def build_binaries() -> tuple[Path, Path]:
     """kubectl's directory and helm; MinIO is found by pgwarden.testing.s3server the same way."""
     binaries = {}
-    for script in ("build-k8s.sh", "build-minio.sh", "build-helm.sh"):
+    for script in ("build-k8s.sh", "build-minio.sh", "build-helm.sh", "build-image.sh", "build-pause.sh"):
         started = time.monotonic()
         binaries[script] = demo_support.run_build(script, progress=sys.stdout)
         say(f"{script}: {binaries[script]} ({time.monotonic() - started:.0f}s)")
+    node = demo_support.run_build("build-k8s.sh", progress=sys.stdout, args=("--node",))
+    say(f"build-k8s.sh --node: {node}")
     return binaries["build-k8s.sh"], binaries["build-helm.sh"]
 
 
@@ -282,7 +284,8 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
         )
         try:
             with psycopg.connect(server.url(), connect_timeout=3):
-                say(f"PostgreSQL {server.version} already running on 127.0.0.1:{server.port}")
+                server.serve_pods(GATEWAY)
+                say(f"PostgreSQL {server.version} already running on 127.0.0.1 and {GATEWAY}:{server.port}")
                 return server
         except psycopg.Error:
             server.stop()  # a stale one (a reboot, a kill): start afresh
@@ -291,6 +294,7 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)  # when root, the server runs as nobody and needs to reach its directory
     server = localpg.start(base_dir=base)
+    server.serve_pods(GATEWAY)  # the Jobs' Pods reach it on the bridge
     state["postgres"] = {
         "bin_dir": str(server.install.bin_dir),
         "version": server.version,
@@ -299,7 +303,9 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
         "password": server.password,
     }
     write_state(state)
-    say(f"PostgreSQL {server.version} started on 127.0.0.1:{server.port} (data: {server.data_dir})")
+    say(
+        f"PostgreSQL {server.version} started on 127.0.0.1 and {GATEWAY}:{server.port} (data: {server.data_dir})"
+    )
     return server
 
 
@@ -346,7 +352,8 @@ def start_minio(state: Obj) -> Minio:
         stop_process("MinIO", saved["pid"], str(data_dir))
     data_dir.mkdir(parents=True, exist_ok=True)
     port, console = localpg.free_port(), localpg.free_port()
-    minio = Minio(f"http://127.0.0.1:{port}", "pgwarden-demo", os.urandom(18).hex())
+    # On the bridge only: this machine and the Jobs' Pods reach it there.
+    minio = Minio(f"http://{GATEWAY}:{port}", "pgwarden-demo", os.urandom(18).hex())
     env = {
         **os.environ,
         "MINIO_ROOT_USER": minio.access_key,
@@ -362,9 +369,9 @@ def start_minio(state: Obj) -> Minio:
         "server",
         "--quiet",
         "--address",
-        f"127.0.0.1:{port}",
+        f"{GATEWAY}:{port}",
         "--console-address",
-        f"127.0.0.1:{console}",
+        f"{GATEWAY}:{console}",
         str(data_dir),
     ]
     pid = spawn(command, DEMO / "minio" / "minio.log", env)
@@ -379,77 +386,61 @@ def start_minio(state: Obj) -> Minio:
     return minio
 
 
-def install_chart(kubectl: Kubectl, helm: Path) -> list[Obj]:
-    """The chart's CRDs and its namespaced RBAC for the demo namespace; the manifests, for the operator's args."""
-    settings = demo_support.namespaced_rbac_settings(NAMESPACE)
-    manifests = demo_support.render_chart(helm, *settings, release=RELEASE, namespace=NAMESPACE)
-    say(f"helm template {RELEASE} charts/pgwarden -n {NAMESPACE} " + " ".join(f"--set {s}" for s in settings))
-    kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+def install_chart(kubectl: Kubectl, helm: Path, image: str, apiserver: tuple[str, int]) -> None:
+    """The CRDs, then `helm upgrade --install` of the chart in namespace demo (namespaced RBAC, the
+    operator's Deployment from pgwarden's image in the node's containerd); waits until the operator is live."""
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": NAMESPACE,
+                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                },
+            }
+        ]
+    )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(demo_support.CHART / "crds"))
     for plural in ("databasemigrations", "databasebackups", "databaserestores"):
         kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
-    rbac = demo_support.operator_rbac(manifests)
-    kubectl.apply(rbac)
-    say("applied the CRDs and " + ", ".join(f"{m['kind']} {NAMESPACE}/{m['metadata']['name']}" for m in rbac))
-    return manifests
+    say(f"namespace {NAMESPACE} (pod-security.kubernetes.io/enforce: restricted) and the CRDs")
+    values = DEMO / "values.json"
+    values.write_text(
+        json.dumps(demo_support.local_values(image, NAMESPACE, apiserver, timer_interval=5), indent=1)
+    )
+    command = [str(helm), "upgrade", "--install", RELEASE, str(demo_support.CHART), "--namespace", NAMESPACE]
+    command += ["--skip-crds", "--values", str(values), "--kubeconfig", str(KUBECONFIG)]
+    say(
+        f"$ helm upgrade --install {RELEASE} charts/pgwarden -n {NAMESPACE} --values {values.relative_to(REPO)}"
+    )
+    for line in run(command, timeout=deadline.left(120)).splitlines()[:6]:
+        say(f"  {line}")
+    # A new image (an edited source tree) rolls the Deployment; Recreate stops the old Pod first.
+    kubectl(
+        "rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, f"--timeout={int(deadline.left(180))}s"
+    )
+    pod = operator_pod(kubectl)
+    say(f"operator Pod {pod} is live (its image: {image})")
 
 
-def service_account_kubeconfig(kubectl: Kubectl, account: str) -> Path:
-    """A kubeconfig with a token of the chart's ServiceAccount (TokenRequest API), so the operator is not admin."""
-    token = kubectl("create", "token", account, "-n", NAMESPACE, "--duration", "24h").strip()
-    admin = json.loads(kubectl("config", "view", "--raw", "-o", "json"))
-    user = f"system:serviceaccount:{NAMESPACE}:{account}"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "pgwarden-local", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "operator",
-                "context": {"cluster": "pgwarden-local", "user": user, "namespace": NAMESPACE},
-            }
-        ],
-        "current-context": "operator",
-    }
-    OPERATOR_KUBECONFIG.write_text(json.dumps(config, indent=1))
-    OPERATOR_KUBECONFIG.chmod(0o600)
-    return OPERATOR_KUBECONFIG
-
-
-def start_operator(state: Obj, kubectl: Kubectl, manifests: list[Obj]) -> int:
-    """`pgwarden operator` with the chart's arguments, as the chart's ServiceAccount; restarted each run."""
-    saved = state.get("operator") or {}
-    stop_process("the previous operator", saved.get("pid"), str(OPERATOR_KUBECONFIG))
-    kubeconfig = service_account_kubeconfig(kubectl, demo_support.service_account_name(manifests))
-    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    health, metrics = localpg.free_port(), localpg.free_port()
-    args = [
-        a
-        for a in container["args"]
-        if not a.startswith(("--liveness-port", "--metrics-port", "--log-format"))
+def operator_pod(kubectl: Kubectl) -> str:
+    """The operator's running Pod, or DemoError with what the Pods say."""
+    selector = f"app.kubernetes.io/name=pgwarden,app.kubernetes.io/instance={RELEASE}"
+    pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json"))["items"]
+    running = [
+        p
+        for p in pods
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
     ]
-    args += [f"--liveness-port={health}", f"--metrics-port={metrics}", "--log-format=text"]
-    args += [f"--kubeconfig={kubeconfig}"]
-    # Not a Secret value in sight: the operator never reads them, its Jobs get them by secretKeyRef.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "KUBE"))}
-    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-    env["PGWARDEN_TIMER_INTERVAL"] = "5"  # the chart's default is 15s; the demo polls a little faster
-    pid = spawn([PGWARDEN, *args], OPERATOR_LOG, env)
-    state["operator"] = {"pid": pid, "health": health, "metrics": metrics}
-    write_state(state)
-    say(f"$ pgwarden {' '.join(args)}")
-    while True:
-        if not running(pid, str(kubeconfig)):
-            raise DemoError(f"the operator exited:\n{tail(OPERATOR_LOG, 20)}")
-        if http_ok(f"http://127.0.0.1:{health}/healthz"):
-            break
-        deadline.left()
-        time.sleep(0.3)
-    say(f"operator pid {pid} is live (http://127.0.0.1:{health}/healthz, metrics on :{metrics}/metrics)")
-    say(f"log: {OPERATOR_LOG.relative_to(REPO)}")
-    return pid
+    if not running:
+        described = kubectl("describe", "pods", "-n", NAMESPACE, "-l", selector)
+        raise DemoError(f"the operator's Pod is not running:\n{described[-3000:]}")
+    return str(running[0]["metadata"]["name"])
+
+
+def operator_log(kubectl: Kubectl, lines: int) -> str:
+    return kubectl("logs", f"deployment/{RELEASE}", "-n", NAMESPACE, f"--tail={lines}")
 
 
 def tail(path: Path, lines: int) -> str:
@@ -493,13 +484,9 @@ def ready_message(status: Obj) -> str:
     return str(status.get("message") or ready.get("message") or "")
 
 
-def wait_for(
-    kubectl: Kubectl, operator: int, wanted: dict[tuple[str, str], str], seen: dict[tuple[str, str], str]
-) -> None:
+def wait_for(kubectl: Kubectl, wanted: dict[tuple[str, str], str], seen: dict[tuple[str, str], str]) -> None:
     """Print each phase change as it happens, until every resource in `wanted` is in its phase."""
     while True:
-        if not running(operator, str(OPERATOR_KUBECONFIG)):
-            raise DemoError(f"the operator (pid {operator}) exited:\n{tail(OPERATOR_LOG, 30)}")
         statuses = phases(kubectl)
         for key in sorted(statuses):
             phase = statuses[key].get("phase") or "(no status yet)"
@@ -517,8 +504,8 @@ def wait_for(
             if current in ("Succeeded", "Failed", "RolledBack", "Scheduled") and current != phase:
                 raise DemoError(
                     f"{SHORT[key[0]]}/{key[1]} ended {current}, not {phase}: {ready_message(statuses[key])}\n"
-                    f"kubectl describe {SHORT[key[0]]} {key[1]} -n {NAMESPACE} says more; "
-                    f"operator log: {OPERATOR_LOG}"
+                    f"kubectl describe {SHORT[key[0]]} {key[1]} -n {NAMESPACE} says more; the operator's "
+                    f"log ends:\n{operator_log(kubectl, 30)}"
                 )
         try:
             deadline.left()
@@ -534,52 +521,59 @@ def wait_for(
 
 
 def up() -> None:
-    step("checking this machine")
+    step("checking this machine (root, the Debian packages of hack/apt-packages.txt)")
     check_prerequisites()
-    say("etcd, openssl, bubblewrap: present")
     step(
-        "building what is missing (Kubernetes, MinIO, helm from their Go modules; cached after the first time)"
+        "building what is missing (Kubernetes, MinIO, helm from their Go modules, pgwarden's image; "
+        "cached after the first time)"
     )
     k8s_bin, helm = build_binaries()
     deadline.begin()
     DEMO.mkdir(parents=True, exist_ok=True)
     state = read_state()
 
-    step("local control plane: etcd, kube-apiserver, kube-controller-manager and the node agent")
+    step("local cluster: etcd, kube-apiserver, kube-controller-manager, and a node (containerd, kubelet)")
     out = stream([str(REPO / "hack" / "cluster-up.sh")], timeout=deadline.left(600), env=CLUSTER_ENV)
-    say(out.strip().splitlines()[-1] if out.strip() else "cluster up")
+    lines = out.strip().splitlines()
+    image = next(line.split()[1] for line in lines if line.startswith("image "))
+    say(next((line for line in lines if line.startswith("cluster ")), "cluster up"))
+    env = dict(
+        line.split("=", 1) for line in (DEMO / "cluster" / "env").read_text().splitlines() if "=" in line
+    )
+    apiserver = (env["PGWARDEN_APISERVER_HOST"], int(env["PGWARDEN_APISERVER_PORT"]))
     kubectl = Kubectl(k8s_bin / "kubectl")
+    show("kubectl get nodes -o wide", kubectl("get", "nodes", "-o", "wide"))
 
-    step("PostgreSQL (the newest on this machine) and MinIO (S3)")
+    step(f"PostgreSQL (the newest on this machine) and MinIO (S3), where the Pods reach them ({GATEWAY})")
     pg = start_postgres(state)
     minio = start_minio(state)
     create_bucket(minio)
     say(f"bucket {BUCKET} ready")
 
-    step("the chart's CRDs and RBAC (namespaced: a Role in namespace demo only)")
-    manifests = install_chart(kubectl, helm)
-
-    step("pgwarden operator, as the chart's ServiceAccount (a token, not admin)")
-    operator = start_operator(state, kubectl, manifests)
+    step(
+        "the chart, with helm: the operator's Deployment from pgwarden's image, a Role in namespace demo only"
+    )
+    install_chart(kubectl, helm, image, apiserver)
 
     step("examples/*.yaml, pointed at this machine's PostgreSQL and MinIO")
     databases = reset_examples(kubectl, pg)
-    examples = demo_support.local_examples(pg, minio, BUCKET, databases)
+    examples = demo_support.local_examples(pg, minio, BUCKET, GATEWAY, databases)
     # Migrations first, so the backup and the restore have the migrated tables to show.
     first = [d for d in examples if d["kind"] not in ("DatabaseBackup", "DatabaseRestore")]
     for line in kubectl.apply(first, "-n", NAMESPACE).splitlines():
         say(line)
     seen: dict[tuple[str, str], str] = {}
     step("waiting for the migrations (shop: backup first, migrate, verify; inventory: fails, rolls back)")
-    wait_for(kubectl, operator, {k: v for k, v in EXPECTED.items() if k[0] == "DatabaseMigration"}, seen)
+    wait_for(kubectl, {k: v for k, v in EXPECTED.items() if k[0] == "DatabaseMigration"}, seen)
     step("now the backups and the restore (the restore waits for shop-backup's first backup)")
     rest = [d for d in examples if d["kind"] in ("DatabaseBackup", "DatabaseRestore")]
     for line in kubectl.apply(rest, "-n", NAMESPACE).splitlines():
         say(line)
-    wait_for(kubectl, operator, EXPECTED, seen)
+    wait_for(kubectl, EXPECTED, seen)
 
     step(f"{GREEN}all five examples are where they should be{RESET}")
     show(f"kubectl get pgwarden -n {NAMESPACE}", kubectl("get", "pgwarden", "-n", NAMESPACE))
+    show(f"kubectl get pods -n {NAMESPACE}", kubectl("get", "pods", "-n", NAMESPACE))
     show(f"kubectl describe dbmig shop -n {NAMESPACE}", kubectl("describe", "dbmig", "shop", "-n", NAMESPACE))
     inventory = phases(kubectl)[("DatabaseMigration", "inventory")]
     show(
@@ -593,13 +587,14 @@ def up() -> None:
   export KUBECONFIG=$PWD/{rel} PATH={k8s_bin}:$PATH
   kubectl get pgwarden -n {NAMESPACE}                      # or -w to watch
   kubectl describe dbbackup shop-backup -n {NAMESPACE}
-  kubectl get jobs,pods,events -n {NAMESPACE}
+  kubectl get nodes; kubectl get jobs,pods,events -n {NAMESPACE}
   kubectl logs -n {NAMESPACE} job/<a job above>            # the report of a run
+  kubectl logs -n {NAMESPACE} deployment/{RELEASE} -f      # the operator
   kubectl annotate dbmig <name> -n {NAMESPACE} pgwarden.io/approved=<generation> --overwrite   # approval: Manual
-  tail -f {OPERATOR_LOG.relative_to(REPO)}                  # the operator (pid {state["operator"]["pid"]})
   psql "$(kubectl get secret shop-db -n {NAMESPACE} -o jsonpath='{{.data.uri}}' | base64 -d)"
 Edit examples/*.yaml and re-run `make demo`, or kubectl apply your own resources in namespace {NAMESPACE}.
-{BOLD}make demo-down{RESET} stops it all (control plane, node agent, operator, PostgreSQL, MinIO) and removes {DEMO.relative_to(REPO)}/.
+{BOLD}make demo-down{RESET} stops it all (cluster and node, PostgreSQL, MinIO), leaves no process, mount or network
+device behind and removes {DEMO.relative_to(REPO)}/.
 The command line without Kubernetes: .venv/bin/python hack/demo_cli.py"""
     )
 
@@ -633,7 +628,6 @@ def down() -> None:
         print("demo: nothing to stop")
         return
     step("stopping the demo")
-    stop_process("the operator", (state.get("operator") or {}).get("pid"), str(OPERATOR_KUBECONFIG))
     stop_process("MinIO", (state.get("minio") or {}).get("pid"), str(DEMO / "minio" / "data"))
     result = subprocess.run(
         [str(REPO / "hack" / "cluster-down.sh")], env=CLUSTER_ENV, capture_output=True, text=True, check=False
@@ -657,8 +651,13 @@ def down() -> None:
     time.sleep(0.5 if stray else 0)
     if leftovers():
         raise DemoError(f"processes under {DEMO} survived SIGKILL: {leftovers()}")
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    if any(mount.startswith(f"{DEMO}/") for mount in mounts):
+        raise DemoError(f"mounts under {DEMO} are left: {[m for m in mounts if m.startswith(f'{DEMO}/')]}")
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        raise DemoError(f"network device {BRIDGE} is left: `ip link delete {BRIDGE}` removes it")
     shutil.rmtree(DEMO, ignore_errors=True)
-    say(f"removed {DEMO.relative_to(REPO)}/; no demo process left")
+    say(f"removed {DEMO.relative_to(REPO)}/; no demo process, mount or network device left")
 
 
 def main() -> int:

@@ -2,8 +2,11 @@
 
 - `render_chart`: charts/pgwarden rendered by a real helm (hack/build-helm.sh), as parsed manifests, and
   `operator_rbac` to pick the operator's ServiceAccount, Roles and bindings out of them;
+- `local_values`: the values that install the chart on the local cluster (`helm install`) as users do,
+  with the image hack/cluster-up.sh loaded into containerd;
 - `local_examples`: examples/*.yaml with their Secrets and S3 endpoints pointed at this machine's
-  PostgreSQL and MinIO, so the very files users read are the ones that run.
+  PostgreSQL and MinIO (at the Pod bridge's address, where Pods reach them), so the very files users read
+  are the ones that run.
 
 Tests import it through tests/cluster/chart_support.py; hack/demo.py imports it from its own directory.
 """
@@ -53,13 +56,15 @@ class ToolError(RuntimeError):
     """A build script or helm failed; the message carries its output."""
 
 
-def run_build(script: str, progress: TextIO | None = None, timeout: float = 3600) -> Path:
-    """Run hack/<script> (build-k8s.sh, build-minio.sh, build-helm.sh): the path it prints last.
+def run_build(
+    script: str, progress: TextIO | None = None, timeout: float = 3600, args: tuple[str, ...] = ()
+) -> Path:
+    """Run hack/<script> (build-k8s.sh, build-minio.sh, build-helm.sh, build-image.sh): the path it prints last.
 
     Its progress lines (stderr) go to `progress` as they come, so a first build does not look hung.
     """
     process = subprocess.Popen(
-        [str(REPO / "hack" / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(REPO / "hack" / script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     lines: list[str] = []
     assert process.stderr is not None
@@ -102,6 +107,33 @@ def namespaced_rbac_settings(*namespaces: str) -> tuple[str, ...]:
     )
 
 
+def local_values(image: str, namespace: str, apiserver: tuple[str, int], *, timer_interval: int = 2) -> Obj:
+    """Values for `helm install` on the local cluster: the image containerd holds (never pulled), a Role in
+    `namespace` only, text logs, and the API server's address for in-cluster clients.
+
+    The local cluster has no kube-proxy, so the `kubernetes` Service address the kubelet puts in
+    KUBERNETES_SERVICE_HOST leads nowhere; the operator is pointed at the API server on the Pod bridge,
+    where it listens (the variables set in the container take precedence over the kubelet's).
+    """
+    repository, tag = image.rsplit(":", 1)
+    host, port = apiserver
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "watchNamespaces": [namespace],
+        "rbac": {"clusterWide": False, "aggregateToDefaultRoles": False},
+        "operator": {
+            "logFormat": "text",
+            "workers": 4,
+            "extraEnv": [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)},
+                {"name": "PGWARDEN_TIMER_INTERVAL", "value": str(timer_interval)},
+            ],
+        },
+        "readinessProbe": {"initialDelaySeconds": 1, "periodSeconds": 2},
+    }
+
+
 def operator_rbac(manifests: list[Obj]) -> list[Obj]:
     """The ServiceAccount, Roles/ClusterRoles and their bindings of a render, in that order."""
     return sorted(
@@ -115,12 +147,13 @@ def service_account_name(manifests: list[Obj]) -> str:
 
 
 def local_examples(
-    pg: Postgres, s3: S3, bucket: str, databases: Mapping[str, str] | None = None
+    pg: Postgres, s3: S3, bucket: str, pod_host: str, databases: Mapping[str, str] | None = None
 ) -> list[Obj]:
     """examples/*.yaml with their Secrets and S3 endpoints pointed at this machine's servers.
 
     `databases` maps the examples' database names (shop, inventory) to local URLs; by default each gets a
-    fresh database. Any other database an example names (shop_restored) is that name on `pg`.
+    fresh database. Any other database an example names (shop_restored) is that name on `pg`. The Secrets
+    name `pod_host`, the address the Jobs' Pods reach `pg` at, instead of 127.0.0.1.
     """
     documents: list[Obj] = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
@@ -134,10 +167,11 @@ def local_examples(
         data = doc.get("stringData", {})
         if kind == "Secret" and "uri" in data:
             dbname = data["uri"].rsplit("/", 1)[-1]
-            data["uri"] = databases.get(dbname) or pg.url(dbname)
+            uri = databases.get(dbname) or pg.url(dbname)
+            data["uri"] = uri.replace("@127.0.0.1:", f"@{pod_host}:")
         elif kind == "Secret" and "host" in data:
             data.update(
-                host="127.0.0.1",
+                host=pod_host,
                 port=str(pg.port),
                 dbname=databases["shop"].rsplit("/", 1)[-1],
                 user=pg.user,

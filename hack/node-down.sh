@@ -2,7 +2,8 @@
 # Stop the real node hack/node-up.sh started and leave no process, mount or network device of it behind:
 # its Pods are deleted through the API while the kubelet still runs (so it tears them down properly),
 # then kube-scheduler, the kubelet and containerd stop; containers, shims and mounts still left under
-# .local/node/ are removed by their private paths (never by a program's name); the bridge goes last.
+# .local/node/ are removed by their private paths (never by a program's name). The bridge stays: the API
+# server listens on it, so hack/cluster-down.sh removes it once the control plane is stopped.
 #   --purge   also remove .local/node/ (images loaded into containerd, certificates, logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,6 @@ done
 log() { echo "node: $*" >&2; }
 ((EUID == 0)) || { echo "node: run as root: sudo $0" >&2; exit 1; }
 if [[ ! -d $node_dir ]]; then
-  ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
   echo "node: nothing to stop"
   exit 0
 fi
@@ -78,8 +78,6 @@ done
 for m in $(node_mounts); do
   umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "cannot unmount $m"
 done
-# Deleting the bridge removes whatever veth of a Pod sandbox is still attached to it.
-ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
 rm -f "$node_dir/env"
 if ((purge)); then
   rm -rf "$node_dir"

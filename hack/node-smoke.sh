@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Proof that the real node runs pgwarden's image as its Jobs run it: a control plane (hack/cluster-up.sh
-# --no-node-agent) and a node (hack/node-up.sh) in a directory of their own, one Job Pod with the
+# Proof that the real node runs pgwarden's image as its Jobs run it: a cluster (hack/cluster-up.sh: control
+# plane and node) in a directory and on a bridge of its own (pgw2), one Job Pod with the
 # restricted securityContext (non-root 65532, read-only root filesystem, no capabilities, RuntimeDefault
 # seccomp, a secretKeyRef variable, imagePullPolicy Never) that runs the client tools and pgwarden, its
 # termination message read back from the Pod status. Everything is torn down at the end, and the script
@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGWARDEN_LOCAL_DIR=${PGWARDEN_LOCAL_DIR:-$PWD/.local/node-smoke}
+export PGWARDEN_NODE_BRIDGE=${PGWARDEN_NODE_BRIDGE:-pgw2} PGWARDEN_NODE_SUBNET_PREFIX=${PGWARDEN_NODE_SUBNET_PREFIX:-10.217.2}
 # shellcheck source=hack/node_env.sh
 source hack/node_env.sh
 
@@ -18,7 +19,6 @@ namespace=node-smoke
 teardown() {
   local status=$? leftovers
   say "tearing down"
-  hack/node-down.sh --purge >&2 || status=1
   hack/cluster-down.sh --purge >&2 || status=1
   leftovers=$(
     node_stray_pids | sed 's/^/process /'
@@ -41,11 +41,9 @@ teardown() {
 trap teardown EXIT
 
 t0=$(date +%s)
-hack/cluster-up.sh --no-node-agent >&2
-t1=$(date +%s)
-hack/node-up.sh >&2
+hack/cluster-up.sh >&2
 t2=$(date +%s)
-say "control plane up in $((t1 - t0))s, node up in $((t2 - t1))s"
+say "cluster (control plane and node) up in $((t2 - t0))s"
 # shellcheck disable=SC1091
 source "$cluster_dir/env"
 # shellcheck disable=SC1091

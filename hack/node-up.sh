@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
-# Start a real node beside the control plane of hack/cluster-up.sh (started with --no-node-agent):
-# containerd (private root, state and socket) with runc and a CNI bridge, the kubelet and kube-scheduler
-# v1.37 built from hack/k8s, with pgwarden's image (make image) and the pause image loaded. Waits for the
-# node to be Ready. State, certificates, pid files and logs live in .local/node/; hack/node-down.sh undoes
-# it all. The network stays on this machine: bridge pgw0 (10.217.0.1/24) has no route out and no
-# masquerade; Pods reach the bridge address (where host servers for them listen) and each other only.
+# Start the real node beside the control plane of hack/cluster-up.sh (which runs this script): containerd
+# (private root, state and socket) with runc and a CNI bridge, the kubelet and kube-scheduler v1.37 built
+# from hack/k8s, with pgwarden's image (make image) and the pause image loaded (hack/node-images.sh).
+# Waits for the node to be Ready. State, certificates, pid files and logs live in .local/node/;
+# hack/node-down.sh undoes it all. The network stays on this machine: the bridge (pgw0, 10.217.0.1/24)
+# has no route out and no masquerade; Pods reach the bridge address (where the API server and the host
+# servers for them listen) and each other only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=hack/node_env.sh
 source hack/node_env.sh
-source hack/lib/node-packages.sh
+source hack/lib/apt-packages.sh
 
 log() { echo "node: $*" >&2; }
 fail() { echo "node: ERROR: $*" >&2; exit 1; }
 ((EUID == 0)) || fail "run as root (containerd and the kubelet need it): sudo $0"
 started_at=$(date +%s)
 
-[[ -f $cluster_dir/env ]] && [[ -f $kubeconfig ]] || fail "no control plane in $cluster_dir: run hack/cluster-up.sh --no-node-agent first"
+[[ -f $cluster_dir/env ]] && [[ -f $kubeconfig ]] || fail "no control plane in $cluster_dir: run hack/cluster-up.sh"
 # shellcheck disable=SC1091
 source "$cluster_dir/env"
 kubectl=$PGWARDEN_K8S_BIN/kubectl
-"$kubectl" get --raw /readyz >/dev/null 2>&1 || fail "the control plane at $PGWARDEN_APISERVER_URL is not ready: run hack/cluster-up.sh --no-node-agent"
-component_alive node-agent && fail "hack/node_agent.py runs as this cluster's node; start the control plane with --no-node-agent (hack/cluster-down.sh first)"
+"$kubectl" get --raw /readyz >/dev/null 2>&1 || fail "the control plane at $PGWARDEN_APISERVER_URL is not ready: run hack/cluster-up.sh"
 
 mkdir -p "$node_dir"
 exec 7>"$node_dir/up.lock"
@@ -35,22 +35,17 @@ fi
 # Partly up (a crash, a killed session): clear what is left and start clean.
 hack/node-down.sh >/dev/null
 
-node_packages_ensure node-up
+apt_packages_ensure node-up
 log "building or finding the kubelet, kube-scheduler, pgwarden's image and the pause image"
 node_bin=$(hack/build-k8s.sh --node)
-image_archive=$(hack/build-image.sh)
+# Built here, loaded once containerd runs: containerd needs the pause image's name in its configuration.
+hack/build-image.sh >/dev/null
 pause_archive=$(hack/build-pause.sh)
-image_ref=$(<"$(dirname "$image_archive")/ref")
 pause_ref=$(<"$(dirname "$pause_archive")/ref")
 
-free_port() {
-  local port=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-}
-kubelet_port=$(free_port "${PGWARDEN_KUBELET_PORT:-20250}")
-healthz_port=$(free_port $((kubelet_port + 1)))
-scheduler_port=$(free_port $((healthz_port + 1)))
+kubelet_port=$(free_port_at "$node_ip" "${PGWARDEN_KUBELET_PORT:-20250}")
+healthz_port=$(free_port_at 127.0.0.1 "${PGWARDEN_KUBELET_HEALTHZ_PORT:-20251}")
+scheduler_port=$(free_port_at 127.0.0.1 $((healthz_port + 1)))
 
 # --- certificates, signed by the control plane's CA: the kubelet as a node (NodeRestriction), its
 # serving certificate for the bridge address (kube-apiserver checks it for `kubectl logs`), the scheduler.
@@ -90,14 +85,10 @@ EOF
 write_kubeconfig "system:node:$node_name" kubelet-client >"$node_dir/kubelet.kubeconfig"
 write_kubeconfig system:kube-scheduler kube-scheduler >"$node_dir/kube-scheduler.kubeconfig"
 
-# --- the bridge, made here so the kubelet can listen on its address before the first Pod exists.
+# --- the Pods' network: the bridge (made by cluster-up before the API server) and a CNI configuration.
 # isGateway false: the CNI plugin then leaves the bridge's address and the machine's ip_forward alone,
 # and Pods get only the route to their own subnet.
-if ! ip link show "$bridge" >/dev/null 2>&1; then
-  ip link add "$bridge" type bridge
-  ip addr add "$node_ip/24" dev "$bridge"
-fi
-ip link set "$bridge" up
+pod_network_up
 mkdir -p "$node_dir/cni" "$node_dir/cni-ipam"
 cat >"$node_dir/cni/10-pgwarden.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "pgwarden", "plugins": [
@@ -111,7 +102,7 @@ EOF
 start() { # name, command...
   local name=$1
   shift
-  setsid "$@" </dev/null >"$node_dir/$name.log" 2>&1 7>&- &
+  setsid "$@" </dev/null >"$node_dir/$name.log" 2>&1 7>&- 8>&- &
   echo $! >"$node_dir/$name.pid"
 }
 wait_for() { # what, seconds, component, check command...
@@ -165,15 +156,8 @@ ctr() { command ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
 start containerd containerd --config "$cd_dir/config.toml"
 containerd_answers() { ctr version >/dev/null 2>&1; }
 wait_for "containerd" 30 containerd containerd_answers
-for archive in "$pause_archive" "$image_archive"; do
-  # containerd keeps its images across node-down (not --purge): load only what it lacks.
-  ctr images ls -q | grep -qxF "$(<"$(dirname "$archive")/ref")" && continue
-  log "loading $(<"$(dirname "$archive")/ref") into containerd"
-  ctr images import "$archive" >"$node_dir/import.log" 2>&1 ||
-    { cat "$node_dir/import.log" >&2; fail "ctr images import $archive failed"; }
-done
-ctr images ls -q | grep -qxF "$image_ref" || fail "containerd lists no $image_ref after the import; see $node_dir/import.log"
-ctr images ls -q | grep -qxF "$pause_ref" || fail "containerd lists no $pause_ref after the import; see $node_dir/import.log"
+images=$(hack/node-images.sh)
+image_ref=$(awk '$1 == "image" { print $2 }' <<<"$images")
 
 # --- kubelet: the configuration that works here (cgroup v1 hybrid, no QoS cgroups, no swap check),
 # webhook authentication and authorization against the control plane, listening on the bridge only.

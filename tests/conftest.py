@@ -11,6 +11,24 @@ from pgwarden.testing import localpg, s3server
 
 _minio_build_error: list[str] = []
 
+# Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes): `make unit` leaves out
+# the tests using them, and every test of tests/cluster.
+GO_FIXTURES = {"s3", "private_minio", "helm", "kube"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "go: needs a binary built from a Go module (Kubernetes, MinIO, helm); make unit leaves it out",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if GO_FIXTURES & set(getattr(item, "fixturenames", ())) or "cluster" in item.path.parts:
+            item.add_marker(pytest.mark.go)
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout."""

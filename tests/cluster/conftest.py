@@ -1,8 +1,10 @@
-"""Fixtures for tests against the local Kubernetes control plane (hack/cluster-up.sh) and its node agent.
+"""Fixtures for tests against the local Kubernetes cluster (hack/cluster-up.sh): the control plane and a
+real node (containerd, runc, the kubelet) that runs pgwarden's image.
 
-Every xdist worker of one run shares one control plane. The first worker that needs it starts it
-under a file lock; the last one to finish stops it, if this run started it, and a watchdog stops it
-should the run die first. A cluster someone started by hand (`make cluster-up`) is used and left up.
+Every xdist worker of one run shares one cluster. The first worker that needs it starts it under a file
+lock; the last one to finish stops it, if this run started it, and a watchdog stops it should the run die
+first. A cluster someone started by hand (`make cluster-up`) is used and left up. Pods reach this
+machine's servers at the bridge's address (10.217.0.1), so a test's PostgreSQL and MinIO listen there too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / ".local"
 KUBECONFIG = LOCAL / "kubeconfig"
 CLUSTER_DIR = LOCAL / "cluster"
+NODE_DIR = LOCAL / "node"
 USERS_FILE = LOCAL / "cluster-tests.json"
 LOCK_FILE = LOCAL / "cluster-tests.lock"
 T = TypeVar("T")
@@ -44,38 +47,61 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
+# What the cluster needs built, each once per version or content hash (cached in ~/.cache/pgwarden).
+BUILDS = (
+    ("build-k8s.sh",),
+    ("build-k8s.sh", "--node"),
+    ("build-helm.sh",),
+    ("build-image.sh",),
+    ("build-pause.sh",),
+)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the Kubernetes binaries before any test runs, so a first build meets no test timeout."""
+    """Build Kubernetes, helm and the images before any test runs, so a first build meets no test timeout."""
     if not any(item.get_closest_marker("cluster") for item in session.items):
         return
-    started = time.monotonic()
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    progress: list[str] = []
     # A first build takes many minutes: show its progress lines rather than look hung.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        build = subprocess.Popen(
-            [str(REPO / "hack" / "build-k8s.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert build.stderr is not None
-        for line in build.stderr:
-            progress.append(line)
-            sys.stderr.write(line)
-        stdout = build.communicate()[0]
-    if build.returncode != 0:
-        _build_error.append(
-            f"hack/build-k8s.sh failed (exit {build.returncode}) after {time.monotonic() - started:.0f}s:\n"
-            + "".join(progress)[-4000:]
-        )
-    else:
-        _bin_dir.append(Path(stdout.strip().splitlines()[-1]))
+        for script, *args in BUILDS:
+            started = time.monotonic()
+            progress: list[str] = []
+            build = subprocess.Popen(
+                [str(REPO / "hack" / script), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert build.stderr is not None
+            for line in build.stderr:
+                progress.append(line)
+                sys.stderr.write(line)
+            stdout = build.communicate()[0]
+            if build.returncode != 0:
+                _build_error.append(
+                    f"hack/{script} {' '.join(args)} failed (exit {build.returncode}) after "
+                    f"{time.monotonic() - started:.0f}s:\n" + "".join(progress)[-4000:]
+                )
+                return
+            if script == "build-k8s.sh" and not args:
+                _bin_dir.append(Path(stdout.strip().splitlines()[-1]))
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalCluster:
-    """The running control plane: its admin kubeconfig, kubectl, and API clients."""
+    """The running cluster: its admin kubeconfig, kubectl, API clients, the image its node holds and the
+    addresses Pods reach the API server and this machine's servers at."""
 
     kubeconfig: Path
     bin_dir: Path
+    image: str = ""
+    apiserver: tuple[str, int] = ("127.0.0.1", 0)
+
+    @property
+    def pod_gateway(self) -> str:
+        """The bridge's own address: where Pods reach the API server, PostgreSQL and MinIO."""
+        return self.apiserver[0]
 
     @property
     def kubectl_path(self) -> Path:
@@ -150,7 +176,7 @@ class LocalCluster:
         self, what: str, probe: Callable[[], T | None], timeout: float = 90, interval: float = 0.5
     ) -> T:
         """Poll until probe returns something truthy; after `timeout` seconds fail with `what`, the pods
-        and the node agent's log, which usually say why."""
+        and the kubelet's log, which usually say why."""
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
@@ -160,13 +186,14 @@ class LocalCluster:
                 pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False)
                 raise AssertionError(
                     f"timed out after {timeout:g}s waiting for {what}\n"
-                    f"pods:\n{pods.stdout}{pods.stderr}\nnode agent log:\n{self.node_agent_log(30)}"
+                    f"pods:\n{pods.stdout}{pods.stderr}\nkubelet log:\n{self.node_log(30)}"
                 )
             time.sleep(interval)
 
-    def node_agent_log(self, lines: int = 60) -> str:
+    def node_log(self, lines: int = 60) -> str:
+        """The end of the kubelet's log (why a Pod does not start)."""
         try:
-            return "\n".join((CLUSTER_DIR / "node-agent.log").read_text().splitlines()[-lines:])
+            return "\n".join((NODE_DIR / "kubelet.log").read_text().splitlines()[-lines:])
         except OSError:
             return ""
 
@@ -242,7 +269,7 @@ with open(lock_file, "w") as lock:
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[LocalCluster]:
-    """The shared local control plane with its node agent, started on first use."""
+    """The shared local cluster with its node, started on first use."""
     if _build_error:
         pytest.fail(_build_error[0], pytrace=False)
     # The pytest process whose end means "stop": xdist's controller (our parent) or this process.
@@ -263,8 +290,12 @@ def kube() -> Iterator[LocalCluster]:
     bin_dir = (
         _bin_dir[0] if _bin_dir else Path(_run_script("build-k8s.sh", 60).stdout.strip().splitlines()[-1])
     )
+    # This run's image: cluster-up loads the one of the current sources (another run may load a newer one).
+    image = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("image "))
+    env = dict(line.split("=", 1) for line in (CLUSTER_DIR / "env").read_text().splitlines() if "=" in line)
+    apiserver = (env["PGWARDEN_APISERVER_HOST"], int(env["PGWARDEN_APISERVER_PORT"]))
     try:
-        yield LocalCluster(KUBECONFIG, bin_dir)
+        yield LocalCluster(KUBECONFIG, bin_dir, image, apiserver)
     finally:
         with _locked():
             state = _read_users()
@@ -283,10 +314,17 @@ def kube() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def namespace(kube: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace, with its default ServiceAccount ready (Pods cannot be created before it)."""
+    """A fresh namespace that admits only `restricted` Pods (every Pod pgwarden makes must pass), with its
+    default ServiceAccount ready (Pods cannot be created before it)."""
     stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     name = f"{stem}-{secrets.token_hex(3)}"
-    kube.kubectl("create", "namespace", name)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
     kube.wait_for(
         f"the default ServiceAccount in {name}",
         lambda: kube.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
@@ -294,6 +332,21 @@ def namespace(kube: LocalCluster, request: pytest.FixtureRequest) -> Iterator[st
     )
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(autouse=True)
+def _servers_reach_pods(request: pytest.FixtureRequest) -> None:
+    """The test's PostgreSQL and MinIO listen on the bridge's address too, where its Pods reach them.
+
+    Session servers may have started before the cluster (another test of this worker needed them first),
+    so they are moved onto the bridge here, once, rather than when they start.
+    """
+    wanted = [name for name in ("pg", "s3") if name in request.fixturenames]
+    if not wanted:
+        return
+    gateway = request.getfixturevalue("kube").pod_gateway
+    for name in wanted:
+        request.getfixturevalue(name).serve_pods(gateway)
 
 
 # The end-to-end fixtures live with their helpers; importing them here makes them every test module's.

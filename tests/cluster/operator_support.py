@@ -1,9 +1,11 @@
 """What the end-to-end tests share: the operator under test, its fixtures, and helpers to apply resources and
 wait for their status, Events and metrics (fixtures are registered by tests/cluster/conftest.py).
 
-The operator runs as `pgwarden operator` in a subprocess with only `--kubeconfig` (no KUBECONFIG), whose
-token is the chart's ServiceAccount's, bound by the chart's own namespaced Role (helm template, not admin),
-so the tests also prove that Role is all it needs. The CRDs are installed as crds/ holds them.
+The operator runs as users run it: `helm install` of the chart in the test's namespace (namespaced RBAC,
+the chart's ServiceAccount, so the tests also prove that Role is all it needs), its Deployment's Pod and
+every Job's Pod running pgwarden's image on the real node. The CRDs are installed as crds/ holds them.
+Pods reach this machine's PostgreSQL and MinIO at the bridge's address: `secret` writes that address
+where a value names 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from chart_support import (
+    CHART,
     ToolError,
+    local_values,
     namespaced_rbac_settings,
     operator_rbac,
     render_chart,
@@ -40,7 +44,11 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
+# runc's state of the node's containers (hack/node-up.sh): where a test kills a container's process.
+RUNC_ROOT = REPO / ".local" / "node" / "containerd" / "runc" / "k8s.io"
 TERMINAL = ("Succeeded", "Failed", "RolledBack")
+# The Pod bridge's own address (hack/node_env.sh): Pods reach the API server and the tests' servers there.
+POD_GATEWAY = os.environ.get("PGWARDEN_NODE_SUBNET_PREFIX", "10.217.0") + ".1"
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +74,138 @@ def crds(kube: LocalCluster) -> None:
 
 
 @dataclass
+class ChartOperator:
+    """The chart's operator Deployment in one namespace, installed with `helm install` and running from
+    pgwarden's image on the node; stopped and started by scaling it, killed with SIGKILL through runc.
+
+    Its logs are kept across restarts (a Pod's log goes with the Pod); its metrics and /healthz are
+    read from the Pod's own address, which this machine reaches on the bridge.
+    """
+
+    kube: LocalCluster
+    namespace: str
+    helm: Path
+    values: Path
+    log_path: Path
+    release: str = "pgwarden"
+    metrics_port: int = 9090
+    liveness_port: int = 8080
+
+    @property
+    def selector(self) -> str:
+        return f"app.kubernetes.io/name=pgwarden,app.kubernetes.io/instance={self.release}"
+
+    def install(self) -> None:
+        """`helm install` as a user would (the CRDs are the tests' to apply), then wait until it is live."""
+        result = subprocess.run(
+            [
+                str(self.helm),
+                "install",
+                self.release,
+                str(CHART),
+                "--namespace",
+                self.namespace,
+                "--kubeconfig",
+                str(self.kube.kubeconfig),
+                "--skip-crds",
+                "--values",
+                str(self.values),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"helm install failed:\n{result.stdout}{result.stderr}"
+        self.wait_live()
+
+    def pod(self) -> Obj | None:
+        """The operator's running Pod (not one being deleted), if any."""
+        pods = self.kube.get_all("pods", self.namespace, "-l", self.selector)
+        running = [
+            p
+            for p in pods
+            if p["metadata"].get("deletionTimestamp") is None
+            and p.get("status", {}).get("phase") == "Running"
+        ]
+        return running[0] if running else None
+
+    def wait_live(self, timeout: float = 90) -> None:
+        def live() -> bool:
+            try:
+                return bool(self.http(self.liveness_port, "/healthz"))
+            except (OSError, AssertionError):
+                return False
+
+        try:
+            self.kube.wait_for("the operator's /healthz", live, timeout=timeout, interval=0.5)
+        except AssertionError as error:
+            described = self.kube.kubectl(
+                "describe", "pods", "-n", self.namespace, "-l", self.selector, check=False
+            )
+            raise AssertionError(
+                f"{error}\n{described.stdout}\noperator log:\n{self.log()[-4000:]}"
+            ) from error
+
+    def _scale(self, replicas: int) -> None:
+        self.kube.kubectl("scale", "deployment", self.release, "-n", self.namespace, f"--replicas={replicas}")
+
+    def start(self) -> None:
+        self._scale(1)
+        self.wait_live()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM: scale to zero and wait for the Pod to go (the kubelet stops it gracefully).
+        SIGKILL: kill the container's process through runc first, so nothing of it runs on."""
+        pod = self.pod()
+        if pod is None:
+            return
+        self._keep_log(pod)
+        if sig == signal.SIGKILL:
+            container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+            subprocess.run(
+                ["runc", "--root", str(RUNC_ROOT), "kill", container, "KILL"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        self._scale(0)
+        self.kube.wait_for(
+            "the operator's Pod to go",
+            lambda: not self.kube.get_all("pods", self.namespace, "-l", self.selector),
+            timeout=60,
+        )
+
+    def _keep_log(self, pod: Obj) -> None:
+        name = pod["metadata"]["name"]
+        logs = self.kube.kubectl("logs", name, "-n", self.namespace, check=False).stdout
+        with self.log_path.open("a") as saved:
+            saved.write(logs)
+
+    def log(self) -> str:
+        """Everything the operator logged in this test, across its restarts."""
+        earlier = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        pod = self.pod()
+        current = (
+            self.kube.kubectl("logs", pod["metadata"]["name"], "-n", self.namespace, check=False)
+            if pod
+            else None
+        )
+        return earlier + (current.stdout if current else "")
+
+    def http(self, port: int, path: str) -> str:
+        pod = self.pod()
+        assert pod is not None and pod["status"].get("podIP"), f"no running operator Pod in {self.namespace}"
+        url = f"http://{pod['status']['podIP']}:{port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+
+@dataclass
 class Operator:
-    """`pgwarden operator` for one namespace, as a process the test can kill and restart."""
+    """`pgwarden operator` for one namespace as a process on this machine, which a test can kill and restart
+    by pid: only for tests that run several replicas side by side (see HOST_PROCESS_TESTS). The `operator`
+    fixture gives every other test a ChartOperator, which has the same start/stop/log/http."""
 
     kube: LocalCluster
     namespace: str
@@ -95,7 +233,7 @@ class Operator:
                     "--kubeconfig",
                     str(self.kubeconfig),
                     "--job-image",
-                    "pgwarden:e2e",
+                    self.kube.image,
                     "--metrics-port",
                     str(self.metrics_port),
                     "--liveness-port",
@@ -126,14 +264,56 @@ class Operator:
             return str(response.read().decode())
 
 
+# Tests that still run the operator as processes on this machine: the leader-election test starts a second
+# replica beside the first and tells them apart by pid. They move to the chart's replicaCount (and kill
+# the active replica's Pod) with their owner; every other test gets the chart's Deployment.
+HOST_PROCESS_TESTS = {"test_killing_the_active_replica_hands_over_within_30_s_and_duplicates_no_job"}
+
+
 @pytest.fixture
 def operator(
-    kube: LocalCluster, namespace: str, crds: None, helm: Path, tmp_path: Path
-) -> Iterator[Operator]:
-    """The operator under the chart's RBAC for this namespace: its ServiceAccount, Role and RoleBinding."""
+    kube: LocalCluster,
+    namespace: str,
+    crds: None,
+    helm: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[ChartOperator | Operator]:
+    """The operator as users run it: the chart installed in this namespace with namespaced RBAC (its
+    ServiceAccount, Role and RoleBinding), from pgwarden's image on the node."""
+    if request.node.name in HOST_PROCESS_TESTS:
+        yield from _host_operator(kube, namespace, helm, tmp_path)
+        return
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps(local_values(kube.image, namespace, kube.apiserver)))
+    operator = ChartOperator(kube, namespace, helm, values, tmp_path / "operator.log")
+    operator.install()
+    try:
+        yield operator
+    finally:
+        print(f"--- operator log ({namespace}) ---\n{operator.log()[-6000:]}")
+        subprocess.run(
+            [
+                str(helm),
+                "uninstall",
+                operator.release,
+                "-n",
+                namespace,
+                "--kubeconfig",
+                str(kube.kubeconfig),
+                "--wait=false",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+
+def _host_operator(kube: LocalCluster, namespace: str, helm: Path, tmp_path: Path) -> Iterator[Operator]:
+    """`pgwarden operator` as a process with a token of the chart's ServiceAccount, bound by the chart's
+    own namespaced Role (helm template), its Jobs running pgwarden's image on the node."""
     manifests = render_chart(helm, *namespaced_rbac_settings(namespace), namespace=namespace)
     rbac = operator_rbac(manifests)
-    assert [m["kind"] for m in rbac] == ["ServiceAccount", "Role", "RoleBinding"], rbac
     kube.apply(*rbac)
     kubeconfig = kube.service_account_kubeconfig(
         namespace, service_account_name(manifests), tmp_path / "operator.kubeconfig"
@@ -155,7 +335,9 @@ def in_namespace(namespace: str, *manifests: Obj) -> list[Obj]:
 
 
 def secret(name: str, **data: str) -> Obj:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+    """A Secret for Pods: a value naming 127.0.0.1 (a test server's URL) names the bridge's address instead."""
+    for_pods = {key: value.replace("127.0.0.1", POD_GATEWAY) for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": for_pods}
 
 
 def resource(kind: str, name: str, spec: Obj, **metadata: Any) -> Obj:
@@ -201,7 +383,7 @@ def wait_status(
         last = status_of(kube, kind, name, op.namespace)
         raise AssertionError(
             f"{error}\nstatus: {json.dumps(last, indent=1)}\noperator log:\n{op.log()[-4000:]}\n"
-            f"node agent:\n{kube.node_agent_log(30)}"
+            f"kubelet:\n{kube.node_log(30)}"
         ) from error
 
 

@@ -133,6 +133,16 @@ def test_default_render_is_one_recreated_replica_probed_on_the_operator_health_e
     assert not of_kind(manifests, "ServiceMonitor")
 
 
+def test_replica_count_sets_the_replicas_and_each_knows_its_pod_and_namespace(helm: Path) -> None:
+    manifests = render(helm, "replicaCount=2", namespace="operators")
+    (deployment,) = of_kind(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in operator_container(manifests)["env"]}
+    # Leader election names the Lease holder by Pod and keeps the Lease in the Pod's namespace.
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_the_jobs_use_the_operator_image_unless_told_otherwise(helm: Path) -> None:
     container = operator_container(render(helm, "image.tag=1.2.3"))
     env = {e["name"]: e.get("value") for e in container["env"]}

@@ -1,4 +1,6 @@
-"""The local control plane behaves like a cluster where it matters to pgwarden: Jobs, Secrets, volumes, GC."""
+"""The local cluster's real node (containerd, runc, the kubelet) does what pgwarden relies on: Jobs from
+pgwarden's image under the `restricted` Pod Security Standard, termination messages, Secrets, volumes, the
+downward API, restarts, in-cluster API access and garbage collection."""
 
 from __future__ import annotations
 
@@ -20,8 +22,29 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.cluster
 
 
-def job(name: str, command: list[str], **container: Any) -> dict[str, Any]:
-    """A one-pod Job that does not retry, running `command`."""
+# What the `restricted` Pod Security Standard asks of a Pod and of each container (the tests' namespaces
+# enforce it), as pgwarden's own Jobs have it.
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def container(image: str, command: list[str], **settings: Any) -> dict[str, Any]:
+    return {
+        "name": "main",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": command,
+        "securityContext": CONTAINER_SECURITY,
+        **settings,
+    }
+
+
+def job(name: str, image: str, command: list[str], **settings: Any) -> dict[str, Any]:
+    """A one-pod Job that does not retry, running `command` in `image`."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -32,23 +55,23 @@ def job(name: str, command: list[str], **container: Any) -> dict[str, Any]:
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "containers": [
-                        {"name": "main", "image": "pgwarden:dev", "command": command, **container}
-                    ],
+                    "securityContext": POD_SECURITY,
+                    "containers": [container(image, command, **settings)],
                 }
             },
         },
     }
 
 
-def pod(name: str, command: list[str], **container: Any) -> dict[str, Any]:
+def pod(name: str, image: str, command: list[str], **settings: Any) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "pgwarden:dev", "command": command, **container}],
+            "securityContext": POD_SECURITY,
+            "containers": [container(image, command, **settings)],
         },
     }
 
@@ -82,7 +105,7 @@ def terminated(pod: dict[str, Any]) -> dict[str, Any]:
 def test_a_job_whose_command_succeeds_is_marked_complete(kube: LocalCluster, namespace: str) -> None:
     kube.apply(
         {
-            **job("ok", ["python", "-c", "print('hello from the pod')"]),
+            **job("ok", kube.image, ["python", "-c", "print('hello from the pod')"]),
             "metadata": {"name": "ok", "namespace": namespace},
         }
     )
@@ -91,6 +114,8 @@ def test_a_job_whose_command_succeeds_is_marked_complete(kube: LocalCluster, nam
     finished = job_pod(kube, namespace, "ok")
     assert finished["status"]["phase"] == "Succeeded"
     assert finished["spec"]["nodeName"] == "pgwarden-node"
+    node = kube.get("node", "pgwarden-node", "default")["status"]["nodeInfo"]
+    assert node["containerRuntimeVersion"].startswith("containerd://")
     assert terminated(finished)["exitCode"] == 0
     assert terminated(finished)["reason"] == "Completed"
     assert "hello from the pod" in kube.kubectl("logs", "-n", namespace, "job/ok").stdout
@@ -104,7 +129,7 @@ def test_a_failing_command_fails_the_job_and_leaves_its_termination_message(
         "-c",
         "echo 'migration 0003 failed: relation \"shop\" does not exist' > /dev/termination-log; exit 3",
     ]
-    kube.apply({**job("broken", command), "metadata": {"name": "broken", "namespace": namespace}})
+    kube.apply({**job("broken", kube.image, command), "metadata": {"name": "broken", "namespace": namespace}})
 
     assert wait_for_job(kube, namespace, "broken") == "Failed"
     failed = job_pod(kube, namespace, "broken")
@@ -116,7 +141,7 @@ def test_a_failing_command_fails_the_job_and_leaves_its_termination_message(
 
 def test_an_env_var_from_a_secret_key_reaches_the_process(kube: LocalCluster, namespace: str) -> None:
     env = [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}}]
-    manifest = job("env", ["sh", "-c", 'test "$DB_PASSWORD" = "s3cr3t with spaces"'], env=env)
+    manifest = job("env", kube.image, ["sh", "-c", 'test "$DB_PASSWORD" = "s3cr3t with spaces"'], env=env)
     kube.apply(
         {
             **secret("shop-db", password="s3cr3t with spaces"),
@@ -135,7 +160,7 @@ def test_a_missing_secret_key_is_a_create_container_config_error_until_the_key_a
     kube.apply(
         {**secret("shop-db", user="app"), "metadata": {"name": "shop-db", "namespace": namespace}},
         {
-            **pod("waits", ["sh", "-c", 'test -n "$DB_PASSWORD"'], env=env),
+            **pod("waits", kube.image, ["sh", "-c", 'test -n "$DB_PASSWORD"'], env=env),
             "metadata": {"name": "waits", "namespace": namespace},
         },
     )
@@ -173,6 +198,7 @@ def test_a_configmap_volume_is_visible_at_its_mount_path(kube: LocalCluster, nam
     }
     manifest = job(
         "reads-config",
+        kube.image,
         [
             "sh",
             "-c",
@@ -199,7 +225,7 @@ def test_deleting_a_job_garbage_collects_its_pods_and_kills_their_processes(
     token = f"pgwarden-gc-{namespace}"
     kube.apply(
         {
-            **job("sleeper", ["python", "-c", f"import time; time.sleep(600)  # {token}"]),
+            **job("sleeper", kube.image, ["python", "-c", f"import time; time.sleep(600)  # {token}"]),
             "metadata": {"name": "sleeper", "namespace": namespace},
         }
     )
@@ -269,9 +295,12 @@ def test_pgwarden_inspect_runs_in_a_job_with_the_url_from_a_secret(
         conn.execute("CREATE TABLE shop (id bigint PRIMARY KEY, name text)")
         conn.execute("INSERT INTO shop SELECT g, 'item ' || g FROM generate_series(1, 5) g")
     env = [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "uri"}}}]
-    manifest = job("inspect", ["sh", "-c", 'pgwarden inspect "$DATABASE_URL" --json'], env=env)
+    manifest = job("inspect", kube.image, ["sh", "-c", 'pgwarden inspect "$DATABASE_URL" --json'], env=env)
     kube.apply(
-        {**secret("shop-db", uri=url), "metadata": {"name": "shop-db", "namespace": namespace}},
+        {
+            **secret("shop-db", uri=url.replace("127.0.0.1", kube.pod_gateway)),
+            "metadata": {"name": "shop-db", "namespace": namespace},
+        },
         {**manifest, "metadata": {"name": "inspect", "namespace": namespace}},
     )
 
@@ -306,7 +335,6 @@ attempt.write_text(str(runs))
 summary = {
     "user": review.status.user_info.username,
     "marker": pathlib.Path("marker").read_text().strip(),
-    "project_visible": pathlib.Path(sys.argv[1]).is_dir(),
     "env": {k: os.environ[k] for k in ("GREETING", "POD_NAME", "MSG", "IP")},
     "labels": pathlib.Path("/etc/podinfo/labels").read_text(),
 }
@@ -318,40 +346,40 @@ sys.exit(7 if runs == 1 else 0)
 def test_init_containers_env_sources_downward_api_restarts_and_in_cluster_access_work(
     kube: LocalCluster, namespace: str
 ) -> None:
-    repo = Path(__file__).resolve().parents[2]
+    # No kube-proxy here: in-cluster clients reach the API server on the bridge, as the operator does.
+    host, port = kube.apiserver
     spec: dict[str, Any] = {
         "restartPolicy": "OnFailure",
+        "securityContext": POD_SECURITY,
         "initContainers": [
-            {
-                "name": "init",
-                "image": "busybox",
-                "command": ["sh", "-c", "echo init-ran > /scratch/marker"],
-                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-            }
+            container(
+                kube.image,
+                ["sh", "-c", "echo init-ran > /scratch/marker"],
+                name="init",
+                volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}],
+            )
         ],
         "containers": [
-            {
-                "name": "main",
-                "image": "pgwarden:dev",
-                "workingDir": "/scratch",
-                "command": ["python", "-c", IN_POD_SCRIPT, str(repo)],
-                "envFrom": [{"configMapRef": {"name": "settings"}}],
-                "env": [
+            container(
+                kube.image,
+                ["python", "-c", IN_POD_SCRIPT],
+                workingDir="/scratch",
+                envFrom=[{"configMapRef": {"name": "settings"}}],
+                env=[
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                     {"name": "MSG", "value": "$(GREETING) from $(POD_NAME)"},
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)},
                 ],
-                "volumeMounts": [
+                volumeMounts=[
                     {"name": "scratch", "mountPath": "/scratch"},
                     {"name": "podinfo", "mountPath": "/etc/podinfo"},
-                    # A volume over the project's parent directory must not hide the project ("image").
-                    {"name": "over-project", "mountPath": str(repo.parent)},
                 ],
-            }
+            )
         ],
         "volumes": [
             {"name": "scratch", "emptyDir": {}},
-            {"name": "over-project", "emptyDir": {}},
             {
                 "name": "podinfo",
                 "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
@@ -376,6 +404,7 @@ def test_init_containers_env_sources_downward_api_restarts_and_in_cluster_access
     kube.wait_for(
         "the pod to succeed after one restart",
         lambda: kube.get("pod", "full", namespace)["status"]["phase"] == "Succeeded",
+        timeout=120,
     )
     status = kube.get("pod", "full", namespace)["status"]
     main = status["containerStatuses"][0]
@@ -386,7 +415,7 @@ def test_init_containers_env_sources_downward_api_restarts_and_in_cluster_access
     assert summary == {
         "user": f"system:serviceaccount:{namespace}:default",
         "marker": "init-ran",
-        "project_visible": True,
-        "env": {"GREETING": "hello", "POD_NAME": "full", "MSG": "hello from full", "IP": "127.0.0.1"},
+        "env": {"GREETING": "hello", "POD_NAME": "full", "MSG": "hello from full", "IP": status["podIP"]},
         "labels": 'app="demo"',
     }
+    assert status["podIP"].startswith(host.rsplit(".", 1)[0] + ".")

@@ -1,5 +1,6 @@
-"""The operator end to end on the local control plane: `kubectl apply` in, Jobs run by the node agent,
-status, conditions and Events out, against a real PostgreSQL and a real S3-compatible server.
+"""The operator end to end on the local cluster: `kubectl apply` in, the operator and its Jobs running from
+pgwarden's image on the real node, status, conditions and Events out, against a real PostgreSQL and a real
+S3-compatible server.
 
 The operator, its fixtures and the helpers live in operator_support.py (see there how it runs).
 """
@@ -375,7 +376,7 @@ def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
 def test_the_examples_converge_and_kubectl_get_pgwarden_shows_their_columns(
     kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
-    examples = local_examples(pg, s3, s3.create_bucket())
+    examples = local_examples(pg, s3, s3.create_bucket(), kube.pod_gateway)
     done = ("Succeeded", "Failed", "RolledBack", "Scheduled")
     # Migrations first, so the backup and the restore have the migrated tables to show.
     first = [doc for doc in examples if doc["kind"] not in ("DatabaseBackup", "DatabaseRestore")]

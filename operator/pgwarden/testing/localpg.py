@@ -133,6 +133,8 @@ class LocalPostgres:
     port: int
     password: str
     user: str = "postgres"
+    # The address Pods of the local cluster reach this server at (serve_pods), beside 127.0.0.1.
+    pod_host: str | None = None
     _log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +171,45 @@ class LocalPostgres:
             return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def serve_pods(self, address: str) -> None:
+        """Listen on `address` too (the Pod bridge's own address) and accept the bridge's /24 (SCRAM).
+
+        Pods of the local cluster reach host servers only there; a restart (well under a second, same port
+        and data) is needed because PostgreSQL reads listen_addresses only when it starts.
+        """
+        if self.pod_host == address:
+            return
+        subnet = address.rsplit(".", 1)[0] + ".0/24"
+        with (self.data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {subnet} scram-sha-256\n")
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1,{address}'\n")
+        restarted = subprocess.run(
+            [
+                *_drop_privileges_prefix(),
+                self.install.tool("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self._log),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if restarted.returncode != 0:
+            raise RuntimeError(
+                f"PostgreSQL {self.version} did not restart to listen on {address}:\n"
+                f"{restarted.stderr}\n{self.log_tail()}"
+            )
+        self.pod_host = address
 
     def stop(self) -> None:
         subprocess.run(

@@ -54,6 +54,7 @@ class S3Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log: Path
+    address: str = "127.0.0.1"
 
     def env(self) -> dict[str, str]:
         return {
@@ -90,6 +91,20 @@ class S3Server:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    def serve_pods(self, address: str, timeout: float = 60) -> None:
+        """Listen on `address` (the Pod bridge's own address) instead of 127.0.0.1, same port and data.
+
+        MinIO listens on one address; the bridge's is reachable from this machine too, so the endpoint
+        (for tests and Pods alike) becomes http://<address>:<port>.
+        """
+        if self.address == address:
+            return
+        self.stop()
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.process = _launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.address, self.endpoint = address, f"http://{address}:{port}"
+        _wait_ready(self, timeout)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -117,15 +132,9 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
 
 
-def start(*, timeout: float = 60) -> S3Server:
-    """Start MinIO on a free port of 127.0.0.1 with a temporary data directory and random credentials."""
-    binary = minio_binary()
-    root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
-    data_dir = root / "data"
-    data_dir.mkdir()
-    log = root / "minio.log"
-    port, console_port = free_port(), free_port()
-    access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+def _launch(
+    access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "MINIO_ROOT_USER": access_key,
@@ -133,18 +142,18 @@ def start(*, timeout: float = 60) -> S3Server:
         "MINIO_BROWSER": "off",
         "MINIO_UPDATE": "off",
         "MINIO_CI_CD": "1",
-        "HOME": str(root),
+        "HOME": str(data_dir.parent),
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
+    with log.open("ab") as out:
+        return subprocess.Popen(
             [
-                str(binary),
+                str(minio_binary()),
                 "server",
                 "--quiet",
                 "--address",
-                f"127.0.0.1:{port}",
+                f"{address}:{port}",
                 "--console-address",
-                f"127.0.0.1:{console_port}",
+                f"{address}:{free_port()}",
                 str(data_dir),
             ],
             stdout=out,
@@ -152,7 +161,18 @@ def start(*, timeout: float = 60) -> S3Server:
             env=env,
             start_new_session=True,
         )
-    server = S3Server(f"http://127.0.0.1:{port}", access_key, secret_key, data_dir, process, log)
+
+
+def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
+    """Start MinIO on a free port of `address` with a temporary data directory and random credentials."""
+    root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
+    data_dir = root / "data"
+    data_dir.mkdir()
+    log = root / "minio.log"
+    port = free_port()
+    access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+    process = _launch(access_key, secret_key, data_dir, log, address, port)
+    server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
     _wait_ready(server, timeout)
     return server
 

@@ -1,11 +1,11 @@
-# Shared by the image and node scripts: make sure the Debian packages in hack/node-packages.txt are there.
-# As root, install the missing ones (apt-get); otherwise stop and print the one command that installs them.
-#   source hack/lib/node-packages.sh; node_packages_ensure script-name
+# Make sure the Debian packages in hack/apt-packages.txt are installed. As root, install the missing ones
+# (apt-get); otherwise stop at once and print the one command that installs them.
+#   source hack/lib/apt-packages.sh; apt_packages_ensure script-name
 # shellcheck shell=bash
 
-node_packages_ensure() {
+apt_packages_ensure() {
   local script=$1 list pkg missing=()
-  list=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/node-packages.txt
+  list=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/apt-packages.txt
   while read -r pkg; do
     [[ -z $pkg || $pkg == \#* ]] && continue
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -19,4 +19,8 @@ node_packages_ensure() {
   echo "$script: installing ${missing[*]} (from $list)" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's postgresql starts a cluster of its own; the tests and the demo start their own servers.
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_ctlcluster >/dev/null; then
+    service postgresql stop >/dev/null 2>&1 || true
+  fi
 }
