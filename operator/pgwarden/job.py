@@ -146,6 +146,7 @@ def run_migration(task: Task, url: str) -> Report:
             verify=spec.verify,
             rollback=spec.rollback.strategy,
             safety_net=safety_net,
+            lint_fail_on=tuple(spec.policy.lint.fail_on),
         )
         return migrate(url, options, progress=progress).to_json_dict()
 

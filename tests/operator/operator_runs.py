@@ -76,7 +76,15 @@ MIGRATION_SUCCEEDED: Obj = {
         {"version": "0004", "description": "seed customers", "checksum": "d" * 64, "durationMs": 2},
     ],
     "pending": [],
-    "warnings": ["0003: CREATE INDEX without CONCURRENTLY locks writes"],
+    "warnings": ["0003 runs outside a transaction"],
+    "lint": [
+        {
+            "rule": "require-concurrent-index-creation",
+            "file": "0003_orders_by_customer.sql",
+            "line": 1,
+            "message": "During normal index creation, table updates are blocked, but reads are still allowed.",
+        }
+    ],
     "verification": {"passed": True, "checks": [{"name": "seed customers present", "passed": True}]},
     "drift": {"detected": False, "differences": []},
     "startedAt": "2025-03-01T11:59:02+00:00",

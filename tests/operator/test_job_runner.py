@@ -177,6 +177,45 @@ def test_a_failing_migration_rolls_back_and_exits_1(
     assert status["rollback"]["outcome"] == "Succeeded"
 
 
+def test_lint_findings_reach_status_and_policy_lint_fail_on_refuses_before_anything_changes(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """spec.policy.lint.failOn reaches the run: a named rule refuses it (exit 2, nothing changed); any other
+    finding is reported, and status.lint lists it with its rule, file and line."""
+    secrets = {"shop-db": {"uri": db_url}}
+    first = inline_migration(resource, {"0001_customers.sql": "CREATE TABLE customers (id int, name text);"})
+    assert (
+        run_job(migration_job(DatabaseMigration.model_validate(first), SETTINGS), secrets, tmp_path).code == 0
+    )
+    files = {
+        "0001_customers.sql": "CREATE TABLE customers (id int, name text);",
+        "0002_by_name.sql": "-- customers by name\nCREATE INDEX customers_name ON customers (name);",
+    }
+    body = inline_migration(resource, files)
+    body["spec"]["policy"] = {"lint": {"failOn": ["require-concurrent-index-creation"]}}
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    refused = run_job(manifest, secrets, tmp_path)
+    assert refused.code == 2, refused.stderr + refused.stdout
+    assert "require-concurrent-index-creation" in refused.compact["error"]["message"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.customers_name')").fetchone() == (None,)
+    run = observe(job(manifest["metadata"]["name"], state="failed"), [refused.as_pod()])
+    status = written(migrations.decide(read(body), run, [], SETTINGS, NOW)).status
+    assert status["phase"] == "Failed" and "require-concurrent-index-creation" in status["message"]
+
+    body["spec"]["policy"] = {"lint": {"failOn": ["changing-column-type"]}}  # not this file's finding
+    manifest = migration_job(DatabaseMigration.model_validate(body), SETTINGS)
+    ran = run_job(manifest, secrets, tmp_path)
+    assert ran.code == 0, ran.stderr + ran.stdout
+    run = observe(job(manifest["metadata"]["name"], state="complete"), [ran.as_pod()])
+    status = written(migrations.decide(read(body), run, [], SETTINGS, NOW)).status
+    assert status["phase"] == "Succeeded"
+    assert [(f["rule"], f["file"], f["line"]) for f in status["lint"]] == [
+        ("require-concurrent-index-creation", "0002_by_name.sql", 2)
+    ]
+    assert all(f["message"] for f in status["lint"])
+
+
 def test_mounted_migration_files_are_read_from_the_mounted_directory(
     resource: Callable[..., Obj], db_url: str, tmp_path: Path
 ) -> None:

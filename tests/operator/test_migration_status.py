@@ -65,7 +65,10 @@ def test_success_puts_counts_applied_and_verification_on_status(resource: Callab
     assert status["rows"] == {"before": 0, "after": 2}
     assert [a["version"] for a in status["applied"]] == ["0001", "0002", "0003", "0004"]
     assert status["verification"]["passed"] is True
-    assert status["lint"] == ["0003: CREATE INDEX without CONCURRENTLY locks writes"]
+    assert [(f["rule"], f["file"], f["line"]) for f in status["lint"]] == [
+        ("require-concurrent-index-creation", "0003_orders_by_customer.sql", 1)
+    ]
+    assert status["warnings"] == ["0003 runs outside a transaction"]
     assert status["message"] == "applied 4 migration(s), now at version 0004; 2 tables, 2 rows"
     assert status["durationSeconds"] == 1.2
     assert cond(decision, "Ready")["status"] == "True"

@@ -1,6 +1,6 @@
 """Lock-risk lint findings of pending migrations, and the policy that refuses a run over them.
 
-Shared by the command line's report (`lint[]`) and, later, a DatabaseMigration's status and `policy.lint`.
+Shared by the command line's report (`lint[]`), a DatabaseMigration's status.lint and its `policy.lint`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pgwarden.api.common import (
     exactly_one_rule,
     validations,
 )
+from pgwarden.api.lint import LintFinding
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
 from pgwarden.api.reports import (
     AppliedMigration,
@@ -278,7 +279,11 @@ class DatabaseMigrationStatus(RunStatus):
     drift: Drift | None = Field(
         default=None, description="Schema changes made outside pgwarden since last run."
     )
-    lint: list[str] = Field(default_factory=list, description="Warnings about the migration files.")
+    lint: list[LintFinding] = Field(
+        default_factory=list,
+        description="Lock-risk findings of the pending files: rule, file, line and message (capped).",
+    )
+    warnings: list[str] = Field(default_factory=list, description="Warnings of the last run's plan.")
     approval: ApprovalStatus | None = Field(
         default=None, description="For approval: Manual, what is (or was) approved."
     )

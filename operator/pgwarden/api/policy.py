@@ -5,6 +5,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.lint import LintPolicy
 
 
 class TransactionMode(StrEnum):
@@ -46,5 +47,12 @@ class MigrationPolicy(ApiModel):
         description=(
             "PostgreSQL statement_timeout for every statement of the run (migrations, counts, checks); "
             "always bounded, so a hung statement cannot hold a run, or a schedule behind it, for ever."
+        ),
+    )
+    lint: LintPolicy = Field(
+        default_factory=LintPolicy,
+        description=(
+            "Lock-risk lint of the pending files (squawk): every finding is listed in status.lint; the rules "
+            "named in failOn refuse the run before anything changes."
         ),
     )

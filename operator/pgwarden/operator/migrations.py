@@ -83,7 +83,8 @@ def _from_report(report: Obj) -> Obj:
             for k, v in report["rollback"].items()
             if k in ("strategy", "outcome", "message", "versionAfter")
         }
-    fields["lint"] = list(report.get("warnings") or [])
+    fields["lint"] = list(report.get("lint") or [])
+    fields["warnings"] = list(report.get("warnings") or [])
     for key in ("startedAt", "completedAt"):
         if report.get(key):
             fields[key] = report[key]
