@@ -57,6 +57,10 @@ def test_a_sealed_backup_restores_with_its_identity_row_for_row(
     assert report["encryption"] == {"method": "age", "recipients": [recipient]}
     manifest = read_manifest(place.open().child(report["backup"]["id"]))
     assert manifest.encryption is not None and manifest.encryption.recipients == [recipient]
+    listed = run_cli("backups", place.uri, "--json", env=place.env)
+    [summary] = json.loads(listed.stdout)["backups"]
+    assert summary["encryption"] == {"method": "age", "recipients": [recipient]}
+    assert "+age" in run_cli("backups", place.uri, env=place.env).stdout
 
     target = pg.url(f"r_{secrets.token_hex(4)}")
     done = run_cli(

@@ -55,7 +55,7 @@ def render(report: BackupListReport) -> list[str]:
                     b.owner + ("" if b.owner_recorded else OLD_MANIFEST_MARK),
                     b.completed_at.strftime("%Y-%m-%d %H:%M:%S"),
                     human_size(b.size_bytes),
-                    f"{b.format}/{b.compression}",
+                    f"{b.format}/{b.compression}" + ("+age" if b.encryption else ""),
                     b.tables,
                     f"{b.rows:,}",
                     "yes" if b.verified else "no",

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.encryption import Sealing
 from pgwarden.storage.base import Storage
 from pgwarden.storage.manifest import BackupManifest, PruneResult, scan
 from pgwarden.storage.ownership import group_by_owner, owner_of
@@ -31,6 +32,10 @@ class BackupSummary(ApiModel):
     server_version: str
     completed_at: datetime
     verified: bool
+    encryption: Sealing | None = Field(
+        default=None,
+        description="How the dump is sealed (restoring it needs an identity); unset: not sealed.",
+    )
 
 
 class OwnerSummary(ApiModel):
@@ -94,6 +99,7 @@ def summarize(storage: Storage, manifest: BackupManifest) -> BackupSummary:
         server_version=manifest.server_version,
         completed_at=manifest.completed_at,
         verified=manifest.verified,
+        encryption=manifest.encryption,
     )
 
 
