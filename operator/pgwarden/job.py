@@ -39,6 +39,7 @@ from pgwarden.api.task import (
 )
 from pgwarden.cli.output import print_json, progress
 from pgwarden.engine.backup import DumpSelection, take_backup
+from pgwarden.engine.drill import run_drill
 from pgwarden.engine.encryption import load_identities
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
@@ -374,10 +375,32 @@ def run_restore(task: Task, url: str) -> Report:
     ).to_json_dict()
 
 
+def run_drill_task(task: Task, url: str) -> Report:
+    """A DatabaseBackup's restore drill: its newest backup (in its storage, or the copy verify.copy names)
+    restored into a scratch database on the server `url` names, compared with its manifest, then dropped."""
+    spec = task.backup
+    if spec is None:
+        raise BadInput("the drill task carries no backup spec")
+    scope = _scope(task)
+    storage = spec.storage
+    if spec.verify.copy_index is not None:
+        storage = spec.copies[spec.verify.copy_index].storage
+    sealed = spec.encryption is not None and spec.encryption.identity_secret_ref is not None
+    return run_drill(
+        _under(storage_uri(storage), scope.path),
+        url,
+        owner=scope.owner,
+        identities=identities() if sealed else (),
+        jobs=spec.parallel_jobs,
+        progress=progress,
+    ).to_json_dict()
+
+
 RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
     JobKind.MIGRATE: run_migration,
     JobKind.BACKUP: run_backup,
     JobKind.RESTORE: run_restore,
+    JobKind.DRILL: run_drill_task,
 }
 
 

@@ -26,7 +26,7 @@ from pgwarden.api.common import (
     validations,
 )
 from pgwarden.api.encryption import BackupEncryption, Sealing
-from pgwarden.api.reports import BackupInfo, Outcome
+from pgwarden.api.reports import BackupInfo, Difference, Outcome
 
 # Five cron fields or a macro; croniter (in the validator) checks the values, this only the shape.
 _CRON_FIELD = r"[-0-9A-Za-z*/,?]+"
@@ -86,19 +86,85 @@ class Retention(ApiModel):
         return self
 
 
+def check_schedule(schedule: str, what: str = "schedule") -> str:
+    """A cron schedule croniter accepts and that fires; ValueError saying what to write instead."""
+    if not re.fullmatch(SCHEDULE_PATTERN, schedule) or not croniter.is_valid(schedule):
+        raise ValueError(f"{SCHEDULE_MESSAGE.replace('schedule', what, 1)}; got {schedule!r}")
+    try:  # what the CEL rule cannot see, e.g. '0 0 31 4,6 *'; any start will do, cron has no years
+        start = datetime(2000, 1, 1)
+        croniter(schedule, start, max_years_between_matches=_MAX_YEARS_BETWEEN_RUNS).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(
+            f"{what} {schedule!r} never fires: no month it names has that day; pick a day every month "
+            "named has, e.g. '0 2 28 2 *'"
+        ) from None
+    return schedule
+
+
 class BackupVerify(ApiModel):
-    """How a finished backup is proven usable."""
+    """How backups are proven usable: right after each one (restore), and by restore drills on a schedule."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')",
+                SCHEDULE_MESSAGE.replace("schedule", "verify.schedule", 1),
+                ".schedule",
+            ),
+            cel(
+                f"!has(self.schedule) || !self.schedule.matches('{NEVER_FIRES_PATTERN}')",
+                NEVER_FIRES_MESSAGE.replace("schedule", "verify.schedule", 1),
+                ".schedule",
+            ),
+        )
+    )
 
     restore: bool = Field(
         default=False,
         description="Restore each backup into a scratch database and compare its tables and rows with the source.",
     )
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        description=(
+            "Restore drills: a cron schedule (its own CronJob, in spec.timeZone) on which the newest complete "
+            "backup is restored into a scratch database, compared with its manifest (tables, exact rows, "
+            "schema), timed, marked verified and dropped. The backed-up database is never connected to."
+        ),
+    )
+    server: DatabaseRef | None = Field(
+        default=None,
+        description=(
+            "The server drills restore on (a scratch database <db>_pgw_drill_<id> is created and dropped "
+            "there; the role needs CREATEDB). Unset: the server of spec.database."
+        ),
+    )
+    copy_index: int | None = Field(
+        default=None,
+        alias="copy",
+        ge=0,
+        le=3,
+        description="Drill the further copy spec.copies[N] (0 is the first) instead of the primary storage.",
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description=(
+            "Set the Stale condition (and Verified false) when no drill succeeded for longer than this, e.g. "
+            "8d. Unset: twice the interval between drills."
+        ),
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        return None if schedule is None else check_schedule(schedule, "verify.schedule")
 
 
 _VERIFY_NEEDS_IDENTITY = (
-    "verify.restore of an encrypted backup restores it, which needs encryption.identitySecretRef (an identity "
-    "of one of the recipients); add it or turn verify.restore off"
+    "verify.restore and restore drills (verify.schedule) of an encrypted backup restore it, which needs "
+    "encryption.identitySecretRef (an identity of one of the recipients); add it, or leave both out"
 )
+_DRILL_COPY_MISSING = "verify.copy names a copy spec.copies does not have (0 is the first)"
 # Copies a backup is written to besides its storage; each is a full backup with its own retention.
 COPIES_LIMIT = 4
 
@@ -142,10 +208,16 @@ class DatabaseBackupSpec(ApiModel):
                 ".parallelJobs",
             ),
             cel(
-                "!has(self.encryption) || has(self.encryption.identitySecretRef) "
-                "|| !has(self.verify) || !has(self.verify.restore) || !self.verify.restore",
+                "!has(self.encryption) || has(self.encryption.identitySecretRef) || !has(self.verify) "
+                "|| ((!has(self.verify.restore) || !self.verify.restore) && !has(self.verify.schedule))",
                 _VERIFY_NEEDS_IDENTITY,
                 ".encryption",
+            ),
+            cel(
+                "!has(self.verify) || !has(self.verify.copy) "
+                "|| (has(self.copies) && self.verify.copy < size(self.copies))",
+                _DRILL_COPY_MISSING,
+                ".verify.copy",
             ),
         )
     )
@@ -222,19 +294,7 @@ class DatabaseBackupSpec(ApiModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, schedule: str | None) -> str | None:
-        if schedule is None:
-            return None
-        if not re.fullmatch(SCHEDULE_PATTERN, schedule) or not croniter.is_valid(schedule):
-            raise ValueError(f"{SCHEDULE_MESSAGE}; got {schedule!r}")
-        try:  # what the CEL rule cannot see, e.g. '0 0 31 4,6 *'; any start will do, cron has no years
-            start = datetime(2000, 1, 1)
-            croniter(schedule, start, max_years_between_matches=_MAX_YEARS_BETWEEN_RUNS).get_next(datetime)
-        except CroniterBadDateError:
-            raise ValueError(
-                f"schedule {schedule!r} never fires: no month it names has that day; pick a day every month "
-                "named has, e.g. '0 2 28 2 *'"
-            ) from None
-        return schedule
+        return None if schedule is None else check_schedule(schedule)
 
     @field_validator("time_zone")
     @classmethod
@@ -247,8 +307,11 @@ class DatabaseBackupSpec(ApiModel):
 
     @model_validator(mode="after")
     def _restoring_needs_identity(self) -> DatabaseBackupSpec:
-        if self.encryption and not self.encryption.identity_secret_ref and self.verify.restore:
+        restores = self.verify.restore or self.verify.schedule is not None
+        if self.encryption and not self.encryption.identity_secret_ref and restores:
             raise ValueError(_VERIFY_NEEDS_IDENTITY)
+        if self.verify.copy_index is not None and self.verify.copy_index >= len(self.copies):
+            raise ValueError(_DRILL_COPY_MISSING)
         return self
 
     @model_validator(mode="after")
@@ -295,6 +358,28 @@ class LastBackup(BackupInfo):
     )
 
 
+class VerifiedBackup(ApiModel):
+    """The last restore drill: which backup it restored, when, how long that took, and what it found."""
+
+    id: str | None = Field(default=None, description="The backup drilled (the newest complete one).")
+    location: str | None = Field(default=None, description="Where that backup lives.")
+    time: datetime | None = Field(default=None, description="When the drill finished (UTC).")
+    duration_seconds: float | None = Field(default=None, description="How long the whole drill took.")
+    restore_seconds: float | None = Field(
+        default=None, description="How long the restore took: the recovery time to plan with."
+    )
+    outcome: Outcome = Field(
+        description="Succeeded: the restored copy matched its manifest; Failed otherwise."
+    )
+    tables: int | None = Field(default=None, description="Tables in the restored copy.")
+    rows: int | None = Field(default=None, description="Rows in the restored copy (exact counts).")
+    differences: list[Difference] = Field(
+        default_factory=list, description="What differed from the manifest (capped)."
+    )
+    message: str | None = Field(default=None, description="A one-line summary or the error.")
+    job: str | None = Field(default=None, description="The drill's Job.")
+
+
 class BackupRun(ApiModel):
     """One run of the backup Job, successful or not."""
 
@@ -320,9 +405,15 @@ class DatabaseBackupStatus(ResourceStatus):
     next_schedule_time: datetime | None = Field(default=None, description="When the next backup is due.")
     history: list[BackupRun] = Field(default_factory=list, description="The last runs, newest first.")
     retained: int | None = Field(default=None, description="Complete backups kept under the storage prefix.")
+    last_verified_backup: VerifiedBackup | None = Field(
+        default=None, description="The last restore drill (verify.schedule), succeeded or not."
+    )
+    last_verified_time: datetime | None = Field(
+        default=None, description="When a restore drill last succeeded: the newest backup proven to restore."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Stale and Suspended.",
+        description="Ready, Stale, Suspended and, with restore drills, Verified.",
         json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
     )
     job: str | None = Field(default=None, description="Name of the Job running now, or of the last one.")

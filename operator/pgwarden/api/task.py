@@ -51,6 +51,7 @@ class JobKind(StrEnum):
     MIGRATE = "migrate"
     BACKUP = "backup"
     RESTORE = "restore"
+    DRILL = "drill"  # a DatabaseBackup's restore drill (verify.schedule)
 
 
 class ResourceId(ApiModel):
@@ -105,7 +106,7 @@ class Task(ApiModel):
     kind: JobKind
     resource: ResourceId
     migration: DatabaseMigrationSpec | None = None
-    backup: DatabaseBackupSpec | None = None
+    backup: DatabaseBackupSpec | None = Field(default=None, description="For a backup or a drill: its spec.")
     restore: DatabaseRestoreSpec | None = None
     restore_source: RestoreSource | None = None
     backup_scope: BackupScope | None = Field(

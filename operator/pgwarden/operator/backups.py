@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
 from pgwarden.api.common import parse_duration
-from pgwarden.operator import naming
+from pgwarden.operator import drills, naming
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job
 from pgwarden.operator.observe import ObservedRun, parse_time
@@ -37,6 +37,9 @@ KIND = "DatabaseBackup"
 HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
+# Decision.extra keys: further CronJobs (the restore drills') to create or replace, and to delete.
+APPLY_CRONJOBS = "applyCronJobs"
+DELETE_CRONJOBS = "deleteCronJobs"
 _COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
 
 
@@ -199,9 +202,16 @@ def _desired_workload(
 
 
 def decide(
-    backup: DatabaseBackup, runs: list[ObservedRun], cronjob: Obj | None, settings: JobSettings, now: datetime
+    backup: DatabaseBackup,
+    runs: list[ObservedRun],
+    cronjob: Obj | None,
+    settings: JobSettings,
+    now: datetime,
+    drill_runs: list[ObservedRun] | None = None,
+    drill_cronjob: Obj | None = None,
 ) -> Decision[DatabaseBackupStatus]:
-    """The next step for a DatabaseBackup, from every Job it owns (directly or through its CronJob)."""
+    """The next step for a DatabaseBackup, from every Job it owns (directly or through its CronJobs):
+    `runs` are its backups', `drill_runs` its restore drills' (verify.schedule, their own CronJob)."""
     now = second(now)
     meta = backup.metadata
     generation = meta.generation or 1
@@ -244,6 +254,13 @@ def decide(
     history = newest_first(history)[:HISTORY_LIMIT]
 
     new = DatabaseBackupStatus(observed_generation=generation, history=history)
+    drilled = drills.observe_drills(old, drill_runs or [], now)
+    events += drilled.events
+    finished += drilled.finished
+    if drilled.last is not None:
+        new.last_verified_backup = drilled.last
+    if drilled.verified_time is not None:
+        new.last_verified_time = drilled.verified_time
     if newest_last:
         new.last_backup = newest_last
         new.last_successful_time = newest_last.completed_at
@@ -266,6 +283,8 @@ def decide(
     created = parse_time((meta.model_extra or {}).get("creationTimestamp"))
     reference = new.last_successful_time or created or now
     stale = limit is not None and now - reference > limit
+    fresh = drills.freshness(backup, drilled.verified_time, created, now)
+    verified_limit = human_duration(fresh.limit)
     latest = history[0] if history else None
     ready = phase in ("Succeeded", "Scheduled", "Suspended", "Running") and not (
         latest and latest.outcome == "Failed"
@@ -274,18 +293,7 @@ def decide(
         ready = False
     wants = [
         Want("Ready", ready, reason, new.message),
-        Want(
-            "Stale",
-            stale,
-            "NoRecentBackup" if stale else "Fresh",
-            f"no successful backup for more than {human_duration(limit)}"
-            if stale
-            else (
-                f"last successful backup at {stamp(new.last_successful_time)}"
-                if newest_last
-                else "no backup expected yet"
-            ),
-        ),
+        _stale_want(stale, fresh, human_duration(limit), verified_limit, new),
         Want(
             "Suspended",
             bool(backup.spec.schedule and backup.spec.suspend),
@@ -297,14 +305,25 @@ def decide(
             else "one-time backup",
         ),
     ]
-    if stale and not is_true(old.conditions, "Stale"):
+    if (stale or fresh.stale) and not is_true(old.conditions, "Stale"):
         events.append(Event(WARNING, "Stale", wants[1].message))
+    verified = drills.verified_want(backup, drilled, fresh, verified_limit)
+    if verified is not None:
+        wants.append(verified)
     new.conditions = set_conditions(old.conditions, wants, generation, now)
+    drill_apply, drill_delete = drills.workload(backup, drill_cronjob, settings)
     # Next look without an event: when it turns stale, or shortly after the next run is due (whose Job
     # would have brought it, so status names the following one).
     candidates = [following + SCHEDULE_GRACE] if following else []
     if limit is not None and not stale:
         candidates.append(reference + limit + timedelta(seconds=1))
+    if fresh.due is not None:
+        candidates.append(fresh.due)
+    extra: Obj = {}
+    if drill_apply is not None:
+        extra[APPLY_CRONJOBS] = [drill_apply]
+    if drill_delete is not None:
+        extra[DELETE_CRONJOBS] = [drill_delete]
     return Decision(
         status=new,
         events=tuple(events),
@@ -312,7 +331,34 @@ def decide(
         delete_cronjob=delete,
         finished=tuple(finished),
         deadline=min(candidates) if candidates else None,
+        extra=extra,
     )
+
+
+def _stale_want(
+    stale: bool, fresh: drills.Freshness, limit: str, verified_limit: str, new: DatabaseBackupStatus
+) -> Want:
+    """Stale: no successful backup, or (with restore drills) no verified restore, for longer than allowed."""
+    if stale:
+        return Want("Stale", True, "NoRecentBackup", f"no successful backup for more than {limit}")
+    if fresh.stale:
+        return Want(
+            "Stale",
+            True,
+            "NoRecentVerifiedRestore",
+            f"no restore drill succeeded for more than {verified_limit}",
+        )
+    if new.last_backup is None:
+        message = "no backup expected yet"
+    else:
+        message = f"last successful backup at {stamp(new.last_successful_time)}"
+    if fresh.limit is not None:
+        message += (
+            f"; last verified restore at {stamp(new.last_verified_time)}"
+            if new.last_verified_time
+            else "; no restore drill succeeded yet"
+        )
+    return Want("Stale", False, "Fresh", message)
 
 
 def _retained(runs: list[ObservedRun], now: datetime) -> int | None:

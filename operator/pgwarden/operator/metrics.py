@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pgwarden.api.backup import DatabaseBackupStatus
 from pgwarden.operator.status import Finished
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -29,6 +31,25 @@ BACKUP_BYTES = Counter(
 LAST_BACKUP = Gauge(
     "pgwarden_backup_last_success_timestamp_seconds",
     "Unix time of the last successful backup of each DatabaseBackup.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+LAST_VERIFIED = Gauge(
+    "pgwarden_backup_last_verified_restore_timestamp_seconds",
+    "Unix time a restore drill of each DatabaseBackup last succeeded (its newest backup proven to restore).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+SINCE_VERIFIED = Gauge(
+    "pgwarden_backup_seconds_since_verified_restore",
+    "Seconds since a restore drill of each DatabaseBackup last succeeded, as of the scrape; alert on it "
+    "to hear of no verified restore for longer than you can accept.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+VERIFIED_RESTORE_SECONDS = Gauge(
+    "pgwarden_backup_verified_restore_seconds",
+    "How long the restore of the last successful drill took: the recovery time to plan with.",
     ["namespace", "name"],
     registry=REGISTRY,
 )
@@ -60,9 +81,23 @@ def observe_last_backup(namespace: str, name: str, completed_at: float | None) -
         LAST_BACKUP.labels(namespace, name).set(completed_at)
 
 
+def observe_verified(namespace: str, name: str, status: DatabaseBackupStatus) -> None:
+    """Set the verified-restore gauges from status (so a restarted operator reports them too); the age is
+    computed when scraped, so it grows between reconciles."""
+    verified = status.last_verified_time
+    if verified is None:
+        return
+    stamp = verified.timestamp()
+    LAST_VERIFIED.labels(namespace, name).set(stamp)
+    SINCE_VERIFIED.labels(namespace, name).set_function(lambda: max(time.time() - stamp, 0.0))
+    last = status.last_verified_backup
+    if last is not None and last.outcome == "Succeeded" and last.restore_seconds is not None:
+        VERIFIED_RESTORE_SECONDS.labels(namespace, name).set(last.restore_seconds)
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop the series of a deleted DatabaseBackup, so /metrics does not grow with every resource ever seen."""
-    for metric in (BACKUP_BYTES, LAST_BACKUP):
+    for metric in (BACKUP_BYTES, LAST_BACKUP, LAST_VERIFIED, SINCE_VERIFIED, VERIFIED_RESTORE_SECONDS):
         with contextlib.suppress(KeyError):  # never recorded
             metric.remove(namespace, name)
 

@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import Approval, DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
-from pgwarden.operator import approval, backups, metrics, migrations, naming, restores
+from pgwarden.operator import approval, backups, drills, metrics, migrations, naming, restores
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
-from pgwarden.operator.jobs import JobSettings
+from pgwarden.operator.jobs import JobSettings, drill_cronjob_name, is_drill
 from pgwarden.operator.kube import Kube, KubeError
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.policy import REASON as POLICY_DENIED
@@ -95,7 +95,14 @@ def quiet(resource: Resource, jobs: list[Obj], current_name: str) -> bool:
     if isinstance(resource, DatabaseBackup):
         history = resource.status.history if resource.status else []
         recorded = backups.already_recorded(backups.newest_first(history))
-        return all(recorded(BackupRun(job=run.job, completed_at=run.completed_at)) for run in runs)
+        last_drill = resource.status.last_verified_backup if resource.status else None
+        drill_jobs = {job["metadata"]["name"] for job in jobs if is_drill(job)}
+        return all(
+            drills.recorded(last_drill, run)
+            if run.job in drill_jobs
+            else recorded(BackupRun(job=run.job, completed_at=run.completed_at))
+            for run in runs
+        )
     status = resource.status
     if status is None:
         return not runs
@@ -147,7 +154,16 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
         return migrations.decide(resource, current, others, ctx.settings, now, files)
     if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
-        return backups.decide(resource, runs, cronjobs[0] if cronjobs else None, ctx.settings, now)
+        drill_jobs = {job["metadata"]["name"] for job in jobs if is_drill(job)}
+        return backups.decide(
+            resource,
+            [run for run in runs if run.job not in drill_jobs],
+            next((c for c in cronjobs if not is_drill(c)), None),
+            ctx.settings,
+            now,
+            drill_runs=[run for run in runs if run.job in drill_jobs],
+            drill_cronjob=next((c for c in cronjobs if is_drill(c)), None),
+        )
     run = None if settled else restores.pick_run(resource.status or DatabaseRestoreStatus(), runs)
     ref = resource.spec.source.backup_ref
     referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
@@ -198,10 +214,13 @@ def refused(body: Obj, reason: str, message: str, now: datetime) -> Decision[Any
 
 
 def policy_denied(body: Obj, error: PolicyDenied, now: datetime) -> Decision[Any]:
-    """Refused, and a scheduled backup's CronJob removed: a policy tightened since stops its runs too."""
+    """Refused, and a scheduled backup's CronJobs (its drills' too) removed: a policy tightened since stops
+    its runs too."""
     meta = body["metadata"]
-    cronjob = naming.cronjob_name(meta["name"], meta["uid"]) if body.get("kind") == "DatabaseBackup" else None
-    return replace(refused(body, POLICY_DENIED, clip(str(error)), now), delete_cronjob=cronjob)
+    backup = body.get("kind") == "DatabaseBackup"
+    cronjob = naming.cronjob_name(meta["name"], meta["uid"]) if backup else None
+    extra = {backups.DELETE_CRONJOBS: [drill_cronjob_name(meta["name"], meta["uid"])]} if backup else {}
+    return replace(refused(body, POLICY_DENIED, clip(str(error)), now), delete_cronjob=cronjob, extra=extra)
 
 
 def _not_created(
@@ -221,6 +240,24 @@ def _not_created(
     return Decision(status=status, events=(Event(WARNING, "JobNotCreated", message),))
 
 
+def _further_cronjobs(ctx: Context, body: Obj, decision: Decision[Any]) -> None:
+    """CronJobs besides the one `create` names (a DatabaseBackup's restore drills): created or replaced, or
+    deleted. One the API refuses (a quota, an admission policy) is a Warning Event, tried again next time."""
+    namespace = str(body["metadata"]["namespace"])
+    for manifest in decision.extra.get(backups.APPLY_CRONJOBS, ()):
+        try:
+            ctx.kube.apply_cronjob(manifest)
+        except KubeError as error:
+            if error.status >= 500:
+                raise
+            message = clip(
+                f"the operator could not create CronJob {manifest['metadata']['name']}: {error.message}"
+            )
+            ctx.post_event(body, Event(WARNING, "JobNotCreated", message))
+    for name in decision.extra.get(backups.DELETE_CRONJOBS, ()):
+        ctx.kube.delete_cronjob(namespace, name)
+
+
 def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) -> Decision[Any]:
     meta = body["metadata"]
     kind, namespace, name = str(body["kind"]), str(meta["namespace"]), str(meta["name"])
@@ -236,6 +273,7 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) 
             decision = _not_created(decision, error, meta.get("generation"), now)
     if decision.delete_cronjob:
         ctx.kube.delete_cronjob(namespace, decision.delete_cronjob)
+    _further_cronjobs(ctx, body, decision)
     old = dict(body.get("status") or {})
     new = decision.status.to_status()  # the one place status becomes JSON
     patch = status_patch(old, new)
@@ -258,6 +296,7 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) 
     if isinstance(decision.status, DatabaseBackupStatus):
         last = decision.status.last_successful_time
         metrics.observe_last_backup(namespace, name, last.timestamp() if last else None)
+        metrics.observe_verified(namespace, name, decision.status)
     if ctx.deadlines is not None:
         ctx.deadlines.set(
             (kind, namespace, name), next_look(new.get("phase"), decision.deadline, now, ctx.poll_seconds)

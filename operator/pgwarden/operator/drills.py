@@ -1,0 +1,211 @@
+"""Restore drills of a DatabaseBackup (verify.schedule): their CronJob, their finished Jobs as
+`lastVerifiedBackup`, and whether a verified restore is recent enough. Pure: runs and times in, values out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+
+from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
+from pgwarden.api.common import parse_duration
+from pgwarden.api.reports import Outcome
+from pgwarden.operator import naming
+from pgwarden.operator.conditions import Want
+from pgwarden.operator.jobs import JobSettings, drill_cronjob
+from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import lenient
+from pgwarden.operator.status import (
+    NORMAL,
+    WARNING,
+    Event,
+    Finished,
+    clip,
+    failure_without_report,
+    report_error,
+    second,
+    stamp,
+    succeeded_without_report,
+)
+
+Obj = dict[str, Any]
+DIFFERENCES_LIMIT = 20
+
+
+def workload(
+    backup: DatabaseBackup, cronjob: Obj | None, settings: JobSettings
+) -> tuple[Obj | None, str | None]:
+    """(drill CronJob to create or replace, drill CronJob to delete): one while verify.schedule is set."""
+    if backup.spec.verify.schedule:
+        wanted = drill_cronjob(backup, settings)
+        current = ((cronjob or {}).get("metadata") or {}).get("annotations") or {}
+        if (
+            current.get(naming.ANNOTATION_SPEC_HASH)
+            == wanted["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH]
+        ):
+            return None, None
+        return wanted, None
+    return None, ((cronjob or {}).get("metadata") or {}).get("name")
+
+
+def _differences(verification: Obj) -> list[Obj]:
+    found: list[Obj] = []
+    if verification.get("schemaMatches") is False:
+        found.append(
+            {"kind": "schema", "object": "database", "detail": "the restored schema's fingerprint differs"}
+        )
+    for item in verification.get("differences") or []:
+        detail = item.get("detail") or f"expected {item.get('expected')} rows, found {item.get('actual')}"
+        found.append({"kind": "table", "object": str(item.get("table", "?")), "detail": str(detail)})
+    return found[:DIFFERENCES_LIMIT]
+
+
+def record(run: ObservedRun, now: datetime) -> VerifiedBackup:
+    """`lastVerifiedBackup` from a finished drill Job (its report, else what the Job says)."""
+    report = run.report or {}
+    backup = report.get("backup") or {}
+    entry: Obj = {
+        "job": run.job,
+        "time": second(run.completed_at or now),
+        "differences": _differences(report.get("verification") or {}),
+    }
+    for key in ("id", "location"):
+        if backup.get(key):
+            entry[key] = backup[key]
+    for key in ("durationSeconds", "restoreSeconds", "tables", "rows"):
+        if report.get(key) is not None:
+            entry[key] = report[key]
+    if run.report is not None:
+        ok = report.get("outcome") == Outcome.SUCCEEDED
+        entry["message"] = clip(
+            f"backup {backup.get('id')} restored in {report.get('restoreSeconds')}s and matched its manifest: "
+            f"{report.get('tables')} tables, {report.get('rows')} rows"
+            if ok
+            else f"drill failed: {report_error(report) or 'no error given'}"
+        )
+    else:
+        ok = run.succeeded
+        entry["message"] = (
+            succeeded_without_report(run) if ok else f"drill failed: {failure_without_report(run)}"
+        )
+    entry["outcome"] = Outcome.SUCCEEDED if ok else Outcome.FAILED
+    return lenient(VerifiedBackup, entry)
+
+
+def recorded(last: VerifiedBackup | None, run: ObservedRun) -> bool:
+    """Whether a finished drill is in status already: the last one recorded, or one that ended before it."""
+    if last is None:
+        return False
+    if run.job == last.job or run.completed_at is None:
+        return True
+    return last.time is not None and second(run.completed_at) <= last.time
+
+
+@dataclass
+class Drills:
+    """What the finished drills add to status, and what is announced and counted for them."""
+
+    last: VerifiedBackup | None
+    verified_time: datetime | None
+    events: list[Event] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+
+
+def observe_drills(old: DatabaseBackupStatus, runs: Iterable[ObservedRun], now: datetime) -> Drills:
+    """The newest finished drill becomes `lastVerifiedBackup`; each one not recorded before is announced once."""
+    result = Drills(last=old.last_verified_backup, verified_time=old.last_verified_time)
+    for run in sorted((r for r in runs if r.finished), key=lambda r: r.completed_at or now):
+        if recorded(result.last, run):
+            continue
+        entry = record(run, now)
+        result.last = entry
+        ok = entry.outcome == Outcome.SUCCEEDED
+        if ok and entry.time and (result.verified_time is None or entry.time > result.verified_time):
+            result.verified_time = entry.time
+        result.events.append(
+            Event(NORMAL if ok else WARNING, "DrillSucceeded" if ok else "DrillFailed", entry.message or "")
+        )
+        result.finished.append(
+            Finished(
+                kind="drill",
+                outcome=str(entry.outcome),
+                duration_seconds=entry.duration_seconds,
+                completed_at=entry.time,
+            )
+        )
+    return result
+
+
+def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
+    """How old the last verified restore may get: verify.staleAfter, or twice the drills' interval; None
+    without drills."""
+    verify = backup.spec.verify
+    if not verify.schedule:
+        return None
+    if verify.stale_after:
+        return parse_duration(verify.stale_after)
+    zone = UTC
+    if backup.spec.time_zone:
+        import zoneinfo
+
+        try:
+            zone = zoneinfo.ZoneInfo(backup.spec.time_zone)  # type: ignore[assignment]
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = UTC
+    times = croniter(verify.schedule, now.astimezone(zone))
+    first: datetime = times.get_next(datetime)
+    following: datetime = times.get_next(datetime)
+    return 2 * (following - first)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether the last verified restore is too old, and since when it counts."""
+
+    limit: timedelta | None
+    reference: datetime
+    stale: bool
+
+    @property
+    def due(self) -> datetime | None:
+        """When it turns stale, for the next look; None when it is or never will."""
+        return (
+            None if self.limit is None or self.stale else self.reference + self.limit + timedelta(seconds=1)
+        )
+
+
+def freshness(
+    backup: DatabaseBackup, verified_time: datetime | None, created: datetime | None, now: datetime
+) -> Freshness:
+    limit = stale_after(backup, now)
+    reference = verified_time or created or now
+    return Freshness(limit, reference, limit is not None and now - reference > limit)
+
+
+def verified_want(backup: DatabaseBackup, drills: Drills, fresh: Freshness, human: str) -> Want | None:
+    """The Verified condition, while drills are scheduled or one was recorded; `human` is the limit in words."""
+    last = drills.last
+    if not backup.spec.verify.schedule and last is None:
+        return None
+    if last is None:
+        if fresh.stale:
+            return Want(
+                "Verified",
+                False,
+                "NoRecentVerifiedRestore",
+                f"no restore drill succeeded for more than {human}",
+            )
+        return Want("Verified", False, "NotVerifiedYet", "no restore drill has run yet")
+    if last.outcome != Outcome.SUCCEEDED:
+        return Want("Verified", False, "DrillFailed", last.message or "the last restore drill failed")
+    if fresh.stale:
+        return Want(
+            "Verified",
+            False,
+            "NoRecentVerifiedRestore",
+            f"no restore drill succeeded for more than {human} (last at {stamp(drills.verified_time)})",
+        )
+    return Want("Verified", True, "DrillSucceeded", last.message or "the last restore drill succeeded")
