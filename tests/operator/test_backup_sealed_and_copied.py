@@ -188,3 +188,25 @@ def test_a_sealed_backup_is_copied_verified_pruned_there_and_restores_from_the_c
     assert "encrypted with age" in ran.compact["error"]["message"]
     with psycopg.connect(other) as conn:
         assert conn.execute("SELECT to_regclass('public.items')").fetchone() == (None,)
+
+
+def test_a_restore_naming_a_copy_the_backup_does_not_have_waits_saying_so(
+    resource: Callable[..., Obj],
+) -> None:
+    body = sealed_backup(resource, "offsite-bucket", "http://minio.storage:9000")
+    body["status"] = {"lastBackup": {"id": "20250301T115900Z", "location": "/x/20250301T115900Z"}}
+    referenced = read(body)
+    assert isinstance(referenced, DatabaseBackup)
+    restore_body = resource("restore.yaml", "DatabaseRestore")
+    restore_body["spec"]["source"]["backupRef"].update(name="shop-backup", copy=1)
+    restore = DatabaseRestore.model_validate(restore_body)
+    waiting = restores.resolve_source(restore, referenced)
+    assert isinstance(waiting, restores.Waiting) and waiting.reason == "CopyNotFound"
+    assert "has 1 copy, so there is no source.backupRef.copy 1" in waiting.message
+    decision = restores.decide(restore, None, referenced, SETTINGS, NOW)
+    assert decision.create is None and decision.status.phase == "Pending"
+
+    restore_body["spec"]["source"]["backupRef"]["copy"] = 0
+    source = restores.resolve_source(DatabaseRestore.model_validate(restore_body), referenced)
+    assert not isinstance(source, restores.Waiting)
+    assert source.storage == referenced.spec.copies[0].storage and source.last_known_id == "20250301T115900Z"

@@ -67,7 +67,7 @@ def resolve_source(restore: DatabaseRestore, referenced: DatabaseBackup | None) 
         if ref.copy_index >= len(backup.spec.copies):
             return Waiting(
                 "CopyNotFound",
-                f"DatabaseBackup {ref.name!r} has {len(backup.spec.copies)} copies, so there is no "
+                f"DatabaseBackup {ref.name!r} has {_copies(len(backup.spec.copies))}, so there is no "
                 f"source.backupRef.copy {ref.copy_index} (0 is the first); fix it or add the copy there",
             )
         storage = backup.spec.copies[ref.copy_index].storage
@@ -79,6 +79,10 @@ def resolve_source(restore: DatabaseRestore, referenced: DatabaseBackup | None) 
             )
         return RestoreSource(storage=storage, backup_id=None, scope=scope, last_known_id=last.id)
     return RestoreSource(storage=storage, backup_id=ref.id, scope=scope)
+
+
+def _copies(count: int) -> str:
+    return "no copies" if count == 0 else "1 copy" if count == 1 else f"{count} copies"
 
 
 def _differences(verification: Obj) -> list[Obj]:
