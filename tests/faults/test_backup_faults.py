@@ -150,6 +150,10 @@ def assert_rerun_converges(url: str, place: Place, pg: LocalPostgres) -> None:
 # --- SIGKILL and SIGTERM at each phase --------------------------------------------------------------------
 
 
+# An age public key; its identity is not needed, the sealed backups here are never restored.
+TEST_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
 @dataclass(frozen=True)
 class Phase:
     """A phase of a backup: how it is recognised, what holds the run there, what the run is given."""
@@ -182,6 +186,10 @@ PHASES = [
         hold=lambda url: hold_lock(url, "audit"),
     ),
     Phase("dumping-and-uploading", reached=_dumping),
+    # pg_dump's directory format: its files are uploaded, two at a time, once pg_dump has written them.
+    Phase("uploading-directory-files", reached=_dumping, args=("--format", "directory", "--jobs", "2")),
+    # Sealed with age on a thread of its own between the compression and the upload.
+    Phase("sealing-and-uploading", reached=_dumping, args=("--encrypt-to", TEST_RECIPIENT)),
     # --verify restores the stored dump before the manifest is written: the dump sits at its final key.
     Phase(
         "stored-before-the-manifest",
