@@ -26,7 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if GO_FIXTURES & set(getattr(item, "fixturenames", ())) or "cluster" in item.path.parts:
+        # The s3 marker: parametrized backends ask for MinIO by getfixturevalue, which fixturenames miss.
+        uses_go = GO_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("s3")
+        if uses_go or "cluster" in item.path.parts:
             item.add_marker(pytest.mark.go)
 
 
