@@ -36,14 +36,20 @@ from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of,
 from pgwarden.engine.redact import redact, register_secret
 from pgwarden.engine.restore_locks import LockWatch, lock_wait_message
 from pgwarden.engine.schema_diff import fingerprint
+from pgwarden.engine.stored_dump import (  # the errors and download_verified: where callers found them before
+    CorruptBackup as CorruptBackup,
+)
 from pgwarden.engine.stored_dump import (
-    CorruptBackup,
     Identities,
-    RestoreFailed,
     check_can_open,
-    download_verified,
     stored_objects,
     stream_object,
+)
+from pgwarden.engine.stored_dump import (
+    RestoreFailed as RestoreFailed,
+)
+from pgwarden.engine.stored_dump import (
+    download_verified as download_verified,
 )
 from pgwarden.engine.streaming import Push
 from pgwarden.storage import (
@@ -63,8 +69,6 @@ RESTORING_MARK = "_pgw_restoring_"  # <name>_pgw_restoring_<id>: a --create rest
 COUNT_CONCURRENCY = 2
 
 Progress = Callable[[str], None]
-
-__all__ = ["CorruptBackup", "RestoreFailed", "download_verified"]  # also where callers found them before
 
 
 def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
