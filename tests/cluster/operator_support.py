@@ -371,7 +371,12 @@ def status_of(kube: LocalCluster, kind: str, name: str, namespace: str) -> Obj:
 
 
 def wait_status(
-    kube: LocalCluster, op: Operator, kind: str, name: str, ready: Callable[[Obj], bool], timeout: float = 150
+    kube: LocalCluster,
+    op: ChartOperator | Operator,
+    kind: str,
+    name: str,
+    ready: Callable[[Obj], bool],
+    timeout: float = 150,
 ) -> Obj:
     def probe() -> Obj | None:
         status = status_of(kube, kind, name, op.namespace)
@@ -398,7 +403,7 @@ def condition(status: Obj, kind: str) -> Obj:
     return dict(found)
 
 
-def assert_never_shown(kube: LocalCluster, op: Operator, *secrets: str) -> None:
+def assert_never_shown(kube: LocalCluster, op: ChartOperator | Operator, *secrets: str) -> None:
     """No Secret value in any resource's status, any Event, or the operator's log."""
     texts = [op.log(), json.dumps(kube.get_all("events", op.namespace))]
     for plural in ("databasemigrations", "databasebackups", "databaserestores"):

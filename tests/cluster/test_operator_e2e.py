@@ -17,8 +17,8 @@ import pytest
 from chart_support import local_examples
 from operator_support import (
     TERMINAL,
+    ChartOperator,
     Obj,
-    Operator,
     assert_never_shown,
     condition,
     condition_reason,
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.cluster
 
 
 def test_a_one_time_backup_to_s3_reports_location_size_sha256_tables_and_rows(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     url = pg.create_database()
     seed(url)
@@ -91,7 +91,7 @@ SHOP_FILES = {
 
 
 def test_a_migration_succeeds_and_its_counts_show_in_status_and_kubectl_get(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     spec = {
@@ -143,7 +143,7 @@ def test_a_migration_succeeds_and_its_counts_show_in_status_and_kubectl_get(
 
 
 def test_a_failing_migration_is_rolled_back_and_the_status_says_so(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     files = {
@@ -179,7 +179,7 @@ def test_a_failing_migration_is_rolled_back_and_the_status_says_so(
 
 
 def test_a_missing_secret_yields_a_clear_condition(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     url = pg.create_database()
     spec = {
@@ -215,7 +215,7 @@ def test_a_missing_secret_yields_a_clear_condition(
 
 
 def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its_own(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     spec: Obj = {
@@ -259,7 +259,7 @@ def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its
 
 
 def test_restore_from_a_backup_ref_matches_the_backup(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     source = pg.create_database()
     seed(source, rows=100)
@@ -295,7 +295,7 @@ def test_restore_from_a_backup_ref_matches_the_backup(
 
 
 def test_an_operator_killed_mid_run_adopts_its_job_after_restart(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     spec = {
@@ -321,7 +321,7 @@ def test_an_operator_killed_mid_run_adopts_its_job_after_restart(
 
 @pytest.mark.slow
 def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     url = pg.create_database()
     seed(url, rows=20)
@@ -374,7 +374,7 @@ def test_a_scheduled_backup_runs_through_its_cronjob_and_retention_trims(
 
 
 def test_the_examples_converge_and_kubectl_get_pgwarden_shows_their_columns(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     examples = local_examples(pg, s3, s3.create_bucket(), kube.pod_gateway)
     done = ("Succeeded", "Failed", "RolledBack", "Scheduled")
@@ -402,7 +402,7 @@ def test_the_examples_converge_and_kubectl_get_pgwarden_shows_their_columns(
 
 
 def test_a_field_removed_from_a_scheduled_backup_leaves_its_cronjob(
-    kube: LocalCluster, operator: Operator
+    kube: LocalCluster, operator: ChartOperator
 ) -> None:
     storage = {"s3": {"bucket": "never-used", "credentialsSecretRef": {"name": "s3-credentials"}}}
     spec: Obj = {
@@ -489,7 +489,7 @@ def test_what_a_restore_restores_cannot_change_after_creation(
 
 
 def test_a_job_deleted_mid_run_is_cancelled_and_never_recreated(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     spec = {
@@ -518,7 +518,7 @@ def test_a_job_deleted_mid_run_is_cancelled_and_never_recreated(
 
 
 def test_each_of_more_than_ten_finished_backup_jobs_is_announced_once(
-    kube: LocalCluster, operator: Operator
+    kube: LocalCluster, operator: ChartOperator
 ) -> None:
     ns = operator.namespace
     spec: Obj = {
