@@ -6,6 +6,7 @@ report is the last line on stdout (`kubectl logs`) and, for backups, `report.jso
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,21 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import conninfo
 from pydantic import ValidationError
 
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
 from pgwarden.api.common import StorageSpec, parse_duration
-from pgwarden.api.reports import Outcome
+from pgwarden.api.policy import RollbackStrategy
+from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
     AGE_RECIPIENTS_ENV,
     COPIES_ROOT,
     DATABASE_SECRET_ENV,
     IDENTITY_DIR,
     IDENTITY_FILE,
+    REHEARSAL_SERVER_KEYS,
     STORAGE_ROOT,
     TASK_ENV,
     BackupScope,
     JobKind,
+    RehearsalTask,
     RestoreSource,
     Task,
     backup_scope,
@@ -44,9 +49,11 @@ from pgwarden.engine.encryption import load_identities
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.pgerror import describe_error
-from pgwarden.engine.redact import redact, redact_obj, register_environment, register_secret
+from pgwarden.engine.redact import redact, redact_obj, register_environment, register_secret, register_url
+from pgwarden.engine.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.restore import restore_backup
 from pgwarden.engine.safety_net import BackupSafetyNet
+from pgwarden.engine.statements import StatementObserver
 from pgwarden.engine.stored_dump import Identities
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
 from pgwarden.storage.location import S3Location, parse_location, s3_client
@@ -149,7 +156,66 @@ def run_migration(task: Task, url: str) -> Report:
             safety_net=safety_net,
             lint_fail_on=tuple(spec.policy.lint.fail_on),
         )
+        if task.rehearsal is not None:
+            return rehearse_only(url, options, task.rehearsal).to_json_dict()
         return migrate(url, options, progress=progress).to_json_dict()
+
+
+def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> MigrationReport:
+    """The rehearsal Job: plan and lint on the database (read only; a lint refusal is exit 2), then the same
+    run on a scratch copy restored from the backup; the outcome is the rehearsal's, the database untouched."""
+    options = dataclasses.replace(
+        options,
+        safety_net=None,  # the copy is thrown away: no backup of it, no restore of it
+        rollback=RollbackStrategy.TRANSACTION
+        if options.rollback == RollbackStrategy.RESTORE
+        else options.rollback,
+    )
+    report = migrate(url, dataclasses.replace(options, plan_only=True), progress=progress)
+    report.plan_only = False
+    if not report.pending:
+        progress("rehearsal: nothing is pending, so there is nothing to rehearse")
+        return report
+
+    def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
+        watched = dataclasses.replace(options, observers=(*options.observers, *observers))
+        return migrate(scratch_url, watched, progress=lambda message: progress(f"rehearsal: {message}"))
+
+    settings = RehearsalOptions(
+        location=_rehearsal_location(task.source),
+        server_url=_rehearsal_server() if task.server else None,
+        max_lock_hold_seconds=task.max_lock_hold_seconds,
+    )
+    rehearsed = rehearse(url, settings, run_plan, progress)
+    report.rehearsal = rehearsed
+    report.outcome = rehearsed.outcome
+    report.error = rehearsed.error
+    return report
+
+
+def _rehearsal_location(source: RestoreSource) -> str:
+    """The backup to rehearse on: a DatabaseBackup's (its own, newest or by id) or one at a location."""
+    root = storage_uri(source.storage)
+    if source.scope is not None:
+        return _owned_backup(root, source, source.scope).uri()
+    given = source.location or ""
+    return given if given.startswith(("s3://", "/")) else _under(root, given)
+
+
+def _rehearsal_server() -> str:
+    """The scratch server's connection string from its Secret's keys (uri, or host/port/user/password)."""
+    values = {key: os.environ.get(var, "").strip() for var, key in REHEARSAL_SERVER_KEYS}
+    register_url(values["uri"])
+    register_secret(values["password"])
+    if values["uri"]:
+        return values["uri"]
+    if not values["host"]:
+        raise BadInput(
+            "the rehearsal server's Secret has neither the key 'uri' nor 'host'; create it with "
+            "uri=postgresql://user:password@host:5432/postgres, or with host, port, user and password"
+        )
+    parts = {key: value for key, value in values.items() if key != "uri" and value}
+    return conninfo.make_conninfo(dbname="postgres", **parts)
 
 
 def _retention(retention: Retention | None) -> RetentionPolicy | None:

@@ -21,7 +21,7 @@ from operator_runs import (
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import INLINE_SQL_LIMIT
-from pgwarden.operator import approval, backups, migrations, naming, restores
+from pgwarden.operator import approval, backups, migrations, naming, rehearsals, restores
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.resources import read
@@ -48,6 +48,31 @@ CONFIG_MAP_DIGEST = approval.digest(
         ).files
     )
 )
+REHEARSAL = {"backupRef": {"name": "shop-backup"}, "maxLockHold": "2s", "required": True}
+LOCK = {
+    "relation": "public.customers",
+    "mode": "AccessExclusiveLock",
+    "migration": "0002",
+    "statement": "0002_orders.sql:1",
+    "heldSeconds": 3.1,
+    "blocksWrites": True,
+}
+REHEARSED = {
+    "outcome": "Succeeded",
+    "pending": ["0001", "0002"],
+    "rehearsal": {
+        "outcome": "Succeeded",
+        "durationSeconds": 2.5,
+        "applied": MIGRATION_SUCCEEDED["applied"],
+        "locks": [dict(LOCK, heldSeconds=0.2)],
+        "maxLockHoldSeconds": 2.0,
+    },
+}
+REHEARSAL_FAILED = {
+    "outcome": "Failed",
+    "error": {"message": "the rehearsal held locks that block writes longer than 2s: AccessExclusiveLock"},
+    "rehearsal": {"outcome": "Failed", "locks": [LOCK], "maxLockHoldSeconds": 2.0},
+}
 RESTORE_FAILED = {"outcome": "Failed", "error": {"message": "pg_restore: permission denied for schema shop"}}
 
 
@@ -69,6 +94,12 @@ class Case:
 
 
 MIGRATION_JOB = naming.job_name("DatabaseMigration", "shop", UID, 1)
+REHEARSAL_JOB = naming.rehearsal_job_name("shop", UID, 1)
+REHEARSING = {
+    "phase": "Rehearsing",
+    "observedGeneration": 1,
+    "rehearsal": {"generation": 1, "job": REHEARSAL_JOB},
+}
 RESTORE_JOB = naming.job_name("DatabaseRestore", "shop-restored", UID, 1)
 BACKUP_JOB = naming.job_name("DatabaseBackup", "shop-backup", UID, 1)
 STARTED = {"phase": "Pending", "job": MIGRATION_JOB, "observedGeneration": 1}
@@ -151,6 +182,74 @@ CASES = [
         spec={
             "migrations": {"inline": [{"name": "0001_m.sql", "sql": '"\\' * (INLINE_SQL_LIMIT // 2 - 10)}]}
         },
+    ),
+    # spec.rehearsal: its Job first, then approval or the run; a required one that failed stops it.
+    Case("DatabaseMigration", "migration-shop.yaml", "Rehearsing", spec={"rehearsal": REHEARSAL}),
+    Case(
+        "DatabaseMigration", "migration-shop.yaml", "Pending", spec={"rehearsal": REHEARSAL}, referenced=False
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Pending",
+        spec={"rehearsal": REHEARSAL},
+        referenced_status={},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Rehearsing",
+        [(job(REHEARSAL_JOB), [pod()])],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Pending",
+        [(job(REHEARSAL_JOB), [pod(waiting=STUCK, phase="Pending")])],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "AwaitingApproval",
+        [(job(REHEARSAL_JOB, state="complete"), [finished_pod(REHEARSED)])],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL, "approval": "Manual"},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Pending",
+        [(job(REHEARSAL_JOB, state="complete"), [finished_pod(REHEARSED)])],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Failed",
+        [(job(REHEARSAL_JOB, state="failed"), [finished_pod(REHEARSAL_FAILED, exit_code=1)])],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "AwaitingApproval",
+        [(job(REHEARSAL_JOB, state="failed"), [finished_pod(REHEARSAL_FAILED, exit_code=1)])],
+        REHEARSING,
+        spec={"rehearsal": dict(REHEARSAL, required=False), "approval": "Manual"},
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "Failed",
+        [],
+        REHEARSING,
+        spec={"rehearsal": REHEARSAL},
     ),
     Case("DatabaseRestore", "restore.yaml", "Pending", referenced=False),
     Case("DatabaseRestore", "restore.yaml", "Pending", referenced_status={}),
@@ -239,21 +338,37 @@ def _step(case: Case, body: Obj, jobs: list[tuple[Obj, list[Obj]]], cronjob: Obj
     current = naming.job_name(case.kind, meta.name or "", UID, meta.generation or 1)
     if case.kind == "DatabaseMigration":
         run = next((r for r in runs if r.job == current), None)
-        others = [r.job for r in runs if r.active and r.job != current]
         files = None
         if case.config_map is not None and run is None:
             found = {"shop-migrations": {"data": case.config_map}}
             files = approval.read_config_maps(["shop-migrations"], found)
-        return migrations.decide(resource, run, others, SETTINGS, NOW, files)  # type: ignore[arg-type]
+        rehearsal_job = rehearsals.job_name(resource, migrations.digest_of(files))  # type: ignore[arg-type]
+        rehearsal = next((r for r in runs if r.job == rehearsal_job), None)
+        others = [r.job for r in runs if r.active and r.job not in (current, rehearsal_job)]
+        return migrations.decide(
+            resource,  # type: ignore[arg-type]
+            run,
+            others,
+            SETTINGS,
+            NOW,
+            files,
+            rehearsal_run=rehearsal,
+            referenced=_referenced(case, "shop-backup"),  # type: ignore[arg-type]
+        )
     if case.kind == "DatabaseBackup":
         return backups.decide(resource, runs, cronjob, SETTINGS, NOW)  # type: ignore[arg-type]
-    backup = None
-    if case.referenced:
-        found = _resource("backup-once.yaml", "DatabaseBackup")
-        found["metadata"]["name"] = resource.spec.source.backup_ref.name  # type: ignore[union-attr]
-        backup = read(dict(found, status=case.referenced_status))
+    backup = _referenced(case, resource.spec.source.backup_ref.name)  # type: ignore[union-attr]
     chosen: ObservedRun | None = restores.pick_run(resource.status, runs)  # type: ignore[arg-type]
     return restores.decide(resource, chosen, backup, SETTINGS, NOW)  # type: ignore[arg-type]
+
+
+def _referenced(case: Case, name: str) -> Any:
+    """The DatabaseBackup a restore's (or a rehearsal's) backupRef names, if the case has it."""
+    if not case.referenced:
+        return None
+    found = _resource("backup-once.yaml", "DatabaseBackup")
+    found["metadata"]["name"] = name
+    return read(dict(found, status=case.referenced_status))
 
 
 _resource: Callable[..., Obj]

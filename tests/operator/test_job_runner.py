@@ -400,3 +400,94 @@ def test_the_pre_migration_backup_is_the_migrations_own(
     assert backup["location"] == str(folder / backup["id"])
     stored = json.loads((folder / backup["id"] / "manifest.json").read_text())
     assert stored["owner"] == f"DatabaseMigration/{namespace}/{name}"
+
+
+def _columns(url: str, table: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY 1", (table,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _scratch_databases(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", ("%_pgw_rehearsal_%",))
+        return [row[0] for row in rows.fetchall()]
+
+
+def test_a_rehearsal_job_rehearses_on_a_copy_of_the_backup_and_never_migrates_the_database(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """spec.rehearsal through the real runner: the rehearsal Job restores the DatabaseBackup's backup into a
+    scratch database, runs the pending files there and reports locks and durations; a failure on the data
+    fails it; the database is never migrated and no scratch database is left either way."""
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);"}
+    body = inline_migration(resource, first)
+    assert (
+        run_job(migration_job(DatabaseMigration.model_validate(body), SETTINGS), secrets, tmp_path).code == 0
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO customers SELECT i, CASE WHEN i > 1 THEN 'c' || i END FROM generate_series(1, 50) i"
+        )
+    backup_body = resource("backup-once.yaml", "DatabaseBackup")
+    backup_body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+    backup_body["spec"]["verify"] = {"restore": False}
+    backup_manifest = backup_job(DatabaseBackup.model_validate(backup_body), SETTINGS)
+    took = run_job(backup_manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert took.code == 0, took.stderr + took.stdout
+    taken = observe(job(backup_manifest["metadata"]["name"], state="complete"), [took.as_pod()])
+    backup_body["status"] = written(backups.decide(read(backup_body), [taken], None, SETTINGS, NOW)).status
+    referenced = read(backup_body)
+
+    def rehearse(second: str, **spec: Any) -> tuple[Ran, Obj]:
+        body = inline_migration(resource, {**first, "0002_change.sql": second})
+        body["spec"]["rehearsal"] = {
+            "backupRef": {"name": "shop-backup"},
+            "maxLockHold": "30s",
+            "required": True,
+        }
+        body["spec"].update(spec)
+        model = read(body)
+        decided = migrations.decide(model, None, [], SETTINGS, NOW, referenced=referenced)  # type: ignore[arg-type]
+        assert decided.create is not None and "-rehearse-" in decided.create["metadata"]["name"]
+        body["status"] = written(decided).status
+        ran = run_job(decided.create, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert len(ran.termination.encode()) <= 4096
+        assert_no_secret(ran, pg.password)
+        run = observe(
+            job(decided.create["metadata"]["name"], state="complete" if ran.code == 0 else "failed"),
+            [ran.as_pod()],
+        )
+        after = migrations.decide(
+            read(body), None, [], SETTINGS, NOW, rehearsal_run=run, referenced=referenced
+        )  # type: ignore[arg-type]
+        return ran, written(after).status
+
+    # A change that holds on an empty table but not on the data: the rehearsal fails, the run never starts.
+    failed, status = rehearse("ALTER TABLE customers ALTER COLUMN name SET NOT NULL;")
+    assert failed.code == 1, failed.stderr + failed.stdout
+    assert failed.compact["rehearsal"]["outcome"] == "Failed"
+    assert status["phase"] == "Failed" and status["rehearsal"]["outcome"] == "Failed"
+    assert "null" in status["rehearsal"]["message"]
+    assert [c["reason"] for c in status["conditions"] if c["type"] == "Ready"] == ["RehearsalFailed"]
+    assert _scratch_databases(db_url) == []
+
+    # A good one, awaiting approval: what it did and the locks it took are in status; the database is as it was.
+    good, status = rehearse("ALTER TABLE customers ADD COLUMN note text;", approval="Manual")
+    assert good.code == 0, good.stderr + good.stdout
+    assert status["phase"] == "AwaitingApproval"
+    rehearsal = status["rehearsal"]
+    assert rehearsal["outcome"] == "Succeeded" and rehearsal["maxLockHoldSeconds"] == 30
+    assert [a["version"] for a in rehearsal["applied"]] == ["0002"]
+    assert all("durationMs" in a for a in rehearsal["applied"])
+    assert any(
+        lock["mode"] == "AccessExclusiveLock" and lock["relation"] == "customers" and "heldSeconds" in lock
+        for lock in rehearsal["locks"]
+    ), rehearsal["locks"]
+    assert rehearsal["durationSeconds"] > 0 and rehearsal["backup"]
+    assert _columns(db_url, "customers") == ["id", "name"]
+    assert _scratch_databases(db_url) == []

@@ -24,6 +24,7 @@ from pgwarden.api.common import (
 )
 from pgwarden.api.lint import LintFinding
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
+from pgwarden.api.rehearsal import RehearsalSpec, RehearsalStatus
 from pgwarden.api.reports import (
     AppliedMigration,
     BackupInfo,
@@ -206,6 +207,15 @@ class DatabaseMigrationSpec(ApiModel):
             "an approval names one generation, so any later edit waits for its own."
         ),
     )
+    rehearsal: RehearsalSpec | None = Field(
+        default=None,
+        description=(
+            "Rehearse first: a Job restores a backup into a scratch database (dropped afterwards), runs the same "
+            "plan and verification there and records durations, row changes and the locks each statement took "
+            "in status.rehearsal, before the run is approved (approval: Manual) or started. The migration's "
+            "database is only read."
+        ),
+    )
     job_template: JobTemplate = Field(
         default_factory=JobTemplate, description="Settings of the migration Job."
     )
@@ -221,6 +231,7 @@ class DatabaseMigrationSpec(ApiModel):
 
 class MigrationPhase(StrEnum):
     PENDING = "Pending"
+    REHEARSING = "Rehearsing"
     AWAITING_APPROVAL = "AwaitingApproval"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -286,6 +297,9 @@ class DatabaseMigrationStatus(RunStatus):
     warnings: list[str] = Field(default_factory=list, description="Warnings of the last run's plan.")
     approval: ApprovalStatus | None = Field(
         default=None, description="For approval: Manual, what is (or was) approved."
+    )
+    rehearsal: RehearsalStatus | None = Field(
+        default=None, description="The rehearsal of this generation on a scratch copy (spec.rehearsal)."
     )
     conditions: list[Condition] = Field(
         default_factory=list,

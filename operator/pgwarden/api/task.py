@@ -36,6 +36,16 @@ IDENTITY_FILE = "identity"
 COPIES_ROOT = "/var/lib/pgwarden/copies"
 
 
+# A rehearsal's scratch server (spec.rehearsal.server): its Secret's keys under these names, never libpq's own.
+REHEARSAL_SERVER_KEYS = (
+    ("PGWARDEN_REHEARSAL_URI", "uri"),
+    ("PGWARDEN_REHEARSAL_HOST", "host"),
+    ("PGWARDEN_REHEARSAL_PORT", "port"),
+    ("PGWARDEN_REHEARSAL_USER", "user"),
+    ("PGWARDEN_REHEARSAL_PASSWORD", "password"),
+)
+
+
 def copy_env(index: int, name: str) -> str:
     """The env var of copy `index`'s S3 credential `name` (AWS_ACCESS_KEY_ID, ...): its own Secret's key."""
     return f"PGWARDEN_COPY_{index}_{name}"
@@ -100,6 +110,19 @@ class RestoreSource(ApiModel):
     )
 
 
+class RehearsalTask(ApiModel):
+    """A rehearse-only migration Job: plan and lint on the database (read only), then the same run on a
+    scratch copy restored from this backup; the database itself is never migrated by this Job."""
+
+    source: RestoreSource = Field(description="The backup to restore into the scratch copy.")
+    max_lock_hold_seconds: float | None = Field(
+        default=None, description="A lock that blocks writes held longer fails the rehearsal."
+    )
+    server: bool = Field(
+        default=False, description="The scratch server's Secret keys are in PGWARDEN_REHEARSAL_*."
+    )
+
+
 class Task(ApiModel):
     """Everything `pgwarden job KIND` needs besides credentials."""
 
@@ -114,4 +137,7 @@ class Task(ApiModel):
     )
     migrations_dir: str | None = Field(
         default=None, description="Directory of mounted migration files; unset for inline migrations."
+    )
+    rehearsal: RehearsalTask | None = Field(
+        default=None, description="For a migration: rehearse only (the real run is another Job)."
     )

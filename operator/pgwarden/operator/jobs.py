@@ -15,7 +15,7 @@ from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
+from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference, parse_duration
 from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
 from pgwarden.api.restore import DatabaseRestore
@@ -28,11 +28,13 @@ from pgwarden.api.task import (
     IDENTITY_DIR,
     IDENTITY_FILE,
     MIGRATIONS_DIR,
+    REHEARSAL_SERVER_KEYS,
     SCRATCH_DIR,
     STORAGE_ROOT,
     TASK_ENV,
     TERMINATION_LOG,
     JobKind,
+    RehearsalTask,
     ResourceId,
     RestoreSource,
     Task,
@@ -361,6 +363,47 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
         init_containers=tuple(init),
     )
     return _job(migration, parts, settings, backoff_limit=0)
+
+
+def rehearsal_job(
+    migration: DatabaseMigration, source: RestoreSource, settings: JobSettings, digest: str | None = None
+) -> Manifest:
+    """The Job that only rehearses a generation: the backup's storage, the scratch server's Secret keys (never
+    the pre-migration backup's storage: nothing is backed up), the same migrations and settings."""
+    spec = migration.spec
+    assert spec.rehearsal is not None
+    directory, volumes, mounts, init = migration_sources(migration)
+    rehearsal = spec.rehearsal
+    limit = parse_duration(rehearsal.max_lock_hold).total_seconds() if rehearsal.max_lock_hold else None
+    task = Task(
+        kind=JobKind.MIGRATE,
+        resource=_resource_id(migration),
+        migration=spec,
+        migrations_dir=directory,
+        rehearsal=RehearsalTask(
+            source=source, max_lock_hold_seconds=limit, server=rehearsal.server is not None
+        ),
+    )
+    env: list[Manifest] = []
+    if rehearsal.server is not None:
+        secret = rehearsal.server.secret_ref.name
+        env = [secret_env(var, secret, key, optional=True) for var, key in REHEARSAL_SERVER_KEYS]
+    parts = PodParts(
+        task=task,
+        database=spec.database,
+        storage=source.storage,
+        template=spec.job_template,
+        volumes=tuple(volumes),
+        mounts=tuple(mounts),
+        init_containers=tuple(init),
+        env=tuple(env),
+    )
+    meta = migration.metadata
+    generation = meta.generation or 1
+    name = naming.rehearsal_job_name(meta.name or "", meta.uid or "", generation, digest)
+    job = _owned(migration, name, "Job", "batch/v1", generation)
+    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
+    return job
 
 
 def identity_volume(ref: IdentitySecretRef) -> tuple[Manifest, Manifest]:

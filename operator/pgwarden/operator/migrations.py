@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import (
     INLINE_SQL_LIMIT,
     Approval,
@@ -12,7 +13,7 @@ from pgwarden.api.migration import (
     DatabaseMigrationStatus,
     MigrationPhase,
 )
-from pgwarden.operator import approval, naming
+from pgwarden.operator import approval, naming, rehearsals
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, with_files
 from pgwarden.operator.observe import ObservedRun
@@ -95,7 +96,7 @@ def _from_report(report: Obj) -> Obj:
 
 def _phase_conditions(phase: str, reason: str, message: str, drifted: bool | None) -> list[Want]:
     ready = phase == "Succeeded"
-    progressing = phase in ("Pending", "Running") and reason not in ("JobCannotStart",)
+    progressing = phase in ("Pending", "Rehearsing", "Running") and reason not in ("JobCannotStart",)
     wants = [
         Want("Ready", ready, reason, message),
         Want("Progressing", progressing, reason, message),
@@ -153,6 +154,8 @@ def _carried(
         kept.started_at = old.started_at
     if manual and old.approval is not None and old.approval.generation == generation:
         kept.approval = old.approval
+    if old.rehearsal is not None and old.rehearsal.generation == generation:
+        kept.rehearsal = old.rehearsal
     return kept
 
 
@@ -163,10 +166,14 @@ def decide(
     settings: JobSettings,
     now: datetime,
     config_maps: approval.ConfigMapFiles | None = None,
+    *,
+    rehearsal_run: ObservedRun | None = None,
+    referenced: DatabaseBackup | None = None,
 ) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running; `config_maps`, for a Manual one whose
-    files come from ConfigMaps, what they hold now."""
+    files come from ConfigMaps, what they hold now; `rehearsal_run`, the rehearsal Job of this generation
+    (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names."""
     now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
@@ -193,27 +200,12 @@ def decide(
             message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
         )
         phase, reason = "Pending", "WaitingForEarlierRun"
-    elif manual and not (given := approval.verdict(migration, config_maps)).approved:
-        fields = DatabaseMigrationStatus(
-            message=given.message, approval=approval.shown(migration, approved=False, current=config_maps)
-        )
-        phase, reason = "AwaitingApproval", "AwaitingApproval"
-        if config_maps is not None:  # a ConfigMap edit sends no event; show it soon
-            deadline = now + CONFIG_MAP_LOOK
     else:
-        # The task carries this generation's spec: for inline files, exactly those status showed; for
-        # ConfigMaps, the files approved, read when approved, in place of the ConfigMaps.
-        try:
-            create = migration_job(_approved(migration, config_maps if manual else None), settings)
-        except TaskTooLarge as error:
-            create = None
-            fields = DatabaseMigrationStatus(message=clip(str(error)))
-            phase, reason = "Failed", "InvalidSpec"
-        else:
-            fields = DatabaseMigrationStatus(job=name, started_at=now, message=f"Job {name} created")
-            if manual:
-                fields.approval = approval.shown(migration, approved=True, current=config_maps)
-            phase, reason = "Pending", "JobCreated"
+        fields, phase, reason, create = _next_step(
+            migration, config_maps, settings, now, rehearsal_run=rehearsal_run, referenced=referenced
+        )
+        if phase == "AwaitingApproval" and config_maps is not None:  # a ConfigMap edit sends no event
+            deadline = now + CONFIG_MAP_LOOK
 
     new = merged(_carried(old, phase, generation, manual), fields)
     new.phase = MigrationPhase(phase)
@@ -240,9 +232,71 @@ def decide(
                     completed_at=(run.completed_at if run else None) or now,
                 )
             )
+    if (rehearsed := rehearsals.finished_event(old.rehearsal, new.rehearsal)) is not None:
+        events.append(rehearsed)
     return Decision(
         status=new, events=tuple(events), create=create, finished=tuple(finished), deadline=deadline
     )
+
+
+def digest_of(config_maps: approval.ConfigMapFiles | None) -> str | None:
+    """The files' digest a rehearsal of ConfigMap files is named by (None for the spec's own sources)."""
+    return approval.digest(approval.checksums(config_maps.files)) if config_maps is not None else None
+
+
+def _next_step(
+    migration: DatabaseMigration,
+    config_maps: approval.ConfigMapFiles | None,
+    settings: JobSettings,
+    now: datetime,
+    *,
+    rehearsal_run: ObservedRun | None,
+    referenced: DatabaseBackup | None,
+) -> tuple[DatabaseMigrationStatus, str, str, Obj | None]:
+    """(fields, phase, reason, Job to create) when no Job of this generation exists: rehearse it first
+    (spec.rehearsal), then await approval (Manual) or run it."""
+    manual = migration.spec.approval == Approval.MANUAL
+    rehearsed = rehearsals.Rehearsed()
+    try:
+        # The Jobs carry this generation's spec: for inline files, exactly those status showed; for
+        # ConfigMaps of a Manual one, the files read now, in place of the ConfigMaps (what is approved).
+        if migration.spec.rehearsal is not None:
+            subject = _approved(migration, config_maps if manual else None)
+            rehearsed = rehearsals.step(
+                migration, subject, rehearsal_run, referenced, settings, now, digest_of(config_maps)
+            )
+        hold = rehearsed.hold
+        create: Obj | None = None
+        if hold is not None:
+            fields = DatabaseMigrationStatus(message=hold.message)
+            phase, reason, create = hold.phase, hold.reason, hold.create
+            if manual and phase == "Rehearsing":
+                fields.approval = approval.shown(migration, approved=False, current=config_maps)
+        elif manual and not (given := approval.verdict(migration, config_maps)).approved:
+            message = given.message
+            if rehearsed.status is not None:
+                message = (
+                    f"{message}; rehearsal {rehearsed.status.outcome}: {rehearsals.summary(rehearsed.status)}"
+                )
+            fields = DatabaseMigrationStatus(
+                message=clip(message), approval=approval.shown(migration, approved=False, current=config_maps)
+            )
+            phase, reason = "AwaitingApproval", "AwaitingApproval"
+        else:
+            create = migration_job(_approved(migration, config_maps if manual else None), settings)
+            name = create["metadata"]["name"]
+            fields = DatabaseMigrationStatus(job=name, started_at=now, message=f"Job {name} created")
+            if manual:
+                fields.approval = approval.shown(migration, approved=True, current=config_maps)
+            phase, reason = "Pending", "JobCreated"
+    except TaskTooLarge as error:
+        fields = DatabaseMigrationStatus(message=clip(str(error)))
+        phase, reason, create = "Failed", "InvalidSpec", None
+    if rehearsed.status is not None:
+        fields.rehearsal = rehearsed.status
+    if rehearsed.lint is not None:
+        fields.lint = lenient(DatabaseMigrationStatus, {"lint": rehearsed.lint}).lint
+    return fields, phase, reason, create
 
 
 def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles | None) -> DatabaseMigration:
@@ -265,6 +319,10 @@ def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Ev
     message = status.message or ""
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]
+    if reason == "RehearsalCreated":
+        return [Event(NORMAL, "Rehearsing", message)]
+    if reason == rehearsals.FAILED_REASON:
+        return []  # the rehearsal's own Event says it
     if phase == "AwaitingApproval":
         return [Event(NORMAL, "AwaitingApproval", message)]
     if reason == "JobCannotStart":

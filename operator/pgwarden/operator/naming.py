@@ -39,6 +39,12 @@ def job_name(kind: str, name: str, uid: str, generation: int) -> str:
     return _fit(name, suffix, JOB_NAME_LIMIT)
 
 
+def rehearsal_job_name(name: str, uid: str, generation: int, digest: str | None = None) -> str:
+    """`<name>-rehearse-<generation>-<hash>`: one rehearsal per generation (and, for ConfigMaps, per files)."""
+    suffix = f"-rehearse-{generation}-{_digest(uid, generation, digest or '', 'rehearse')}"
+    return _fit(name, suffix, JOB_NAME_LIMIT)
+
+
 def cronjob_name(name: str, uid: str) -> str:
     """`<name>-backup-<hash>`, at most 52 characters; one CronJob per DatabaseBackup."""
     return _fit(name, f"-backup-{_digest(uid)}", CRONJOB_NAME_LIMIT)

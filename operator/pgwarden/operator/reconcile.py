@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
-from pgwarden.api.migration import Approval, DatabaseMigration
+from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
-from pgwarden.operator import approval, backups, drills, metrics, migrations, naming, restores
+from pgwarden.operator import approval, backups, drills, metrics, migrations, naming, rehearsals, restores
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
@@ -109,18 +109,28 @@ def quiet(resource: Resource, jobs: list[Obj], current_name: str) -> bool:
     terminal = status.phase in TERMINAL_PHASES and bool(status.job)
     if isinstance(resource, DatabaseRestore):
         return terminal or not runs
+    rehearsal = resource.status.rehearsal if isinstance(resource.status, DatabaseMigrationStatus) else None
+    if rehearsal is not None and rehearsal.outcome is None and rehearsal.job in {run.job for run in runs}:
+        return False  # a finished rehearsal Job whose report is not in status yet
     if current_name not in {run.job for run in runs}:
         return True
     generation = resource.metadata.generation or 1
     return terminal and status.job == current_name and status.observed_generation == generation
 
 
-def jobs_of(ctx: Context, namespace: str, uid: str, named: str | None) -> list[Obj]:
+def jobs_of(ctx: Context, namespace: str, uid: str, *named: str | None) -> list[Obj]:
     """The resource's Jobs from the watch (else a LIST); a Job its status names but the watch has not
     shown yet (just created) is read directly, so it is never taken for one deleted."""
     if ctx.cache is None:
         return ctx.kube.jobs_of(namespace, uid)
     jobs = ctx.cache.jobs_of(uid)
+    for name in named:
+        _read_missing(ctx, jobs, namespace, uid, name)
+    return jobs
+
+
+def _read_missing(ctx: Context, jobs: list[Obj], namespace: str, uid: str, named: str | None) -> None:
+    """Add the Job `named` to `jobs` when the watch has not shown it yet."""
     if named and named not in {job["metadata"]["name"] for job in jobs}:
         found = ctx.kube.get_job(namespace, named)
         if (
@@ -128,7 +138,6 @@ def jobs_of(ctx: Context, namespace: str, uid: str, named: str | None) -> list[O
             and (found.get("metadata") or {}).get("labels", {}).get(naming.LABEL_RESOURCE_UID) == uid
         ):
             jobs.append(found)
-    return jobs
 
 
 def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
@@ -141,17 +150,34 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
     namespace, uid, generation = meta.namespace or "", meta.uid or "", meta.generation or 1
     status = resource.status
     current_name = naming.job_name(resource.kind, meta.name or "", uid, generation)
-    jobs = jobs_of(ctx, namespace, uid, status.job if status else None)
+    rehearsing = status.rehearsal if isinstance(status, DatabaseMigrationStatus) else None
+    jobs = jobs_of(
+        ctx, namespace, uid, status.job if status else None, rehearsing.job if rehearsing else None
+    )
     settled = ctx.cache is not None and quiet(resource, jobs, current_name)
     runs = observe_runs(jobs, [] if settled else ctx.kube.pods_of(namespace, uid))
     current = next((run for run in runs if run.job == current_name), None)
     if isinstance(resource, DatabaseMigration):
         # No Job of this generation: it may be created now, from the files its ConfigMaps hold.
         files = _config_map_files(ctx, resource) if current is None else None
+        rehearsal_name = rehearsals.job_name(resource, migrations.digest_of(files))
+        rehearsal = next((run for run in runs if run.job == rehearsal_name), None)
         if settled:
-            current = None  # its outcome is in status already; without its pod it would read as one lost
-        others = [run.job for run in runs if run.active and run.job != current_name]
-        return migrations.decide(resource, current, others, ctx.settings, now, files)
+            current = rehearsal = None  # their outcomes are in status already (read without their pods)
+        others = [run.job for run in runs if run.active and run.job not in (current_name, rehearsal_name)]
+        spec = resource.spec.rehearsal
+        ref = spec.backup_ref if spec is not None and current is None else None
+        referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
+        return migrations.decide(
+            resource,
+            current,
+            others,
+            ctx.settings,
+            now,
+            files,
+            rehearsal_run=rehearsal,
+            referenced=referenced,
+        )
     if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
         drill_jobs = {job["metadata"]["name"] for job in jobs if is_drill(job)}

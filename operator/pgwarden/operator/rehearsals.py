@@ -1,0 +1,218 @@
+"""spec.rehearsal of a DatabaseMigration: the rehearsal Job of a generation, and what its report puts in status.
+
+A generation (and, for ConfigMaps, its files) is rehearsed once, by its own Job, before it is approved or run:
+the approver of a Manual migration sees status.rehearsal before annotating, and `required: true` keeps a
+failed rehearsal from ever reaching the real database. Pure: the caller reads the Jobs and the DatabaseBackup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
+from pgwarden.api.rehearsal import RehearsalStatus
+from pgwarden.api.reports import Outcome
+from pgwarden.api.task import RestoreSource, backup_scope
+from pgwarden.operator import naming
+from pgwarden.operator.jobs import JobSettings, rehearsal_job
+from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import lenient
+from pgwarden.operator.status import (
+    NORMAL,
+    WARNING,
+    Event,
+    cannot_start,
+    clip,
+    failure_without_report,
+    report_error,
+    second,
+)
+
+Obj = dict[str, Any]
+FAILED_REASON = "RehearsalFailed"
+# Report fields of the rehearsal copied onto status.rehearsal as they are (the names are shared by design).
+_FIELDS = (
+    "backup",
+    "durationSeconds",
+    "restoreSeconds",
+    "runSeconds",
+    "applied",
+    "rowChanges",
+    "locks",
+    "maxLockHoldSeconds",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where the rehearsal stands while it holds the run back: the phase, why, and a Job to create."""
+
+    phase: str
+    reason: str
+    message: str
+    create: Obj | None = None
+
+
+@dataclass(frozen=True)
+class Rehearsed:
+    """The rehearsal of the current generation as status shows it, and the stage when it holds the run."""
+
+    status: RehearsalStatus | None = None
+    hold: Stage | None = None
+    lint: list[Any] | None = None
+
+
+def recorded(old: DatabaseMigrationStatus, generation: int, digest: str | None) -> RehearsalStatus | None:
+    """The rehearsal status of exactly this generation and these files, if there is one."""
+    found = old.rehearsal
+    if found is None or found.generation != generation or found.digest != digest:
+        return None
+    return found
+
+
+def job_name(migration: DatabaseMigration, digest: str | None) -> str:
+    meta = migration.metadata
+    return naming.rehearsal_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
+
+
+def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | None) -> RestoreSource | Stage:
+    """The backup to rehearse on; a backupRef reads its DatabaseBackup (`referenced`, None if absent)."""
+    spec = migration.spec.rehearsal
+    assert spec is not None
+    if spec.backup_ref is None:
+        assert spec.storage is not None
+        return RestoreSource(storage=spec.storage, location=spec.location)
+    ref = spec.backup_ref
+    namespace = migration.metadata.namespace or ""
+    if referenced is None:
+        return Stage(
+            "Pending",
+            "BackupNotFound",
+            f"DatabaseBackup {ref.name!r} (spec.rehearsal.backupRef) was not found in namespace {namespace}; "
+            "create it or fix spec.rehearsal.backupRef.name",
+        )
+    scope = backup_scope(referenced.metadata.namespace or namespace, ref.name)
+    storage = referenced.spec.storage
+    if ref.copy_index is not None:
+        if ref.copy_index >= len(referenced.spec.copies):
+            return Stage(
+                "Pending",
+                "CopyNotFound",
+                f"DatabaseBackup {ref.name!r} has no copy {ref.copy_index} (spec.rehearsal.backupRef.copy)",
+            )
+        storage = referenced.spec.copies[ref.copy_index].storage
+    if ref.id != "latest":
+        return RestoreSource(storage=storage, backup_id=ref.id, scope=scope)
+    last = referenced.status.last_backup if referenced.status else None
+    if last is None:
+        return Stage(
+            "Pending",
+            "WaitingForBackup",
+            f"DatabaseBackup {ref.name!r} has no complete backup yet to rehearse on; waiting for one",
+        )
+    return RestoreSource(storage=storage, scope=scope, last_known_id=last.id)
+
+
+def summary(rehearsal: RehearsalStatus) -> str:
+    """One line: how long it took and the longest lock that blocks writes, or why it failed."""
+    if rehearsal.outcome != Outcome.SUCCEEDED:
+        return rehearsal.message or "the rehearsal failed"
+    if not rehearsal.applied:
+        return "nothing is pending, so there was nothing to rehearse"
+    text = f"rehearsed {len(rehearsal.applied)} migration(s) in {rehearsal.duration_seconds or 0:g}s"
+    if rehearsal.locks:
+        lock = max(rehearsal.locks, key=lambda taken: taken.held_seconds)
+        text += f"; longest lock: {lock.mode} on {lock.relation} held {lock.held_seconds:g}s"
+    return text
+
+
+def from_run(started: RehearsalStatus, run: ObservedRun, now: datetime) -> RehearsalStatus:
+    """The finished rehearsal Job's report as status.rehearsal (a Job without report failed)."""
+    report = run.report or {}
+    details = report.get("rehearsal") or {}
+    fields = {key: details[key] for key in _FIELDS if details.get(key) is not None}
+    found = lenient(RehearsalStatus, {**started.to_json_dict(), **fields})
+    found.completed_at = second(run.completed_at or now)
+    if run.report is not None and report.get("outcome") == Outcome.SUCCEEDED:
+        found.outcome = Outcome.SUCCEEDED
+        found.message = summary(found)
+    else:
+        found.outcome = Outcome.FAILED
+        found.message = clip(report_error(report) if run.report is not None else failure_without_report(run))
+    return found
+
+
+def finished_event(old: RehearsalStatus | None, new: RehearsalStatus | None) -> Event | None:
+    """The Event of a rehearsal that has just finished (once: the next decision finds it recorded)."""
+    if new is None or new.outcome is None:
+        return None
+    if old is not None and old.job == new.job and old.outcome is not None:
+        return None
+    if new.outcome == Outcome.SUCCEEDED:
+        return Event(NORMAL, "Rehearsed", summary(new))
+    return Event(WARNING, FAILED_REASON, clip(new.message or "the rehearsal failed"))
+
+
+def judge(rehearsal: RehearsalStatus, required: bool) -> Stage | None:
+    """A finished rehearsal holds the run only when it failed and is required."""
+    if rehearsal.outcome == Outcome.SUCCEEDED or not required:
+        return None
+    return Stage(
+        "Failed",
+        FAILED_REASON,
+        clip(
+            f"the rehearsal failed, so the run did not start (rehearsal.required): {rehearsal.message}; fix the "
+            "migrations (or the limit) and edit the resource: its new generation is rehearsed again"
+        ),
+    )
+
+
+def step(
+    migration: DatabaseMigration,
+    subject: DatabaseMigration,
+    run: ObservedRun | None,
+    referenced: DatabaseBackup | None,
+    settings: JobSettings,
+    now: datetime,
+    digest: str | None = None,
+) -> Rehearsed:
+    """The rehearsal of the current generation: create its Job, wait for it, or record and judge it.
+    `subject` is what the Job runs (for approved ConfigMaps, their files inline); `run` is its Job, if any."""
+    spec = migration.spec.rehearsal
+    if spec is None:
+        return Rehearsed()
+    old = migration.status or DatabaseMigrationStatus()
+    generation = migration.metadata.generation or 1
+    name = job_name(migration, digest)
+    found = recorded(old, generation, digest)
+    if found is not None and found.outcome is not None:
+        return Rehearsed(found, judge(found, spec.required), list(old.lint))
+    if run is not None:
+        started = found or RehearsalStatus(generation=generation, digest=digest, job=name)
+        if run.finished:
+            done = from_run(started, run, now)
+            lint = (run.report or {}).get("lint")
+            return Rehearsed(done, judge(done, spec.required), list(lint) if lint is not None else None)
+        if run.stuck:
+            return Rehearsed(started, Stage("Pending", "JobCannotStart", cannot_start(run)))
+        message = f"Job {name} is rehearsing the migration on a scratch copy restored from a backup"
+        return Rehearsed(started, Stage("Rehearsing", "Rehearsing", message))
+    if found is not None:  # its Job was created and is gone before it finished
+        gone = found.model_copy(
+            update={
+                "outcome": Outcome.FAILED,
+                "message": f"the rehearsal Job {name} was deleted before it finished",
+                "completed_at": second(now),
+            }
+        )
+        return Rehearsed(gone, judge(gone, spec.required))
+    source = resolve_source(migration, referenced)
+    if isinstance(source, Stage):
+        return Rehearsed(None, source)
+    job = rehearsal_job(subject, source, settings, digest)
+    message = f"Job {name} created to rehearse the migration on a scratch copy restored from a backup"
+    started = RehearsalStatus(generation=generation, digest=digest, job=name)
+    return Rehearsed(started, Stage("Rehearsing", "RehearsalCreated", message, create=job))
