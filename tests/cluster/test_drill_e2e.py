@@ -132,3 +132,40 @@ def test_an_encrypted_scheduled_backup_is_copied_and_its_drill_job_proves_it_res
     )
     assert manifest["verified"] is True
     assert_never_shown(kube, operator, str(identity), s3.secret_key, pg.password)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {
+                "encryption": {"recipientsSecretRef": {"name": "age-recipients"}},
+                "verify": {"schedule": "0 3 * * 0"},
+            },
+            "needs encryption.identitySecretRef",
+        ),
+        (
+            {"verify": {"schedule": "0 3 * * 0", "copy": 0}},
+            "verify.copy names a copy spec.copies does not have",
+        ),
+        ({"verify": {"schedule": "0 0 31 4 *"}}, "verify.schedule never fires"),
+        ({"verify": {"schedule": "every sunday"}}, "verify.schedule must be a cron expression"),
+    ],
+)
+def test_the_apiserver_refuses_drills_it_could_never_run(
+    kube: LocalCluster, crds: None, namespace: str, extra: dict[str, object], message: str
+) -> None:
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "storage": {"volume": {"claimName": "backups"}},
+        **extra,
+    }
+    result = kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(in_namespace(namespace, resource("DatabaseBackup", "drills", spec))[0]),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
