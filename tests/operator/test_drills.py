@@ -260,3 +260,19 @@ def test_a_backup_outside_the_policy_loses_its_drill_cronjob_too(nightly: Obj) -
     decision = reconcile.policy_denied(body, refused.value, NOW)
     assert decision.delete_cronjob == naming.cronjob_name("shop-nightly", UID)
     assert decision.extra == {backups.DELETE_CRONJOBS: [drill_cronjob_name("shop-nightly", UID)]}
+
+
+@pytest.mark.parametrize(("days_ago", "stale"), [(13, False), (15, True)])
+def test_without_stale_after_a_verified_restore_may_be_two_drill_intervals_old(
+    nightly: Obj, days_ago: int, stale: bool
+) -> None:
+    when = (NOW - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    nightly["status"] = {
+        "lastVerifiedTime": when,
+        "lastVerifiedBackup": {"outcome": "Succeeded", "time": when, "job": "d"},
+    }
+    first = _twice(nightly, [])  # weekly drills: 14 days
+    assert _condition(first, "Verified").status == ("False" if stale else "True")
+    assert (_condition(first, "Stale").reason == "NoRecentVerifiedRestore") is stale
+    if stale:
+        assert "14d" in _condition(first, "Stale").message

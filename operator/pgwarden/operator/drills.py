@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from croniter import croniter
@@ -139,6 +140,14 @@ def observe_drills(old: DatabaseBackupStatus, runs: Iterable[ObservedRun], now: 
     return result
 
 
+def schedule_zone(backup: DatabaseBackup) -> tzinfo:
+    """The time zone both CronJobs fire in: spec.timeZone, else UTC (a zone this machine lacks: UTC)."""
+    try:
+        return zoneinfo.ZoneInfo(backup.spec.time_zone) if backup.spec.time_zone else UTC
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
 def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
     """How old the last verified restore may get: verify.staleAfter, or twice the drills' interval; None
     without drills."""
@@ -147,15 +156,7 @@ def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
         return None
     if verify.stale_after:
         return parse_duration(verify.stale_after)
-    zone = UTC
-    if backup.spec.time_zone:
-        import zoneinfo
-
-        try:
-            zone = zoneinfo.ZoneInfo(backup.spec.time_zone)  # type: ignore[assignment]
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            zone = UTC
-    times = croniter(verify.schedule, now.astimezone(zone))
+    times = croniter(verify.schedule, now.astimezone(schedule_zone(backup)))
     first: datetime = times.get_next(datetime)
     following: datetime = times.get_next(datetime)
     return 2 * (following - first)
