@@ -18,7 +18,8 @@ from test_job_runner import SETTINGS, Ran, assert_no_secret, run_job
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.operator import backups
-from pgwarden.operator.jobs import backup_job, drill_cronjob
+from pgwarden.operator.drills import drill_cronjob
+from pgwarden.operator.jobs import backup_job
 from pgwarden.operator.observe import observe
 from pgwarden.operator.resources import read
 from pgwarden.testing.localpg import LocalPostgres

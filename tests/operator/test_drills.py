@@ -15,14 +15,8 @@ from operator_runs import NOW, finished_pod, job, pod
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.task import IDENTITY_DIR, Task
 from pgwarden.operator import backups, metrics, naming, reconcile
-from pgwarden.operator.jobs import (
-    TASK_LABEL,
-    JobSettings,
-    backup_cronjob,
-    drill_cronjob,
-    drill_cronjob_name,
-    is_drill,
-)
+from pgwarden.operator.drills import drill_cronjob, drill_cronjob_name
+from pgwarden.operator.jobs import TASK_LABEL, JobSettings, backup_cronjob, is_drill
 from pgwarden.operator.observe import observe
 from pgwarden.operator.policy import PolicyDenied
 from pgwarden.operator.resources import read

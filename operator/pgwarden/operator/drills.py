@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,9 +15,17 @@ from croniter import croniter
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
 from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import Outcome
+from pgwarden.api.task import JobKind, ResourceId, Task, backup_scope
 from pgwarden.operator import naming
 from pgwarden.operator.conditions import Want
-from pgwarden.operator.jobs import JobSettings, drill_cronjob
+from pgwarden.operator.jobs import (
+    DRILL,
+    JobSettings,
+    Manifest,
+    PodParts,
+    identity_volume,
+    schedule_cronjob,
+)
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
@@ -34,6 +43,61 @@ from pgwarden.operator.status import (
 
 Obj = dict[str, Any]
 DIFFERENCES_LIMIT = 20
+
+
+def drill_cronjob_name(name: str, uid: str) -> str:
+    """`<name>-drill-<hash>`, at most 52 characters (the CronJob controller appends 11 to its Jobs' names)."""
+    suffix = f"-drill-{hashlib.sha256(f'{uid}/drill'.encode()).hexdigest()[:6]}"
+    return name[: naming.CRONJOB_NAME_LIMIT - len(suffix)].rstrip("-.") + suffix
+
+
+def _drill_parts(backup: DatabaseBackup) -> PodParts:
+    """A drill's pod: the server it restores on (verify.server, else the backed-up database's; never that
+    database itself), the storage (or copy) it reads, and the identity when the backups are sealed."""
+    meta = backup.metadata
+    verify = backup.spec.verify
+    storage = backup.spec.storage
+    if verify.copy_index is not None and verify.copy_index < len(backup.spec.copies):
+        storage = backup.spec.copies[verify.copy_index].storage
+    volumes: tuple[Manifest, ...] = ()
+    mounts: tuple[Manifest, ...] = ()
+    encryption = backup.spec.encryption
+    if encryption is not None and encryption.identity_secret_ref is not None:
+        volume, mount = identity_volume(encryption.identity_secret_ref)
+        volumes, mounts = (volume,), (mount,)
+    scope = backup_scope(meta.namespace or "", meta.name or "")
+    return PodParts(
+        task=Task(kind=JobKind.DRILL, resource=resource_id(backup), backup=backup.spec, backup_scope=scope),
+        database=verify.server or backup.spec.database,
+        storage=storage,
+        template=backup.spec.job_template,
+        volumes=volumes,
+        mounts=mounts,
+    )
+
+
+def drill_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
+    """The CronJob of a DatabaseBackup's restore drills (verify.schedule): never two at once, no retries (a
+    drill that failed says so; running it again could hide what it found)."""
+    meta = backup.metadata
+    assert backup.spec.verify.schedule is not None
+    name = drill_cronjob_name(meta.name or "", meta.uid or "")
+    return schedule_cronjob(
+        backup,
+        name,
+        backup.spec.verify.schedule,
+        _drill_parts(backup),
+        settings,
+        backoff_limit=0,
+        task_label=DRILL,
+    )
+
+
+def resource_id(backup: DatabaseBackup) -> ResourceId:
+    meta = backup.metadata
+    return ResourceId(
+        kind=backup.kind, namespace=meta.namespace or "", name=meta.name or "", generation=meta.generation
+    )
 
 
 def workload(

@@ -6,7 +6,6 @@ profile with no service-account token; everything else it needs is in the task (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -468,7 +467,7 @@ def backup_job(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
     return _job(backup, _backup_parts(backup), settings, settings.backup_backoff_limit)
 
 
-def _cronjob(
+def schedule_cronjob(
     backup: DatabaseBackup,
     name: str,
     schedule: str,
@@ -478,7 +477,8 @@ def _cronjob(
     backoff_limit: int,
     task_label: str | None = None,
 ) -> Manifest:
-    """A CronJob of a DatabaseBackup: Kubernetes keeps the schedule, one run at a time (Forbid)."""
+    """A CronJob of a DatabaseBackup (its backups', or its drills' with `task_label`): Kubernetes keeps the
+    schedule, one run at a time (Forbid)."""
     meta = backup.metadata
     cronjob = _owned(backup, name, "CronJob", "batch/v1", None)
     labels = naming.labels(backup.kind, meta.uid or "", meta.generation)
@@ -514,7 +514,7 @@ def backup_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
     meta = backup.metadata
     name = naming.cronjob_name(meta.name or "", meta.uid or "")
     assert backup.spec.schedule is not None
-    return _cronjob(
+    return schedule_cronjob(
         backup,
         name,
         backup.spec.schedule,
@@ -532,54 +532,6 @@ DRILL = str(JobKind.DRILL)
 def is_drill(obj: Manifest) -> bool:
     """Whether a Job or CronJob of a DatabaseBackup is (or runs) its restore drill."""
     return ((obj.get("metadata") or {}).get("labels") or {}).get(TASK_LABEL) == DRILL
-
-
-def drill_cronjob_name(name: str, uid: str) -> str:
-    """`<name>-drill-<hash>`, at most 52 characters (the CronJob controller appends 11 to its Jobs' names)."""
-    suffix = f"-drill-{hashlib.sha256(f'{uid}/drill'.encode()).hexdigest()[:6]}"
-    return name[: naming.CRONJOB_NAME_LIMIT - len(suffix)].rstrip("-.") + suffix
-
-
-def _drill_parts(backup: DatabaseBackup) -> PodParts:
-    """A drill's pod: the server it restores on (verify.server, else the backed-up database's; never that
-    database itself), the storage (or copy) it reads, and the identity when the backups are sealed."""
-    meta = backup.metadata
-    verify = backup.spec.verify
-    storage = backup.spec.storage
-    if verify.copy_index is not None and verify.copy_index < len(backup.spec.copies):
-        storage = backup.spec.copies[verify.copy_index].storage
-    volumes: tuple[Manifest, ...] = ()
-    mounts: tuple[Manifest, ...] = ()
-    encryption = backup.spec.encryption
-    if encryption is not None and encryption.identity_secret_ref is not None:
-        volume, mount = identity_volume(encryption.identity_secret_ref)
-        volumes, mounts = (volume,), (mount,)
-    scope = backup_scope(meta.namespace or "", meta.name or "")
-    return PodParts(
-        task=Task(kind=JobKind.DRILL, resource=_resource_id(backup), backup=backup.spec, backup_scope=scope),
-        database=verify.server or backup.spec.database,
-        storage=storage,
-        template=backup.spec.job_template,
-        volumes=volumes,
-        mounts=mounts,
-    )
-
-
-def drill_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
-    """The CronJob of a DatabaseBackup's restore drills (verify.schedule): never two at once, no retries (a
-    drill that failed says so; running it again could hide what it found)."""
-    meta = backup.metadata
-    assert backup.spec.verify.schedule is not None
-    name = drill_cronjob_name(meta.name or "", meta.uid or "")
-    return _cronjob(
-        backup,
-        name,
-        backup.spec.verify.schedule,
-        _drill_parts(backup),
-        settings,
-        backoff_limit=0,
-        task_label=DRILL,
-    )
 
 
 def restore_job(restore: DatabaseRestore, source: RestoreSource, settings: JobSettings) -> Manifest:

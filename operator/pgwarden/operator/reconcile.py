@@ -24,7 +24,8 @@ from pgwarden.operator import approval, backups, drills, metrics, migrations, na
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
-from pgwarden.operator.jobs import JobSettings, drill_cronjob_name, is_drill
+from pgwarden.operator.drills import drill_cronjob_name
+from pgwarden.operator.jobs import JobSettings, is_drill
 from pgwarden.operator.kube import Kube, KubeError
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.policy import REASON as POLICY_DENIED
