@@ -26,11 +26,7 @@ from pgwarden.api.common import StorageSpec, parse_duration
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
-    AGE_RECIPIENTS_ENV,
-    COPIES_ROOT,
     DATABASE_SECRET_ENV,
-    IDENTITY_DIR,
-    IDENTITY_FILE,
     REHEARSAL_SERVER_KEYS,
     STORAGE_ROOT,
     TASK_ENV,
@@ -40,12 +36,10 @@ from pgwarden.api.task import (
     RestoreSource,
     Task,
     backup_scope,
-    copy_env,
 )
 from pgwarden.cli.output import print_json, progress
 from pgwarden.engine.backup import DumpSelection, take_backup
 from pgwarden.engine.drill import run_drill
-from pgwarden.engine.encryption import load_identities
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.pgerror import describe_error
@@ -54,19 +48,15 @@ from pgwarden.engine.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.restore import restore_backup
 from pgwarden.engine.safety_net import BackupSafetyNet
 from pgwarden.engine.statements import StatementObserver
-from pgwarden.engine.stored_dump import Identities
+from pgwarden.pod_inputs import copy_storage, identities, recipients
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
-from pgwarden.storage.location import S3Location, parse_location, s3_client
 from pgwarden.storage.manifest import MANIFEST, prune
 from pgwarden.storage.retention import RetentionPolicy
-from pgwarden.storage.s3 import S3Storage, client_config
 from pgwarden.termination_message import compact, write_termination_message
 
 log = logging.getLogger("pgwarden.job")
 Report = dict[str, Any]
 STORAGE_ROOT_ENV = "PGWARDEN_STORAGE_ROOT"  # tests put "volume" storage somewhere writable
-COPIES_ROOT_ENV = "PGWARDEN_COPIES_ROOT"  # and the copies' volumes
-IDENTITY_FILE_ENV = "PGWARDEN_IDENTITY_FILE"  # and the mounted identity file
 REPORT_FILE = "report.json"
 
 
@@ -328,71 +318,6 @@ def _copies_retention(
             warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
         else:
             copied["retained"] = len(result.plan.keep)
-
-
-def recipients(spec: DatabaseBackupSpec) -> list[str]:
-    """The age public keys the backup is sealed to, one a line in their Secret's key (`#` lines are comments);
-    BadInput naming the Secret when it holds none."""
-    if spec.encryption is None:
-        return []
-    keys = [
-        line.strip()
-        for line in os.environ.get(AGE_RECIPIENTS_ENV, "").splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    if not keys:
-        ref = spec.encryption.recipients_secret_ref
-        raise BadInput(
-            f"Secret {ref.name!r} key {ref.key!r} holds no age recipient; put the public keys (age1…, one a "
-            "line) there, e.g. the line age-keygen -y prints for an identity"
-        )
-    return keys
-
-
-def identities() -> Identities:
-    """The age identity the operator mounted (one key of its Secret); masked in every output. Tests point
-    PGWARDEN_IDENTITY_FILE elsewhere."""
-    return load_identities(os.environ.get(IDENTITY_FILE_ENV) or Path(IDENTITY_DIR) / IDENTITY_FILE)
-
-
-def copy_storage(index: int, spec: DatabaseBackupSpec) -> Storage:
-    """Storage of copy `index` with its own settings: an S3 copy on its endpoint with its own credentials
-    (PGWARDEN_COPY_<index>_AWS_*; none: the pod's ambient ones), a volume copy on its mounted claim."""
-    target = spec.copies[index].storage
-    if target.volume is not None:
-        root = Path(os.environ.get(COPIES_ROOT_ENV, COPIES_ROOT)) / str(index)
-        return open_storage(str(root / target.volume.path.strip("/")))
-    s3 = target.s3
-    assert s3 is not None
-    location = parse_location(
-        f"s3://{s3.bucket}/{s3.prefix.strip('/')}".rstrip("/"),
-        endpoint=s3.endpoint,
-        region=s3.region,
-        force_path_style=s3.force_path_style or None,
-    )
-    assert isinstance(location, S3Location)
-    keys = {
-        name: os.environ.get(copy_env(index, name))
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-    }
-    if not keys["AWS_ACCESS_KEY_ID"]:
-        return S3Storage(s3_client(location), location.bucket, location.prefix)
-    for value in keys.values():
-        register_secret(value)
-    import boto3
-
-    session = boto3.session.Session(
-        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=keys["AWS_SESSION_TOKEN"],
-    )
-    client = session.client(
-        "s3",
-        endpoint_url=location.endpoint,
-        region_name=location.region or "us-east-1",
-        config=client_config(addressing_style=location.addressing_style),
-    )
-    return S3Storage(client, location.bucket, location.prefix)
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:

@@ -15,9 +15,11 @@ from operator_runs import NOW, job
 from pyrage import x25519
 from test_job_runner import SETTINGS, Ran, assert_no_secret, run_job
 
+from pgwarden import pod_inputs
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import AGE_RECIPIENTS_ENV, IDENTITY_DIR, copy_env
+from pgwarden.engine.errors import BadInput
 from pgwarden.operator import backups, restores
 from pgwarden.operator.jobs import backup_job, restore_job
 from pgwarden.operator.observe import observe
@@ -210,3 +212,14 @@ def test_a_restore_naming_a_copy_the_backup_does_not_have_waits_saying_so(
     source = restores.resolve_source(DatabaseRestore.model_validate(restore_body), referenced)
     assert not isinstance(source, restores.Waiting)
     assert source.storage == referenced.spec.copies[0].storage and source.last_known_id == "20250301T115900Z"
+
+
+def test_a_recipients_secret_key_without_a_key_stops_the_backup_naming_it(
+    resource: Callable[..., Obj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = DatabaseBackup.model_validate(sealed_backup(resource, "offsite-bucket", "http://minio:9000")).spec
+    monkeypatch.setenv(AGE_RECIPIENTS_ENV, "# nobody yet\n\n")
+    with pytest.raises(BadInput, match="Secret 'age-recipients' key 'recipients' holds no age recipient"):
+        pod_inputs.recipients(spec)
+    monkeypatch.setenv(AGE_RECIPIENTS_ENV, "# the team\nage1one\n  age1two  \n")
+    assert pod_inputs.recipients(spec) == ["age1one", "age1two"]
