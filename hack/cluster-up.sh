@@ -36,7 +36,18 @@ for c in "${control_plane[@]}"; do component_alive "$c" || all_alive=0; done
 for c in "${node_components[@]}"; do node_pid "$c" >/dev/null || all_alive=0; done
 # A cluster started by an older cluster-up (API server on 127.0.0.1, no node) is started afresh.
 grep -qxF "PGWARDEN_APISERVER_HOST=$node_ip" "$cluster_dir/env" 2>/dev/null || all_alive=0
-if ((all_alive)) && [[ -f $kubeconfig ]] && readyz; then
+# Every process runs: the cluster is up, however slowly its API server answers on a loaded machine (other
+# runs share it; restarting it under them would fail them all), so give /readyz a minute.
+ready_while_alive() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    readyz && return 0
+    ((i % 15 == 0)) && log "every component runs but /readyz does not answer yet; waiting"
+    sleep 1
+  done
+  return 1
+}
+if ((all_alive)) && [[ -f $kubeconfig ]] && ready_while_alive; then
   images=$("$repo_root/hack/node-images.sh")
   echo "cluster already up (KUBECONFIG=$kubeconfig)"
   echo "$images"
