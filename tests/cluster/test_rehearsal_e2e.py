@@ -6,6 +6,7 @@ and the database untouched; the approval then runs the real migration.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -102,3 +103,29 @@ def test_a_manual_migration_shows_its_rehearsal_while_awaiting_approval(
     assert _columns(url) == ["id", "name", "note"]
     assert _scratch_databases(url) == []
     assert_never_shown(kube, operator, pg.password, s3.secret_key)
+
+
+@pytest.mark.parametrize(
+    ("rehearsal", "refusal"),
+    [
+        ({"maxLockHold": "2s"}, "rehearsal needs exactly one of backupRef or location"),
+        (
+            {"backupRef": {"name": "b"}, "location": "x", "storage": {"volume": {"claimName": "c"}}},
+            "rehearsal needs exactly one of backupRef or location",
+        ),
+        ({"location": "x"}, "rehearsal.location needs rehearsal.storage"),
+        ({"backupRef": {"name": "b"}, "maxLockHold": "2 seconds"}, "maxLockHold"),
+    ],
+)
+def test_the_apiserver_refuses_a_rehearsal_without_exactly_one_backup(
+    kube: LocalCluster, crds: None, namespace: str, rehearsal: Obj, refusal: str
+) -> None:
+    spec = {
+        "database": {"secretRef": {"name": "db"}},
+        "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
+        "rehearsal": rehearsal,
+    }
+    manifest = in_namespace(namespace, resource("DatabaseMigration", "refused", spec))[0]
+    result = kube.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
+    assert result.returncode != 0 and refusal in result.stderr, result.stderr
+    assert kube.get_all("databasemigrations", namespace) == []
