@@ -175,6 +175,7 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
         location=_rehearsal_location(task.source),
         server_url=_rehearsal_server() if task.server else None,
         max_lock_hold_seconds=task.max_lock_hold_seconds,
+        identities=identities() if task.sealed else (),
     )
     rehearsed = rehearse(url, settings, run_plan, progress)
     report.rehearsal = rehearsed

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.common import Duration, SecretRef, StorageSpec, cel, validations
+from pgwarden.api.encryption import RestoreEncryption
 from pgwarden.api.reports import (
     AppliedMigration,
     ErrorInfo,
@@ -107,6 +108,13 @@ class RehearsalSpec(ApiModel):
         description="Or a backup (or a prefix holding backups: the newest) relative to storage's root.",
     )
     storage: StorageSpec | None = Field(default=None, description="The storage holding location.")
+    encryption: RestoreEncryption | None = Field(
+        default=None,
+        description=(
+            "The identity that opens a sealed backup. Unset: for a backupRef, its DatabaseBackup's "
+            "encryption.identitySecretRef."
+        ),
+    )
     server: RehearsalServer | None = Field(
         default=None,
         description="Where the scratch copy is restored. Unset: the migration's own database server.",

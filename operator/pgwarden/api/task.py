@@ -121,6 +121,7 @@ class RehearsalTask(ApiModel):
     server: bool = Field(
         default=False, description="The scratch server's Secret keys are in PGWARDEN_REHEARSAL_*."
     )
+    sealed: bool = Field(default=False, description="An age identity is mounted to open a sealed backup.")
 
 
 class Task(ApiModel):

@@ -365,7 +365,11 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
 
 
 def rehearsal_job(
-    migration: DatabaseMigration, source: RestoreSource, settings: JobSettings, digest: str | None = None
+    migration: DatabaseMigration,
+    source: RestoreSource,
+    settings: JobSettings,
+    digest: str | None = None,
+    identity: IdentitySecretRef | None = None,
 ) -> Manifest:
     """The Job that only rehearses a generation: the backup's storage, the scratch server's Secret keys (never
     the pre-migration backup's storage: nothing is backed up), the same migrations and settings."""
@@ -380,9 +384,15 @@ def rehearsal_job(
         migration=spec,
         migrations_dir=directory,
         rehearsal=RehearsalTask(
-            source=source, max_lock_hold_seconds=limit, server=rehearsal.server is not None
+            source=source,
+            max_lock_hold_seconds=limit,
+            server=rehearsal.server is not None,
+            sealed=identity is not None,
         ),
     )
+    if identity is not None:  # a sealed backup: its identity, one key of its Secret, as a file
+        volume, mount = identity_volume(identity)
+        volumes, mounts = [*volumes, volume], [*mounts, mount]
     env: list[Manifest] = []
     if rehearsal.server is not None:
         secret = rehearsal.server.secret_ref.name

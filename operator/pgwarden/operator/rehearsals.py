@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
+from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.rehearsal import RehearsalStatus
 from pgwarden.api.reports import Outcome
@@ -116,6 +117,17 @@ def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | No
     return RestoreSource(storage=storage, scope=scope, last_known_id=last.id)
 
 
+def identity_of(migration: DatabaseMigration, referenced: DatabaseBackup | None) -> IdentitySecretRef | None:
+    """The identity that opens the backup: spec.rehearsal.encryption's, else the DatabaseBackup's."""
+    spec = migration.spec.rehearsal
+    assert spec is not None
+    if spec.encryption is not None:
+        return spec.encryption.identity_secret_ref
+    if spec.backup_ref is not None and referenced is not None and referenced.spec.encryption is not None:
+        return referenced.spec.encryption.identity_secret_ref
+    return None
+
+
 def summary(rehearsal: RehearsalStatus) -> str:
     """One line: how long it took and the longest lock that blocks writes, or why it failed."""
     if rehearsal.outcome != Outcome.SUCCEEDED:
@@ -212,7 +224,7 @@ def step(
     source = resolve_source(migration, referenced)
     if isinstance(source, Stage):
         return Rehearsed(None, source)
-    job = rehearsal_job(subject, source, settings, digest)
+    job = rehearsal_job(subject, source, settings, digest, identity_of(migration, referenced))
     message = f"Job {name} created to rehearse the migration on a scratch copy restored from a backup"
     started = RehearsalStatus(generation=generation, digest=digest, job=name)
     return Rehearsed(started, Stage("Rehearsing", "RehearsalCreated", message, create=job))
