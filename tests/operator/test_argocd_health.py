@@ -117,3 +117,25 @@ def test_backups_are_healthy_when_scheduled_and_degraded_when_stale(resource: Ca
     body["spec"]["suspend"] = True
     suspended = written(backups.decide(read(body), [], None, SETTINGS, NOW))
     assert health(with_status(body, suspended.status))[0] == "Suspended"
+
+
+def test_a_rehearsal_is_progressing_and_a_required_one_that_failed_is_degraded(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["rehearsal"] = {
+        "location": "shop/",
+        "storage": {"volume": {"claimName": "b"}},
+        "required": True,
+    }
+    rehearsing = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
+    assert rehearsing.status["phase"] == "Rehearsing"
+    assert health(with_status(body, rehearsing.status))[0] == "Progressing"
+    body["status"] = rehearsing.status
+    failed = {"outcome": "Failed", "error": {"message": "the rehearsal failed: check failed"}}
+    run = observe(
+        job(rehearsing.create["metadata"]["name"], state="failed"), [finished_pod(failed, exit_code=1)]
+    )
+    stopped = written(migrations.decide(read(body), None, [], SETTINGS, NOW, rehearsal_run=run))
+    assert stopped.status["phase"] == "Failed"
+    assert health(with_status(body, stopped.status)) == ("Degraded", stopped.status["message"])
