@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
 from pgwarden.api.common import StorageSpec, parse_duration
 from pgwarden.api.policy import RollbackStrategy
+from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
     DATABASE_SECRET_ENV,
@@ -43,6 +44,7 @@ from pgwarden.engine.drill import run_drill
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.migrate import MigrateOptions, migrate
 from pgwarden.engine.pgerror import describe_error
+from pgwarden.engine.progress import StatementProgress
 from pgwarden.engine.redact import redact, redact_obj, register_environment, register_secret, register_url
 from pgwarden.engine.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.restore import restore_backup
@@ -148,7 +150,19 @@ def run_migration(task: Task, url: str) -> Report:
         )
         if task.rehearsal is not None:
             return rehearse_only(url, options, task.rehearsal).to_json_dict()
-        return migrate(url, options, progress=progress).to_json_dict()
+        return migrate(
+            url, dataclasses.replace(options, on_progress=report_progress), progress=progress
+        ).to_json_dict()
+
+
+def report_progress(running: StatementProgress) -> None:
+    """A long statement's progress in the Job's log: the line a person reads, and the line the operator
+    reads into status.progress (the Pod cannot write status itself)."""
+    progress(running.describe())
+    at = datetime.now(UTC)
+    progress(
+        progress_line(MigrationProgress.model_validate({**dataclasses.asdict(running), "observed_at": at}))
+    )
 
 
 def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> MigrationReport:
@@ -364,6 +378,7 @@ def run_restore(task: Task, url: str) -> Report:
         jobs=spec.parallel_jobs,
         identities=identities() if spec.encryption is not None else (),
         progress=progress,
+        row_counts=spec.verify.row_counts,
     ).to_json_dict()
 
 

@@ -199,12 +199,22 @@ def test_a_completed_restore_job_whose_pod_is_gone_is_a_success(resource: Callab
     assert "report" in decision.status["message"]
 
 
-def test_a_row_count_mode_the_restore_would_ignore_is_refused(resource: Callable[..., Obj]) -> None:
+@pytest.mark.parametrize("mode", ["exact", "estimate", "none"])
+def test_each_row_count_mode_reaches_the_restore_job(resource: Callable[..., Obj], mode: str) -> None:
     body = resource("restore.yaml", "DatabaseRestore")
-    for mode in ("estimate", "none"):
-        body["spec"]["verify"] = {"rowCounts": mode}
-        with pytest.raises(ValidationError, match="exact"):
-            DatabaseRestore.model_validate(body)
+    body["spec"]["verify"] = {"rowCounts": mode}
+    decision = decide(body, referenced=_backup(resource))
+    assert decision.create is not None
+    env = {e["name"]: e for e in decision.create["spec"]["template"]["spec"]["containers"][0]["env"]}
+    task = Task.model_validate_json(env["PGWARDEN_TASK"]["value"])
+    assert task.restore is not None and task.restore.verify.row_counts == mode  # job.run_restore passes it on
+
+
+def test_a_row_count_mode_the_restore_does_not_know_is_refused(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    body["spec"]["verify"] = {"rowCounts": "approximate"}
+    with pytest.raises(ValidationError, match="estimate"):
+        DatabaseRestore.model_validate(body)
 
 
 def test_what_defines_a_restore_is_immutable_in_the_crd() -> None:

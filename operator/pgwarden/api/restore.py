@@ -23,6 +23,9 @@ from pgwarden.api.common import (
 from pgwarden.api.encryption import RestoreEncryption
 from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference
 
+RestoreRowCounts = Literal["exact", "estimate", "none"]
+"""How a restore counts the rows it restored (the `verify.rowCounts` of a DatabaseRestore, `restore --row-counts`)."""
+
 _ONE_SOURCE = "source needs exactly one of backupRef or location"
 _LOCATION_NEEDS_STORAGE = "source.location needs source.storage: where the backup lives"
 _STORAGE_NEEDS_LOCATION = (
@@ -89,11 +92,14 @@ class RestoreSource(ApiModel):
 class RestoreVerify(ApiModel):
     """How the restored database is compared with the backup's manifest."""
 
-    # Only what the restore does: it counts every row and compares with the manifest. estimate and none
-    # were accepted once and silently ignored; a setting that does nothing is refused instead.
-    row_counts: Literal["exact"] = Field(
+    row_counts: RestoreRowCounts = Field(
         default="exact",
-        description="exact: every restored table's rows are counted and compared with the backup's manifest.",
+        description=(
+            "exact: every restored table's rows are counted and compared with the backup's manifest. "
+            "estimate: the restored tables are analyzed and their planner estimates reported; only tables "
+            "missing or extra (and the schema) are differences. none: rows are not counted; only tables "
+            "missing or extra (and the schema) are differences."
+        ),
     )
 
 

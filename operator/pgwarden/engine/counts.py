@@ -250,3 +250,13 @@ def estimate_rows(conn: Connection, tables: Sequence[str]) -> dict[str, int]:
     except psycopg.Error as exc:
         raise PgwardenError(f"cannot estimate row counts: {describe_error(exc)}") from None
     return estimates
+
+
+def analyze_tables(conn: Connection, tables: Sequence[str]) -> None:
+    """ANALYZE the named tables (a partitioned one with its partitions), so estimates describe what is there
+    now: a freshly restored table has no statistics, and its estimate would be the planner's guess."""
+    for target in resolve_tables(conn, tables):
+        try:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.relname)))
+        except psycopg.Error as exc:
+            raise CountFailed(f"analyzing {target.name} failed", exc) from None

@@ -10,9 +10,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, overload
 
 import psycopg
 from psycopg import sql
@@ -26,9 +27,10 @@ from pgwarden.api.reports import (
     RestoreReport,
     RowDifference,
 )
+from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.engine.backup_locks import lock_wait_ms
 from pgwarden.engine.connect import connect, describe, resolve_url, with_database
-from pgwarden.engine.counts import count_rows
+from pgwarden.engine.counts import analyze_tables, count_rows, estimate_rows
 from pgwarden.engine.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.engine.inspect import list_user_tables, take_snapshot
@@ -82,21 +84,27 @@ def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
 
 
 def compare_counts(
-    expected: dict[str, int],
-    actual: dict[str, int],
+    expected: Mapping[str, int],
+    actual: Mapping[str, int | None],
     *,
     expected_schema: str | None = None,
     actual_schema: str | None = None,
+    rows: RestoreRowCounts = "exact",
 ) -> RestoreComparison:
-    """Compare the manifest's per-table rows (and schema fingerprint) with the restored ones (pure)."""
+    """Compare the manifest's per-table rows (and schema fingerprint) with the restored ones (pure).
+
+    `actual` names every restored table; its rows are exact counts, estimates or None (not counted), as
+    `rows` says. Only exact counts can differ from the manifest's: otherwise only a table missing on one
+    side is a difference."""
     differences = []
     for table in sorted(set(expected) | set(actual)):
         want, got = expected.get(table), actual.get(table)
-        if want == got:
+        present = table in actual
+        if table in expected and present and (rows != "exact" or want == got):
             continue
-        if got is None:
+        if not present:
             detail = "in the backup, missing after the restore"
-        elif want is None:
+        elif table not in expected:
             detail = "not in the backup (left in place by the restore)"
         else:
             detail = f"{want} rows in the backup, {got} after the restore"
@@ -186,6 +194,7 @@ def _restore_options(*, clean: bool, jobs: int, single_transaction: bool) -> lis
     return options
 
 
+@overload
 def restore_manifest(
     url: str,
     backup: Storage,
@@ -197,13 +206,42 @@ def restore_manifest(
     workdir: Path | None = None,
     lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
-) -> tuple[PgTool, dict[str, int], str]:
+    row_counts: Literal["exact", "estimate"] = "exact",
+) -> tuple[PgTool, dict[str, int], str]: ...
+@overload
+def restore_manifest(
+    url: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    *,
+    clean: bool = False,
+    jobs: int = 1,
+    identities: Identities = (),
+    workdir: Path | None = None,
+    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
+    progress: Progress | None = None,
+    row_counts: RestoreRowCounts,
+) -> tuple[PgTool, Mapping[str, int | None], str]: ...
+def restore_manifest(
+    url: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    *,
+    clean: bool = False,
+    jobs: int = 1,
+    identities: Identities = (),
+    workdir: Path | None = None,
+    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
+    progress: Progress | None = None,
+    row_counts: RestoreRowCounts = "exact",
+) -> tuple[PgTool, Mapping[str, int | None], str]:
     """Restore a backup into `url`, every stored byte checked against its manifest, then count its rows
     and fingerprint its schema.
 
     Custom format with one job streams from storage into pg_restore in one transaction (no local copy; a
     corrupted dump is found before pg_restore sees its end, so the transaction rolls back). Parallel jobs
-    and the directory format need local files: those are fetched and checked first, then restored."""
+    and the directory format need local files: those are fetched and checked first, then restored.
+    `row_counts` says how the restored rows are counted (see `restored_state`)."""
     say = progress or (lambda _message: None)
     tool = restore_tool(manifest)
     where = backup.uri(manifest.dump_file)
@@ -222,7 +260,7 @@ def restore_manifest(
             feed=lambda push: stream_object(backup, manifest, stored, identities, push),
             lock_wait=lock_wait,
         )
-        return tool, *restored_state(url)
+        return tool, *restored_state(url, row_counts)
     with tempfile.TemporaryDirectory(prefix="pgwarden-restore-", dir=workdir) as tmp:
         local = Path(tmp) / "dump"
         say(f"downloading and verifying {where} ({manifest.size_bytes} bytes), {jobs} at a time")
@@ -230,7 +268,7 @@ def restore_manifest(
         restore_downloaded(
             url, tool, manifest, local, clean=clean, jobs=jobs, lock_wait=lock_wait, progress=say
         )
-    return tool, *restored_state(url)
+    return tool, *restored_state(url, row_counts)
 
 
 def restore_tool(manifest: BackupManifest) -> PgTool:
@@ -266,11 +304,23 @@ def restore_downloaded(
     run_pg_restore(tool, url, [f"--format={fmt}", *options], source=local, feed=None, lock_wait=lock_wait)
 
 
-def restored_state(url: str) -> tuple[dict[str, int], str]:
-    """Exact rows per user table, and the schema fingerprint, of a database."""
+@overload
+def restored_state(
+    url: str, row_counts: Literal["exact", "estimate"] = "exact"
+) -> tuple[dict[str, int], str]: ...
+@overload
+def restored_state(url: str, row_counts: RestoreRowCounts) -> tuple[Mapping[str, int | None], str]: ...
+def restored_state(url: str, row_counts: RestoreRowCounts = "exact") -> tuple[Mapping[str, int | None], str]:
+    """Rows per user table (exact counts, estimates after an ANALYZE, or None: not counted), and the schema
+    fingerprint, of a database."""
     with connect(url) as conn:
         tables = list_user_tables(conn)
         schema = fingerprint(take_snapshot(conn))
+        if row_counts == "estimate" and tables:
+            analyze_tables(conn, tables)  # restored tables have no statistics yet
+            return estimate_rows(conn, tables), schema
+    if row_counts == "none":
+        return dict.fromkeys(tables), schema
     return count_rows(url, tables, concurrency=COUNT_CONCURRENCY), schema
 
 
@@ -366,13 +416,15 @@ def restore_backup(
     identities: Identities = (),
     lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
+    row_counts: RestoreRowCounts = "exact",
 ) -> RestoreReport:
     """Restore the backup at `source` (a backup folder, or the newest complete one under a prefix, or
     `backup_id` under it) into the database; raises BadInput/RestoreFailed when nothing could be restored,
     returns outcome Failed when the restore ran but the restored rows differ from the backup.
     A sealed backup needs one of its recipients' `identities`: without, IdentityRefused before anything
     is created or changed. pg_restore is stopped when it waits longer than `lock_wait_timeout` for another
-    session's lock."""
+    session's lock. `row_counts` (exact, estimate, none) says how the restored rows are counted; outside
+    exact only tables missing or extra (and the schema fingerprint) are differences."""
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
@@ -434,9 +486,14 @@ def restore_backup(
             identities=identities,
             lock_wait=lock_wait_timeout,
             progress=say,
+            row_counts=row_counts,
         )
         verification = compare_counts(
-            manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
+            manifest.per_table,
+            counts,
+            expected_schema=manifest.schema_fingerprint,
+            actual_schema=schema,
+            rows=row_counts,
         )
         if create and verification.matches_backup:
             put_in_place(url, into, dbname)
@@ -458,7 +515,7 @@ def restore_backup(
         created_database=created or None,
         terminated_connections=terminated,
         tables=len(counts),
-        rows=sum(counts.values()),
+        rows=None if row_counts == "none" else sum(rows or 0 for rows in counts.values()),
         verification=verification,
         error=None
         if verification.matches_backup
