@@ -14,6 +14,7 @@ import time
 import psycopg
 import pytest
 
+from pgwarden.engine.drill import DRILL_MARK
 from pgwarden.engine.scratch import scratch_database, scratch_key
 from pgwarden.testing.localpg import LocalPostgres
 
@@ -88,3 +89,19 @@ def test_a_sweep_never_drops_a_scratch_database_whose_owner_is_alive(pg: LocalPo
         with scratch_database(pg.url(), "t_pgw_rehearsal_sweeper"):
             assert exists(pg, live)
         holder.execute(f"DROP DATABASE {live}")
+
+
+def test_an_abandoned_drill_database_is_swept_and_a_live_one_is_not(pg: LocalPostgres) -> None:
+    abandoned = f"shop{DRILL_MARK}dead01"  # as engine.drill names them: <database>_pgw_drill_<random>
+    live = f"shop{DRILL_MARK}live01"
+    with psycopg.connect(pg.url(), autocommit=True) as holder:
+        holder.execute(f"CREATE DATABASE {abandoned}")  # a drill whose Pod was killed, guardian included
+        holder.execute(f"CREATE DATABASE {live}")
+        holder.execute("SELECT pg_advisory_lock(%s)", [scratch_key(live)])  # a drill still running
+        try:
+            with scratch_database(pg.url(), "t_pgw_rehearsal_drill_sweeper"):
+                assert not exists(pg, abandoned)
+                assert exists(pg, live)
+        finally:
+            holder.execute(f"DROP DATABASE IF EXISTS {abandoned}")
+            holder.execute(f"DROP DATABASE {live}")

@@ -34,7 +34,8 @@ Connection = psycopg.Connection[Any]
 # Names of scratch databases, as LIKE patterns: only these are ever swept, and only when no owner holds them.
 REHEARSAL_MARK = "_pgw_rehearsal_"
 VERIFY_PREFIX = "pgwarden_verify_"
-SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%")
+# Restore drills (engine.drill): `<database>_pgw_drill_<random>`, owned through scratch_database like the rest.
+SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%", r"%\_pgw\_drill\_%")
 RELEASE = "release\n"
 
 
