@@ -278,6 +278,7 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     expected |= {("", "pods", v) for v in ("get", "list")}
     expected |= {("", "events", v) for v in ("create", "patch")}
     expected |= {("", "configmaps", "get")}  # migration files, to show and approve their checksums
+    expected |= {("", "pods/log", "get")}  # a running migration's progress line, for status.progress
     assert granted == expected
 
 
@@ -384,6 +385,7 @@ def test_the_service_account_may_do_its_work_in_watched_namespaces_only_and_neve
             assert not can(verb, "secrets", where), f"{verb} secrets in {where}"
         assert not can("create", "pods", where)
         assert can("get", "configmaps", where)  # migration files, for approval
+        assert can("get", "pods/log", where)  # a running migration's progress
         assert not can("list", "configmaps", where)
         assert not can("create", "leases.coordination.k8s.io", where)
     assert can("create", "leases.coordination.k8s.io", namespace)  # its own namespace: leader election

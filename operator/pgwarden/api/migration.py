@@ -24,6 +24,7 @@ from pgwarden.api.common import (
 )
 from pgwarden.api.lint import LintFinding
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
+from pgwarden.api.progress import MigrationProgress
 from pgwarden.api.rehearsal import RehearsalSpec, RehearsalStatus
 from pgwarden.api.reports import (
     AppliedMigration,
@@ -300,6 +301,14 @@ class DatabaseMigrationStatus(RunStatus):
     )
     rehearsal: RehearsalStatus | None = Field(
         default=None, description="The rehearsal of this generation on a scratch copy (spec.rehearsal)."
+    )
+    progress: MigrationProgress | None = Field(
+        default=None,
+        description=(
+            "While the run's Job runs a statement for more than a few seconds: which migration, file and line, "
+            "and for an index build its phase and blocks and tuples done, read from the Job's log at a bounded "
+            "rate; gone once the run ends."
+        ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -53,6 +53,13 @@ class Deadlines:
             heapq.heappush(self._heap, (when, key))
             self._changed.notify()
 
+    def at_latest(self, key: Key, when: datetime) -> None:
+        """Like `set`, but a time already due sooner stays: a look repeated by every event never comes."""
+        with self._changed:  # re-entrant: set takes it again
+            due = self._due.get(key)
+            if due is None or when < due:
+                self.set(key, when)
+
     def forget(self, key: Key) -> None:
         self.set(key, None)
 

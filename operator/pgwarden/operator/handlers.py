@@ -22,14 +22,15 @@ import kopf
 
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS
-from pgwarden.operator import naming
+from pgwarden.api.migration import MigrationPhase
+from pgwarden.operator import naming, progress
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, load_configuration
 from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
-from pgwarden.operator.status import Event
+from pgwarden.operator.status import Decision, Event
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -48,12 +49,29 @@ def reconcile(context: Context, key: Key) -> None:
     """`sync`, and when it fails (the API answered 5xx, a timeout) another try after the poll interval:
     event handlers are not retried by kopf, and no timer would come back to it."""
     try:
-        sync(context, *key)
+        decision = sync(context, *key)
     except Exception:
         if context.deadlines is not None:
             retry = datetime.now(UTC) + timedelta(seconds=context.poll_seconds)
             context.deadlines.set(key, retry)
         raise
+    if context.deadlines is not None and key[0] == progress.KIND:
+        _progress_looks(context.deadlines, key, decision)
+
+
+def _progress_looks(deadlines: Deadlines, key: Key, decision: Decision[Any] | None) -> None:
+    """A running migration's progress is looked at on a deadline of its own, every LOOK_EVERY at most."""
+    looks = progress.progress_key(key[1], key[2])
+    if decision is not None and decision.status.phase == MigrationPhase.RUNNING:
+        deadlines.at_latest(looks, datetime.now(UTC) + progress.LOOK_EVERY)
+    else:
+        deadlines.forget(looks)
+
+
+def look_at_progress(context: Context, key: Key) -> None:
+    """One progress look, and the next while the migration runs."""
+    if progress.look(context.kube, key[1], key[2], datetime.now(UTC)) and context.deadlines is not None:
+        context.deadlines.set(key, datetime.now(UTC) + progress.LOOK_EVERY)
 
 
 def build_context(memo: kopf.Memo) -> Context:
@@ -89,7 +107,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     def look(key: Key) -> None:
         # In kopf's context (a handler's, kept by `_context`): kopf.event needs it to post Events.
         kopf_context = context.kopf_context or contextvars.copy_context()
-        looks.submit(kopf_context.copy().run, _logged, context, key)
+        task = _logged_progress if progress.is_progress_key(key) else _logged
+        looks.submit(kopf_context.copy().run, task, context, key)
 
     context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
     memo.context = context
@@ -100,6 +119,13 @@ def _logged(context: Context, key: Key) -> None:
         reconcile(context, key)
     except Exception:  # retried at its deadline; say why here, where no kopf handler does
         log.exception("reconcile of %s %s/%s failed; retrying in %gs", *key, context.poll_seconds)
+
+
+def _logged_progress(context: Context, key: Key) -> None:
+    try:
+        look_at_progress(context, key)
+    except Exception:  # a missed look shows older progress; the next reconcile schedules another
+        log.exception("progress of %s/%s not read", key[1], key[2])
 
 
 @kopf.on.probe(id="api")
@@ -147,6 +173,8 @@ for _plural in PLURALS:
         if type == "DELETED":
             context: Context | None = getattr(memo, "context", None)
             forget(*key, context.deadlines if context else None)
+            if context is not None and context.deadlines is not None:
+                context.deadlines.forget(progress.progress_key(key[1], key[2]))
         else:
             reconcile(_context(memo, kwargs), key)
 

@@ -54,6 +54,7 @@ class Kube:
         self.configuration = configuration
         self._client = kubernetes.client.ApiClient(configuration)
         self._pool: urllib3.PoolManager = self._client.rest_client.pool_manager
+        self._core = kubernetes.client.CoreV1Api(self._client)
         self.host = str(configuration.host).rstrip("/")
 
     def _headers(self) -> dict[str, str]:
@@ -111,11 +112,17 @@ class Kube:
     def get_resource(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self._get(self.resource_path(kind, namespace, name))
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Obj) -> None:
+    def patch_status(
+        self, kind: str, namespace: str, name: str, status: Obj, *, resource_version: str | None = None
+    ) -> None:
+        """Merge `status` in; with `resource_version`, only onto that version of the resource (else 409)."""
+        body: Obj = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         self.request(
             "PATCH",
             self.resource_path(kind, namespace, name) + "/status",
-            body={"status": status},
+            body=body,
             content_type=MERGE_PATCH,
         )
 
@@ -131,6 +138,25 @@ class Kube:
 
     def pods_of(self, namespace: str, uid: str) -> list[Obj]:
         return self._list(f"/api/v1/namespaces/{namespace}/pods", uid)
+
+    def pod_log(
+        self, namespace: str, pod: str, container: str, *, tail_lines: int, limit_bytes: int
+    ) -> str | None:
+        """The end of a container's log (bounded both ways); None when it has none yet or the Pod is gone."""
+        try:
+            text = self._core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+                _request_timeout=TIMEOUT,
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status in (400, 404):  # not started yet, or gone
+                return None
+            raise KubeError(int(error.status or 0), str(error.reason)) from None
+        return str(text)
 
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
         return self._list(f"/apis/batch/v1/namespaces/{namespace}/cronjobs", uid)

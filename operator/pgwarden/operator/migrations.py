@@ -210,6 +210,8 @@ def decide(
     new = merged(_carried(old, phase, generation, manual), fields)
     new.phase = MigrationPhase(phase)
     new.observed_generation = generation
+    if phase == "Running" and run is not None and old.job == run.job and old.progress is not None:
+        new.progress = old.progress  # written by the progress looks (operator/progress.py); gone once it ends
     drift = new.drift if "drift" in new.model_fields_set else None
     drifted = drift.detected if drift is not None else None
     begun = started(run) if run else None
