@@ -5,6 +5,7 @@ decided twice without doing, posting or counting anything again."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from operator_runs import NOW, finished_pod, job, pod
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.task import IDENTITY_DIR, Task
 from pgwarden.operator import backups, metrics, naming, reconcile
-from pgwarden.operator.drills import drill_cronjob, drill_cronjob_name
+from pgwarden.operator.drills import drill_cronjob
 from pgwarden.operator.jobs import TASK_LABEL, JobSettings, backup_cronjob, is_drill
 from pgwarden.operator.observe import observe
 from pgwarden.operator.policy import PolicyDenied
@@ -125,18 +126,18 @@ def test_a_drill_of_a_copy_the_spec_does_not_have_is_refused(nightly: Obj) -> No
 
 def test_the_drill_cronjob_is_created_replaced_on_change_and_deleted_with_the_schedule(nightly: Obj) -> None:
     first = decide(nightly, [], None)
-    (created,) = first.extra[backups.APPLY_CRONJOBS]
+    (created,) = first.apply_cronjobs
     assert is_drill(created)
-    assert backups.APPLY_CRONJOBS not in decide(nightly, [], created).extra
+    assert decide(nightly, [], created).apply_cronjobs == ()
 
     nightly["spec"]["verify"]["schedule"] = "0 5 * * 0"
-    (replaced,) = decide(nightly, [], created).extra[backups.APPLY_CRONJOBS]
+    (replaced,) = decide(nightly, [], created).apply_cronjobs
     assert replaced["metadata"]["name"] == created["metadata"]["name"]
     assert replaced["spec"]["schedule"] == "0 5 * * 0"
 
     del nightly["spec"]["verify"]["schedule"]
     gone = decide(nightly, [], replaced)
-    assert gone.extra == {backups.DELETE_CRONJOBS: [created["metadata"]["name"]]}
+    assert (gone.apply_cronjobs, gone.delete_cronjobs) == ((), (created["metadata"]["name"],))
     assert not [c for c in gone.status.conditions if c.type == "Verified"]
 
 
@@ -145,10 +146,10 @@ def _twice(body: Obj, drills: list[tuple[Obj, list[Obj]]]) -> Decision[Any]:
     no field changed the third."""
     body = copy.deepcopy(body)
     first = decide(body, drills, None)
-    (cron,) = first.extra[backups.APPLY_CRONJOBS]
+    (cron,) = first.apply_cronjobs
     body["status"] = first.status.to_status()
     second = decide(body, drills, cron)
-    assert second.extra == {} and second.create is None
+    assert second.apply_cronjobs == second.delete_cronjobs == () and second.create is None
     assert second.events == () and second.finished == (), [e.reason for e in second.events]
     body["status"] = second.status.to_status()
     third = decide(body, drills, cron)
@@ -253,7 +254,7 @@ def test_a_backup_outside_the_policy_loses_its_drill_cronjob_too(nightly: Obj) -
         drill_cronjob(resource, SETTINGS)
     decision = reconcile.policy_denied(body, refused.value, NOW)
     assert decision.delete_cronjob == naming.cronjob_name("shop-nightly", UID)
-    assert decision.extra == {backups.DELETE_CRONJOBS: [drill_cronjob_name("shop-nightly", UID)]}
+    assert decision.delete_cronjobs == (naming.drill_cronjob_name("shop-nightly", UID),)
 
 
 @pytest.mark.parametrize(("days_ago", "stale"), [(13, False), (15, True)])
@@ -270,3 +271,11 @@ def test_without_stale_after_a_verified_restore_may_be_two_drill_intervals_old(
     assert (_condition(first, "Stale").reason == "NoRecentVerifiedRestore") is stale
     if stale:
         assert "14d" in _condition(first, "Stale").message
+
+
+def test_the_drill_cronjob_keeps_its_name_so_a_restarted_operator_adopts_it() -> None:
+    # the name CronJobs made before it moved to naming.py carry: the same, or they would be orphaned
+    digest = hashlib.sha256(f"{UID}/drill".encode()).hexdigest()[:6]
+    assert naming.drill_cronjob_name("shop-nightly", UID) == f"shop-nightly-drill-{digest}"
+    long = naming.drill_cronjob_name("n" * 80, UID)
+    assert len(long) == naming.CRONJOB_NAME_LIMIT and long.endswith(f"-drill-{digest}")

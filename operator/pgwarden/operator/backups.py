@@ -37,9 +37,6 @@ KIND = "DatabaseBackup"
 HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
-# Decision.extra keys: further CronJobs (the restore drills') to create or replace, and to delete.
-APPLY_CRONJOBS = "applyCronJobs"
-DELETE_CRONJOBS = "deleteCronJobs"
 _COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
 
 
@@ -319,11 +316,6 @@ def decide(
         candidates.append(reference + limit + timedelta(seconds=1))
     if fresh.due is not None:
         candidates.append(fresh.due)
-    extra: Obj = {}
-    if drill_apply is not None:
-        extra[APPLY_CRONJOBS] = [drill_apply]
-    if drill_delete is not None:
-        extra[DELETE_CRONJOBS] = [drill_delete]
     return Decision(
         status=new,
         events=tuple(events),
@@ -331,7 +323,8 @@ def decide(
         delete_cronjob=delete,
         finished=tuple(finished),
         deadline=min(candidates) if candidates else None,
-        extra=extra,
+        apply_cronjobs=(drill_apply,) if drill_apply is not None else (),
+        delete_cronjobs=(drill_delete,) if drill_delete is not None else (),
     )
 
 

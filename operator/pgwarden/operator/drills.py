@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,12 +44,6 @@ Obj = dict[str, Any]
 DIFFERENCES_LIMIT = 20
 
 
-def drill_cronjob_name(name: str, uid: str) -> str:
-    """`<name>-drill-<hash>`, at most 52 characters (the CronJob controller appends 11 to its Jobs' names)."""
-    suffix = f"-drill-{hashlib.sha256(f'{uid}/drill'.encode()).hexdigest()[:6]}"
-    return name[: naming.CRONJOB_NAME_LIMIT - len(suffix)].rstrip("-.") + suffix
-
-
 def _drill_parts(backup: DatabaseBackup) -> PodParts:
     """A drill's pod: the server it restores on (verify.server, else the backed-up database's; never that
     database itself), the storage (or copy) it reads, and the identity when the backups are sealed."""
@@ -81,7 +74,7 @@ def drill_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
     drill that failed says so; running it again could hide what it found)."""
     meta = backup.metadata
     assert backup.spec.verify.schedule is not None
-    name = drill_cronjob_name(meta.name or "", meta.uid or "")
+    name = naming.drill_cronjob_name(meta.name or "", meta.uid or "")
     return schedule_cronjob(
         backup,
         name,

@@ -50,6 +50,11 @@ def cronjob_name(name: str, uid: str) -> str:
     return _fit(name, f"-backup-{_digest(uid)}", CRONJOB_NAME_LIMIT)
 
 
+def drill_cronjob_name(name: str, uid: str) -> str:
+    """`<name>-drill-<hash>`, at most 52 characters; the CronJob of a DatabaseBackup's restore drills."""
+    return _fit(name, f"-drill-{_digest(uid, 'drill')}", CRONJOB_NAME_LIMIT)
+
+
 def labels(kind: str, uid: str, generation: int | None = None) -> dict[str, str]:
     """Labels of Jobs, CronJobs and Pods made for a resource; `resource-uid` is what the operator selects on."""
     result = {

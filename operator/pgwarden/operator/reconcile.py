@@ -24,7 +24,6 @@ from pgwarden.operator import approval, backups, drills, metrics, migrations, na
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
-from pgwarden.operator.drills import drill_cronjob_name
 from pgwarden.operator.jobs import JobSettings, is_drill
 from pgwarden.operator.kube import Kube, KubeError
 from pgwarden.operator.observe import ObservedRun, observe
@@ -246,8 +245,9 @@ def policy_denied(body: Obj, error: PolicyDenied, now: datetime) -> Decision[Any
     meta = body["metadata"]
     backup = body.get("kind") == "DatabaseBackup"
     cronjob = naming.cronjob_name(meta["name"], meta["uid"]) if backup else None
-    extra = {backups.DELETE_CRONJOBS: [drill_cronjob_name(meta["name"], meta["uid"])]} if backup else {}
-    return replace(refused(body, POLICY_DENIED, clip(str(error)), now), delete_cronjob=cronjob, extra=extra)
+    drill = (naming.drill_cronjob_name(meta["name"], meta["uid"]),) if backup else ()
+    decision = refused(body, POLICY_DENIED, clip(str(error)), now)
+    return replace(decision, delete_cronjob=cronjob, delete_cronjobs=drill)
 
 
 def _not_created(
@@ -271,7 +271,7 @@ def _further_cronjobs(ctx: Context, body: Obj, decision: Decision[Any]) -> None:
     """CronJobs besides the one `create` names (a DatabaseBackup's restore drills): created or replaced, or
     deleted. One the API refuses (a quota, an admission policy) is a Warning Event, tried again next time."""
     namespace = str(body["metadata"]["namespace"])
-    for manifest in decision.extra.get(backups.APPLY_CRONJOBS, ()):
+    for manifest in decision.apply_cronjobs:
         try:
             ctx.kube.apply_cronjob(manifest)
         except KubeError as error:
@@ -281,7 +281,7 @@ def _further_cronjobs(ctx: Context, body: Obj, decision: Decision[Any]) -> None:
                 f"the operator could not create CronJob {manifest['metadata']['name']}: {error.message}"
             )
             ctx.post_event(body, Event(WARNING, "JobNotCreated", message))
-    for name in decision.extra.get(backups.DELETE_CRONJOBS, ()):
+    for name in decision.delete_cronjobs:
         ctx.kube.delete_cronjob(namespace, name)
 
 

@@ -6,7 +6,7 @@ observed Jobs; handlers only carry it out. Nothing here calls the API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -56,7 +56,10 @@ class Decision(Generic[S]):
     finished: tuple[Finished, ...] = ()
     # When the resource needs a look although no event may come (a backup turning stale, a schedule due).
     deadline: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # CronJobs besides the one `create` names (a DatabaseBackup's restore drills'): to create or replace,
+    # and names of ones to delete.
+    apply_cronjobs: tuple[Obj, ...] = ()
+    delete_cronjobs: tuple[str, ...] = ()
 
 
 def status_patch(old: Obj, new: Obj) -> Obj:
