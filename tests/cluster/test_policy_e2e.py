@@ -389,15 +389,7 @@ def test_every_pod_the_operator_creates_and_its_own_are_admitted_under_restricte
 
 # -- the chart: values to flags, the Jobs' ServiceAccount --------------------------------------------
 
-DEPLOYMENT_TEMPLATE = (
-    Path(__file__).resolve().parents[2] / "charts" / "pgwarden" / "templates" / "deployment.yaml"
-)
 
-
-@pytest.mark.skipif(
-    "pgwarden.policyArgs" not in DEPLOYMENT_TEMPLATE.read_text(),
-    reason="deployment.yaml does not include pgwarden.policyArgs yet (the issue-14 line for its args)",
-)
 def test_the_chart_policy_values_become_the_operators_policy(helm: Path) -> None:
     manifests = render_chart(
         helm,
