@@ -27,10 +27,14 @@ demo: packages $(STAMP)
 ##        e.g. make bench SCALE_ARGS="-n 1000 --migrations 100" BACKUP_ARGS="--size-gb 0.2"
 SCALE_ARGS ?=
 BACKUP_ARGS ?=
+RESTORE_ARGS ?=
+REHEARSAL_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
 	$(BIN)/python bench/backup_throughput.py $(BACKUP_ARGS)
+	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
+	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)
 
 ## demo-down: stop everything `make demo` started (cluster, node and its Pods, PostgreSQL, MinIO); no process,
 ##            mount or network device is left
