@@ -12,16 +12,16 @@ import pytest
 from operator_runs import MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod, written
 
 from pgwarden import job as job_runner
-from pgwarden.api.migration import DatabaseMigrationStatus
+from pgwarden.api.migration import DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.progress import PREFIX, MigrationProgress, last_progress, parse_line, progress_line
 from pgwarden.engine.progress import StatementProgress
-from pgwarden.operator import migrations
+from pgwarden.operator import handlers, migrations
 from pgwarden.operator.deadlines import Deadlines
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
-from pgwarden.operator.progress import STALE_AFTER, progress_patch, running_pod
+from pgwarden.operator.progress import LOOK_EVERY, STALE_AFTER, progress_key, progress_patch, running_pod
 from pgwarden.operator.resources import lenient, read
-from pgwarden.operator.status import status_patch
+from pgwarden.operator.status import Decision, status_patch
 
 Obj = dict[str, Any]
 SETTINGS = JobSettings(image="pgwarden:test")
@@ -196,3 +196,22 @@ def test_a_look_due_sooner_is_not_pushed_back_by_later_reconciles() -> None:
     assert deadlines.pending()[key] == far - timedelta(seconds=5)
     deadlines.forget(key)
     assert fired == [] and key not in deadlines.pending()
+
+
+def test_only_running_migrations_get_progress_looks_and_events_do_not_postpone_them() -> None:
+    deadlines = Deadlines(lambda _key: None, clock=lambda: NOW)
+    key = ("DatabaseMigration", "shop", "shop")
+    looks = progress_key("shop", "shop")
+    running = Decision(status=DatabaseMigrationStatus(phase=MigrationPhase.RUNNING))
+    handlers._progress_looks(deadlines, key, running)
+    first = deadlines.pending()[looks]
+    assert timedelta(0) < first - datetime.now(UTC) <= LOOK_EVERY
+    handlers._progress_looks(deadlines, key, running)  # another event a moment later
+    assert deadlines.pending()[looks] == first
+    handlers._progress_looks(
+        deadlines, key, Decision(status=DatabaseMigrationStatus(phase=MigrationPhase.SUCCEEDED))
+    )
+    assert looks not in deadlines.pending()
+    handlers._progress_looks(deadlines, key, running)
+    handlers._progress_looks(deadlines, key, None)  # gone
+    assert deadlines.pending() == {}

@@ -27,7 +27,7 @@ from pgwarden.operator import naming, progress
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
-from pgwarden.operator.kube import Kube, load_configuration
+from pgwarden.operator.kube import Kube, KubeError, load_configuration
 from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
 from pgwarden.operator.status import Decision, Event
@@ -122,9 +122,20 @@ def _logged(context: Context, key: Key) -> None:
 
 
 def _logged_progress(context: Context, key: Key) -> None:
+    """A progress look; one that fails shows older progress until the next, which a reconcile schedules."""
     try:
         look_at_progress(context, key)
-    except Exception:  # a missed look shows older progress; the next reconcile schedules another
+    except KubeError as error:
+        if error.status == 403:
+            log.warning(
+                "status.progress of %s/%s not shown: the operator may not read pod logs there; grant it get "
+                "on pods/log in that namespace (the chart's Role does)",
+                key[1],
+                key[2],
+            )
+        else:
+            log.exception("progress of %s/%s not read", key[1], key[2])
+    except Exception:
         log.exception("progress of %s/%s not read", key[1], key[2])
 
 
