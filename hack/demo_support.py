@@ -142,7 +142,13 @@ def operator_rbac(manifests: list[Obj]) -> list[Obj]:
 
 
 def service_account_name(manifests: list[Obj]) -> str:
-    (account,) = [m for m in manifests if m["kind"] == "ServiceAccount"]
+    """The operator's ServiceAccount: not the Jobs' one (component `job`), which has no rights at all."""
+    (account,) = [
+        m
+        for m in manifests
+        if m["kind"] == "ServiceAccount"
+        and m["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "job"
+    ]
     return str(account["metadata"]["name"])
 
 

@@ -76,6 +76,15 @@ def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind]
 
 
+def operator_accounts(manifests: list[Manifest]) -> list[Manifest]:
+    """The operator's ServiceAccount (not the Jobs' one, which the chart makes per watched namespace)."""
+    return [m for m in of_kind(manifests, "ServiceAccount") if component(m) != "job"]
+
+
+def component(manifest: Manifest) -> str | None:
+    return manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
 def operator_roles(manifests: list[Manifest]) -> list[Manifest]:
     """The operator's own ClusterRole/Roles (not the aggregated user-facing ClusterRoles)."""
     return [
@@ -196,7 +205,7 @@ def test_cluster_wide_rbac_is_one_cluster_role_bound_to_the_service_account(helm
     (role,) = of_kind(operator_roles(manifests), "ClusterRole")
     (binding,) = of_kind(manifests, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    (account,) = of_kind(manifests, "ServiceAccount")
+    (account,) = operator_accounts(manifests)
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
     ]
@@ -354,7 +363,7 @@ def test_the_service_account_may_do_its_work_in_watched_namespaces_only_and_neve
     )
     rbac = [m for m in manifests if m["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
     kube.apply(*rbac)
-    (account,) = of_kind(manifests, "ServiceAccount")
+    (account,) = operator_accounts(manifests)
     user = f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
     # The groups of the account's real token, so a grant to any of them (e.g. all authenticated users) counts.
     groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
@@ -426,7 +435,7 @@ def test_the_operator_works_under_the_chart_service_account_and_is_never_forbidd
         namespace=namespace,
     )
     kube.apply(*[m for m in manifests if m["kind"] in ("ServiceAccount", "Role", "RoleBinding")])
-    (account,) = of_kind(manifests, "ServiceAccount")
+    (account,) = operator_accounts(manifests)
     kubeconfig = kube.service_account_kubeconfig(
         namespace, account["metadata"]["name"], tmp_path / "sa.kubeconfig"
     )
