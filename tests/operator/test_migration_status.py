@@ -132,6 +132,31 @@ def test_a_job_past_its_deadline_fails_with_a_message_saying_so(resource: Callab
     assert cond(decision, "Ready")["reason"] == "DeadlineExceeded"
 
 
+def test_a_run_stopped_at_its_deadline_after_writing_its_report_says_why(
+    resource: Callable[..., Obj],
+) -> None:
+    """The pod's SIGTERM handler writes a RolledBack report that knows only that it was terminated; the
+    Job's DeadlineExceeded says why, and the status must say it too."""
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    terminated = {**MIGRATION_ROLLED_BACK, "error": {"message": "stopped by SIGTERM"}}
+    decision = decide(
+        body, job(name, state="failed", reason="DeadlineExceeded"), [finished_pod(terminated, exit_code=1)]
+    )
+    assert decision.status["phase"] == "RolledBack"
+    assert "SIGTERM" in decision.status["message"]
+    assert "activeDeadlineSeconds" in decision.status["message"]
+
+
+def test_a_container_killed_for_memory_says_oomkilled(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    name = decide(body).status["job"]
+    killed = pod(terminated={"exitCode": 137, "reason": "OOMKilled"}, phase="Failed")
+    decision = decide(body, job(name, state="failed"), [killed])
+    assert decision.status["phase"] == "Failed"
+    assert "OOMKilled, exit code 137" in decision.status["message"]
+
+
 def test_a_crash_without_report_shows_the_log_tail(resource: Callable[..., Obj]) -> None:
     body = resource("migration-shop.yaml", "DatabaseMigration")
     name = decide(body).status["job"]

@@ -30,6 +30,7 @@ from pgwarden.operator.status import (
     second,
     stamp,
     started,
+    with_stop_reason,
 )
 
 Obj = dict[str, Any]
@@ -118,7 +119,9 @@ def run_entry(run: ObservedRun) -> BackupRun:
         )
     else:
         entry["message"] = (
-            clip(report_error(report)) if run.report is not None else failure_without_report(run)
+            with_stop_reason(clip(report_error(report)), run)
+            if run.report is not None
+            else failure_without_report(run)
         )
     return lenient(BackupRun, entry)
 

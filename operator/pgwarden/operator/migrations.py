@@ -35,6 +35,7 @@ from pgwarden.operator.status import (
     started,
     succeeded_without_report,
     transitioned,
+    with_stop_reason,
 )
 
 Obj = dict[str, Any]
@@ -119,7 +120,7 @@ def _run_status(run: ObservedRun) -> tuple[DatabaseMigrationStatus, str, str]:
         fields = merged(fields, lenient(DatabaseMigrationStatus, _from_report(run.report)))
         phase = str(run.report.get("outcome"))
         phase = phase if phase in TERMINAL_PHASES else "Failed"
-        fields.message = summary(run.report)
+        fields.message = with_stop_reason(summary(run.report), run)
         return fields, phase, phase
     if run.finished:
         if run.completed_at:

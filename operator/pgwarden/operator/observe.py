@@ -50,6 +50,7 @@ class ObservedRun:
     report: dict[str, Any] | None = None
     termination_text: str | None = None
     exit_code: int | None = None
+    termination_reason: str | None = None  # the kubelet's word for how the container ended, e.g. OOMKilled
     stuck: Stuck | None = None
     created_at: datetime | None = None
 
@@ -147,6 +148,7 @@ def observe(job: Obj, pods: list[Obj]) -> ObservedRun:
         report=report,
         termination_text=text,
         exit_code=terminated.get("exitCode") if terminated else None,
+        termination_reason=terminated.get("reason") if terminated else None,
         stuck=None if (complete or failed) else stuck_pod(pods),
         created_at=parse_time(meta.get("creationTimestamp")),
     )

@@ -31,6 +31,7 @@ from pgwarden.operator.status import (
     started,
     succeeded_without_report,
     transitioned,
+    with_stop_reason,
 )
 
 Obj = dict[str, Any]
@@ -144,7 +145,7 @@ def _run_fields(run: ObservedRun) -> tuple[DatabaseRestoreStatus, str, str]:
     if run.finished and run.report is not None:
         fields = merged(fields, lenient(DatabaseRestoreStatus, _from_report(run.report)))
         phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
-        fields.message = summary(run.report)
+        fields.message = with_stop_reason(summary(run.report), run)
         return fields, phase, phase
     if run.succeeded:
         fields.message = succeeded_without_report(run)

@@ -81,13 +81,16 @@ def stamp(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
+DEADLINE_EXCEEDED = (
+    "the Job ran longer than its activeDeadlineSeconds (spec.jobTemplate.activeDeadlineSeconds, else "
+    "the operator's default, chart value jobActiveDeadlineSeconds) and was stopped"
+)
+
+
 def failure_without_report(run: ObservedRun) -> str:
     """Why a Job failed when its pod left no report: the deadline, the retry limit, or the log tail."""
     if run.failure_reason == "DeadlineExceeded":
-        detail = (
-            "the Job ran longer than its activeDeadlineSeconds (spec.jobTemplate.activeDeadlineSeconds, else "
-            "the operator's default, chart value jobActiveDeadlineSeconds) and was stopped"
-        )
+        detail = DEADLINE_EXCEEDED
     elif run.failure_reason == "BackoffLimitExceeded":
         detail = "the Job's pod failed without a report"
     elif run.failure_reason:
@@ -95,10 +98,23 @@ def failure_without_report(run: ObservedRun) -> str:
     else:
         detail = "the Job failed without a report"
     if run.exit_code is not None:
-        detail += f" (exit code {run.exit_code})"
+        killed = (
+            f"{run.termination_reason}, "
+            if run.termination_reason not in (None, "Error", "Completed")
+            else ""
+        )
+        detail += f" ({killed}exit code {run.exit_code})"
     if run.termination_text:
         detail += f"; last output: {run.termination_text}"
     return clip(detail)
+
+
+def with_stop_reason(message: str, run: ObservedRun) -> str:
+    """A report's message plus what the report cannot know: that Kubernetes stopped the run at its deadline
+    (the pod's SIGTERM handler wrote the report, saying only that it was terminated)."""
+    if run.failure_reason == "DeadlineExceeded" and DEADLINE_EXCEEDED not in message:
+        return clip(f"{message}; {DEADLINE_EXCEEDED}")
+    return message
 
 
 def succeeded_without_report(run: ObservedRun) -> str:
