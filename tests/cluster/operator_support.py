@@ -14,10 +14,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +26,10 @@ from chart_support import (
     CHART,
     ToolError,
     local_values,
-    namespaced_rbac_settings,
-    operator_rbac,
-    render_chart,
     run_build,
-    service_account_name,
 )
 
 from pgwarden.testing import s3server
-from pgwarden.testing.localpg import free_port
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -43,7 +37,6 @@ if TYPE_CHECKING:
 
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
-PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 # runc's state of the node's containers (hack/node-up.sh): where a test kills a container's process.
 RUNC_ROOT = REPO / ".local" / "node" / "containerd" / "runc" / "k8s.io"
 TERMINAL = ("Succeeded", "Failed", "RolledBack")
@@ -88,6 +81,7 @@ class ChartOperator:
     values: Path
     log_path: Path
     release: str = "pgwarden"
+    replicas: int = 1
     metrics_port: int = 9090
     liveness_port: int = 8080
 
@@ -118,16 +112,26 @@ class ChartOperator:
         )
         assert result.returncode == 0, f"helm install failed:\n{result.stdout}{result.stderr}"
         self.wait_live()
+        if self.replicas > 1:
+            self.kube.wait_for(
+                f"{self.replicas} operator Pods running",
+                lambda: len(self.pods()) >= self.replicas,
+                timeout=90,
+            )
 
-    def pod(self) -> Obj | None:
-        """The operator's running Pod (not one being deleted), if any."""
+    def pods(self) -> list[Obj]:
+        """The operator's running Pods (not those being deleted)."""
         pods = self.kube.get_all("pods", self.namespace, "-l", self.selector)
-        running = [
+        return [
             p
             for p in pods
             if p["metadata"].get("deletionTimestamp") is None
             and p.get("status", {}).get("phase") == "Running"
         ]
+
+    def pod(self) -> Obj | None:
+        """The operator's running Pod (the first, with several replicas), if any."""
+        running = self.pods()
         return running[0] if running else None
 
     def wait_live(self, timeout: float = 90) -> None:
@@ -162,19 +166,27 @@ class ChartOperator:
             return
         self._keep_log(pod)
         if sig == signal.SIGKILL:
-            container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-            subprocess.run(
-                ["runc", "--root", str(RUNC_ROOT), "kill", container, "KILL"],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
+            _kill_container(pod)
         self._scale(0)
         self.kube.wait_for(
             "the operator's Pod to go",
             lambda: not self.kube.get_all("pods", self.namespace, "-l", self.selector),
             timeout=60,
         )
+
+    def kill_pod(self, name: str) -> None:
+        """kill -9 one replica's container through runc, then delete its Pod at once: the replica is gone
+        for good (a container restarted in the same Pod would come back under the same Lease identity)."""
+        (pod,) = [p for p in self.pods() if p["metadata"]["name"] == name]
+        self._keep_log(pod)
+        _kill_container(pod)
+        self.kube.kubectl(
+            "delete", "pod", name, "-n", self.namespace, "--grace-period=0", "--force", "--wait=false"
+        )
+
+    def pod_log(self, name: str) -> str:
+        """What one replica logged so far."""
+        return self.kube.kubectl("logs", name, "-n", self.namespace, check=False).stdout
 
     def _keep_log(self, pod: Obj) -> None:
         name = pod["metadata"]["name"]
@@ -183,15 +195,9 @@ class ChartOperator:
             saved.write(logs)
 
     def log(self) -> str:
-        """Everything the operator logged in this test, across its restarts."""
+        """Everything the operator logged in this test, across its restarts and replicas."""
         earlier = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        pod = self.pod()
-        current = (
-            self.kube.kubectl("logs", pod["metadata"]["name"], "-n", self.namespace, check=False)
-            if pod
-            else None
-        )
-        return earlier + (current.stdout if current else "")
+        return earlier + "".join(self.pod_log(p["metadata"]["name"]) for p in self.pods())
 
     def http(self, port: int, path: str) -> str:
         pod = self.pod()
@@ -201,73 +207,19 @@ class ChartOperator:
             return str(response.read().decode())
 
 
-@dataclass
-class Operator:
-    """`pgwarden operator` for one namespace as a process on this machine, which a test can kill and restart
-    by pid: only for tests that run several replicas side by side (see HOST_PROCESS_TESTS). The `operator`
-    fixture gives every other test a ChartOperator, which has the same start/stop/log/http."""
-
-    kube: LocalCluster
-    namespace: str
-    kubeconfig: Path
-    log_path: Path
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        # No KUBECONFIG: `--kubeconfig` alone must be enough for kopf's login and our client.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PG", "AWS_", "KUBE")) and k != "DATABASE_URL"
-        }
-        env.update(PGWARDEN_TIMER_INTERVAL="2")
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    PGWARDEN,
-                    "operator",
-                    "--namespace",
-                    self.namespace,
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--job-image",
-                    self.kube.image,
-                    "--metrics-port",
-                    str(self.metrics_port),
-                    "--liveness-port",
-                    str(self.liveness_port),
-                    "--workers",
-                    "4",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def http(self, port: int, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return str(response.read().decode())
+def _kill_container(pod: Obj) -> None:
+    """kill -9 the Pod's operator container through runc: nothing of it runs on, nothing is released."""
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    subprocess.run(
+        ["runc", "--root", str(RUNC_ROOT), "kill", container, "KILL"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
-# Tests that still run the operator as processes on this machine: the leader-election test starts a second
-# replica beside the first and tells them apart by pid. They move to the chart's replicaCount (and kill
-# the active replica's Pod) with their owner; every other test gets the chart's Deployment.
-HOST_PROCESS_TESTS = {"test_killing_the_active_replica_hands_over_within_30_s_and_duplicates_no_job"}
+# The tests' name for the operator under test (they all get the chart's Deployment).
+Operator = ChartOperator
 
 
 @pytest.fixture
@@ -277,16 +229,21 @@ def operator(
     crds: None,
     helm: Path,
     tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[ChartOperator | Operator]:
+) -> Iterator[ChartOperator]:
     """The operator as users run it: the chart installed in this namespace with namespaced RBAC (its
     ServiceAccount, Role and RoleBinding), from pgwarden's image on the node."""
-    if request.node.name in HOST_PROCESS_TESTS:
-        yield from _host_operator(kube, namespace, helm, tmp_path)
-        return
+    yield from chart_operator(kube, namespace, helm, tmp_path)
+
+
+def chart_operator(
+    kube: LocalCluster, namespace: str, helm: Path, tmp_path: Path, replicas: int = 1
+) -> Iterator[ChartOperator]:
+    """Install the chart with `replicaCount: replicas`, yield it, print its log and uninstall it."""
     values = tmp_path / "values.json"
-    values.write_text(json.dumps(local_values(kube.image, namespace, kube.apiserver)))
-    operator = ChartOperator(kube, namespace, helm, values, tmp_path / "operator.log")
+    values.write_text(
+        json.dumps({**local_values(kube.image, namespace, kube.apiserver), "replicaCount": replicas})
+    )
+    operator = ChartOperator(kube, namespace, helm, values, tmp_path / "operator.log", replicas=replicas)
     operator.install()
     try:
         yield operator
@@ -307,24 +264,6 @@ def operator(
             check=False,
             timeout=60,
         )
-
-
-def _host_operator(kube: LocalCluster, namespace: str, helm: Path, tmp_path: Path) -> Iterator[Operator]:
-    """`pgwarden operator` as a process with a token of the chart's ServiceAccount, bound by the chart's
-    own namespaced Role (helm template), its Jobs running pgwarden's image on the node."""
-    manifests = render_chart(helm, *namespaced_rbac_settings(namespace), namespace=namespace)
-    rbac = operator_rbac(manifests)
-    kube.apply(*rbac)
-    kubeconfig = kube.service_account_kubeconfig(
-        namespace, service_account_name(manifests), tmp_path / "operator.kubeconfig"
-    )
-    process = Operator(kube, namespace, kubeconfig, tmp_path / "operator.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"--- operator log ({namespace}) ---\n{process.log()[-6000:]}")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -372,7 +311,7 @@ def status_of(kube: LocalCluster, kind: str, name: str, namespace: str) -> Obj:
 
 def wait_status(
     kube: LocalCluster,
-    op: ChartOperator | Operator,
+    op: ChartOperator,
     kind: str,
     name: str,
     ready: Callable[[Obj], bool],
@@ -403,7 +342,7 @@ def condition(status: Obj, kind: str) -> Obj:
     return dict(found)
 
 
-def assert_never_shown(kube: LocalCluster, op: ChartOperator | Operator, *secrets: str) -> None:
+def assert_never_shown(kube: LocalCluster, op: ChartOperator, *secrets: str) -> None:
     """No Secret value in any resource's status, any Event, or the operator's log."""
     texts = [op.log(), json.dumps(kube.get_all("events", op.namespace))]
     for plural in ("databasemigrations", "databasebackups", "databaserestores"):
