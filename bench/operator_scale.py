@@ -78,10 +78,27 @@ def _users() -> Obj:
     return state
 
 
+@dataclass(frozen=True)
+class ControlPlane:
+    """What the bench needs of the running cluster: kubectl, and the pgwarden image its node holds."""
+
+    kubectl: Path
+    image: str
+
+
+def loaded_image(cluster_up_stdout: str) -> str:
+    """The image hack/cluster-up.sh loaded onto the node (its `image <ref>` line): the only one a Job's Pod
+    can start from there (the node pulls nothing)."""
+    for line in cluster_up_stdout.splitlines():
+        if line.startswith("image "):
+            return line.split()[1]
+    raise SystemExit("hack/cluster-up.sh printed no `image <ref>` line; pass --job-image")
+
+
 @contextlib.contextmanager
-def control_plane(keep: bool) -> Iterator[Path]:
-    """The local control plane (started when down); yields kubectl's path. Joins the cluster tests' users
-    file, so neither stops the cluster while the other still uses it."""
+def control_plane(keep: bool) -> Iterator[ControlPlane]:
+    """The local control plane (started when down), with the image its node holds. Joins the cluster tests'
+    users file, so neither stops the cluster while the other still uses it."""
     with _locked():
         state = _users()
         up = subprocess.run(
@@ -93,11 +110,12 @@ def control_plane(keep: bool) -> Iterator[Path]:
             state = {"owned": not keep, "users": [], "owner": os.getpid()}
         state["users"].append(os.getpid())
         USERS_FILE.write_text(json.dumps(state))
+    image = loaded_image(up.stdout)
     bin_dir = subprocess.run(
         [str(REPO / "hack" / "build-k8s.sh")], capture_output=True, text=True, check=True
     ).stdout.split()[-1]
     try:
-        yield Path(bin_dir) / "kubectl"
+        yield ControlPlane(Path(bin_dir) / "kubectl", image)
     finally:
         with _locked():
             state = _users()
@@ -258,7 +276,7 @@ class Result:
     operator_rss_mib: float = 0.0
 
 
-def start_operator(namespace: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_operator(namespace: str, workers: int, job_image: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "KUBE"))}
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -270,7 +288,7 @@ def start_operator(namespace: str, workers: int, log: Path) -> subprocess.Popen[
                 "--kubeconfig",
                 str(KUBECONFIG),
                 "--job-image",
-                "pgwarden:bench",
+                job_image,
                 "--liveness-port",
                 "0",
                 "--metrics-port",
@@ -295,7 +313,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def run(args: argparse.Namespace, kubectl: Kubectl) -> Result:
+def run(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> Result:
     result = Result(backups=args.n, migrations=args.migrations, workers=args.workers)
     kubectl(
         "apply",
@@ -316,7 +334,8 @@ def run(args: argparse.Namespace, kubectl: Kubectl) -> Result:
 
     say(f"namespace {namespace}; baseline CPU of the control plane over {args.baseline_seconds:g}s")
     result.baseline_cpu_percent = cpu_percent(plane, args.baseline_seconds) if args.baseline_seconds else {}
-    operator = start_operator(namespace, args.workers, log)
+    say(f"Jobs run {job_image}")
+    operator = start_operator(namespace, args.workers, job_image, log)
     try:
         time.sleep(3)  # kopf's start-up (login, watches) is not what is measured
         if operator.poll() is not None:
@@ -382,10 +401,14 @@ def main() -> int:
     parser.add_argument("--baseline-seconds", type=float, default=20, help="baseline window (default 20)")
     parser.add_argument("--timeout", type=float, default=1800, help="give up converging or deleting after")
     parser.add_argument("--keep-cluster", action="store_true", help="leave a control plane this run started")
+    parser.add_argument(
+        "--job-image",
+        help="image of the migrations' Jobs (default: the one hack/cluster-up.sh loaded onto the node)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    with control_plane(args.keep_cluster) as kubectl_path:
-        result = run(args, Kubectl(kubectl_path))
+    with control_plane(args.keep_cluster) as plane:
+        result = run(args, Kubectl(plane.kubectl), args.job_image or plane.image)
     print(json.dumps(asdict(result), indent=1) if args.json else report(result))
     return 0
 
