@@ -76,7 +76,7 @@ def test_a_run_killed_for_memory_is_failed_with_its_exit_code_and_changes_nothin
     assert state["terminated"]["reason"] == "OOMKilled", state
     assert state["terminated"]["exitCode"] == 137
     assert status["phase"] == "Failed", status
-    assert "exit code 137" in status["message"], status["message"]
+    assert "OOMKilled, exit code 137" in status["message"], status["message"]
     assert "t" not in tables(url)
 
 
@@ -112,13 +112,6 @@ def test_a_run_past_its_deadline_is_stopped_and_its_status_is_truthful(
         assert "activeDeadlineSeconds" in status["message"], status["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the status says SIGTERM but not why: when the Job failed with DeadlineExceeded, status.message "
-    "should name the deadline (spec.jobTemplate.activeDeadlineSeconds, else the operator's default) even "
-    "though the pod left a report (operator/status.py, the report path of the migration/backup/restore "
-    "decisions)",
-)
 def test_a_run_stopped_at_its_deadline_says_so_in_its_status(
     kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
