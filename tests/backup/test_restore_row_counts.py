@@ -67,6 +67,7 @@ def test_estimate_analyzes_the_restored_tables_and_reports_their_estimates(
     assert code == 0, report
     assert report["outcome"] == "Succeeded"
     assert report["verification"]["matchesBackup"] is True
+    assert report["verification"]["rowCounts"] == "estimate"
     assert report["tables"] == SEED_TABLES
     analyzed = analyzed_tables(target)
     assert analyzed and all(count >= 1 for count in analyzed.values()), analyzed
@@ -77,6 +78,7 @@ def test_estimate_analyzes_the_restored_tables_and_reports_their_estimates(
     code, report = restore(exact, location, "--create", "--row-counts", "exact")
     assert code == 1
     assert [d["table"] for d in report["verification"]["differences"]] == ["public.orders"]
+    assert report["verification"]["rowCounts"] == "exact"
 
 
 def test_none_counts_no_rows_yet_finds_a_table_missing_after_the_restore(
@@ -89,6 +91,7 @@ def test_none_counts_no_rows_yet_finds_a_table_missing_after_the_restore(
     assert code == 0, report
     assert report["verification"]["matchesBackup"] is True
     assert report["tables"] == SEED_TABLES and "rows" not in report
+    assert report["verification"]["rowCounts"] == "none"
 
     edit_manifest(location, {"public.ghost": 5})  # a table the dump does not hold
     again = pg.url(f"r_{secrets.token_hex(4)}")

@@ -234,3 +234,14 @@ def test_what_defines_a_restore_is_immutable_in_the_crd() -> None:
     assert "self == oldSelf" not in str(fields["jobTemplate"])
     # the source keeps its own rules beside the new one
     assert len(fields["source"]["x-kubernetes-validations"]) == 4
+
+
+def test_a_restore_that_counted_no_rows_says_so_rather_than_none_rows(resource: Callable[..., Obj]) -> None:
+    body = resource("restore.yaml", "DatabaseRestore")
+    backup = _backup(resource)
+    name = decide(body, referenced=backup).status["job"]
+    report = {"outcome": "Succeeded", "backup": BACKUP_SUCCEEDED["backup"], "tables": 3}
+    decision = decide(body, job(name, state="complete"), [finished_pod(report)], referenced=backup)
+    assert decision.status["phase"] == "Succeeded"
+    assert "3 tables, rows not counted, matching the backup" in decision.status["message"]
+    assert "None" not in decision.status["message"]

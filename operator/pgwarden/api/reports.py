@@ -206,6 +206,9 @@ class RestoreComparison(ApiModel):
         default=None, description="The restored schema's fingerprint equals the backup's (when recorded)."
     )
     tables_compared: int = 0
+    row_counts: str | None = Field(
+        default=None, description="exact, estimate or none: how the restored rows were counted and compared."
+    )
     differences: list[RowDifference] = Field(default_factory=list)
     differences_total: int = 0
 

@@ -116,6 +116,7 @@ def compare_counts(
         matches_backup=not differences and schema_matches is not False,
         schema_matches=schema_matches,
         tables_compared=len(set(expected) | set(actual)),
+        row_counts=rows,
         differences=differences[:MAX_DIFFERENCES],
         differences_total=len(differences),
     )

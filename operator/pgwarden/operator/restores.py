@@ -122,9 +122,9 @@ def _from_report(report: Obj) -> Obj:
 def summary(report: Obj) -> str:
     if report.get("outcome") == "Succeeded":
         backup = report.get("backup") or {}
+        rows = "rows not counted" if report.get("rows") is None else f"{report.get('rows')} rows"
         return clip(
-            f"restored backup {backup.get('id')}: {report.get('tables')} tables, {report.get('rows')} rows, "
-            "matching the backup"
+            f"restored backup {backup.get('id')}: {report.get('tables')} tables, {rows}, matching the backup"
         )
     return clip(report_error(report) or "the restore failed")
 
