@@ -99,6 +99,7 @@ def test_verified_backup_is_restored_into_a_scratch_database_that_is_dropped(
         "matchesBackup": True,
         "schemaMatches": True,
         "tablesCompared": SEED_TABLES,
+        "rowCounts": "exact",
         "differences": [],
         "differencesTotal": 0,
     }
