@@ -83,9 +83,14 @@ def test_a_backup_killed_at_any_point_leaves_no_listed_backup_and_prune_clears_i
 
 def test_an_interrupted_backup_aborts_its_upload(bulky_db: str, place: BackupPlace) -> None:
     process = start_backup(bulky_db, place, "mid-stream", "--compress", "none", "--json")
-    wait_for_pause(process)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
+    try:
+        wait_for_pause(process)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:  # never leave a paused pg_dump behind: its server session would block every DROP DATABASE
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode != 0
     storage = place.open()
     assert storage.list_objects() == []
