@@ -81,8 +81,10 @@ def test_a_backup_killed_at_any_point_leaves_no_listed_backup_and_prune_clears_i
     assert storage.list_pending() == []
 
 
-def test_an_interrupted_backup_aborts_its_upload(bulky_db: str, place: BackupPlace) -> None:
-    process = start_backup(bulky_db, place, "mid-stream", "--compress", "none", "--json")
+@pytest.mark.parametrize("point", ["mid-stream", "after-commit"])
+def test_an_interrupted_backup_aborts_its_upload(bulky_db: str, place: BackupPlace, point: str) -> None:
+    """SIGTERM mid-stream aborts the upload; once the dump sits at its final key, it deletes it again."""
+    process = start_backup(bulky_db, place, point, "--compress", "none", "--json")
     try:
         wait_for_pause(process)
         process.send_signal(signal.SIGTERM)

@@ -441,86 +441,96 @@ def take_backup(
     dump_started = time.monotonic()
     stop_counting = threading.Event()  # set when the dump fails: the counts are for nobody then
 
+    # What sits at its final key: named before it is committed, so every way out short of a written manifest
+    # (a failure, SIGTERM however late it lands) deletes it again and no unlisted dump is left.
+    stored_keys: list[str] = []
+
     def abort_stored() -> None:
         if sink is not None and writer is not None:
             sink.abort()
             writer.abort()
-        _delete_stored(backup, upload.committed)
+        _delete_stored(backup, [*upload.committed, *stored_keys])
 
     try:
-        with connect(counting_url) as conn, tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-            snapshot = str(snap_row[0]) if snap_row else None
-            tables, outside_schemas = dumped_tables(conn, selection)
-            schema = None if selection else fingerprint(take_snapshot(conn))
+        try:
+            with (
+                connect(counting_url) as conn,
+                tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch,
+            ):
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snapshot = str(snap_row[0]) if snap_row else None
+                tables, outside_schemas = dumped_tables(conn, selection)
+                schema = None if selection else fingerprint(take_snapshot(conn))
 
-            # Count at the snapshot while pg_dump reads it: the counts are exactly the dumped rows.
-            count_error: list[BaseException] = []
+                # Count at the snapshot while pg_dump reads it: the counts are exactly the dumped rows.
+                count_error: list[BaseException] = []
 
-            def count_in_snapshot() -> None:
-                try:
-                    counts.update(
-                        count_rows(
-                            counting_url,
-                            tables,
-                            concurrency=COUNT_CONCURRENCY,
-                            snapshot_id=snapshot,
-                            stop=stop_counting,
+                def count_in_snapshot() -> None:
+                    try:
+                        counts.update(
+                            count_rows(
+                                counting_url,
+                                tables,
+                                concurrency=COUNT_CONCURRENCY,
+                                snapshot_id=snapshot,
+                                stop=stop_counting,
+                            )
                         )
+                    except BaseException as exc:
+                        count_error.append(exc)
+
+                counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
+                counter.start()
+                options = [*lock_options, *selection.pg_dump_args()]
+                if sink is not None:
+                    dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)
+                else:
+                    files = dump_directory(
+                        tool, url, snapshot, options, jobs, upload, Path(scratch), lock_wait=lock_wait_timeout
                     )
-                except BaseException as exc:
-                    count_error.append(exc)
-
-            counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
-            counter.start()
-            options = [*lock_options, *selection.pg_dump_args()]
-            if sink is not None:
-                dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)
+                counter.join()
+                if count_error:
+                    raise _count_error(count_error[0], lock_wait_timeout)
+                conn.rollback()
+            if sink is not None and writer is not None:
+                sha256 = sink.finish()
+                raw_bytes, stored_bytes = sink.raw_bytes, sink.stored_bytes
             else:
-                files = dump_directory(
-                    tool, url, snapshot, options, jobs, upload, Path(scratch), lock_wait=lock_wait_timeout
-                )
-            counter.join()
-            if count_error:
-                raise _count_error(count_error[0], lock_wait_timeout)
-            conn.rollback()
-        if sink is not None and writer is not None:
-            sha256 = sink.finish()
-            raw_bytes, stored_bytes = sink.raw_bytes, sink.stored_bytes
-        else:
-            stored_files = files or []
-            sha256 = files_digest(stored_files)
-            raw_bytes, stored_bytes = upload.raw_bytes, sum(f.size_bytes for f in stored_files)
-        dump_seconds = time.monotonic() - dump_started
-        _pause_point("before-commit")
-        if writer is not None:
-            writer.commit()
-    except StorageError as exc:
-        abort_stored()
-        raise BackupFailed(f"writing the backup failed: {exc}") from None
-    except psycopg.Error as exc:
-        abort_stored()
-        raise lock_wait_exceeded(exc, lock_wait_timeout, "reading the database for the dump") or BackupFailed(
-            f"the database failed during the backup: {redact(str(exc)).strip()}"
-        ) from None
-    except PgwardenError as exc:  # reading the schema or the tables at the snapshot
-        abort_stored()
-        explained = lock_wait_exceeded(exc, lock_wait_timeout, "reading the schema at the dump's snapshot")
-        if explained is None:
+                stored_files = files or []
+                sha256 = files_digest(stored_files)
+                raw_bytes, stored_bytes = upload.raw_bytes, sum(f.size_bytes for f in stored_files)
+            dump_seconds = time.monotonic() - dump_started
+            stored_keys[:] = [dump_file] if files is None else [f.key for f in files]
+            _pause_point("before-commit")
+            if writer is not None:
+                writer.commit()
+            _pause_point("after-commit")
+        except StorageError as exc:
+            abort_stored()
+            raise BackupFailed(f"writing the backup failed: {exc}") from None
+        except psycopg.Error as exc:
+            abort_stored()
+            raise lock_wait_exceeded(
+                exc, lock_wait_timeout, "reading the database for the dump"
+            ) or BackupFailed(f"the database failed during the backup: {redact(str(exc)).strip()}") from None
+        except PgwardenError as exc:  # reading the schema or the tables at the snapshot
+            abort_stored()
+            explained = lock_wait_exceeded(
+                exc, lock_wait_timeout, "reading the schema at the dump's snapshot"
+            )
+            if explained is None:
+                raise
+            raise explained from None
+        except BaseException:
+            abort_stored()
             raise
-        raise explained from None
-    except BaseException:
-        abort_stored()
-        raise
-    finally:
-        stop_counting.set()
-    stored_keys = [dump_file] if files is None else [f.key for f in files]
+        finally:
+            stop_counting.set()
 
-    # From here the dump sits at its final key: every way out short of a written manifest (a failed or
-    # mismatching verification, a storage error, SIGTERM) deletes it again, so no unlisted dump is left.
-    try:
+        # From here the dump sits at its final key: every way out short of a written manifest (a failed or
+        # mismatching verification, a storage error, SIGTERM) deletes it again, so no unlisted dump is left.
         completed = datetime.now(UTC)
         manifest = BackupManifest(
             id=backup_id,
