@@ -52,7 +52,6 @@ from pgwarden.engine.dump_sink import DumpSink
 from pgwarden.engine.encryption import parse_recipients, public_keys
 from pgwarden.engine.errors import BadInput, PgwardenError
 from pgwarden.engine.inspect import database_size, list_user_tables, take_snapshot
-from pgwarden.engine.pause_points import PAUSE_ENV as PAUSE_ENV  # where callers found it before
 from pgwarden.engine.pause_points import pause_point as _pause_point
 from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, server_version_text, tool_invocation
 from pgwarden.engine.redact import redact

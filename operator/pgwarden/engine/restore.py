@@ -38,20 +38,13 @@ from pgwarden.engine.pgtools import PgTool, collect_stderr, find_tool, major_of,
 from pgwarden.engine.redact import redact, register_secret
 from pgwarden.engine.restore_locks import LockWatch, lock_wait_message
 from pgwarden.engine.schema_diff import fingerprint
-from pgwarden.engine.stored_dump import (  # the errors and download_verified: where callers found them before
-    CorruptBackup as CorruptBackup,
-)
 from pgwarden.engine.stored_dump import (
     Identities,
+    RestoreFailed,
     check_can_open,
+    download_verified,
     stored_objects,
     stream_object,
-)
-from pgwarden.engine.stored_dump import (
-    RestoreFailed as RestoreFailed,
-)
-from pgwarden.engine.stored_dump import (
-    download_verified as download_verified,
 )
 from pgwarden.engine.streaming import Push
 from pgwarden.storage import (

@@ -10,11 +10,8 @@ database holds what; the original is never dropped.
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,14 +23,14 @@ import psycopg
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
 from pgwarden.engine import databases
-from pgwarden.engine.backup import PAUSE_ENV, take_backup
+from pgwarden.engine.backup import take_backup
 from pgwarden.engine.connect import connect, database_name, with_database
 from pgwarden.engine.databases import DatabaseProperties, derived_name, maintenance
 from pgwarden.engine.errors import BadInput, DatabaseUnavailable, PgwardenError
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.pgtools import PgTool, ToolMissing, find_tool, server_version_text
 from pgwarden.engine.restore import (
     compare_counts,
-    download_verified,
     mismatch,
     register_storage_secrets,
     restore_downloaded,
@@ -42,6 +39,7 @@ from pgwarden.engine.restore import (
 )
 from pgwarden.engine.restore_privileges import missing_for_restore, quote_ident, read_role_facts
 from pgwarden.engine.scratch import guarded
+from pgwarden.engine.stored_dump import download_verified
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import read_manifest
@@ -184,7 +182,7 @@ class BackupSafetyNet:
                     databases.create_like(conn, names.scratch, before)
                 stage, created = f"restoring into {names.scratch} failed", True
                 self._fill(names.scratch, before, tool, manifest, local, say)
-                _pause_point("rollback-restored")
+                pause_point("rollback-restored")
         except _EXPECTED as exc:
             # A CREATE DATABASE that failed (rather than being interrupted) leaves that name alone: not ours.
             ours = created or (creating and isinstance(exc, KeyboardInterrupt))
@@ -243,7 +241,7 @@ class BackupSafetyNet:
                         "them and restore the backup by hand)"
                     )
                 databases.rename(conn, names.database, names.failed)
-                _pause_point("rollback-renamed-away")
+                pause_point("rollback-renamed-away")
                 databases.rename(conn, names.scratch, names.database)
         except _EXPECTED as exc:
             return self._settle(backup, manifest, names, before, f"the swap failed: {_message(exc)}")
@@ -338,13 +336,6 @@ def _message(exc: BaseException) -> str:
 def _role(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     row = conn.execute("SELECT current_user").fetchone()
     return str(row[0]) if row else "the role"
-
-
-def _pause_point(name: str) -> None:
-    """Fault tests stop the rollback at a named point (PGWARDEN_TEST_PAUSE_AT=name) to deliver a signal there."""
-    if os.environ.get(PAUSE_ENV) == name:
-        print(f"pgwarden-test: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(3600)
 
 
 def _tool(name: str, *, min_major: int, purpose: str) -> PgTool:
