@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from pydantic import ValidationError
 
 from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
 from pgwarden.api.common import parse_duration
-from pgwarden.operator import drills, naming
+from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job
 from pgwarden.operator.observe import ObservedRun, parse_time
@@ -63,20 +61,11 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-def _zone(backup: DatabaseBackup) -> zoneinfo.ZoneInfo | None:
-    try:
-        return zoneinfo.ZoneInfo(backup.spec.time_zone) if backup.spec.time_zone else None
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 def next_run(backup: DatabaseBackup, now: datetime) -> datetime | None:
     """When the CronJob fires next (in UTC), or None when there is no schedule or it is suspended."""
     if not backup.spec.schedule or backup.spec.suspend:
         return None
-    zone = _zone(backup) or UTC
-    following: datetime = croniter(backup.spec.schedule, now.astimezone(zone)).get_next(datetime)
-    return following.astimezone(UTC)
+    return schedules.next_fire(backup, backup.spec.schedule, now)
 
 
 def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
@@ -85,11 +74,7 @@ def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
         return parse_duration(backup.spec.stale_after)
     if not backup.spec.schedule:
         return None
-    zone = _zone(backup) or UTC
-    times = croniter(backup.spec.schedule, now.astimezone(zone))
-    first: datetime = times.get_next(datetime)
-    second: datetime = times.get_next(datetime)
-    return 2 * (second - first)
+    return schedules.twice_the_interval(backup, backup.spec.schedule, now)
 
 
 def run_entry(run: ObservedRun) -> BackupRun:

@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
-
-from croniter import croniter
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
 from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import Outcome
 from pgwarden.api.task import JobKind, ResourceId, Task, backup_scope
-from pgwarden.operator import naming
+from pgwarden.operator import naming, schedules
 from pgwarden.operator.conditions import Want
 from pgwarden.operator.jobs import (
     DRILL,
@@ -197,14 +194,6 @@ def observe_drills(old: DatabaseBackupStatus, runs: Iterable[ObservedRun], now: 
     return result
 
 
-def schedule_zone(backup: DatabaseBackup) -> tzinfo:
-    """The time zone both CronJobs fire in: spec.timeZone, else UTC (a zone this machine lacks: UTC)."""
-    try:
-        return zoneinfo.ZoneInfo(backup.spec.time_zone) if backup.spec.time_zone else UTC
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return UTC
-
-
 def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
     """How old the last verified restore may get: verify.staleAfter, or twice the drills' interval; None
     without drills."""
@@ -213,10 +202,7 @@ def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
         return None
     if verify.stale_after:
         return parse_duration(verify.stale_after)
-    times = croniter(verify.schedule, now.astimezone(schedule_zone(backup)))
-    first: datetime = times.get_next(datetime)
-    following: datetime = times.get_next(datetime)
-    return 2 * (following - first)
+    return schedules.twice_the_interval(backup, verify.schedule, now)
 
 
 @dataclass(frozen=True)
