@@ -26,6 +26,7 @@ METHOD = "age"
 HEADER_LIMIT = 64 * 1024  # an age header with a few dozen recipients is a few KiB
 NONCE = 16  # the payload nonce that follows the header
 _NO_MATCH = "No matching keys found"
+SECRET_KEY_PREFIX = "AGE-SECRET-KEY-"
 
 
 class IdentityRefused(BadInput):
@@ -40,6 +41,13 @@ def parse_recipients(texts: Sequence[str]) -> list[x25519.Recipient]:
     """age public keys (`age1…`) as recipients; BadInput naming the one that is not a key."""
     recipients = []
     for text in texts:
+        if text.strip().upper().startswith(SECRET_KEY_PREFIX):
+            # An identity where its public key belongs: never echo it (it would reach logs and status).
+            register_secret(text.strip())
+            raise BadInput(
+                "--encrypt-to was given an age identity (a secret key), not a recipient; give its public key "
+                "(age-keygen -y FILE prints it) and keep the identity out of the backup's settings"
+            )
         try:
             recipients.append(x25519.Recipient.from_str(text.strip()))
         except pyrage.RecipientError:
@@ -63,6 +71,10 @@ def load_identities(path: str | Path) -> list[x25519.Identity]:
         text = file.read_text()
     except OSError as exc:
         raise BadInput(f"cannot read the identity file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise BadInput(
+            f"{file} is not a text file; give the identity file age-keygen wrote (AGE-SECRET-KEY-1… lines)"
+        ) from None
     identities = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
