@@ -79,16 +79,16 @@ class MigrateOptions:
     lock_attempts: int = 5
     safety_net: SafetyNet | None = None
     lint_fail_on: tuple[str, ...] = ()
+    """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
     observers: tuple[StatementObserver, ...] = ()
     """Told when each migration statement starts and ends: lock sampling, progress of long statements."""
     rehearsal: RehearsalOptions | None = None
+    """Rehearse the run on a scratch copy restored from a backup first; a failed rehearsal stops it."""
     on_progress: OnProgress | None = None
     """Gets the progress of every statement running longer than `progress_after` seconds, every
     `progress_every` seconds (the operator's hook for status); without it, progress lines go to `progress`."""
     progress_after: float = REPORT_AFTER
     progress_every: float = REPORT_EVERY
-    """Rehearse the run on a scratch copy restored from a backup first; a failed rehearsal stops it."""
-    """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
 
 
 def _now() -> datetime:
