@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
 from pgwarden.api.common import StorageSpec, parse_duration
-from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
@@ -42,7 +41,7 @@ from pgwarden.cli.output import print_json, progress
 from pgwarden.engine.backup import DumpSelection, take_backup
 from pgwarden.engine.drill import run_drill
 from pgwarden.engine.errors import BadInput, PgwardenError
-from pgwarden.engine.migrate import MigrateOptions, migrate
+from pgwarden.engine.migrate import MigrateOptions, for_rehearsal, migrate
 from pgwarden.engine.pgerror import describe_error
 from pgwarden.engine.progress import StatementProgress
 from pgwarden.engine.redact import redact, redact_obj, register_environment, register_secret, register_url
@@ -168,13 +167,7 @@ def report_progress(running: StatementProgress) -> None:
 def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> MigrationReport:
     """The rehearsal Job: plan and lint on the database (read only; a lint refusal is exit 2), then the same
     run on a scratch copy restored from the backup; the outcome is the rehearsal's, the database untouched."""
-    options = dataclasses.replace(
-        options,
-        safety_net=None,  # the copy is thrown away: no backup of it, no restore of it
-        rollback=RollbackStrategy.TRANSACTION
-        if options.rollback == RollbackStrategy.RESTORE
-        else options.rollback,
-    )
+    options = for_rehearsal(options)
     report = migrate(url, dataclasses.replace(options, plan_only=True), progress=progress)
     report.plan_only = False
     if not report.pending:

@@ -141,14 +141,7 @@ def _rehearse_then_run(
         _set_timeouts(conn, options.policy)
         plan = _plan(conn, files, options)
         _lint(conn, plan, options)
-    rehearsing = dataclasses.replace(
-        options,
-        safety_net=None,  # the copy is thrown away: no backup of it, no restore of it
-        rollback=RollbackStrategy.TRANSACTION
-        if options.rollback == RollbackStrategy.RESTORE
-        else options.rollback,
-        rehearsal=None,
-    )
+    rehearsing = for_rehearsal(options)
 
     def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
         watched = dataclasses.replace(rehearsing, observers=(*options.observers, *observers))
@@ -163,6 +156,19 @@ def _rehearse_then_run(
         say(f"failed: {report.error.message if report.error else 'the rehearsal failed'}")
     report.rehearsal = rehearsed
     return report
+
+
+def for_rehearsal(options: MigrateOptions) -> MigrateOptions:
+    """The options of the same run on a scratch copy, which is thrown away: no backup of it, no restore of it
+    (a restore rollback becomes a transaction one), and no rehearsal of the rehearsal."""
+    return dataclasses.replace(
+        options,
+        safety_net=None,
+        rollback=RollbackStrategy.TRANSACTION
+        if options.rollback == RollbackStrategy.RESTORE
+        else options.rollback,
+        rehearsal=None,
+    )
 
 
 def _stopped_by(
