@@ -37,11 +37,29 @@ gocache_ready_or_lock() {
   mkdir -p "$staging"
 }
 
-# Set $go: $GO, or go on PATH, or /usr/local/go/bin/go.
+# The Go toolchain fetched from the Go module proxy when the machine has none (the proxy serves Go itself
+# as the module golang.org/toolchain), kept beside the binaries it builds.
+toolchain_version=${PGWARDEN_GO_TOOLCHAIN:-1.26.8}
+
+gocache_fetch_go() {
+  local dir=$cache_root/go-$toolchain_version module=golang.org/toolchain
+  local zip=v0.0.1-go$toolchain_version.linux-$(dpkg --print-architecture 2>/dev/null || echo amd64)
+  go=$dir/$module@$zip/bin/go
+  [[ -x $go ]] && return
+  echo "$script: no Go toolchain here; fetching Go $toolchain_version from ${GOPROXY:-https://proxy.golang.org}" >&2
+  mkdir -p "$dir"
+  curl -fsSL "${GOPROXY:-https://proxy.golang.org}/$module/@v/$zip.zip" -o "$dir/go.zip"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$dir/go.zip" "$dir"
+  chmod +x "$dir/$module@$zip/bin/"* "$dir/$module@$zip/pkg/tool/"*/*
+  rm -f "$dir/go.zip"
+}
+
+# Set $go: $GO, or go on PATH, or /usr/local/go/bin/go, else Go fetched from the module proxy.
 gocache_find_go() {
   go=${GO:-$(command -v go || true)}
   [[ -n $go ]] || go=/usr/local/go/bin/go
-  [[ -x $go ]] || { echo "$script: no Go toolchain (looked for \$GO, 'go' on PATH and /usr/local/go/bin/go); install Go >= $1" >&2; exit 1; }
+  [[ -x $go ]] || gocache_fetch_go
+  [[ -x $go ]] || { echo "$script: no Go toolchain (looked for \$GO, 'go' on PATH and /usr/local/go/bin/go, and the module proxy failed); install Go >= $1" >&2; exit 1; }
 }
 
 gocache_publish() {
