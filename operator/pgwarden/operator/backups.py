@@ -12,7 +12,7 @@ from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, Database
 from pgwarden.api.common import parse_duration
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
-from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job
+from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
 from pgwarden.operator.observe import ObservedRun, parse_time
 from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
@@ -170,14 +170,7 @@ def _desired_workload(
     """(manifest to create or update, CronJob to delete)."""
     meta = backup.metadata
     if backup.spec.schedule:
-        wanted = backup_cronjob(backup, settings)
-        current = ((cronjob or {}).get("metadata") or {}).get("annotations") or {}
-        if (
-            current.get(naming.ANNOTATION_SPEC_HASH)
-            == wanted["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH]
-        ):
-            return None, None
-        return wanted, None
+        return unless_current(backup_cronjob(backup, settings), cronjob), None
     stray = ((cronjob or {}).get("metadata") or {}).get("name")
     generation = meta.generation or 1
     name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)

@@ -21,6 +21,7 @@ from pgwarden.operator.jobs import (
     PodParts,
     identity_volume,
     schedule_cronjob,
+    unless_current,
 )
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.resources import lenient
@@ -95,14 +96,7 @@ def workload(
 ) -> tuple[Obj | None, str | None]:
     """(drill CronJob to create or replace, drill CronJob to delete): one while verify.schedule is set."""
     if backup.spec.verify.schedule:
-        wanted = drill_cronjob(backup, settings)
-        current = ((cronjob or {}).get("metadata") or {}).get("annotations") or {}
-        if (
-            current.get(naming.ANNOTATION_SPEC_HASH)
-            == wanted["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH]
-        ):
-            return None, None
-        return wanted, None
+        return unless_current(drill_cronjob(backup, settings), cronjob), None
     return None, ((cronjob or {}).get("metadata") or {}).get("name")
 
 

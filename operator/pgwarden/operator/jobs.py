@@ -519,6 +519,14 @@ def schedule_cronjob(
     return cronjob
 
 
+def unless_current(wanted: Manifest, current: Manifest | None) -> Manifest | None:
+    """`wanted`, or None when `current` was built from the same spec (its spec-hash annotation): a CronJob is
+    replaced only when what the resource asks of it changed."""
+    annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+    hashed = wanted["metadata"]["annotations"][naming.ANNOTATION_SPEC_HASH]
+    return None if annotations.get(naming.ANNOTATION_SPEC_HASH) == hashed else wanted
+
+
 def backup_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
     """The CronJob of a scheduled backup: Kubernetes keeps the schedule, one run at a time."""
     meta = backup.metadata
