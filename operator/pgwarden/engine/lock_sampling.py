@@ -106,6 +106,8 @@ class LockSampler:
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._busy = threading.Lock()  # one query at a time on the sampling session
         self._broken = False
+        self.lost: str | None = None
+        """Why sampling stopped before the run ended (its session gone): the locks seen are then partial."""
 
     def __enter__(self) -> LockSampler:
         self._conn = connect(self.url, autocommit=True, connect_timeout=5)
@@ -152,6 +154,7 @@ class LockSampler:
             except (psycopg.Error, PgwardenError) as exc:
                 log.debug("lock sampling stopped: %s", exc)
                 self._broken = True
+                self.lost = str(exc) or type(exc).__name__
                 return
             self.fold.add(
                 time.monotonic(),

@@ -78,16 +78,18 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
                 report = run_plan(scratch_url, (sampler,))
             result.run_seconds = round(time.monotonic() - ran, 3)
             result.locks = sampler.locks()
+            lock_watch_lost = sampler.lost
     except (PgwardenError, StorageError, psycopg.Error, OSError) as exc:
         result.error = ErrorInfo(message=f"the rehearsal failed before the plan ran: {exc}")
         result.duration_seconds = round(time.monotonic() - clock, 3)
         return result
     result.duration_seconds = round(time.monotonic() - clock, 3)
-    return judge(result, report)
+    return judge(result, report, lock_watch_lost)
 
 
-def judge(result: Rehearsal, report: MigrationReport) -> Rehearsal:
-    """The rehearsal's outcome from the rehearsed run's report and the locks it took (pure)."""
+def judge(result: Rehearsal, report: MigrationReport, lock_watch_lost: str | None = None) -> Rehearsal:
+    """The rehearsal's outcome from the rehearsed run's report and the locks it took (pure). With a limit on
+    lock holds, a run whose lock sampling stopped early (`lock_watch_lost`) fails: its holds are unknown."""
     result.applied = report.applied
     result.row_changes = report.row_changes
     result.verification = report.verification
@@ -101,6 +103,12 @@ def judge(result: Rehearsal, report: MigrationReport) -> Rehearsal:
         )
         return result
     limit = result.max_lock_hold_seconds
+    if limit is not None and lock_watch_lost is not None:
+        result.error = ErrorInfo(
+            message=f"the rehearsal lost the session that watches its locks ({lock_watch_lost}), so it cannot "
+            f"tell whether a lock that blocks writes was held longer than {limit:g}s; rehearse again"
+        )
+        return result
     too_long = over_limit(result.locks, limit) if limit is not None else []
     if too_long:
         listed = "; ".join(
