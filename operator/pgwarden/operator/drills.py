@@ -11,7 +11,7 @@ from typing import Any
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
 from pgwarden.api.common import parse_duration
 from pgwarden.api.reports import Outcome
-from pgwarden.api.task import JobKind, ResourceId, Task, backup_scope
+from pgwarden.api.task import JobKind, Task, backup_scope
 from pgwarden.operator import naming, schedules
 from pgwarden.operator.conditions import Want
 from pgwarden.operator.jobs import (
@@ -20,6 +20,7 @@ from pgwarden.operator.jobs import (
     Manifest,
     PodParts,
     identity_volume,
+    resource_id,
     schedule_cronjob,
     unless_current,
 )
@@ -81,13 +82,6 @@ def drill_cronjob(backup: DatabaseBackup, settings: JobSettings) -> Manifest:
         settings,
         backoff_limit=0,
         task_label=DRILL,
-    )
-
-
-def resource_id(backup: DatabaseBackup) -> ResourceId:
-    meta = backup.metadata
-    return ResourceId(
-        kind=backup.kind, namespace=meta.namespace or "", name=meta.name or "", generation=meta.generation
     )
 
 

@@ -298,7 +298,8 @@ def _job(resource: Resource, parts: PodParts, settings: JobSettings, backoff_lim
     return job
 
 
-def _resource_id(resource: Resource) -> ResourceId:
+def resource_id(resource: Resource) -> ResourceId:
+    """The resource a Job works for, as its task names it."""
     meta = resource.metadata
     return ResourceId(
         kind=resource.kind, namespace=meta.namespace or "", name=meta.name or "", generation=meta.generation
@@ -348,7 +349,7 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
     backup = migration.spec.backup_before
     task = Task(
         kind=JobKind.MIGRATE,
-        resource=_resource_id(migration),
+        resource=resource_id(migration),
         migration=migration.spec,
         migrations_dir=directory,
     )
@@ -380,7 +381,7 @@ def rehearsal_job(
     limit = parse_duration(rehearsal.max_lock_hold).total_seconds() if rehearsal.max_lock_hold else None
     task = Task(
         kind=JobKind.MIGRATE,
-        resource=_resource_id(migration),
+        resource=resource_id(migration),
         migration=spec,
         migrations_dir=directory,
         rehearsal=RehearsalTask(
@@ -462,7 +463,7 @@ def _backup_parts(backup: DatabaseBackup) -> PodParts:
             volumes.append(volume)
             mounts.append(mount)
     return PodParts(
-        task=Task(kind=JobKind.BACKUP, resource=_resource_id(backup), backup=backup.spec, backup_scope=scope),
+        task=Task(kind=JobKind.BACKUP, resource=resource_id(backup), backup=backup.spec, backup_scope=scope),
         database=backup.spec.database,
         storage=backup.spec.storage,
         template=backup.spec.job_template,
@@ -555,7 +556,7 @@ def is_drill(obj: Manifest) -> bool:
 def restore_job(restore: DatabaseRestore, source: RestoreSource, settings: JobSettings) -> Manifest:
     """The Job of a restore, reading from `source` (a backupRef already resolved to its storage)."""
     task = Task(
-        kind=JobKind.RESTORE, resource=_resource_id(restore), restore=restore.spec, restore_source=source
+        kind=JobKind.RESTORE, resource=resource_id(restore), restore=restore.spec, restore_source=source
     )
     volumes: tuple[Manifest, ...] = ()
     mounts: tuple[Manifest, ...] = ()
