@@ -62,6 +62,7 @@ from pgwarden.engine.restore import (
     mismatch,
     register_storage_secrets,
     restore_manifest,
+    restored_state,
 )
 from pgwarden.engine.schema_diff import fingerprint, qualified_name
 from pgwarden.engine.scratch import VERIFY_PREFIX, scratch_database
@@ -348,9 +349,8 @@ def verify_backup(
             with connect(scratch_url, autocommit=True) as conn:
                 for name in sorted(schemas):
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
-        _tool, counts, schema = restore_manifest(
-            scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=progress
-        )
+        restore_manifest(scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=progress)
+        counts, schema = restored_state(scratch_url)
     return compare_counts(
         manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
     )

@@ -27,6 +27,7 @@ from pgwarden.engine.restore import (
     mismatch,
     register_storage_secrets,
     restore_manifest,
+    restored_state,
 )
 from pgwarden.engine.scratch import scratch_database
 from pgwarden.engine.stored_dump import Identities, check_can_open
@@ -117,9 +118,8 @@ def run_drill(
         with scratch_database(url, name, say=say) as scratch_url:
             _create_schemas(scratch_url, manifest)
             restore_clock = time.monotonic()
-            _tool, counts, schema = restore_manifest(
-                scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=say
-            )
+            restore_manifest(scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=say)
+            counts, schema = restored_state(scratch_url)
             report.restore_seconds = round(time.monotonic() - restore_clock, 3)
         report.scratch_dropped = True
     except (PgwardenError, StorageError, psycopg.Error, OSError) as exc:

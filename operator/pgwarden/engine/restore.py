@@ -188,7 +188,6 @@ def _restore_options(*, clean: bool, jobs: int, single_transaction: bool) -> lis
     return options
 
 
-@overload
 def restore_manifest(
     url: str,
     backup: Storage,
@@ -200,42 +199,13 @@ def restore_manifest(
     workdir: Path | None = None,
     lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
     progress: Progress | None = None,
-    row_counts: Literal["exact", "estimate"] = "exact",
-) -> tuple[PgTool, dict[str, int], str]: ...
-@overload
-def restore_manifest(
-    url: str,
-    backup: Storage,
-    manifest: BackupManifest,
-    *,
-    clean: bool = False,
-    jobs: int = 1,
-    identities: Identities = (),
-    workdir: Path | None = None,
-    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
-    progress: Progress | None = None,
-    row_counts: RestoreRowCounts,
-) -> tuple[PgTool, Mapping[str, int | None], str]: ...
-def restore_manifest(
-    url: str,
-    backup: Storage,
-    manifest: BackupManifest,
-    *,
-    clean: bool = False,
-    jobs: int = 1,
-    identities: Identities = (),
-    workdir: Path | None = None,
-    lock_wait: str = DEFAULT_LOCK_WAIT_TIMEOUT,
-    progress: Progress | None = None,
-    row_counts: RestoreRowCounts = "exact",
-) -> tuple[PgTool, Mapping[str, int | None], str]:
-    """Restore a backup into `url`, every stored byte checked against its manifest, then count its rows
-    and fingerprint its schema.
+) -> PgTool:
+    """Restore a backup into `url`, every stored byte checked against its manifest; the pg_restore it used.
+    Callers that compare the result with the manifest read it with `restored_state`.
 
     Custom format with one job streams from storage into pg_restore in one transaction (no local copy; a
     corrupted dump is found before pg_restore sees its end, so the transaction rolls back). Parallel jobs
-    and the directory format need local files: those are fetched and checked first, then restored.
-    `row_counts` says how the restored rows are counted (see `restored_state`)."""
+    and the directory format need local files: those are fetched and checked first, then restored."""
     say = progress or (lambda _message: None)
     tool = restore_tool(manifest)
     where = backup.uri(manifest.dump_file)
@@ -254,7 +224,7 @@ def restore_manifest(
             feed=lambda push: stream_object(backup, manifest, stored, identities, push),
             lock_wait=lock_wait,
         )
-        return tool, *restored_state(url, row_counts)
+        return tool
     with tempfile.TemporaryDirectory(prefix="pgwarden-restore-", dir=workdir) as tmp:
         local = Path(tmp) / "dump"
         say(f"downloading and verifying {where} ({manifest.size_bytes} bytes), {jobs} at a time")
@@ -262,7 +232,7 @@ def restore_manifest(
         restore_downloaded(
             url, tool, manifest, local, clean=clean, jobs=jobs, lock_wait=lock_wait, progress=say
         )
-    return tool, *restored_state(url, row_counts)
+    return tool
 
 
 def restore_tool(manifest: BackupManifest) -> PgTool:
@@ -471,7 +441,7 @@ def restore_backup(
             started_temporary = True
         if terminate:
             terminated = terminate_connections(url, into)
-        tool, counts, schema = restore_manifest(
+        tool = restore_manifest(
             into_url,
             backup,
             manifest,
@@ -480,8 +450,8 @@ def restore_backup(
             identities=identities,
             lock_wait=lock_wait_timeout,
             progress=say,
-            row_counts=row_counts,
         )
+        counts, schema = restored_state(into_url, row_counts)
         verification = compare_counts(
             manifest.per_table,
             counts,
