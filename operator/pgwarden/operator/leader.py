@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.observe import parse_time
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -63,20 +64,11 @@ def _micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def claim(lease: Obj | None, me: str, now: datetime, duration: float) -> Obj | None:
     """The Lease spec that makes `me` the holder now, or None while another holder's lease is valid."""
     spec = (lease or {}).get("spec") or {}
     holder = spec.get("holderIdentity") or ""
-    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
     lasts = float(spec.get("leaseDurationSeconds") or duration)
     if holder and holder != me and renewed is not None and now < renewed + timedelta(seconds=lasts):
         return None
