@@ -315,11 +315,10 @@ def _copies_retention(
     spec: DatabaseBackupSpec, copies: list[Storage], scope: BackupScope, report: Report, warnings: list[str]
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
-    for target, copied in zip(spec.copies, report.get("copies") or [], strict=False):
+    for target, where, copied in zip(spec.copies, copies, report.get("copies") or [], strict=False):
         policy = _retention(target.retention)
         if policy is None or not copied.get("verified"):
             continue
-        where = copies[spec.copies.index(target)]
         try:
             result = prune(where, policy, datetime.now(UTC), owner=scope.owner)
         except StorageError as exc:
