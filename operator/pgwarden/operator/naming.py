@@ -18,6 +18,9 @@ ANNOTATION_KIND = f"{API_GROUP}/resource-kind"
 ANNOTATION_NAME = f"{API_GROUP}/resource-name"
 ANNOTATION_SPEC_HASH = f"{API_GROUP}/spec-hash"
 
+# What the Job controller labels its Pods with: the Job's name (the older label on older clusters).
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
 JOB_NAME_LIMIT = 63  # the Job controller copies the name into a label value
 CRONJOB_NAME_LIMIT = 52  # the CronJob controller appends an 11-character suffix to its Jobs' names
 
@@ -86,3 +89,9 @@ def owner_of(obj: dict[str, Any]) -> tuple[str, str, str] | None:
 def spec_hash(manifest: dict[str, Any]) -> str:
     """A short hash of a manifest's spec, so an unchanged CronJob is not rewritten."""
     return _digest(json.dumps(manifest.get("spec"), sort_keys=True), length=16)
+
+
+def job_of_pod(pod: dict[str, Any]) -> str | None:
+    """The name of the Job a Pod runs for, from the labels the Job controller puts on it."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return next((str(labels[key]) for key in JOB_NAME_LABELS if key in labels), None)

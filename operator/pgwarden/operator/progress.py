@@ -14,6 +14,7 @@ from typing import Any
 
 from pgwarden.api.migration import DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.progress import last_progress
+from pgwarden.operator import naming
 from pgwarden.operator.deadlines import Key
 from pgwarden.operator.jobs import CONTAINER
 from pgwarden.operator.kube import Kube, KubeError
@@ -28,7 +29,6 @@ LOOK_EVERY = timedelta(seconds=15)
 STALE_AFTER = timedelta(seconds=30)
 TAIL_LINES = 40
 LIMIT_BYTES = 32 * 1024
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 def progress_key(namespace: str, name: str) -> Key:
@@ -42,11 +42,9 @@ def is_progress_key(key: Key) -> bool:
 def running_pod(pods: list[Obj], job: str) -> str | None:
     """The name of the Job's Pod that is running now, if any."""
     for pod in pods:
-        meta = pod.get("metadata") or {}
-        labels = meta.get("labels") or {}
         running = (pod.get("status") or {}).get("phase") == "Running"
-        if running and job in (labels.get(label) for label in JOB_NAME_LABELS):
-            return str(meta.get("name"))
+        if running and naming.job_of_pod(pod) == job:
+            return str((pod.get("metadata") or {}).get("name"))
     return None
 
 

@@ -34,7 +34,6 @@ from pgwarden.operator.status import TERMINAL_PHASES, WARNING, Decision, Event, 
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 @dataclass
@@ -78,8 +77,7 @@ def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
     """Each Job with its own Pods (matched by the label the Job controller puts on them)."""
     by_job: defaultdict[str, list[Obj]] = defaultdict(list)
     for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        owner = next((labels[key] for key in JOB_NAME_LABELS if key in labels), None)
+        owner = naming.job_of_pod(pod)
         if owner:
             by_job[owner].append(pod)
     return [observe(job, by_job[str(job["metadata"]["name"])]) for job in jobs]
