@@ -206,11 +206,12 @@ def print_runs(runs: list[Run], baseline: Run, size: int) -> None:
         )
 
 
-def main() -> None:
+def bench_arguments(description: str | None, url_help: str) -> argparse.Namespace:
+    """The options the backup and restore benches share: the database (given or generated) and the storage."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--url", help="benchmark this database instead of generating one")
+    parser.add_argument("--url", help=url_help)
     parser.add_argument(
         "--size-gb", type=float, default=1.0, help="size of the generated database (default 1)"
     )
@@ -218,7 +219,11 @@ def main() -> None:
     parser.add_argument(
         "--to", help="where our backups go (default: a bucket on a MinIO started for the bench)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = bench_arguments(__doc__, "benchmark this database instead of generating one")
 
     with bench_database(args.url, args.size_gb, args.tables) as url, bench_storage(args.to) as (to, env):
         size = database_size(url)

@@ -12,36 +12,28 @@ so both runs start from the same data; the backup is taken once, beforehand, and
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backup_throughput import GiB, MiB, database_size, generate
+from backup_throughput import GiB, MiB, database_size, generate, pgwarden
 
 from pgwarden.testing import localpg
 
-PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 MIGRATION = """ALTER TABLE bench_orders ADD COLUMN flag int;
 CREATE INDEX bench_orders_customer ON bench_orders (customer_id);
 """
 
 
-def pgwarden(*args: str) -> tuple[float, dict[str, Any]]:
+def run_pgwarden(*args: str) -> tuple[float, dict[str, Any]]:
     """Run `pgwarden ARGS --json`: seconds it took and its report (failing loudly when it failed)."""
-    started = time.monotonic()
-    done = subprocess.run([PGWARDEN, *args, "--json"], capture_output=True, text=True, check=False)
-    seconds = time.monotonic() - started
-    if done.returncode != 0:
-        sys.exit(f"pgwarden {args[0]} failed (exit {done.returncode}):\n{done.stderr}\n{done.stdout}")
-    return seconds, json.loads(done.stdout)
+    seconds, report, _peak_rss = pgwarden(list(args), {})
+    return seconds, report
 
 
 def main() -> None:
@@ -63,11 +55,11 @@ def main() -> None:
         migrations = workdir / "migrations"
         migrations.mkdir()
         (migrations / "0001_flag_and_index.sql").write_text(MIGRATION)
-        backup_seconds, _ = pgwarden("backup", url, "--to", str(workdir / "backups"))
+        backup_seconds, _ = run_pgwarden("backup", url, "--to", str(workdir / "backups"))
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench_real TEMPLATE bench")
-        real_seconds, real = pgwarden("migrate", server.url("bench_real"), "--dir", str(migrations))
-        total_seconds, rehearsed = pgwarden(
+        real_seconds, real = run_pgwarden("migrate", server.url("bench_real"), "--dir", str(migrations))
+        total_seconds, rehearsed = run_pgwarden(
             "migrate", url, "--dir", str(migrations), "--rehearse-from", str(workdir / "backups")
         )
     finally:

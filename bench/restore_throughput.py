@@ -13,7 +13,6 @@ The target (issue 12): restore from MinIO, custom format, <= 1.1x plain pg_resto
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import subprocess
@@ -25,7 +24,16 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backup_throughput import MiB, Run, bench_database, bench_storage, database_size, dump_tool, pgwarden
+from backup_throughput import (
+    MiB,
+    Run,
+    bench_arguments,
+    bench_database,
+    bench_storage,
+    database_size,
+    dump_tool,
+    pgwarden,
+)
 
 from pgwarden.engine.pgtools import find_tool, tool_invocation
 
@@ -68,18 +76,7 @@ def drop_restored(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--url", help="restore a dump of this database instead of generating one")
-    parser.add_argument(
-        "--size-gb", type=float, default=1.0, help="size of the generated database (default 1)"
-    )
-    parser.add_argument("--tables", type=int, default=4, help="large tables to spread it over (default 4)")
-    parser.add_argument(
-        "--to", help="where our backups go (default: a bucket on a MinIO started for the bench)"
-    )
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, "restore a dump of this database instead of generating one")
 
     with (
         bench_database(args.url, args.size_gb, args.tables) as url,
