@@ -5,11 +5,14 @@ A module of its own (not conftest) so tests import it by a unique name; conftest
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -114,6 +117,9 @@ def bulky_db(pg: localpg.LocalPostgres) -> str:
     return url
 
 
+PGWARDEN = [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()"]
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
@@ -121,13 +127,53 @@ def run_cli(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_TEST")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()", *args],
+        [*PGWARDEN, *args],
         capture_output=True,
         text=True,
         env=full_env,
         timeout=timeout,
         check=False,
     )
+
+
+def backup(url: str, place: BackupPlace, *flags: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`pgwarden backup URL --to PLACE --json FLAGS`, which must succeed: its report."""
+    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=env or place.env)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def start_paused(*args: str, env: dict[str, str], pause_at: str) -> subprocess.Popen[str]:
+    """Start `pgwarden ARGS` without waiting; it stops at the test pause point `pause_at` (see wait_for_pause)."""
+    return subprocess.Popen(
+        [*PGWARDEN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "PGWARDEN_TEST_PAUSE_AT": pause_at},
+    )
+
+
+def wait_for_pause(process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Read the process's stderr until it says it reached its pause point; fail if it ends or never does."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if "pgwarden-test: paused at" in line:
+            return
+        if not line and process.poll() is not None:
+            raise AssertionError(f"pgwarden ended (exit {process.returncode}) before its pause point")
+    raise AssertionError("pgwarden never reached its pause point")
+
+
+def flip_byte(storage: Storage, key: str, at: int | None = None, bits: int = 0xFF) -> None:
+    """Change one byte of a stored object in place (the middle one unless `at` says): a corrupted upload."""
+    data = bytearray(storage.get_bytes(key))
+    data[len(data) // 2 if at is None else at] ^= bits
+    storage.delete([key])
+    storage.put_bytes(key, bytes(data))
 
 
 def all_rows(url: str) -> dict[str, list[str]]:

@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
-from backup_support import SEED_ROWS, BackupPlace, all_rows, run_cli, s3_place
+from backup_support import SEED_ROWS, BackupPlace, all_rows, backup, run_cli, s3_place
 
 from pgwarden.engine.backup import take_backup
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 from pgwarden.testing import localpg, s3server
-
-
-def backup(url: str, place: BackupPlace, *flags: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=env or place.env)
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
 
 
 @pytest.mark.s3

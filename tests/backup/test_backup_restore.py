@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
 
 import psycopg
 import pytest
-from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, all_rows, run_cli, sequences
+from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, all_rows, backup, run_cli, sequences
 
 from pgwarden.storage.manifest import list_backups, read_manifest
 from pgwarden.testing import localpg
-
-
-def backup(url: str, place: BackupPlace, *flags: str) -> dict[str, Any]:
-    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=place.env)
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
 
 
 @pytest.mark.parametrize(

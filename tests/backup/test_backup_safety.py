@@ -4,17 +4,14 @@ used, a pool of debris left forever."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from backup_support import BackupPlace, run_cli
+from backup_support import BackupPlace, flip_byte, run_cli, start_paused, wait_for_pause
 
 from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest
 from pgwarden.testing import localpg
@@ -23,35 +20,7 @@ PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def start_backup(url: str, place: BackupPlace, pause_at: str, *flags: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **place.env, "PGWARDEN_TEST_PAUSE_AT": pause_at}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pgwarden.cli import entrypoint; entrypoint()",
-            "backup",
-            url,
-            "--to",
-            place.uri,
-            *flags,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def wait_for_pause(process: subprocess.Popen[str], timeout: float = 120) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if "pgwarden-test: paused at" in line:
-            return
-        if not line and process.poll() is not None:
-            raise AssertionError(f"backup ended (exit {process.returncode}) before its pause point")
-    raise AssertionError("backup never reached its pause point")
+    return start_paused("backup", url, "--to", place.uri, *flags, env=place.env, pause_at=pause_at)
 
 
 @pytest.mark.slow
@@ -101,11 +70,7 @@ def test_an_interrupted_backup_aborts_its_upload(bulky_db: str, place: BackupPla
 
 def corrupt(place: BackupPlace, backup_id: str) -> None:
     storage = place.open().child(backup_id)
-    dump = read_manifest(storage).dump_file
-    data = bytearray(storage.get_bytes(dump))
-    data[len(data) // 2] ^= 0xFF
-    storage.delete([dump])
-    storage.put_bytes(dump, bytes(data))
+    flip_byte(storage, read_manifest(storage).dump_file)
 
 
 def test_a_corrupted_dump_is_refused_by_its_checksum_and_nothing_is_restored(

@@ -4,30 +4,27 @@ scratch database, compares it with its manifest, records a match there, and drop
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, run_cli
+from backup_support import (
+    SEED_ROWS,
+    SEED_TABLES,
+    BackupPlace,
+    backup,
+    flip_byte,
+    run_cli,
+    start_paused,
+    wait_for_pause,
+)
 from pyrage import x25519
 
 from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
 from pgwarden.testing import localpg
-
-PGWARDEN = [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()"]
-
-
-def backup(url: str, place: BackupPlace, *flags: str) -> dict[str, Any]:
-    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=place.env)
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
 
 
 def drill(pg: localpg.LocalPostgres, place: BackupPlace, *flags: str) -> tuple[int, dict[str, Any]]:
@@ -81,11 +78,7 @@ def test_a_drill_finds_a_flipped_byte_reports_it_and_leaves_nothing_behind(
 ) -> None:
     backup_id = backup(shop_db, place)["backup"]["id"]
     stored = place.open().child(backup_id)
-    dump = read_manifest(stored).dump_file
-    data = bytearray(stored.get_bytes(dump))
-    data[len(data) // 2] ^= 0xFF
-    stored.delete([dump])
-    stored.put_bytes(dump, bytes(data))
+    flip_byte(stored, read_manifest(stored).dump_file)
 
     code, report = drill(pg, place)
     assert code == 1
@@ -174,18 +167,10 @@ def test_a_drill_killed_half_way_through_its_restore_leaves_no_scratch_database(
     bulky_db: str, pg: localpg.LocalPostgres, place: BackupPlace
 ) -> None:
     backup(bulky_db, place, "--compress", "none")  # ~40 MB: the pause comes after 20 MiB were restored
-    process = subprocess.Popen(
-        [*PGWARDEN, "verify-backup", place.uri, "--on", pg.url(), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **place.env, "PGWARDEN_TEST_PAUSE_AT": "restore-mid-stream"},
+    process = start_paused(
+        "verify-backup", place.uri, "--on", pg.url(), "--json", env=place.env, pause_at="restore-mid-stream"
     )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 120
-    while "pgwarden-test: paused at" not in (line := process.stderr.readline()):
-        assert line or process.poll() is None, "the drill ended before its pause point"
-        assert time.monotonic() < deadline, "the drill never reached its pause point"
+    wait_for_pause(process)
     assert scratch_left(pg), "the drill should be restoring into its scratch database now"
     process.kill()
     process.wait(timeout=30)

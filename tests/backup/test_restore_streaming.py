@@ -9,61 +9,18 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 import zstandard
-from backup_support import BackupPlace, run_cli
+from backup_support import BackupPlace, backup, flip_byte, run_cli, start_paused, wait_for_pause
 
 from pgwarden.engine.streaming import ChunkReader
 from pgwarden.storage import Storage
 from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
 from pgwarden.testing import localpg
-
-
-def backup(url: str, place: BackupPlace, *flags: str) -> dict[str, Any]:
-    done = run_cli("backup", url, "--to", place.uri, "--json", *flags, env=place.env)
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
-
-
-def start_restore(target: str, source: str, env: dict[str, str], pause_at: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pgwarden.cli import entrypoint; entrypoint()",
-            "restore",
-            target,
-            "--from",
-            source,
-            "--create",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env, "PGWARDEN_TEST_PAUSE_AT": pause_at},
-    )
-
-
-def wait_for_pause(process: subprocess.Popen[str], timeout: float = 120) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if "pgwarden-test: paused at" in line:
-            return
-        if not line and process.poll() is not None:
-            raise AssertionError(f"restore ended (exit {process.returncode}) before its pause point")
-    raise AssertionError("restore never reached its pause point")
 
 
 def pg_restore_copying(server: localpg.LocalPostgres) -> list[str]:
@@ -81,11 +38,15 @@ def test_a_custom_format_restore_feeds_pg_restore_while_still_reading_storage_wi
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     name = f"r_{secrets.token_hex(4)}"
-    process = start_restore(
+    process = start_paused(
+        "restore",
         pg.url(name),
+        "--from",
         report["backup"]["location"],
-        {**place.env, "TMPDIR": str(scratch)},
-        "restore-mid-stream",
+        "--create",
+        "--json",
+        env={**place.env, "TMPDIR": str(scratch)},
+        pause_at="restore-mid-stream",
     )
     try:
         wait_for_pause(process)
@@ -154,10 +115,7 @@ def test_one_corrupted_table_file_of_a_directory_backup_refuses_the_restore_befo
     manifest = read_manifest(stored)
     assert manifest.files is not None
     victim = max(manifest.files, key=lambda f: f.size_bytes).key
-    data = bytearray(stored.get_bytes(victim))
-    data[len(data) // 2] ^= 0xFF
-    stored.delete([victim])
-    stored.put_bytes(victim, bytes(data))
+    flip_byte(stored, victim)
 
     name = f"r_{secrets.token_hex(4)}"
     done = run_cli(
