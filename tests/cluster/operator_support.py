@@ -218,10 +218,6 @@ def _kill_container(pod: Obj) -> None:
     )
 
 
-# The tests' name for the operator under test (they all get the chart's Deployment).
-Operator = ChartOperator
-
-
 @pytest.fixture
 def operator(
     kube: LocalCluster,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from operator_support import (
-    Operator,
+    ChartOperator,
     assert_never_shown,
     condition,
     events,
@@ -46,7 +46,7 @@ def _drill_cronjob(kube: LocalCluster, namespace: str) -> str:
 
 
 def test_an_encrypted_scheduled_backup_is_copied_and_its_drill_job_proves_it_restores(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     url = pg.create_database()
     seed(url, rows=40)

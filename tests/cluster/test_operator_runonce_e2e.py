@@ -17,7 +17,6 @@ from operator_support import (
     TERMINAL,
     ChartOperator,
     Obj,
-    Operator,
     chart_operator,
     events,
     in_namespace,
@@ -49,7 +48,7 @@ def tables(url: str) -> set[str]:
 
 
 def test_a_configmap_edited_after_approval_runs_nothing_until_its_files_are_approved(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
 ) -> None:
     url = pg.create_database()
     ns = operator.namespace
@@ -167,7 +166,7 @@ def test_killing_the_active_replica_hands_over_within_30_s_and_duplicates_no_job
 
 
 def test_a_restore_edited_after_it_ran_does_not_restore_again(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     """The defect this guards: with clean: true, a harmless edit rolled a live database back to the backup."""
     source, target = pg.create_database(), pg.create_database()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from chart_support import CHART, render_chart
-from operator_support import Obj, Operator, condition, events, in_namespace, resource, wait_status
+from operator_support import ChartOperator, Obj, condition, events, in_namespace, resource, wait_status
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import DatabaseMigration
@@ -264,7 +264,7 @@ def denial_events(kube: LocalCluster, namespace: str, name: str) -> Callable[[],
 
 
 def test_the_operator_builds_no_job_for_a_resource_outside_its_policy_and_says_which_value_to_change(
-    kube: LocalCluster, operator: Operator, monkeypatch: pytest.MonkeyPatch
+    kube: LocalCluster, operator: ChartOperator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The operator's own check, not the API server's: a chart-installed admission binding for this namespace
     # (when the harness installs the chart) is taken away first, so the resources get through.

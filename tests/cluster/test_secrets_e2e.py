@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 from operator_support import (
     TERMINAL,
+    ChartOperator,
     Obj,
-    Operator,
     assert_never_shown,
     in_namespace,
     resource,
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.cluster
 
 
 def test_the_operator_cannot_read_secrets_in_the_namespace_it_works_in(
-    kube: LocalCluster, operator: Operator, tmp_path: Path
+    kube: LocalCluster, operator: ChartOperator, tmp_path: Path
 ) -> None:
     """A token of the chart's ServiceAccount (release pgwarden), asked of the API server: Secrets are
     forbidden, Jobs are not."""
@@ -66,7 +66,7 @@ def test_the_operator_cannot_read_secrets_in_the_namespace_it_works_in(
     )
 
 
-def shown(kube: LocalCluster, operator: Operator) -> dict[str, str]:
+def shown(kube: LocalCluster, operator: ChartOperator) -> dict[str, str]:
     """Everything a person or a scraper sees of pgwarden's work, by where it is seen."""
     namespace = operator.namespace
     texts = {"metrics": operator.http(operator.metrics_port, "/metrics")}
@@ -78,7 +78,7 @@ def shown(kube: LocalCluster, operator: Operator) -> dict[str, str]:
 
 
 def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_of_any_kind(
-    kube: LocalCluster, operator: Operator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
 ) -> None:
     source = pg.create_database()
     seed(source, rows=50)

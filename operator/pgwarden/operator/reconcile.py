@@ -158,14 +158,22 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
     if isinstance(resource, DatabaseMigration):
         # No Job of this generation: it may be created now, from the files its ConfigMaps hold.
         files = _config_map_files(ctx, resource) if current is None else None
-        rehearsal_name = rehearsals.job_name(resource, migrations.digest_of(files))
+        digest = migrations.digest_of(files)
+        rehearsal_name = rehearsals.job_name(resource, digest)
         rehearsal = next((run for run in runs if run.job == rehearsal_name), None)
         if settled:
             current = rehearsal = None  # their outcomes are in status already (read without their pods)
         others = [run.job for run in runs if run.active and run.job not in (current_name, rehearsal_name)]
         spec = resource.spec.rehearsal
-        ref = spec.backup_ref if spec is not None and current is None else None
-        referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
+        ref = spec.backup_ref if spec is not None else None
+        # Only a rehearsal yet to be created reads its DatabaseBackup: not every reconcile of a migration
+        # whose rehearsal runs or is recorded, or that has run.
+        to_rehearse = (
+            current is None
+            and rehearsal is None
+            and rehearsals.recorded(resource.status or DatabaseMigrationStatus(), generation, digest) is None
+        )
+        referenced = _referenced_backup(ctx, namespace, ref.name) if ref and to_rehearse else None
         return migrations.decide(
             resource,
             current,
