@@ -117,7 +117,7 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     && /opt/pgwarden/bin/python "$pip_wheel/pip" install --no-cache-dir --no-index --disable-pip-version-check \
         --find-links=/wheels /wheels/pgwarden-*.whl \
     && /opt/pgwarden/bin/pgwarden --version \
-    && /opt/pgwarden/bin/python -c "import pgwarden.operator.main, pgwarden.job"
+    && /opt/pgwarden/bin/python -c "import pgwarden.operator.main, pgwarden.job.runner"
 
 # A numeric non-root user with a passwd entry (libpq looks the user up) and no home or login shell.
 RUN groupadd --gid 65532 pgwarden \

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip
 	@$(BIN)/pip install --quiet -e '.[dev]'
+	@# The test support (throwaway servers) is not in the wheel: the dev venv finds it through a .pth file.
+	@echo $(CURDIR)/tests/support > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pgwarden-test-support.pth
 	@touch $(STAMP)
 
 ## packages: the Debian packages of hack/apt-packages.txt (installed when root; else the one command to run)

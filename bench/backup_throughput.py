@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from pgwarden_testing import localpg, s3server
 
-from pgwarden.engine.pgtools import find_tool, server_version_text, tool_invocation
-from pgwarden.testing import localpg, s3server
+from pgwarden.engine.postgres.tools import find_tool, server_version_text, tool_invocation
 
 GiB = 1024**3
 MiB = 1024**2

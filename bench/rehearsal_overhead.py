@@ -22,8 +22,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backup_throughput import GiB, MiB, database_size, generate, pgwarden
-
-from pgwarden.testing import localpg
+from pgwarden_testing import localpg
 
 MIGRATION = """ALTER TABLE bench_orders ADD COLUMN flag int;
 CREATE INDEX bench_orders_customer ON bench_orders (customer_id);

@@ -35,7 +35,7 @@ from backup_throughput import (
     pgwarden,
 )
 
-from pgwarden.engine.pgtools import find_tool, tool_invocation
+from pgwarden.engine.postgres.tools import find_tool, tool_invocation
 
 
 def with_dbname(url: str, name: str) -> str:

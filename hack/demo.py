@@ -32,8 +32,7 @@ from typing import Any
 
 import demo_support
 import psycopg
-
-from pgwarden.testing import localpg, s3server
+from pgwarden_testing import localpg, s3server
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / ".local"
@@ -262,7 +261,7 @@ def check_prerequisites() -> None:
 
 
 def build_binaries() -> tuple[Path, Path]:
-    """kubectl's directory and helm; MinIO is found by pgwarden.testing.s3server the same way."""
+    """kubectl's directory and helm; MinIO is found by pgwarden_testing.s3server the same way."""
     binaries = {}
     for script in ("build-k8s.sh", "build-minio.sh", "build-helm.sh", "build-image.sh", "build-pause.sh"):
         started = time.monotonic()

@@ -9,8 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pgwarden.engine.redact import redact
-from pgwarden.testing import localpg
+from pgwarden_testing import localpg
+
+from pgwarden.redact import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MIGRATIONS = ROOT / "migrations" / "demo"

@@ -33,7 +33,7 @@ RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRo
 
 
 class Postgres(Protocol):
-    """What local_examples needs of a server (pgwarden.testing.localpg.LocalPostgres has it)."""
+    """What local_examples needs of a server (pgwarden_testing.localpg.LocalPostgres has it)."""
 
     port: int
     user: str
@@ -45,7 +45,7 @@ class Postgres(Protocol):
 
 
 class S3(Protocol):
-    """What local_examples needs of an S3 server (pgwarden.testing.s3server.S3Server has it)."""
+    """What local_examples needs of an S3 server (pgwarden_testing.s3server.S3Server has it)."""
 
     endpoint: str
     access_key: str

@@ -6,8 +6,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-
-from pgwarden.testing import localpg, s3server
+from pgwarden_testing import localpg, s3server
 
 _minio_build_error: list[str] = []
 

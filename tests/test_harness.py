@@ -2,8 +2,7 @@
 
 import psycopg
 import pytest
-
-from pgwarden.testing import localpg
+from pgwarden_testing import localpg
 
 
 def test_fresh_database_is_a_real_empty_database(db_url: str) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing import localpg, s3server
 
 from pgwarden.storage import Storage
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.location import S3Location, s3_client
 from pgwarden.storage.s3 import S3Storage
-from pgwarden.testing import localpg, s3server
 
 SEED = """
 CREATE TABLE customers (

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli, seed
+from pgwarden_testing import localpg
 
-from pgwarden.engine.pgtools import tool_invocation
-from pgwarden.testing import localpg
+from pgwarden.engine.postgres.tools import tool_invocation
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from backup_support import SEED_ROWS, BackupPlace, all_rows, backup, run_cli, s3_place
+from pgwarden_testing import localpg, s3server
 
-from pgwarden.engine.backup import take_backup
+from pgwarden.engine.backup.backup import take_backup
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
-from pgwarden.testing import localpg, s3server
 
 
 @pytest.mark.s3

@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli
+from pgwarden_testing import localpg
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.engine.backup_locks import lock_wait_option, with_lock_timeout
+from pgwarden.engine.backup.locks import lock_wait_option, with_lock_timeout
 from pgwarden.storage.manifest import list_backups
-from pgwarden.testing import localpg
 
 
 @pytest.fixture(params=["plain", "indexed"])

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli
+from pgwarden_testing import localpg
 
 from pgwarden.storage.manifest import list_backups
-from pgwarden.testing import localpg
 
 
 def database(pg: localpg.LocalPostgres, table: str, rows: int) -> str:

@@ -8,9 +8,9 @@ import secrets
 import psycopg
 import pytest
 from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, all_rows, backup, run_cli, sequences
+from pgwarden_testing import localpg
 
 from pgwarden.storage.manifest import list_backups, read_manifest
-from pgwarden.testing import localpg
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from backup_support import BackupPlace, flip_byte, run_cli, start_paused, wait_for_pause
+from pgwarden_testing import localpg
 
 from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest
-from pgwarden.testing import localpg
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -119,7 +119,7 @@ def test_a_pg_dump_older_than_the_server_is_refused_naming_both_versions(
 def test_a_missing_bucket_fails_the_preflight_before_any_dump(
     shop_db: str, s3: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgwarden.testing.s3server import S3Server
+    from pgwarden_testing.s3server import S3Server
 
     assert isinstance(s3, S3Server)
     done = run_cli("backup", shop_db, "--to", "s3://no-such-bucket-here/x", "--json", env=s3.env())

@@ -8,9 +8,9 @@ import secrets
 
 import pytest
 from backup_support import BackupPlace, run_cli
+from pgwarden_testing import localpg
 
-from pgwarden.engine.backup import DumpSelection, pattern_parts, select_tables
-from pgwarden.testing import localpg
+from pgwarden.engine.backup.backup import DumpSelection, pattern_parts, select_tables
 
 TABLES = [
     ("public", "orders", True),

@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 from backup_support import SEED_ROWS, BackupPlace, all_rows, flip_byte, run_cli
+from pgwarden_testing import localpg
 from pyrage import x25519
 
 from pgwarden.storage.manifest import read_manifest
-from pgwarden.testing import localpg
 
 
 @pytest.fixture

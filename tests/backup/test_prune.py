@@ -6,7 +6,7 @@ import json
 
 from backup_support import BackupPlace, run_cli
 
-from pgwarden.engine.backup import take_backup
+from pgwarden.engine.backup.backup import take_backup
 from pgwarden.storage.manifest import list_backups
 
 

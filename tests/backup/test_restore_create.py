@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli
+from pgwarden_testing import localpg
 from psycopg import sql
 
-from pgwarden.engine.restore import RESTORING_MARK, restoring_name
-from pgwarden.testing import localpg
+from pgwarden.engine.restore.restore import RESTORING_MARK, restoring_name
 
 CLI = "from pgwarden.cli import entrypoint; entrypoint()"
 

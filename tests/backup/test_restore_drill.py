@@ -21,10 +21,10 @@ from backup_support import (
     start_paused,
     wait_for_pause,
 )
+from pgwarden_testing import localpg
 from pyrage import x25519
 
 from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
-from pgwarden.testing import localpg
 
 
 def drill(pg: localpg.LocalPostgres, place: BackupPlace, *flags: str) -> tuple[int, dict[str, Any]]:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from backup_support import BackupPlace, run_cli
+from pgwarden_testing import localpg
 
-from pgwarden.engine.restore_locks import LockWait, overdue
-from pgwarden.testing import localpg
+from pgwarden.engine.restore.locks import LockWait, overdue
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 from backup_support import SEED_ROWS, SEED_TABLES, BackupPlace, run_cli
+from pgwarden_testing import localpg
 
 from pgwarden.storage.manifest import MANIFEST
-from pgwarden.testing import localpg
 
 
 def backup_location(url: str, place: BackupPlace) -> str:

@@ -16,11 +16,11 @@ import psycopg
 import pytest
 import zstandard
 from backup_support import BackupPlace, backup, flip_byte, run_cli, start_paused, wait_for_pause
+from pgwarden_testing import localpg
 
-from pgwarden.engine.streaming import ChunkReader
+from pgwarden.engine.backup.streaming import ChunkReader
 from pgwarden.storage import Storage
 from pgwarden.storage.manifest import MANIFEST, read_manifest, write_manifest
-from pgwarden.testing import localpg
 
 
 def pg_restore_copying(server: localpg.LocalPostgres) -> list[str]:

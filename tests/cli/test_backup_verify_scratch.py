@@ -13,8 +13,7 @@ from pathlib import Path
 
 import psycopg
 from helpers import PGWARDEN, clean_env, execute
-
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing.localpg import LocalPostgres
 
 # About 40 MB of dump: enough for the restore to pass the "restore-mid-stream" pause point (20 MB).
 BULK = """

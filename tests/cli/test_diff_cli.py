@@ -10,8 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
-from pgwarden.testing.localpg import LocalPostgres, free_port
+from pgwarden_testing.localpg import LocalPostgres, free_port
 
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 

@@ -26,8 +26,7 @@ from helpers import (
     start_pgwarden,
     table_counts,
 )
-
-from pgwarden.testing.localpg import LocalPostgres, free_port
+from pgwarden_testing.localpg import LocalPostgres, free_port
 
 DEMO_VERSIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
 DEMO_UPS = sorted(p for p in DEMO.glob("*.sql") if not p.name.endswith(".down.sql"))

@@ -10,10 +10,9 @@ from typing import Any
 
 import psycopg
 from helpers import execute, history, json_report, migrations_dir, query, run_pgwarden, table_counts
+from pgwarden_testing.localpg import LocalPostgres
 from psycopg.conninfo import conninfo_to_dict
 from pyrage import x25519
-
-from pgwarden.testing.localpg import LocalPostgres
 
 ROWS = 1000
 # Every tenth order has no note: fine for the schema, fatal for a NOT NULL added later.

@@ -18,9 +18,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from helpers import json_report, migrations_dir, run_pgwarden
-
-from pgwarden.testing import localpg, s3server
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing import localpg, s3server
+from pgwarden_testing.localpg import LocalPostgres
 
 CANARY = "Canary-9f3b!x"
 # The password as typed, percent-encoded as in a URL, and its distinctive prefix (a half-masked leak).

@@ -28,8 +28,7 @@ from chart_support import (
     local_values,
     run_build,
 )
-
-from pgwarden.testing import s3server
+from pgwarden_testing import s3server
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster

@@ -13,8 +13,7 @@ import kubernetes
 import psycopg
 import pytest
 from kubernetes.client.exceptions import ApiException
-
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing.localpg import LocalPostgres
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster

@@ -28,9 +28,8 @@ from operator_support import (
     seed,
     wait_status,
 )
-
-from pgwarden.testing import s3server
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing import s3server
+from pgwarden_testing.localpg import LocalPostgres
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster

@@ -22,8 +22,7 @@ from operator_support import (
     seed,
     wait_status,
 )
-
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing.localpg import LocalPostgres
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import history, json_report, migrations_dir, query, run_pgwarden
 from pgwarden.api.verify import Check, VerifySpec
-from pgwarden.engine.verify import refused_checks, run_check, validate_check_sql
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden.engine.migrate.verify import refused_checks, run_check, validate_check_sql
 
 MIGRATION = {
     "0001_items.sql": "CREATE TABLE items (id int PRIMARY KEY);\nINSERT INTO items VALUES (1), (2);\n"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from pgwarden.engine.counts import (
+from pgwarden.engine.postgres.counts import (
     count_rows,
     count_rows_in_transaction,
     estimate_from_statistics,
     estimate_rows,
 )
-from pgwarden.engine.errors import PgwardenError
-from pgwarden.engine.inspect import list_user_tables
+from pgwarden.engine.postgres.inspect import list_user_tables
+from pgwarden.errors import PgwardenError
 
 WEIRD = '"Mixed Case"."weird ""name"""'
 SEED = '''

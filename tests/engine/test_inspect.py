@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from pgwarden.api.schema import RowCounts, TableKind
-from pgwarden.engine.inspect import database_size, inspect_database, list_user_tables, take_snapshot
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden.engine.postgres.inspect import database_size, inspect_database, list_user_tables, take_snapshot
 
 PLAIN_TABLES = 24
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pgwarden.engine.lint import HANDLED_BY_PGWARDEN, parse_findings, squawk_arguments
+from pgwarden.engine.migrate.lint import HANDLED_BY_PGWARDEN, parse_findings, squawk_arguments
 
 OUTPUT = json.dumps(
     [

@@ -3,8 +3,8 @@ awaited, the statement that first held it, and which of them break a limit on bl
 
 from __future__ import annotations
 
-from pgwarden.engine.lock_sampling import LockFold, over_limit
-from pgwarden.engine.statements import RunningStatement
+from pgwarden.engine.migrate.lock_sampling import LockFold, over_limit
+from pgwarden.engine.migrate.statements import RunningStatement
 
 ALTER = RunningStatement(version="0002", script="0002_x.sql", line=1, text="ALTER TABLE orders ...", pid=7)
 

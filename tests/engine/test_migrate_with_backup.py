@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden_testing.localpg import LocalPostgres
 
 DEMO = Path(__file__).resolve().parents[2] / "migrations" / "demo"
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))

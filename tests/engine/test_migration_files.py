@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.engine.migration_files import (
+from pgwarden.engine.migrate.files import (
     InvalidVersion,
     MigrationFilesRefused,
     MigrationName,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pgwarden.api.policy import TransactionMode
-from pgwarden.engine.migration_files import InvalidVersion, MigrationFile, load_migrations
-from pgwarden.engine.plan import (
+from pgwarden.engine.migrate.files import InvalidVersion, MigrationFile, load_migrations
+from pgwarden.engine.migrate.plan import (
     AppliedMigration,
     DestructiveStatements,
     EditedMigration,

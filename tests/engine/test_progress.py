@@ -7,8 +7,8 @@ import itertools
 from pathlib import Path
 
 from pgwarden.api.reports import Outcome
-from pgwarden.engine.migrate import MigrateOptions, migrate
-from pgwarden.engine.progress import StatementProgress
+from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
+from pgwarden.engine.migrate.progress import StatementProgress
 
 
 def test_a_progress_line_names_the_migration_and_how_far_the_index_build_got() -> None:

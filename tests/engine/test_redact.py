@@ -1,4 +1,4 @@
-"""`pgwarden.engine.redact`: passwords in URLs, `password=` keywords and every registered secret are masked,
+"""`pgwarden.redact`: passwords in URLs, `password=` keywords and every registered secret are masked,
 in plain text and inside nested reports, and nothing else is touched."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgwarden.engine import redact as redaction
-from pgwarden.engine.redact import (
+from pgwarden import redact as redaction
+from pgwarden.redact import (
     MASK,
     redact,
     redact_obj,

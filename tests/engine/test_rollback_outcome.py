@@ -4,7 +4,7 @@ import pytest
 
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import Outcome, RollbackOutcome
-from pgwarden.engine import rollback
+from pgwarden.engine.migrate import rollback
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@ import json
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from pgwarden.api.reports import Difference
 from pgwarden.api.schema import Column, Index, SchemaSnapshot, Table, View
-from pgwarden.engine.inspect import snapshot_database
-from pgwarden.engine.schema_diff import (
+from pgwarden.engine.postgres.inspect import snapshot_database
+from pgwarden.engine.postgres.schema_diff import (
     diff_snapshots,
     fingerprint,
     qualified_name,
@@ -18,7 +19,6 @@ from pgwarden.engine.schema_diff import (
     snapshot_from_json,
     snapshot_to_json,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 DDL = """
 CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL UNIQUE);

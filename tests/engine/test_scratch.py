@@ -13,10 +13,10 @@ import time
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
-from pgwarden.engine.drill import DRILL_MARK
-from pgwarden.engine.scratch import scratch_database, scratch_key
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden.engine.postgres.scratch import scratch_database, scratch_key
+from pgwarden.engine.restore.drill import DRILL_MARK
 
 
 def exists(pg: LocalPostgres, name: str) -> bool:
@@ -47,7 +47,7 @@ def test_a_scratch_database_exists_inside_the_block_and_is_dropped_after_it(pg: 
 
 OWNER = """
 import sys, time
-from pgwarden.engine.scratch import scratch_database
+from pgwarden.engine.postgres.scratch import scratch_database
 with scratch_database(sys.argv[1], sys.argv[2]):
     print("created", flush=True)
     time.sleep(600)
@@ -92,7 +92,7 @@ def test_a_sweep_never_drops_a_scratch_database_whose_owner_is_alive(pg: LocalPo
 
 
 def test_an_abandoned_drill_database_is_swept_and_a_live_one_is_not(pg: LocalPostgres) -> None:
-    abandoned = f"shop{DRILL_MARK}dead01"  # as engine.drill names them: <database>_pgw_drill_<random>
+    abandoned = f"shop{DRILL_MARK}dead01"  # as engine.restore.drill names them: <database>_pgw_drill_<random>
     live = f"shop{DRILL_MARK}live01"
     with psycopg.connect(pg.url(), autocommit=True) as holder:
         holder.execute(f"CREATE DATABASE {abandoned}")  # a drill whose Pod was killed, guardian included

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgwarden.engine.sqlscript import (
+from pgwarden.engine.migrate.sqlscript import (
     Directives,
     ScriptSyntaxError,
     UnknownDirective,

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 
 from pgwarden.api.verify import Check
-from pgwarden.engine.verify import run_check
+from pgwarden.engine.migrate.verify import run_check
 
 
 @pytest.mark.parametrize(

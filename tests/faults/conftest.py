@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pgwarden_testing import localpg
 
 from faults import Injector, canary_password, private_postgres
-from pgwarden.testing import localpg
 
 
 @pytest.fixture(scope="session")

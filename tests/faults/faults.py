@@ -24,15 +24,15 @@ from typing import IO, Any, LiteralString
 
 import psycopg
 import pytest
+from pgwarden_testing import localpg, s3server
 from psycopg import sql
 
 from cli.helpers import PGWARDEN, clean_env, json_report, run_pgwarden
-from pgwarden.engine.locking import lock_key
+from pgwarden.engine.migrate.locking import lock_key
 from pgwarden.storage import Storage
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import MANIFEST
 from pgwarden.storage.s3 import S3Storage
-from pgwarden.testing import localpg, s3server
 
 __all__ = [
     "FAULT_PROPERTY",

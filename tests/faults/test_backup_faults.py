@@ -19,6 +19,8 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
+from pgwarden_testing import s3server
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import clone_database, execute, table_counts
 from faults import (
@@ -43,8 +45,6 @@ from faults import (
     set_statement_timeout,
     wait_sessions_gone,
 )
-from pgwarden.testing import s3server
-from pgwarden.testing.localpg import LocalPostgres
 
 SESSIONS = ("pgwarden", "pg_dump")
 

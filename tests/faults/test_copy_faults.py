@@ -13,6 +13,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import execute, table_counts
 from faults import (
@@ -31,7 +32,6 @@ from faults import (
     run_pgwarden,
     s3_place,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import execute, table_counts
 from faults import (
@@ -39,7 +40,6 @@ from faults import (
     s3_place,
 )
 from pgwarden.storage.manifest import read_manifest
-from pgwarden.testing.localpg import LocalPostgres
 
 
 @pytest.fixture(scope="module")

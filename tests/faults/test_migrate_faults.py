@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import clone_database, history, migrations_dir, run_pgwarden, table_counts
 from faults import (
@@ -38,7 +39,6 @@ from faults import (
     restart_postgres,
     wait_sessions_gone,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 ROWS = 1000
 # `audit` has no index and no default, so a lock on it holds up counting only: reading the schema locks

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import psycopg
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import history, migrations_dir, run_pgwarden
 from faults import GRACE, Injector, Pgwarden, assert_no_secret, json_report
-from pgwarden.testing.localpg import LocalPostgres
 
 BASE = {"0001_orders.sql": "CREATE TABLE orders (id int PRIMARY KEY);\nINSERT INTO orders VALUES (1), (2);\n"}
 PROGRESS_QUERY = "pg_stat_progress_create_index"

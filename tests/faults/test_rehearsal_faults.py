@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import clone_database, history, migrations_dir, table_counts
 from faults import (
@@ -26,7 +27,6 @@ from faults import (
     json_report,
     run_pgwarden,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 BASE = {
     "0001_orders.sql": "CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);\n"

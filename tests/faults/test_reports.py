@@ -14,11 +14,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import json_report, migrations_dir, run_pgwarden
-from pgwarden.engine.pgerror import describe_error, hide_values_in_detail, hide_values_in_primary
-from pgwarden.job import compact
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden.engine.postgres.pgerror import describe_error, hide_values_in_detail, hide_values_in_primary
+from pgwarden.job.runner import compact
 
 LIMIT = 4096
 Report = dict[str, Any]

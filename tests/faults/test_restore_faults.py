@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing import s3server
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import clone_database, execute, table_counts
 from faults import (
@@ -38,8 +40,6 @@ from faults import (
     set_statement_timeout,
     wait_sessions_gone,
 )
-from pgwarden.testing import s3server
-from pgwarden.testing.localpg import LocalPostgres
 
 
 @dataclass(frozen=True)

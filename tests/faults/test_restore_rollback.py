@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 from psycopg import sql
 
 from cli.helpers import (
@@ -33,11 +34,10 @@ from cli.helpers import (
 )
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import RollbackOutcome
-from pgwarden.engine.databases import split_list_setting
-from pgwarden.engine.errors import BadInput
-from pgwarden.engine.restore_privileges import RoleFacts, missing_for_restore
-from pgwarden.engine.safety_net import BackupSafetyNet, names_for
-from pgwarden.testing.localpg import LocalPostgres
+from pgwarden.engine.postgres.databases import split_list_setting
+from pgwarden.engine.restore.privileges import RoleFacts, missing_for_restore
+from pgwarden.engine.restore.safety_net import BackupSafetyNet, names_for
+from pgwarden.errors import BadInput
 
 # Commits outside a transaction (demo 0005 builds an index CONCURRENTLY), then this one fails.
 FAILING = """CREATE TABLE shop.extra (id int);

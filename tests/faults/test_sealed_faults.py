@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 from pyrage import x25519
 
 from cli.helpers import execute, table_counts
@@ -21,7 +22,6 @@ from faults import (
     json_report,
     run_pgwarden,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 SEED = """
 CREATE TABLE orders (id int PRIMARY KEY, total numeric NOT NULL);

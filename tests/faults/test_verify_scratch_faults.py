@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from cli.helpers import clone_database, execute, table_counts
 from faults import (
@@ -22,7 +23,6 @@ from faults import (
     json_report,
     run_pgwarden,
 )
-from pgwarden.testing.localpg import LocalPostgres
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgwarden_testing.localpg import LocalPostgres
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import TERMINATION_LOG_ENV
-from pgwarden.engine.backup import take_backup
+from pgwarden.engine.backup.backup import take_backup
 from pgwarden.operator import restores
 from pgwarden.operator.jobs import JobSettings, backup_job, restore_job
 from pgwarden.operator.resources import typed
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
-from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))

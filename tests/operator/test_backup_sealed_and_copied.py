@@ -12,20 +12,20 @@ from typing import Any
 import psycopg
 import pytest
 from operator_runs import NOW, job
+from pgwarden_testing.localpg import LocalPostgres
+from pgwarden_testing.s3server import S3Server
 from pyrage import x25519
 from test_job_runner import SETTINGS, Ran, assert_no_secret, run_job
 
-from pgwarden import pod_inputs
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import AGE_RECIPIENTS_ENV, IDENTITY_DIR, copy_env
-from pgwarden.engine.errors import BadInput
+from pgwarden.errors import BadInput
+from pgwarden.job import pod_inputs
 from pgwarden.operator import backups, restores
 from pgwarden.operator.jobs import backup_job, restore_job
 from pgwarden.operator.observe import observe
 from pgwarden.operator.resources import read
-from pgwarden.testing.localpg import LocalPostgres
-from pgwarden.testing.s3server import S3Server
 
 Obj = dict[str, Any]
 KEYS = Path(__file__).name

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from operator_runs import NOW, job
+from pgwarden_testing.localpg import LocalPostgres
 from pyrage import x25519
 from test_backup_sealed_and_copied import mounted
 from test_job_runner import SETTINGS, Ran, assert_no_secret, run_job
@@ -22,7 +23,6 @@ from pgwarden.operator.drills import drill_cronjob
 from pgwarden.operator.jobs import backup_job
 from pgwarden.operator.observe import observe
 from pgwarden.operator.resources import read
-from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]
 

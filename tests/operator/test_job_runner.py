@@ -18,17 +18,17 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from operator_runs import NOW, job, written
+from pgwarden_testing.localpg import LocalPostgres
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.api.task import TERMINATION_LOG_ENV, RestoreSource
-from pgwarden.job import compact
+from pgwarden.job.runner import compact
 from pgwarden.operator import backups, migrations, restores
 from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
 from pgwarden.operator.observe import observe
 from pgwarden.operator.resources import read
-from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))

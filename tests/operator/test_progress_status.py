@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from operator_runs import MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod, written
 
-from pgwarden import job as job_runner
 from pgwarden.api.migration import DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.progress import PREFIX, MigrationProgress, last_progress, parse_line, progress_line
-from pgwarden.engine.progress import StatementProgress
+from pgwarden.engine.migrate.progress import StatementProgress
+from pgwarden.job import runner as job_runner
 from pgwarden.operator import handlers, migrations
 from pgwarden.operator.deadlines import Deadlines
 from pgwarden.operator.jobs import JobSettings

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from operator_runs import NOW, job, written
+from pgwarden_testing.localpg import LocalPostgres
 from pyrage import x25519
 from test_backup_sealed_and_copied import mounted
 from test_job_runner import SETTINGS, assert_no_secret, inline_migration, run_job
@@ -19,7 +20,6 @@ from pgwarden.operator import backups, migrations
 from pgwarden.operator.jobs import backup_job, migration_job
 from pgwarden.operator.observe import observe
 from pgwarden.operator.resources import read
-from pgwarden.testing.localpg import LocalPostgres
 
 Obj = dict[str, Any]
 

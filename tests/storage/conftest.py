@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pgwarden_testing import s3server
 
 from pgwarden.storage import Storage
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.location import S3Location, s3_client
 from pgwarden.storage.s3 import S3Storage
-from pgwarden.testing import s3server
 
 
 def s3_storage(server: s3server.S3Server, prefix: str = "backups") -> S3Storage:

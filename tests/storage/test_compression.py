@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pgwarden.engine.compression import compressor, decompressor, parse_compression
+from pgwarden.engine.backup.compression import compressor, decompressor, parse_compression
 
 DATA = os.urandom(300_000) + b"pgwarden " * 200_000
 

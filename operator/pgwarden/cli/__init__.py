@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 from pgwarden import __version__
 from pgwarden.cli.output import configure_logging, print_failure
-from pgwarden.engine.errors import PgwardenError, Terminated
-from pgwarden.engine.pgerror import describe_error
-from pgwarden.engine.redact import redact, register_environment, register_url
+from pgwarden.engine.postgres.pgerror import describe_error
+from pgwarden.errors import PgwardenError, Terminated
+from pgwarden.redact import redact, register_environment, register_url
 
 # Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
 COMMANDS = (

@@ -8,9 +8,9 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
-from pgwarden.engine.backup import FORMATS, DumpSelection, take_backup
-from pgwarden.engine.compression import DEFAULT_COMPRESSION
-from pgwarden.engine.encryption import load_identities
+from pgwarden.engine.backup.backup import FORMATS, DumpSelection, take_backup
+from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
+from pgwarden.engine.backup.encryption import load_identities
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

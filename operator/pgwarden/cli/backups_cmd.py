@@ -6,8 +6,8 @@ import argparse
 
 from pgwarden.cli.inspect_cmd import human_size
 from pgwarden.cli.output import add_json_flag, print_json, print_text, table
-from pgwarden.engine.errors import BadInput, PgwardenError
-from pgwarden.engine.restore import register_storage_secrets
+from pgwarden.engine.restore.restore import register_storage_secrets
+from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import InvalidLocation, Storage, StorageError, open_storage
 from pgwarden.storage.listing import BackupListReport, list_report
 

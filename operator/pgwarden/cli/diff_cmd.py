@@ -6,10 +6,10 @@ import argparse
 
 from pgwarden.api.schema import DiffReport
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, table
-from pgwarden.engine.connect import describe, resolve_url
-from pgwarden.engine.errors import BadInput
-from pgwarden.engine.inspect import snapshot_database
-from pgwarden.engine.schema_diff import diff_snapshots, fingerprint
+from pgwarden.engine.postgres.connect import describe, resolve_url
+from pgwarden.engine.postgres.inspect import snapshot_database
+from pgwarden.engine.postgres.schema_diff import diff_snapshots, fingerprint
+from pgwarden.errors import BadInput
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,6 +19,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgwarden.job import run as run_job
+    from pgwarden.job.runner import run as run_job
 
     return run_job(args.kind)

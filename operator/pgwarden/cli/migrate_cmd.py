@@ -14,11 +14,11 @@ from pgwarden.api.rehearsal import Rehearsal
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.verify import VerifySpec
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
-from pgwarden.engine.connect import resolve_url
-from pgwarden.engine.encryption import load_identities
-from pgwarden.engine.errors import BadInput
-from pgwarden.engine.migrate import MigrateOptions, migrate
-from pgwarden.engine.rehearsal import RehearsalOptions
+from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
+from pgwarden.engine.migrate.rehearsal import RehearsalOptions
+from pgwarden.engine.postgres.connect import resolve_url
+from pgwarden.errors import BadInput
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,7 +109,7 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         raise BadInput("--rollback restore needs --backup-to URI: there is nothing to restore from otherwise")
     safety_net = None
     if args.backup_to:
-        from pgwarden.engine.safety_net import BackupSafetyNet
+        from pgwarden.engine.restore.safety_net import BackupSafetyNet
 
         safety_net = BackupSafetyNet(args.database_url_resolved, args.backup_to, progress=progress)
     return MigrateOptions(

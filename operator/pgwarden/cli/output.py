@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from pgwarden.api.base import ApiModel
-from pgwarden.engine.redact import redact, redact_obj
+from pgwarden.redact import redact, redact_obj
 
 
 class RedactingFormatter(logging.Formatter):

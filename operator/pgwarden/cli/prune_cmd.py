@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_json_flag, print_json, print_text
-from pgwarden.engine.errors import BadInput, PgwardenError
+from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, StorageError
 from pgwarden.storage.listing import PruneReport, prune_report
 from pgwarden.storage.manifest import prune

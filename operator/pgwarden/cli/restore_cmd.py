@@ -10,9 +10,9 @@ from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
-from pgwarden.engine.encryption import load_identities
-from pgwarden.engine.errors import BadInput, PgwardenError
-from pgwarden.engine.restore import restore_backup
+from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.restore.restore import restore_backup
+from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
 
 

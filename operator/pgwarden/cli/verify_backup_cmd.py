@@ -8,8 +8,8 @@ import argparse
 from pgwarden.api.drill import DrillReport
 from pgwarden.cli.backups_cmd import add_owner_arg
 from pgwarden.cli.output import add_json_flag, print_json, print_text, progress, table
-from pgwarden.engine.drill import run_drill
-from pgwarden.engine.encryption import load_identities
+from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.restore.drill import run_drill
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,1 @@
+"""Restoring a backup: restore, privileges, restore drills, the safety net and its swap."""

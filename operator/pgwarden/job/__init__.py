@@ -1,0 +1,1 @@
+"""The in-Pod runner: the task in, the engine, the compact report out."""

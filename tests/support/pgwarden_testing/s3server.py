@@ -1,0 +1,188 @@
+"""A throwaway S3-compatible server for tests and the local harness: MinIO built from its Go module.
+
+`hack/build-minio.sh` builds it once per machine (cached under ~/.cache/pgwarden); each server gets a free
+port on 127.0.0.1, a temporary data directory and random root credentials. PGWARDEN_MINIO_BIN names a
+prebuilt binary instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgwarden_testing.localpg import free_port
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "hack" / "build-minio.sh"
+REGION = "us-east-1"
+
+
+class S3ServerUnavailable(RuntimeError):
+    """No S3-compatible server could be built or started; the message says why and what to install."""
+
+
+def minio_binary() -> Path:
+    """The MinIO server binary: PGWARDEN_MINIO_BIN, or the cached build (building it on first use)."""
+    forced = os.environ.get("PGWARDEN_MINIO_BIN")
+    if forced:
+        return Path(forced)
+    if not BUILD_SCRIPT.exists():
+        raise S3ServerUnavailable(f"{BUILD_SCRIPT} is missing; set PGWARDEN_MINIO_BIN to a minio binary")
+    built = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise S3ServerUnavailable(f"building MinIO failed:\n{built.stderr[-3000:]}")
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class S3Server:
+    """A running server; `env()` gives the AWS_* variables a client (or pgwarden) needs."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    address: str = "127.0.0.1"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": REGION,
+        }
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=REGION,
+            config=Config(
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def create_bucket(self, name: str | None = None) -> str:
+        name = name or f"t-{secrets.token_hex(5)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def serve_pods(self, address: str, timeout: float = 60) -> None:
+        """Listen on `address` (the Pod bridge's own address) instead of 127.0.0.1, same port and data.
+
+        MinIO listens on one address; the bridge's is reachable from this machine too, so the endpoint
+        (for tests and Pods alike) becomes http://<address>:<port>.
+        """
+        if self.address == address:
+            return
+        self.stop()
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.process = _launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.address, self.endpoint = address, f"http://{address}:{port}"
+        _wait_ready(self, timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _wait_ready(server: S3Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        url = f"{server.endpoint}/minio/health/ready"
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.2)
+    server.stop()
+    raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
+
+
+def _launch(
+    access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": access_key,
+        "MINIO_ROOT_PASSWORD": secret_key,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+        "MINIO_CI_CD": "1",
+        "HOME": str(data_dir.parent),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                str(minio_binary()),
+                "server",
+                "--quiet",
+                "--address",
+                f"{address}:{port}",
+                "--console-address",
+                f"{address}:{free_port()}",
+                str(data_dir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
+    """Start MinIO on a free port of `address` with a temporary data directory and random credentials."""
+    root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
+    data_dir = root / "data"
+    data_dir.mkdir()
+    log = root / "minio.log"
+    port = free_port()
+    access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+    process = _launch(access_key, secret_key, data_dir, log, address, port)
+    server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
+    _wait_ready(server, timeout)
+    return server
+
+
+@contextlib.contextmanager
+def running() -> Iterator[S3Server]:
+    """A server for the duration of a `with` block, its data removed afterwards."""
+    server = start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
