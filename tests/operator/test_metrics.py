@@ -105,6 +105,8 @@ def test_a_scheduled_backup_reports_its_limits_size_last_backup_and_failed_drill
     assert sample("pgwarden_last_run_succeeded", kind="drill", **who) == 0
     assert sample("pgwarden_last_run_duration_seconds", kind="drill", **who) == 7.25
     assert sample("pgwarden_resource_phase", kind="DatabaseBackup", phase="Scheduled", **who) == 1
+    created = datetime(2025, 3, 1, 11, 0, tzinfo=UTC).timestamp()  # the test resource's creationTimestamp
+    assert sample("pgwarden_resource_created_timestamp_seconds", kind="DatabaseBackup", **who) == created
 
     metrics.forget("DatabaseBackup", "shop", "shop-nightly")
     for name in ("pgwarden_backup_stale_after_seconds", "pgwarden_backup_last_success_timestamp_seconds"):
@@ -190,6 +192,11 @@ def test_the_leader_gauge_asks_the_elector_when_scraped() -> None:
     assert sample("pgwarden_operator_leader") == 0
     leading[0] = True
     assert sample("pgwarden_operator_leader") == 1
+
+
+def test_every_kind_and_outcome_of_runs_starts_at_zero_so_the_first_failure_counts_in_increase() -> None:
+    for kind, outcome in (("migrate", "RolledBack"), ("backup", "Failed"), ("drill", "Failed")):
+        assert sample("pgwarden_runs_total", kind=kind, outcome=outcome) is not None
 
 
 def test_the_process_is_described_for_the_operators_health() -> None:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.common import ResourceStatus
 from pgwarden.operator import backups, drills
+from pgwarden.operator.observe import parse_time
 from pgwarden.operator.resource_metrics import Limits, ResourceSeries, RunningJobs, state_of
 from pgwarden.operator.resources import typed
 from pgwarden.operator.status import Finished
@@ -77,6 +78,16 @@ VERIFIED_RESTORE_SECONDS = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+# Every kind and outcome starts at 0, so the first failure after a start counts in increase() (a series that
+# appears at 1 would not).
+for _kind, _outcomes in {
+    "migrate": ("Succeeded", "Failed", "RolledBack", "Cancelled"),
+    "backup": ("Succeeded", "Failed"),
+    "drill": ("Succeeded", "Failed"),
+    "restore": ("Succeeded", "Failed", "Cancelled"),
+}.items():
+    for _outcome in _outcomes:
+        RUNS.labels(_kind, _outcome)
 ROLLBACKS = Counter(
     "pgwarden_rollbacks_total",
     "Rollbacks after failed migrations, by outcome.",
@@ -136,7 +147,9 @@ def observe(body: Mapping[str, Any], status: ResourceStatus, now: datetime) -> N
         observe_last_backup(namespace, name, last.timestamp() if last else None)
         observe_verified(namespace, name, status)
         limits = backup_limits(body, now)
-    RESOURCES.set((kind, namespace, name), state_of(kind, status, limits))
+    created = parse_time(meta.get("creationTimestamp"))
+    state = state_of(kind, status, limits, created.timestamp() if created else None)
+    RESOURCES.set((kind, namespace, name), state)
 
 
 def backup_limits(body: Mapping[str, Any], now: datetime) -> Limits:

@@ -52,9 +52,12 @@ class ResourceState:
     runs: tuple[LastRun, ...] = ()
     limits: Limits = Limits()
     size_bytes: int | None = None
+    created: float | None = None
 
 
-def state_of(kind: str, status: ResourceStatus, limits: Limits = Limits()) -> ResourceState:
+def state_of(
+    kind: str, status: ResourceStatus, limits: Limits = Limits(), created: float | None = None
+) -> ResourceState:
     """The state a status shows: its phase and conditions, its newest finished runs, the backup's size."""
     phase = getattr(status, "phase", None)
     conditions = tuple((c.type, str(c.status)) for c in status.conditions)
@@ -76,6 +79,7 @@ def state_of(kind: str, status: ResourceStatus, limits: Limits = Limits()) -> Re
         runs=tuple(runs),
         limits=limits,
         size_bytes=size,
+        created=created,
     )
 
 
@@ -140,7 +144,14 @@ class ResourceSeries(Collector):
             "Size of the newest complete backup of each DatabaseBackup as stored (compressed).",
             ["namespace", "name"],
         )
+        created = _gauge(
+            "pgwarden_resource_created_timestamp_seconds",
+            "Unix time each resource was created (what an age counts from while it has no result yet).",
+            ["kind", "namespace", "name"],
+        )
         for (kind, namespace, name), state in states:
+            if state.created is not None:
+                created.add_metric([kind, namespace, name], state.created)
             if state.phase:
                 phase.add_metric([kind, namespace, name, state.phase], 1)
             for type_, status in state.conditions:
@@ -155,7 +166,7 @@ class ResourceSeries(Collector):
                 verify_stale.add_metric([namespace, name], state.limits.verify_stale_after_seconds)
             if state.size_bytes is not None:
                 size.add_metric([namespace, name], state.size_bytes)
-        yield from (phase, condition, succeeded, duration, stale, verify_stale, size)
+        yield from (created, phase, condition, succeeded, duration, stale, verify_stale, size)
 
 
 def job_kind(job: Mapping[str, Any]) -> str:
