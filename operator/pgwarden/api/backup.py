@@ -346,7 +346,8 @@ class LastBackup(BackupInfo):
     """The newest complete backup: where it is, how big, what it holds."""
 
     size: str | None = Field(
-        default=None, description="sizeBytes as people read it (IEC units, e.g. 3.1 KiB): kubectl get shows it."
+        default=None,
+        description="sizeBytes as people read it (IEC units, e.g. 3.1 KiB): kubectl get shows it.",
     )
     tables: int | None = Field(default=None, description="Number of user tables in the backup.")
     rows: int | None = Field(default=None, description="Number of rows in those tables.")
