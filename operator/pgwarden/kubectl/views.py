@@ -28,8 +28,8 @@ def human_age(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "-"
     seconds = max(int((now - moment).total_seconds()), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size * (2 if unit != "m" else 1):
+    for unit, size, from_ in (("d", 86400, 2 * 86400), ("h", 3600, 3600), ("m", 60, 60)):
+        if seconds >= from_:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
