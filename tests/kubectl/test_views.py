@@ -157,6 +157,7 @@ def test_history_lists_a_backups_runs_and_its_drill() -> None:
                     "durationSeconds": 2,
                 },
                 {"job": "b1", "outcome": "Succeeded", "completedAt": at(hours=25), "sizeBytes": 3140},
+                {"job": "b0", "outcome": "Succeeded", "sizeBytes": 3140, "message": "backup x: 3.1 KiB"},
             ],
             "lastVerifiedBackup": {
                 "job": "d1",
@@ -169,6 +170,7 @@ def test_history_lists_a_backups_runs_and_its_drill() -> None:
     assert views.runs_of(backup, NOW) == [
         ["backup b2", "Failed", "1h ago", "2s", "boom"],
         ["backup b1", "Succeeded", "25h ago", "-", "3.1 KiB"],
+        ["backup b0", "Succeeded", "-", "-", "backup x: 3.1 KiB"],
         ["drill d1", "Succeeded", "2h ago", "4.5s", ""],
     ]
 

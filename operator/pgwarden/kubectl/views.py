@@ -243,8 +243,7 @@ def runs_of(resource: Obj, now: datetime) -> list[list[str]]:
 
 def _run(job: str, outcome: object, when: object, run: Obj, extra: str, now: datetime) -> list[str]:
     duration = run.get("durationSeconds")
-    message = str(run.get("message") or "")
-    detail = " ".join(part for part in (extra, message) if part)
+    detail = str(run.get("message") or extra)  # a backup's message names its size already
     return [
         job,
         str(outcome or "-"),
