@@ -170,7 +170,7 @@ def test_short_names() -> None:
     ("kind", "columns"),
     [
         ("DatabaseMigration", ["Version", "Phase", "Tables", "Rows", "Rollback", "Age"]),
-        ("DatabaseBackup", ["Schedule", "Last Backup", "Size", "Tables", "Rows", "Phase", "Age"]),
+        ("DatabaseBackup", ["Schedule", "Last Backup", "Size", "Tables", "Rows", "Phase", "Verified", "Age"]),
         ("DatabaseRestore", ["Phase", "Source", "Tables", "Rows", "Matches", "Age"]),
     ],
 )

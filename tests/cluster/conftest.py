@@ -52,6 +52,7 @@ BUILDS = (
     ("build-k8s.sh",),
     ("build-k8s.sh", "--node"),
     ("build-helm.sh",),
+    ("build-prometheus.sh",),
     ("build-image.sh",),
     ("build-pause.sh",),
 )

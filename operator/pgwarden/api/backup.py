@@ -345,6 +345,10 @@ class CopyStatus(ApiModel):
 class LastBackup(BackupInfo):
     """The newest complete backup: where it is, how big, what it holds."""
 
+    size: str | None = Field(
+        default=None,
+        description="sizeBytes as people read it (IEC units, e.g. 3.1 KiB): kubectl get shows it.",
+    )
     tables: int | None = Field(default=None, description="Number of user tables in the backup.")
     rows: int | None = Field(default=None, description="Number of rows in those tables.")
     started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")

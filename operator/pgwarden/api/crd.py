@@ -158,10 +158,11 @@ KINDS: tuple[ResourceKind, ...] = (
             Column(
                 "Last Backup", "date", ".status.lastBackup.completedAt", "When the newest backup completed."
             ),
-            Column("Size", "integer", ".status.lastBackup.sizeBytes", "Size of the newest backup in bytes."),
+            Column("Size", "string", ".status.lastBackup.size", "Size of the newest backup (IEC units)."),
             Column("Tables", "integer", ".status.lastBackup.tables", "User tables in the newest backup."),
             Column("Rows", "integer", ".status.lastBackup.rows", "Rows in the newest backup."),
             Column("Phase", "string", ".status.phase", "Where the backup stands."),
+            Column("Verified", "date", ".status.lastVerifiedTime", "When a restore drill last succeeded."),
             AGE,
             Column("Backup", "string", ".status.lastBackup.id", "Id of the newest backup.", priority=1),
             Column("Message", "string", ".status.message", "Summary or error.", priority=1),

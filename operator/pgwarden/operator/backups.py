@@ -120,6 +120,8 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
     for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds", "encryption"):
         if report.get(key) is not None:
             result[key] = report[key]
+    if isinstance(result.get("sizeBytes"), int):
+        result["size"] = human_size(result["sizeBytes"])
     copies = [item for item in report.get("copies") or [] if isinstance(item, dict)]
     if copies:
         result["copies"] = [

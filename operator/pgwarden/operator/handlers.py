@@ -23,7 +23,7 @@ import kopf
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS
 from pgwarden.api.migration import MigrationPhase
-from pgwarden.operator import naming, progress
+from pgwarden.operator import metrics, naming, progress
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
@@ -164,6 +164,7 @@ def _context(memo: kopf.Memo, indexes: dict[str, Any]) -> Context:
     context: Context = memo.context
     if context.cache is None:
         context.cache = Cache(jobs=indexes["pgwarden_jobs"], cronjobs=indexes["pgwarden_cronjobs"])
+        metrics.count_running_jobs(context.cache.jobs)
     if context.kopf_context is None:
         # For reconciles the deadlines start: kopf.event needs kopf's context. Kept on the shared Context,
         # not the memo: each resource's handlers get their own shallow copy of the memo.

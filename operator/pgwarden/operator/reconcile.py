@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
+from pgwarden.api.backup import BackupRun, DatabaseBackup
 from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.operator import approval, backups, drills, metrics, migrations, naming, rehearsals, restores
@@ -69,8 +69,7 @@ def forget(kind: str, namespace: str, name: str, deadlines: Deadlines | None = N
         lock = _locks.get(key)
         if lock is not None and not lock.locked():
             del _locks[key]
-    if kind == "DatabaseBackup":
-        metrics.forget(namespace, name)
+    metrics.forget(kind, namespace, name)
 
 
 def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
@@ -326,10 +325,7 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) 
         ctx.post_event(body, event)
     for finished in decision.finished:
         metrics.record(namespace, name, finished)
-    if isinstance(decision.status, DatabaseBackupStatus):
-        last = decision.status.last_successful_time
-        metrics.observe_last_backup(namespace, name, last.timestamp() if last else None)
-        metrics.observe_verified(namespace, name, decision.status)
+    metrics.observe(body, decision.status, now)
     if ctx.deadlines is not None:
         ctx.deadlines.set(
             (kind, namespace, name), next_look(new.get("phase"), decision.deadline, now, ctx.poll_seconds)
