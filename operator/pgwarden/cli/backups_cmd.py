@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.cli.inspect_cmd import human_size
-from pgwarden.cli.output import add_json_flag, print_json, print_text, table
-from pgwarden.engine.restore.restore import register_storage_secrets
+from pgwarden.cli.output import add_json_flag, table
 from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.redact import register_environment
 from pgwarden.storage import InvalidLocation, Storage, StorageError, open_storage
 from pgwarden.storage.listing import BackupListReport, list_report
+from pgwarden.streams import print_json, print_text
 
 OLD_MANIFEST_MARK = "*"
 
@@ -35,7 +36,7 @@ def add_owner_arg(parser: argparse._ActionsContainer, help: str) -> None:
 
 def open_location(uri: str) -> Storage:
     """Storage for a command-line URI: a malformed one is bad input (exit 2)."""
-    register_storage_secrets()
+    register_environment()
     try:
         return open_storage(uri)
     except InvalidLocation as exc:

@@ -10,15 +10,15 @@ from pydantic import ValidationError
 
 from pgwarden.api.common import parse_duration
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import MigrationReport, Outcome
+from pgwarden.api.reports import MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.errors import BadInput
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

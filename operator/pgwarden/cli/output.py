@@ -1,15 +1,16 @@
-"""Everything the command line prints: JSON reports on stdout, human text and logs on stderr, all redacted."""
+"""The command line's own printing: logs and failures on stderr, tables, the flags every command shares.
+
+Reports and progress lines are `pgwarden.streams`, shared with the in-Pod runner."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from pgwarden.api.base import ApiModel
-from pgwarden.redact import redact, redact_obj
+from pgwarden.redact import redact
+from pgwarden.streams import print_json
 
 
 class RedactingFormatter(logging.Formatter):
@@ -26,22 +27,6 @@ def configure_logging(*, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("pgwarden").setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def print_json(report: ApiModel | dict[str, object]) -> None:
-    """Print one report as a single JSON line on stdout."""
-    data = report.to_json_dict() if isinstance(report, ApiModel) else report
-    print(json.dumps(redact_obj(data), default=str))
-
-
-def print_text(lines: Iterable[str]) -> None:
-    for line in lines:
-        print(redact(line))
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr, for long runs."""
-    print(redact(message), file=sys.stderr, flush=True)
 
 
 def print_failure(args: argparse.Namespace, message: str) -> None:

@@ -6,12 +6,13 @@ import argparse
 from datetime import UTC, datetime
 
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_json_flag, print_json, print_text
+from pgwarden.cli.output import add_json_flag
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, StorageError
 from pgwarden.storage.listing import PruneReport, prune_report
 from pgwarden.storage.manifest import prune
 from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, parse_duration
+from pgwarden.streams import print_json, print_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,11 +9,12 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -37,8 +37,8 @@ from pgwarden.api.task import (
     Task,
     backup_scope,
 )
-from pgwarden.cli.output import print_json, progress
-from pgwarden.engine.backup.backup import DumpSelection, take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
 from pgwarden.engine.migrate.progress import StatementProgress
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
@@ -47,6 +47,7 @@ from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
+from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
@@ -54,6 +55,7 @@ from pgwarden.redact import redact, redact_obj, register_environment, register_s
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
 from pgwarden.storage.manifest import MANIFEST, prune
 from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.streams import print_json, progress
 
 log = logging.getLogger("pgwarden.job.runner")
 Report = dict[str, Any]
@@ -271,21 +273,19 @@ def run_backup(task: Task, url: str) -> Report:
     root = storage_uri(spec.storage)
     location = _under(root, scope.path)
     copies = [copy_storage(index, spec).child(scope.path) for index in range(len(spec.copies))]
-    backup = take_backup(
-        url,
-        location,
+    options = BackupOptions(
         format=str(spec.format),
         compression=spec.compression,
         jobs=spec.parallel_jobs,
-        verify=spec.verify.restore,
+        verify=verify_backup if spec.verify.restore else None,
         selection=_selection(spec.include, spec.exclude),
         owner=scope.owner,
         lock_wait_timeout=spec.lock_wait_timeout,
         encrypt_to=recipients(spec),
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
-        progress=progress,
     )
+    backup = take_backup(url, location, options, progress)
     report: Report = backup.to_json_dict()
     warnings: list[str] = []
     report["warnings"] = warnings

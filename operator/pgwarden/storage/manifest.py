@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.encryption import Sealing
+from pgwarden.api.reports import BackupInfo
 from pgwarden.storage.base import ObjectNotFound, PendingWrite, Storage, StorageError
 from pgwarden.storage.ownership import OwnerNotChosen, check_owner, choose_latest, group_by_owner, owner_of
 from pgwarden.storage.retention import (
@@ -112,6 +113,17 @@ class BackupManifest(ApiModel):
 def write_manifest(backup: Storage, manifest: BackupManifest) -> None:
     """Write the manifest of a backup whose dump is already stored (this is what makes it exist)."""
     backup.put_bytes(MANIFEST, json.dumps(manifest.to_json_dict(), indent=2).encode() + b"\n")
+
+
+def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
+    """The stored backup as a report names it: its id, location, size, checksum and whether it was verified."""
+    return BackupInfo(
+        id=manifest.id,
+        location=backup.uri(),
+        size_bytes=manifest.size_bytes,
+        sha256=manifest.sha256,
+        verified=manifest.verified,
+    )
 
 
 def read_manifest(backup: Storage) -> BackupManifest:

@@ -21,8 +21,15 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, RollbackResult
+from pgwarden.api.reports import (
+    BackupInfo,
+    ErrorInfo,
+    LockRetry,
+    MigrationReport,
+    Outcome,
+    Rehearsal,
+    RollbackResult,
+)
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, rollback, verify
 from pgwarden.engine.migrate.failures import as_run_failure

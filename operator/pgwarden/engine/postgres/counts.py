@@ -94,6 +94,10 @@ def _counting_connection(url: str, snapshot_id: str | None) -> Connection:
     return conn
 
 
+# Counts taken beside a dump or a restore, which does the main work: two connections are enough.
+BACKGROUND_COUNT_CONCURRENCY = 2
+
+
 def count_rows(
     url: str,
     tables: Sequence[str],

@@ -1,4 +1,7 @@
-"""`pgwarden operator`: run the kopf operator that turns pgwarden resources into Jobs and status."""
+"""`pgwarden operator`: its flags and environment variables, and running the kopf operator with them.
+
+The operator's own command module, registered by `pgwarden.console` beside the command line's commands (the
+command line never imports the operator)."""
 
 from __future__ import annotations
 
