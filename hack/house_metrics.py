@@ -71,17 +71,19 @@ def long_functions(tree: ast.AST, limit: int) -> list[tuple[str, int, int]]:
     return found
 
 
-def broad_excepts(tree: ast.AST) -> list[int]:
-    """Lines of `except:`, `except Exception` and `except BaseException` (alone or in a tuple)."""
-    lines = []
+def broad_excepts(tree: ast.AST) -> list[tuple[int, bool]]:
+    """(line, re-raises) of `except:`, `except Exception` and `except BaseException` (alone or in a tuple);
+    re-raises: the handler ends in a bare `raise` (clean up, then let it go on), so it catches nothing."""
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ExceptHandler):
             kinds = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
             if node.type is None or any(
                 isinstance(k, ast.Name) and k.id in {"Exception", "BaseException"} for k in kinds
             ):
-                lines.append(node.lineno)
-    return lines
+                last = node.body[-1]
+                found.append((node.lineno, isinstance(last, ast.Raise) and last.exc is None))
+    return found
 
 
 def _receiver(node: ast.expr) -> ast.expr:
@@ -136,7 +138,7 @@ def main() -> None:
             if group(target) != group(name):
                 arrows[group(name), group(target)] += 1
         longs += [f"{rel}:{line} {fn} ({n} lines)" for fn, line, n in long_functions(tree, args.long)]
-        broad += [f"{rel}:{line}" for line in broad_excepts(tree)]
+        broad += [f"{rel}:{line}{' (re-raises)' if again else ''}" for line, again in broad_excepts(tree)]
         if group(name) == "operator":
             reads += [f"{rel}:{line}" for line in untyped_report_reads(tree)]
 
@@ -147,7 +149,10 @@ def main() -> None:
         f"over 300: {sum(s > 300 for s in sizes)}, over 400: {sum(s > 400 for s in sizes)}"
     )
     print(f"functions over {args.long} lines: {len(longs)}")
-    print(f"broad excepts: {len(broad)}")
+    reraising = sum(item.endswith("(re-raises)") for item in broad)
+    print(
+        f"broad excepts: {len(broad)} ({len(broad) - reraising} that catch, {reraising} that clean up and re-raise)"
+    )
     print(f"untyped report reads in operator/: {len(reads)}")
     names = ["top", *ROOMS, *LAYERS]
     used = [n for n in names if any(n in pair for pair in arrows)]

@@ -8,7 +8,8 @@ from datetime import datetime
 from pydantic import ConfigDict, Field, model_validator
 
 from pgwarden.api.base import ApiModel
-from pgwarden.api.common import Duration, SecretRef, StorageSpec, cel, validations
+from pgwarden.api.common import SecretRef, StorageSpec, cel, validations
+from pgwarden.api.durations import Duration
 from pgwarden.api.encryption import RestoreEncryption
 from pgwarden.api.reports import AppliedMigration, LockTaken, Outcome, RowChange
 from pgwarden.api.restore import BackupRef

@@ -40,7 +40,7 @@ def open_location(uri: str) -> Storage:
     try:
         return open_storage(uri)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def render(report: BackupListReport) -> list[str]:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = list_report(storage, owner=args.owner)
     except StorageError as exc:
-        raise PgwardenError(str(exc)) from None
+        raise PgwardenError(str(exc)) from exc
     if args.json:
         print_json(report)
     else:

@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pgwarden.api.durations import milliseconds
+from pgwarden.errors import BadInput
 from pgwarden.redact import redact
 from pgwarden.streams import print_json
 
@@ -43,6 +45,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
+
+
+def duration_flag(flag: str, text: str) -> str:
+    """A flag's duration, in the one grammar of `pgwarden.api.durations`; refused as BadInput naming the flag
+    (exit 2, and a JSON report with --json) before anything runs."""
+    try:
+        milliseconds(text)
+    except ValueError as exc:
+        raise BadInput(f"{flag}: {exc}") from exc
+    return text.strip()
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

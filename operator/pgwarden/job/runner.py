@@ -22,7 +22,8 @@ from psycopg import conninfo
 from pydantic import ValidationError
 
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
-from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.common import StorageSpec
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
@@ -71,7 +72,7 @@ def load_task(kind: str) -> Task:
     try:
         task = Task.model_validate_json(text)
     except ValidationError as exc:
-        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from None
+        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from exc
     if task.kind != kind:
         raise BadInput(f"this is a {task.kind} task, but `pgwarden job {kind}` was run")
     return task
@@ -342,9 +343,9 @@ def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Stora
         else:
             backup, _manifest = locate_backup(storage, source.last_known_id, owner=scope.owner)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; nothing was restored") from None
+        raise BadInput(f"{exc}; nothing was restored") from exc
     except StorageError as exc:
-        raise PgwardenError(f"{exc}; nothing was restored") from None
+        raise PgwardenError(f"{exc}; nothing was restored") from exc
     return backup
 
 

@@ -134,7 +134,7 @@ def read_manifest(backup: Storage) -> BackupManifest:
     except ValidationError as exc:
         raise StorageError(
             f"{backup.uri(MANIFEST)} is not a valid manifest: {exc.errors()[0]['msg']}"
-        ) from None
+        ) from exc
 
 
 @dataclass
@@ -224,8 +224,8 @@ def locate_backup(
         backup = storage.child(str(backup_id))
         try:
             manifest = read_manifest(backup)
-        except ObjectNotFound:
-            raise ObjectNotFound(f"no complete backup {backup_id} under {storage.location}") from None
+        except ObjectNotFound as exc:
+            raise ObjectNotFound(f"no complete backup {backup_id} under {storage.location}") from exc
         check_owner(manifest, owner, backup.location)
         return backup, manifest
     chosen = choose_latest(list_backups(storage), owner, storage.location, advice=PICK_OWNER)

@@ -260,11 +260,11 @@ def _preflight(url: str, storage: Storage, copy_targets: list[Storage]) -> _Serv
     try:
         storage.check_writable()
     except StorageError as exc:
-        raise BackupFailed(f"storage is not writable: {exc}") from None
+        raise BackupFailed(f"storage is not writable: {exc}") from exc
     try:
         check_copy_targets(storage, copy_targets)
     except StorageError as exc:
-        raise BackupFailed(f"a --copy-to storage is not writable: {exc}; nothing was backed up") from None
+        raise BackupFailed(f"a --copy-to storage is not writable: {exc}; nothing was backed up") from exc
     return _Server(version, estimated, dbname, tool)
 
 
@@ -325,18 +325,18 @@ def _dump(url: str, target: _Target, options: BackupOptions, checked: _Checked, 
         return dumped
     except StorageError as exc:
         target.abort()
-        raise BackupFailed(f"writing the backup failed: {exc}") from None
+        raise BackupFailed(f"writing the backup failed: {exc}") from exc
     except psycopg.Error as exc:
         target.abort()
         raise lock_wait_exceeded(exc, lock_wait, "reading the database for the dump") or BackupFailed(
             f"the database failed during the backup: {redact(str(exc)).strip()}"
-        ) from None
+        ) from exc
     except PgwardenError as exc:  # reading the schema or the tables at the snapshot
         target.abort()
         explained = lock_wait_exceeded(exc, lock_wait, "reading the schema at the dump's snapshot")
         if explained is None:
             raise
-        raise explained from None
+        raise explained from exc
     except BaseException:
         target.abort()
         raise
@@ -448,7 +448,7 @@ def _write_manifest(backup: Storage, manifest: BackupManifest) -> None:
     try:
         write_manifest(backup, manifest)
     except StorageError as exc:
-        raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
+        raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from exc
 
 
 # -- parsing and wording
@@ -466,7 +466,7 @@ def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) ->
     try:
         return parse_compression(compression)
     except ValueError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 OWNER_MAX_LENGTH = 253
@@ -511,7 +511,7 @@ def _open_target(to: str | Storage) -> Storage:
     try:
         return open_storage(to)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def _delete_stored(backup: Storage, keys: list[str]) -> None:

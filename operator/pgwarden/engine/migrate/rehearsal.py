@@ -54,9 +54,9 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
     except (InvalidLocation, ObjectNotFound) as exc:
         raise BadInput(
             f"--rehearse-from: {exc}; pass the location of a backup or of a prefix holding backups"
-        ) from None
+        ) from exc
     except StorageError as exc:
-        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from None
+        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from exc
     check_can_open(backup, manifest, options.identities)  # a sealed backup without its key: exit 2 here
     server = options.server_url if options.server_url is not None else url
     name = derived_name(database_name(url), f"{REHEARSAL_MARK}{secrets.token_hex(3)}")

@@ -50,9 +50,9 @@ def _open(source: str | Storage, backup_id: str | None, owner: str | None) -> tu
         storage = open_storage(source) if isinstance(source, str) else source
         return locate_backup(storage, backup_id, owner=owner)
     except (InvalidLocation, ObjectNotFound) as exc:
-        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
-        raise PgwardenError(f"the backups cannot be read: {exc}; nothing was drilled") from None
+        raise PgwardenError(f"the backups cannot be read: {exc}; nothing was drilled") from exc
 
 
 def _create_schemas(scratch_url: str, manifest: BackupManifest) -> None:
@@ -116,7 +116,7 @@ def run_drill(
             counts, schema = restored_state(scratch_url)
             report.restore_seconds = round(time.monotonic() - restore_clock, 3)
         report.scratch_dropped = True
-    except (PgwardenError, StorageError, psycopg.Error, OSError) as exc:
+    except (PgwardenError, psycopg.Error, OSError) as exc:
         if isinstance(exc, BadInput):
             raise
         report.error = ErrorInfo(message=f"the drill could not restore backup {manifest.id}: {exc}")

@@ -330,11 +330,11 @@ def put_in_place(url: str, restored: str, dbname: str) -> None:
         end_sessions(conn, restored, wait_seconds=5)
         try:
             rename(conn, restored, dbname)
-        except psycopg.errors.DuplicateDatabase:
+        except psycopg.errors.DuplicateDatabase as exc:
             raise RestoreFailed(
                 f"database {dbname!r} was created by someone else while the backup was restored; the "
                 "restored copy was dropped. Restore again under another name"
-            ) from None
+            ) from exc
 
 
 def _open_source(source: str | Storage) -> Storage:
@@ -343,7 +343,7 @@ def _open_source(source: str | Storage) -> Storage:
     try:
         return open_storage(source)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def restore_backup(
@@ -378,9 +378,9 @@ def restore_backup(
     try:
         backup, manifest = locate_backup(storage, backup_id)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
-        raise RestoreFailed(str(exc)) from None
+        raise RestoreFailed(str(exc)) from exc
     dbname = _dbname(url)
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
@@ -395,9 +395,9 @@ def restore_backup(
         try:
             with connect(url) as conn:
                 existing = list_user_tables(conn)
-        except DatabaseUnavailable:
+        except DatabaseUnavailable as exc:
             if not _database_exists(url, dbname):
-                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from None
+                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from exc
             raise
         if existing and not clean:
             raise BadInput(

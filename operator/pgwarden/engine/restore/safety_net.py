@@ -96,7 +96,7 @@ class BackupSafetyNet:
         except StorageError as exc:
             raise BadInput(
                 f"the backup location {storage.uri()} is not usable: {exc}; nothing was changed"
-            ) from None
+            ) from exc
         with connect(self.url) as conn:
             server = server_version_text(int(conn.info.server_version))
             facts = read_role_facts(conn) if strategy == RollbackStrategy.RESTORE else None
@@ -145,7 +145,7 @@ class BackupSafetyNet:
             try:
                 self._storage = open_storage(self.location)
             except InvalidLocation as exc:
-                raise BadInput(str(exc)) from None
+                raise BadInput(str(exc)) from exc
         return self._storage
 
     # --- the rollback --------------------------------------------------------------------------
@@ -336,4 +336,4 @@ def _tool(name: str, *, min_major: int, purpose: str) -> PgTool:
     try:
         return find_tool(name, min_major=min_major, purpose=purpose)
     except ToolMissing as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
