@@ -261,12 +261,13 @@ def check_prerequisites() -> None:
 
 
 def build_binaries() -> tuple[Path, Path]:
-    """kubectl's directory and helm; MinIO is found by pgwarden_testing.s3server the same way."""
+    """kubectl's directory and helm; MinIO's binary is named for pgwarden_testing.s3server in its variable."""
     binaries = {}
     for script in ("build-k8s.sh", "build-minio.sh", "build-helm.sh", "build-image.sh", "build-pause.sh"):
         started = time.monotonic()
         binaries[script] = demo_support.run_build(script, progress=sys.stdout)
         say(f"{script}: {binaries[script]} ({time.monotonic() - started:.0f}s)")
+    os.environ[s3server.MINIO_BIN_ENV] = str(binaries["build-minio.sh"])
     node = demo_support.run_build("build-k8s.sh", progress=sys.stdout, args=("--node",))
     say(f"build-k8s.sh --node: {node}")
     return binaries["build-k8s.sh"], binaries["build-helm.sh"]

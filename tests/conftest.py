@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pgwarden_testing import localpg, s3server
 
+MINIO_BUILD = Path(__file__).resolve().parent.parent / "hack" / "build-minio.sh"
 _minio_build_error: list[str] = []
 
 # Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes, Prometheus): `make unit`
@@ -32,10 +34,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout."""
-    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout, and
+    name the binary in the environment, where pgwarden_testing (and the tests' subprocesses) find it."""
+    if any(
+        "s3" in getattr(item, "fixturenames", ()) or item.get_closest_marker("s3") for item in session.items
+    ):
         try:
-            s3server.minio_binary()
+            s3server.use_build_script(MINIO_BUILD)
         except s3server.S3ServerUnavailable as exc:
             _minio_build_error.append(str(exc))
 

@@ -12,8 +12,8 @@ import yaml
 
 from pgwarden.api import crd
 from pgwarden.api.backup import SCHEDULE_PATTERN
-from pgwarden.api.common import DURATION_PATTERN
 from pgwarden.api.crd import DEFAULT_OUT, KINDS, ResourceKind
+from pgwarden.api.durations import DURATION_PATTERN
 
 CRDS = {kind.kind: crd.crd(kind) for kind in KINDS}
 NODE_KEYS_FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const", "discriminator"}

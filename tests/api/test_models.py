@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupSpec, DatabaseBackupStatus
-from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.common import StorageSpec
 from pgwarden.api.crd import KINDS_BY_NAME, parse_resource
 from pgwarden.api.migration import DatabaseMigrationSpec, DatabaseMigrationStatus
 from pgwarden.api.reports import MigrationReport
@@ -284,25 +283,6 @@ def test_a_bad_spec_is_refused_with_a_message_that_says_why(
 )
 def test_cron_schedules_and_macros_are_accepted(schedule: str) -> None:
     assert DatabaseBackupSpec.model_validate(with_changes(BACKUP, schedule=schedule)).schedule == schedule
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("7d", timedelta(days=7)),
-        ("12h", timedelta(hours=12)),
-        ("30m", timedelta(minutes=30)),
-        ("1h30m", timedelta(minutes=90)),
-    ],
-)
-def test_durations_read_as_days_hours_minutes_seconds(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "7", "d", "7 d", "1w", "-1h"])
-def test_a_duration_without_unit_or_with_an_unknown_one_is_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="use a number and a unit d, h, m or s"):
-        parse_duration(text)
 
 
 def test_volume_storage_needs_only_a_claim() -> None:

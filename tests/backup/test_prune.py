@@ -6,12 +6,13 @@ import json
 
 from backup_support import BackupPlace, run_cli
 
-from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.storage.manifest import list_backups
 
 
 def test_prune_keeps_the_newest_and_the_newest_verified_backup(shop_db: str, place: BackupPlace) -> None:
-    verified = take_backup(shop_db, place.open(), verify=True).backup
+    verified = take_backup(shop_db, place.open(), BackupOptions(verify=verify_backup)).backup
     middle = take_backup(shop_db, place.open()).backup
     newest = take_backup(shop_db, place.open()).backup
     assert verified and middle and newest

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from pgwarden.cli import build_parser
+from pgwarden.console import build_parser
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster

@@ -177,14 +177,6 @@ def test_dropping_the_schedule_deletes_the_cronjob(resource: Callable[..., Obj])
     assert decision.delete_cronjob == cronjob["metadata"]["name"]
 
 
-def test_durations_in_messages_read_as_resources_write_them() -> None:
-    assert [backups.human_duration(timedelta(seconds=s)) for s in (10, 1800, 93784)] == [
-        "10s",
-        "30m",
-        "1d2h3m4s",
-    ]
-
-
 def _runs_of_generations(count: int) -> list[ObservedRun]:
     """`count` finished one-time backup Jobs, one per generation, each a day apart (one-time Jobs stay)."""
     runs = []

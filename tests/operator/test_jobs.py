@@ -346,7 +346,7 @@ def naming_hash(cronjob: Obj) -> str:
 
 
 def test_the_operator_command_line_takes_the_default_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     monkeypatch.delenv(ACTIVE_DEADLINE_ENV, raising=False)
     assert (
@@ -407,7 +407,7 @@ def rendered_operator_args(helm: Path, *settings: str) -> subprocess.CompletedPr
 
 
 def operator_command_line(helm: Path, *settings: str) -> argparse.Namespace:
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     done = rendered_operator_args(helm, *settings)
     assert done.returncode == 0, done.stderr

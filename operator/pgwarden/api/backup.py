@@ -17,7 +17,6 @@ from pgwarden.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     Condition,
     DatabaseRef,
-    Duration,
     JobTemplate,
     ObjectMeta,
     ResourceStatus,
@@ -25,6 +24,7 @@ from pgwarden.api.common import (
     cel,
     validations,
 )
+from pgwarden.api.durations import Duration
 from pgwarden.api.encryption import BackupEncryption, Sealing
 from pgwarden.api.reports import BackupInfo, Difference, Outcome
 
@@ -93,11 +93,11 @@ def check_schedule(schedule: str, what: str = "schedule") -> str:
     try:  # what the CEL rule cannot see, e.g. '0 0 31 4,6 *'; any start will do, cron has no years
         start = datetime(2000, 1, 1)
         croniter(schedule, start, max_years_between_matches=_MAX_YEARS_BETWEEN_RUNS).get_next(datetime)
-    except CroniterBadDateError:
+    except CroniterBadDateError as exc:
         raise ValueError(
             f"{what} {schedule!r} never fires: no month it names has that day; pick a day every month "
             "named has, e.g. '0 2 28 2 *'"
-        ) from None
+        ) from exc
     return schedule
 
 

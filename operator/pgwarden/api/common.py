@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,23 +22,6 @@ APPROVED_ANNOTATION = f"{API_GROUP}/approved"
 # Kubernetes object names (Secrets, ConfigMaps, claims): DNS-1123 subdomains.
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)]
-
-DURATION_PATTERN = r"^([0-9]+(d|h|m|s))+$"
-Duration = Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN)]
-_DURATION_PART = re.compile(r"([0-9]+)(d|h|m|s)")
-_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`7d`, `12h`, `30m`, `1h30m` as a timedelta; ValueError says what is accepted."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(
-            f"{text!r} is not a duration; use a number and a unit d, h, m or s, like 7d or 1h30m"
-        )
-    total = timedelta()
-    for amount, unit in _DURATION_PART.findall(text):
-        total += timedelta(**{_DURATION_UNITS[unit]: int(amount)})
-    return total
 
 
 def exactly_one_rule(fields: list[str]) -> str:

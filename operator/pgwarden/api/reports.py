@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -15,9 +14,6 @@ from pgwarden.api.base import ApiModel
 from pgwarden.api.copies import BackupCopy
 from pgwarden.api.encryption import Sealing
 from pgwarden.api.lint import LintFinding
-
-if TYPE_CHECKING:
-    from pgwarden.api.rehearsal import Rehearsal
 
 
 class Outcome(StrEnum):
@@ -132,6 +128,51 @@ class Drift(ApiModel):
     differences: list[Difference] = Field(default_factory=list, description="What changed, object by object.")
 
 
+# -- the rehearsal of a run on a scratch copy (`migrate --rehearse-from`, a DatabaseMigration's rehearsal)
+
+
+class LockTaken(ApiModel):
+    """A lock a rehearsed statement took on a relation, as sampled from pg_locks by a second session."""
+
+    relation: str = Field(
+        description="The table, as regclass names it (schema-qualified off the search_path)."
+    )
+    mode: str = Field(description="PostgreSQL's lock mode, e.g. AccessExclusiveLock.")
+    migration: str | None = Field(
+        default=None, description="The version whose statement first held or awaited it."
+    )
+    statement: str | None = Field(default=None, description="That statement as file:line.")
+    held_seconds: float = Field(description="How long it was seen held (to the sampling interval).")
+    waited_seconds: float = Field(
+        default=0.0, description="How long it was seen awaited before being granted."
+    )
+    blocks_writes: bool = Field(description="Whether the mode blocks INSERT/UPDATE/DELETE on the relation.")
+
+
+class Rehearsal(ApiModel):
+    """The same plan and verification, run first on a scratch copy restored from a backup."""
+
+    outcome: Outcome = Field(description="Succeeded, or Failed: then the real run did not start.")
+    backup: str | None = Field(default=None, description="The backup restored into the scratch copy.")
+    server: str | None = Field(default=None, description="Where the scratch copy lived (user@host:port/db).")
+    duration_seconds: float | None = Field(default=None, description="Restore and run together.")
+    restore_seconds: float | None = Field(default=None, description="Restoring the backup into the copy.")
+    run_seconds: float | None = Field(default=None, description="Running the plan and verification on it.")
+    applied: list[AppliedMigration] = Field(
+        default_factory=list, description="What the rehearsal applied, with the time each migration took."
+    )
+    row_changes: list[RowChange] = Field(default_factory=list, description="Rows changed per table.")
+    verification: Verification | None = Field(default=None, description="What was checked before COMMIT.")
+    locks: list[LockTaken] = Field(
+        default_factory=list, description="Locks the statements took, longest first."
+    )
+    max_lock_hold_seconds: float | None = Field(
+        default=None,
+        description="The limit on holding a lock that blocks writes; longer fails the rehearsal.",
+    )
+    error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
+
+
 class MigrationReport(ApiModel):
     """The report of one `pgwarden migrate` run."""
 
@@ -212,6 +253,15 @@ class RestoreComparison(ApiModel):
     differences: list[RowDifference] = Field(default_factory=list)
     differences_total: int = 0
 
+    def mismatch(self) -> str:
+        """What differs, in a sentence."""
+        parts = []
+        if self.differences_total:
+            parts.append(f"row counts differ in {self.differences_total} table(s)")
+        if self.schema_matches is False:
+            parts.append("the schema fingerprint differs")
+        return " and ".join(parts) or "nothing"
+
 
 class RestoreReport(ApiModel):
     """The report of one `pgwarden restore` run."""
@@ -258,7 +308,3 @@ class BackupReport(ApiModel):
     copies: list[BackupCopy] | None = Field(
         default=None, description="Further copies of the backup (--copy-to), each verified by checksum there."
     )
-
-
-# The rehearsal's models build on those above; importing them here completes MigrationReport.
-from pgwarden.api import rehearsal as _rehearsal  # noqa: E402, F401

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from pgwarden.api.durations import parse_duration
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_json_flag, print_json, print_text
+from pgwarden.cli.output import add_json_flag, duration_flag
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, StorageError
 from pgwarden.storage.listing import PruneReport, prune_report
 from pgwarden.storage.manifest import prune
-from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, parse_duration
+from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy
+from pgwarden.streams import print_json, print_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,14 +47,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    max_age = parse_duration(duration_flag("--max-age", args.max_age)) if args.max_age else None
+    grace = parse_duration(duration_flag("--debris-grace", args.debris_grace))
     try:
-        return RetentionPolicy(
-            keep_last=args.keep_last,
-            max_age=parse_duration(args.max_age) if args.max_age else None,
-            debris_grace=parse_duration(args.debris_grace),
-        )
+        return RetentionPolicy(keep_last=args.keep_last, max_age=max_age, debris_grace=grace)
     except ValueError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def render(report: PruneReport) -> list[str]:
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     except ObjectNotFound as exc:  # several owners and none chosen, or no backup of the one named
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     except StorageError as exc:
-        raise PgwardenError(str(exc)) from None
+        raise PgwardenError(str(exc)) from exc
     report = prune_report(storage, result, dry_run=args.dry_run)
     if args.json:
         print_json(report)

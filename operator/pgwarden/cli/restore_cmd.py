@@ -9,11 +9,12 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,9 +118,9 @@ def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage
     try:
         backup, _manifest = locate_backup(open_location(uri), backup_id, owner=owner)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; nothing was restored") from None
+        raise BadInput(f"{exc}; nothing was restored") from exc
     except StorageError as exc:
-        raise PgwardenError(f"{exc}; nothing was restored") from None
+        raise PgwardenError(f"{exc}; nothing was restored") from exc
     return backup
 
 
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         terminate=args.terminate_connections,
         jobs=args.jobs,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=args.lock_wait_timeout,
+        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
         progress=progress,
         row_counts=args.row_counts,
     )

@@ -22,7 +22,8 @@ from psycopg import conninfo
 from pydantic import ValidationError
 
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
-from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.common import StorageSpec
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
@@ -37,8 +38,8 @@ from pgwarden.api.task import (
     Task,
     backup_scope,
 )
-from pgwarden.cli.output import print_json, progress
-from pgwarden.engine.backup.backup import DumpSelection, take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
 from pgwarden.engine.migrate.progress import StatementProgress
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
@@ -47,6 +48,7 @@ from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
+from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
@@ -54,6 +56,7 @@ from pgwarden.redact import redact, redact_obj, register_environment, register_s
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
 from pgwarden.storage.manifest import MANIFEST, prune
 from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.streams import print_json, progress
 
 log = logging.getLogger("pgwarden.job.runner")
 Report = dict[str, Any]
@@ -69,7 +72,7 @@ def load_task(kind: str) -> Task:
     try:
         task = Task.model_validate_json(text)
     except ValidationError as exc:
-        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from None
+        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from exc
     if task.kind != kind:
         raise BadInput(f"this is a {task.kind} task, but `pgwarden job {kind}` was run")
     return task
@@ -271,21 +274,19 @@ def run_backup(task: Task, url: str) -> Report:
     root = storage_uri(spec.storage)
     location = _under(root, scope.path)
     copies = [copy_storage(index, spec).child(scope.path) for index in range(len(spec.copies))]
-    backup = take_backup(
-        url,
-        location,
+    options = BackupOptions(
         format=str(spec.format),
         compression=spec.compression,
         jobs=spec.parallel_jobs,
-        verify=spec.verify.restore,
+        verify=verify_backup if spec.verify.restore else None,
         selection=_selection(spec.include, spec.exclude),
         owner=scope.owner,
         lock_wait_timeout=spec.lock_wait_timeout,
         encrypt_to=recipients(spec),
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
-        progress=progress,
     )
+    backup = take_backup(url, location, options, progress)
     report: Report = backup.to_json_dict()
     warnings: list[str] = []
     report["warnings"] = warnings
@@ -342,9 +343,9 @@ def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Stora
         else:
             backup, _manifest = locate_backup(storage, source.last_known_id, owner=scope.owner)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; nothing was restored") from None
+        raise BadInput(f"{exc}; nothing was restored") from exc
     except StorageError as exc:
-        raise PgwardenError(f"{exc}; nothing was restored") from None
+        raise PgwardenError(f"{exc}; nothing was restored") from exc
     return backup
 
 

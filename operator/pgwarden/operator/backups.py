@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
-from pgwarden.api.common import parse_duration
+from pgwarden.api.durations import format_duration, parse_duration
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
@@ -37,17 +37,6 @@ HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
 _COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
-
-
-def human_duration(span: timedelta | None) -> str:
-    """A duration the way resources write them: 10s, 30m, 1d2h."""
-    seconds = int(span.total_seconds()) if span else 0
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return "".join(parts) or "0s"
 
 
 def human_size(size: int | None) -> str:
@@ -264,7 +253,7 @@ def decide(
     reference = new.last_successful_time or created or now
     stale = limit is not None and now - reference > limit
     fresh = drills.freshness(backup, drilled.verified_time, created, now)
-    verified_limit = human_duration(fresh.limit)
+    verified_limit = format_duration(fresh.limit)
     latest = history[0] if history else None
     ready = phase in ("Succeeded", "Scheduled", "Suspended", "Running") and not (
         latest and latest.outcome == "Failed"
@@ -273,7 +262,7 @@ def decide(
         ready = False
     wants = [
         Want("Ready", ready, reason, new.message),
-        _stale_want(stale, fresh, human_duration(limit), verified_limit, new),
+        _stale_want(stale, fresh, format_duration(limit), verified_limit, new),
         Want(
             "Suspended",
             bool(backup.spec.schedule and backup.spec.suspend),

@@ -135,7 +135,7 @@ def _logged_progress(context: Context, key: Key) -> None:
             )
         else:
             log.exception("progress of %s/%s not read", key[1], key[2])
-    except Exception:
+    except Exception:  # a progress look is best effort: it must not stop the next one; say why here
         log.exception("progress of %s/%s not read", key[1], key[2])
 
 

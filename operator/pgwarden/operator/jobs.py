@@ -14,7 +14,8 @@ from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference, parse_duration
+from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
 from pgwarden.api.restore import DatabaseRestore
@@ -40,6 +41,7 @@ from pgwarden.api.task import (
     backup_scope,
     copy_env,
 )
+from pgwarden.errors import BadInput
 from pgwarden.operator import naming
 from pgwarden.operator.policy import Policy, enforce
 
@@ -76,10 +78,10 @@ def default_active_deadline() -> int:
         return DEFAULT_ACTIVE_DEADLINE_SECONDS
     try:
         seconds = int(value)
-    except ValueError:
+    except ValueError as exc:
         raise ValueError(
             f"{ACTIVE_DEADLINE_ENV}={value!r} is not a number of seconds; use e.g. 21600, or 0 for no limit"
-        ) from None
+        ) from exc
     if seconds < 0:
         raise ValueError(f"{ACTIVE_DEADLINE_ENV} must be 0 (no limit) or more seconds, not {seconds}")
     return seconds
@@ -173,7 +175,7 @@ def pod_security(settings: JobSettings) -> Manifest:
 ENV_STRING_LIMIT = 128 * 1024
 
 
-class TaskTooLarge(ValueError):
+class TaskTooLarge(BadInput):
     """The task does not fit the environment variable that carries it; the spec must shrink."""
 
 

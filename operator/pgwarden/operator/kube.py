@@ -15,7 +15,9 @@ import urllib3
 
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS_BY_NAME
+from pgwarden.errors import PgwardenError
 from pgwarden.operator import naming
+from pgwarden.redact import redact
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -24,13 +26,13 @@ JSON_PATCH = "application/json-patch+json"
 TIMEOUT = 30.0
 
 
-class KubeError(Exception):
-    """The API server answered with an error; `status` is the HTTP status."""
+class KubeError(PgwardenError):
+    """The API server answered with an error; `status` is the HTTP status, `message` the server's words."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
-        self.message = message
+        self.message = redact(message)
 
 
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
@@ -155,7 +157,7 @@ class Kube:
         except kubernetes.client.ApiException as error:
             if error.status in (400, 404):  # not started yet, or gone
                 return None
-            raise KubeError(int(error.status or 0), str(error.reason)) from None
+            raise KubeError(int(error.status or 0), str(error.reason)) from error
         return str(text)
 
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:

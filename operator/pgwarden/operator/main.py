@@ -97,7 +97,7 @@ def run(
             where = kubeconfig or "in-cluster ServiceAccount, KUBECONFIG or ~/.kube/config"
             raise SystemExit(
                 f"pgwarden operator: cannot load Kubernetes credentials ({where}): {error}"
-            ) from None
+            ) from error
         elector = leader.Elector(
             kube,
             lease_namespace or leader.lease_namespace(list(namespaces)),

@@ -311,11 +311,11 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
         raise TaskTooLarge(f"ConfigMap {names} holds no migration files (keys named like 0001_init.sql)")
     try:
         return with_files(migration, config_maps.files)
-    except ValueError:
+    except ValueError as exc:
         raise TaskTooLarge(
             f"the approved files of ConfigMap {names} hold more than {INLINE_SQL_LIMIT} characters of SQL, more "
             "than a Job can carry as approved; ship larger sets in an image named by digest"
-        ) from None
+        ) from exc
 
 
 def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Event]:

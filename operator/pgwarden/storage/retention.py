@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 DEFAULT_DEBRIS_GRACE = timedelta(hours=24)
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '15m', '12h', '7d', '2w' as a timedelta; ValueError with the accepted forms otherwise."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration; use a number and a unit: 90s, 15m, 12h, 7d, 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A throwaway S3-compatible server for tests and the local harness: MinIO built from its Go module.
 
-`hack/build-minio.sh` builds it once per machine (cached under ~/.cache/pgwarden); each server gets a free
-port on 127.0.0.1, a temporary data directory and random root credentials. PGWARDEN_MINIO_BIN names a
-prebuilt binary instead.
+The binary is configuration, not something this package looks for: MINIO_BIN_ENV names it, set by whoever
+starts servers (the test session, the demo, the benches) to the path `hack/build-minio.sh` prints after
+building it once per machine (cached under ~/.cache/pgwarden). Each server gets a free port on 127.0.0.1, a
+temporary data directory and random root credentials.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from pgwarden_testing.localpg import free_port
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "hack" / "build-minio.sh"
+MINIO_BIN_ENV = "PGWARDEN_MINIO_BIN"
 REGION = "us-east-1"
 
 
@@ -32,16 +33,29 @@ class S3ServerUnavailable(RuntimeError):
 
 
 def minio_binary() -> Path:
-    """The MinIO server binary: PGWARDEN_MINIO_BIN, or the cached build (building it on first use)."""
-    forced = os.environ.get("PGWARDEN_MINIO_BIN")
-    if forced:
-        return Path(forced)
-    if not BUILD_SCRIPT.exists():
-        raise S3ServerUnavailable(f"{BUILD_SCRIPT} is missing; set PGWARDEN_MINIO_BIN to a minio binary")
-    built = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        raise S3ServerUnavailable(f"building MinIO failed:\n{built.stderr[-3000:]}")
-    return Path(built.stdout.strip().splitlines()[-1])
+    """The MinIO server binary MINIO_BIN_ENV names; S3ServerUnavailable saying how to get one otherwise."""
+    named = os.environ.get(MINIO_BIN_ENV, "").strip()
+    if not named:
+        raise S3ServerUnavailable(
+            f"{MINIO_BIN_ENV} is not set; set it to a MinIO server binary, e.g. the path hack/build-minio.sh "
+            "prints (the test session sets it itself)"
+        )
+    binary = Path(named)
+    if not os.access(binary, os.X_OK):
+        raise S3ServerUnavailable(f"{MINIO_BIN_ENV}={named} is not an executable file")
+    return binary
+
+
+def use_build_script(script: Path) -> Path:
+    """Run a build script that prints a MinIO binary's path last (hack/build-minio.sh) and name that binary
+    in MINIO_BIN_ENV for this process and its children, unless it names one already."""
+    if os.environ.get(MINIO_BIN_ENV, "").strip():
+        return minio_binary()
+    built = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    if built.returncode != 0 or not built.stdout.strip():
+        raise S3ServerUnavailable(f"building MinIO with {script} failed:\n{built.stderr[-3000:]}")
+    os.environ[MINIO_BIN_ENV] = built.stdout.strip().splitlines()[-1]
+    return minio_binary()
 
 
 @dataclass

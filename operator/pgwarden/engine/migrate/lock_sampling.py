@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pgwarden.api.rehearsal import LockTaken
+from pgwarden.api.reports import LockTaken
 from pgwarden.engine.migrate.statements import RunningStatement
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.errors import PgwardenError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +19,17 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from pgwarden.api.durations import milliseconds
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, RollbackResult
+from pgwarden.api.reports import (
+    BackupInfo,
+    ErrorInfo,
+    LockRetry,
+    MigrationReport,
+    Outcome,
+    Rehearsal,
+    RollbackResult,
+)
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, rollback, verify
 from pgwarden.engine.migrate.failures import as_run_failure
@@ -129,7 +136,7 @@ def _load(options: MigrateOptions) -> list[MigrationFile]:
     try:
         files = list(load_migrations(options.directory))
     except (MigrationFilesRefused, ScriptError) as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     refused = verify.refused_checks(options.verify)
     if refused:
         listed = "\n".join(f"  {reason}" for reason in refused)
@@ -304,40 +311,43 @@ def _version_or_none(url: str, schema: str) -> str | None:
         return None
 
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-_DURATION_MS = (86_400_000, 3_600_000, 60_000, 1000, 1)
+def postgres_timeout(setting: str, value: str) -> str:
+    """A timeout as PostgreSQL is handed it: milliseconds, from the one duration grammar (pgwarden.api.durations);
+    BadInput for text that is not a duration or exceeds what PostgreSQL takes."""
+    try:
+        ms = milliseconds(value)
+    except ValueError as exc:
+        raise BadInput(f"{setting} {exc}") from exc
+    if ms > POSTGRES_MAX_MS:
+        raise BadInput(
+            f"{setting} {value!r} is longer than PostgreSQL allows (24 days); give a shorter bound"
+        )
+    return str(ms)
 
 
-def postgres_timeout(value: str) -> str:
-    """A timeout as PostgreSQL reads it: Kubernetes-style `10m`/`1h30m` become milliseconds (PostgreSQL
-    would read `m` as an error); PostgreSQL's own forms (`10min`, `500ms`, `0`) pass through."""
-    text = value.strip()
-    match = _DURATION.fullmatch(text)
-    if not text or not match or not any(match.groups()):
-        return text
-    return f"{sum(int(part or 0) * ms for part, ms in zip(match.groups(), _DURATION_MS, strict=True))}ms"
+POSTGRES_MAX_MS = 2_147_483_647  # lock_timeout and statement_timeout are int4 milliseconds
 
 
 def _timeouts(policy: MigrationPolicy) -> dict[str, str]:
     return {
-        "lock_timeout": postgres_timeout(policy.lock_timeout),
-        "statement_timeout": postgres_timeout(policy.statement_timeout),
+        "lock_timeout": postgres_timeout("lock_timeout", policy.lock_timeout),
+        "statement_timeout": postgres_timeout("statement_timeout", policy.statement_timeout),
     }
 
 
 def _set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
     for setting, value in _timeouts(policy).items():
-        if value.strip() in ("0", "0ms", "0s", "0min"):
+        if value == "0":
             raise BadInput(
                 f"{setting} 0 would let the run wait for ever; give a bound such as 8h (the default is "
                 f"{MigrationPolicy.model_fields[setting].default})"
             )
         try:
             conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
-        except psycopg.errors.InvalidParameterValue:
+        except psycopg.errors.InvalidParameterValue as exc:
             raise BadInput(
                 f"{setting} {value!r} is not a duration; use e.g. 5s, 10m, 1h30m or 500ms"
-            ) from None
+            ) from exc
 
 
 def _session_url(url: str, policy: MigrationPolicy) -> str:
@@ -361,9 +371,9 @@ def _plan(
         )
         plan.raise_if_refused()
     except InvalidVersion as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     except PlanRefused as exc:
-        raise BadInput(f"refused, nothing was changed:\n{exc}") from None
+        raise BadInput(f"refused, nothing was changed:\n{exc}") from exc
     return plan
 
 

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import ErrorInfo, MigrationReport, Outcome
+from pgwarden.api.reports import ErrorInfo, MigrationReport, Outcome, Rehearsal
 from pgwarden.engine.backup.stored_dump import Identities, check_can_open
 from pgwarden.engine.migrate.lock_sampling import LockSampler, over_limit
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.connect import database_name, describe, with_database
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.scratch import REHEARSAL_MARK, scratch_database
-from pgwarden.engine.restore.restore import register_storage_secrets, restore_manifest
+from pgwarden.engine.restore.restore import restore_manifest
 from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.redact import register_environment
 from pgwarden.storage import StorageError, locate_backup, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectNotFound
 
@@ -47,16 +47,16 @@ class RehearsalOptions:
 def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -> Rehearsal:
     """Restore, run, sample, judge. BadInput when there is no backup at the location (nothing was done);
     every other failure is a Failed rehearsal, and the scratch database is gone either way."""
-    register_storage_secrets()
+    register_environment()
     try:
         storage = open_storage(options.location)
         backup, manifest = locate_backup(storage, None)
     except (InvalidLocation, ObjectNotFound) as exc:
         raise BadInput(
             f"--rehearse-from: {exc}; pass the location of a backup or of a prefix holding backups"
-        ) from None
+        ) from exc
     except StorageError as exc:
-        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from None
+        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from exc
     check_can_open(backup, manifest, options.identities)  # a sealed backup without its key: exit 2 here
     server = options.server_url if options.server_url is not None else url
     name = derived_name(database_name(url), f"{REHEARSAL_MARK}{secrets.token_hex(3)}")

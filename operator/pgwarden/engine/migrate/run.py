@@ -334,7 +334,7 @@ class Run:
         except pgerrors.LockNotAvailable:
             raise  # the whole group is retried with backoff
         except psycopg.Error as exc:
-            raise self._statement_failure(file, statement, exc) from None
+            raise self._statement_failure(file, statement, exc) from exc
 
     def _run_outside_transaction(self, file: MigrationFile, statement: Statement, *, resumed: bool) -> None:
         """Run a statement that commits on its own. An INVALID index it leaves (or an interrupted earlier
@@ -357,7 +357,7 @@ class Run:
             with contextlib.suppress(psycopg.Error):
                 self._drop_indexes(self._invalid_left_by(statement) - existing)
             if isinstance(exc, psycopg.Error) and not isinstance(exc, pgerrors.LockNotAvailable):
-                raise self._statement_failure(file, statement, exc) from None
+                raise self._statement_failure(file, statement, exc) from exc
             raise
 
     def _built_by_interrupted_run(self, statement: Statement) -> bool:

@@ -20,7 +20,6 @@ from psycopg import sql
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import (
-    BackupInfo,
     ErrorInfo,
     Outcome,
     RestoreComparison,
@@ -39,14 +38,19 @@ from pgwarden.engine.backup.stored_dump import (
 )
 from pgwarden.engine.backup.streaming import Push
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url, with_database
-from pgwarden.engine.postgres.counts import analyze_tables, count_rows, estimate_rows
+from pgwarden.engine.postgres.counts import (
+    BACKGROUND_COUNT_CONCURRENCY,
+    analyze_tables,
+    count_rows,
+    estimate_rows,
+)
 from pgwarden.engine.postgres.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.postgres.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
 from pgwarden.engine.postgres.tools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
 from pgwarden.engine.restore.locks import LockWatch, lock_wait_message
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
-from pgwarden.redact import redact, register_secret
+from pgwarden.redact import redact, register_environment
 from pgwarden.storage import (
     BackupManifest,
     ObjectNotFound,
@@ -56,24 +60,14 @@ from pgwarden.storage import (
     open_storage,
 )
 from pgwarden.storage.base import InvalidLocation
+from pgwarden.storage.manifest import backup_info
 
 log = logging.getLogger(__name__)
 
 MAX_DIFFERENCES = 100
 RESTORING_MARK = "_pgw_restoring_"  # <name>_pgw_restoring_<id>: a --create restore not yet in place
-COUNT_CONCURRENCY = 2
 
 Progress = Callable[[str], None]
-
-
-def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
-    return BackupInfo(
-        id=manifest.id,
-        location=backup.uri(),
-        size_bytes=manifest.size_bytes,
-        sha256=manifest.sha256,
-        verified=manifest.verified,
-    )
 
 
 def compare_counts(
@@ -113,16 +107,6 @@ def compare_counts(
         differences=differences[:MAX_DIFFERENCES],
         differences_total=len(differences),
     )
-
-
-def mismatch(verification: RestoreComparison) -> str:
-    """What differs, in a sentence."""
-    parts = []
-    if verification.differences_total:
-        parts.append(f"row counts differ in {verification.differences_total} table(s)")
-    if verification.schema_matches is False:
-        parts.append("the schema fingerprint differs")
-    return " and ".join(parts) or "nothing"
 
 
 # -- running pg_restore
@@ -285,7 +269,7 @@ def restored_state(url: str, row_counts: RestoreRowCounts = "exact") -> tuple[Ma
             return estimate_rows(conn, tables), schema
     if row_counts == "none":
         return dict.fromkeys(tables), schema
-    return count_rows(url, tables, concurrency=COUNT_CONCURRENCY), schema
+    return count_rows(url, tables, concurrency=BACKGROUND_COUNT_CONCURRENCY), schema
 
 
 # -- the command
@@ -346,11 +330,11 @@ def put_in_place(url: str, restored: str, dbname: str) -> None:
         end_sessions(conn, restored, wait_seconds=5)
         try:
             rename(conn, restored, dbname)
-        except psycopg.errors.DuplicateDatabase:
+        except psycopg.errors.DuplicateDatabase as exc:
             raise RestoreFailed(
                 f"database {dbname!r} was created by someone else while the backup was restored; the "
                 "restored copy was dropped. Restore again under another name"
-            ) from None
+            ) from exc
 
 
 def _open_source(source: str | Storage) -> Storage:
@@ -359,13 +343,7 @@ def _open_source(source: str | Storage) -> Storage:
     try:
         return open_storage(source)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
-
-
-def register_storage_secrets() -> None:
-    """Storage credentials reach us through the environment; mask them in everything we print."""
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # an access key id is a name, not a secret
-        register_secret(os.environ.get(name))
+        raise BadInput(str(exc)) from exc
 
 
 def restore_backup(
@@ -392,7 +370,7 @@ def restore_backup(
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
-    register_storage_secrets()
+    register_environment()
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
     lock_wait_ms(lock_wait_timeout)  # BadInput before anything is touched
@@ -400,9 +378,9 @@ def restore_backup(
     try:
         backup, manifest = locate_backup(storage, backup_id)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
-        raise RestoreFailed(str(exc)) from None
+        raise RestoreFailed(str(exc)) from exc
     dbname = _dbname(url)
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
@@ -417,9 +395,9 @@ def restore_backup(
         try:
             with connect(url) as conn:
                 existing = list_user_tables(conn)
-        except DatabaseUnavailable:
+        except DatabaseUnavailable as exc:
             if not _database_exists(url, dbname):
-                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from None
+                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from exc
             raise
         if existing and not clean:
             raise BadInput(
@@ -484,7 +462,7 @@ def restore_backup(
         error=None
         if verification.matches_backup
         else ErrorInfo(
-            message=f"the restored database differs from backup {manifest.id}: {mismatch(verification)}"
+            message=f"the restored database differs from backup {manifest.id}: {verification.mismatch()}"
             + not_created
         ),
         pg_restore_version=tool.version,
