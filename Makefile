@@ -54,8 +54,8 @@ test: packages lint binaries
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -m "not go" $(PYTEST_ARGS)
 
-## binaries: build Kubernetes (control plane and node), MinIO, helm and Prometheus (prometheus, promtool) from
-##           their Go modules once per version,
+## binaries: build Kubernetes (control plane and node), MinIO, helm, Prometheus (prometheus, promtool) and
+##           Argo CD from their Go modules once per version,
 ##           pgwarden's image and the pause image once per content hash (cached in ~/.cache/pgwarden)
 binaries: $(STAMP)
 	@hack/build-k8s.sh >/dev/null
@@ -63,6 +63,7 @@ binaries: $(STAMP)
 	@hack/build-minio.sh >/dev/null
 	@hack/build-helm.sh >/dev/null
 	@hack/build-prometheus.sh >/dev/null
+	@hack/build-argocd.sh >/dev/null
 	@hack/build-image.sh >/dev/null
 	@hack/build-pause.sh >/dev/null
 

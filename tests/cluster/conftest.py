@@ -56,6 +56,8 @@ BUILDS = (
     ("build-image.sh",),
     ("build-pause.sh",),
 )
+# Argo CD is built only when a collected test syncs through it (the `argocd` fixture).
+ARGOCD_BUILD = ("build-argocd.sh",)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -65,7 +67,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     capture = session.config.pluginmanager.getplugin("capturemanager")
     # A first build takes many minutes: show its progress lines rather than look hung.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        for script, *args in BUILDS:
+        uses_argocd = any("argocd" in getattr(item, "fixturenames", ()) for item in session.items)
+        for script, *args in BUILDS + ((ARGOCD_BUILD,) if uses_argocd else ()):
             started = time.monotonic()
             progress: list[str] = []
             build = subprocess.Popen(
