@@ -77,6 +77,7 @@ from pgwarden.redact import redact
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import MANIFEST, StoredFile, files_digest, new_backup_id, write_manifest
+from pgwarden.threads import start_helper
 
 FORMATS = ("custom", "directory")
 PIPE_SIZE = 1024 * 1024
@@ -118,8 +119,7 @@ def dump_custom(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None and process.stderr is not None
     _widen_pipe(process.stdout)
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
+    reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     paused = False
     try:
         stdout = cast(BufferedReader, process.stdout)
@@ -486,8 +486,9 @@ def take_backup(
                     except BaseException as exc:
                         count_error.append(exc)
 
-                counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
-                counter.start()
+                counter = start_helper(
+                    threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
+                )
                 options = [*lock_options, *selection.pg_dump_args()]
                 if sink is not None:
                     dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)

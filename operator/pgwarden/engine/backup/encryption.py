@@ -21,6 +21,7 @@ from pgwarden.engine.backup.streaming import ChunkReader, Push, PushWriter, Read
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_secret
 from pgwarden.storage import StorageError
+from pgwarden.threads import start_helper
 
 METHOD = "age"
 HEADER_LIMIT = 64 * 1024  # an age header with a few dozen recipients is a few KiB
@@ -108,7 +109,7 @@ class Sealer:
         self._thread = threading.Thread(
             target=self._run, args=(list(recipients), PushWriter(push)), name="age-seal", daemon=True
         )
-        self._thread.start()
+        start_helper(self._thread)
 
     def _chunks(self) -> Any:
         while not self._stopped.is_set():

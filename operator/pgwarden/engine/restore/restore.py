@@ -56,6 +56,7 @@ from pgwarden.storage import (
     open_storage,
 )
 from pgwarden.storage.base import InvalidLocation
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ def run_pg_restore(
         command, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert process.stderr is not None
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
+    reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     try:
         with LockWatch(url, lock_wait, process.kill) as watch:
             if feed is not None and process.stdin is not None:
