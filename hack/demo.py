@@ -292,7 +292,7 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
     base = DEMO / "postgres"
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)  # when root, the server runs as nobody and needs to reach its directory
-    server = localpg.start(base_dir=base)
+    server = localpg.start(base_dir=base, detached=True)  # it stays up after `make demo` returns
     server.serve_pods(GATEWAY)  # the Jobs' Pods reach it on the bridge
     state["postgres"] = {
         "bin_dir": str(server.install.bin_dir),
