@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the local Kubernetes cluster: etcd, kube-apiserver (RBAC + Node authorization, TLS on the Pod
-# bridge's address 10.217.0.1, where Pods and the host reach it), kube-controller-manager, and a real node
+# bridge's address, where Pods and the host reach it), kube-controller-manager, and a real node
 # (hack/node-up.sh: containerd, runc, the kubelet and kube-scheduler) with pgwarden's image of the current
 # sources and the pause image loaded into containerd. State, certificates, pid files and logs live in
 # .local/cluster/ and .local/node/, the admin kubeconfig in .local/kubeconfig (PGWARDEN_LOCAL_DIR moves
