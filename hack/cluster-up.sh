@@ -77,9 +77,9 @@ print(" ".join(str(p) for p in pids if os.path.exists(f"/proc/{p}")))' "$local_d
   [[ -x $etcd_bin ]] || fail "no etcd binary: install Debian's etcd-server (apt-get install etcd-server; hack/apt-packages.txt lists it) or set ETCD_BIN"
   command -v openssl >/dev/null || fail "openssl is missing: apt-get install openssl"
 
-  etcd_port=$(free_port_at 127.0.0.1 "${PGWARDEN_ETCD_PORT:-23790}")
+  etcd_port=$(free_port_at 127.0.0.1 "${PGWARDEN_ETCD_PORT:-$((23790 + port_offset))}")
   etcd_peer_port=$(free_port_at 127.0.0.1 $((etcd_port + 1)))
-  apiserver_port=$(free_port_at "$node_ip" "${PGWARDEN_APISERVER_PORT:-16443}")
+  apiserver_port=$(free_port_at "$node_ip" "${PGWARDEN_APISERVER_PORT:-$((16443 + port_offset))}")
   kcm_port=$(free_port_at 127.0.0.1 $((apiserver_port + 1)))
 
   # --- certificates (kept across restarts; regenerated when missing or not for this bridge's address) ---

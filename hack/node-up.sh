@@ -44,7 +44,7 @@ pause_archive=$(hack/build-pause.sh)
 pause_ref=$(<"$(dirname "$pause_archive")/ref")
 
 kubelet_port=$(free_port_at "$node_ip" "${PGWARDEN_KUBELET_PORT:-20250}")
-healthz_port=$(free_port_at 127.0.0.1 "${PGWARDEN_KUBELET_HEALTHZ_PORT:-20251}")
+healthz_port=$(free_port_at 127.0.0.1 "${PGWARDEN_KUBELET_HEALTHZ_PORT:-$((20251 + port_offset))}")
 scheduler_port=$(free_port_at 127.0.0.1 $((healthz_port + 1)))
 
 # --- certificates, signed by the control plane's CA: the kubelet as a node (NodeRestriction), its

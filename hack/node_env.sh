@@ -38,6 +38,9 @@ derived_subnet() {
 }
 
 path_hash=$(printf '%s' "$local_dir" | sha256sum | cut -c1-8)
+# Where each directory's search for free ports starts (0-1990, in tens): two clusters coming up at the same
+# moment would otherwise both find the same loopback port free and race to bind it.
+port_offset=$((16#${path_hash:4:4} % 200 * 10))
 bridge=${PGWARDEN_NODE_BRIDGE:-$(recorded_network PGWARDEN_NODE_BRIDGE)}
 bridge=${bridge:-pgw-$path_hash}
 # Pods get .2-.254; the bridge (the node's address, where the API server and host servers for pods
