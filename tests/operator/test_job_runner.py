@@ -491,3 +491,60 @@ def test_a_rehearsal_job_rehearses_on_a_copy_of_the_backup_and_never_migrates_th
     assert rehearsal["durationSeconds"] > 0 and rehearsal["backup"]
     assert _columns(db_url, "customers") == ["id", "name"]
     assert _scratch_databases(db_url) == []
+
+
+def test_a_rehearsal_job_restores_the_newest_verified_backup_and_warns_when_none_is(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """DESIGN 2: a rehearsal runs on the newest *verified* backup when drills verified any (not a newer
+    unverified one), else on the newest complete one, with a warning in status.rehearsal."""
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);"}
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+
+    def take_backup(name: str, *, verify: bool) -> tuple[Obj, str]:
+        body = resource("backup-once.yaml", "DatabaseBackup")
+        body["metadata"]["name"] = name
+        body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+        body["spec"]["verify"] = {"restore": verify}
+        manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+        took = run_job(manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert took.code == 0, took.stderr + took.stdout
+        assert took.full["backup"]["verified"] is verify
+        taken = observe(job(manifest["metadata"]["name"], state="complete"), [took.as_pod()])
+        body["status"] = written(backups.decide(read(body), [taken], None, SETTINGS, NOW)).status
+        return body, str(took.full["backup"]["id"])
+
+    def rehearsal_of(backup: Obj) -> Obj:
+        body = inline_migration(
+            resource, {**first, "0002_note.sql": "ALTER TABLE customers ADD COLUMN note text;"}
+        )
+        body["spec"]["rehearsal"] = {"backupRef": {"name": backup["metadata"]["name"]}}
+        body["spec"]["approval"] = "Manual"
+        referenced = read(backup)
+        decided = migrations.decide(read(body), None, [], SETTINGS, NOW, referenced=referenced)  # type: ignore[arg-type]
+        assert decided.create is not None
+        body["status"] = written(decided).status
+        ran = run_job(decided.create, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert ran.code == 0, ran.stderr + ran.stdout
+        run = observe(job(decided.create["metadata"]["name"], state="complete"), [ran.as_pod()])
+        after = migrations.decide(
+            read(body), None, [], SETTINGS, NOW, rehearsal_run=run, referenced=referenced
+        )  # type: ignore[arg-type]
+        rehearsal: Obj = written(after).status["rehearsal"]
+        return rehearsal
+
+    _, verified = take_backup("shop-backup", verify=True)
+    newer, newer_id = take_backup("shop-backup", verify=False)  # the newest, but nothing restored it yet
+    rehearsal = rehearsal_of(newer)
+    assert rehearsal["backup"].endswith(verified), (rehearsal["backup"], verified, newer_id)
+    assert rehearsal.get("warnings", []) == []
+
+    adhoc, adhoc_id = take_backup("shop-adhoc", verify=False)
+    rehearsal = rehearsal_of(adhoc)
+    assert rehearsal["backup"].endswith(adhoc_id)
+    assert len(rehearsal["warnings"]) == 1 and "unverified" in rehearsal["warnings"][0], rehearsal
+    assert rehearsal["outcome"] == "Succeeded"

@@ -62,6 +62,10 @@ class Rehearsal(ApiModel):
         default=None,
         description="The limit on holding a lock that blocks writes; longer fails the rehearsal.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the approver should know, e.g. that no restore drill had verified the backup used.",
+    )
     error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
 
 
@@ -166,5 +170,12 @@ class RehearsalStatus(ApiModel):
     max_lock_hold_seconds: float | None = Field(
         default=None,
         description="The limit on holding a lock that blocks writes (spec.rehearsal.maxLockHold).",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "What the approver should know, e.g. that no restore drill had verified a backup, so the newest "
+            "complete (unverified) one was rehearsed on."
+        ),
     )
     completed_at: datetime | None = Field(default=None, description="When the rehearsal Job finished.")
