@@ -262,6 +262,11 @@ def chart_operator(
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def run_jobs(kube: LocalCluster, namespace: str) -> list[Obj]:
+    """The Jobs that run something: all but the read-only previews of Manual migrations awaiting approval."""
+    return [job for job in kube.get_all("jobs", namespace) if "-preview-" not in job["metadata"]["name"]]
+
+
 def in_namespace(namespace: str, *manifests: Obj) -> list[Obj]:
     return [dict(m, metadata=dict(m["metadata"], namespace=namespace)) for m in manifests]
 

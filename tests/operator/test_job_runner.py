@@ -548,3 +548,48 @@ def test_a_rehearsal_job_restores_the_newest_verified_backup_and_warns_when_none
     assert rehearsal["backup"].endswith(adhoc_id)
     assert len(rehearsal["warnings"]) == 1 and "unverified" in rehearsal["warnings"][0], rehearsal
     assert rehearsal["outcome"] == "Succeeded"
+
+
+def test_a_manual_migration_without_a_rehearsal_shows_the_lint_of_its_pending_files_before_approval(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """The preview Job through the real runner: it plans on the live database (only the pending file is
+    linted, not the applied one) and changes nothing; its findings reach status.lint while it awaits
+    approval, and only the approval creates the run."""
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {
+        "0001_customers.sql": "CREATE TABLE customers (id int, name text);\nCREATE INDEX c_id ON customers (id);"
+    }
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+    body = inline_migration(
+        resource, {**first, "0002_by_name.sql": "-- by name\nCREATE INDEX c_name ON customers (name);"}
+    )
+    body["spec"]["approval"] = "Manual"
+    history_before = _history(db_url)
+
+    decided = migrations.decide(read(body), None, [], SETTINGS, NOW)
+    assert decided.create is not None and "-preview-" in decided.create["metadata"]["name"]
+    body["status"] = written(decided).status
+    ran = run_job(decided.create, secrets, tmp_path)
+    assert ran.code == 0, ran.stderr + ran.stdout
+    run = observe(job(decided.create["metadata"]["name"], state="complete"), [ran.as_pod()])
+    shown = migrations.decide(read(body), None, [], SETTINGS, NOW, preview_run=run)
+    status = written(shown).status
+
+    assert shown.create is None and status["phase"] == "AwaitingApproval"
+    assert [(f["rule"], f["file"], f["line"]) for f in status["lint"]] == [
+        ("require-concurrent-index-creation", "0002_by_name.sql", 2)
+    ]
+    assert status["preview"]["pending"] == ["0002"] and "would apply 0002" in status["message"]
+    assert _history(db_url) == history_before
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.c_name')").fetchone() == (None,)
+
+
+def _history(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT version, checksum, success FROM pgwarden.schema_history ORDER BY 1"
+        ).fetchall()

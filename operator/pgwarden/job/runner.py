@@ -149,6 +149,9 @@ def run_migration(task: Task, url: str) -> Report:
         )
         if task.rehearsal is not None:
             return rehearse_only(url, options, task.rehearsal).to_json_dict()
+        if task.plan_only:  # every finding, for the approver; the run itself refuses what the policy names
+            planned = dataclasses.replace(options, plan_only=True, lint_fail_on=())
+            return migrate(url, planned, progress=progress).to_json_dict()
         return migrate(
             url, dataclasses.replace(options, on_progress=report_progress), progress=progress
         ).to_json_dict()
