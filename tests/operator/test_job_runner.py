@@ -22,13 +22,14 @@ from pgwarden_testing.localpg import LocalPostgres
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
+from pgwarden.api.progress import last_progress
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.api.task import TERMINATION_LOG_ENV, RestoreSource
 from pgwarden.job.runner import compact
-from pgwarden.operator import backups, migrations, restores
+from pgwarden.operator import backups, migrations, progress, restores
 from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
 from pgwarden.operator.observe import observe
-from pgwarden.operator.resources import read
+from pgwarden.operator.resources import lenient, read
 
 Obj = dict[str, Any]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
@@ -593,3 +594,41 @@ def _history(url: str) -> list[tuple[Any, ...]]:
         return conn.execute(
             "SELECT version, checksum, success FROM pgwarden.schema_history ORDER BY 1"
         ).fetchall()
+
+
+def test_a_rehearsal_jobs_long_statement_reaches_status_progress_like_the_runs(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """The rehearsal Job prints the same progress lines as the run's Job, and the operator's look turns its
+    log into status.progress while the migration is Rehearsing."""
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);"}
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+    backup_body = resource("backup-once.yaml", "DatabaseBackup")
+    backup_body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+    backup_body["spec"]["verify"] = {"restore": False}
+    backup_manifest = backup_job(DatabaseBackup.model_validate(backup_body), SETTINGS)
+    took = run_job(backup_manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert took.code == 0, took.stderr + took.stdout
+    taken = observe(job(backup_manifest["metadata"]["name"], state="complete"), [took.as_pod()])
+    backup_body["status"] = written(backups.decide(read(backup_body), [taken], None, SETTINGS, NOW)).status
+
+    body = inline_migration(resource, {**first, "0002_slow.sql": "SELECT pg_sleep(4);\n"})
+    body["spec"]["rehearsal"] = {"backupRef": {"name": "shop-backup"}}
+    decided = migrations.decide(read(body), None, [], SETTINGS, NOW, referenced=read(backup_body))  # type: ignore[arg-type]
+    assert decided.create is not None
+    rehearsing = written(decided).status
+    assert rehearsing["phase"] == "Rehearsing"
+    ran = run_job(decided.create, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert ran.code == 0, ran.stderr + ran.stdout
+
+    status = lenient(DatabaseMigrationStatus, rehearsing)
+    assert progress.watched_job(status) == decided.create["metadata"]["name"]
+    seen = last_progress(ran.stderr)
+    assert seen is not None, f"no progress line in the rehearsal Job's log:\n{ran.stderr}"
+    patch = progress.progress_patch(status, ran.stderr, seen.observed_at)
+    assert patch is not None and patch["progress"]["version"] == "0002", patch
+    assert patch["progress"]["script"] == "0002_slow.sql" and patch["progress"]["elapsedSeconds"] >= 2

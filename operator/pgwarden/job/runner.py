@@ -178,7 +178,10 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
         return report
 
     def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
-        watched = dataclasses.replace(options, observers=(*options.observers, *observers))
+        # Its long statements report progress as the run's do: the operator shows them in status.progress.
+        watched = dataclasses.replace(
+            options, observers=(*options.observers, *observers), on_progress=report_progress
+        )
         return migrate(scratch_url, watched, progress=lambda message: progress(f"rehearsal: {message}"))
 
     location, owner = _rehearsal_location(task.source)

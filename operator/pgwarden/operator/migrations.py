@@ -225,6 +225,9 @@ def decide(
     new.observed_generation = generation
     if phase == "Running" and run is not None and old.job == run.job and old.progress is not None:
         new.progress = old.progress  # written by the progress looks (operator/progress.py); gone once it ends
+    rehearsing = old.rehearsal.job if old.rehearsal is not None else None
+    if phase == "Rehearsing" and rehearsal_run is not None and rehearsal_run.job == rehearsing:
+        new.progress = old.progress  # the rehearsal Job's, the same way
     drift = new.drift if "drift" in new.model_fields_set else None
     drifted = drift.detected if drift is not None else None
     begun = started(run) if run else None
