@@ -43,8 +43,7 @@ bench: $(STAMP)
 .PHONY: demo-down
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py --down; \
-	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo PGWARDEN_NODE_BRIDGE=pgw1 PGWARDEN_NODE_SUBNET_PREFIX=10.217.1 \
-	  hack/cluster-down.sh --purge; fi
+	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo hack/cluster-down.sh --purge; fi
 
 ## test: lint, types, layering, then the whole test suite against real servers and the real node. Runs as root.
 test: packages lint binaries
@@ -97,7 +96,7 @@ node-binaries:
 pause-image:
 	@hack/build-pause.sh
 
-## node-smoke: a cluster of its own in .local/node-smoke (bridge pgw2), a restricted Job Pod from pgwarden's
+## node-smoke: a cluster of its own in .local/node-smoke (and a bridge of its own), a restricted Job Pod from pgwarden's
 ## image runs the client tools and pgwarden, then everything is torn down and checked gone
 .PHONY: node-smoke
 node-smoke: $(STAMP)

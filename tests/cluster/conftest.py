@@ -4,7 +4,8 @@ real node (containerd, runc, the kubelet) that runs pgwarden's image.
 Every xdist worker of one run shares one cluster. The first worker that needs it starts it under a file
 lock; the last one to finish stops it, if this run started it, and a watchdog stops it should the run die
 first. A cluster someone started by hand (`make cluster-up`) is used and left up. Pods reach this
-machine's servers at the bridge's address (10.217.0.1), so a test's PostgreSQL and MinIO listen there too.
+machine's servers at the bridge's address (hack/node_env.sh chooses the bridge and subnet per checkout), so a
+test's PostgreSQL and MinIO listen there too.
 """
 
 from __future__ import annotations

@@ -170,6 +170,10 @@ class Rehearsal(ApiModel):
         default=None,
         description="The limit on holding a lock that blocks writes; longer fails the rehearsal.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the approver should know, e.g. that no restore drill had verified the backup used.",
+    )
     error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
 
 

@@ -142,3 +142,7 @@ class Task(ApiModel):
     rehearsal: RehearsalTask | None = Field(
         default=None, description="For a migration: rehearse only (the real run is another Job)."
     )
+    plan_only: bool = Field(
+        default=False,
+        description="For a migration: plan and lint on the database, read only, before it is approved.",
+    )

@@ -152,6 +152,9 @@ def run_migration(task: Task, url: str) -> Report:
         )
         if task.rehearsal is not None:
             return rehearse_only(url, options, task.rehearsal).to_json_dict()
+        if task.plan_only:  # every finding, for the approver; the run itself refuses what the policy names
+            planned = dataclasses.replace(options, plan_only=True, lint_fail_on=())
+            return migrate(url, planned, progress=progress).to_json_dict()
         return migrate(
             url, dataclasses.replace(options, on_progress=report_progress), progress=progress
         ).to_json_dict()
@@ -178,11 +181,16 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
         return report
 
     def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
-        watched = dataclasses.replace(options, observers=(*options.observers, *observers))
+        # Its long statements report progress as the run's do: the operator shows them in status.progress.
+        watched = dataclasses.replace(
+            options, observers=(*options.observers, *observers), on_progress=report_progress
+        )
         return migrate(scratch_url, watched, progress=lambda message: progress(f"rehearsal: {message}"))
 
+    location, owner = _rehearsal_location(task.source)
     settings = RehearsalOptions(
-        location=_rehearsal_location(task.source),
+        location=location,
+        owner=owner,
         server_url=_rehearsal_server() if task.server else None,
         max_lock_hold_seconds=task.max_lock_hold_seconds,
         identities=identities() if task.sealed else (),
@@ -194,13 +202,23 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
     return report
 
 
-def _rehearsal_location(source: RestoreSource) -> str:
-    """The backup to rehearse on: a DatabaseBackup's (its own, newest or by id) or one at a location."""
+def _rehearsal_location(source: RestoreSource) -> tuple[str, str | None]:
+    """Where the rehearsal's backup is, and whose: a DatabaseBackup's folder and owner for its latest (the
+    engine prefers its newest verified backup there), else one backup (by id, or the one the status names),
+    or a location (a prefix: the engine chooses there too)."""
     root = storage_uri(source.storage)
-    if source.scope is not None:
-        return _owned_backup(root, source, source.scope).uri()
+    scope = source.scope
+    if scope is not None:
+        folder = open_storage(root).child(scope.path)
+        try:
+            owned = source.backup_id is None and bool(list_backups(folder, owner=scope.owner))
+        except StorageError:
+            owned = False  # _owned_backup reads it again and says what is wrong
+        if owned:
+            return folder.uri(), scope.owner
+        return _owned_backup(root, source, scope).uri(), None
     given = source.location or ""
-    return given if given.startswith(("s3://", "/")) else _under(root, given)
+    return (given if given.startswith(("s3://", "/")) else _under(root, given)), None
 
 
 def _rehearsal_server() -> str:

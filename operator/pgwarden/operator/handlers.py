@@ -22,7 +22,6 @@ import kopf
 
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS
-from pgwarden.api.migration import MigrationPhase
 from pgwarden.operator import metrics, naming, progress
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
@@ -60,9 +59,10 @@ def reconcile(context: Context, key: Key) -> None:
 
 
 def _progress_looks(deadlines: Deadlines, key: Key, decision: Decision[Any] | None) -> None:
-    """A running migration's progress is looked at on a deadline of its own, every LOOK_EVERY at most."""
+    """A running (or rehearsing) migration's progress is looked at on a deadline of its own, every LOOK_EVERY
+    at most."""
     looks = progress.progress_key(key[1], key[2])
-    if decision is not None and decision.status.phase == MigrationPhase.RUNNING:
+    if decision is not None and decision.status.phase in progress.LOOKED_AT:
         deadlines.at_latest(looks, datetime.now(UTC) + progress.LOOK_EVERY)
     else:
         deadlines.forget(looks)

@@ -367,6 +367,34 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
     return _job(migration, parts, settings, backoff_limit=0)
 
 
+def preview_job(migration: DatabaseMigration, settings: JobSettings, digest: str | None = None) -> Manifest:
+    """The read-only Job that plans and lints a generation awaiting approval: the same files and database,
+    nothing backed up or applied."""
+    directory, volumes, mounts, init = migration_sources(migration)
+    task = Task(
+        kind=JobKind.MIGRATE,
+        resource=resource_id(migration),
+        migration=migration.spec,
+        migrations_dir=directory,
+        plan_only=True,
+    )
+    parts = PodParts(
+        task=task,
+        database=migration.spec.database,
+        storage=None,
+        template=migration.spec.job_template,
+        volumes=tuple(volumes),
+        mounts=tuple(mounts),
+        init_containers=tuple(init),
+    )
+    meta = migration.metadata
+    generation = meta.generation or 1
+    name = naming.preview_job_name(meta.name or "", meta.uid or "", generation, digest)
+    job = _owned(migration, name, "Job", "batch/v1", generation)
+    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
+    return job
+
+
 def rehearsal_job(
     migration: DatabaseMigration,
     source: RestoreSource,

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgwarden_testing import lifetime
 from pgwarden_testing.localpg import free_port
 
 MINIO_BIN_ENV = "PGWARDEN_MINIO_BIN"
@@ -115,7 +117,7 @@ class S3Server:
             return
         self.stop()
         port = int(self.endpoint.rsplit(":", 1)[1])
-        self.process = _launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.process = launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
         self.address, self.endpoint = address, f"http://{address}:{port}"
         _wait_ready(self, timeout)
 
@@ -127,6 +129,7 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        lifetime.forget(self.process)
 
 
 def _wait_ready(server: S3Server, timeout: float) -> None:
@@ -146,9 +149,12 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
 
 
-def _launch(
+def launch(
     access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
 ) -> subprocess.Popen[bytes]:
+    """MinIO as our child, in a session of its own, killed by the kernel if we die first (nothing in it is
+    worth a clean shutdown); recorded for the sweep of what a killed run left."""
+    lifetime.sweep()
     env = {
         **os.environ,
         "MINIO_ROOT_USER": access_key,
@@ -159,7 +165,7 @@ def _launch(
         "HOME": str(data_dir.parent),
     }
     with log.open("ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [
                 str(minio_binary()),
                 "server",
@@ -174,7 +180,10 @@ def _launch(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=lifetime.die_with_parent(signal.SIGKILL),
         )
+    lifetime.record(process, data_dir.parent, signal.SIGKILL)
+    return process
 
 
 def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
@@ -185,7 +194,7 @@ def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
     log = root / "minio.log"
     port = free_port()
     access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    process = _launch(access_key, secret_key, data_dir, log, address, port)
+    process = launch(access_key, secret_key, data_dir, log, address, port)
     server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
     _wait_ready(server, timeout)
     return server

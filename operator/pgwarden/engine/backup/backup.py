@@ -58,6 +58,7 @@ from pgwarden.redact import redact, register_environment
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectWriter
 from pgwarden.storage.manifest import (
+from pgwarden.threads import start_helper
     MANIFEST,
     StoredFile,
     backup_info,
@@ -352,8 +353,7 @@ class _CountAtSnapshot:
         self.counts: dict[str, int] = {}
         self._error: list[BaseException] = []
         self._args = (url, tables, snapshot, stop)
-        self._thread = threading.Thread(target=self._count, name="count-rows", daemon=True)
-        self._thread.start()
+        self._thread = start_helper(threading.Thread(target=self._count, name="count-rows", daemon=True))
 
     def _count(self) -> None:
         url, tables, snapshot, stop = self._args
