@@ -39,6 +39,14 @@ class KubeError(Exception):
         self.message = message
 
 
+def names_only_query(label_selector: str) -> dict[str, str]:
+    """The query of every request for Secrets: table rows without objects (with `NAMES_ONLY`), by label."""
+    query = {"includeObject": "None", "limit": str(NAMES_PAGE)}
+    if label_selector:
+        query["labelSelector"] = label_selector
+    return query
+
+
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
     """In-cluster credentials (a ServiceAccount token) when in a pod, else the kubeconfig."""
     configuration = kubernetes.client.Configuration()
@@ -297,7 +305,7 @@ class Kube:
     def secret_names(self, namespace: str, label_selector: str) -> list[str]:
         """The names of the Secrets whose labels match, and nothing else of them (a table without objects)."""
         names: list[str] = []
-        query = {"labelSelector": label_selector, "includeObject": "None", "limit": str(NAMES_PAGE)}
+        query = names_only_query(label_selector)
         while True:
             table = self.request(
                 "GET", f"/api/v1/namespaces/{namespace}/secrets", query=query, accept=NAMES_ONLY
@@ -311,7 +319,7 @@ class Kube:
     def watch_secret_names(self, namespace: str) -> Iterator[str]:
         """Each change of a Secret in `namespace`, as the event's type, for up to WATCH_SECONDS (then it ends;
         watch again). Table rows without objects, as `secret_names`: never a label, value or annotation."""
-        query = {"watch": "1", "includeObject": "None", "timeoutSeconds": str(WATCH_SECONDS)}
+        query = {"includeObject": "None", "watch": "1", "timeoutSeconds": str(WATCH_SECONDS)}
         url = f"{self.host}/api/v1/namespaces/{namespace}/secrets?{urllib.parse.urlencode(query)}"
         headers = self._headers()
         headers["Accept"] = NAMES_ONLY
