@@ -32,6 +32,7 @@ from operator_support import (
 )
 from pgwarden_testing import s3server
 from pgwarden_testing.localpg import LocalPostgres
+from prometheus_client.parser import text_string_to_metric_families
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.sets import SET_LABEL
@@ -177,16 +178,15 @@ def test_a_set_rolls_out_canary_first_then_two_at_a_time_and_halts_on_the_failin
     assert not has_schema(databases["tenant-6-db"], "pgwarden"), (
         "a tenant never started is never connected to"
     )
-    metrics = set_operator.http(set_operator.metrics_port, "/metrics")
-    assert f'pgwarden_set_halted{{namespace="{namespace}",name="fleet"}} 1.0' in metrics
-    assert (
-        f'pgwarden_set_targets{{kind="DatabaseMigrationSet",name="fleet",namespace="{namespace}",state="failed"}}'
-        not in metrics
-    )
-    assert (
-        f'pgwarden_set_targets{{namespace="{namespace}",name="fleet",kind="DatabaseMigrationSet",state="failed"}} 1.0'
-        in metrics
-    )
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(set_operator.http(set_operator.metrics_port, "/metrics"))
+        for sample in family.samples
+    }
+    labels = {"namespace": namespace, "name": "fleet"}
+    assert samples[("pgwarden_set_halted", tuple(sorted(labels.items())))] == 1.0
+    failed = {**labels, "kind": "DatabaseMigrationSet", "state": "failed"}
+    assert samples[("pgwarden_set_targets", tuple(sorted(failed.items())))] == 1.0
     assert_never_shown(kube, set_operator, pg.password)
 
 
