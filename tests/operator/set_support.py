@@ -33,12 +33,15 @@ def migration_set(
     approval: str = "Automatic",
     inline: list[Obj] | None = None,
     targets: Obj | None = None,
+    rehearsal: Obj | None = None,
     generation: int = 1,
     annotations: dict[str, str] | None = None,
     status: Obj | None = None,
     name: str = "tenants",
 ) -> Obj:
     template: Obj = {"approval": approval, "migrations": {"inline": inline or SQL}}
+    if rehearsal is not None:
+        template["rehearsal"] = rehearsal
     spec: Obj = {
         "targets": targets or {"selector": {"matchLabels": {"pgwarden.io/tenant-db": "true"}}},
         "template": template,
@@ -123,6 +126,13 @@ class Fleet:
         for name, value in decision.approve:
             target = by_name[name]
             self.children[target] = dataclasses.replace(self.children[target], approved=value)
+        for release in decision.release:  # a new spec (a new generation) and its approval in one write
+            target = by_name[release.name]
+            child = self.children[target]
+            self.children[target] = dataclasses.replace(
+                child, generation=child.generation + 1, spec_hash=release.spec_hash, approved=release.approved
+            )
+            self.specs[target] = release.spec
         for name in decision.delete:
             self.children.pop(by_name[name], None)
 

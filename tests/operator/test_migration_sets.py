@@ -272,3 +272,28 @@ def test_child_state_reads_what_the_set_needs_of_a_child() -> None:
     )
     assert state.succeeded and state.released
     assert set_uid_of(body) == "u"
+
+
+def test_a_rehearsal_in_the_template_waits_for_the_childs_turn_and_comes_with_its_start() -> None:
+    """A child rehearses before its approval, so the set holds the rehearsal back until the child's turn, then
+    gives the whole spec and the approval of the generation it makes in one write."""
+    rehearsal = {"backupRef": {"name": "tenant-template-backup"}}
+    body, fleet = migration_set(rollout={"canary": 1, "maxParallel": 2}, rehearsal=rehearsal), Fleet()
+    created = decide(body, fleet)
+    assert all("rehearsal" not in manifest["spec"] for manifest in created.create)
+    fleet.waiting()
+    started = decide(body, fleet)
+    assert not started.approve and not started.replace
+    (release,) = started.release
+    assert release.name == fleet.children["tenant-1"].name
+    assert fleet.specs["tenant-1"]["rehearsal"]["backupRef"]["name"] == "tenant-template-backup"
+    assert release.approved == "2", "the approval names the generation the whole spec makes"
+    assert fleet.children["tenant-1"].released
+    assert "rehearsal" not in fleet.specs["tenant-2"], "the others wait without theirs"
+    again = decide(body, fleet)
+    assert not (again.release or again.replace or again.approve), "a released child is not held back again"
+    fleet.reconciled("tenant-1", "Succeeded", current_version="1")
+    wave = decide(body, fleet)
+    assert sorted(item.name for item in wave.release) == sorted(
+        fleet.children[t].name for t in ("tenant-2", "tenant-3")
+    )

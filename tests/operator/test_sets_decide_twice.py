@@ -115,6 +115,12 @@ def template_changed() -> tuple[Obj, Fleet]:
     return edited, fleet
 
 
+def rehearsing_wave() -> tuple[Obj, Fleet]:
+    fleet = Fleet()
+    body = migration_set(rollout=ROLLOUT, rehearsal={"backupRef": {"name": "template-backup"}})
+    return settle(body, fleet, succeed("tenant-1")), fleet
+
+
 def backups_scheduled() -> tuple[Obj, Fleet]:
     fleet = Fleet()
     ready = {"Ready": "True", "Stale": "False"}
@@ -147,6 +153,7 @@ CASES: dict[str, Case] = {
     "complete": complete,
     "finished with failures": finished_with_failures,
     "template changed": template_changed,
+    "rehearsing wave": rehearsing_wave,
     "backups scheduled": backups_scheduled,
     "backups degraded": backups_degraded,
 }
@@ -161,9 +168,10 @@ def test_deciding_again_does_nothing_the_first_decision_did(case: Case) -> None:
     assert not {m["metadata"]["name"] for m in first.create} & {m["metadata"]["name"] for m in second.create}
     assert not {r.name for r in first.replace} & {r.name for r in second.replace}
     assert not set(first.approve) & set(second.approve), "an approval is written once"
+    assert not {r.name for r in first.release} & {r.name for r in second.release}
     assert not set(first.delete) & set(second.delete)
     assert not second.events, "a transition is announced once"
-    if not first.create and not first.replace:
+    if not first.create and not first.replace and not first.release:
         fleet.apply(second)
         third = decide(with_status(body, second), fleet)
         assert not (third.create or third.replace or third.delete or third.events)
@@ -182,6 +190,7 @@ def test_the_status_shows_each_phase_the_cases_are_named_for() -> None:
         "complete": "Complete",
         "finished with failures": "Failed",
         "template changed": "Progressing",
+        "rehearsing wave": "Progressing",
         "backups scheduled": "Ready",
         "backups degraded": "Degraded",
     }

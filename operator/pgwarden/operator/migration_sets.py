@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import Approval, ApprovalFile, ApprovalStatus
@@ -23,7 +25,7 @@ from pgwarden.operator import approval
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.set_children import ChildState, child_manifest, spec_hash
 from pgwarden.operator.set_rollout import Halt, Plan, Standing, plan
-from pgwarden.operator.set_status import Replacement, SetDecision, failures, named, phase_events
+from pgwarden.operator.set_status import Release, Replacement, SetDecision, failures, named, phase_events
 from pgwarden.operator.set_targets import child_name
 from pgwarden.operator.status import clip, second
 
@@ -94,11 +96,18 @@ def verdict(
     )
 
 
-def standing(child: ChildState | None, wanted_hash: str) -> Standing:
+def held(spec: dict[str, object]) -> dict[str, object]:
+    """A child's spec until its turn: without the template's rehearsal, which would otherwise run as soon as
+    the child exists (a rehearsal runs before approval); the set gives it back when it starts the child."""
+    return {key: value for key, value in spec.items() if key != "rehearsal"}
+
+
+def standing(child: ChildState | None, current: bool) -> Standing:
+    """Where a target stands; `current`: its child has the template's spec (held back or whole)."""
     if child is None:
         return Standing.NEW
     running = child.phase in ("Running", "Rehearsing")
-    if child.spec_hash != wanted_hash:  # given a new spec now: its new generation waits for its turn
+    if not current:  # given a new spec now: its new generation waits for its turn
         return Standing.RUNNING if running else Standing.WAITING
     if child.succeeded:
         return Standing.SUCCEEDED
@@ -110,15 +119,77 @@ def standing(child: ChildState | None, wanted_hash: str) -> Standing:
 
 
 def _approval_value(
-    child: ChildState, shown: ApprovalStatus, manual: bool, from_config_maps: bool
+    child: ChildState, generation: int, shown: ApprovalStatus, manual: bool, from_config_maps: bool
 ) -> str | None:
-    """What the set writes into a child to start it: its generation, and for ConfigMap files the digest the
-    child shows (which must be the approved one); None while the child has not shown it yet."""
+    """What the set writes into a child to start its `generation`: the generation, and for ConfigMap files
+    the digest the child shows (which must be the approved one); None while the child has not shown it yet."""
     if not from_config_maps:
-        return str(child.generation)
+        return str(generation)
     if child.approval_digest is None or (manual and child.approval_digest != shown.digest):
         return None
-    return f"{child.generation}-{child.approval_digest}"
+    return f"{generation}-{child.approval_digest}"
+
+
+@dataclass(frozen=True)
+class _Children:
+    """What the set does to its children's specs, and where each target stands."""
+
+    create: list[dict[str, Any]]
+    replace: list[Replacement]
+    standings: list[tuple[str, Standing]]
+    whole: dict[str, tuple[dict[str, object], str]]  # target -> its whole spec and hash, where held back
+
+
+def _children(
+    mset: DatabaseMigrationSet, targets: Sequence[str], by_target: dict[str, ChildState]
+) -> _Children:
+    meta = mset.metadata
+    result = _Children([], [], [], {})
+    for target in targets:
+        whole = child_spec(mset, target)
+        waiting = held(whole)
+        hashes = (spec_hash(whole), spec_hash(waiting))
+        child = by_target.get(target)
+        if child is None:
+            name = child_name(meta.name or "", meta.uid or "", target)
+            result.create.append(child_manifest(KIND, _meta(mset), name, waiting))
+        elif child.spec_hash not in hashes:
+            result.replace.append(Replacement(child.name, waiting, hashes[1]))
+        if child is not None and child.spec_hash == hashes[1] != hashes[0]:
+            result.whole[target] = (whole, hashes[0])
+        current = child is not None and child.spec_hash in hashes
+        result.standings.append((target, standing(child, current)))
+    return result
+
+
+def _starts(
+    mset: DatabaseMigrationSet,
+    start: Sequence[str],
+    by_target: dict[str, ChildState],
+    children: _Children,
+    shown: ApprovalStatus,
+) -> tuple[list[tuple[str, str]], list[Release]]:
+    """Approvals of children whose spec is whole, and releases (whole spec and approval in one write) of
+    children held back; a child being given a new spec is started once it shows it."""
+    manual = mset.spec.template.approval == Approval.MANUAL
+    from_config_maps = mset.spec.template.migrations.config_map_refs is not None
+    replaced = {item.name for item in children.replace}
+    approve: list[tuple[str, str]] = []
+    release: list[Release] = []
+    for target in start:
+        child = by_target[target]
+        if child.name in replaced:
+            continue
+        whole = children.whole.get(target)
+        generation = child.generation + (1 if whole else 0)  # a new spec is a new generation
+        value = _approval_value(child, generation, shown, manual, from_config_maps)
+        if value is None:
+            continue
+        if whole is None:
+            approve.append((child.name, value))
+        else:
+            release.append(Release(child.name, whole[0], whole[1], value))
+    return approve, release
 
 
 def decide(
@@ -143,41 +214,24 @@ def decide(
     waiting_for = verdict(mset, shown, config_maps) if manual else ""
     shown.approved = not waiting_for
 
-    create: list[Obj] = []
-    replace: list[Replacement] = []
-    standings: list[tuple[str, Standing]] = []
-    for target in targets:
-        spec = child_spec(mset, target)
-        wanted = spec_hash(spec)
-        child = by_target.get(target)
-        name = child.name if child else child_name(meta.name or "", meta.uid or "", target)
-        if child is None:
-            create.append(child_manifest(KIND, _meta(mset), name, spec))
-        elif child.spec_hash != wanted:
-            replace.append(Replacement(name, spec, wanted))
-        standings.append((target, standing(child, wanted)))
-    rollout = plan(standings, mset.spec.rollout, approved=not waiting_for and targets_problem is None)
+    planned = _children(mset, targets, by_target)
+    rollout = plan(planned.standings, mset.spec.rollout, approved=not waiting_for and targets_problem is None)
+    approve, release = _starts(mset, rollout.start, by_target, planned, shown)
     from_config_maps = mset.spec.template.migrations.config_map_refs is not None
-    replaced = {item.name for item in replace}  # their new generation is started once they show it
-    approve = [
-        (by_target[target].name, value)
-        for target in rollout.start
-        if by_target[target].name not in replaced
-        and (value := _approval_value(by_target[target], shown, manual, from_config_maps)) is not None
-    ]
     gone = [] if targets_problem else _gone(children, set(targets))
 
     new = _status(
-        mset, standings, by_target, rollout, shown if manual else None, waiting_for, targets_problem
+        mset, planned.standings, by_target, rollout, shown if manual else None, waiting_for, targets_problem
     )
     new.conditions = set_conditions(old.conditions, _conditions(new, rollout), generation, now)
     deadline = now + CONFIG_MAP_LOOK if manual and from_config_maps and waiting_for else None
     return SetDecision(
         status=new,
         events=phase_events(old, new, frozenset({SetPhase.HALTED, SetPhase.FAILED})),
-        create=tuple(create),
-        replace=tuple(replace),
+        create=tuple(planned.create),
+        replace=tuple(planned.replace),
         approve=tuple(approve),
+        release=tuple(release),
         delete=tuple(gone),
         deadline=deadline,
     )

@@ -30,6 +30,17 @@ class Replacement:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A child started together with the part of its spec held back until its turn (the template's
+    rehearsal): its whole spec, that spec's hash, and the approval of the generation the new spec makes."""
+
+    name: str
+    spec: Obj
+    spec_hash: str
+    approved: str
+
+
+@dataclass(frozen=True)
 class SetDecision(Generic[S]):
     """What the operator does for a set now."""
 
@@ -38,6 +49,7 @@ class SetDecision(Generic[S]):
     create: tuple[Obj, ...] = ()  # child manifests
     replace: tuple[Replacement, ...] = ()
     approve: tuple[tuple[str, str], ...] = ()  # (child, pgwarden.io/approved value): starts it
+    release: tuple[Release, ...] = ()  # children started with their whole spec
     delete: tuple[str, ...] = ()  # children of targets gone
     deadline: datetime | None = None
 

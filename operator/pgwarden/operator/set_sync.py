@@ -10,6 +10,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -50,6 +51,8 @@ STATUS_MODELS: dict[str, type[SetStatus]] = {
     "DatabaseMigrationSet": DatabaseMigrationSetStatus,
     "DatabaseBackupSet": DatabaseBackupSetStatus,
 }
+# Writes to children at once (creating 300 children one after the other waits 300 times on the API server).
+CHILD_WRITES = 8
 SECRETS_FORBIDDEN = (
     "the operator may not list Secrets in {namespace}, whose names the selector chooses: install the chart "
     "with sets.selectSecrets=true (it grants list and watch on Secrets; the operator reads only their names), "
@@ -191,16 +194,43 @@ def _children_changed(ctx: SetContext, body: Obj, decision: SetDecision[Any]) ->
         (name, partial(kube.annotate, kind, namespace, name, {APPROVED_ANNOTATION: value}))
         for name, value in decision.approve
     ]
+    actions += [
+        (
+            item.name,
+            partial(
+                kube.replace_spec,
+                kind,
+                namespace,
+                item.name,
+                item.spec,
+                {SPEC_HASH_ANNOTATION: item.spec_hash, APPROVED_ANNOTATION: item.approved},
+            ),
+        )
+        for item in decision.release
+    ]
     actions += [(name, partial(kube.delete_resource, kind, namespace, name)) for name in decision.delete]
-    refused: list[str] = []
-    for name, action in actions:
+    return _carried_out(actions)
+
+
+def _carried_out(actions: list[tuple[str, Callable[[], object]]]) -> list[str]:
+    """Run the writes a few at a time (each waits on the API server, 300 in a row would take long); what the
+    API refused, by child. An error of the API server itself (5xx) fails the reconcile, which is retried."""
+
+    def attempt(name: str, action: Callable[[], object]) -> str | None:
         try:
             action()
         except KubeError as error:
             if error.status >= 500:
                 raise
-            refused.append(f"{name}: {error.message}")
-    return refused
+            return f"{name}: {error.message}"
+        return None
+
+    if len(actions) <= 1:
+        outcomes = [attempt(name, action) for name, action in actions]
+    else:
+        with ThreadPoolExecutor(max_workers=CHILD_WRITES, thread_name_prefix="pgwarden-set") as pool:
+            outcomes = list(pool.map(lambda item: attempt(*item), actions))
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def carry_out(ctx: SetContext, body: Obj, decision: SetDecision[Any], now: datetime) -> SetDecision[Any]:
