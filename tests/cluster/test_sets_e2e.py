@@ -314,3 +314,26 @@ def test_the_operator_with_sets_select_secrets_may_list_and_watch_secret_names_b
     with_objects: Any = operator_kube.request("GET", path, accept=NAMES_ONLY)  # includeObject: its default
     assert canary in json.dumps(with_objects), "kubectl apply kept the value in last-applied-configuration"
     assert canary not in json.dumps(names_only)
+
+
+def test_without_sets_select_secrets_a_selector_set_says_what_to_grant_and_a_listed_set_needs_nothing(
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
+) -> None:
+    """The default chart grants nothing on Secrets: a selector set stays Pending naming the chart value, and
+    a set that lists its Secrets works all the same."""
+    namespace = operator.namespace
+    databases = tenants(pg, 2)
+    kube.apply(*in_namespace(namespace, *(tenant(name, url) for name, url in databases.items())))
+    selecting = migration_set("selecting", rollout={"canary": 0, "maxParallel": 2})
+    listing = migration_set("listing", rollout={"canary": 0, "maxParallel": 2})
+    listing["spec"]["targets"] = {"list": [{"name": name} for name in databases]}
+    kube.apply(*in_namespace(namespace, selecting, listing))
+    refused = wait_status(
+        kube, operator, "dbmigset", "selecting", lambda s: "sets.selectSecrets=true" in s.get("message", "")
+    )
+    assert refused["phase"] == "Pending"
+    assert not children(kube, namespace, "databasemigrations", "selecting")
+    done = wait_status(kube, operator, "dbmigset", "listing", lambda s: s.get("phase") == "Complete", 300)
+    assert done["targets"]["done"] == "2/2"
+    for url in databases.values():
+        assert table_columns(url, "invoices") == ["id", "total"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pgwarden.api.backup_set import BackupTargetCounts, DatabaseBackupSet, DatabaseBackupSetStatus
 from pgwarden.api.sets import LISTED_LIMIT, SetPhase
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.observe import parse_time
-from pgwarden.operator.set_children import ChildState, child_manifest, spec_hash
+from pgwarden.operator.set_children import ChildSpecs, ChildState, child_manifest
 from pgwarden.operator.set_status import Replacement, SetDecision, failures, named, phase_events
 from pgwarden.operator.set_targets import child_name, stagger_offset, staggered
 from pgwarden.operator.status import clip, second
@@ -22,20 +23,27 @@ Obj = dict[str, object]
 KIND = "DatabaseBackupSet"
 
 
-def child_spec(bset: DatabaseBackupSet, target: str) -> dict[str, object]:
-    """The spec of `target`'s child: the template with its database and, staggered, its own schedule."""
-    spec: dict[str, object] = bset.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
+def own_spec(bset: DatabaseBackupSet, target: str) -> dict[str, Any]:
+    """What `target`'s child alone has: its database and, staggered, its own schedule."""
     database: dict[str, object] = {"secretRef": {"name": target}}
     targets = bset.spec.targets
     if targets.ssl_mode is not None:
         database["sslMode"] = str(targets.ssl_mode)
     if targets.ca_secret_ref is not None:
         database["caSecretRef"] = targets.ca_secret_ref.model_dump(mode="json", by_alias=True)
-    spec["database"] = database
+    own: dict[str, Any] = {"database": database}
     schedule = bset.spec.template.schedule
     if bset.spec.stagger is not None and schedule:
-        spec["schedule"] = staggered(schedule, stagger_offset(target, bset.spec.stagger.window))
-    return spec
+        shifted = staggered(schedule, stagger_offset(target, bset.spec.stagger.window))
+        if shifted != schedule:  # an offset of 0: the template's own, so the same spec hashes the same
+            own["schedule"] = shifted
+    return own
+
+
+def child_spec(bset: DatabaseBackupSet, target: str) -> dict[str, Any]:
+    """The spec of `target`'s child: the template with its database and, staggered, its own schedule."""
+    shared = bset.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {**shared, **own_spec(bset, target)}
 
 
 def decide(
@@ -54,16 +62,17 @@ def decide(
     by_target = {child.target: child for child in children if not child.deleting}
     create: list[Obj] = []
     replace: list[Replacement] = []
+    specs = ChildSpecs(bset.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True))
     for target in targets:
-        spec = child_spec(bset, target)
-        wanted = spec_hash(spec)
+        own = own_spec(bset, target)
+        wanted = specs.hash(own)
         child = by_target.get(target)
         if child is None:
             name = child_name(meta.name or "", meta.uid or "", target)
             owner = {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid}
-            create.append(child_manifest(KIND, owner, name, spec))
+            create.append(child_manifest(KIND, owner, name, specs.spec(own), wanted))
         elif child.spec_hash != wanted:
-            replace.append(Replacement(child.name, spec, wanted))
+            replace.append(Replacement(child.name, specs.spec(own), wanted))
     current = [by_target[target] for target in targets if target in by_target]
     gone = (
         []

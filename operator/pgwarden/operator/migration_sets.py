@@ -23,7 +23,7 @@ from pgwarden.api.migration_set import DatabaseMigrationSet, DatabaseMigrationSe
 from pgwarden.api.sets import LISTED_LIMIT, SetPhase, TargetCounts, VersionCount
 from pgwarden.operator import approval
 from pgwarden.operator.conditions import Want, set_conditions
-from pgwarden.operator.set_children import ChildState, child_manifest, spec_hash
+from pgwarden.operator.set_children import ChildSpecs, ChildState, child_manifest
 from pgwarden.operator.set_rollout import Halt, Plan, Standing, plan
 from pgwarden.operator.set_status import Release, Replacement, SetDecision, failures, named, phase_events
 from pgwarden.operator.set_targets import child_name
@@ -35,18 +35,27 @@ FILES_SHOWN = 32  # files listed in status.approval; the digest covers all of th
 CONFIG_MAP_LOOK = timedelta(seconds=30)  # ConfigMap edits send no event: look again while awaiting approval
 
 
-def child_spec(mset: DatabaseMigrationSet, target: str) -> dict[str, object]:
-    """The spec of `target`'s child: the template, its database, and approval Manual (the set approves)."""
-    spec: dict[str, object] = mset.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
+def shared_spec(mset: DatabaseMigrationSet) -> dict[str, Any]:
+    """What every child's spec has: the template, with approval Manual (the set approves each child)."""
+    spec: dict[str, Any] = mset.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["approval"] = Approval.MANUAL.value
+    return spec
+
+
+def own_spec(mset: DatabaseMigrationSet, target: str) -> dict[str, Any]:
+    """What `target`'s child alone has: its database."""
     database: dict[str, object] = {"secretRef": {"name": target}}
     targets = mset.spec.targets
     if targets.ssl_mode is not None:
         database["sslMode"] = str(targets.ssl_mode)
     if targets.ca_secret_ref is not None:
         database["caSecretRef"] = targets.ca_secret_ref.model_dump(mode="json", by_alias=True)
-    spec["database"] = database
-    spec["approval"] = Approval.MANUAL.value
-    return spec
+    return {"database": database}
+
+
+def child_spec(mset: DatabaseMigrationSet, target: str) -> dict[str, Any]:
+    """The spec of `target`'s child: the template, its database, and approval Manual (the set approves)."""
+    return {**shared_spec(mset), **own_spec(mset, target)}
 
 
 def content(mset: DatabaseMigrationSet, config_maps: approval.ConfigMapFiles | None) -> ApprovalStatus:
@@ -144,19 +153,20 @@ def _children(
     mset: DatabaseMigrationSet, targets: Sequence[str], by_target: dict[str, ChildState]
 ) -> _Children:
     meta = mset.metadata
+    whole_specs = ChildSpecs(shared_spec(mset))
+    held_specs = ChildSpecs(held(whole_specs.shared))
     result = _Children([], [], [], {})
     for target in targets:
-        whole = child_spec(mset, target)
-        waiting = held(whole)
-        hashes = (spec_hash(whole), spec_hash(waiting))
+        own = own_spec(mset, target)
+        hashes = (whole_specs.hash(own), held_specs.hash(own))
         child = by_target.get(target)
         if child is None:
             name = child_name(meta.name or "", meta.uid or "", target)
-            result.create.append(child_manifest(KIND, _meta(mset), name, waiting))
+            result.create.append(child_manifest(KIND, _meta(mset), name, held_specs.spec(own), hashes[1]))
         elif child.spec_hash not in hashes:
-            result.replace.append(Replacement(child.name, waiting, hashes[1]))
+            result.replace.append(Replacement(child.name, held_specs.spec(own), hashes[1]))
         if child is not None and child.spec_hash == hashes[1] != hashes[0]:
-            result.whole[target] = (whole, hashes[0])
+            result.whole[target] = (whole_specs.spec(own), hashes[0])
         current = child is not None and child.spec_hash in hashes
         result.standings.append((target, standing(child, current)))
     return result

@@ -105,11 +105,23 @@ def index_entry(body: Mapping[str, Any]) -> dict[str, ChildState] | None:
     return {uid: child_state(body)} if uid else None
 
 
-def spec_hash(spec: Obj) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+class ChildSpecs:
+    """The children's specs of one set: the part every child shares (the template) serialised once, the part
+    of each target (its database, a staggered schedule) added per target; a spec's hash covers both."""
+
+    def __init__(self, shared: Obj) -> None:
+        self.shared = shared
+        self._digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
+
+    def spec(self, own: Obj) -> Obj:
+        return {**self.shared, **own}
+
+    def hash(self, own: Obj) -> str:
+        text = f"{self._digest}/{json.dumps(own, sort_keys=True)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def child_manifest(set_kind: str, set_meta: Obj, name: str, spec: Obj) -> Obj:
+def child_manifest(set_kind: str, set_meta: Obj, name: str, spec: Obj, spec_hash: str) -> Obj:
     """A child resource: owned by the set, labelled with its name, annotated with its spec's hash."""
     set_name, namespace, uid = set_meta["name"], set_meta["namespace"], set_meta["uid"]
     return {
@@ -119,7 +131,7 @@ def child_manifest(set_kind: str, set_meta: Obj, name: str, spec: Obj) -> Obj:
             "name": name,
             "namespace": namespace,
             "labels": {SET_LABEL: set_name, naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(spec)},
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash},
             "ownerReferences": [owner_reference(set_kind, set_name, uid)],
         },
         "spec": spec,
