@@ -502,6 +502,28 @@ def count(kubectl: Kubectl, kind: str, namespace: str) -> int:
     return len(kubectl("get", kind, "-n", namespace, "-o", "name").split())
 
 
+def until_complete(
+    kubectl: Kubectl, namespace: str, created: float, completer: JobCompleter, timeout: float
+) -> tuple[float, float]:
+    """(seconds from the set's creation until Complete, seconds from the last Job done until the bench saw it)."""
+    wait_until(
+        "the set Complete",
+        lambda: set_status(kubectl, namespace).get("phase") in ("Complete", "Halted"),
+        timeout,
+        interval=1,
+    )
+    seen_complete = time.time()
+    status = set_status(kubectl, namespace)
+    if status["phase"] != "Complete":
+        raise SystemExit(f"the set halted: {status.get('message')}")
+    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+    # The last Job to the bench's own clock: the condition's time has whole seconds only.
+    return (
+        round(stamp(complete["lastTransitionTime"]) - created, 1),
+        round(seen_complete - max(completer.done.values()), 1),
+    )
+
+
 def run_set(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> SetResult:
     result = SetResult(
         targets=args.targets,
@@ -558,22 +580,9 @@ def run_set(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> SetRe
         say(
             f"every child exists after {result.children_seconds}s; rolling out, each Job done after {args.job_seconds:g}s"
         )
-        wait_until(
-            "the set Complete",
-            lambda: set_status(kubectl, namespace).get("phase") in ("Complete", "Halted"),
-            args.timeout,
-            interval=1,
+        result.complete_seconds, result.complete_after_jobs_seconds = until_complete(
+            kubectl, namespace, stamp(made["creationTimestamp"]), completer, args.timeout
         )
-        seen_complete = time.time()
-        status = set_status(kubectl, namespace)
-        if status["phase"] != "Complete":
-            raise SystemExit(f"the set halted: {status.get('message')}")
-        complete = next(c for c in status["conditions"] if c["type"] == "Complete")
-        result.complete_seconds = round(
-            stamp(complete["lastTransitionTime"]) - stamp(made["creationTimestamp"]), 1
-        )
-        # Both ends to the bench's own clock: the condition's time has whole seconds only.
-        result.complete_after_jobs_seconds = round(seen_complete - max(completer.done.values()), 1)
         say(f"Complete after {result.complete_seconds}s; idle CPU over {args.idle_seconds:g}s")
         completer.stopped.set()
         result.idle_seconds = args.idle_seconds
