@@ -59,7 +59,13 @@ def crds(kube: LocalCluster) -> None:
         "-f",
         str(REPO / "crds"),
     )
-    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+    for plural in (
+        "databasemigrations",
+        "databasebackups",
+        "databaserestores",
+        "databasemigrationsets",
+        "databasebackupsets",
+    ):
         kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
 
 
@@ -229,12 +235,20 @@ def operator(
 
 
 def chart_operator(
-    kube: LocalCluster, namespace: str, helm: Path, tmp_path: Path, replicas: int = 1
+    kube: LocalCluster,
+    namespace: str,
+    helm: Path,
+    tmp_path: Path,
+    replicas: int = 1,
+    extra: Obj | None = None,
 ) -> Iterator[ChartOperator]:
-    """Install the chart with `replicaCount: replicas`, yield it, print its log and uninstall it."""
+    """Install the chart with `replicaCount: replicas` (and `extra` values), yield it, print its log and
+    uninstall it."""
     values = tmp_path / "values.json"
     values.write_text(
-        json.dumps({**local_values(kube.image, namespace, kube.apiserver), "replicaCount": replicas})
+        json.dumps(
+            {**local_values(kube.image, namespace, kube.apiserver), "replicaCount": replicas, **(extra or {})}
+        )
     )
     operator = ChartOperator(kube, namespace, helm, values, tmp_path / "operator.log", replicas=replicas)
     operator.install()
@@ -344,7 +358,14 @@ def condition(status: Obj, kind: str) -> Obj:
 def assert_never_shown(kube: LocalCluster, op: ChartOperator, *secrets: str) -> None:
     """No Secret value in any resource's status, any Event, or the operator's log."""
     texts = [op.log(), json.dumps(kube.get_all("events", op.namespace))]
-    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+    plurals = (
+        "databasemigrations",
+        "databasebackups",
+        "databaserestores",
+        "databasemigrationsets",
+        "databasebackupsets",
+    )
+    for plural in plurals:
         texts.append(json.dumps([item.get("status") for item in kube.get_all(plural, op.namespace)]))
     for value in secrets:
         for text in texts:

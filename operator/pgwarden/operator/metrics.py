@@ -94,6 +94,30 @@ ROLLBACKS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SET_TARGETS = Gauge(
+    "pgwarden_set_targets",
+    "Targets of each DatabaseMigrationSet and DatabaseBackupSet by state (total, succeeded, failed, running, "
+    "pending, skipped for migrations; total, backedUp, stale, unverified, failed, pending for backups).",
+    ["namespace", "name", "kind", "state"],
+    registry=REGISTRY,
+)
+SET_STATES = (
+    "total",
+    "succeeded",
+    "failed",
+    "running",
+    "pending",
+    "skipped",
+    "backedUp",
+    "stale",
+    "unverified",
+)
+SET_HALTED = Gauge(
+    "pgwarden_set_halted",
+    "1 while a DatabaseMigrationSet is halted (a canary failed, or maxFailures targets did), else 0.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "pgwarden_operator_leader",
     "1 while this replica holds the leader Lease and acts; 0 while it stands by.",
@@ -198,6 +222,23 @@ def forget(kind: str, namespace: str, name: str) -> None:
     for metric in (BACKUP_BYTES, LAST_BACKUP, LAST_VERIFIED, SINCE_VERIFIED, VERIFIED_RESTORE_SECONDS):
         with contextlib.suppress(KeyError):  # never recorded
             metric.remove(namespace, name)
+
+
+def observe_set(namespace: str, name: str, kind: str, counts: dict[str, int], halted: bool | None) -> None:
+    """Set a set's gauges from its status (`halted` None: a kind that never halts)."""
+    for state, value in counts.items():
+        SET_TARGETS.labels(namespace, name, kind, state).set(value)
+    if halted is not None:
+        SET_HALTED.labels(namespace, name).set(1 if halted else 0)
+
+
+def forget_set(namespace: str, name: str, kind: str) -> None:
+    """Drop a deleted set's series."""
+    for state in SET_STATES:
+        with contextlib.suppress(KeyError):  # a state this kind does not have
+            SET_TARGETS.remove(namespace, name, kind, state)
+    with contextlib.suppress(KeyError):
+        SET_HALTED.remove(namespace, name)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

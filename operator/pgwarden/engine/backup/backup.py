@@ -58,7 +58,6 @@ from pgwarden.redact import redact, register_environment
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectWriter
 from pgwarden.storage.manifest import (
-from pgwarden.threads import start_helper
     MANIFEST,
     StoredFile,
     backup_info,
@@ -66,6 +65,7 @@ from pgwarden.threads import start_helper
     new_backup_id,
     write_manifest,
 )
+from pgwarden.threads import start_helper
 
 FORMATS = ("custom", "directory")
 
