@@ -233,7 +233,7 @@ BAD_SPECS = [
     pytest.param(
         DatabaseBackupSpec,
         with_changes(BACKUP, retention={}),
-        "retention needs keepLast, maxAge or both",
+        "retention needs at least one of keepLast, keepDaily, keepWeekly, keepMonthly, keepYearly, maxAge",
         id="empty retention",
     ),
     pytest.param(

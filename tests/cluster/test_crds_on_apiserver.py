@@ -204,6 +204,12 @@ BAD_SPECS = [
     ),
     pytest.param(
         ("backup-nightly.yaml", "DatabaseBackup"),
+        setting("spec.retention.keepMonthly", 0),
+        ["spec.retention.keepMonthly", "greater than or equal to 1"],
+        id="keepMonthly 0",
+    ),
+    pytest.param(
+        ("backup-nightly.yaml", "DatabaseBackup"),
         setting("spec.retention.maxAge", "one week"),
         ["spec.retention.maxAge"],
         id="maxAge in words",
