@@ -226,6 +226,36 @@ BAD_SPECS = [
     ),
     pytest.param(
         DatabaseBackupSpec,
+        with_changes(BACKUP, retention={"keepDaily": 7, "keepWeekly": 0}),
+        "greater than or equal to 1",
+        id="keepWeekly 0",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={
+                "s3": {
+                    "bucket": "backups",
+                    "credentialsSecretRef": {"name": "s3"},
+                    "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::1:role/b"}},
+                }
+            },
+        ),
+        "credentialsSecretRef (static keys) or credentials.webIdentity, not both",
+        id="keys and web identity",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={"s3": {"bucket": "backups", "credentials": {"webIdentity": {"roleArn": "backups"}}}},
+        ),
+        "should match pattern",
+        id="web identity role that is no ARN",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
         with_changes(BACKUP, retention={"maxAge": "one week"}),
         "should match pattern",
         id="maxAge in words",
