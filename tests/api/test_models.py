@@ -255,6 +255,30 @@ BAD_SPECS = [
         id="web identity role that is no ARN",
     ),
     pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, renameSuffix="_restored"),
+        "renameSuffix goes with only",
+        id="suffix without only",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"schemas": [], "tables": []}),
+        "only needs at least one schema or table",
+        id="only naming nothing",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, createDatabase=True),
+        "only restores into a database that exists",
+        id="only into a database to create",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, renameSuffix="-x; drop"),
+        "should match pattern",
+        id="suffix that is no identifier part",
+    ),
+    pytest.param(
         DatabaseBackupSpec,
         with_changes(BACKUP, retention={"maxAge": "one week"}),
         "should match pattern",

@@ -33,7 +33,7 @@ from pgwarden_testing.localpg import LocalPostgres
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 PAST = (
     "2024-06-01T10:00:00+00:00",

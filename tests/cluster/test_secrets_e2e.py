@@ -93,6 +93,7 @@ def shown(kube: LocalCluster, operator: ChartOperator) -> dict[str, str]:
     return texts
 
 
+@pytest.mark.timeout(900)  # five resources' Jobs on one node
 def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_of_any_kind(
     kube: LocalCluster,
     operator: ChartOperator,

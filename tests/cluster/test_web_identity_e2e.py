@@ -33,7 +33,7 @@ from web_identity_support import AUDIENCE, ROLE_ARN, identity_storage
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 
 

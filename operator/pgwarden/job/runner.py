@@ -52,6 +52,7 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.restore.drill import run_drill
+from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.engine.restore.verify import verify_backup
@@ -405,6 +406,16 @@ def run_restore(task: Task, url: str) -> Report:
     elif source.location:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
+    if spec.only is not None:
+        options = PartialOptions(
+            selection_of(spec.only.schemas, spec.only.tables, spec.rename_suffix),
+            suffix=spec.rename_suffix,
+            clean=spec.clean,
+            terminate=spec.terminate_connections,
+            jobs=spec.parallel_jobs,
+            identities=identities() if spec.encryption is not None else (),
+        )
+        return restore_selected(url, target, options, backup_id=backup_id, progress=progress).to_json_dict()
     return restore_backup(
         url,
         target,
