@@ -120,4 +120,7 @@ def test_yesterdays_orders_come_back_beside_todays_and_every_other_table_stays(
             "SELECT datname FROM pg_database WHERE datname LIKE '%pgw_partial%'"
         ).fetchall()
     assert [i[0] for i in indexes] == ["orders_pkey_restored"]
+    print(
+        kube.kubectl("describe", "dbrestore", "orders-back", "-n", operator.namespace).stdout
+    )  # for the README
     assert scratch == [], "the scratch database is gone"

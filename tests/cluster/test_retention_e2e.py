@@ -111,3 +111,4 @@ def test_a_backups_retention_keeps_by_berlins_calendar_and_status_names_each_rul
     assert not [item["Key"] for item in listing["Contents"] if item["Key"].split("/")[-2] in deleted]
     described = kube.kubectl("get", "dbbackup", "gfs", "-n", operator.namespace, "-o", "yaml").stdout
     assert "keepMonthly" in described and "newest of day 2025-03-31" in described
+    print(described)  # the README's excerpt comes from here

@@ -95,6 +95,8 @@ def test_a_backup_with_a_copy_and_a_restore_run_on_the_job_service_account_with_
     assert restored["phase"] == "Succeeded", restored
     assert _rows(target) == _rows(source) == {"customers": 30, "orders": 60}
 
+    for kind, name in (("dbbackup", "by-identity"), ("dbrestore", "back")):  # for the README
+        print(kube.kubectl("describe", kind, name, "-n", operator.namespace).stdout)
     # No key anywhere in the namespace: no Secret holds an AWS key or MinIO's root secret.
     for item in kube.get_all("secrets", operator.namespace):
         data = item.get("data") or {}
@@ -113,6 +115,7 @@ def test_a_backup_with_a_copy_and_a_restore_run_on_the_job_service_account_with_
             for source in sources
         ), pod["volumes"]
         env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
+        print(json.dumps([v for v in pod["volumes"] if "projected" in v], indent=1))  # for the README
         assert env["AWS_ROLE_ARN"] == ROLE_ARN
         assert env["AWS_WEB_IDENTITY_TOKEN_FILE"].endswith("/token")
         assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env

@@ -28,7 +28,7 @@ from pgwarden.engine.backup.locks import lock_wait_ms
 from pgwarden.engine.backup.stored_dump import Identities, RestoreFailed, check_can_open, download_verified
 from pgwarden.engine.backup.streaming import Push
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url
-from pgwarden.engine.postgres.counts import count_rows
+from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.schema_diff import qualified_name
 from pgwarden.engine.postgres.scratch import scratch_database
@@ -41,14 +41,10 @@ from pgwarden.engine.postgres.tools import (
 )
 from pgwarden.engine.restore import renaming
 from pgwarden.engine.restore.restore import (
-    COUNT_CONCURRENCY,
     _dbname,
     _open_source,
     _restore_options,
-    backup_info,
     compare_counts,
-    mismatch,
-    register_storage_secrets,
     restore_tool,
     run_pg_restore,
     terminate_connections,
@@ -64,8 +60,9 @@ from pgwarden.engine.restore.selection import (
     with_suffix,
 )
 from pgwarden.errors import BadInput
-from pgwarden.redact import redact
+from pgwarden.redact import redact, register_environment
 from pgwarden.storage import BackupManifest, ObjectNotFound, Storage, StorageError, locate_backup
+from pgwarden.storage.manifest import backup_info
 
 PARTIAL_MARK = "_pgw_partial_"  # <database>_pgw_partial_<random>: the scratch database, swept if abandoned
 SUFFIX = re.compile(r"^[A-Za-z0-9_$]{1,32}$")
@@ -113,7 +110,7 @@ def restore_selected(
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
-    register_storage_secrets()
+    register_environment()
     lock_wait_ms(options.lock_wait_timeout)
     if not options.selection:
         raise BadInput("name what to restore with --schema or --table")
@@ -134,7 +131,9 @@ def restore_selected(
         tool = restore_tool(manifest)
         plan = plan_entries(parse_toc(_listing(tool, manifest, local)), tables, options.selection.schemas)
         placement, terminated = _through_scratch(url, manifest, local, Path(tmp), plan, tool, options, say)
-    counts = count_rows(url, [str(t) for t in placement.tables.values()], concurrency=COUNT_CONCURRENCY)
+    counts = count_rows(
+        url, [str(t) for t in placement.tables.values()], concurrency=BACKGROUND_COUNT_CONCURRENCY
+    )
     restored = [
         RestoredTable(
             table=str(now),
@@ -165,7 +164,7 @@ def restore_selected(
         error=None
         if verification.matches_backup
         else ErrorInfo(
-            message=f"the restored tables differ from backup {manifest.id}: {mismatch(verification)}"
+            message=f"the restored tables differ from backup {manifest.id}: {verification.mismatch()}"
         ),
         pg_restore_version=tool.version,
         started_at=started,
