@@ -226,6 +226,60 @@ BAD_SPECS = [
     ),
     pytest.param(
         DatabaseBackupSpec,
+        with_changes(BACKUP, retention={"keepDaily": 7, "keepWeekly": 0}),
+        "greater than or equal to 1",
+        id="keepWeekly 0",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={
+                "s3": {
+                    "bucket": "backups",
+                    "credentialsSecretRef": {"name": "s3"},
+                    "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::1:role/b"}},
+                }
+            },
+        ),
+        "credentialsSecretRef (static keys) or credentials.webIdentity, not both",
+        id="keys and web identity",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={"s3": {"bucket": "backups", "credentials": {"webIdentity": {"roleArn": "backups"}}}},
+        ),
+        "should match pattern",
+        id="web identity role that is no ARN",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, renameSuffix="_restored"),
+        "renameSuffix goes with only",
+        id="suffix without only",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"schemas": [], "tables": []}),
+        "only needs at least one schema or table",
+        id="only naming nothing",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, createDatabase=True),
+        "only restores into a database that exists",
+        id="only into a database to create",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, renameSuffix="-x; drop"),
+        "should match pattern",
+        id="suffix that is no identifier part",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
         with_changes(BACKUP, retention={"maxAge": "one week"}),
         "should match pattern",
         id="maxAge in words",
@@ -233,7 +287,7 @@ BAD_SPECS = [
     pytest.param(
         DatabaseBackupSpec,
         with_changes(BACKUP, retention={}),
-        "retention needs keepLast, maxAge or both",
+        "retention needs at least one of keepLast, keepDaily, keepWeekly, keepMonthly, keepYearly, maxAge",
         id="empty retention",
     ),
     pytest.param(

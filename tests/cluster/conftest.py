@@ -356,5 +356,6 @@ def _servers_reach_pods(request: pytest.FixtureRequest) -> None:
 
 # The end-to-end fixtures live with their helpers; importing them here makes them every test module's.
 from operator_support import crds, helm, operator  # noqa: E402
+from web_identity_support import oidc_s3  # noqa: E402
 
-__all__ = ["LocalCluster", "crds", "helm", "operator"]
+__all__ = ["LocalCluster", "crds", "helm", "oidc_s3", "operator"]

@@ -203,6 +203,33 @@ BAD_SPECS = [
         id="keepLast 0",
     ),
     pytest.param(
+        ("restore.yaml", "DatabaseRestore"),
+        setting("spec.renameSuffix", "_restored"),
+        ["renameSuffix goes with only"],
+        id="rename suffix without only",
+    ),
+    pytest.param(
+        ("restore.yaml", "DatabaseRestore"),
+        setting("spec.only", {"tables": ["orders"]}),
+        ["only restores into a database that exists"],
+        id="only into a database to create",
+    ),
+    pytest.param(
+        ("backup-once.yaml", "DatabaseBackup"),
+        setting(
+            "spec.storage.s3.credentials",
+            {"webIdentity": {"roleArn": "arn:aws:iam::1:role/b", "audience": "sts.amazonaws.com"}},
+        ),
+        ["credentialsSecretRef (static keys) or credentials.webIdentity, not both"],
+        id="keys and web identity",
+    ),
+    pytest.param(
+        ("backup-nightly.yaml", "DatabaseBackup"),
+        setting("spec.retention.keepMonthly", 0),
+        ["spec.retention.keepMonthly", "greater than or equal to 1"],
+        id="keepMonthly 0",
+    ),
+    pytest.param(
         ("backup-nightly.yaml", "DatabaseBackup"),
         setting("spec.retention.maxAge", "one week"),
         ["spec.retention.maxAge"],

@@ -21,7 +21,13 @@ import psycopg
 from psycopg import conninfo
 from pydantic import ValidationError
 
-from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
+from pgwarden.api.backup import (
+    DatabaseBackupSpec,
+    ObjectSelection,
+    Retention,
+    RetentionDecision,
+    RetentionOutcome,
+)
 from pgwarden.api.common import StorageSpec
 from pgwarden.api.durations import parse_duration
 from pgwarden.api.progress import MigrationProgress, progress_line
@@ -46,6 +52,7 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.restore.drill import run_drill
+from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.engine.restore.verify import verify_backup
@@ -54,8 +61,8 @@ from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
 from pgwarden.redact import redact, redact_obj, register_environment, register_secret, register_url
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
-from pgwarden.storage.manifest import MANIFEST, prune
-from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.storage.manifest import MANIFEST, PruneResult, prune
+from pgwarden.storage.retention import Decision, RetentionPolicy, time_zone
 from pgwarden.streams import print_json, progress
 
 log = logging.getLogger("pgwarden.job.runner")
@@ -237,13 +244,31 @@ def _rehearsal_server() -> str:
     return conninfo.make_conninfo(dbname="postgres", **parts)
 
 
-def _retention(retention: Retention | None) -> RetentionPolicy | None:
+def _retention(retention: Retention | None, zone: str | None) -> RetentionPolicy | None:
+    """The spec's retention as the planner's policy, its calendar rules on the resource's time zone."""
     if retention is None:
         return None
     return RetentionPolicy(
         keep_last=retention.keep_last,
+        keep_daily=retention.keep_daily,
+        keep_weekly=retention.keep_weekly,
+        keep_monthly=retention.keep_monthly,
+        keep_yearly=retention.keep_yearly,
         max_age=parse_duration(retention.max_age) if retention.max_age else None,
+        time_zone=time_zone(zone),
     )
+
+
+def _retention_outcome(result: PruneResult, zone: str | None) -> Report:
+    """Each backup retention kept or deleted, with the rules why: what status.retention shows."""
+
+    def decisions(items: list[Decision]) -> list[RetentionDecision]:
+        return [RetentionDecision(id=d.id, rules=list(d.rules), reason=d.reason) for d in items]
+
+    outcome = RetentionOutcome(
+        time_zone=zone or "UTC", kept=decisions(result.plan.keep), deleted=decisions(result.plan.delete)
+    )
+    return outcome.to_json_dict()
 
 
 def _selection(include: ObjectSelection | None, exclude: ObjectSelection | None) -> DumpSelection:
@@ -316,7 +341,7 @@ def run_backup(task: Task, url: str) -> Report:
     except StorageError as exc:
         warnings.append(f"{REPORT_FILE} was not written: {exc}")
     _copies_retention(spec, copies, scope, report, warnings)
-    policy = _retention(spec.retention)
+    policy = _retention(spec.retention, spec.time_zone)
     if policy is not None:
         try:
             result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
@@ -325,6 +350,7 @@ def run_backup(task: Task, url: str) -> Report:
         else:
             report["retained"] = len(result.plan.keep)
             report["pruned"] = result.deleted
+            report["retention"] = _retention_outcome(result, spec.time_zone)
         if leftover := _unscoped_backups(root):
             warnings.append(leftover)
     return report
@@ -335,7 +361,7 @@ def _copies_retention(
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
     for target, where, copied in zip(spec.copies, copies, report.get("copies") or [], strict=False):
-        policy = _retention(target.retention)
+        policy = _retention(target.retention, spec.time_zone)
         if policy is None or not copied.get("verified"):
             continue
         try:
@@ -344,6 +370,7 @@ def _copies_retention(
             warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
         else:
             copied["retained"] = len(result.plan.keep)
+            copied["retention"] = _retention_outcome(result, spec.time_zone)
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:
@@ -379,6 +406,16 @@ def run_restore(task: Task, url: str) -> Report:
     elif source.location:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
+    if spec.only is not None:
+        options = PartialOptions(
+            selection_of(spec.only.schemas, spec.only.tables, spec.rename_suffix),
+            suffix=spec.rename_suffix,
+            clean=spec.clean,
+            terminate=spec.terminate_connections,
+            jobs=spec.parallel_jobs,
+            identities=identities() if spec.encryption is not None else (),
+        )
+        return restore_selected(url, target, options, backup_id=backup_id, progress=progress).to_json_dict()
     return restore_backup(
         url,
         target,

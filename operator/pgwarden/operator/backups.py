@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
+from pgwarden.api.backup import (
+    BackupPhase,
+    BackupRun,
+    DatabaseBackup,
+    DatabaseBackupStatus,
+    LastBackup,
+    RetentionOutcome,
+)
 from pgwarden.api.durations import format_duration, parse_duration
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
@@ -233,9 +240,11 @@ def decide(
     if newest_last:
         new.last_backup = newest_last
         new.last_successful_time = newest_last.completed_at
-    retained = _retained(runs, now)
+    retained, retention = _retained(runs, now)
     if retained is not None or old.retained is not None:
         new.retained = retained if retained is not None else old.retained
+    if retention is not None or old.retention is not None:
+        new.retention = retention if retention is not None else old.retention
     following = next_run(backup, now)
     if following:
         new.next_schedule_time = second(following)
@@ -326,15 +335,17 @@ def _stale_want(
     return Want("Stale", False, "Fresh", message)
 
 
-def _retained(runs: list[ObservedRun], now: datetime) -> int | None:
-    """How many backups the newest run that said so kept under the storage prefix."""
+def _retained(runs: list[ObservedRun], now: datetime) -> tuple[int | None, RetentionOutcome | None]:
+    """How many backups the newest run that said so kept under the storage prefix, and which, by what rule."""
     for run in sorted(
         (r for r in runs if r.finished and r.report), key=lambda r: r.completed_at or now, reverse=True
     ):
-        value = (run.report or {}).get("retained")
+        report = run.report or {}
+        value = report.get("retained")
         if isinstance(value, int):
-            return value
-    return None
+            decided = report.get("retention")
+            return value, lenient(RetentionOutcome, decided) if isinstance(decided, dict) else None
+    return None, None
 
 
 def _phase(

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     log: Path
     address: str = "127.0.0.1"
+    settings: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
@@ -117,7 +118,9 @@ class S3Server:
             return
         self.stop()
         port = int(self.endpoint.rsplit(":", 1)[1])
-        self.process = launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.process = launch(
+            self.access_key, self.secret_key, self.data_dir, self.log, address, port, self.settings
+        )
         self.address, self.endpoint = address, f"http://{address}:{port}"
         _wait_ready(self, timeout)
 
@@ -150,13 +153,20 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
 
 
 def launch(
-    access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
+    access_key: str,
+    secret_key: str,
+    data_dir: Path,
+    log: Path,
+    address: str,
+    port: int,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """MinIO as our child, in a session of its own, killed by the kernel if we die first (nothing in it is
     worth a clean shutdown); recorded for the sweep of what a killed run left."""
     lifetime.sweep()
     env = {
         **os.environ,
+        **(settings or {}),
         "MINIO_ROOT_USER": access_key,
         "MINIO_ROOT_PASSWORD": secret_key,
         "MINIO_BROWSER": "off",
@@ -186,16 +196,38 @@ def launch(
     return process
 
 
-def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
-    """Start MinIO on a free port of `address` with a temporary data directory and random credentials."""
+def start(
+    *,
+    timeout: float = 60,
+    address: str = "127.0.0.1",
+    settings: dict[str, str] | None = None,
+    trusted_cas: tuple[Path, ...] = (),
+) -> S3Server:
+    """Start MinIO on a free port of `address` with a temporary data directory and random credentials;
+    `settings` are further MINIO_* variables (e.g. an OpenID provider), `trusted_cas` the certificates of
+    the servers it calls out to (its certs directory's CAs)."""
     root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
     data_dir = root / "data"
     data_dir.mkdir()
+    if trusted_cas:
+        cas = root / ".minio" / "certs" / "CAs"  # MinIO's default certs directory under its HOME
+        cas.mkdir(parents=True)
+        for index, ca in enumerate(trusted_cas):
+            shutil.copyfile(ca, cas / f"ca-{index}.crt")
     log = root / "minio.log"
     port = free_port()
     access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    process = launch(access_key, secret_key, data_dir, log, address, port)
-    server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
+    process = launch(access_key, secret_key, data_dir, log, address, port, settings)
+    server = S3Server(
+        f"http://{address}:{port}",
+        access_key,
+        secret_key,
+        data_dir,
+        process,
+        log,
+        address,
+        dict(settings or {}),
+    )
     _wait_ready(server, timeout)
     return server
 
