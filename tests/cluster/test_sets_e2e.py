@@ -92,13 +92,16 @@ def moment(text: str) -> datetime:
 def job_spans(
     kube: LocalCluster, namespace: str, by_target: dict[str, Obj]
 ) -> dict[str, tuple[datetime, datetime]]:
-    """Each target's migration Job: when it started and when it ended (complete or failed)."""
+    """Each target's migration Job: when it started and when it ended (complete or failed). A child of a set
+    has one Job, its run (no preview, no second attempt): a second one fails here rather than hide."""
     uid_to_target = {child["metadata"]["uid"]: target for target, child in by_target.items()}
     spans = {}
     for job in kube.get_all("jobs", namespace):
         target = uid_to_target.get(job["metadata"]["labels"].get("pgwarden.io/resource-uid"))
         if target is None:
             continue
+        assert target not in spans, f"{target} has more than one Job: {job['metadata']['name']}"
+        assert "-migrate-" in job["metadata"]["name"], job["metadata"]["name"]
         status = job["status"]
         ended = status.get("completionTime") or next(
             c["lastTransitionTime"] for c in status["conditions"] if c["type"] in ("Failed", "Complete")
