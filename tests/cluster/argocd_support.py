@@ -316,9 +316,11 @@ def install_crds(kube: LocalCluster) -> None:
 
 
 def established(kube: LocalCluster, plural: str) -> bool:
-    """Whether the API server serves Argo CD's CRD (not `kubectl wait`: it fails if asked before any condition)."""
-    jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
-    return kube.kubectl("get", f"crd/{plural}.argoproj.io", "-o", jsonpath).stdout == "True"
+    """Whether the API server serves Argo CD's CRD. Read from the object, not by `kubectl wait` nor a jsonpath
+    filter: both exit 1 when asked before the CRD has any condition."""
+    crd = json.loads(kube.kubectl("get", f"crd/{plural}.argoproj.io", "-o", "json").stdout)
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -342,3 +343,69 @@ def test_a_scheduled_backup_is_healthy_suspended_from_git_and_pruned_with_its_cr
     assert (result["status"], result["message"]) == ("Pruned", "pruned")
     assert resource_status(argocd.application(app), "DatabaseBackup", "nightly") is None
     kube.wait_for("the CronJob to go with its backup", lambda: not kube.get_all("cronjobs", ns), timeout=60)
+
+
+# A tenant's migration takes a few seconds, so the rollout is seen while it lasts.
+TENANT_SQL = (
+    "SELECT pg_sleep(5);\nCREATE TABLE invoices (id int PRIMARY KEY, total numeric NOT NULL DEFAULT 0);"
+)
+
+
+def test_a_migration_set_is_suspended_until_approved_progressing_while_it_rolls_out_and_degraded_when_halted(
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, argocd: ArgoCD
+) -> None:
+    ns = app = operator.namespace
+    databases = {f"tenant-{i}-db": pg.create_database() for i in (1, 2, 3)}
+    with psycopg.connect(databases["tenant-2-db"], autocommit=True) as conn:  # tenant 2 will fail
+        conn.execute("CREATE TABLE invoices (legacy text)")
+    kube.apply(*in_namespace(ns, *(secret(name, uri=url) for name, url in databases.items())))  # not in git
+    fleet = resource(
+        "DatabaseMigrationSet",
+        "fleet",
+        {
+            "targets": {"list": [{"name": name} for name in databases]},
+            "rollout": {"canary": 1, "maxParallel": 1, "maxFailures": 1},
+            "template": {
+                "approval": "Manual",
+                "migrations": {"inline": [{"name": "0001_invoices.sql", "sql": TENANT_SQL}]},
+            },
+        },
+    )
+    commit = argocd.repository.commit(ns, [fleet], "invoices for every tenant")
+    argocd.create_application(app, ns, ns, commit)
+    argocd.sync(app, commit)
+
+    def set_health(status: str) -> Callable[[Obj], bool]:
+        return lambda a: health_of(a, "DatabaseMigrationSet", "fleet").get("status") == status
+
+    suspended = argocd.wait(app, "the set Suspended awaiting its one approval", set_health("Suspended"))
+    show(suspended)
+    status = status_of(kube, "dbmigset", "fleet", ns)
+    assert status["phase"] == "AwaitingApproval"
+    assert health_of(suspended, "DatabaseMigrationSet", "fleet")["message"] == status["message"]
+    assert suspended["status"]["health"]["status"] == "Suspended"
+    assert not kube.get_all("jobs", ns), "nothing runs before the approval"
+
+    shown = re.search(r"kubectl annotate dbmigset .* --overwrite", status["message"])
+    assert shown is not None, status["message"]
+    kube.kubectl(*shlex.split(shown[0])[1:])
+    progressing = argocd.wait(
+        app,
+        "the set Progressing while it rolls out",
+        lambda a: (
+            set_health("Progressing")(a)
+            and status_of(kube, "dbmigset", "fleet", ns)["phase"] == "Progressing"
+        ),
+    )
+    show(progressing)
+    assert "targets migrated" in health_of(progressing, "DatabaseMigrationSet", "fleet")["message"]
+
+    degraded = argocd.wait(app, "the set Degraded once halted", set_health("Degraded"), timeout=300)
+    show(degraded)
+    status = status_of(kube, "dbmigset", "fleet", ns)
+    assert status["phase"] == "Halted" and condition(status, "Halted")["status"] == "True"
+    health = health_of(degraded, "DatabaseMigrationSet", "fleet")
+    assert health["message"] == status["message"] and "tenant-2-db" in health["message"]
+    assert degraded["status"]["health"]["status"] == "Degraded"
+    with psycopg.connect(databases["tenant-3-db"]) as conn:
+        assert conn.execute("SELECT to_regclass('public.invoices')").fetchone() == (None,), "never started"

@@ -22,6 +22,7 @@ from operator_support import (
     assert_never_shown,
     chart_operator,
     condition,
+    events,
     in_namespace,
     resource,
     s3_secret,
@@ -92,13 +93,16 @@ def moment(text: str) -> datetime:
 def job_spans(
     kube: LocalCluster, namespace: str, by_target: dict[str, Obj]
 ) -> dict[str, tuple[datetime, datetime]]:
-    """Each target's migration Job: when it started and when it ended (complete or failed)."""
+    """Each target's migration Job: when it started and when it ended (complete or failed). A child of a set
+    has one Job, its run (no preview, no second attempt): a second one fails here rather than hide."""
     uid_to_target = {child["metadata"]["uid"]: target for target, child in by_target.items()}
     spans = {}
     for job in kube.get_all("jobs", namespace):
         target = uid_to_target.get(job["metadata"]["labels"].get("pgwarden.io/resource-uid"))
         if target is None:
             continue
+        assert target not in spans, f"{target} has more than one Job: {job['metadata']['name']}"
+        assert "-migrate-" in job["metadata"]["name"], job["metadata"]["name"]
         status = job["status"]
         ended = status.get("completionTime") or next(
             c["lastTransitionTime"] for c in status["conditions"] if c["type"] in ("Failed", "Complete")
@@ -337,3 +341,72 @@ def test_without_sets_select_secrets_a_selector_set_says_what_to_grant_and_a_lis
     assert done["targets"]["done"] == "2/2"
     for url in databases.values():
         assert table_columns(url, "invoices") == ["id", "total"]
+
+
+def test_a_drift_check_names_the_tenant_whose_schema_was_changed_by_hand(
+    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres
+) -> None:
+    """Issue 21, item 5: the set's drift CronJob, run as `kubectl create job --from` does, connects to each
+    tenant read only with that tenant's own Secret, and the set's status names the one changed by hand."""
+    namespace = operator.namespace
+    databases = tenants(pg, 3)
+    kube.apply(*in_namespace(namespace, *(tenant(name, url) for name, url in databases.items())))
+    watched = migration_set("watched", rollout={"canary": 1, "maxParallel": 2})
+    watched["spec"]["targets"] = {"list": [{"name": name} for name in databases]}
+    watched["spec"]["drift"] = {"schedule": "0 3 1 1 *"}  # once a year: this test runs it by hand
+    kube.apply(*in_namespace(namespace, watched))
+    done = wait_status(kube, operator, "dbmigset", "watched", lambda s: s.get("phase") == "Complete", 300)
+    assert condition(done, "Drifted")["reason"] == "NotCheckedYet"
+    (cronjob,) = [
+        c
+        for c in kube.get_all("cronjobs", namespace)
+        if c["metadata"]["labels"].get("pgwarden.io/task") == "drift"
+    ]
+    assert cronjob["metadata"]["ownerReferences"][0]["name"] == "watched"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {item["name"] for item in pod["containers"][0]["env"]}
+    assert not env & {"DATABASE_URL", "PGHOST", "PGPASSWORD"}, "each tenant's credentials under its own names"
+
+    with psycopg.connect(databases["tenant-2-db"], autocommit=True) as conn:
+        conn.execute("ALTER TABLE invoices ADD COLUMN note text")
+    states = {name: schema_state_rows(url) for name, url in databases.items()}
+    kube.kubectl(
+        "create", "job", "drift-now", f"--from=cronjob/{cronjob['metadata']['name']}", "-n", namespace
+    )
+    status = wait_status(
+        kube,
+        operator,
+        "dbmigset",
+        "watched",
+        lambda s: (s.get("drift") or {}).get("reports") is not None,
+        240,
+    )
+    print(f"\n$ kubectl get dbmigset watched -o yaml (status.drift)\n{json.dumps(status['drift'], indent=2)}")
+    drift = status["drift"]
+    assert (drift["targets"], drift["inSync"], drift["drifted"], drift["unchecked"]) == (3, 2, 1, 0)
+    (named,) = drift["driftedTargets"]
+    assert named["target"] == "tenant-2-db"
+    assert "column public.invoices.note added since the last run" in named["message"]
+    drifted = condition(status, "Drifted")
+    assert (drifted["status"], drifted["reason"]) == ("True", "SchemaDrift")
+    assert drifted["message"].startswith("1 of 3 target(s) drifted: tenant-2-db (")
+    assert status["phase"] == "Complete", "drift is reported, never a reason to halt or rerun"
+    reasons = [e["reason"] for e in events(kube, namespace, "watched")]
+    assert reasons.count("SchemaDrift") == 1, reasons
+    logs = kube.kubectl("logs", "job/drift-now", "-n", namespace).stdout
+    assert "tenant-2-db: column public.invoices.note: added since the last run" in logs, logs
+    for name, url in databases.items():
+        assert schema_state_rows(url) == states[name], f"{name}: the check wrote nothing"
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(operator.http(operator.metrics_port, "/metrics"))
+        for sample in family.samples
+    }
+    assert samples[("pgwarden_set_drifted_targets", (("name", "watched"), ("namespace", namespace)))] == 1.0
+    assert_never_shown(kube, operator, pg.password)
+
+
+def schema_state_rows(url: str) -> object:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*), max(id) FROM pgwarden.schema_state").fetchone()

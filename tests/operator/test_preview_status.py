@@ -10,6 +10,7 @@ from typing import Any
 from operator_runs import NOW, finished_pod, job, pod, task_of, written
 
 from pgwarden.api.common import APPROVED_ANNOTATION
+from pgwarden.api.sets import SET_LABEL
 from pgwarden.operator import migrations
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
@@ -133,3 +134,13 @@ def test_automatic_migrations_and_rehearsed_ones_are_not_previewed(resource: Cal
     rehearsed = manual(resource, rehearsal={"location": "shop/", "storage": {"volume": {"claimName": "b"}}})
     decided = written(migrations.decide(read(rehearsed), None, [], SETTINGS, NOW))
     assert "-rehearse-1-" in decided.create["metadata"]["name"] and "preview" not in decided.status
+
+
+def test_a_sets_child_awaiting_its_turn_is_not_previewed(resource: Callable[..., Obj]) -> None:
+    """The set is approved once, and its rollout paces the children: no Job before their turn."""
+    child = manual(resource)
+    child["metadata"].setdefault("labels", {})[SET_LABEL] = "fleet"
+    decided = written(migrations.decide(read(child), None, [], SETTINGS, NOW))
+    assert decided.status["phase"] == "AwaitingApproval" and decided.create is None
+    assert "waiting for its turn in DatabaseMigrationSet fleet" in decided.status["message"]
+    assert "preview" not in decided.status

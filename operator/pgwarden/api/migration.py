@@ -320,7 +320,8 @@ class DatabaseMigrationStatus(RunStatus):
     preview: PlanPreview | None = Field(
         default=None,
         description=(
-            "Before a Manual migration without a rehearsal is approved: its plan and lint, read from the database."
+            "Before a Manual migration without a rehearsal is approved: its plan and lint, read from the database "
+            "(never for a set's child: the set is approved once, and its rollout starts each child)."
         ),
     )
     rehearsal: RehearsalStatus | None = Field(

@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.common import CONDITIONS_SCHEMA_EXTRA, Condition, DatabaseRef, ObjectMeta, cel, validations
+from pgwarden.api.fleet_drift import DriftCheck, FleetDriftStatus
 from pgwarden.api.migration import ApprovalStatus, DatabaseMigrationSpec
 from pgwarden.api.sets import Rollout, SetStatus, SetTargets, TargetCounts, VersionCount
 
@@ -60,6 +61,13 @@ class DatabaseMigrationSetSpec(ApiModel):
     rollout: Rollout = Field(
         default_factory=Rollout, description="Canaries, how many at once, and when to halt."
     )
+    drift: DriftCheck | None = Field(
+        default=None,
+        description=(
+            "Check every target for schema drift on a schedule, read only: status.drift names the drifted "
+            "targets and the Drifted condition says whether any did."
+        ),
+    )
 
 
 class DatabaseMigrationSetStatus(SetStatus):
@@ -77,9 +85,12 @@ class DatabaseMigrationSetStatus(SetStatus):
             "SQL: pgwarden.io/approved=<generation>-<digest>."
         ),
     )
+    drift: FleetDriftStatus | None = Field(
+        default=None, description="The last drift check of every target (spec.drift)."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Progressing, Halted and Complete.",
+        description="Progressing, Halted and Complete; Drifted with spec.drift.",
         json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
     )
 

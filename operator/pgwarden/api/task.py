@@ -13,6 +13,7 @@ from pydantic import Field
 from pgwarden.api.backup import DatabaseBackupSpec
 from pgwarden.api.base import ApiModel
 from pgwarden.api.common import StorageSpec
+from pgwarden.api.fleet_drift import DriftTask
 from pgwarden.api.migration import DatabaseMigrationSpec
 from pgwarden.api.restore import DatabaseRestoreSpec
 
@@ -58,6 +59,17 @@ def copy_env(index: int, name: str) -> str:
     return f"PGWARDEN_COPY_{index}_{name}"
 
 
+def target_env(index: int | None, key: str) -> str:
+    """The env var of a drift Job's target `index` (None: its reference) holding its Secret's key `key` (uri,
+    host, ...): never libpq's own names, so each target connects with its own credentials and none inherited."""
+    who = "REFERENCE" if index is None else f"TARGET_{index}"
+    return f"PGWARDEN_{who}_{key.upper()}"
+
+
+# The keys of a database Secret, as `spec.database.secretRef` takes them.
+DATABASE_SECRET_KEYS = ("uri", "host", "port", "dbname", "user", "password")
+
+
 # The compact report fits a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -69,6 +81,7 @@ class JobKind(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
     DRILL = "drill"  # a DatabaseBackup's restore drill (verify.schedule)
+    DRIFT = "drift"  # a DatabaseMigrationSet's read-only drift check of its targets (spec.drift)
 
 
 class ResourceId(ApiModel):
@@ -149,6 +162,7 @@ class Task(ApiModel):
     rehearsal: RehearsalTask | None = Field(
         default=None, description="For a migration: rehearse only (the real run is another Job)."
     )
+    drift: DriftTask | None = Field(default=None, description="For a drift check: its targets.")
     plan_only: bool = Field(
         default=False,
         description="For a migration: plan and lint on the database, read only, before it is approved.",

@@ -57,6 +57,7 @@ from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.job.drift import run_drift
 from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
 from pgwarden.redact import redact, redact_obj, register_environment, register_secret, register_url
@@ -456,6 +457,7 @@ RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
     JobKind.BACKUP: run_backup,
     JobKind.RESTORE: run_restore,
     JobKind.DRILL: run_drill_task,
+    JobKind.DRIFT: run_drift,  # many targets, each with credentials of its own: no DATABASE_URL
 }
 
 
@@ -473,7 +475,7 @@ def run(kind: str) -> int:
             task.resource.name,
             task.resource.generation,
         )
-        report = RUNNERS[task.kind](task, database_url())
+        report = RUNNERS[task.kind](task, "" if task.kind == JobKind.DRIFT else database_url())
         code = 0 if report.get("outcome") == Outcome.SUCCEEDED else 1
     except PgwardenError as exc:
         report = {"outcome": "Failed", "error": {"message": exc.message}}

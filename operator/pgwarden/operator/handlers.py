@@ -122,7 +122,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
     context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
     memo.context = context
-    memo.sets = set_sync.SetContext(kube=context.kube, post_event=post_event, deadlines=context.deadlines)
+    memo.sets = set_sync.SetContext(
+        kube=context.kube, post_event=post_event, deadlines=context.deadlines, settings=context.settings
+    )
     memo.sets.secrets = SecretWatch(context.kube, changed=lambda key: _look_soon(memo.sets, key))
 
 
@@ -207,6 +209,9 @@ def _owner_changed(memo: kopf.Memo, body: kopf.Body, kwargs: dict[str, Any]) -> 
     owner = naming.owner_of(dict(body))
     if owner is None or not hasattr(memo, "context"):
         return
+    if owner[0] in SET_KINDS:  # a set's drift check
+        _look_soon(_set_context(memo, kwargs), owner)
+        return
     reconcile(_context(memo, kwargs), owner)
 
 
@@ -245,8 +250,9 @@ def _logged_set(sets: set_sync.SetContext, key: Key) -> None:
 
 def _set_context(memo: kopf.Memo, indexes: dict[str, Any]) -> set_sync.SetContext:
     """The sets' context, reading children from the watch-fed indexes once kopf has handed them over."""
-    _context(memo, indexes)  # kopf's context, for the Events of looks the deadlines start
+    context = _context(memo, indexes)  # kopf's context, for the Events of looks the deadlines start
     sets: set_sync.SetContext = memo.sets
+    sets.cache = context.cache  # the drift checks' Jobs and CronJobs
     if sets.children is None:
         sets.children = set_sync.children_index(
             indexes["pgwarden_set_migrations"], indexes["pgwarden_set_backups"]

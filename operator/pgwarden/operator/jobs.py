@@ -16,10 +16,19 @@ from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, WebIdentity, owner_reference
+from pgwarden.api.common import (
+    DatabaseRef,
+    JobTemplate,
+    SecretKeyRef,
+    SslMode,
+    StorageSpec,
+    WebIdentity,
+    owner_reference,
+)
 from pgwarden.api.durations import parse_duration
 from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
+from pgwarden.api.migration_set import DatabaseMigrationSet
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import (
     AGE_RECIPIENTS_ENV,
@@ -52,7 +61,7 @@ from pgwarden.operator import naming
 from pgwarden.operator.policy import Policy, enforce
 
 Manifest = dict[str, Any]
-Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
+Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore | DatabaseMigrationSet
 
 CONTAINER = "pgwarden"
 NON_ROOT_UID = 65532  # the distroless "nonroot" user; numeric, so runAsNonRoot can be verified
@@ -116,16 +125,31 @@ def secret_env(name: str, secret: str, key: str, *, optional: bool) -> Manifest:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
 
-def database_env(database: DatabaseRef) -> list[Manifest]:
-    """libpq's environment from the database Secret; sslMode and the CA as libpq settings."""
+def database_env(database: DatabaseRef | None) -> list[Manifest]:
+    """libpq's environment from the database Secret; sslMode and the CA as libpq settings. None: a Job of
+    many databases, which get their credentials under names of their own (a set's drift check)."""
+    if database is None:
+        return []
     secret = database.secret_ref.name
     env = [{"name": DATABASE_SECRET_ENV, "value": secret}]
     env += [secret_env(var, secret, key, optional=True) for var, key in DATABASE_KEYS]
-    if database.ssl_mode is not None:
-        env.append({"name": "PGSSLMODE", "value": str(database.ssl_mode)})
-    if database.ca_secret_ref is not None:
+    return env + ssl_env(database.ssl_mode, database.ca_secret_ref)
+
+
+def ssl_env(ssl_mode: SslMode | None, ca_secret_ref: SecretKeyRef | None) -> list[Manifest]:
+    """libpq's sslmode, and the CA certificate mounted by `ca_volume`."""
+    env: list[Manifest] = []
+    if ssl_mode is not None:
+        env.append({"name": "PGSSLMODE", "value": str(ssl_mode)})
+    if ca_secret_ref is not None:
         env.append({"name": "PGSSLROOTCERT", "value": f"{CA_DIR}/{CA_FILE}"})
     return env
+
+
+def ca_volume(ref: SecretKeyRef) -> tuple[Manifest, Manifest]:
+    """(volume, mount) of the CA certificate the database server is verified against: one key of its Secret."""
+    volume = {"name": "ca", "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]}}
+    return volume, {"name": "ca", "mountPath": CA_DIR, "readOnly": True}
 
 
 def storage_env(storage: StorageSpec | None) -> list[Manifest]:
@@ -177,20 +201,15 @@ def web_identity_volume(identity: WebIdentity, folder: str) -> tuple[Manifest, M
 
 
 def volume_mounts_for(
-    database: DatabaseRef, storage: StorageSpec | None
+    database: DatabaseRef | None, storage: StorageSpec | None
 ) -> tuple[list[Manifest], list[Manifest]]:
     """(volumes, mounts) for scratch space, the CA certificate and a storage volume."""
     volumes: list[Manifest] = [{"name": "scratch", "emptyDir": {}}]
     mounts: list[Manifest] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
-    if database.ca_secret_ref is not None:
-        ref = database.ca_secret_ref
-        volumes.append(
-            {
-                "name": "ca",
-                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": CA_FILE}]},
-            }
-        )
-        mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+    if database is not None and database.ca_secret_ref is not None:
+        volume, mount = ca_volume(database.ca_secret_ref)
+        volumes.append(volume)
+        mounts.append(mount)
     if storage is not None and storage.volume is not None:
         volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": storage.volume.claim_name}})
         mounts.append({"name": "storage", "mountPath": STORAGE_ROOT})
@@ -246,7 +265,7 @@ class PodParts:
     """What differs between kinds: the task, the credentials, extra volumes and init containers."""
 
     task: Task
-    database: DatabaseRef
+    database: DatabaseRef | None
     storage: StorageSpec | None
     template: JobTemplate
     volumes: tuple[Manifest, ...] = ()

@@ -118,6 +118,12 @@ SET_HALTED = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+SET_DRIFTED = Gauge(
+    "pgwarden_set_drifted_targets",
+    "Targets of a DatabaseMigrationSet whose schema drifted, as its last drift checks found (spec.drift).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "pgwarden_operator_leader",
     "1 while this replica holds the leader Lease and acts; 0 while it stands by.",
@@ -232,13 +238,23 @@ def observe_set(namespace: str, name: str, kind: str, counts: dict[str, int], ha
         SET_HALTED.labels(namespace, name).set(1 if halted else 0)
 
 
+def observe_drift(namespace: str, name: str, drifted: int | None) -> None:
+    """A migration set's drifted targets; None (no check has finished, or none is asked for): no series."""
+    if drifted is None:
+        with contextlib.suppress(KeyError):
+            SET_DRIFTED.remove(namespace, name)
+    else:
+        SET_DRIFTED.labels(namespace, name).set(drifted)
+
+
 def forget_set(namespace: str, name: str, kind: str) -> None:
     """Drop a deleted set's series."""
     for state in SET_STATES:
         with contextlib.suppress(KeyError):  # a state this kind does not have
             SET_TARGETS.remove(namespace, name, kind, state)
-    with contextlib.suppress(KeyError):
-        SET_HALTED.remove(namespace, name)
+    for metric in (SET_HALTED, SET_DRIFTED):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, name)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

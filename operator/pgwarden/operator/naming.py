@@ -24,7 +24,12 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 JOB_NAME_LIMIT = 63  # the Job controller copies the name into a label value
 CRONJOB_NAME_LIMIT = 52  # the CronJob controller appends an 11-character suffix to its Jobs' names
 
-COMPONENTS = {"DatabaseMigration": "migrate", "DatabaseBackup": "backup", "DatabaseRestore": "restore"}
+COMPONENTS = {
+    "DatabaseMigration": "migrate",
+    "DatabaseBackup": "backup",
+    "DatabaseRestore": "restore",
+    "DatabaseMigrationSet": "drift",  # a set's only Jobs are its drift checks; its children run the rest
+}
 
 
 def _digest(*parts: object, length: int = 6) -> str:
@@ -62,6 +67,12 @@ def cronjob_name(name: str, uid: str) -> str:
 def drill_cronjob_name(name: str, uid: str) -> str:
     """`<name>-drill-<hash>`, at most 52 characters; the CronJob of a DatabaseBackup's restore drills."""
     return _fit(name, f"-drill-{_digest(uid, 'drill')}", CRONJOB_NAME_LIMIT)
+
+
+def drift_cronjob_name(name: str, uid: str, index: int) -> str:
+    """`<name>-drift-<index>-<hash>`, at most 52 characters: the CronJob of a set's drift checks of one group
+    of its targets."""
+    return _fit(name, f"-drift-{index}-{_digest(uid, 'drift', index)}", CRONJOB_NAME_LIMIT)
 
 
 def labels(kind: str, uid: str, generation: int | None = None) -> dict[str, str]:

@@ -14,11 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationSpec
+from pgwarden.api.migration_set import DatabaseMigrationSet
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.errors import BadInput
 
-Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
+Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore | DatabaseMigrationSet
 
 # The condition reason and Event reason of a resource the policy refuses.
 REASON = "PolicyDenied"
@@ -202,15 +203,17 @@ def check(
 
     `operator_image` (the Jobs' default image) and `job_service_account` (the Jobs' default account) are
     always allowed: asking for them is asking for nothing more."""
-    template = resource.spec.job_template
+    # A set's own Jobs (its drift checks) run under its template's jobTemplate, as its children's do.
+    spec = resource.spec.template if isinstance(resource, DatabaseMigrationSet) else resource.spec
+    template = spec.job_template
     found = [
         _job_image(template.image, policy, operator_image) if template.image else None,
         _service_account(template.service_account_name, policy, job_service_account)
         if template.service_account_name
         else None,
     ]
-    if isinstance(resource, DatabaseMigration) and resource.spec.migrations.image is not None:
-        found.append(_migration_image(resource.spec.migrations.image.image, policy))
+    if isinstance(spec, DatabaseMigrationSpec) and spec.migrations.image is not None:
+        found.append(_migration_image(spec.migrations.image.image, policy))
     return [violation for violation in found if violation is not None]
 
 

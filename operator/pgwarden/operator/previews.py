@@ -16,6 +16,7 @@ from typing import Any
 from pgwarden.api.lint import LintFinding
 from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus, PlanPreview
 from pgwarden.api.reports import Outcome
+from pgwarden.api.sets import SET_LABEL
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import JobSettings, preview_job
 from pgwarden.operator.observe import ObservedRun
@@ -38,8 +39,15 @@ class Previewed:
 
 
 def wanted(migration: DatabaseMigration) -> bool:
-    """Only a Manual migration without a rehearsal is previewed (a rehearsal Job reads the plan itself)."""
-    return migration.spec.approval == Approval.MANUAL and migration.spec.rehearsal is None
+    """Only a Manual migration without a rehearsal is previewed (a rehearsal Job reads the plan itself), and
+    never a set's child: the set is approved once for all of them, and starts each when its rollout reaches
+    it, canary first and maxParallel at a time; a preview per child would connect to every tenant at once,
+    ahead of the rollout, for a plan nobody approves on the child."""
+    return (
+        migration.spec.approval == Approval.MANUAL
+        and migration.spec.rehearsal is None
+        and SET_LABEL not in migration.metadata.labels
+    )
 
 
 def job_name(migration: DatabaseMigration, digest: str | None) -> str:

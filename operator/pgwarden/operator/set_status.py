@@ -52,6 +52,8 @@ class SetDecision(Generic[S]):
     release: tuple[Release, ...] = ()  # children started with their whole spec
     delete: tuple[str, ...] = ()  # children of targets gone
     deadline: datetime | None = None
+    apply_cronjobs: tuple[Obj, ...] = ()  # the set's own CronJobs (drift checks), created or replaced
+    delete_cronjobs: tuple[str, ...] = ()
 
 
 def failures(children: Sequence[ChildState]) -> tuple[list[TargetFailure], int | None]:

@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -23,10 +23,13 @@ from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import Approval
 from pgwarden.api.migration_set import DatabaseMigrationSet, DatabaseMigrationSetStatus
 from pgwarden.api.sets import SET_LABEL, SetPhase, SetStatus
-from pgwarden.operator import approval, backup_sets, metrics, migration_sets
+from pgwarden.operator import approval, backup_sets, metrics, migration_sets, set_drift
+from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, Key
+from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.reconcile import observe_runs
 from pgwarden.operator.resources import lenient
 from pgwarden.operator.secret_watch import SecretWatch
 from pgwarden.operator.set_children import (
@@ -63,11 +66,14 @@ SECRETS_FORBIDDEN = (
 @dataclass
 class SetContext:
     """What set reconciliations share: the API, how Events are posted, the children the watches index by
-    their set's uid (None: LIST instead), the deadlines and the watch of Secret names."""
+    their set's uid (None: LIST instead), the Jobs and CronJobs of drift checks likewise (`cache`), the Job
+    settings, the deadlines and the watch of Secret names."""
 
     kube: Kube
     post_event: Callable[[Obj, Event], None]
     children: Callable[[str], Iterable[ChildState]] | None = None
+    cache: Cache | None = None
+    settings: JobSettings = field(default_factory=JobSettings)
     deadlines: Deadlines | None = None
     secrets: SecretWatch | None = None
     _locks: defaultdict[Key, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
@@ -146,7 +152,29 @@ def decide(ctx: SetContext, resource: SetResource, now: datetime) -> SetDecision
         names = [ref.name for ref in refs]
         found = {name: ctx.kube.get_configmap(namespace, name) for name in names}
         config_maps = approval.read_config_maps(names, found)
-    return migration_sets.decide(resource, targets, children, now, config_maps, targets_problem=problem)
+    decision = migration_sets.decide(resource, targets, children, now, config_maps, targets_problem=problem)
+    if problem is not None:  # the targets are unknown: the drift checks and what they found stay as they are
+        last = resource.status.drift if resource.status else None
+        return replace(decision, status=decision.status.model_copy(update={"drift": last}))
+    inputs = drift_inputs(ctx, resource, targets)
+    return set_drift.with_drift(decision, resource, targets, inputs, ctx.settings, now)
+
+
+def drift_inputs(ctx: SetContext, mset: DatabaseMigrationSet, targets: list[str]) -> set_drift.DriftInputs:
+    """The set's drift CronJobs and Jobs from the watches (else LISTs), and their pods only when a finished
+    Job's report is not in status yet."""
+    meta = mset.metadata
+    namespace, uid = meta.namespace or "", meta.uid or ""
+    if ctx.cache is not None:
+        cronjobs, jobs = ctx.cache.cronjobs_of(uid), ctx.cache.jobs_of(uid)
+    else:
+        cronjobs, jobs = ctx.kube.cronjobs_of(namespace, uid), ctx.kube.jobs_of(namespace, uid)
+    if mset.spec.drift is None and not cronjobs:
+        return set_drift.DriftInputs()
+    runs = None
+    if set_drift.pods_needed(mset, targets, jobs):
+        runs = observe_runs(jobs, ctx.kube.pods_of(namespace, uid))
+    return set_drift.DriftInputs(cronjobs=cronjobs, jobs=jobs, runs=runs)
 
 
 def invalid_spec(body: Obj, error: ValidationError, now: datetime) -> SetDecision[Any]:
@@ -209,6 +237,8 @@ def _children_changed(ctx: SetContext, body: Obj, decision: SetDecision[Any]) ->
         for item in decision.release
     ]
     actions += [(name, partial(kube.delete_resource, kind, namespace, name)) for name in decision.delete]
+    actions += [(m["metadata"]["name"], partial(kube.apply_cronjob, m)) for m in decision.apply_cronjobs]
+    actions += [(name, partial(kube.delete_cronjob, namespace, name)) for name in decision.delete_cronjobs]
     return _carried_out(actions)
 
 
@@ -259,6 +289,9 @@ def carry_out(ctx: SetContext, body: Obj, decision: SetDecision[Any], now: datet
     counts = {key: value for key, value in (new.get("targets") or {}).items() if isinstance(value, int)}
     halted = status.phase == SetPhase.HALTED if kind == "DatabaseMigrationSet" else None
     metrics.observe_set(namespace, name, kind, counts, halted)
+    if kind == "DatabaseMigrationSet":
+        drift = new.get("drift") or {}
+        metrics.observe_drift(namespace, name, drift.get("drifted") if drift.get("reports") else None)
     if ctx.deadlines is not None:
         ctx.deadlines.set((kind, namespace, name), decision.deadline)
     return decision
