@@ -19,3 +19,6 @@ class BackupCopy(ApiModel):
     size_bytes: int | None = Field(default=None, description="Bytes stored at the copy.")
     duration_seconds: float | None = None
     error: str | None = Field(default=None, description="Why the copy failed; nothing is listed there then.")
+    retained: int | None = Field(
+        default=None, description="Set by a backup Job: the owner's copies kept there after its retention."
+    )

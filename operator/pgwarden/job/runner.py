@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
 from pgwarden.api.common import StorageSpec
 from pgwarden.api.durations import parse_duration
+from pgwarden.api.job_report import BackupJobReport
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
@@ -286,46 +287,44 @@ def run_backup(task: Task, url: str) -> Report:
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
     )
-    backup = take_backup(url, location, options, progress)
-    report: Report = backup.to_json_dict()
-    warnings: list[str] = []
-    report["warnings"] = warnings
-    if backup.outcome != Outcome.SUCCEEDED or backup.backup is None:
-        return report
+    report = BackupJobReport(**dict(take_backup(url, location, options, progress)))
+    if report.outcome != Outcome.SUCCEEDED or report.backup is None:
+        return report.to_json_dict()
     storage = open_storage(location)
     try:
-        storage.child(backup.backup.id).put_bytes(REPORT_FILE, json.dumps(redact_obj(report)).encode())
+        stored = json.dumps(redact_obj(report.to_json_dict())).encode()
+        storage.child(report.backup.id).put_bytes(REPORT_FILE, stored)
     except StorageError as exc:
-        warnings.append(f"{REPORT_FILE} was not written: {exc}")
-    _copies_retention(spec, copies, scope, report, warnings)
+        report.warnings.append(f"{REPORT_FILE} was not written: {exc}")
+    _copies_retention(spec, copies, scope, report)
     policy = _retention(spec.retention)
     if policy is not None:
         try:
             result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
         except StorageError as exc:
-            warnings.append(f"retention did not run: {exc}")
+            report.warnings.append(f"retention did not run: {exc}")
         else:
-            report["retained"] = len(result.plan.keep)
-            report["pruned"] = result.deleted
+            report.retained = len(result.plan.keep)
+            report.pruned = result.deleted
         if leftover := _unscoped_backups(root):
-            warnings.append(leftover)
-    return report
+            report.warnings.append(leftover)
+    return report.to_json_dict()
 
 
 def _copies_retention(
-    spec: DatabaseBackupSpec, copies: list[Storage], scope: BackupScope, report: Report, warnings: list[str]
+    spec: DatabaseBackupSpec, copies: list[Storage], scope: BackupScope, report: BackupJobReport
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
-    for target, where, copied in zip(spec.copies, copies, report.get("copies") or [], strict=False):
+    for target, where, copied in zip(spec.copies, copies, report.copies or [], strict=False):
         policy = _retention(target.retention)
-        if policy is None or not copied.get("verified"):
+        if policy is None or not copied.verified:
             continue
         try:
             result = prune(where, policy, datetime.now(UTC), owner=scope.owner)
         except StorageError as exc:
-            warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
+            report.warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
         else:
-            copied["retained"] = len(result.plan.keep)
+            copied.retained = len(result.plan.keep)
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:

@@ -17,7 +17,6 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import (
@@ -27,8 +26,8 @@ from pgwarden.api.migration import (
     DatabaseMigration,
     InlineMigration,
 )
+from pgwarden.operator.objects import Obj
 
-Obj = dict[str, Any]
 DIGEST_LENGTH = 12
 
 

@@ -28,12 +28,12 @@ from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError, load_configuration
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
 from pgwarden.operator.status import Decision, Event
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 PLURALS = {kind.plural: kind.kind for kind in KINDS}
 # How soon a resource whose Job waits or runs is looked at again (its pod is not watched).
 TIMER_INTERVAL = float(os.environ.get("PGWARDEN_TIMER_INTERVAL", "15"))

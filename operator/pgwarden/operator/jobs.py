@@ -10,7 +10,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
@@ -43,9 +42,9 @@ from pgwarden.api.task import (
 )
 from pgwarden.errors import BadInput
 from pgwarden.operator import naming
+from pgwarden.operator.objects import Manifest
 from pgwarden.operator.policy import Policy, enforce
 
-Manifest = dict[str, Any]
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
 
 CONTAINER = "pgwarden"

@@ -8,6 +8,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pgwarden.api.backup import DatabaseBackupStatus
+from pgwarden.api.reports import Outcome
 from pgwarden.operator.status import Finished
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -68,7 +69,7 @@ def record(namespace: str, name: str, finished: Finished) -> None:
         DURATION.labels(finished.kind).observe(finished.duration_seconds)
     if finished.rollback:
         ROLLBACKS.labels(finished.rollback).inc()
-    if finished.kind == "backup" and finished.outcome == "Succeeded":
+    if finished.kind == "backup" and finished.outcome == Outcome.SUCCEEDED:
         if finished.size_bytes:
             BACKUP_BYTES.labels(namespace, name).inc(finished.size_bytes)
         if finished.completed_at is not None:
@@ -91,7 +92,7 @@ def observe_verified(namespace: str, name: str, status: DatabaseBackupStatus) ->
     LAST_VERIFIED.labels(namespace, name).set(stamp)
     SINCE_VERIFIED.labels(namespace, name).set_function(lambda: max(time.time() - stamp, 0.0))
     last = status.last_verified_backup
-    if last is not None and last.outcome == "Succeeded" and last.restore_seconds is not None:
+    if last is not None and last.outcome == Outcome.SUCCEEDED and last.restore_seconds is not None:
         VERIFIED_RESTORE_SECONDS.labels(namespace, name).set(last.restore_seconds)
 
 
