@@ -16,15 +16,16 @@ from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
 from pgwarden.streams import print_json, print_text, progress
 
+NAME = "restore"
+HELP = "restore a backup into a database"
+DESCRIPTION = (
+    "Restore a backup (a backup's location, or the newest complete backup under a prefix). "
+    "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
+    "before pg_restore runs; restored row counts are compared with the manifest."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "restore",
-        help="restore a backup into a database",
-        description="Restore a backup (a backup's location, or the newest complete backup under a prefix). "
-        "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
-        "before pg_restore runs; restored row counts are compared with the manifest.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument(
         "--from",
@@ -70,7 +71,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "counting; only missing or extra tables differ)",
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def _rows(rows: int | None, row_counts: RestoreRowCounts) -> str:

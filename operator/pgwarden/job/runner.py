@@ -55,7 +55,7 @@ from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
 from pgwarden.redact import redact, redact_obj, register_environment, register_secret, register_url
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
-from pgwarden.storage.manifest import MANIFEST, prune
+from pgwarden.storage.manifest import MANIFEST, PruneResult, prune
 from pgwarden.storage.retention import RetentionPolicy
 from pgwarden.streams import print_json, progress
 
@@ -299,13 +299,9 @@ def run_backup(task: Task, url: str) -> Report:
     _copies_retention(spec, copies, scope, report)
     policy = _retention(spec.retention)
     if policy is not None:
-        try:
-            result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
-        except StorageError as exc:
-            report.warnings.append(f"retention did not run: {exc}")
-        else:
-            report.retained = len(result.plan.keep)
-            report.pruned = result.deleted
+        result = _pruned(storage, policy, scope, report, "retention did not run")
+        if result is not None:
+            report.retained, report.pruned = len(result.plan.keep), result.deleted
         if leftover := _unscoped_backups(root):
             report.warnings.append(leftover)
     return report.to_json_dict()
@@ -319,12 +315,22 @@ def _copies_retention(
         policy = _retention(target.retention)
         if policy is None or not copied.verified:
             continue
-        try:
-            result = prune(where, policy, datetime.now(UTC), owner=scope.owner)
-        except StorageError as exc:
-            report.warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
-        else:
+        result = _pruned(
+            where, policy, scope, report, f"retention of the copies at {where.uri()} did not run"
+        )
+        if result is not None:
             copied.retained = len(result.plan.keep)
+
+
+def _pruned(
+    where: Storage, policy: RetentionPolicy, scope: BackupScope, report: BackupJobReport, failed: str
+) -> PruneResult | None:
+    """Retention over the owner's backups at `where`; a storage failure is a warning (`failed: why`)."""
+    try:
+        return prune(where, policy, datetime.now(UTC), owner=scope.owner)
+    except StorageError as exc:
+        report.warnings.append(f"{failed}: {exc}")
+        return None
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:

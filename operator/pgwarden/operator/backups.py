@@ -18,6 +18,7 @@ from pgwarden.api.copies import BackupCopy
 from pgwarden.api.durations import format_duration, parse_duration
 from pgwarden.api.job_report import BackupJobReport
 from pgwarden.api.reports import Outcome
+from pgwarden.api.sizes import human_size
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
@@ -32,6 +33,7 @@ from pgwarden.operator.status import (
     cannot_start,
     clip,
     failure_without_report,
+    outcome_event,
     report_as,
     report_error,
     second,
@@ -45,17 +47,6 @@ HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _ONE_TIME_ENDS = (BackupPhase.SUCCEEDED, BackupPhase.FAILED)
 _READY_PHASES = (BackupPhase.SUCCEEDED, BackupPhase.SCHEDULED, BackupPhase.SUSPENDED, BackupPhase.RUNNING)
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "? bytes"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def next_run(backup: DatabaseBackup, now: datetime) -> datetime | None:
@@ -219,9 +210,7 @@ def _record_runs(old: DatabaseBackupStatus, runs: list[ObservedRun], now: dateti
             continue
         history.append(entry)
         ok = entry.outcome == Outcome.SUCCEEDED
-        found.events.append(
-            Event(NORMAL if ok else WARNING, "BackupSucceeded" if ok else "BackupFailed", entry.message or "")
-        )
+        found.events.append(outcome_event(ok, "Backup", entry.message))
         found.finished.append(
             Finished(
                 kind="backup",

@@ -26,12 +26,11 @@ from pgwarden.operator.jobs import (
 from pgwarden.operator.objects import Manifest, Obj
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.status import (
-    NORMAL,
-    WARNING,
     Event,
     Finished,
     clip,
     failure_without_report,
+    outcome_event,
     report_as,
     report_error,
     second,
@@ -175,9 +174,7 @@ def observe_drills(old: DatabaseBackupStatus, runs: Iterable[ObservedRun], now: 
         ok = entry.outcome == Outcome.SUCCEEDED
         if ok and entry.time and (result.verified_time is None or entry.time > result.verified_time):
             result.verified_time = entry.time
-        result.events.append(
-            Event(NORMAL if ok else WARNING, "DrillSucceeded" if ok else "DrillFailed", entry.message or "")
-        )
+        result.events.append(outcome_event(ok, "Drill", entry.message))
         result.finished.append(
             Finished(
                 kind="drill",

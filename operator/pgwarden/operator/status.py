@@ -85,6 +85,11 @@ class Decision(Generic[S]):
     delete_cronjobs: tuple[str, ...] = ()
 
 
+def outcome_event(ok: bool, what: str, message: str | None) -> Event:
+    """`<what>Succeeded` (Normal) or `<what>Failed` (Warning), saying the run's message."""
+    return Event(NORMAL if ok else WARNING, f"{what}Succeeded" if ok else f"{what}Failed", message or "")
+
+
 def status_patch(old: Obj, new: Obj) -> Obj:
     """A merge patch turning `old` into `new`: removed fields become null, unchanged ones are left out."""
     patch: Obj = {key: None for key in old if key not in new}

@@ -55,8 +55,8 @@ from pgwarden.engine.postgres.schema_diff import fingerprint
 from pgwarden.engine.postgres.tools import PgTool, find_tool, server_version_text
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import redact, register_environment
-from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
-from pgwarden.storage.base import InvalidLocation, ObjectWriter
+from pgwarden.storage import BackupManifest, Storage, StorageError, open_given
+from pgwarden.storage.base import ObjectWriter
 from pgwarden.storage.manifest import (
     MANIFEST,
     StoredFile,
@@ -184,7 +184,7 @@ def take_backup(
     checked = _check(options)
     url = resolve_url(database_url)
     register_environment()
-    storage = _open_target(to)
+    storage = open_given(to)
     started, clock = datetime.now(UTC), time.monotonic()
     copy_targets = open_copy_targets(options.copy_to)
     server = _preflight(url, storage, copy_targets)
@@ -503,15 +503,6 @@ def lock_wait_exceeded(exc: BaseException, lock_wait: str, what: str) -> BackupF
 def _count_error(exc: BaseException, lock_wait: str) -> BackupFailed:
     what = "counting rows at the dump's snapshot"
     return lock_wait_exceeded(exc, lock_wait, what) or BackupFailed(f"{what} failed: {redact(str(exc))}")
-
-
-def _open_target(to: str | Storage) -> Storage:
-    if not isinstance(to, str):
-        return to
-    try:
-        return open_storage(to)
-    except InvalidLocation as exc:
-        raise BadInput(str(exc)) from exc
 
 
 def _delete_stored(backup: Storage, keys: list[str]) -> None:
