@@ -31,12 +31,13 @@ def modules() -> dict[str, Path]:
 
 
 def group(name: str) -> str:
-    """The room (engine subpackage) or layer a module belongs to; `top` for modules below every layer."""
+    """The room (engine subpackage) or layer a module belongs to; `top` for the modules below every layer
+    (errors, redact, streams, the package's own __init__), `console` for the console script."""
     for room in ROOMS:
         if name == room or name.startswith(room + "."):
             return room
     head = name.split(".")[0]
-    return head if head in LAYERS else "top"
+    return head if head in LAYERS else "console" if head == "console" else "top"
 
 
 def imported(tree: ast.AST, name: str, is_package: bool) -> set[str]:
@@ -154,7 +155,7 @@ def main() -> None:
         f"broad excepts: {len(broad)} ({len(broad) - reraising} that catch, {reraising} that clean up and re-raise)"
     )
     print(f"untyped report reads in operator/: {len(reads)}")
-    names = ["top", *ROOMS, *LAYERS]
+    names = ["console", *LAYERS[:3], *ROOMS, *LAYERS[3:], "top"]
     used = [n for n in names if any(n in pair for pair in arrows)]
     print("import matrix (row imports column; module-to-module arrows across groups):")
     width = max(len(n) for n in used)

@@ -6,7 +6,8 @@ import json
 
 from backup_support import BackupPlace, run_cli
 
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.storage.manifest import list_backups
 

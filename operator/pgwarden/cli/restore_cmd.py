@@ -9,7 +9,7 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         terminate=args.terminate_connections,
         jobs=args.jobs,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
+        lock_wait_timeout=args.lock_wait_timeout,  # refused in the one grammar by engine.backup.locks
         progress=progress,
         row_counts=args.row_counts,
     )

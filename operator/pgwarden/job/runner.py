@@ -39,7 +39,8 @@ from pgwarden.api.task import (
     Task,
     backup_scope,
 )
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
 from pgwarden.engine.migrate.progress import StatementProgress
