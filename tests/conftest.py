@@ -12,15 +12,15 @@ from pgwarden_testing import localpg, s3server
 MINIO_BUILD = Path(__file__).resolve().parent.parent / "hack" / "build-minio.sh"
 _minio_build_error: list[str] = []
 
-# Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes): `make unit` leaves out
-# the tests using them, and every test of tests/cluster.
-GO_FIXTURES = {"s3", "private_minio", "helm", "kube"}
+# Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes, Prometheus): `make unit`
+# leaves out the tests using them, and every test of tests/cluster.
+GO_FIXTURES = {"s3", "private_minio", "helm", "kube", "prometheus_bin"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "go: needs a binary built from a Go module (Kubernetes, MinIO, helm); make unit leaves it out",
+        "go: needs a binary built from a Go module (Kubernetes, MinIO, helm, Prometheus); make unit leaves it out",
     )
 
 

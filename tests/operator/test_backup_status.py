@@ -55,6 +55,7 @@ def test_a_one_time_backup_runs_one_job_and_reports_location_size_and_counts(
         "id": "20250301T115900Z",
         "location": "s3://pgwarden-backups/shop/20250301T115900Z",
         "sizeBytes": 123456,
+        "size": "120.6 KiB",  # what kubectl get shows in the Size column
         "sha256": "e" * 64,
         "verified": True,
         "tables": 3,

@@ -36,6 +36,8 @@ from pgwarden.api.reports import (
     Outcome,
     Rehearsal,
     RestoreComparison,
+    RestoredTable,
+    RestoreOnly,
     RestoreReport,
     RollbackOutcome,
     RollbackResult,
@@ -43,6 +45,7 @@ from pgwarden.api.reports import (
     RowDifference,
     Verification,
 )
+from pgwarden.api.retention import RetentionDecision, RetentionOutcome
 from pgwarden.job.termination_message import compact
 from pgwarden.operator import backups, drills, migrations, restores
 from pgwarden.operator.jobs import JobSettings
@@ -231,6 +234,7 @@ def test_every_rehearsal_field_reaches_status_rehearsal_or_is_listed(resource: C
             )
         ],
         max_lock_hold_seconds=2.0,
+        warnings=["no restore drill had verified a backup: the newest complete one was rehearsed on"],
         error=ErrorInfo(message="none"),
     )
     body = resource("migration-shop.yaml", "DatabaseMigration")
@@ -266,6 +270,7 @@ def test_every_rehearsal_field_reaches_status_rehearsal_or_is_listed(resource: C
             "row_changes": "rowChanges",
             "locks": "locks",
             "max_lock_hold_seconds": "maxLockHoldSeconds",
+            "warnings": "warnings",
         },
         not_for_status={
             "server": "the resource's spec.rehearsal.server names it",
@@ -299,6 +304,11 @@ def test_every_backup_report_field_reaches_status_or_is_listed(resource: Callabl
         warnings=["report.json was not written: storage is read-only"],
         retained=4,
         pruned=["20250201T000000Z-000000"],
+        retention=RetentionOutcome(
+            time_zone="Europe/Berlin",
+            kept=[RetentionDecision(id=BACKUP.id, rules=["keepLast"], reason="one of the 4 newest")],
+            deleted=[RetentionDecision(id="20250201T000000Z-000000", reason="no rule keeps it")],
+        ),
     )
     body = resource("backup-once.yaml", "DatabaseBackup")
     created = backups.decide(read(body), [], None, SETTINGS, NOW)  # type: ignore[arg-type]
@@ -323,6 +333,7 @@ def test_every_backup_report_field_reaches_status_or_is_listed(resource: Callabl
             "duration_seconds": "lastBackup.durationSeconds",
             "encryption": "lastBackup.encryption",
             "retained": "retained",
+            "retention": "retention",
         },
         not_for_status={
             "database": "named by the resource's own spec.database",
@@ -351,6 +362,18 @@ def test_every_restore_report_field_reaches_status_or_is_listed(resource: Callab
         tables=2,
         rows=3,
         verification=COMPARED,
+        only=RestoreOnly(tables=["public.orders"]),
+        rename_suffix="_restored",
+        restored_tables=[
+            RestoredTable(
+                table="public.orders_restored",
+                backup_table="public.orders",
+                expected=3,
+                actual=3,
+                matches=True,
+            )
+        ],
+        left_out=["constraint orders_customer_fk: a foreign key to public.customers, not restored"],
         error=ErrorInfo(message="none"),
         pg_restore_version="18.1",
         started_at=STARTED,
@@ -380,9 +403,13 @@ def test_every_restore_report_field_reaches_status_or_is_listed(resource: Callab
             "started_at": "startedAt",
             "completed_at": "completedAt",
             "duration_seconds": "durationSeconds",
+            "restored_tables": "restoredTables",
+            "left_out": "leftOut",
         },
         not_for_status={
             "verification": "status.verification: matchesBackup and the differences (checked above)",
+            "only": "the resource's spec.only",
+            "rename_suffix": "the resource's spec.renameSuffix",
             "database": "named by the resource's own spec.database",
             "restored_from": "restoredFrom holds the whole backup",
             "created_database": "the resource's spec.createDatabase",

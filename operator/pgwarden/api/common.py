@@ -91,8 +91,52 @@ class DatabaseRef(ApiModel):
     )
 
 
+class WebIdentity(ApiModel):
+    """The Job's own ServiceAccount as its storage identity: a token projected for `audience`, exchanged by
+    boto3's web-identity provider (AssumeRoleWithWebIdentity) for short-lived credentials of `roleArn`."""
+
+    role_arn: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^arn:[a-z0-9-]+:iam:[^:]*:[^:]*:role/.+$",
+        description=(
+            "The role to assume, e.g. arn:aws:iam::123456789012:role/backups (AWS) or "
+            "arn:minio:iam:::role/<id> (MinIO, printed at its start for an OpenID provider with a role policy)."
+        ),
+    )
+    audience: str = Field(
+        default="sts.amazonaws.com",
+        min_length=1,
+        max_length=253,
+        description=(
+            "The audience (aud) of the projected ServiceAccount token: what the storage's identity provider "
+            "expects (AWS: sts.amazonaws.com; MinIO: its OpenID client id)."
+        ),
+    )
+
+
+class S3Credentials(ApiModel):
+    """Credentials without a static key: the alternative to credentialsSecretRef."""
+
+    web_identity: WebIdentity = Field(
+        description=(
+            "Exchange the Job's ServiceAccount token (projected with the given audience, valid for an hour "
+            "and renewed by the kubelet) for short-lived credentials of a role. No key is stored anywhere."
+        )
+    )
+
+
 class S3Storage(ApiModel):
     """An S3 bucket, or any S3-compatible server (MinIO, Ceph RGW, ...)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.credentialsSecretRef) && has(self.credentials))",
+                "s3 takes credentialsSecretRef (static keys) or credentials.webIdentity, not both",
+            )
+        )
+    )
 
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
     prefix: str = Field(
@@ -120,9 +164,21 @@ class S3Storage(ApiModel):
         default=None,
         description=(
             "Secret with the keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally "
-            "`AWS_SESSION_TOKEN`). Unset: the pod's ambient credentials (e.g. IRSA, instance profile)."
+            "`AWS_SESSION_TOKEN`). Unset: credentials.webIdentity, else the pod's ambient credentials."
         ),
     )
+    credentials: S3Credentials | None = Field(
+        default=None,
+        description="Credentials by identity instead of a key Secret: {webIdentity: {roleArn, audience}}.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> S3Storage:
+        if self.credentials_secret_ref is not None and self.credentials is not None:
+            raise ValueError(
+                "s3 takes credentialsSecretRef (static keys) or credentials.webIdentity, not both"
+            )
+        return self
 
 
 class VolumeStorage(ApiModel):

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from pgwarden.api.drill import DrillReport
 from pgwarden.api.reports import BackupReport, MigrationReport, RestoreReport
+from pgwarden.api.retention import RetentionOutcome
 from pgwarden.api.task import JobKind
 
 
@@ -30,6 +31,9 @@ class BackupJobReport(BackupReport):
     )
     retained: int | None = Field(default=None, description="Backups retention kept under the owner's folder.")
     pruned: list[str] | None = Field(default=None, description="The ids of the backups retention deleted.")
+    retention: RetentionOutcome | None = Field(
+        default=None, description="What retention decided under the owner's folder, backup by backup."
+    )
 
 
 JobReport = MigrationReport | BackupJobReport | RestoreReport | DrillReport

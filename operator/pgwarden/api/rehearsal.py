@@ -111,4 +111,11 @@ class RehearsalStatus(ApiModel):
         default=None,
         description="The limit on holding a lock that blocks writes (spec.rehearsal.maxLockHold).",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "What the approver should know, e.g. that no restore drill had verified a backup, so the newest "
+            "complete (unverified) one was rehearsed on."
+        ),
+    )
     completed_at: datetime | None = Field(default=None, description="When the rehearsal Job finished.")

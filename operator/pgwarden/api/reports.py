@@ -170,6 +170,10 @@ class Rehearsal(ApiModel):
         default=None,
         description="The limit on holding a lock that blocks writes; longer fails the rehearsal.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the approver should know, e.g. that no restore drill had verified the backup used.",
+    )
     error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
 
 
@@ -230,6 +234,18 @@ class MigrationReport(ApiModel):
         return data
 
 
+class RestoreOnly(ApiModel):
+    """The part of a backup to restore: whole schemas, and tables (`table` or `schema.table`, as in SQL:
+    unquoted names fold to lower case, "Quoted" ones are kept as written)."""
+
+    schemas: list[str] = Field(default_factory=list, max_length=64, description="Schemas restored whole.")
+    tables: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Tables restored with their indexes, constraints, triggers, owned sequences and data.",
+    )
+
+
 class RowDifference(ApiModel):
     """A table whose restored row count differs from the backup's (or that is missing on one side)."""
 
@@ -263,6 +279,16 @@ class RestoreComparison(ApiModel):
         return " and ".join(parts) or "nothing"
 
 
+class RestoredTable(ApiModel):
+    """One table a partial restore brought back: under which name, and its rows against the backup's."""
+
+    table: str = Field(description="The table as restored (with the rename suffix, if one was given).")
+    backup_table: str = Field(description="The table in the backup.")
+    expected: int | None = Field(default=None, description="Rows in the backup (manifest).")
+    actual: int | None = Field(default=None, description="Rows restored.")
+    matches: bool = Field(description="The restored rows equal the backup's.")
+
+
 class RestoreReport(ApiModel):
     """The report of one `pgwarden restore` run."""
 
@@ -275,6 +301,16 @@ class RestoreReport(ApiModel):
     tables: int | None = None
     rows: int | None = None
     verification: RestoreComparison | None = None
+    only: RestoreOnly | None = Field(default=None, description="What a partial restore was asked to restore.")
+    rename_suffix: str | None = Field(default=None, description="Appended to the names of what was restored.")
+    restored_tables: list[RestoredTable] = Field(
+        default_factory=list, description="A partial restore's tables, their rows against the backup's."
+    )
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="What a partial restore did not bring although it belongs to a restored table (a foreign "
+        "key to a table not restored).",
+    )
     error: ErrorInfo | None = None
     pg_restore_version: str | None = None
     started_at: datetime | None = None

@@ -7,7 +7,7 @@ import argparse
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.api.sizes import human_size
-from pgwarden.cli.output import add_database_arg, add_json_flag
+from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag
 from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
 from pgwarden.engine.backup.encryption import load_identities
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         encrypt_to=args.encrypt_to,
         copy_to=args.copy_to,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=args.lock_wait_timeout,  # refused in the one grammar by engine.backup.locks
+        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
     )
     report = take_backup(args.database_url, args.to, options, progress)
     if args.json:

@@ -27,6 +27,7 @@ from pgwarden.api.durations import parse_duration
 from pgwarden.api.job_report import BackupJobReport
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
+from pgwarden.api.retention import RetentionDecision, RetentionOutcome
 from pgwarden.api.task import (
     DATABASE_SECRET_ENV,
     REHEARSAL_SERVER_KEYS,
@@ -48,6 +49,7 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.restore.drill import run_drill
+from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.engine.restore.verify import verify_backup
@@ -57,7 +59,7 @@ from pgwarden.job.termination_message import compact, write_termination_message
 from pgwarden.redact import redact, redact_obj, register_environment, register_secret, register_url
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
 from pgwarden.storage.manifest import MANIFEST, PruneResult, prune
-from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.storage.retention import Decision, RetentionPolicy, time_zone
 from pgwarden.streams import print_json, progress
 
 log = logging.getLogger("pgwarden.job.runner")
@@ -154,6 +156,9 @@ def run_migration(task: Task, url: str) -> Report:
         )
         if task.rehearsal is not None:
             return rehearse_only(url, options, task.rehearsal).to_json_dict()
+        if task.plan_only:  # every finding, for the approver; the run itself refuses what the policy names
+            planned = dataclasses.replace(options, plan_only=True, lint_fail_on=())
+            return migrate(url, planned, progress=progress).to_json_dict()
         return migrate(
             url, dataclasses.replace(options, on_progress=report_progress), progress=progress
         ).to_json_dict()
@@ -180,11 +185,16 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
         return report
 
     def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
-        watched = dataclasses.replace(options, observers=(*options.observers, *observers))
+        # Its long statements report progress as the run's do: the operator shows them in status.progress.
+        watched = dataclasses.replace(
+            options, observers=(*options.observers, *observers), on_progress=report_progress
+        )
         return migrate(scratch_url, watched, progress=lambda message: progress(f"rehearsal: {message}"))
 
+    location, owner = _rehearsal_location(task.source)
     settings = RehearsalOptions(
-        location=_rehearsal_location(task.source),
+        location=location,
+        owner=owner,
         server_url=_rehearsal_server() if task.server else None,
         max_lock_hold_seconds=task.max_lock_hold_seconds,
         identities=identities() if task.sealed else (),
@@ -196,13 +206,23 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
     return report
 
 
-def _rehearsal_location(source: RestoreSource) -> str:
-    """The backup to rehearse on: a DatabaseBackup's (its own, newest or by id) or one at a location."""
+def _rehearsal_location(source: RestoreSource) -> tuple[str, str | None]:
+    """Where the rehearsal's backup is, and whose: a DatabaseBackup's folder and owner for its latest (the
+    engine prefers its newest verified backup there), else one backup (by id, or the one the status names),
+    or a location (a prefix: the engine chooses there too)."""
     root = storage_uri(source.storage)
-    if source.scope is not None:
-        return _owned_backup(root, source, source.scope).uri()
+    scope = source.scope
+    if scope is not None:
+        folder = open_storage(root).child(scope.path)
+        try:
+            owned = source.backup_id is None and bool(list_backups(folder, owner=scope.owner))
+        except StorageError:
+            owned = False  # _owned_backup reads it again and says what is wrong
+        if owned:
+            return folder.uri(), scope.owner
+        return _owned_backup(root, source, scope).uri(), None
     given = source.location or ""
-    return given if given.startswith(("s3://", "/")) else _under(root, given)
+    return (given if given.startswith(("s3://", "/")) else _under(root, given)), None
 
 
 def _rehearsal_server() -> str:
@@ -221,12 +241,29 @@ def _rehearsal_server() -> str:
     return conninfo.make_conninfo(dbname="postgres", **parts)
 
 
-def _retention(retention: Retention | None) -> RetentionPolicy | None:
+def _retention(retention: Retention | None, zone: str | None) -> RetentionPolicy | None:
+    """The spec's retention as the planner's policy, its calendar rules on the resource's time zone."""
     if retention is None:
         return None
     return RetentionPolicy(
         keep_last=retention.keep_last,
+        keep_daily=retention.keep_daily,
+        keep_weekly=retention.keep_weekly,
+        keep_monthly=retention.keep_monthly,
+        keep_yearly=retention.keep_yearly,
         max_age=parse_duration(retention.max_age) if retention.max_age else None,
+        time_zone=time_zone(zone),
+    )
+
+
+def _retention_outcome(result: PruneResult, zone: str | None) -> RetentionOutcome:
+    """Each backup retention kept or deleted, with the rules why: what status.retention shows."""
+
+    def decisions(items: list[Decision]) -> list[RetentionDecision]:
+        return [RetentionDecision(id=d.id, rules=list(d.rules), reason=d.reason) for d in items]
+
+    return RetentionOutcome(
+        time_zone=zone or "UTC", kept=decisions(result.plan.keep), deleted=decisions(result.plan.delete)
     )
 
 
@@ -298,11 +335,12 @@ def run_backup(task: Task, url: str) -> Report:
     except StorageError as exc:
         report.warnings.append(f"{REPORT_FILE} was not written: {exc}")
     _copies_retention(spec, copies, scope, report)
-    policy = _retention(spec.retention)
+    policy = _retention(spec.retention, spec.time_zone)
     if policy is not None:
         result = _pruned(storage, policy, scope, report, "retention did not run")
         if result is not None:
             report.retained, report.pruned = len(result.plan.keep), result.deleted
+            report.retention = _retention_outcome(result, spec.time_zone)
         if leftover := _unscoped_backups(root):
             report.warnings.append(leftover)
     return report.to_json_dict()
@@ -313,7 +351,7 @@ def _copies_retention(
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
     for target, where, copied in zip(spec.copies, copies, report.copies or [], strict=False):
-        policy = _retention(target.retention)
+        policy = _retention(target.retention, spec.time_zone)
         if policy is None or not copied.verified:
             continue
         result = _pruned(
@@ -321,6 +359,7 @@ def _copies_retention(
         )
         if result is not None:
             copied.retained = len(result.plan.keep)
+            copied.retention = _retention_outcome(result, spec.time_zone)
 
 
 def _pruned(
@@ -367,6 +406,16 @@ def run_restore(task: Task, url: str) -> Report:
     elif source.location:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
+    if spec.only is not None:
+        options = PartialOptions(
+            selection_of(spec.only.schemas, spec.only.tables, spec.rename_suffix),
+            suffix=spec.rename_suffix,
+            clean=spec.clean,
+            terminate=spec.terminate_connections,
+            jobs=spec.parallel_jobs,
+            identities=identities() if spec.encryption is not None else (),
+        )
+        return restore_selected(url, target, options, backup_id=backup_id, progress=progress).to_json_dict()
     return restore_backup(
         url,
         target,

@@ -18,6 +18,7 @@ from pgwarden.api.copies import BackupCopy
 from pgwarden.api.durations import format_duration, parse_duration
 from pgwarden.api.job_report import BackupJobReport
 from pgwarden.api.reports import Outcome
+from pgwarden.api.retention import RetentionOutcome
 from pgwarden.api.sizes import human_size
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
@@ -106,6 +107,7 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
     last = LastBackup(id=info.id, location=info.location)
     if info.size_bytes is not None:
         last.size_bytes = info.size_bytes
+        last.size = human_size(info.size_bytes)  # what kubectl get shows in the Size column
     if info.sha256 is not None:
         last.sha256 = info.sha256
     if info.verified is not None:
@@ -287,9 +289,11 @@ def _observed_status(
     if found.newest_last:
         new.last_backup = found.newest_last
         new.last_successful_time = found.newest_last.completed_at
-    retained = _retained(runs, now)
+    retained, retention = _retained(runs, now)
     if retained is not None or old.retained is not None:
         new.retained = retained if retained is not None else old.retained
+    if retention is not None or old.retention is not None:
+        new.retention = retention if retention is not None else old.retention
     following = next_run(backup, now)
     if following:
         new.next_schedule_time = second(following)
@@ -373,15 +377,15 @@ def _stale_want(
     return Want("Stale", False, "Fresh", message)
 
 
-def _retained(runs: list[ObservedRun], now: datetime) -> int | None:
-    """How many backups the newest run that said so kept under the storage prefix."""
+def _retained(runs: list[ObservedRun], now: datetime) -> tuple[int | None, RetentionOutcome | None]:
+    """How many backups the newest run that said so kept under the storage prefix, and which, by what rule."""
     for run in sorted(
         (r for r in runs if r.finished and r.report), key=lambda r: r.completed_at or now, reverse=True
     ):
         report = report_as(run, BackupJobReport)
         if report is not None and report.retained is not None:
-            return report.retained
-    return None
+            return report.retained, report.retention
+    return None, None
 
 
 def _phase(

@@ -104,7 +104,10 @@ def run(
             leader.identity(),
             lost=_stop_at_once,
         )
+        metrics.leading(lambda: elector is not None and elector.is_leader)
         _standby(elector, liveness_port)
+    else:
+        metrics.leading(lambda: True)
     try:
         _run_kopf(
             namespaces,

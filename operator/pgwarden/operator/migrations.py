@@ -14,7 +14,7 @@ from pgwarden.api.migration import (
     MigrationPhase,
 )
 from pgwarden.api.reports import MigrationReport, Outcome, RollbackOutcome
-from pgwarden.operator import approval, naming, rehearsals
+from pgwarden.operator import approval, naming, previews, rehearsals
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, with_files
 from pgwarden.operator.objects import Obj
@@ -151,6 +151,10 @@ def _carried(
         kept.approval = old.approval
     if old.rehearsal is not None and old.rehearsal.generation == generation:
         kept.rehearsal = old.rehearsal
+    if old.preview is not None and old.preview.generation == generation:
+        kept.preview = old.preview
+        if old.lint:
+            kept.lint = old.lint  # the preview's findings, until the run reports its own
     return kept
 
 
@@ -164,11 +168,13 @@ def decide(
     *,
     rehearsal_run: ObservedRun | None = None,
     referenced: DatabaseBackup | None = None,
+    preview_run: ObservedRun | None = None,
 ) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running; `config_maps`, for a Manual one whose
     files come from ConfigMaps, what they hold now; `rehearsal_run`, the rehearsal Job of this generation
-    (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names."""
+    (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names; `preview_run`, the Job
+    that reads the plan and lint of a Manual one without a rehearsal before it is approved."""
     now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
@@ -197,7 +203,13 @@ def decide(
         phase, reason = MigrationPhase.PENDING, "WaitingForEarlierRun"
     else:
         fields, phase, reason, create = _next_step(
-            migration, config_maps, settings, now, rehearsal_run=rehearsal_run, referenced=referenced
+            migration,
+            config_maps,
+            settings,
+            now,
+            rehearsal_run=rehearsal_run,
+            referenced=referenced,
+            preview_run=preview_run,
         )
         if phase == MigrationPhase.AWAITING_APPROVAL and config_maps is not None:  # ConfigMap edits: no event
             deadline = now + CONFIG_MAP_LOOK
@@ -205,8 +217,8 @@ def decide(
     new = merged(_carried(old, phase, generation, manual), fields)
     new.phase = phase
     new.observed_generation = generation
-    if phase == MigrationPhase.RUNNING and run is not None and old.job == run.job and old.progress:
-        new.progress = old.progress  # written by the progress looks (operator/progress.py); gone once it ends
+    if _progress_carries(old, phase, run, rehearsal_run):
+        new.progress = old.progress
     drift = new.drift if "drift" in new.model_fields_set else None
     drifted = drift.detected if drift is not None else None
     begun = started(run) if run else None
@@ -224,6 +236,22 @@ def decide(
         events.append(rehearsed)
     return Decision(
         status=new, events=tuple(events), create=create, finished=tuple(finished), deadline=deadline
+    )
+
+
+def _progress_carries(
+    old: DatabaseMigrationStatus,
+    phase: MigrationPhase,
+    run: ObservedRun | None,
+    rehearsal_run: ObservedRun | None,
+) -> bool:
+    """Whether status.progress, written by the progress looks (operator/progress.py), stays: while the same
+    Job (the run's, or the rehearsal's) still runs; it goes once that ends."""
+    if phase == MigrationPhase.RUNNING:
+        return run is not None and old.job == run.job and bool(old.progress)
+    rehearsing = old.rehearsal.job if old.rehearsal is not None else None
+    return (
+        phase == MigrationPhase.REHEARSING and rehearsal_run is not None and rehearsal_run.job == rehearsing
     )
 
 
@@ -254,11 +282,13 @@ def _next_step(
     *,
     rehearsal_run: ObservedRun | None,
     referenced: DatabaseBackup | None,
+    preview_run: ObservedRun | None = None,
 ) -> tuple[DatabaseMigrationStatus, MigrationPhase, str, Obj | None]:
     """(fields, phase, reason, Job to create) when no Job of this generation exists: rehearse it first
     (spec.rehearsal), then await approval (Manual) or run it."""
     manual = migration.spec.approval == Approval.MANUAL
     rehearsed = rehearsals.Rehearsed()
+    previewed = previews.Previewed()
     try:
         # The Jobs carry this generation's spec: for inline files, exactly those status showed; for
         # ConfigMaps of a Manual one, the files read now, in place of the ConfigMaps (what is approved).
@@ -280,6 +310,14 @@ def _next_step(
                 message = (
                     f"{message}; rehearsal {rehearsed.status.outcome}: {rehearsals.summary(rehearsed.status)}"
                 )
+            if previews.wanted(migration) and (config_maps is None or config_maps.files):
+                subject = _approved(migration, config_maps)
+                previewed = previews.step(
+                    migration, subject, preview_run, settings, now, digest_of(config_maps)
+                )
+            if previewed.status is not None:
+                message = f"{message}; {previewed.waiting or previewed.status.message}"
+                create = previewed.create
             fields = DatabaseMigrationStatus(
                 message=clip(message), approval=approval.shown(migration, approved=False, current=config_maps)
             )
@@ -298,6 +336,10 @@ def _next_step(
         fields.rehearsal = rehearsed.status
     if rehearsed.lint is not None:
         fields.lint = rehearsed.lint
+    if previewed.status is not None:
+        fields.preview = previewed.status
+    if previewed.lint is not None:
+        fields.lint = previewed.lint
     return fields, phase, reason, create
 
 

@@ -165,6 +165,8 @@ def _copy_rehearsal(rehearsal: Rehearsal, status: RehearsalStatus) -> None:
         status.locks = rehearsal.locks
     if rehearsal.max_lock_hold_seconds is not None:
         status.max_lock_hold_seconds = rehearsal.max_lock_hold_seconds
+    if "warnings" in given:
+        status.warnings = rehearsal.warnings
 
 
 def finished_event(old: RehearsalStatus | None, new: RehearsalStatus | None) -> Event | None:

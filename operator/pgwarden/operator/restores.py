@@ -106,12 +106,22 @@ def _from_report(report: RestoreReport) -> DatabaseRestoreStatus:
         status.completed_at = report.completed_at
     if report.duration_seconds is not None:
         status.duration_seconds = report.duration_seconds
+    if report.restored_tables:
+        status.restored_tables = report.restored_tables
+    if report.left_out:
+        status.left_out = report.left_out
     return status
 
 
 def summary(report: RestoreReport) -> str:
+    backup_id = report.backup.id if report.backup else None
+    if report.outcome == Outcome.SUCCEEDED and report.restored_tables:
+        names = ", ".join(t.table for t in report.restored_tables[:3])
+        more = f" and {len(report.restored_tables) - 3} more" if len(report.restored_tables) > 3 else ""
+        return clip(
+            f"restored {names}{more} from backup {backup_id}: {report.rows} rows, matching the backup"
+        )
     if report.outcome == Outcome.SUCCEEDED:
-        backup_id = report.backup.id if report.backup else None
         rows = "rows not counted" if report.rows is None else f"{report.rows} rows"
         return clip(f"restored backup {backup_id}: {report.tables} tables, {rows}, matching the backup")
     return clip(report_error(report) or "the restore failed")

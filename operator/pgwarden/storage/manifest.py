@@ -232,6 +232,36 @@ def locate_backup(
     return storage.child(chosen.id), chosen
 
 
+def prefer_verified(
+    manifests: list[BackupManifest], owner: str | None, location: str
+) -> tuple[BackupManifest, str | None]:
+    """What a rehearsal restores from a prefix (manifests newest first): the owner's newest backup that a
+    restore drill (or `backup --verify`) verified, else the owner's newest complete one and a warning that
+    says it is unverified. The owner is picked as for `latest`."""
+    newest = choose_latest(manifests, owner, location, advice=PICK_OWNER)
+    label = owner_of(newest).label
+    verified = [m for m in manifests if m.verified and owner_of(m).label == label]
+    if verified:
+        return verified[0], None
+    return newest, (
+        f"no backup of {label} at {location} was verified by a restore drill; rehearsed on the newest "
+        f"complete one, {newest.id}, unverified (restore drills verify backups: `pgwarden verify-backup`, "
+        "or a DatabaseBackup's spec.verify)"
+    )
+
+
+def locate_rehearsal_backup(
+    storage: Storage, *, owner: str | None = None
+) -> tuple[Storage, BackupManifest, str | None]:
+    """The backup a rehearsal restores: a backup folder as it is; under a prefix, `prefer_verified`'s
+    choice and its warning (None when it is verified)."""
+    if storage.exists(MANIFEST):
+        backup, manifest = locate_backup(storage, None, owner=owner)
+        return backup, manifest, None
+    manifest, warning = prefer_verified(list_backups(storage), owner, storage.location)
+    return storage.child(manifest.id), manifest, warning
+
+
 PRUNE_WHICH_OWNER = (
     "prune one owner's backups with --owner OWNER, or each owner's on its own with --all-owners"
 )

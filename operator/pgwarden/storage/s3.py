@@ -18,6 +18,7 @@ from pgwarden.storage.base import (
     StoredObject,
     join_key,
 )
+from pgwarden.threads import start_helper
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
@@ -121,7 +122,7 @@ class MultipartWriter:
             raise StorageError(f"cannot start upload to {self._uri}: {_describe(exc)}") from exc
         self._upload_id = created["UploadId"]
         self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
-        self._thread.start()
+        start_helper(self._thread)
 
     def _upload_parts(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -12,16 +12,18 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgwarden_testing import lifetime
 from pgwarden_testing.localpg import free_port
 
 MINIO_BIN_ENV = "PGWARDEN_MINIO_BIN"
@@ -69,6 +71,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     log: Path
     address: str = "127.0.0.1"
+    settings: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
@@ -115,7 +118,9 @@ class S3Server:
             return
         self.stop()
         port = int(self.endpoint.rsplit(":", 1)[1])
-        self.process = _launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.process = launch(
+            self.access_key, self.secret_key, self.data_dir, self.log, address, port, self.settings
+        )
         self.address, self.endpoint = address, f"http://{address}:{port}"
         _wait_ready(self, timeout)
 
@@ -127,6 +132,7 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        lifetime.forget(self.process)
 
 
 def _wait_ready(server: S3Server, timeout: float) -> None:
@@ -146,11 +152,21 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
 
 
-def _launch(
-    access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
+def launch(
+    access_key: str,
+    secret_key: str,
+    data_dir: Path,
+    log: Path,
+    address: str,
+    port: int,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """MinIO as our child, in a session of its own, killed by the kernel if we die first (nothing in it is
+    worth a clean shutdown); recorded for the sweep of what a killed run left."""
+    lifetime.sweep()
     env = {
         **os.environ,
+        **(settings or {}),
         "MINIO_ROOT_USER": access_key,
         "MINIO_ROOT_PASSWORD": secret_key,
         "MINIO_BROWSER": "off",
@@ -159,7 +175,7 @@ def _launch(
         "HOME": str(data_dir.parent),
     }
     with log.open("ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [
                 str(minio_binary()),
                 "server",
@@ -174,19 +190,44 @@ def _launch(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=lifetime.die_with_parent(signal.SIGKILL),
         )
+    lifetime.record(process, data_dir.parent, signal.SIGKILL)
+    return process
 
 
-def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
-    """Start MinIO on a free port of `address` with a temporary data directory and random credentials."""
+def start(
+    *,
+    timeout: float = 60,
+    address: str = "127.0.0.1",
+    settings: dict[str, str] | None = None,
+    trusted_cas: tuple[Path, ...] = (),
+) -> S3Server:
+    """Start MinIO on a free port of `address` with a temporary data directory and random credentials;
+    `settings` are further MINIO_* variables (e.g. an OpenID provider), `trusted_cas` the certificates of
+    the servers it calls out to (its certs directory's CAs)."""
     root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
     data_dir = root / "data"
     data_dir.mkdir()
+    if trusted_cas:
+        cas = root / ".minio" / "certs" / "CAs"  # MinIO's default certs directory under its HOME
+        cas.mkdir(parents=True)
+        for index, ca in enumerate(trusted_cas):
+            shutil.copyfile(ca, cas / f"ca-{index}.crt")
     log = root / "minio.log"
     port = free_port()
     access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    process = _launch(access_key, secret_key, data_dir, log, address, port)
-    server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
+    process = launch(access_key, secret_key, data_dir, log, address, port, settings)
+    server = S3Server(
+        f"http://{address}:{port}",
+        access_key,
+        secret_key,
+        data_dir,
+        process,
+        log,
+        address,
+        dict(settings or {}),
+    )
     _wait_ready(server, timeout)
     return server
 

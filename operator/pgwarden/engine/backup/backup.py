@@ -56,6 +56,7 @@ from pgwarden.storage.manifest import (
     new_backup_id,
     write_manifest,
 )
+from pgwarden.threads import start_helper
 
 
 @dataclass(frozen=True)
@@ -278,8 +279,7 @@ class _CountAtSnapshot:
         self.counts: dict[str, int] = {}
         self._error: list[BaseException] = []
         self._args = (url, tables, snapshot, stop)
-        self._thread = threading.Thread(target=self._count, name="count-rows", daemon=True)
-        self._thread.start()
+        self._thread = start_helper(threading.Thread(target=self._count, name="count-rows", daemon=True))
 
     def _count(self) -> None:
         url, tables, snapshot, stop = self._args

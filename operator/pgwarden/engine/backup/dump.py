@@ -20,6 +20,7 @@ from pgwarden.engine.postgres.tools import PgTool, collect_stderr, killed_on_fai
 from pgwarden.errors import PgwardenError
 from pgwarden.redact import redact
 from pgwarden.storage.manifest import StoredFile
+from pgwarden.threads import start_helper
 
 PIPE_SIZE = 1024 * 1024
 
@@ -58,8 +59,7 @@ def dump_custom(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None and process.stderr is not None
     _widen_pipe(process.stdout)
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
+    reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     paused = False
     with killed_on_failure(process):
         stdout = cast(BufferedReader, process.stdout)

@@ -20,6 +20,7 @@ from pyrage import x25519
 from pgwarden.engine.backup.streaming import ChunkReader, Push, PushWriter, Readable
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_secret
+from pgwarden.threads import start_helper
 
 METHOD = "age"
 HEADER_LIMIT = 64 * 1024  # an age header with a few dozen recipients is a few KiB
@@ -110,7 +111,7 @@ class Sealer:
         self._thread = threading.Thread(
             target=self._run, args=(list(recipients), PushWriter(push)), name="age-seal", daemon=True
         )
-        self._thread.start()
+        start_helper(self._thread)
 
     def _chunks(self) -> Any:
         while not self._stopped.is_set():

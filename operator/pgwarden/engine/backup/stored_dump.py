@@ -10,7 +10,6 @@ from __future__ import annotations
 import tarfile
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zstandard
@@ -24,6 +23,7 @@ from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import BackupManifest, ObjectNotFound, Storage, StorageError
 from pgwarden.storage.base import join_key
 from pgwarden.storage.manifest import StoredFile
+from pgwarden.threads import HelperPool
 
 Identities = Sequence[x25519.Identity]
 IDENTITY_PROBE = 64 * 1024
@@ -210,7 +210,7 @@ def download_verified(
         with (target / Path(stored.name).name).open("wb") as out:
             stream_object(backup, manifest, stored, identities, out.write)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
+    with HelperPool(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
         for done in [pool.submit(fetch, stored) for stored in manifest.files]:
             done.result()
 

@@ -24,7 +24,7 @@ from pgwarden.engine.postgres.scratch import REHEARSAL_MARK, scratch_database
 from pgwarden.engine.restore.restore import restore_manifest
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_environment
-from pgwarden.storage import StorageError, locate_backup, open_storage
+from pgwarden.storage import StorageError, locate_rehearsal_backup, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectNotFound
 
 Say = Callable[[str], None]
@@ -36,6 +36,9 @@ class RehearsalOptions:
     """Where the backup is, on which server to restore it, and how long a lock that blocks writes may be held."""
 
     location: str
+    """A backup, or a prefix holding backups: then its newest verified one (else newest, with a warning)."""
+    owner: str | None = None
+    """Whose backups under a prefix (None: the only owner's there)."""
     server_url: str | None = None
     """A connection string naming the server for the scratch copy (its database part is not used)."""
     max_lock_hold_seconds: float | None = None
@@ -50,7 +53,7 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
     register_environment()
     try:
         storage = open_storage(options.location)
-        backup, manifest = locate_backup(storage, None)
+        backup, manifest, warning = locate_rehearsal_backup(storage, owner=options.owner)
     except (InvalidLocation, ObjectNotFound) as exc:
         raise BadInput(
             f"--rehearse-from: {exc}; pass the location of a backup or of a prefix holding backups"
@@ -65,7 +68,10 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
         backup=backup.uri(),
         server=describe(with_database(server, name)),
         max_lock_hold_seconds=options.max_lock_hold_seconds,
+        warnings=[warning] if warning else [],
     )
+    if warning:
+        say(f"rehearsal: {warning}")
     clock = time.monotonic()
     try:
         with scratch_database(server, name, say=say) as scratch_url:

@@ -13,7 +13,6 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from psycopg import sql
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.errors import PgwardenError, ServerError
+from pgwarden.threads import HelperPool, start_helper
 
 Connection = psycopg.Connection[Any]
 OnCounted = Callable[[int, int], None]
@@ -142,7 +142,7 @@ def count_rows(
 
         counts: dict[str, int] = {}
         _cancel_when_stopped(stopped, connections)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-count")
+        pool = HelperPool(max_workers=workers, thread_name_prefix="pgwarden-count")
         try:
             for name, rows in pool.map(count_one, targets):
                 counts[name] = rows
@@ -171,7 +171,7 @@ def _cancel_when_stopped(stop: threading.Event, connections: list[Connection]) -
                 with contextlib.suppress(psycopg.Error):
                     conn.cancel_safe(timeout=2)
 
-    threading.Thread(target=watch, name="pgwarden-count-cancel", daemon=True).start()
+    start_helper(threading.Thread(target=watch, name="pgwarden-count-cancel", daemon=True))
 
 
 def count_rows_in_transaction(conn: Connection, tables: Sequence[str]) -> dict[str, int]:

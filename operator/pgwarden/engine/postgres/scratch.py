@@ -34,8 +34,9 @@ Connection = psycopg.Connection[Any]
 # Names of scratch databases, as LIKE patterns: only these are ever swept, and only when no owner holds them.
 REHEARSAL_MARK = "_pgw_rehearsal_"
 VERIFY_PREFIX = "pgwarden_verify_"
-# Restore drills (engine.restore.drill): `<database>_pgw_drill_<random>`, owned through scratch_database like the rest.
-SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%", r"%\_pgw\_drill\_%")
+# Restore drills (engine.restore.drill): `<database>_pgw_drill_<random>`, owned through scratch_database like the rest;
+# partial restores (engine.restore.partial): `<database>_pgw_partial_<random>`.
+SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%", r"%\_pgw\_drill\_%", r"%\_pgw\_partial\_%")
 RELEASE = "release\n"
 
 

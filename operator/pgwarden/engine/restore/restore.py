@@ -66,6 +66,7 @@ from pgwarden.storage import (
     open_given,
 )
 from pgwarden.storage.manifest import backup_info
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,7 @@ def run_pg_restore(
         command, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert process.stderr is not None
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
+    reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     with killed_on_failure(process), LockWatch(url, lock_wait, process.kill) as watch:
         if feed is not None and process.stdin is not None:
             stdin = process.stdin
