@@ -1,10 +1,8 @@
-"""Kubernetes objects as the API server sends and takes them: JSON mappings, named once for every module."""
+"""Kubernetes objects as the operator reads and builds them: the types `pgwarden.api.objects` defines, under
+the name every operator module imports them by."""
 
 from __future__ import annotations
 
-from typing import Any
+from pgwarden.api.objects import Manifest, Obj
 
-# An object the API server sent: a Job, a Pod, a CronJob, a resource's body, a Lease.
-Obj = dict[str, Any]
-# An object the operator builds, to create, replace or patch it.
-Manifest = dict[str, Any]
+__all__ = ["Manifest", "Obj"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pgwarden.api.job_report import DecodedReport, JobReport, ReportNotes, decode_report
+from pgwarden.api.objects import parse_time as parse_time  # where the operator's modules take it from
 from pgwarden.api.task import JobKind
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import CONTAINER, DRILL, TASK_LABEL
@@ -64,15 +65,6 @@ class ObservedRun:
         return self.succeeded or self.failed
 
 
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _condition(job: Obj, kind: str) -> Obj | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
@@ -113,8 +105,8 @@ def _container_statuses(pod: Obj) -> list[Obj]:
 def stuck_pod(pods: list[Obj]) -> Stuck | None:
     """The first container waiting for something only the user can fix (a Secret, an image)."""
     for pod in pods:
-        phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
+        pod_phase = (pod.get("status") or {}).get("phase")  # Kubernetes' own Pod phases
+        if pod_phase in ("Succeeded", "Failed"):
             continue
         for status in _container_statuses(pod):
             waiting = (status.get("state") or {}).get("waiting") or {}
