@@ -11,7 +11,8 @@ import pytest
 from backup_support import SEED_ROWS, BackupPlace, all_rows, backup, run_cli, s3_place
 from pgwarden_testing import localpg, s3server
 
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 

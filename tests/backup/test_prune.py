@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from backup_support import BackupPlace, run_cli
 
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.storage import Storage
 from pgwarden.storage.manifest import list_backups, read_manifest, write_manifest

@@ -27,6 +27,7 @@ from pgwarden.api.common import (
 from pgwarden.api.durations import Duration
 from pgwarden.api.encryption import BackupEncryption, Sealing
 from pgwarden.api.reports import BackupInfo, Difference, Outcome
+from pgwarden.api.retention import RetentionOutcome
 
 # Five cron fields or a macro; croniter (in the validator) checks the values, this only the shape.
 _CRON_FIELD = r"[-0-9A-Za-z*/,?]+"
@@ -419,32 +420,6 @@ class BackupRun(ApiModel):
     completed_at: datetime | None = Field(default=None, description="When the Job finished (UTC).")
     duration_seconds: float | None = Field(default=None, description="How long the work took.")
     message: str | None = Field(default=None, description="A one-line summary or the error.")
-
-
-class RetentionDecision(ApiModel):
-    """One backup retention kept or deleted, with the rules that kept it and why, in words."""
-
-    id: str = Field(description="The backup's id.")
-    rules: list[str] = Field(
-        default_factory=list,
-        description="The rules that kept it: keepLast, keepDaily, keepWeekly, keepMonthly, keepYearly, "
-        "maxAge, newestComplete, newestVerified or noRule. Empty for a deleted backup.",
-    )
-    reason: str = Field(description="Why it was kept (each rule's period) or deleted (what each rule said).")
-
-
-class RetentionOutcome(ApiModel):
-    """What the newest retention run decided under the resource's folder, backup by backup."""
-
-    time_zone: str = Field(default="UTC", description="The calendar the daily to yearly rules counted on.")
-    kept: list[RetentionDecision] = Field(default_factory=list, description="Backups kept, newest first.")
-    kept_total: int | None = Field(default=None, description="How many were kept, when the list is cut.")
-    deleted: list[RetentionDecision] = Field(
-        default_factory=list, description="Backups this run deleted, newest first."
-    )
-    deleted_total: int | None = Field(
-        default=None, description="How many were deleted, when the list is cut."
-    )
 
 
 class DatabaseBackupStatus(ResourceStatus):

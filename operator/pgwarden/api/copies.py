@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.retention import RetentionOutcome
 
 
 class BackupCopy(ApiModel):
@@ -19,3 +20,9 @@ class BackupCopy(ApiModel):
     size_bytes: int | None = Field(default=None, description="Bytes stored at the copy.")
     duration_seconds: float | None = None
     error: str | None = Field(default=None, description="Why the copy failed; nothing is listed there then.")
+    retained: int | None = Field(
+        default=None, description="Set by a backup Job: the owner's copies kept there after its retention."
+    )
+    retention: RetentionOutcome | None = Field(
+        default=None, description="Set by a backup Job: what its retention there decided, backup by backup."
+    )

@@ -1,4 +1,5 @@
-"""The `pgwarden` command line: one module per command, each with `register(subparsers)` and `run(args)`."""
+"""The `pgwarden` command line: one module per command, each with NAME, HELP, DESCRIPTION, `add_arguments(parser)`
+and `run(args)`."""
 
 from __future__ import annotations
 
@@ -74,13 +75,19 @@ def build_parser(elsewhere: Mapping[str, Register] | None = None) -> argparse.Ar
 
 
 def _own_command(name: str) -> Register | None:
+    """`pgwarden.cli.<name>_cmd` as a command: its NAME, HELP and DESCRIPTION, its arguments and `run`."""
     try:
         module = importlib.import_module(f"pgwarden.cli.{name}_cmd")
     except ModuleNotFoundError as exc:
         if exc.name != f"pgwarden.cli.{name}_cmd":
             raise
         return None
-    register: Register = module.register
+
+    def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        parser = subparsers.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(parser)
+        parser.set_defaults(run=module.run)
+
     return register
 
 

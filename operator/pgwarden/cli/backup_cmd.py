@@ -6,23 +6,25 @@ import argparse
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
-from pgwarden.cli.inspect_cmd import human_size
+from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag
-from pgwarden.engine.backup.backup import FORMATS, BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.backup.options import FORMATS, BackupOptions
 from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.streams import print_json, print_text, progress
 
+NAME = "backup"
+HELP = "back up a database to a path or s3://bucket/prefix"
+DESCRIPTION = (
+    "Stream pg_dump through pgwarden's compression and SHA-256 to storage; the backup "
+    "exists once its manifest.json is written, last. S3 endpoint from AWS_ENDPOINT_URL."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "backup",
-        help="back up a database to a path or s3://bucket/prefix",
-        description="Stream pg_dump through pgwarden's compression and SHA-256 to storage; the backup "
-        "exists once its manifest.json is written, last. S3 endpoint from AWS_ENDPOINT_URL.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument("--to", required=True, metavar="URI", help="s3://bucket/prefix or a filesystem path")
     parser.add_argument("--format", choices=FORMATS, default="custom", help="pg_dump format (default custom)")
@@ -82,7 +84,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " 30s, 1m30s; 0s waits for ever)",
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def render(report: BackupReport) -> list[str]:

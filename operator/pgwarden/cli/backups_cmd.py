@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pgwarden.cli.inspect_cmd import human_size
+from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_json_flag, table
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_environment
@@ -15,17 +15,18 @@ from pgwarden.streams import print_json, print_text
 OLD_MANIFEST_MARK = "*"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "backups",
-        help="list complete backups under a prefix",
-        description="List the complete backups under s3://bucket/prefix or a path, newest first, with "
-        "their owner: the resource or --owner label that made them, else their database (host:port/dbname).",
-    )
+NAME = "backups"
+HELP = "list complete backups under a prefix"
+DESCRIPTION = (
+    "List the complete backups under s3://bucket/prefix or a path, newest first, with "
+    "their owner: the resource or --owner label that made them, else their database (host:port/dbname)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
     add_owner_arg(parser, "list only this owner's backups")
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def add_owner_arg(parser: argparse._ActionsContainer, help: str) -> None:

@@ -12,20 +12,20 @@ from pgwarden.engine.postgres.schema_diff import diff_snapshots, fingerprint
 from pgwarden.errors import BadInput
 from pgwarden.streams import print_json, print_text
 
+NAME = "diff"
+HELP = "compare two databases' schemas"
+DESCRIPTION = (
+    "Compare the schema of DATABASE_URL (A) with the one of --against (B). "
+    "Exit 0 when identical, 1 when they differ, 2 on bad input."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "diff",
-        help="compare two databases' schemas",
-        description="Compare the schema of DATABASE_URL (A) with the one of --against (B). "
-        "Exit 0 when identical, 1 when they differ, 2 on bad input.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument(
         "--against", required=True, metavar="DATABASE_URL", help="the database to compare with"
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def render(report: DiffReport) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.api.schema import InspectReport
+from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.engine.postgres.inspect import inspect_database
@@ -14,13 +15,15 @@ from pgwarden.streams import print_json, print_text, progress
 PROGRESS_FROM_TABLES = 100
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "inspect",
-        help="count tables and rows, summarise the schema",
-        description="Count the user's tables and rows (exact, in parallel at one snapshot, or estimated) "
-        "and summarise the schema.",
-    )
+NAME = "inspect"
+HELP = "count tables and rows, summarise the schema"
+DESCRIPTION = (
+    "Count the user's tables and rows (exact, in parallel at one snapshot, or estimated) "
+    "and summarise the schema."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument(
         "--counts",
@@ -32,25 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--concurrency", type=int, default=4, metavar="N", help="tables counted at once (default 4)"
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def _report_progress(done: int, total: int) -> None:
     step = max(1, total // 10)
     if total >= PROGRESS_FROM_TABLES and (done % step == 0 or done == total):
         progress(f"counted {done}/{total} tables")
-
-
-def human_size(size: int | None) -> str:
-    """Bytes as a person reads them: 512 B, 96 kB, 1.2 MB."""
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "kB") or value >= 100 else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def render(report: InspectReport) -> list[str]:

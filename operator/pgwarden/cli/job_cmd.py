@@ -6,16 +6,16 @@ import argparse
 
 from pgwarden.api.task import JobKind
 
+NAME = "job"
+HELP = "run one task inside a Job (used by the operator)"
+DESCRIPTION = (
+    "Run the task in PGWARDEN_TASK with the database from DATABASE_URL or PG* variables; "
+    "write the compact report to the termination message and the full report to stdout."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "job",
-        help="run one task inside a Job (used by the operator)",
-        description="Run the task in PGWARDEN_TASK with the database from DATABASE_URL or PG* variables; "
-        "write the compact report to the termination message and the full report to stdout.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=[kind.value for kind in JobKind], help="what the Job does")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,13 +20,12 @@ from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.errors import BadInput
 from pgwarden.streams import print_json, print_text, progress
 
+NAME = "migrate"
+HELP = "apply pending migrations safely"
+DESCRIPTION = "Apply pending migrations from DIR; verify before COMMIT; roll back when anything fails."
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "migrate",
-        help="apply pending migrations safely",
-        description="Apply pending migrations from DIR; verify before COMMIT; roll back when anything fails.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument("--dir", required=True, type=Path, help="directory of migration files")
     parser.add_argument("--target", metavar="V", help="migrate up to this version only")
@@ -82,7 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="age identity file (AGE-SECRET-KEY-1… lines) to open a --rehearse-from backup taken with --encrypt-to",
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def load_verify(path: Path | None) -> VerifySpec:

@@ -16,18 +16,19 @@ from pgwarden.storage.manifest import prune
 from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, time_zone
 from pgwarden.streams import print_json, print_text
 
+NAME = "prune"
+HELP = "delete backups retention no longer keeps, and debris of incomplete ones"
+DESCRIPTION = (
+    "Keep the N newest complete backups, the newest backup of each of the N most recent days, "
+    "ISO weeks, months and years that have one (counted in --time-zone), and every backup younger than "
+    "--max-age: a backup any rule keeps is kept, and each is reported with the rules that kept it. Never "
+    "delete the newest complete backup nor the newest verified one. "
+    "Retention counts one owner's backups: a prefix holding several owners' needs --owner or "
+    "--all-owners. Debris of incomplete backups goes once untouched for the grace period."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "prune",
-        help="delete backups retention no longer keeps, and debris of incomplete ones",
-        description="Keep the N newest complete backups, the newest backup of each of the N most recent days, "
-        "ISO weeks, months and years that have one (counted in --time-zone), and every backup younger than "
-        "--max-age: a backup any rule keeps is kept, and each is reported with the rules that kept it. Never "
-        "delete the newest complete backup nor the newest verified one. "
-        "Retention counts one owner's backups: a prefix holding several owners' needs --owner or "
-        "--all-owners. Debris of incomplete backups goes once untouched for the grace period.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
     parser.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest complete backups")
     for unit, period in (
@@ -64,7 +65,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:

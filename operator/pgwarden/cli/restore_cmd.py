@@ -17,18 +17,19 @@ from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
 from pgwarden.streams import print_json, print_text, progress
 
+NAME = "restore"
+HELP = "restore a backup into a database"
+DESCRIPTION = (
+    "Restore a backup (a backup's location, or the newest complete backup under a prefix). "
+    "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
+    "before pg_restore runs; restored row counts are compared with the manifest. With --schema or "
+    "--table only those are restored (with their indexes, constraints, triggers, owned sequences and "
+    "data) into the existing database, in one transaction; names it has already are refused unless "
+    "--rename-to-suffix puts the restored ones beside them, or --clean replaces them."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "restore",
-        help="restore a backup into a database",
-        description="Restore a backup (a backup's location, or the newest complete backup under a prefix). "
-        "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
-        "before pg_restore runs; restored row counts are compared with the manifest. With --schema or "
-        "--table only those are restored (with their indexes, constraints, triggers, owned sequences and "
-        "data) into the existing database, in one transaction; names it has already are refused unless "
-        "--rename-to-suffix puts the restored ones beside them, or --clean replaces them.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument(
         "--from",
@@ -98,7 +99,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "constraints and sequences (or to a schema restored whole), so they stand beside today's",
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def _rows(rows: int | None, row_counts: RestoreRowCounts) -> str:
@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(
             "--schema/--table restore into a database that exists; create it first, without --create"
         )
+    lock_wait = duration_flag("--lock-wait-timeout", args.lock_wait_timeout)
     backup = choose_backup(args.source, args.backup_id, args.owner)
     if selection:
         options = PartialOptions(
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             terminate=args.terminate_connections,
             jobs=args.jobs,
             identities=load_identities(args.identity) if args.identity else (),
-            lock_wait_timeout=args.lock_wait_timeout,
+            lock_wait_timeout=lock_wait,
         )
         report = restore_selected(args.database_url, backup, options, progress=progress)
         return _print(report, args, "exact")
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         terminate=args.terminate_connections,
         jobs=args.jobs,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
+        lock_wait_timeout=lock_wait,
         progress=progress,
         row_counts=args.row_counts,
     )

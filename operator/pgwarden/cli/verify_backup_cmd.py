@@ -12,16 +12,17 @@ from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.streams import print_json, print_text, progress
 
+NAME = "verify-backup"
+HELP = "restore drill: prove the newest backup restores, and how long that takes"
+DESCRIPTION = (
+    "Restore the newest complete backup under URI (or --id) into a scratch database on the "
+    "server --on names, compare its tables, exact per-table row counts and schema fingerprint with the "
+    "manifest, record it as verified there when they match, and drop the scratch database. The database "
+    "the backup was taken from is never touched. Exit 0 when it matched, 1 when not."
+)
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "verify-backup",
-        help="restore drill: prove the newest backup restores, and how long that takes",
-        description="Restore the newest complete backup under URI (or --id) into a scratch database on the "
-        "server --on names, compare its tables, exact per-table row counts and schema fingerprint with the "
-        "manifest, record it as verified there when they match, and drop the scratch database. The database "
-        "the backup was taken from is never touched. Exit 0 when it matched, 1 when not.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "location", metavar="URI", help="s3://bucket/prefix, a path, or one backup's location"
     )
@@ -43,7 +44,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--jobs", type=int, default=1, metavar="N", help="parallel pg_restore jobs (local copy)"
     )
     add_json_flag(parser)
-    parser.set_defaults(run=run)
 
 
 def render(report: DrillReport) -> list[str]:

@@ -21,17 +21,13 @@ import psycopg
 from psycopg import conninfo
 from pydantic import ValidationError
 
-from pgwarden.api.backup import (
-    DatabaseBackupSpec,
-    ObjectSelection,
-    Retention,
-    RetentionDecision,
-    RetentionOutcome,
-)
+from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
 from pgwarden.api.common import StorageSpec
 from pgwarden.api.durations import parse_duration
+from pgwarden.api.job_report import BackupJobReport
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
+from pgwarden.api.retention import RetentionDecision, RetentionOutcome
 from pgwarden.api.task import (
     DATABASE_SECRET_ENV,
     REHEARSAL_SERVER_KEYS,
@@ -44,7 +40,8 @@ from pgwarden.api.task import (
     Task,
     backup_scope,
 )
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
 from pgwarden.engine.migrate.progress import StatementProgress
@@ -260,16 +257,15 @@ def _retention(retention: Retention | None, zone: str | None) -> RetentionPolicy
     )
 
 
-def _retention_outcome(result: PruneResult, zone: str | None) -> Report:
+def _retention_outcome(result: PruneResult, zone: str | None) -> RetentionOutcome:
     """Each backup retention kept or deleted, with the rules why: what status.retention shows."""
 
     def decisions(items: list[Decision]) -> list[RetentionDecision]:
         return [RetentionDecision(id=d.id, rules=list(d.rules), reason=d.reason) for d in items]
 
-    outcome = RetentionOutcome(
+    return RetentionOutcome(
         time_zone=zone or "UTC", kept=decisions(result.plan.keep), deleted=decisions(result.plan.delete)
     )
-    return outcome.to_json_dict()
 
 
 def _selection(include: ObjectSelection | None, exclude: ObjectSelection | None) -> DumpSelection:
@@ -330,48 +326,52 @@ def run_backup(task: Task, url: str) -> Report:
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
     )
-    backup = take_backup(url, location, options, progress)
-    report: Report = backup.to_json_dict()
-    warnings: list[str] = []
-    report["warnings"] = warnings
-    if backup.outcome != Outcome.SUCCEEDED or backup.backup is None:
-        return report
+    report = BackupJobReport(**dict(take_backup(url, location, options, progress)))
+    if report.outcome != Outcome.SUCCEEDED or report.backup is None:
+        return report.to_json_dict()
     storage = open_storage(location)
     try:
-        storage.child(backup.backup.id).put_bytes(REPORT_FILE, json.dumps(redact_obj(report)).encode())
+        stored = json.dumps(redact_obj(report.to_json_dict())).encode()
+        storage.child(report.backup.id).put_bytes(REPORT_FILE, stored)
     except StorageError as exc:
-        warnings.append(f"{REPORT_FILE} was not written: {exc}")
-    _copies_retention(spec, copies, scope, report, warnings)
+        report.warnings.append(f"{REPORT_FILE} was not written: {exc}")
+    _copies_retention(spec, copies, scope, report)
     policy = _retention(spec.retention, spec.time_zone)
     if policy is not None:
-        try:
-            result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
-        except StorageError as exc:
-            warnings.append(f"retention did not run: {exc}")
-        else:
-            report["retained"] = len(result.plan.keep)
-            report["pruned"] = result.deleted
-            report["retention"] = _retention_outcome(result, spec.time_zone)
+        result = _pruned(storage, policy, scope, report, "retention did not run")
+        if result is not None:
+            report.retained, report.pruned = len(result.plan.keep), result.deleted
+            report.retention = _retention_outcome(result, spec.time_zone)
         if leftover := _unscoped_backups(root):
-            warnings.append(leftover)
-    return report
+            report.warnings.append(leftover)
+    return report.to_json_dict()
 
 
 def _copies_retention(
-    spec: DatabaseBackupSpec, copies: list[Storage], scope: BackupScope, report: Report, warnings: list[str]
+    spec: DatabaseBackupSpec, copies: list[Storage], scope: BackupScope, report: BackupJobReport
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
-    for target, where, copied in zip(spec.copies, copies, report.get("copies") or [], strict=False):
+    for target, where, copied in zip(spec.copies, copies, report.copies or [], strict=False):
         policy = _retention(target.retention, spec.time_zone)
-        if policy is None or not copied.get("verified"):
+        if policy is None or not copied.verified:
             continue
-        try:
-            result = prune(where, policy, datetime.now(UTC), owner=scope.owner)
-        except StorageError as exc:
-            warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
-        else:
-            copied["retained"] = len(result.plan.keep)
-            copied["retention"] = _retention_outcome(result, spec.time_zone)
+        result = _pruned(
+            where, policy, scope, report, f"retention of the copies at {where.uri()} did not run"
+        )
+        if result is not None:
+            copied.retained = len(result.plan.keep)
+            copied.retention = _retention_outcome(result, spec.time_zone)
+
+
+def _pruned(
+    where: Storage, policy: RetentionPolicy, scope: BackupScope, report: BackupJobReport, failed: str
+) -> PruneResult | None:
+    """Retention over the owner's backups at `where`; a storage failure is a warning (`failed: why`)."""
+    try:
+        return prune(where, policy, datetime.now(UTC), owner=scope.owner)
+    except StorageError as exc:
+        report.warnings.append(f"{failed}: {exc}")
+        return None
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:

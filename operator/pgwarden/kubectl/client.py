@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgwarden.api.common import API_GROUP, API_VERSION
+from pgwarden.api.objects import Obj
 
-Obj = dict[str, Any]
 PLURALS = {
     "DatabaseMigration": "databasemigrations",
     "DatabaseBackup": "databasebackups",

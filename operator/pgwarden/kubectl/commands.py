@@ -7,13 +7,13 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from pgwarden.api.common import APPROVED_ANNOTATION
+from pgwarden.api.objects import Obj
 from pgwarden.kubectl import views
 from pgwarden.kubectl.client import TASK_LABEL, Client, PluginError
 
-Obj = dict[str, Any]
 KINDS = ("DatabaseMigration", "DatabaseBackup", "DatabaseRestore")
 POLL_SECONDS = 2.0
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
+from pgwarden.api.objects import Obj, parse_time
+from pgwarden.api.sizes import human_size as api_human_size
 
-Obj = dict[str, Any]
 SHORT = {"DatabaseMigration": "dbmig", "DatabaseBackup": "dbbackup", "DatabaseRestore": "dbrestore"}
 TERMINAL = ("Succeeded", "Failed", "RolledBack", "Cancelled")
-
-
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def human_age(moment: datetime | None, now: datetime) -> str:
@@ -36,9 +27,7 @@ def human_age(moment: datetime | None, now: datetime) -> str:
 
 def human_size(size: int | None) -> str:
     """Bytes in IEC units, as the operator prints them (3.1 KiB)."""
-    from pgwarden.operator.backups import human_size as operator_human_size  # the project's one (IEC)
-
-    return operator_human_size(size) if size is not None else "-"
+    return api_human_size(size) if size is not None else "-"
 
 
 def _condition(status: Obj, kind: str) -> Obj:

@@ -17,7 +17,6 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import (
@@ -28,8 +27,8 @@ from pgwarden.api.migration import (
     InlineMigration,
 )
 from pgwarden.api.sets import SET_LABEL
+from pgwarden.operator.objects import Obj
 
-Obj = dict[str, Any]
 DIGEST_LENGTH = 12
 
 

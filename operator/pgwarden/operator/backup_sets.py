@@ -10,16 +10,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pgwarden.api.backup import BackupPhase
 from pgwarden.api.backup_set import BackupTargetCounts, DatabaseBackupSet, DatabaseBackupSetStatus
 from pgwarden.api.sets import LISTED_LIMIT, SetPhase
 from pgwarden.operator.conditions import Want, set_conditions
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import parse_time
 from pgwarden.operator.set_children import ChildSpecs, ChildState, child_manifest
 from pgwarden.operator.set_status import Replacement, SetDecision, failures, named, phase_events
 from pgwarden.operator.set_targets import child_name, stagger_offset, staggered
 from pgwarden.operator.status import clip, second
 
-Obj = dict[str, object]
 KIND = "DatabaseBackupSet"
 
 
@@ -80,7 +81,7 @@ def decide(
         else [
             c.name
             for c in children
-            if c.target not in set(targets) and not c.deleting and c.phase != "Running"
+            if c.target not in set(targets) and not c.deleting and c.phase != BackupPhase.RUNNING
         ]
     )
     new = _status(bset, len(targets), current, targets_problem)
@@ -116,7 +117,7 @@ def _status(
 ) -> DatabaseBackupSetStatus:
     backed_up = [c for c in children if c.last_backup]
     stale = [c for c in children if c.conditions.get("Stale") == "True"]
-    failed = [c for c in children if c.last_run_failed or (c.settled and c.phase == "Failed")]
+    failed = [c for c in children if c.last_run_failed or (c.settled and c.phase == BackupPhase.FAILED)]
     counts = BackupTargetCounts(
         total=total,
         done=f"{len(backed_up)}/{total}",

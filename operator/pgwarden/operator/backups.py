@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from pydantic import ValidationError
 
 from pgwarden.api.backup import (
     BackupPhase,
     BackupRun,
+    CopyStatus,
     DatabaseBackup,
     DatabaseBackupStatus,
     LastBackup,
-    RetentionOutcome,
 )
+from pgwarden.api.copies import BackupCopy
 from pgwarden.api.durations import format_duration, parse_duration
+from pgwarden.api.job_report import BackupJobReport
+from pgwarden.api.reports import Outcome
+from pgwarden.api.retention import RetentionOutcome
+from pgwarden.api.sizes import human_size
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun, parse_time
-from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -31,6 +34,8 @@ from pgwarden.operator.status import (
     cannot_start,
     clip,
     failure_without_report,
+    outcome_event,
+    report_as,
     report_error,
     second,
     stamp,
@@ -38,23 +43,11 @@ from pgwarden.operator.status import (
     with_stop_reason,
 )
 
-Obj = dict[str, Any]
 KIND = "DatabaseBackup"
 HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
-_LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
-_COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "? bytes"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+_ONE_TIME_ENDS = (BackupPhase.SUCCEEDED, BackupPhase.FAILED)
+_READY_PHASES = (BackupPhase.SUCCEEDED, BackupPhase.SCHEDULED, BackupPhase.SUSPENDED, BackupPhase.RUNNING)
 
 
 def next_run(backup: DatabaseBackup, now: datetime) -> datetime | None:
@@ -75,58 +68,76 @@ def stale_after(backup: DatabaseBackup, now: datetime) -> timedelta | None:
 
 def run_entry(run: ObservedRun) -> BackupRun:
     """One `status.history` entry from a finished run."""
-    report = run.report or {}
-    info = report.get("backup") or {}
-    entry: Obj = {"job": run.job}
-    if run.report is not None:
-        entry["outcome"] = "Succeeded" if report.get("outcome") == "Succeeded" else "Failed"
-    else:
-        entry["outcome"] = "Succeeded" if run.succeeded else "Failed"
-    for key in ("id", "location", "sizeBytes"):
-        if info.get(key) is not None:
-            entry[key] = info[key]
-    begun = report.get("startedAt") or started(run)
-    ended = report.get("completedAt") or run.completed_at
+    report = report_as(run, BackupJobReport)
+    ok = report.outcome == Outcome.SUCCEEDED if report is not None else run.succeeded
+    entry = BackupRun(job=run.job, outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED)
+    info = report.backup if report is not None else None
+    if info is not None:
+        entry.id, entry.location = info.id, info.location
+        if info.size_bytes is not None:
+            entry.size_bytes = info.size_bytes
+    begun = (report.started_at if report is not None else None) or started(run)
+    ended = (report.completed_at if report is not None else None) or run.completed_at
     if begun:
-        entry["startedAt"] = begun
+        entry.started_at = begun
     if ended:
-        entry["completedAt"] = ended
-    if report.get("durationSeconds") is not None:
-        entry["durationSeconds"] = report["durationSeconds"]
-    if entry["outcome"] == "Succeeded":
-        entry["message"] = clip(
-            f"backup {info.get('id')}: {human_size(info.get('sizeBytes'))}, "
-            f"{report.get('tables')} tables, {report.get('rows')} rows"
+        entry.completed_at = ended
+    if report is not None and report.duration_seconds is not None:
+        entry.duration_seconds = report.duration_seconds
+    if ok:
+        entry.message = clip(
+            f"backup {info.id if info else None}: {human_size(info.size_bytes if info else None)}, "
+            f"{report.tables if report else None} tables, {report.rows if report else None} rows"
         )
     else:
-        entry["message"] = (
+        entry.message = (
             with_stop_reason(clip(report_error(report)), run)
-            if run.report is not None
+            if report is not None
             else failure_without_report(run)
         )
-    return lenient(BackupRun, entry)
+    return entry
 
 
 def last_backup(run: ObservedRun) -> LastBackup | None:
-    report = run.report or {}
-    info = report.get("backup") or {}
-    if report.get("outcome") != "Succeeded" or not info.get("id"):
+    """`status.lastBackup` from a run that made a backup (None for one that did not)."""
+    report = report_as(run, BackupJobReport)
+    info = report.backup if report is not None else None
+    if report is None or report.outcome != Outcome.SUCCEEDED or info is None or not info.id:
         return None
-    result: Obj = {key: info[key] for key in _LAST_BACKUP_KEYS if info.get(key) is not None}
-    for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds", "encryption"):
-        if report.get(key) is not None:
-            result[key] = report[key]
-    if isinstance(result.get("sizeBytes"), int):
-        result["size"] = human_size(result["sizeBytes"])
-    copies = [item for item in report.get("copies") or [] if isinstance(item, dict)]
-    if copies:
-        result["copies"] = [
-            {key: item[key] for key in _COPY_KEYS if item.get(key) is not None} for item in copies
-        ]
-    try:
-        return LastBackup.model_validate(result)
-    except ValidationError:  # a report without a location or with odd values: no usable lastBackup
-        return None
+    last = LastBackup(id=info.id, location=info.location)
+    if info.size_bytes is not None:
+        last.size_bytes = info.size_bytes
+        last.size = human_size(info.size_bytes)  # what kubectl get shows in the Size column
+    if info.sha256 is not None:
+        last.sha256 = info.sha256
+    if info.verified is not None:
+        last.verified = info.verified
+    if report.tables is not None:
+        last.tables = report.tables
+    if report.rows is not None:
+        last.rows = report.rows
+    if report.started_at is not None:
+        last.started_at = report.started_at
+    if report.completed_at is not None:
+        last.completed_at = report.completed_at
+    if report.duration_seconds is not None:
+        last.duration_seconds = report.duration_seconds
+    if report.encryption is not None:
+        last.encryption = report.encryption
+    if report.copies:
+        last.copies = [_copy_status(copy) for copy in report.copies]
+    return last
+
+
+def _copy_status(copy: BackupCopy) -> CopyStatus:
+    status = CopyStatus(location=copy.location, verified=copy.verified)
+    if copy.sha256 is not None:
+        status.sha256 = copy.sha256
+    if copy.retained is not None:
+        status.retained = copy.retained
+    if copy.error is not None:
+        status.error = copy.error
+    return status
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -177,6 +188,44 @@ def _desired_workload(
     return backup_job(backup, settings), stray
 
 
+@dataclass
+class _Recorded:
+    """What the finished backup runs add: the history, the newest complete backup, Events and metrics."""
+
+    history: list[BackupRun]
+    newest_last: LastBackup | None
+    events: list[Event] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+
+
+def _record_runs(old: DatabaseBackupStatus, runs: list[ObservedRun], now: datetime) -> _Recorded:
+    """Each finished run not in the history yet becomes an entry (announced and counted once)."""
+    history = newest_first(old.history)
+    recorded = already_recorded(history)
+    found = _Recorded(history, old.last_backup)
+    for run in sorted((r for r in runs if r.finished), key=lambda r: r.completed_at or now):
+        candidate = last_backup(run)
+        if candidate and _when(candidate) >= _when(found.newest_last):
+            found.newest_last = candidate
+        entry = run_entry(run)
+        if recorded(entry):
+            continue
+        history.append(entry)
+        ok = entry.outcome == Outcome.SUCCEEDED
+        found.events.append(outcome_event(ok, "Backup", entry.message))
+        found.finished.append(
+            Finished(
+                kind="backup",
+                outcome=str(entry.outcome),
+                duration_seconds=entry.duration_seconds,
+                size_bytes=entry.size_bytes if ok else None,
+                completed_at=entry.completed_at or now,
+            )
+        )
+    found.history = newest_first(history)[:HISTORY_LIMIT]
+    return found
+
+
 def decide(
     backup: DatabaseBackup,
     runs: list[ObservedRun],
@@ -189,57 +238,57 @@ def decide(
     """The next step for a DatabaseBackup, from every Job it owns (directly or through its CronJobs):
     `runs` are its backups', `drill_runs` its restore drills' (verify.schedule, their own CronJob)."""
     now = second(now)
-    meta = backup.metadata
-    generation = meta.generation or 1
+    generation = backup.metadata.generation or 1
     old = backup.status or DatabaseBackupStatus()
     one_time_done = (
-        not backup.spec.schedule
-        and old.observed_generation == generation
-        and old.phase in ("Succeeded", "Failed")
+        not backup.spec.schedule and old.observed_generation == generation and old.phase in _ONE_TIME_ENDS
     )
     create, delete = (None, None) if one_time_done else _desired_workload(backup, runs, cronjob, settings)
     if one_time_done and cronjob is not None:
         delete = cronjob["metadata"]["name"]
 
-    history = newest_first(old.history)
-    recorded = already_recorded(history)
-    events: list[Event] = []
-    finished: list[Finished] = []
-    newest_last = old.last_backup
-    for run in sorted((r for r in runs if r.finished), key=lambda r: r.completed_at or now):
-        candidate = last_backup(run)
-        if candidate and _when(candidate) >= _when(newest_last):
-            newest_last = candidate
-        entry = run_entry(run)
-        if recorded(entry):
-            continue
-        history.append(entry)
-        ok = entry.outcome == "Succeeded"
-        events.append(
-            Event(NORMAL if ok else WARNING, "BackupSucceeded" if ok else "BackupFailed", entry.message or "")
-        )
-        finished.append(
-            Finished(
-                kind="backup",
-                outcome=str(entry.outcome),
-                duration_seconds=entry.duration_seconds,
-                size_bytes=entry.size_bytes if ok else None,
-                completed_at=entry.completed_at or now,
-            )
-        )
-    history = newest_first(history)[:HISTORY_LIMIT]
-
-    new = DatabaseBackupStatus(observed_generation=generation, history=history)
+    found = _record_runs(old, runs, now)
     drilled = drills.observe_drills(old, drill_runs or [], now)
-    events += drilled.events
-    finished += drilled.finished
+    new = _observed_status(backup, old, runs, found, drilled, now)
+    phase, reason, message, stuck = _phase(backup, runs, create, new)
+    new.phase = phase
+    new.message = clip(message)
+    events = [*found.events, *drilled.events]
+    if stuck and old.message != new.message:
+        events.append(Event(WARNING, "CannotStart", new.message))
+    if reason == "JobCreated":
+        events.append(Event(NORMAL, "Started", new.message))
+    looks = _conditions(backup, old, new, drilled, reason, events, now)
+    drill_apply, drill_delete = drills.workload(backup, drill_cronjob, settings)
+    return Decision(
+        status=new,
+        events=tuple(events),
+        create=create,
+        delete_cronjob=delete,
+        finished=(*found.finished, *drilled.finished),
+        deadline=min(looks) if looks else None,
+        apply_cronjobs=(drill_apply,) if drill_apply is not None else (),
+        delete_cronjobs=(drill_delete,) if drill_delete is not None else (),
+    )
+
+
+def _observed_status(
+    backup: DatabaseBackup,
+    old: DatabaseBackupStatus,
+    runs: list[ObservedRun],
+    found: _Recorded,
+    drilled: drills.Drills,
+    now: datetime,
+) -> DatabaseBackupStatus:
+    """The status the runs and drills say, before its phase and conditions are decided."""
+    new = DatabaseBackupStatus(observed_generation=backup.metadata.generation or 1, history=found.history)
     if drilled.last is not None:
         new.last_verified_backup = drilled.last
     if drilled.verified_time is not None:
         new.last_verified_time = drilled.verified_time
-    if newest_last:
-        new.last_backup = newest_last
-        new.last_successful_time = newest_last.completed_at
+    if found.newest_last:
+        new.last_backup = found.newest_last
+        new.last_successful_time = found.newest_last.completed_at
     retained, retention = _retained(runs, now)
     if retained is not None or old.retained is not None:
         new.retained = retained if retained is not None else old.retained
@@ -248,65 +297,58 @@ def decide(
     following = next_run(backup, now)
     if following:
         new.next_schedule_time = second(following)
+    return new
 
-    phase, reason, message, stuck = _phase(backup, runs, create, new)
-    new.phase = BackupPhase(phase)
-    new.message = clip(message)
-    if stuck and old.message != new.message:
-        events.append(Event(WARNING, "CannotStart", new.message))
-    if reason == "JobCreated":
-        events.append(Event(NORMAL, "Started", new.message))
 
+def _conditions(
+    backup: DatabaseBackup,
+    old: DatabaseBackupStatus,
+    new: DatabaseBackupStatus,
+    drilled: drills.Drills,
+    reason: str,
+    events: list[Event],
+    now: datetime,
+) -> list[datetime]:
+    """Sets Ready, Stale, Suspended (and Verified) on `new`, announcing a backup turning stale in `events`;
+    the moments it needs a look without an event: when it turns stale, or shortly after the next run is due
+    (whose Job would have brought it, so status names the following one)."""
     limit = stale_after(backup, now)
-    created = parse_time((meta.model_extra or {}).get("creationTimestamp"))
+    created = parse_time((backup.metadata.model_extra or {}).get("creationTimestamp"))
     reference = new.last_successful_time or created or now
     stale = limit is not None and now - reference > limit
     fresh = drills.freshness(backup, drilled.verified_time, created, now)
     verified_limit = format_duration(fresh.limit)
-    latest = history[0] if history else None
-    ready = phase in ("Succeeded", "Scheduled", "Suspended", "Running") and not (
-        latest and latest.outcome == "Failed"
-    )
-    if phase == "Running" and not newest_last:
+    latest = new.history[0] if new.history else None
+    ready = new.phase in _READY_PHASES and not (latest and latest.outcome == Outcome.FAILED)
+    if new.phase == BackupPhase.RUNNING and not new.last_backup:
         ready = False
     wants = [
-        Want("Ready", ready, reason, new.message),
+        Want("Ready", ready, reason, new.message or ""),
         _stale_want(stale, fresh, format_duration(limit), verified_limit, new),
-        Want(
-            "Suspended",
-            bool(backup.spec.schedule and backup.spec.suspend),
-            "Suspended" if backup.spec.suspend else "Active",
-            "spec.suspend is true"
-            if backup.spec.suspend
-            else "the schedule is active"
-            if backup.spec.schedule
-            else "one-time backup",
-        ),
+        _suspended_want(backup),
     ]
     if (stale or fresh.stale) and not is_true(old.conditions, "Stale"):
         events.append(Event(WARNING, "Stale", wants[1].message))
     verified = drills.verified_want(backup, drilled, fresh, verified_limit)
     if verified is not None:
         wants.append(verified)
-    new.conditions = set_conditions(old.conditions, wants, generation, now)
-    drill_apply, drill_delete = drills.workload(backup, drill_cronjob, settings)
-    # Next look without an event: when it turns stale, or shortly after the next run is due (whose Job
-    # would have brought it, so status names the following one).
-    candidates = [following + SCHEDULE_GRACE] if following else []
+    new.conditions = set_conditions(old.conditions, wants, backup.metadata.generation or 1, now)
+    following = next_run(backup, now)
+    looks = [following + SCHEDULE_GRACE] if following else []
     if limit is not None and not stale:
-        candidates.append(reference + limit + timedelta(seconds=1))
+        looks.append(reference + limit + timedelta(seconds=1))
     if fresh.due is not None:
-        candidates.append(fresh.due)
-    return Decision(
-        status=new,
-        events=tuple(events),
-        create=create,
-        delete_cronjob=delete,
-        finished=tuple(finished),
-        deadline=min(candidates) if candidates else None,
-        apply_cronjobs=(drill_apply,) if drill_apply is not None else (),
-        delete_cronjobs=(drill_delete,) if drill_delete is not None else (),
-    )
+        looks.append(fresh.due)
+    return looks
+
+
+def _suspended_want(backup: DatabaseBackup) -> Want:
+    if backup.spec.suspend:
+        message = "spec.suspend is true"
+    else:
+        message = "the schedule is active" if backup.spec.schedule else "one-time backup"
+    suspended = bool(backup.spec.schedule and backup.spec.suspend)
+    return Want("Suspended", suspended, "Suspended" if backup.spec.suspend else "Active", message)
 
 
 def _stale_want(
@@ -340,39 +382,42 @@ def _retained(runs: list[ObservedRun], now: datetime) -> tuple[int | None, Reten
     for run in sorted(
         (r for r in runs if r.finished and r.report), key=lambda r: r.completed_at or now, reverse=True
     ):
-        report = run.report or {}
-        value = report.get("retained")
-        if isinstance(value, int):
-            decided = report.get("retention")
-            return value, lenient(RetentionOutcome, decided) if isinstance(decided, dict) else None
+        report = report_as(run, BackupJobReport)
+        if report is not None and report.retained is not None:
+            return report.retained, report.retention
     return None, None
 
 
 def _phase(
     backup: DatabaseBackup, runs: list[ObservedRun], create: Obj | None, new: DatabaseBackupStatus
-) -> tuple[str, str, str, bool]:
+) -> tuple[BackupPhase, str, str, bool]:
     """(phase, reason, message, stuck) from the runs and the history; names the Job concerned in `new`."""
     active = [run for run in runs if run.active]
     latest = new.history[0] if new.history else None
     stuck = next((run for run in active if run.stuck), None)
     if stuck is not None:
         new.job = stuck.job
-        return "Pending", "JobCannotStart", cannot_start(stuck), True
+        return BackupPhase.PENDING, "JobCannotStart", cannot_start(stuck), True
     if active:
         new.job = active[0].job
-        return "Running", "Running", f"Job {active[0].job} is backing up", False
+        return BackupPhase.RUNNING, "Running", f"Job {active[0].job} is backing up", False
     if latest:
         new.job = latest.job
     if create is not None and create.get("kind") == "Job":
         new.job = create["metadata"]["name"]
-        return "Pending", "JobCreated", f"Job {new.job} created", False
+        return BackupPhase.PENDING, "JobCreated", f"Job {new.job} created", False
     if backup.spec.schedule and backup.spec.suspend:
-        return "Suspended", "Suspended", "the schedule is suspended; no backups run", False
-    if latest and latest.outcome == "Failed":
-        return "Failed", "BackupFailed", latest.message or "", False
+        return BackupPhase.SUSPENDED, "Suspended", "the schedule is suspended; no backups run", False
+    if latest and latest.outcome == Outcome.FAILED:
+        return BackupPhase.FAILED, "BackupFailed", latest.message or "", False
     if backup.spec.schedule:
         message = f"next backup at {stamp(new.next_schedule_time)}"
-        return "Scheduled", "Scheduled", f"{latest.message}; {message}" if latest else message, False
+        return (
+            BackupPhase.SCHEDULED,
+            "Scheduled",
+            f"{latest.message}; {message}" if latest else message,
+            False,
+        )
     if latest:
-        return "Succeeded", "BackupSucceeded", latest.message or "", False
-    return "Pending", "Pending", "waiting for the backup Job", False
+        return BackupPhase.SUCCEEDED, "BackupSucceeded", latest.message or "", False
+    return BackupPhase.PENDING, "Pending", "waiting for the backup Job", False

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgwarden.operator import naming
+from pgwarden.operator.objects import Obj
 
-Obj = dict[str, Any]
 _METADATA = ("name", "namespace", "uid", "labels", "annotations", "creationTimestamp", "deletionTimestamp")
 
 

@@ -12,14 +12,14 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+
+from pgwarden.operator.status import RunPhase
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 Key = tuple[str, str, str]  # kind, namespace, name
 
 # Phases in which something the operator cannot watch may change: a pod that cannot start, a missing backup.
-WAITING_PHASES = frozenset({"Pending", "Running"})
+WAITING_PHASES: frozenset[str] = frozenset({RunPhase.PENDING.value, RunPhase.RUNNING.value})
 
 
 def next_look(phase: object, deadline: datetime | None, now: datetime, poll: float) -> datetime | None:

@@ -6,40 +6,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
+from pgwarden.api.drill import DrillReport
 from pgwarden.api.durations import parse_duration
-from pgwarden.api.reports import Outcome
+from pgwarden.api.reports import Difference, Outcome, RestoreComparison
 from pgwarden.api.task import JobKind, Task, backup_scope
 from pgwarden.operator import naming, schedules
 from pgwarden.operator.conditions import Want
 from pgwarden.operator.jobs import (
     DRILL,
     JobSettings,
-    Manifest,
     PodParts,
     identity_volume,
     resource_id,
     schedule_cronjob,
     unless_current,
 )
+from pgwarden.operator.objects import Manifest, Obj
 from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
-    NORMAL,
-    WARNING,
     Event,
     Finished,
     clip,
     failure_without_report,
+    outcome_event,
+    report_as,
     report_error,
     second,
     stamp,
     succeeded_without_report,
+    table_differences,
 )
 
-Obj = dict[str, Any]
 DIFFERENCES_LIMIT = 20
 
 
@@ -94,48 +93,55 @@ def workload(
     return None, ((cronjob or {}).get("metadata") or {}).get("name")
 
 
-def _differences(verification: Obj) -> list[Obj]:
-    found: list[Obj] = []
-    if verification.get("schemaMatches") is False:
-        found.append(
-            {"kind": "schema", "object": "database", "detail": "the restored schema's fingerprint differs"}
-        )
-    for item in verification.get("differences") or []:
-        detail = item.get("detail") or f"expected {item.get('expected')} rows, found {item.get('actual')}"
-        found.append({"kind": "table", "object": str(item.get("table", "?")), "detail": str(detail)})
+def _differences(verification: RestoreComparison | None) -> list[Difference]:
+    if verification is None:
+        return []
+    found = table_differences(verification)
+    if verification.schema_matches is False:
+        schema = "the restored schema's fingerprint differs"
+        found.insert(0, Difference(kind="schema", object="database", detail=schema))
     return found[:DIFFERENCES_LIMIT]
 
 
 def record(run: ObservedRun, now: datetime) -> VerifiedBackup:
     """`lastVerifiedBackup` from a finished drill Job (its report, else what the Job says)."""
-    report = run.report or {}
-    backup = report.get("backup") or {}
-    entry: Obj = {
-        "job": run.job,
-        "time": second(run.completed_at or now),
-        "differences": _differences(report.get("verification") or {}),
-    }
-    for key in ("id", "location"):
-        if backup.get(key):
-            entry[key] = backup[key]
-    for key in ("durationSeconds", "restoreSeconds", "tables", "rows"):
-        if report.get(key) is not None:
-            entry[key] = report[key]
-    if run.report is not None:
-        ok = report.get("outcome") == Outcome.SUCCEEDED
-        entry["message"] = clip(
-            f"backup {backup.get('id')} restored in {report.get('restoreSeconds')}s and matched its manifest: "
-            f"{report.get('tables')} tables, {report.get('rows')} rows"
+    report = report_as(run, DrillReport)
+    if report is None:
+        ok = run.succeeded
+        return VerifiedBackup(
+            job=run.job,
+            time=second(run.completed_at or now),
+            differences=[],
+            message=succeeded_without_report(run) if ok else f"drill failed: {failure_without_report(run)}",
+            outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED,
+        )
+    ok = report.outcome == Outcome.SUCCEEDED
+    backup = report.backup
+    entry = VerifiedBackup(
+        job=run.job,
+        time=second(run.completed_at or now),
+        differences=_differences(report.verification),
+        message=clip(
+            f"backup {backup.id if backup else None} restored in {report.restore_seconds}s and matched its "
+            f"manifest: {report.tables} tables, {report.rows} rows"
             if ok
             else f"drill failed: {report_error(report) or 'no error given'}"
-        )
-    else:
-        ok = run.succeeded
-        entry["message"] = (
-            succeeded_without_report(run) if ok else f"drill failed: {failure_without_report(run)}"
-        )
-    entry["outcome"] = Outcome.SUCCEEDED if ok else Outcome.FAILED
-    return lenient(VerifiedBackup, entry)
+        ),
+        outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED,
+    )
+    if backup is not None and backup.id:
+        entry.id = backup.id
+    if backup is not None and backup.location:
+        entry.location = backup.location
+    if report.duration_seconds is not None:
+        entry.duration_seconds = report.duration_seconds
+    if report.restore_seconds is not None:
+        entry.restore_seconds = report.restore_seconds
+    if report.tables is not None:
+        entry.tables = report.tables
+    if report.rows is not None:
+        entry.rows = report.rows
+    return entry
 
 
 def recorded(last: VerifiedBackup | None, run: ObservedRun) -> bool:
@@ -168,9 +174,7 @@ def observe_drills(old: DatabaseBackupStatus, runs: Iterable[ObservedRun], now: 
         ok = entry.outcome == Outcome.SUCCEEDED
         if ok and entry.time and (result.verified_time is None or entry.time > result.verified_time):
             result.verified_time = entry.time
-        result.events.append(
-            Event(NORMAL if ok else WARNING, "DrillSucceeded" if ok else "DrillFailed", entry.message or "")
-        )
+        result.events.append(outcome_event(ok, "Drill", entry.message))
         result.finished.append(
             Finished(
                 kind="drill",

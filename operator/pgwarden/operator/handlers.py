@@ -28,6 +28,7 @@ from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError, load_configuration
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
 from pgwarden.operator.secret_watch import SecretWatch
@@ -35,7 +36,6 @@ from pgwarden.operator.set_children import SET_KINDS
 from pgwarden.operator.status import Decision, Event
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 PLURALS = {kind.plural: kind.kind for kind in KINDS if kind.kind not in SET_KINDS}
 SET_PLURALS = {kind.plural: kind.kind for kind in KINDS if kind.kind in SET_KINDS}
 CHILD_PLURALS = ("databasemigrations", "databasebackups")

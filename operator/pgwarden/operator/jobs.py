@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
@@ -58,9 +57,9 @@ from pgwarden.api.task import (
 )
 from pgwarden.errors import BadInput
 from pgwarden.operator import naming
+from pgwarden.operator.objects import Manifest
 from pgwarden.operator.policy import Policy, enforce
 
-Manifest = dict[str, Any]
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore | DatabaseMigrationSet
 
 CONTAINER = "pgwarden"

@@ -18,10 +18,10 @@ from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS_BY_NAME
 from pgwarden.errors import PgwardenError
 from pgwarden.operator import naming
+from pgwarden.operator.objects import Obj
 from pgwarden.redact import redact
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TIMEOUT = 30.0

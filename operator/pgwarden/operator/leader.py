@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import parse_time
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 LEASE_NAME = "pgwarden-operator"
 IDENTITY_ENV = "POD_NAME"

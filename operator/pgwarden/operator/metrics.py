@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.common import ResourceStatus
+from pgwarden.api.reports import Outcome
 from pgwarden.operator import backups, drills
 from pgwarden.operator.observe import parse_time
 from pgwarden.operator.resource_metrics import Limits, ResourceSeries, RunningJobs, state_of
@@ -140,7 +141,7 @@ def record(namespace: str, name: str, finished: Finished) -> None:
         DURATION.labels(finished.kind).observe(finished.duration_seconds)
     if finished.rollback:
         ROLLBACKS.labels(finished.rollback).inc()
-    if finished.kind == "backup" and finished.outcome == "Succeeded":
+    if finished.kind == "backup" and finished.outcome == Outcome.SUCCEEDED:
         if finished.size_bytes:
             BACKUP_BYTES.labels(namespace, name).inc(finished.size_bytes)
         if finished.completed_at is not None:
@@ -163,7 +164,7 @@ def observe_verified(namespace: str, name: str, status: DatabaseBackupStatus) ->
     LAST_VERIFIED.labels(namespace, name).set(stamp)
     SINCE_VERIFIED.labels(namespace, name).set_function(lambda: max(time.time() - stamp, 0.0))
     last = status.last_verified_backup
-    if last is not None and last.outcome == "Succeeded" and last.restore_seconds is not None:
+    if last is not None and last.outcome == Outcome.SUCCEEDED and last.restore_seconds is not None:
         VERIFIED_RESTORE_SECONDS.labels(namespace, name).set(last.restore_seconds)
 
 

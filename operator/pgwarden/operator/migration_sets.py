@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgwarden.api.common import APPROVED_ANNOTATION
-from pgwarden.api.migration import Approval, ApprovalFile, ApprovalStatus
+from pgwarden.api.migration import Approval, ApprovalFile, ApprovalStatus, MigrationPhase
 from pgwarden.api.migration_set import DatabaseMigrationSet, DatabaseMigrationSetStatus
 from pgwarden.api.sets import LISTED_LIMIT, SetPhase, TargetCounts, VersionCount
 from pgwarden.operator import approval
@@ -29,7 +29,6 @@ from pgwarden.operator.set_status import Release, Replacement, SetDecision, fail
 from pgwarden.operator.set_targets import child_name
 from pgwarden.operator.status import clip, second
 
-Obj = dict[str, object]
 KIND = "DatabaseMigrationSet"
 FILES_SHOWN = 32  # files listed in status.approval; the digest covers all of them
 CONFIG_MAP_LOOK = timedelta(seconds=30)  # ConfigMap edits send no event: look again while awaiting approval
@@ -115,7 +114,7 @@ def standing(child: ChildState | None, current: bool) -> Standing:
     """Where a target stands; `current`: its child has the template's spec (held back or whole)."""
     if child is None:
         return Standing.NEW
-    running = child.phase in ("Running", "Rehearsing")
+    running = child.phase in (MigrationPhase.RUNNING, MigrationPhase.REHEARSING)
     if not current:  # given a new spec now: its new generation waits for its turn
         return Standing.RUNNING if running else Standing.WAITING
     if child.succeeded:
@@ -257,7 +256,9 @@ def _gone(children: Sequence[ChildState], targets: set[str]) -> list[str]:
     return [
         child.name
         for child in children
-        if child.target not in targets and not child.deleting and child.phase not in ("Running", "Rehearsing")
+        if child.target not in targets
+        and not child.deleting
+        and child.phase not in (MigrationPhase.RUNNING, MigrationPhase.REHEARSING)
     ]
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import (
@@ -13,11 +13,13 @@ from pgwarden.api.migration import (
     DatabaseMigrationStatus,
     MigrationPhase,
 )
+from pgwarden.api.reports import MigrationReport, Outcome, RollbackOutcome
 from pgwarden.operator import approval, naming, previews, rehearsals
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, with_files
-from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import lenient, merged
+from pgwarden.operator.objects import Obj
+from pgwarden.operator.observe import ObservedRun, parse_time
+from pgwarden.operator.resources import merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -27,77 +29,78 @@ from pgwarden.operator.status import (
     Event,
     Finished,
     cancelled,
-    cannot_start,
     clip,
-    failure_without_report,
+    report_as,
     report_error,
     second,
     started,
-    succeeded_without_report,
     transitioned,
     with_stop_reason,
+    without_report,
 )
 
-Obj = dict[str, Any]
 KIND = "DatabaseMigration"
 
-# Report fields copied onto status as they are (the names are shared by design).
-_REPORT_FIELDS = ("currentVersion", "applied", "pending", "tables", "rows", "rowChanges", "verification")
-_REPORT_BLOCKS = ("backup", "rollback", "drift")
 # How often a migration awaiting approval of ConfigMap files looks at them again (their edits send no event).
 CONFIG_MAP_LOOK = timedelta(seconds=30)
+_UNDER_WAY = (MigrationPhase.PENDING, MigrationPhase.REHEARSING, MigrationPhase.RUNNING)
 
 
-def summary(report: Obj) -> str:
-    """One line a person reads in `kubectl get dbmig -o wide`."""
-    outcome = report.get("outcome")
-    if outcome == "Succeeded":
-        applied = report.get("applied") or []
-        total = report.get("appliedTotal", len(applied))
-        version = report.get("currentVersion") or "(none)"
-        tables = (report.get("tables") or {}).get("after")
-        rows = (report.get("rows") or {}).get("after")
+def summary(report: MigrationReport, totals: Mapping[str, int]) -> str:
+    """One line a person reads in `kubectl get dbmig -o wide` (`totals`: the lengths of capped lists)."""
+    if report.outcome == Outcome.SUCCEEDED:
+        total = totals.get("applied", len(report.applied))
+        version = report.current_version or "(none)"
+        tables, rows = report.tables.after, report.rows.after
         counts = f"; {tables} tables, {rows} rows" if tables is not None else ""
         if not total:
             return f"up to date at version {version}{counts}"
         return f"applied {total} migration(s), now at version {version}{counts}"
     error = report_error(report) or "the run failed"
-    rollback = report.get("rollback") or {}
-    if outcome == "RolledBack":
-        return clip(f"rolled back ({rollback.get('strategy', 'transaction')}): {error}")
+    rollback = report.rollback
+    if report.outcome == Outcome.ROLLED_BACK:
+        return clip(f"rolled back ({rollback.strategy if rollback else 'transaction'}): {error}")
     if rollback:
-        return clip(f"failed, rollback {rollback.get('outcome')}: {error} ({rollback.get('message') or ''})")
+        return clip(f"failed, rollback {rollback.outcome}: {error} ({rollback.message or ''})")
     return clip(error)
 
 
-def _from_report(report: Obj) -> Obj:
-    fields: Obj = {key: report[key] for key in _REPORT_FIELDS if report.get(key) is not None}
-    fields.update({key: report[key] for key in _REPORT_BLOCKS if report.get(key)})
-    if report.get("backup"):
-        fields["backup"] = {
-            k: v
-            for k, v in report["backup"].items()
-            if k in ("id", "location", "sizeBytes", "sha256", "verified")
-        }
-    if report.get("rollback"):
-        fields["rollback"] = {
-            k: v
-            for k, v in report["rollback"].items()
-            if k in ("strategy", "outcome", "message", "versionAfter")
-        }
-    fields["lint"] = list(report.get("lint") or [])
-    fields["warnings"] = list(report.get("warnings") or [])
-    for key in ("startedAt", "completedAt"):
-        if report.get(key):
-            fields[key] = report[key]
-    if report.get("durationSeconds") is not None:
-        fields["durationSeconds"] = report["durationSeconds"]
-    return fields
+def _from_report(report: MigrationReport) -> DatabaseMigrationStatus:
+    """What a run's report puts in status: the report's own fields, under the same names (by design)."""
+    given = report.model_fields_set
+    status = DatabaseMigrationStatus(lint=list(report.lint), warnings=list(report.warnings))
+    if report.current_version is not None:
+        status.current_version = report.current_version
+    if "applied" in given:
+        status.applied = report.applied
+    if "pending" in given:
+        status.pending = report.pending
+    if "tables" in given:
+        status.tables = report.tables
+    if "rows" in given:
+        status.rows = report.rows
+    if "row_changes" in given:
+        status.row_changes = report.row_changes
+    if report.verification is not None:
+        status.verification = report.verification
+    if report.backup is not None:
+        status.backup = report.backup
+    if report.rollback is not None:
+        status.rollback = report.rollback
+    if report.drift is not None:
+        status.drift = report.drift
+    if report.started_at and (begun := parse_time(report.started_at)):
+        status.started_at = begun
+    if report.completed_at and (ended := parse_time(report.completed_at)):
+        status.completed_at = ended
+    if report.duration_seconds is not None:
+        status.duration_seconds = report.duration_seconds
+    return status
 
 
-def _phase_conditions(phase: str, reason: str, message: str, drifted: bool | None) -> list[Want]:
-    ready = phase == "Succeeded"
-    progressing = phase in ("Pending", "Rehearsing", "Running") and reason not in ("JobCannotStart",)
+def _phase_conditions(phase: MigrationPhase, reason: str, message: str, drifted: bool | None) -> list[Want]:
+    ready = phase == MigrationPhase.SUCCEEDED
+    progressing = phase in _UNDER_WAY and reason != "JobCannotStart"
     wants = [
         Want("Ready", ready, reason, message),
         Want("Progressing", progressing, reason, message),
@@ -110,35 +113,26 @@ def _phase_conditions(phase: str, reason: str, message: str, drifted: bool | Non
     return wants
 
 
-def _run_status(run: ObservedRun) -> tuple[DatabaseMigrationStatus, str, str]:
+def _run_status(run: ObservedRun) -> tuple[DatabaseMigrationStatus, MigrationPhase, str]:
     """(fields, phase, reason) for an existing Job of this generation."""
     fields = DatabaseMigrationStatus(job=run.job)
     begun = started(run)
     if begun:
         fields.started_at = second(begun)
-    if run.finished and run.report is not None:
-        fields = merged(fields, lenient(DatabaseMigrationStatus, _from_report(run.report)))
-        phase = str(run.report.get("outcome"))
-        phase = phase if phase in TERMINAL_PHASES else "Failed"
-        fields.message = with_stop_reason(summary(run.report), run)
-        return fields, phase, phase
-    if run.finished:
-        if run.completed_at:
-            fields.completed_at = second(run.completed_at)
-        if run.succeeded:
-            fields.message = succeeded_without_report(run)
-            return fields, "Succeeded", "Succeeded"
-        fields.message = failure_without_report(run)
-        return fields, "Failed", run.failure_reason or "JobFailed"
-    if run.stuck:
-        fields.message = cannot_start(run)
-        return fields, "Pending", "JobCannotStart"
-    fields.message = f"Job {run.job} is running the migration"
-    return fields, "Running", "Running"
+    report = report_as(run, MigrationReport)
+    if run.finished and report is not None:
+        fields = merged(fields, _from_report(report))
+        totals = run.report_notes.totals if run.report_notes else {}
+        fields.message = with_stop_reason(summary(report, totals), run)
+        return fields, MigrationPhase(report.outcome), str(report.outcome)
+    if run.finished and run.completed_at:
+        fields.completed_at = second(run.completed_at)
+    phase, reason, fields.message = without_report(run, "running the migration")
+    return fields, MigrationPhase(phase), reason
 
 
 def _carried(
-    old: DatabaseMigrationStatus, phase: str, generation: int, manual: bool
+    old: DatabaseMigrationStatus, phase: MigrationPhase, generation: int, manual: bool
 ) -> DatabaseMigrationStatus:
     """What a new status keeps of the old: what the database looked like until a run says otherwise, and
     the approval of this generation."""
@@ -150,7 +144,7 @@ def _carried(
             old.rows,
             old.drift,
         )
-    elif phase == CANCELLED:
+    elif phase == MigrationPhase.CANCELLED:
         kept.current_version, kept.tables, kept.rows = old.current_version, old.tables, old.rows
         kept.started_at = old.started_at
     if manual and old.approval is not None and old.approval.generation == generation:
@@ -199,14 +193,14 @@ def decide(
     fields: DatabaseMigrationStatus
     if ours:  # this generation's Job was created and is gone before it finished: a cancel, never a rerun
         fields = DatabaseMigrationStatus(job=name, message=cancelled(name, "migration run"), completed_at=now)
-        phase, reason = CANCELLED, CANCELLED
+        phase, reason = MigrationPhase.CANCELLED, CANCELLED
     elif run is not None:
         fields, phase, reason = _run_status(run)
     elif others_active:
         fields = DatabaseMigrationStatus(
             message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
         )
-        phase, reason = "Pending", "WaitingForEarlierRun"
+        phase, reason = MigrationPhase.PENDING, "WaitingForEarlierRun"
     else:
         fields, phase, reason, create = _next_step(
             migration,
@@ -217,17 +211,14 @@ def decide(
             referenced=referenced,
             preview_run=preview_run,
         )
-        if phase == "AwaitingApproval" and config_maps is not None:  # a ConfigMap edit sends no event
+        if phase == MigrationPhase.AWAITING_APPROVAL and config_maps is not None:  # ConfigMap edits: no event
             deadline = now + CONFIG_MAP_LOOK
 
     new = merged(_carried(old, phase, generation, manual), fields)
-    new.phase = MigrationPhase(phase)
+    new.phase = phase
     new.observed_generation = generation
-    if phase == "Running" and run is not None and old.job == run.job and old.progress is not None:
-        new.progress = old.progress  # written by the progress looks (operator/progress.py); gone once it ends
-    rehearsing = old.rehearsal.job if old.rehearsal is not None else None
-    if phase == "Rehearsing" and rehearsal_run is not None and rehearsal_run.job == rehearsing:
-        new.progress = old.progress  # the rehearsal Job's, the same way
+    if _progress_carries(old, phase, run, rehearsal_run):
+        new.progress = old.progress
     drift = new.drift if "drift" in new.model_fields_set else None
     drifted = drift.detected if drift is not None else None
     begun = started(run) if run else None
@@ -237,23 +228,44 @@ def decide(
         old.conditions, _phase_conditions(phase, reason, new.message or "", drifted), generation, now
     )
 
-    if transitioned(old, new) or (old.message != new.message and phase == "Pending"):
+    if transitioned(old, new) or (old.message != new.message and phase == MigrationPhase.PENDING):
         events.extend(_events(phase, reason, new))
-        if phase in TERMINAL_PHASES and (run is not None or phase == CANCELLED):
-            rollback = new.rollback.outcome if new.rollback else None
-            finished.append(
-                Finished(
-                    kind="migrate",
-                    outcome=phase,
-                    duration_seconds=new.duration_seconds,
-                    rollback=rollback if rollback and rollback != "NotNeeded" else None,
-                    completed_at=(run.completed_at if run else None) or now,
-                )
-            )
+        if (ended := _finished(new, run, now)) is not None:
+            finished.append(ended)
     if (rehearsed := rehearsals.finished_event(old.rehearsal, new.rehearsal)) is not None:
         events.append(rehearsed)
     return Decision(
         status=new, events=tuple(events), create=create, finished=tuple(finished), deadline=deadline
+    )
+
+
+def _progress_carries(
+    old: DatabaseMigrationStatus,
+    phase: MigrationPhase,
+    run: ObservedRun | None,
+    rehearsal_run: ObservedRun | None,
+) -> bool:
+    """Whether status.progress, written by the progress looks (operator/progress.py), stays: while the same
+    Job (the run's, or the rehearsal's) still runs; it goes once that ends."""
+    if phase == MigrationPhase.RUNNING:
+        return run is not None and old.job == run.job and bool(old.progress)
+    rehearsing = old.rehearsal.job if old.rehearsal is not None else None
+    return (
+        phase == MigrationPhase.REHEARSING and rehearsal_run is not None and rehearsal_run.job == rehearsing
+    )
+
+
+def _finished(new: DatabaseMigrationStatus, run: ObservedRun | None, now: datetime) -> Finished | None:
+    """The run that just ended (its Job's, or a cancelled one), for the metrics."""
+    if new.phase not in TERMINAL_PHASES or (run is None and new.phase != MigrationPhase.CANCELLED):
+        return None
+    rollback = new.rollback.outcome if new.rollback else None
+    return Finished(
+        kind="migrate",
+        outcome=str(new.phase),
+        duration_seconds=new.duration_seconds,
+        rollback=rollback if rollback and rollback != RollbackOutcome.NOT_NEEDED else None,
+        completed_at=(run.completed_at if run else None) or now,
     )
 
 
@@ -271,7 +283,7 @@ def _next_step(
     rehearsal_run: ObservedRun | None,
     referenced: DatabaseBackup | None,
     preview_run: ObservedRun | None = None,
-) -> tuple[DatabaseMigrationStatus, str, str, Obj | None]:
+) -> tuple[DatabaseMigrationStatus, MigrationPhase, str, Obj | None]:
     """(fields, phase, reason, Job to create) when no Job of this generation exists: rehearse it first
     (spec.rehearsal), then await approval (Manual) or run it."""
     manual = migration.spec.approval == Approval.MANUAL
@@ -290,7 +302,7 @@ def _next_step(
         if hold is not None:
             fields = DatabaseMigrationStatus(message=hold.message)
             phase, reason, create = hold.phase, hold.reason, hold.create
-            if manual and phase == "Rehearsing":
+            if manual and phase == MigrationPhase.REHEARSING:
                 fields.approval = approval.shown(migration, approved=False, current=config_maps)
         elif manual and not (given := approval.verdict(migration, config_maps)).approved:
             message = given.message
@@ -309,21 +321,21 @@ def _next_step(
             fields = DatabaseMigrationStatus(
                 message=clip(message), approval=approval.shown(migration, approved=False, current=config_maps)
             )
-            phase, reason = "AwaitingApproval", "AwaitingApproval"
+            phase, reason = MigrationPhase.AWAITING_APPROVAL, "AwaitingApproval"
         else:
             create = migration_job(_approved(migration, config_maps if manual else None), settings)
             name = create["metadata"]["name"]
             fields = DatabaseMigrationStatus(job=name, started_at=now, message=f"Job {name} created")
             if manual:
                 fields.approval = approval.shown(migration, approved=True, current=config_maps)
-            phase, reason = "Pending", "JobCreated"
+            phase, reason = MigrationPhase.PENDING, "JobCreated"
     except TaskTooLarge as error:
         fields = DatabaseMigrationStatus(message=clip(str(error)))
-        phase, reason, create = "Failed", "InvalidSpec", None
+        phase, reason, create = MigrationPhase.FAILED, "InvalidSpec", None
     if rehearsed.status is not None:
         fields.rehearsal = rehearsed.status
     if rehearsed.lint is not None:
-        fields.lint = lenient(DatabaseMigrationStatus, {"lint": rehearsed.lint}).lint
+        fields.lint = rehearsed.lint
     if previewed.status is not None:
         fields.preview = previewed.status
     if previewed.lint is not None:
@@ -347,7 +359,7 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
         ) from exc
 
 
-def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
+def _events(phase: MigrationPhase, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
     message = status.message or ""
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]
@@ -355,20 +367,20 @@ def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Ev
         return [Event(NORMAL, "Rehearsing", message)]
     if reason == rehearsals.FAILED_REASON:
         return []  # the rehearsal's own Event says it
-    if phase == "AwaitingApproval":
+    if phase == MigrationPhase.AWAITING_APPROVAL:
         return [Event(NORMAL, "AwaitingApproval", message)]
     if reason == "JobCannotStart":
         return [Event(WARNING, "CannotStart", message)]
-    if phase == "Succeeded":
+    if phase == MigrationPhase.SUCCEEDED:
         return [Event(NORMAL, "Succeeded", message)]
-    if phase == "RolledBack":
+    if phase == MigrationPhase.ROLLED_BACK:
         return [Event(WARNING, "RolledBack", message)]
-    if phase == CANCELLED:
+    if phase == MigrationPhase.CANCELLED:
         return [Event(WARNING, CANCELLED, message)]
-    if phase == "Failed":
+    if phase == MigrationPhase.FAILED:
         events = [Event(WARNING, "Failed", message)]
         rollback = status.rollback
-        if rollback is not None and rollback.outcome in ("Succeeded", "Failed"):
+        if rollback is not None and rollback.outcome in (RollbackOutcome.SUCCEEDED, RollbackOutcome.FAILED):
             events.append(Event(WARNING, f"Rollback{rollback.outcome}", clip(rollback.message or "")))
         return events
     return []

@@ -1,15 +1,20 @@
-"""What a Job and its Pods say about a run, read from their API objects: pure, so every case is a unit test."""
+"""What a Job and its Pods say about a run, read from their API objects: pure, so every case is a unit test.
+
+The report the Job left in its termination message is decoded here, once, into its `pgwarden.api` model;
+everything after reads the model (a Job's labels say which report it writes)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from pgwarden.operator.jobs import CONTAINER
-
-Obj = dict[str, Any]
+from pgwarden.api.job_report import DecodedReport, JobReport, ReportNotes, decode_report
+from pgwarden.api.objects import parse_time as parse_time  # where the operator's modules take it from
+from pgwarden.api.task import JobKind
+from pgwarden.operator import naming
+from pgwarden.operator.jobs import CONTAINER, DRILL, TASK_LABEL
+from pgwarden.operator.objects import Obj
 
 # Waiting reasons after which a container will not start by itself: the user has to fix something.
 STUCK_REASONS = frozenset(
@@ -47,7 +52,8 @@ class ObservedRun:
     failure_message: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
-    report: dict[str, Any] | None = None
+    report: JobReport | None = None
+    report_notes: ReportNotes | None = None  # what decoding the report set aside (capped lists' totals, …)
     termination_text: str | None = None
     exit_code: int | None = None
     termination_reason: str | None = None  # the kubelet's word for how the container ended, e.g. OOMKilled
@@ -59,15 +65,6 @@ class ObservedRun:
         return self.succeeded or self.failed
 
 
-def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _condition(job: Obj, kind: str) -> Obj | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
@@ -75,8 +72,11 @@ def _condition(job: Obj, kind: str) -> Obj | None:
     return None
 
 
-def parse_termination_message(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(report, text): the compact JSON report `pgwarden job` wrote, or the raw text (log tail) when not JSON."""
+def parse_termination_message(
+    text: str | None, kind: JobKind | None
+) -> tuple[DecodedReport | None, str | None]:
+    """(report, text): the compact JSON report `pgwarden job` wrote, decoded as a Job of `kind` writes it, or
+    the raw text (log tail) when it is no report."""
     if not text or not text.strip():
         return None, None
     stripped = text.strip()
@@ -84,9 +84,17 @@ def parse_termination_message(text: str | None) -> tuple[dict[str, Any] | None, 
         data = json.loads(stripped)
     except ValueError:
         return None, stripped
-    if isinstance(data, dict) and "outcome" in data:
-        return data, None
-    return None, stripped
+    decoded = decode_report(data, kind) if isinstance(data, dict) and "outcome" in data else None
+    return (decoded, None) if decoded is not None else (None, stripped)
+
+
+def job_kind(job: Obj) -> JobKind | None:
+    """What a Job does, from the labels the operator gave it (None for a Job without them)."""
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    if labels.get(TASK_LABEL) == DRILL:
+        return JobKind.DRILL
+    component = labels.get(naming.LABEL_COMPONENT)
+    return next((kind for kind in JobKind if kind.value == component), None)
 
 
 def _container_statuses(pod: Obj) -> list[Obj]:
@@ -97,8 +105,8 @@ def _container_statuses(pod: Obj) -> list[Obj]:
 def stuck_pod(pods: list[Obj]) -> Stuck | None:
     """The first container waiting for something only the user can fix (a Secret, an image)."""
     for pod in pods:
-        phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
+        pod_phase = (pod.get("status") or {}).get("phase")  # Kubernetes' own Pod phases
+        if pod_phase in ("Succeeded", "Failed"):
             continue
         for status in _container_statuses(pod):
             waiting = (status.get("state") or {}).get("waiting") or {}
@@ -132,7 +140,9 @@ def observe(job: Obj, pods: list[Obj]) -> ObservedRun:
     complete = _condition(job, "Complete")
     failed = _condition(job, "Failed")
     terminated = _terminated(pods)
-    report, text = parse_termination_message(terminated.get("message") if terminated else None)
+    decoded, text = parse_termination_message(
+        terminated.get("message") if terminated else None, job_kind(job)
+    )
     generation = (meta.get("labels") or {}).get("pgwarden.io/generation")
     return ObservedRun(
         job=str(meta.get("name")),
@@ -145,7 +155,8 @@ def observe(job: Obj, pods: list[Obj]) -> ObservedRun:
         started_at=parse_time(status.get("startTime")),
         completed_at=parse_time(status.get("completionTime"))
         or parse_time((failed or {}).get("lastTransitionTime")),
-        report=report,
+        report=decoded.report if decoded else None,
+        report_notes=decoded.notes if decoded else None,
         termination_text=text,
         exit_code=terminated.get("exitCode") if terminated else None,
         termination_reason=terminated.get("reason") if terminated else None,

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pgwarden.api.lint import LintFinding
 from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus, PlanPreview
-from pgwarden.api.reports import Outcome
+from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.sets import SET_LABEL
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import JobSettings, preview_job
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.policy import PolicyDenied
-from pgwarden.operator.resources import lenient
-from pgwarden.operator.status import cannot_start, clip, failure_without_report, report_error, second
-
-Obj = dict[str, Any]
+from pgwarden.operator.status import (
+    cannot_start,
+    clip,
+    failure_without_report,
+    report_as,
+    report_error,
+    second,
+)
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,14 @@ def summary(preview: PlanPreview, lint: list[LintFinding], fail_on: list[str]) -
 
 def from_run(started: PlanPreview, run: ObservedRun, now: datetime) -> tuple[PlanPreview, list[LintFinding]]:
     """The finished preview Job's report as status.preview and its lint (a Job without report failed)."""
-    report = run.report or {}
+    report = report_as(run, MigrationReport)
     found = started.model_copy(update={"completed_at": second(run.completed_at or now)})
-    lint = lenient(DatabaseMigrationStatus, {"lint": report.get("lint") or []}).lint
-    if run.report is not None and report.get("outcome") == Outcome.SUCCEEDED:
-        found.outcome, found.pending = Outcome.SUCCEEDED, list(report.get("pending") or [])
+    lint = list(report.lint) if report is not None else []
+    if report is not None and report.outcome == Outcome.SUCCEEDED:
+        found.outcome, found.pending = Outcome.SUCCEEDED, list(report.pending)
     else:
         found.outcome = Outcome.FAILED
-        error = report_error(report) if run.report is not None else failure_without_report(run)
+        error = report_error(report) if report is not None else failure_without_report(run)
         found.message = clip(f"the plan could not be read: {error}")
     return found, lint
 

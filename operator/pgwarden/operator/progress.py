@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from pgwarden.api.migration import DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.progress import last_progress
@@ -19,10 +18,10 @@ from pgwarden.operator import naming
 from pgwarden.operator.deadlines import Key
 from pgwarden.operator.jobs import CONTAINER
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.resources import lenient
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 KIND = "DatabaseMigration"
 KEY_KIND = "DatabaseMigration/progress"  # a deadline apart from the resource's own reconciles
 LOOK_EVERY = timedelta(seconds=15)

@@ -7,6 +7,7 @@ operator, a missed watch event or two triggers at once all converge on the same 
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
 from collections import defaultdict
@@ -36,14 +37,23 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
 from pgwarden.operator.jobs import JobSettings, is_drill
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.policy import REASON as POLICY_DENIED
 from pgwarden.operator.policy import PolicyDenied
 from pgwarden.operator.resources import STATUS_MODELS, Resource, lenient, read, typed
-from pgwarden.operator.status import TERMINAL_PHASES, WARNING, Decision, Event, clip, second, status_patch
+from pgwarden.operator.status import (
+    TERMINAL_PHASES,
+    WARNING,
+    Decision,
+    Event,
+    RunPhase,
+    clip,
+    second,
+    status_patch,
+)
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 @dataclass
@@ -89,7 +99,17 @@ def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
         owner = naming.job_of_pod(pod)
         if owner:
             by_job[owner].append(pod)
-    return [observe(job, by_job[str(job["metadata"]["name"])]) for job in jobs]
+    runs = [observe(job, by_job[str(job["metadata"]["name"])]) for job in jobs]
+    for run in runs:
+        if run.report_notes is not None and (problems := run.report_notes.problems()):
+            _say_once(run.job, "; ".join(problems))
+    return runs
+
+
+@functools.lru_cache(maxsize=1024)
+def _say_once(job: str, problems: str) -> None:
+    """A report read only in part is said once per Job (and what was left out), not at every reconcile."""
+    log.warning("the report of Job %s was read in part: %s", job, problems)
 
 
 def quiet(resource: Resource, jobs: list[Obj], current_name: str) -> bool:
@@ -257,7 +277,8 @@ def refused(body: Obj, reason: str, message: str, now: datetime) -> Decision[Any
     old = lenient(model, body.get("status"))
     generation = body["metadata"].get("generation")
     # Every kind has the phase Failed.
-    status = old.model_copy(update={"message": message, "observed_generation": generation, "phase": "Failed"})
+    update = {"message": message, "observed_generation": generation, "phase": RunPhase.FAILED.value}
+    status = old.model_copy(update=update)
     status.conditions = set_conditions(
         old.conditions, [Want("Ready", False, reason, message)], generation, now
     )
@@ -286,7 +307,9 @@ def _not_created(
         f"{decision.create['metadata']['name']}: {error.message}"
     )
     # No "job": a Job never created must not later read as one deleted to cancel the run.
-    status = decision.status.model_copy(update={"job": None, "phase": "Pending", "message": message})
+    status = decision.status.model_copy(
+        update={"job": None, "phase": RunPhase.PENDING.value, "message": message}
+    )
     status.conditions = set_conditions(
         decision.status.conditions, [Want("Ready", False, "JobNotCreated", message)], generation, second(now)
     )

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.encryption import IdentitySecretRef
-from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
+from pgwarden.api.lint import LintFinding
+from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.rehearsal import RehearsalStatus
-from pgwarden.api.reports import Outcome
+from pgwarden.api.reports import MigrationReport, Outcome, Rehearsal
 from pgwarden.api.task import RestoreSource, backup_scope
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import JobSettings, rehearsal_job
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import lenient
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -28,31 +28,19 @@ from pgwarden.operator.status import (
     cannot_start,
     clip,
     failure_without_report,
+    report_as,
     report_error,
     second,
 )
 
-Obj = dict[str, Any]
 FAILED_REASON = "RehearsalFailed"
-# Report fields of the rehearsal copied onto status.rehearsal as they are (the names are shared by design).
-_FIELDS = (
-    "backup",
-    "durationSeconds",
-    "restoreSeconds",
-    "runSeconds",
-    "applied",
-    "rowChanges",
-    "locks",
-    "maxLockHoldSeconds",
-    "warnings",
-)
 
 
 @dataclass(frozen=True)
 class Stage:
     """Where the rehearsal stands while it holds the run back: the phase, why, and a Job to create."""
 
-    phase: str
+    phase: MigrationPhase
     reason: str
     message: str
     create: Obj | None = None
@@ -64,7 +52,7 @@ class Rehearsed:
 
     status: RehearsalStatus | None = None
     hold: Stage | None = None
-    lint: list[Any] | None = None
+    lint: list[LintFinding] | None = None
 
 
 def recorded(old: DatabaseMigrationStatus, generation: int, digest: str | None) -> RehearsalStatus | None:
@@ -91,7 +79,7 @@ def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | No
     namespace = migration.metadata.namespace or ""
     if referenced is None:
         return Stage(
-            "Pending",
+            MigrationPhase.PENDING,
             "BackupNotFound",
             f"DatabaseBackup {ref.name!r} (spec.rehearsal.backupRef) was not found in namespace {namespace}; "
             "create it or fix spec.rehearsal.backupRef.name",
@@ -101,7 +89,7 @@ def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | No
     if ref.copy_index is not None:
         if ref.copy_index >= len(referenced.spec.copies):
             return Stage(
-                "Pending",
+                MigrationPhase.PENDING,
                 "CopyNotFound",
                 f"DatabaseBackup {ref.name!r} has no copy {ref.copy_index} (spec.rehearsal.backupRef.copy)",
             )
@@ -111,7 +99,7 @@ def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | No
     last = referenced.status.last_backup if referenced.status else None
     if last is None:
         return Stage(
-            "Pending",
+            MigrationPhase.PENDING,
             "WaitingForBackup",
             f"DatabaseBackup {ref.name!r} has no complete backup yet to rehearse on; waiting for one",
         )
@@ -144,18 +132,41 @@ def summary(rehearsal: RehearsalStatus) -> str:
 
 def from_run(started: RehearsalStatus, run: ObservedRun, now: datetime) -> RehearsalStatus:
     """The finished rehearsal Job's report as status.rehearsal (a Job without report failed)."""
-    report = run.report or {}
-    details = report.get("rehearsal") or {}
-    fields = {key: details[key] for key in _FIELDS if details.get(key) is not None}
-    found = lenient(RehearsalStatus, {**started.to_json_dict(), **fields})
+    report = report_as(run, MigrationReport)
+    found = started.model_copy(deep=True)
+    if report is not None and report.rehearsal is not None:
+        _copy_rehearsal(report.rehearsal, found)
     found.completed_at = second(run.completed_at or now)
-    if run.report is not None and report.get("outcome") == Outcome.SUCCEEDED:
+    if report is not None and report.outcome == Outcome.SUCCEEDED:
         found.outcome = Outcome.SUCCEEDED
         found.message = summary(found)
     else:
         found.outcome = Outcome.FAILED
-        found.message = clip(report_error(report) if run.report is not None else failure_without_report(run))
+        found.message = clip(report_error(report) if report is not None else failure_without_report(run))
     return found
+
+
+def _copy_rehearsal(rehearsal: Rehearsal, status: RehearsalStatus) -> None:
+    """The rehearsal report's fields status.rehearsal shows, under the same names (by design)."""
+    given = rehearsal.model_fields_set
+    if rehearsal.backup is not None:
+        status.backup = rehearsal.backup
+    if rehearsal.duration_seconds is not None:
+        status.duration_seconds = rehearsal.duration_seconds
+    if rehearsal.restore_seconds is not None:
+        status.restore_seconds = rehearsal.restore_seconds
+    if rehearsal.run_seconds is not None:
+        status.run_seconds = rehearsal.run_seconds
+    if "applied" in given:
+        status.applied = rehearsal.applied
+    if "row_changes" in given:
+        status.row_changes = rehearsal.row_changes
+    if "locks" in given:
+        status.locks = rehearsal.locks
+    if rehearsal.max_lock_hold_seconds is not None:
+        status.max_lock_hold_seconds = rehearsal.max_lock_hold_seconds
+    if "warnings" in given:
+        status.warnings = rehearsal.warnings
 
 
 def finished_event(old: RehearsalStatus | None, new: RehearsalStatus | None) -> Event | None:
@@ -174,7 +185,7 @@ def judge(rehearsal: RehearsalStatus, required: bool) -> Stage | None:
     if rehearsal.outcome == Outcome.SUCCEEDED or not required:
         return None
     return Stage(
-        "Failed",
+        MigrationPhase.FAILED,
         FAILED_REASON,
         clip(
             f"the rehearsal failed, so the run did not start (rehearsal.required): {rehearsal.message}; fix the "
@@ -207,12 +218,13 @@ def step(
         started = found or RehearsalStatus(generation=generation, digest=digest, job=name)
         if run.finished:
             done = from_run(started, run, now)
-            lint = (run.report or {}).get("lint")
-            return Rehearsed(done, judge(done, spec.required), list(lint) if lint is not None else None)
+            report = report_as(run, MigrationReport)
+            lint = list(report.lint) if report is not None and "lint" in report.model_fields_set else None
+            return Rehearsed(done, judge(done, spec.required), lint)
         if run.stuck:
-            return Rehearsed(started, Stage("Pending", "JobCannotStart", cannot_start(run)))
+            return Rehearsed(started, Stage(MigrationPhase.PENDING, "JobCannotStart", cannot_start(run)))
         message = f"Job {name} is rehearsing the migration on a scratch copy restored from a backup"
-        return Rehearsed(started, Stage("Rehearsing", "Rehearsing", message))
+        return Rehearsed(started, Stage(MigrationPhase.REHEARSING, "Rehearsing", message))
     if found is not None:  # its Job was created and is gone before it finished
         gone = found.model_copy(
             update={
@@ -228,4 +240,4 @@ def step(
     job = rehearsal_job(subject, source, settings, digest, identity_of(migration, referenced))
     message = f"Job {name} created to rehearse the migration on a scratch copy restored from a backup"
     started = RehearsalStatus(generation=generation, digest=digest, job=name)
-    return Rehearsed(started, Stage("Rehearsing", "RehearsalCreated", message, create=job))
+    return Rehearsed(started, Stage(MigrationPhase.REHEARSING, "RehearsalCreated", message, create=job))

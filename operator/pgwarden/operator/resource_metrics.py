@@ -18,9 +18,10 @@ from prometheus_client.registry import Collector
 
 from pgwarden.api.backup import DatabaseBackupStatus
 from pgwarden.api.common import ResourceStatus, RunStatus
+from pgwarden.api.reports import Outcome
 from pgwarden.operator import naming
 from pgwarden.operator.jobs import TASK_LABEL
-from pgwarden.operator.status import TERMINAL_PHASES
+from pgwarden.operator.status import TERMINAL_PHASES, RunPhase
 
 Key = tuple[str, str, str]  # kind, namespace, name
 RUN_KINDS = {"DatabaseMigration": "migrate", "DatabaseBackup": "backup", "DatabaseRestore": "restore"}
@@ -66,13 +67,13 @@ def state_of(
     if isinstance(status, DatabaseBackupStatus):
         newest = next((run for run in status.history if run.outcome is not None), None)  # newest first
         if newest is not None and newest.outcome is not None:
-            runs.append(LastRun("backup", newest.outcome == "Succeeded", newest.duration_seconds))
+            runs.append(LastRun("backup", newest.outcome == Outcome.SUCCEEDED, newest.duration_seconds))
         drill = status.last_verified_backup
         if drill is not None:
-            runs.append(LastRun("drill", drill.outcome == "Succeeded", drill.duration_seconds))
+            runs.append(LastRun("drill", drill.outcome == Outcome.SUCCEEDED, drill.duration_seconds))
         size = status.last_backup.size_bytes if status.last_backup else None
     elif isinstance(status, RunStatus) and phase in TERMINAL_PHASES:
-        runs.append(LastRun(RUN_KINDS[kind], phase == "Succeeded", status.duration_seconds))
+        runs.append(LastRun(RUN_KINDS[kind], phase == RunPhase.SUCCEEDED, status.duration_seconds))
     return ResourceState(
         phase=str(phase) if phase else None,
         conditions=conditions,

@@ -7,7 +7,7 @@ dropped rather than taken for a bad spec, and the next decision writes it anew.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -15,8 +15,8 @@ from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.common import ResourceStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
+from pgwarden.operator.objects import Obj
 
-Obj = dict[str, Any]
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=ResourceStatus)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus, RestorePhase
+from pgwarden.api.reports import BeforeAfter, Outcome, RestoreReport
+from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus, RestorePhase, RestoreVerification
 from pgwarden.api.task import RestoreSource, backup_scope
 from pgwarden.operator import naming
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, restore_job
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import lenient, merged
+from pgwarden.operator.resources import merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -23,18 +24,17 @@ from pgwarden.operator.status import (
     Event,
     Finished,
     cancelled,
-    cannot_start,
     clip,
-    failure_without_report,
+    report_as,
     report_error,
     second,
     started,
-    succeeded_without_report,
+    table_differences,
     transitioned,
     with_stop_reason,
+    without_report,
 )
 
-Obj = dict[str, Any]
 KIND = "DatabaseRestore"
 DIFFERENCES_LIMIT = 20
 
@@ -86,53 +86,44 @@ def _copies(count: int) -> str:
     return "no copies" if count == 0 else "1 copy" if count == 1 else f"{count} copies"
 
 
-def _differences(verification: Obj) -> list[Obj]:
-    result = []
-    for item in (verification.get("differences") or [])[:DIFFERENCES_LIMIT]:
-        expected, actual = item.get("expected"), item.get("actual")
-        detail = item.get("detail") or f"expected {expected} rows, found {actual}"
-        result.append({"kind": "table", "object": str(item.get("table", "?")), "detail": str(detail)})
-    return result
-
-
-def _from_report(report: Obj) -> Obj:
-    fields: Obj = {}
-    if report.get("backup"):
-        fields["restoredFrom"] = {
-            k: v
-            for k, v in report["backup"].items()
-            if k in ("id", "location", "sizeBytes", "sha256", "verified")
-        }
-    if report.get("tables") is not None:
-        fields["tables"] = {"after": report["tables"]}
-    if report.get("rows") is not None:
-        fields["rows"] = {"after": report["rows"]}
-    verification = report.get("verification")
-    if verification:
-        fields["verification"] = {
-            "matchesBackup": bool(verification.get("matchesBackup")),
-            "differences": _differences(verification),
-        }
-    for key in ("startedAt", "completedAt", "durationSeconds", "restoredTables", "leftOut"):
-        if report.get(key):
-            fields[key] = report[key]
-    return fields
-
-
-def summary(report: Obj) -> str:
-    if report.get("outcome") == "Succeeded" and report.get("restoredTables"):
-        backup = report.get("backup") or {}
-        names = ", ".join(str(t.get("table")) for t in report["restoredTables"][:3])
-        more = f" and {len(report['restoredTables']) - 3} more" if len(report["restoredTables"]) > 3 else ""
-        return clip(
-            f"restored {names}{more} from backup {backup.get('id')}: {report.get('rows')} rows, matching the backup"
+def _from_report(report: RestoreReport) -> DatabaseRestoreStatus:
+    """What a restore's report puts in status."""
+    status = DatabaseRestoreStatus()
+    if report.backup is not None:
+        status.restored_from = report.backup
+    if report.tables is not None:
+        status.tables = BeforeAfter(after=report.tables)
+    if report.rows is not None:
+        status.rows = BeforeAfter(after=report.rows)
+    if report.verification is not None:
+        status.verification = RestoreVerification(
+            matches_backup=report.verification.matches_backup,
+            differences=table_differences(report.verification)[:DIFFERENCES_LIMIT],
         )
-    if report.get("outcome") == "Succeeded":
-        backup = report.get("backup") or {}
-        rows = "rows not counted" if report.get("rows") is None else f"{report.get('rows')} rows"
+    if report.started_at is not None:
+        status.started_at = report.started_at
+    if report.completed_at is not None:
+        status.completed_at = report.completed_at
+    if report.duration_seconds is not None:
+        status.duration_seconds = report.duration_seconds
+    if report.restored_tables:
+        status.restored_tables = report.restored_tables
+    if report.left_out:
+        status.left_out = report.left_out
+    return status
+
+
+def summary(report: RestoreReport) -> str:
+    backup_id = report.backup.id if report.backup else None
+    if report.outcome == Outcome.SUCCEEDED and report.restored_tables:
+        names = ", ".join(t.table for t in report.restored_tables[:3])
+        more = f" and {len(report.restored_tables) - 3} more" if len(report.restored_tables) > 3 else ""
         return clip(
-            f"restored backup {backup.get('id')}: {report.get('tables')} tables, {rows}, matching the backup"
+            f"restored {names}{more} from backup {backup_id}: {report.rows} rows, matching the backup"
         )
+    if report.outcome == Outcome.SUCCEEDED:
+        rows = "rows not counted" if report.rows is None else f"{report.rows} rows"
+        return clip(f"restored backup {backup_id}: {report.tables} tables, {rows}, matching the backup")
     return clip(report_error(report) or "the restore failed")
 
 
@@ -143,28 +134,20 @@ def pick_run(status: DatabaseRestoreStatus, runs: list[ObservedRun]) -> Observed
     return runs[0] if runs else None
 
 
-def _run_fields(run: ObservedRun) -> tuple[DatabaseRestoreStatus, str, str]:
+def _run_fields(run: ObservedRun) -> tuple[DatabaseRestoreStatus, RestorePhase, str]:
     """(fields, phase, reason) from the restore's Job."""
     fields = DatabaseRestoreStatus(job=run.job)
     begun = started(run)
     if begun:
         fields.started_at = second(begun)
-    if run.finished and run.report is not None:
-        fields = merged(fields, lenient(DatabaseRestoreStatus, _from_report(run.report)))
-        phase = "Succeeded" if run.report.get("outcome") == "Succeeded" else "Failed"
-        fields.message = with_stop_reason(summary(run.report), run)
-        return fields, phase, phase
-    if run.succeeded:
-        fields.message = succeeded_without_report(run)
-        return fields, "Succeeded", "Succeeded"
-    if run.finished:
-        fields.message = failure_without_report(run)
-        return fields, "Failed", run.failure_reason or "JobFailed"
-    if run.stuck:
-        fields.message = cannot_start(run)
-        return fields, "Pending", "JobCannotStart"
-    fields.message = f"Job {run.job} is restoring"
-    return fields, "Running", "Running"
+    report = report_as(run, RestoreReport)
+    if run.finished and report is not None:
+        fields = merged(fields, _from_report(report))
+        phase = RestorePhase.SUCCEEDED if report.outcome == Outcome.SUCCEEDED else RestorePhase.FAILED
+        fields.message = with_stop_reason(summary(report), run)
+        return fields, phase, phase.value
+    phase_of_run, reason, fields.message = without_report(run, "restoring")
+    return fields, RestorePhase(phase_of_run), reason
 
 
 def decide(
@@ -187,29 +170,29 @@ def decide(
     if run is not None:
         new, phase, reason = _run_fields(run)
     elif old.job:  # created, and gone before it finished: deleted to cancel the restore
-        phase = reason = CANCELLED
+        phase, reason = RestorePhase.CANCELLED, CANCELLED
         new = DatabaseRestoreStatus(job=old.job, message=cancelled(old.job, "restore"), completed_at=now)
         if old.started_at:
             new.started_at = old.started_at
     else:
         source = resolve_source(restore, referenced)
         if isinstance(source, Waiting):
-            phase, reason = "Pending", source.reason
+            phase, reason = RestorePhase.PENDING, source.reason
             new = DatabaseRestoreStatus(message=source.message)
         else:
             name = naming.job_name(KIND, meta.name or "", meta.uid or "", generation)
             create = restore_job(restore, source, settings)
-            phase, reason = "Pending", "JobCreated"
+            phase, reason = RestorePhase.PENDING, "JobCreated"
             new = DatabaseRestoreStatus(job=name, started_at=now, message=f"Job {name} created")
 
-    new.phase = RestorePhase(phase)
+    new.phase = phase
     new.observed_generation = generation
     message = new.message or ""
     wants = [
-        Want("Ready", phase == "Succeeded", reason, message),
+        Want("Ready", phase == RestorePhase.SUCCEEDED, reason, message),
         Want(
             "Progressing",
-            phase in ("Pending", "Running") and reason in ("JobCreated", "Running"),
+            phase in (RestorePhase.PENDING, RestorePhase.RUNNING) and reason in ("JobCreated", "Running"),
             reason,
             message,
         ),
@@ -223,14 +206,14 @@ def decide(
             events.append(Event(NORMAL, "Started", message))
         elif reason == "JobCannotStart":
             events.append(Event(WARNING, "CannotStart", message))
-        elif phase == "Pending":
+        elif phase == RestorePhase.PENDING:
             events.append(Event(NORMAL, reason, message))
         elif phase in TERMINAL_PHASES and transitioned(old, new):  # Succeeded, Failed or Cancelled
-            events.append(Event(NORMAL if phase == "Succeeded" else WARNING, phase, message))
+            events.append(Event(NORMAL if phase == RestorePhase.SUCCEEDED else WARNING, phase.value, message))
             finished.append(
                 Finished(
                     kind="restore",
-                    outcome=phase,
+                    outcome=phase.value,
                     duration_seconds=new.duration_seconds,
                     completed_at=now,
                 )

@@ -16,12 +16,13 @@ from typing import Any
 from pgwarden.api.common import API_GROUP, APPROVED_ANNOTATION, owner_reference
 from pgwarden.api.sets import SET_LABEL
 from pgwarden.operator import naming
+from pgwarden.operator.objects import Obj
+from pgwarden.operator.status import RunPhase
 
-Obj = dict[str, Any]
 SPEC_HASH_ANNOTATION = f"{API_GROUP}/set-spec-hash"
 CHILD_KINDS = {"DatabaseMigrationSet": "DatabaseMigration", "DatabaseBackupSet": "DatabaseBackup"}
 SET_KINDS = frozenset(CHILD_KINDS)
-FAILED_PHASES = frozenset({"Failed", "RolledBack", "Cancelled"})
+FAILED_PHASES = frozenset({RunPhase.FAILED, RunPhase.ROLLED_BACK, RunPhase.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ChildState:
 
     @property
     def succeeded(self) -> bool:
-        return self.settled and self.phase == "Succeeded"
+        return self.settled and self.phase == RunPhase.SUCCEEDED
 
     @property
     def failed(self) -> bool:

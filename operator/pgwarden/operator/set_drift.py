@@ -36,7 +36,6 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import (
     TASK_LABEL,
     JobSettings,
-    Manifest,
     PodParts,
     ca_volume,
     job_spec,
@@ -44,13 +43,12 @@ from pgwarden.operator.jobs import (
     ssl_env,
     unless_current,
 )
+from pgwarden.operator.objects import Manifest, Obj
 from pgwarden.operator.observe import ObservedRun, observe
 from pgwarden.operator.policy import PolicyDenied
-from pgwarden.operator.resources import lenient
 from pgwarden.operator.set_status import SetDecision
 from pgwarden.operator.status import NORMAL, WARNING, Event, clip, failure_without_report, second
 
-Obj = dict[str, Any]
 TARGETS_PER_JOB = 25
 DRIFT = str(JobKind.DRIFT)
 # Which group of targets a drift CronJob (and its Jobs) checks: the hash of their names.
@@ -227,7 +225,7 @@ def summed(
     """status.drift from the newest finished run of each group (`groups_of`: Job name -> its targets)."""
     total = _Sum()
     for run in runs:
-        report = lenient(DriftReport, run.report) if run.report is not None else None
+        report = run.report if isinstance(run.report, DriftReport) else None
         if report is not None and report.counts.targets:
             total.add(report)
             continue

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pgwarden.api.sets import LISTED_LIMIT, TARGET_MESSAGE_LIMIT, SetStatus, TargetFailure
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.set_children import ChildState
 from pgwarden.operator.status import Event, clip
 
-Obj = dict[str, Any]
 S = TypeVar("S", bound=SetStatus)
 
 

@@ -29,6 +29,7 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.reconcile import observe_runs
 from pgwarden.operator.resources import lenient
 from pgwarden.operator.secret_watch import SecretWatch
@@ -44,7 +45,6 @@ from pgwarden.operator.set_targets import listed, order_queries, ordered, select
 from pgwarden.operator.status import WARNING, Event, clip, second, status_patch
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 SetResource = DatabaseMigrationSet | DatabaseBackupSet
 MODELS: dict[str, type[SetResource]] = {
     "DatabaseMigrationSet": DatabaseMigrationSet,

@@ -8,18 +8,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pgwarden.api.common import ResourceStatus
+from pgwarden.api.drill import DrillReport
+from pgwarden.api.job_report import REPORT_MODELS, BackupJobReport, JobReport, decode_report
+from pgwarden.api.reports import Difference, MigrationReport, RestoreComparison, RestoreReport
+from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
 
-Obj = dict[str, Any]
 S = TypeVar("S", bound=ResourceStatus)
+R = TypeVar("R", MigrationReport, BackupJobReport, RestoreReport, DrillReport)
+REPORT_KINDS = {model: kind for kind, model in REPORT_MODELS.items()}
 
 NORMAL = "Normal"
 WARNING = "Warning"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "RolledBack", "Cancelled"})
-CANCELLED = "Cancelled"
+
+
+class RunPhase(StrEnum):
+    """The phases every kind that runs Jobs shares; each kind's own enum (MigrationPhase, RestorePhase,
+    BackupPhase) has the same values for them."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+    CANCELLED = "Cancelled"
+
+
+# As plain values, so that each kind's phase enum is found in it.
+TERMINAL_PHASES: frozenset[str] = frozenset(
+    phase.value for phase in (RunPhase.SUCCEEDED, RunPhase.FAILED, RunPhase.ROLLED_BACK, RunPhase.CANCELLED)
+)
+CANCELLED: str = RunPhase.CANCELLED.value
 MESSAGE_LIMIT = 1024
 
 
@@ -60,6 +83,11 @@ class Decision(Generic[S]):
     # and names of ones to delete.
     apply_cronjobs: tuple[Obj, ...] = ()
     delete_cronjobs: tuple[str, ...] = ()
+
+
+def outcome_event(ok: bool, what: str, message: str | None) -> Event:
+    """`<what>Succeeded` (Normal) or `<what>Failed` (Warning), saying the run's message."""
+    return Event(NORMAL if ok else WARNING, f"{what}Succeeded" if ok else f"{what}Failed", message or "")
 
 
 def status_patch(old: Obj, new: Obj) -> Obj:
@@ -142,12 +170,47 @@ def cannot_start(run: ObservedRun) -> str:
     )
 
 
-def report_error(report: Obj) -> str:
-    error = report.get("error") or {}
-    message = str(error.get("message") or "")
-    if error.get("migration") and str(error["migration"]) not in message:
-        message = f"migration {error['migration']}: {message}"
-    return message
+def report_error(report: JobReport) -> str:
+    """Why the run failed, as its report says (naming the migration that failed, when one did)."""
+    error = report.error
+    if error is None:
+        return ""
+    if error.migration and error.migration not in error.message:
+        return f"migration {error.migration}: {error.message}"
+    return error.message
+
+
+def report_as(run: ObservedRun, model: type[R]) -> R | None:
+    """The run's report as the model a kind's runs write. A Job without pgwarden's labels was read by its
+    report's shape, which a short failure report shares with every kind: then it is read again as `model`."""
+    if run.report is None or isinstance(run.report, model):
+        return run.report
+    decoded = decode_report(run.report.to_json_dict(), REPORT_KINDS[model])
+    found = decoded.report if decoded is not None else None
+    return found if isinstance(found, model) else None
+
+
+def without_report(run: ObservedRun, doing: str) -> tuple[RunPhase, str, str]:
+    """(phase, reason, message) of a run whose Job left no report: done, failed, stuck, or still `doing`."""
+    if run.succeeded:
+        return RunPhase.SUCCEEDED, "Succeeded", succeeded_without_report(run)
+    if run.finished:
+        return RunPhase.FAILED, run.failure_reason or "JobFailed", failure_without_report(run)
+    if run.stuck:
+        return RunPhase.PENDING, "JobCannotStart", cannot_start(run)
+    return RunPhase.RUNNING, "Running", f"Job {run.job} is {doing}"
+
+
+def table_differences(verification: RestoreComparison) -> list[Difference]:
+    """The tables whose restored rows differ from the backup's, as status lists differences."""
+    return [
+        Difference(
+            kind="table",
+            object=item.table,
+            detail=item.detail or f"expected {item.expected} rows, found {item.actual}",
+        )
+        for item in verification.differences
+    ]
 
 
 def started(run: ObservedRun) -> datetime | None:

@@ -9,7 +9,7 @@ from pgwarden.storage.base import (
     StorageError,
     StoredObject,
 )
-from pgwarden.storage.location import Location, open_storage, parse_location
+from pgwarden.storage.location import Location, open_given, open_storage, parse_location
 from pgwarden.storage.manifest import BackupManifest, list_backups, locate_backup, locate_rehearsal_backup
 from pgwarden.storage.ownership import NotTheOwners, Owner, OwnerNotChosen, owner_of
 
@@ -29,6 +29,7 @@ __all__ = [
     "list_backups",
     "locate_backup",
     "locate_rehearsal_backup",
+    "open_given",
     "open_storage",
     "owner_of",
     "parse_location",

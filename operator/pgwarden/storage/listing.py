@@ -6,9 +6,9 @@ from datetime import datetime
 
 from pydantic import Field
 
-from pgwarden.api.backup import RetentionDecision
 from pgwarden.api.base import ApiModel
 from pgwarden.api.encryption import Sealing
+from pgwarden.api.retention import RetentionDecision
 from pgwarden.storage.base import Storage
 from pgwarden.storage.manifest import BackupManifest, PruneResult, scan
 from pgwarden.storage.ownership import group_by_owner, owner_of

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgwarden.errors import BadInput
 from pgwarden.storage.base import InvalidLocation, Storage, join_key
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.s3 import S3Storage, client_config
@@ -150,6 +151,16 @@ def s3_client(location: S3Location, identity: WebIdentityFile | None = None) -> 
         region_name=location.region or "us-east-1",
         config=client_config(addressing_style=location.addressing_style),
     )
+
+
+def open_given(location: Storage | str) -> Storage:
+    """A storage a caller built, as is, or the one a location names; BadInput (exit 2) for a malformed one."""
+    if not isinstance(location, str):
+        return location
+    try:
+        return open_storage(location)
+    except InvalidLocation as exc:
+        raise BadInput(str(exc)) from exc
 
 
 def open_storage(location: Location | str) -> Storage:

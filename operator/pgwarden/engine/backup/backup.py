@@ -6,9 +6,9 @@ writes to a temporary directory, whose files are then stored one object each (`d
 With recipients, every stored object is sealed with age after compression; checksums cover what is stored.
 Row counts and the dump come from one exported snapshot, so the manifest describes exactly what was dumped.
 
-The pipeline, top to bottom in `take_backup`: check the options, preflight (server, pg_dump, storage), dump
-at a snapshot while counting its rows, describe it in a manifest, let the caller's verifier restore it, write
-the manifest (the backup exists from then on), copy it further.
+The pipeline, top to bottom in `take_backup`: check the options (`options.py`), preflight (server, pg_dump,
+storage), dump at a snapshot while counting its rows, describe it in a manifest, let the caller's verifier
+restore it, write the manifest (the backup exists from then on), copy it further.
 """
 
 from __future__ import annotations
@@ -19,44 +19,35 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import psycopg
 from psycopg import conninfo
-from pyrage import x25519
 
 from pgwarden import __version__
-from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.encryption import Sealing
 from pgwarden.api.reports import BackupReport, ErrorInfo, Outcome, RestoreComparison
-from pgwarden.engine.backup.compression import (
-    DEFAULT_COMPRESSION,
-    CompressionSpec,
-    compressor,
-    parse_compression,
-)
+from pgwarden.engine.backup.compression import compressor
 from pgwarden.engine.backup.copies import check_copy_targets, make_copies, open_copy_targets
 from pgwarden.engine.backup.dump import BackupFailed, dump_custom, dump_directory
 from pgwarden.engine.backup.dump_files import DirectoryUpload
 from pgwarden.engine.backup.dump_sink import DumpSink
-from pgwarden.engine.backup.encryption import parse_recipients, public_keys
-from pgwarden.engine.backup.locks import lock_wait_message, lock_wait_option, with_lock_timeout
-from pgwarden.engine.backup.selection import DumpSelection, dumped_tables
-from pgwarden.engine.backup.stored_dump import Identities
+from pgwarden.engine.backup.encryption import public_keys
+from pgwarden.engine.backup.locks import lock_wait_message, with_lock_timeout
+from pgwarden.engine.backup.options import BackupOptions, CheckedOptions, Progress, check_options
+from pgwarden.engine.backup.selection import dumped_tables
 from pgwarden.engine.pause_points import pause_point as _pause_point
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url
 from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
 from pgwarden.engine.postgres.inspect import database_size, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
 from pgwarden.engine.postgres.tools import PgTool, find_tool, server_version_text
-from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.errors import PgwardenError
 from pgwarden.redact import redact, register_environment
-from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
-from pgwarden.storage.base import InvalidLocation, ObjectWriter
+from pgwarden.storage import BackupManifest, Storage, StorageError, open_given
+from pgwarden.storage.base import ObjectWriter
 from pgwarden.storage.manifest import (
     MANIFEST,
     StoredFile,
@@ -66,61 +57,6 @@ from pgwarden.storage.manifest import (
     write_manifest,
 )
 from pgwarden.threads import start_helper
-
-FORMATS = ("custom", "directory")
-
-Progress = Callable[[str], None]
-
-
-class BackupVerifier(Protocol):
-    """Restores a just-dumped backup somewhere and compares it with its manifest (`backup --verify`).
-
-    The restore room provides one (`engine.restore.verify.verify_backup`); the backup room only calls it,
-    between the dump landing and its manifest being written, so a mismatching dump is never listed."""
-
-    def __call__(
-        self,
-        url: str,
-        backup: Storage,
-        manifest: BackupManifest,
-        *,
-        jobs: int,
-        schemas: set[str] | None,
-        identities: Identities,
-        progress: Progress,
-    ) -> RestoreComparison: ...
-
-
-@dataclass(frozen=True)
-class BackupOptions:
-    """How to take a backup; every field defaults to what `pgwarden backup` does without flags."""
-
-    format: str = "custom"
-    compression: CompressionSpec | str = DEFAULT_COMPRESSION
-    jobs: int = 1
-    # Restore the dump and compare it with its manifest before it is listed (None: no verification).
-    verify: BackupVerifier | None = None
-    # Only these tables are dumped and counted (then no schema fingerprint: it describes whole databases).
-    selection: DumpSelection = field(default_factory=DumpSelection)
-    # The resource that made the backup, or a label; None: the database owns it (retention, `latest`).
-    owner: str | None = None
-    # age public keys: every stored byte is sealed to them; `verify` then needs one of `identities`.
-    encrypt_to: Sequence[str] = ()
-    identities: Identities = ()
-    # Once complete, the backup is copied to each of these and verified there.
-    copy_to: Sequence[str | Storage] = ()
-    # pg_dump and the counts wait at most this long for a table lock.
-    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """The options, parsed: BadInput was raised for anything unusable before anything started."""
-
-    spec: CompressionSpec
-    owner: str | None
-    recipients: list[x25519.Recipient]
-    lock_options: list[str]
 
 
 @dataclass(frozen=True)
@@ -182,10 +118,10 @@ def take_backup(
     when a copy failed (the backup itself is kept)."""
     options = options or BackupOptions()
     say = progress or (lambda _message: None)
-    checked = _check(options)
+    checked = check_options(options)
     url = resolve_url(database_url)
     register_environment()
-    storage = _open_target(to)
+    storage = open_given(to)
     started, clock = datetime.now(UTC), time.monotonic()
     copy_targets = open_copy_targets(options.copy_to)
     server = _preflight(url, storage, copy_targets)
@@ -237,18 +173,6 @@ def take_backup(
 # -- the steps, in the order take_backup takes them
 
 
-def _check(options: BackupOptions) -> _Checked:
-    spec = _parse_inputs(options.format, options.compression, options.jobs)
-    owner = _parse_owner(options.owner)
-    recipients = parse_recipients(options.encrypt_to)
-    if options.verify is not None and recipients and not options.identities:
-        raise BadInput(
-            "--verify of an encrypted backup restores it, which needs the identity of one of its recipients: "
-            "pass --identity FILE (the age identity file), or leave out --verify"
-        )
-    return _Checked(spec, owner, recipients, lock_wait_option(options.lock_wait_timeout))
-
-
 def _preflight(url: str, storage: Storage, copy_targets: list[Storage]) -> _Server:
     """The server, a pg_dump new enough for it, and storage we can write to (the primary and every copy)."""
     with connect(url) as conn:
@@ -270,7 +194,7 @@ def _preflight(url: str, storage: Storage, copy_targets: list[Storage]) -> _Serv
 
 
 def _target(
-    storage: Storage, backup_id: str, options: BackupOptions, checked: _Checked, server: _Server
+    storage: Storage, backup_id: str, options: BackupOptions, checked: CheckedOptions, server: _Server
 ) -> _Target:
     backup = storage.child(backup_id)
     sealed = ".age" if checked.recipients else ""
@@ -284,7 +208,9 @@ def _target(
     return _Target(backup_id, backup, dump_file, upload, writer, sink)
 
 
-def _dump(url: str, target: _Target, options: BackupOptions, checked: _Checked, server: _Server) -> _Dumped:
+def _dump(
+    url: str, target: _Target, options: BackupOptions, checked: CheckedOptions, server: _Server
+) -> _Dumped:
     """pg_dump at an exported snapshot while the rows are counted at the same snapshot, stored at its
     final keys; whatever reached storage is taken back when anything fails."""
     lock_wait = options.lock_wait_timeout
@@ -397,7 +323,7 @@ def _manifest(
     url: str,
     target: _Target,
     options: BackupOptions,
-    checked: _Checked,
+    checked: CheckedOptions,
     server: _Server,
     dumped: _Dumped,
     started: datetime,
@@ -451,38 +377,7 @@ def _write_manifest(backup: Storage, manifest: BackupManifest) -> None:
         raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from exc
 
 
-# -- parsing and wording
-
-
-def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) -> CompressionSpec:
-    if format not in FORMATS:
-        raise BadInput(f"unknown format {format!r}; use custom or directory")
-    if jobs < 1:
-        raise BadInput("parallel jobs must be at least 1")
-    if jobs > 1 and format != "directory":
-        raise BadInput("parallel jobs need --format directory (pg_dump dumps custom format in one job)")
-    if isinstance(compression, CompressionSpec):
-        return compression
-    try:
-        return parse_compression(compression)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
-
-
-OWNER_MAX_LENGTH = 253
-
-
-def _parse_owner(owner: str | None) -> str | None:
-    """An owner label as given (None or blank: the database owns the backup); BadInput when unusable."""
-    if owner is None or not owner.strip():
-        return None
-    owner = owner.strip()
-    if len(owner) > OWNER_MAX_LENGTH or any(ch.isspace() and ch != " " for ch in owner):
-        raise BadInput(
-            f"owner {owner[:40]!r} is not usable; give a label of at most {OWNER_MAX_LENGTH} characters "
-            "on one line, e.g. shop-nightly"
-        )
-    return owner
+# -- wording
 
 
 def database_server(url: str) -> str:
@@ -503,15 +398,6 @@ def lock_wait_exceeded(exc: BaseException, lock_wait: str, what: str) -> BackupF
 def _count_error(exc: BaseException, lock_wait: str) -> BackupFailed:
     what = "counting rows at the dump's snapshot"
     return lock_wait_exceeded(exc, lock_wait, what) or BackupFailed(f"{what} failed: {redact(str(exc))}")
-
-
-def _open_target(to: str | Storage) -> Storage:
-    if not isinstance(to, str):
-        return to
-    try:
-        return open_storage(to)
-    except InvalidLocation as exc:
-        raise BadInput(str(exc)) from exc
 
 
 def _delete_stored(backup: Storage, keys: list[str]) -> None:

@@ -16,7 +16,7 @@ from pgwarden.engine.backup.dump_sink import DumpSink
 from pgwarden.engine.backup.locks import lock_wait_failure
 from pgwarden.engine.backup.streaming import CHUNK
 from pgwarden.engine.pause_points import pause_point as _pause_point
-from pgwarden.engine.postgres.tools import PgTool, collect_stderr, tool_invocation
+from pgwarden.engine.postgres.tools import PgTool, collect_stderr, killed_on_failure, tool_invocation
 from pgwarden.errors import PgwardenError
 from pgwarden.redact import redact
 from pgwarden.storage.manifest import StoredFile
@@ -61,7 +61,7 @@ def dump_custom(
     _widen_pipe(process.stdout)
     reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     paused = False
-    try:
+    with killed_on_failure(process):
         stdout = cast(BufferedReader, process.stdout)
         while chunk := stdout.read1(CHUNK):
             sink.write(chunk)
@@ -69,10 +69,6 @@ def dump_custom(
                 paused = True
                 _pause_point("mid-stream")
         code = process.wait()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
     reader.join(timeout=5)
     if code != 0:
         raise _dump_error(tool, code, errors, lock_wait)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pglast import keywords
@@ -144,103 +145,46 @@ def _columns(snapshot: SchemaSnapshot, shared: set[tuple[str, str]]) -> list[tup
     ]
 
 
-def diff_snapshots(a: SchemaSnapshot, b: SchemaSnapshot) -> list[Difference]:
-    """Every difference between A and B; empty when the schemas are the same.
+@dataclass(frozen=True)
+class _Shared:
+    """The tables (and relations: tables and views, which indexes sit on) both snapshots have."""
 
-    Objects that hang off a table present on one side only (its columns, indexes, constraints, triggers)
-    are not listed separately: the table's own "only in A/B" says it all.
-    """
-    tables_a = {(t.schema_, t.name) for t in a.tables}
-    tables_b = {(t.schema_, t.name) for t in b.tables}
-    shared = tables_a & tables_b
-    views_a = {(v.schema_, v.name) for v in a.views}
-    views_b = {(v.schema_, v.name) for v in b.views}
-    # Indexes may sit on materialized views too.
-    shared_relations = shared | (views_a & views_b)
+    tables: set[tuple[str, str]]
+    relations: set[tuple[str, str]]
 
-    differences: list[Difference] = []
-    differences += _pair("schema", a.schemas, b.schemas, lambda s: (s,), quote_ident, lambda x, y: [])
-    differences += _pair(
-        "extension",
-        a.extensions,
-        b.extensions,
-        lambda e: (e.name,),
-        lambda e: e.name,
-        _compare_fields(("version", "schema_")),
-    )
-    differences += _pair(
-        "type",
-        a.types,
-        b.types,
-        lambda t: (t.schema_, t.name),
-        lambda t: qualified_name(t.schema_, t.name),
-        _compare_fields(("kind", "definition")),
-    )
-    differences += _pair(
-        "table",
-        a.tables,
-        b.tables,
-        lambda t: (t.schema_, t.name),
-        lambda t: qualified_name(t.schema_, t.name),
-        _compare_table,
-    )
-    differences += _pair(
-        "column",
-        _columns(a, shared),
-        _columns(b, shared),
-        lambda c: (c[0], c[1], c[2].name),
-        lambda c: qualified_name(c[0], c[1], c[2].name),
-        lambda x, y: _compare_column(x[2], y[2]),
-    )
-    differences += _pair(
-        "index",
-        [i for i in a.indexes if (i.schema_, i.table) in shared_relations],
-        [i for i in b.indexes if (i.schema_, i.table) in shared_relations],
-        lambda i: (i.schema_, i.name),
-        lambda i: qualified_name(i.schema_, i.name),
-        _compare_fields(("table", "definition", "valid")),
-    )
-    differences += _pair(
-        "constraint",
-        [c for c in a.constraints if (c.schema_, c.table) in shared],
-        [c for c in b.constraints if (c.schema_, c.table) in shared],
-        lambda c: (c.schema_, c.table, c.name),
-        lambda c: qualified_name(c.schema_, c.table, c.name),
-        _compare_fields(("type", "definition")),
-    )
-    differences += _pair(
-        "view",
-        a.views,
-        b.views,
-        lambda v: (v.schema_, v.name),
-        lambda v: qualified_name(v.schema_, v.name),
-        _compare_view,
-    )
-    differences += _pair(
-        "function",
-        a.functions,
-        b.functions,
-        lambda f: (f.schema_, f.name, f.arguments),
-        lambda f: f"{qualified_name(f.schema_, f.name)}({f.arguments})",
-        _compare_function,
-    )
-    differences += _pair(
-        "sequence",
-        a.sequences,
-        b.sequences,
-        lambda s: (s.schema_, s.name),
-        lambda s: qualified_name(s.schema_, s.name),
-        _compare_fields(("type", "start", "increment", "min_value", "max_value", "cache", "cycle")),
-    )
-    differences += _pair(
-        "trigger",
-        [t for t in a.triggers if (t.schema_, t.table) in shared],
-        [t for t in b.triggers if (t.schema_, t.table) in shared],
-        lambda t: (t.schema_, t.table, t.name),
-        lambda t: qualified_name(t.schema_, t.table, t.name),
-        _compare_fields(("definition", "enabled")),
-    )
-    return differences
+    @classmethod
+    def of(cls, a: SchemaSnapshot, b: SchemaSnapshot) -> _Shared:
+        tables = {(t.schema_, t.name) for t in a.tables} & {(t.schema_, t.name) for t in b.tables}
+        views = {(v.schema_, v.name) for v in a.views} & {(v.schema_, v.name) for v in b.views}
+        return cls(tables, tables | views)
+
+
+def _schema_named(item: Any) -> tuple[str, ...]:
+    return (item.schema_, item.name)
+
+
+def _schema_name(item: Any) -> str:
+    return qualified_name(item.schema_, item.name)
+
+
+def _on_table(item: Any) -> tuple[str, ...]:
+    return (item.schema_, item.table, item.name)
+
+
+def _on_table_name(item: Any) -> str:
+    return qualified_name(item.schema_, item.table, item.name)
+
+
+@dataclass(frozen=True)
+class _ObjectKind:
+    """One kind of schema object: which of a snapshot's objects to compare, how they are matched and
+    named, and how two of them differ."""
+
+    kind: str
+    items: Callable[[SchemaSnapshot, _Shared], Iterable[Any]]
+    compare: Callable[[Any, Any], list[str]]
+    key: Callable[[Any], tuple[str, ...]] = _schema_named
+    name: Callable[[Any], str] = _schema_name
 
 
 def _compare_view(a: View, b: View) -> list[str]:
@@ -255,3 +199,70 @@ def _compare_function(a: Function, b: Function) -> list[str]:
     if a.definition_sha256 != b.definition_sha256:
         details.append("definition differs")
     return details
+
+
+# Objects that hang off a table present on one side only (its columns, indexes, constraints, triggers) are
+# not listed separately: the table's own "only in A/B" says it all.
+_OBJECT_KINDS = (
+    _ObjectKind("schema", lambda s, _: s.schemas, lambda x, y: [], key=lambda s: (s,), name=quote_ident),
+    _ObjectKind(
+        "extension",
+        lambda s, _: s.extensions,
+        _compare_fields(("version", "schema_")),
+        key=lambda e: (e.name,),
+        name=lambda e: str(e.name),
+    ),
+    _ObjectKind("type", lambda s, _: s.types, _compare_fields(("kind", "definition"))),
+    _ObjectKind("table", lambda s, _: s.tables, _compare_table),
+    _ObjectKind(
+        "column",
+        lambda s, shared: _columns(s, shared.tables),
+        lambda x, y: _compare_column(x[2], y[2]),
+        key=lambda c: (c[0], c[1], c[2].name),
+        name=lambda c: qualified_name(c[0], c[1], c[2].name),
+    ),
+    _ObjectKind(
+        "index",
+        lambda s, shared: [i for i in s.indexes if (i.schema_, i.table) in shared.relations],
+        _compare_fields(("table", "definition", "valid")),
+    ),
+    _ObjectKind(
+        "constraint",
+        lambda s, shared: [c for c in s.constraints if (c.schema_, c.table) in shared.tables],
+        _compare_fields(("type", "definition")),
+        key=_on_table,
+        name=_on_table_name,
+    ),
+    _ObjectKind("view", lambda s, _: s.views, _compare_view),
+    _ObjectKind(
+        "function",
+        lambda s, _: s.functions,
+        _compare_function,
+        key=lambda f: (f.schema_, f.name, f.arguments),
+        name=lambda f: f"{qualified_name(f.schema_, f.name)}({f.arguments})",
+    ),
+    _ObjectKind(
+        "sequence",
+        lambda s, _: s.sequences,
+        _compare_fields(("type", "start", "increment", "min_value", "max_value", "cache", "cycle")),
+    ),
+    _ObjectKind(
+        "trigger",
+        lambda s, shared: [t for t in s.triggers if (t.schema_, t.table) in shared.tables],
+        _compare_fields(("definition", "enabled")),
+        key=_on_table,
+        name=_on_table_name,
+    ),
+)
+
+
+def diff_snapshots(a: SchemaSnapshot, b: SchemaSnapshot) -> list[Difference]:
+    """Every difference between A and B, kind by kind; empty when the schemas are the same."""
+    shared = _Shared.of(a, b)
+    return [
+        difference
+        for kind in _OBJECT_KINDS
+        for difference in _pair(
+            kind.kind, kind.items(a, shared), kind.items(b, shared), kind.key, kind.name, kind.compare
+        )
+    ]

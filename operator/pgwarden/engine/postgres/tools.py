@@ -11,6 +11,8 @@ import importlib.util
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -128,6 +130,17 @@ def tool_invocation(url: str) -> tuple[list[str], dict[str, str]]:
     if password is not None:
         env["PGPASSWORD"] = str(password)
     return [f"--dbname={conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})}"], env
+
+
+@contextmanager
+def killed_on_failure(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever stops the caller while a client tool runs (an error, SIGTERM) stops the tool first."""
+    try:
+        yield
+    except BaseException:  # SIGTERM too: the tool must not outlive the run that started it
+        process.kill()
+        process.wait()
+        raise
 
 
 def collect_stderr(stream: IO[bytes], sink: list[bytes]) -> None:

@@ -27,7 +27,7 @@ from pgwarden.api.reports import ErrorInfo, Outcome, RestoredTable, RestoreOnly,
 from pgwarden.engine.backup.locks import lock_wait_ms
 from pgwarden.engine.backup.stored_dump import Identities, RestoreFailed, check_can_open, download_verified
 from pgwarden.engine.backup.streaming import Push
-from pgwarden.engine.postgres.connect import connect, describe, resolve_url
+from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url
 from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.schema_diff import qualified_name
@@ -41,8 +41,6 @@ from pgwarden.engine.postgres.tools import (
 )
 from pgwarden.engine.restore import renaming
 from pgwarden.engine.restore.restore import (
-    _dbname,
-    _open_source,
     _restore_options,
     compare_counts,
     restore_tool,
@@ -61,7 +59,7 @@ from pgwarden.engine.restore.selection import (
 )
 from pgwarden.errors import BadInput
 from pgwarden.redact import redact, register_environment
-from pgwarden.storage import BackupManifest, ObjectNotFound, Storage, StorageError, locate_backup
+from pgwarden.storage import BackupManifest, ObjectNotFound, Storage, StorageError, locate_backup, open_given
 from pgwarden.storage.manifest import backup_info
 
 PARTIAL_MARK = "_pgw_partial_"  # <database>_pgw_partial_<random>: the scratch database, swept if abandoned
@@ -175,7 +173,7 @@ def restore_selected(
 
 def _locate(source: str | Storage, backup_id: str | None) -> tuple[Storage, BackupManifest]:
     try:
-        return locate_backup(_open_source(source), backup_id)
+        return locate_backup(open_given(source), backup_id)
     except ObjectNotFound as exc:
         raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
     except StorageError as exc:
@@ -239,14 +237,14 @@ def _through_scratch(
     listing = tmp / "selected.list"
     listing.write_text(plan.listing())
     fmt = "directory" if manifest.format == "directory" else "custom"
-    name = derived_name(_dbname(url), f"{PARTIAL_MARK}{secrets.token_hex(3)}")
+    name = derived_name(database_name(url), f"{PARTIAL_MARK}{secrets.token_hex(3)}")
     with scratch_database(url, name, say=say) as scratch_url:
         say(f"restoring {len(plan.entries)} archive entries into the scratch database {name}")
         options_list = ["--exit-on-error", "--no-password", "--single-transaction", f"--use-list={listing}"]
         run_pg_restore(tool, scratch_url, [f"--format={fmt}", *options_list], source=local, feed=None)
         placement = renaming.place(scratch_url, plan.tables, options.selection.schemas, options.suffix)
         _refuse_taken(url, placement, options.clean)
-        terminated = terminate_connections(url, _dbname(url)) if options.terminate else None
+        terminated = terminate_connections(url, database_name(url)) if options.terminate else None
         say(f"moving {len(placement.tables)} table(s) into {describe(url)} in one transaction")
         _move(scratch_url, url, placement, options)
     return placement, terminated

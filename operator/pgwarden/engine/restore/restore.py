@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import subprocess
 import tempfile
@@ -37,7 +36,7 @@ from pgwarden.engine.backup.stored_dump import (
     stream_object,
 )
 from pgwarden.engine.backup.streaming import Push
-from pgwarden.engine.postgres.connect import connect, describe, resolve_url, with_database
+from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url, with_database
 from pgwarden.engine.postgres.counts import (
     BACKGROUND_COUNT_CONCURRENCY,
     analyze_tables,
@@ -47,7 +46,14 @@ from pgwarden.engine.postgres.counts import (
 from pgwarden.engine.postgres.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.postgres.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
-from pgwarden.engine.postgres.tools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
+from pgwarden.engine.postgres.tools import (
+    PgTool,
+    collect_stderr,
+    find_tool,
+    killed_on_failure,
+    major_of,
+    tool_invocation,
+)
 from pgwarden.engine.restore.locks import LockWatch, lock_wait_message
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.redact import redact, register_environment
@@ -57,9 +63,8 @@ from pgwarden.storage import (
     Storage,
     StorageError,
     locate_backup,
-    open_storage,
+    open_given,
 )
-from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import backup_info
 from pgwarden.threads import start_helper
 
@@ -138,20 +143,15 @@ def run_pg_restore(
     )
     assert process.stderr is not None
     reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
-    try:
-        with LockWatch(url, lock_wait, process.kill) as watch:
-            if feed is not None and process.stdin is not None:
-                stdin = process.stdin
-                try:
-                    feed(stdin.write)  # pg_restore stopping early: its exit status and stderr say why
-                finally:
-                    with contextlib.suppress(BrokenPipeError):
-                        stdin.close()
-            code = process.wait()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
+    with killed_on_failure(process), LockWatch(url, lock_wait, process.kill) as watch:
+        if feed is not None and process.stdin is not None:
+            stdin = process.stdin
+            try:
+                feed(stdin.write)  # pg_restore stopping early: its exit status and stderr say why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+        code = process.wait()
     reader.join(timeout=5)
     if watch.found is not None:
         single = "--single-transaction" in options
@@ -275,18 +275,6 @@ def restored_state(url: str, row_counts: RestoreRowCounts = "exact") -> tuple[Ma
 # -- the command
 
 
-def _dbname(url: str) -> str:
-    from psycopg import conninfo
-
-    params = conninfo.conninfo_to_dict(url) if url else {}
-    name = (
-        params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or os.environ.get("PGUSER")
-    )
-    if not name:
-        raise BadInput("the target database has no name; put it in DATABASE_URL (…/dbname)")
-    return str(name)
-
-
 def _maintenance_url(url: str) -> str:
     return with_database(url, "postgres")
 
@@ -337,15 +325,6 @@ def put_in_place(url: str, restored: str, dbname: str) -> None:
             ) from exc
 
 
-def _open_source(source: str | Storage) -> Storage:
-    if not isinstance(source, str):
-        return source
-    try:
-        return open_storage(source)
-    except InvalidLocation as exc:
-        raise BadInput(str(exc)) from exc
-
-
 def restore_backup(
     database_url: str | None,
     source: str | Storage,
@@ -374,14 +353,14 @@ def restore_backup(
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
     lock_wait_ms(lock_wait_timeout)  # BadInput before anything is touched
-    storage = _open_source(source)
+    storage = open_given(source)
     try:
         backup, manifest = locate_backup(storage, backup_id)
     except ObjectNotFound as exc:
         raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
         raise RestoreFailed(str(exc)) from exc
-    dbname = _dbname(url)
+    dbname = database_name(url)
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
 

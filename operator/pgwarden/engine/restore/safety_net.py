@@ -22,7 +22,8 @@ import psycopg
 
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
-from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.backup.stored_dump import download_verified
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres import databases

@@ -8,7 +8,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from pgwarden.api.reports import RestoreComparison
-from pgwarden.engine.backup.backup import Progress
+from pgwarden.engine.backup.options import Progress
 from pgwarden.engine.backup.stored_dump import Identities
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.engine.postgres.scratch import VERIFY_PREFIX, scratch_database
