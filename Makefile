@@ -31,9 +31,11 @@ SCALE_ARGS ?=
 BACKUP_ARGS ?=
 RESTORE_ARGS ?=
 REHEARSAL_ARGS ?=
+SCRAPE_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
+	$(BIN)/python bench/metrics_scrape.py $(SCRAPE_ARGS)
 	$(BIN)/python bench/backup_throughput.py $(BACKUP_ARGS)
 	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
 	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)

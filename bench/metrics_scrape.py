@@ -15,6 +15,7 @@ import statistics
 import time
 from datetime import UTC, datetime
 
+import machine
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pgwarden.api.backup import DatabaseBackupStatus
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("-n", "--resources", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
+    print(machine.describe())
     loaded, empty = registry_with(args.resources), registry_with(0)
     with_resources = scrape_seconds(loaded, args.repeat)
     without = scrape_seconds(empty, args.repeat)
@@ -73,6 +75,7 @@ def main() -> None:
     print(f"scrape without them     {without * 1000:.3f} ms")
     print(f"per resource            {(with_resources - without) / max(args.resources, 1) * 1e6:.1f} us")
     print(f"ratio with / without    {with_resources / max(without, 1e-9):.0f}x")
+    print(machine.describe())
 
 
 if __name__ == "__main__":

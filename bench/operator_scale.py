@@ -1,201 +1,72 @@
-"""Benchmark: how the operator keeps up with many resources on the local control plane (issues 10 and 21).
+"""Benchmark: how the operator keeps up with many resources on the local control plane (issues 10, 21, 22).
 
 Applies N scheduled DatabaseBackups and M one-time DatabaseMigrations in a fresh namespace, none of which
-does database work (the Secrets they name do not exist: backups only get their CronJob, migrations fail at
-once), and measures what a platform team feels:
+does database work (the Secrets they name do not exist: backups only get their CronJob, migrations' Jobs
+run and end), and measures what a platform team feels, each beside a baseline measured in the same run:
 
-- time to converge: from `kubectl apply` until every backup shows a CronJob and phase Scheduled (when the
-  last one turned Ready, from its condition, so the bench's own polling is not counted), and until
-  every migration also shows a final phase (its Job's pod has to start and fail, so that part measures the
-  node as much as the operator);
-- idle CPU over --idle-seconds (default 60), from /proc/<pid>/stat, of the operator, kube-apiserver and etcd
-  (beside a baseline of the same control plane before the operator started), and the operator's RSS;
-- time to delete: from `kubectl delete` until the resources and their CronJobs are gone.
+- apply to Ready: from the apply until every backup is Scheduled with its CronJob and every migration has
+  a final phase (seen by a watch, not by listing thousands of objects), beside the same apply of N + M
+  ConfigMaps, which no operator acts on: the API server's own floor;
+- idle CPU over --idle-seconds (default 60), from /proc/<pid>/stat, of the operator, kube-apiserver and etcd,
+  beside the same control plane before the operator started; and the operator's RSS;
+- delete to gone: from one DELETE of each collection until the resources and everything they own (CronJobs,
+  Jobs, Pods) are gone, beside the same delete of the ConfigMaps; with kube-controller-manager's garbage
+  collector's queue and its client-side throttling over that time, from its own /metrics.
+
+With --kwok the migrations' Pods run on kwok's fake nodes (hack/build-kwok.sh), which run every Job's Pod to
+completion without a container: the way to 10,000 resources and their Jobs on one small machine.
 
     .venv/bin/python bench/operator_scale.py                      # 300 backups, 30 migrations
-    .venv/bin/python bench/operator_scale.py -n 1000 --migrations 100 --workers 8 --json
+    .venv/bin/python bench/operator_scale.py -n 1000 --migrations 100
+    .venv/bin/python bench/operator_scale.py -n 10000 --migrations 1000 --kwok
 
 With --set, one DatabaseMigrationSet over --targets Secrets (default 300) instead, rolled out canary first
-then --max-parallel at once. Its Jobs' Pods never start (a node selector no node has); the bench completes
-each Job through its status subresource --job-seconds after it was created, as kwok's fake nodes would, so
-what is measured is the operator: the time until every child DatabaseMigration exists, the time from the last
-Job done until the set is Complete, and the operator's idle CPU and RSS with the set and its children:
+then --max-parallel at once, its Jobs run by kwok's fake nodes: the time until every child DatabaseMigration
+exists, the time from the last Job done until the set is Complete, and the operator's idle CPU and RSS:
 
-    .venv/bin/python bench/operator_scale.py --set                # 300 targets, 25 at once
     .venv/bin/python bench/operator_scale.py --set --targets 1000 --max-parallel 50
 
-Starts the control plane with hack/cluster-up.sh when it is not up (and stops it afterwards unless
---keep-cluster), sharing it with cluster test runs the way tests/cluster/conftest.py does.
+Every run prints the machine's core count and load before and after. Starts the control plane with
+hack/cluster-up.sh when it is not up (and stops it afterwards unless --keep-cluster), sharing it with
+cluster test runs the way tests/cluster/conftest.py does.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
-import os
 import secrets
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import kubernetes
+import kwok
+import machine
+from scale_support import (
+    KUBECONFIG,
+    LOCAL,
+    REPO,
+    Api,
+    Kubectl,
+    Obj,
+    PhaseWatch,
+    component_pid,
+    control_plane,
+    cpu_percent,
+    kcm_metrics,
+    rss_mib,
+    stamp,
+    start_operator,
+    stop,
+    wait_until,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-LOCAL = REPO / ".local"
-KUBECONFIG = LOCAL / "kubeconfig"
-CLUSTER_DIR = LOCAL / "cluster"
-LOCK_FILE = LOCAL / "cluster-tests.lock"
-USERS_FILE = LOCAL / "cluster-tests.json"
-PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-Obj = dict[str, Any]
-
-
-# -- the control plane ---------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    LOCAL.mkdir(parents=True, exist_ok=True)
-    with LOCK_FILE.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _users() -> Obj:
-    try:
-        state = dict(json.loads(USERS_FILE.read_text()))
-    except (OSError, ValueError):
-        return {"owned": False, "users": []}
-    state["users"] = [pid for pid in state.get("users", []) if _alive(pid)]
-    return state
-
-
-@dataclass(frozen=True)
-class ControlPlane:
-    """What the bench needs of the running cluster: kubectl, and the pgwarden image its node holds."""
-
-    kubectl: Path
-    image: str
-
-
-def loaded_image(cluster_up_stdout: str) -> str:
-    """The image hack/cluster-up.sh loaded onto the node (its `image <ref>` line): the only one a Job's Pod
-    can start from there (the node pulls nothing)."""
-    for line in cluster_up_stdout.splitlines():
-        if line.startswith("image "):
-            return line.split()[1]
-    raise SystemExit("hack/cluster-up.sh printed no `image <ref>` line; pass --job-image")
-
-
-@contextlib.contextmanager
-def control_plane(keep: bool) -> Iterator[ControlPlane]:
-    """The local control plane (started when down), with the image its node holds. Joins the cluster tests'
-    users file, so neither stops the cluster while the other still uses it."""
-    with _locked():
-        state = _users()
-        up = subprocess.run(
-            [str(REPO / "hack" / "cluster-up.sh")], capture_output=True, text=True, cwd=REPO, check=False
-        )
-        if up.returncode != 0:
-            raise SystemExit(f"hack/cluster-up.sh failed:\n{up.stdout}{up.stderr[-3000:]}")
-        if "cluster ready in" in up.stdout:
-            state = {"owned": not keep, "users": [], "owner": os.getpid()}
-        state["users"].append(os.getpid())
-        USERS_FILE.write_text(json.dumps(state))
-    image = loaded_image(up.stdout)
-    bin_dir = subprocess.run(
-        [str(REPO / "hack" / "build-k8s.sh")], capture_output=True, text=True, check=True
-    ).stdout.split()[-1]
-    try:
-        yield ControlPlane(Path(bin_dir) / "kubectl", image)
-    finally:
-        with _locked():
-            state = _users()
-            state["users"] = [pid for pid in state["users"] if pid != os.getpid()]
-            if not state["users"] and state.get("owned"):
-                subprocess.run([str(REPO / "hack" / "cluster-down.sh")], capture_output=True, check=False)
-                USERS_FILE.unlink(missing_ok=True)
-            else:
-                USERS_FILE.write_text(json.dumps(state))
-
-
-@dataclass
-class Kubectl:
-    path: Path
-
-    def __call__(self, *args: str, input: str | None = None, timeout: float = 600) -> str:
-        result = subprocess.run(
-            [str(self.path), "--kubeconfig", str(KUBECONFIG), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-        return result.stdout
-
-    def items(self, kind: str, namespace: str) -> list[Obj]:
-        return list(json.loads(self("get", kind, "-n", namespace, "-o", "json"))["items"])
-
-
-# -- measuring ---------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def component_pid(name: str) -> int:
-    return int((CLUSTER_DIR / f"{name}.pid").read_text().strip())
-
-
-def cpu_percent(pids: dict[str, int], seconds: float) -> dict[str, float]:
-    """Each process's CPU over `seconds` of wall time, in % of one core."""
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    time.sleep(seconds)
-    return {name: round(100 * (cpu_seconds(pid) - before[name]) / seconds, 1) for name, pid in pids.items()}
-
-
-def wait_until(what: str, done: Callable[[], bool], timeout: float, interval: float = 2.0) -> float:
-    """Seconds until `done()`; SystemExit naming `what` after `timeout`."""
-    started = time.monotonic()
-    while not done():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-    return round(time.monotonic() - started, 1)
-
+FINAL = frozenset({"Succeeded", "Failed", "RolledBack", "Cancelled"})
+OWNED = ("cronjobs", "jobs", "pods")
 
 # -- the resources -------------------------------------------------------------------------------
 
@@ -214,59 +85,53 @@ def backup(name: str) -> Obj:
     }
 
 
-def migration(name: str) -> Obj:
+def migration(name: str, on_kwok: bool) -> Obj:
+    spec: Obj = {
+        "database": {"secretRef": {"name": "no-such-db"}},
+        "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
+    }
+    if on_kwok:
+        spec["jobTemplate"] = kwok.job_template()
     return {
         "apiVersion": "pgwarden.io/v1alpha1",
         "kind": "DatabaseMigration",
         "metadata": {"name": name},
-        "spec": {
-            "database": {"secretRef": {"name": "no-such-db"}},
-            "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
-        },
+        "spec": spec,
     }
 
 
-def backups_converged(kubectl: Kubectl, namespace: str, backups: int) -> Callable[[], bool]:
-    """Every backup Scheduled, with its CronJob."""
-
-    def check() -> bool:
-        items = kubectl.items("databasebackups", namespace)
-        scheduled = [b for b in items if (b.get("status") or {}).get("phase") == "Scheduled"]
-        return len(scheduled) >= backups and len(kubectl.items("cronjobs", namespace)) >= backups
-
-    return check
+def config_map(name: str) -> Obj:
+    """The baseline's object: about the size of a DatabaseBackup, and nothing acts on it."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"x": "y" * 300}}
 
 
-def last_ready(kubectl: Kubectl, namespace: str) -> float:
-    """When the last backup turned Ready (its condition's lastTransitionTime, to the second, rounded up): the
-    moment the operator converged, without the seconds the bench's own polling of 600 objects takes."""
-    times = [
-        datetime.fromisoformat(str(c["lastTransitionTime"]).replace("Z", "+00:00")).timestamp() + 1
-        for b in kubectl.items("databasebackups", namespace)
-        for c in (b.get("status") or {}).get("conditions") or []
-        if c.get("type") == "Ready" and c.get("status") == "True"
-    ]
-    return max(times)
+def apply(kubectl: Kubectl, items: list[Obj], parallel: int) -> float:
+    """Seconds to server-side apply `items`, in `parallel` kubectl processes (one PATCH per object each):
+    how a GitOps tool or a script applies a fleet; one kubectl alone is the floor of everything after."""
+    chunks = [items[index::parallel] for index in range(parallel)]
+    started = time.monotonic()
 
-
-def migrations_converged(kubectl: Kubectl, namespace: str, migrations: int) -> Callable[[], bool]:
-    """Every migration in a final phase (their Jobs run: pods start and fail on the missing Secret)."""
-    final = ("Succeeded", "Failed", "RolledBack", "Cancelled")
-
-    def check() -> bool:
-        items = kubectl.items("databasemigrations", namespace)
-        return len([m for m in items if (m.get("status") or {}).get("phase") in final]) >= migrations
-
-    return check
-
-
-def gone(kubectl: Kubectl, namespace: str) -> Callable[[], bool]:
-    def check() -> bool:
-        return not any(
-            kubectl.items(kind, namespace) for kind in ("databasebackups", "databasemigrations", "cronjobs")
+    def one(chunk: list[Obj]) -> str:
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk})
+        return kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=pgwarden-bench",
+            "-f",
+            "-",
+            input=manifest,
+            timeout=1800,
         )
 
-    return check
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, [chunk for chunk in chunks if chunk]))
+    return round(time.monotonic() - started, 1)
+
+
+def with_namespace(items: list[Obj], namespace: str) -> list[Obj]:
+    for item in items:
+        item["metadata"]["namespace"] = namespace
+    return items
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -277,56 +142,124 @@ class Result:
     backups: int
     migrations: int
     workers: int
-    converge_seconds: float = 0.0
-    backups_converge_seconds: float = 0.0
-    backups_seen_seconds: float = 0.0  # when the bench's polling (kubectl get of 600 objects) saw it
-    apply_seconds: float = 0.0  # kubectl apply itself: the floor of converging, whatever the operator does
-    delete_seconds: float = 0.0
+    kwok: bool
+    apply_parallel: int
+    machine_before: str = ""
+    machine_after: str = ""
+    apply_seconds: float = 0.0  # the apply itself: every resource created
+    baseline_apply_seconds: float = 0.0  # the same count of ConfigMaps, applied the same way
+    backups_ready_seconds: float = 0.0  # apply -> the last backup Ready (its condition, whole seconds)
+    converge_seconds: float = 0.0  # apply -> every backup Scheduled and every migration final (watched)
     idle_seconds: float = 0.0
     idle_cpu_percent: dict[str, float] = field(default_factory=dict)
     baseline_cpu_percent: dict[str, float] = field(default_factory=dict)
     operator_rss_mib: float = 0.0
+    delete_seconds: float = 0.0  # DELETE of the collections -> they and all they own gone
+    baseline_delete_seconds: float = 0.0  # the same DELETE of the ConfigMaps -> gone
+    gone_after_seconds: dict[str, float] = field(default_factory=dict)  # each kind, since the DELETE
+    collector: dict[str, float] = field(default_factory=dict)  # kube-controller-manager over the delete
 
 
-def start_operator(namespace: str, workers: int, job_image: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "KUBE"))}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                PGWARDEN,
-                "operator",
-                "--namespace",
-                namespace,
-                "--kubeconfig",
-                str(KUBECONFIG),
-                "--job-image",
-                job_image,
-                "--liveness-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--workers",
-                str(workers),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+def baseline(args: argparse.Namespace, kubectl: Kubectl, api: Api, namespace: str, result: Result) -> None:
+    """The API server's own floor, in this run: apply and delete as many ConfigMaps the same ways."""
+    count = args.n + args.migrations
+    items = with_namespace([config_map(f"c{i:05d}") for i in range(count)], namespace)
+    result.baseline_apply_seconds = apply(kubectl, items, args.apply_parallel)
+    started = time.monotonic()
+    api.delete_all("configmaps", namespace)
+    # kube-root-ca.crt comes back at once: the root CA's publisher makes it in every namespace.
+    wait_until("the ConfigMaps gone", lambda: api.count("configmaps", namespace) <= 1, args.timeout, 0.5)
+    result.baseline_delete_seconds = round(time.monotonic() - started, 1)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def converge(args: argparse.Namespace, kubectl: Kubectl, api: Api, namespace: str, result: Result) -> None:
+    backups, migrations = (
+        PhaseWatch(api, "databasebackups", namespace),
+        PhaseWatch(api, "databasemigrations", namespace),
+    )
+    backups.expect(frozenset({"Scheduled"}))
+    migrations.expect(FINAL)
+    backups.start()
+    migrations.start()
+    items = [backup(f"b{i:05d}") for i in range(args.n)]
+    items += [migration(f"m{i:05d}", args.kwok) for i in range(args.migrations)]
+    wall, started = time.time(), time.monotonic()
+    result.apply_seconds = apply(kubectl, with_namespace(items, namespace), args.apply_parallel)
+    wait_until("every backup Scheduled", lambda: backups.done(args.n), args.timeout, 0.5)
+    wait_until("every migration final", lambda: migrations.done(args.migrations), args.timeout, 0.5)
+    last = max(backups.last(), migrations.last() if args.migrations else 0.0)
+    result.converge_seconds = round(last - started, 1)
+    backups.stopped.set()
+    migrations.stopped.set()
+    ready = [
+        stamp(str(c["lastTransitionTime"])) + 1
+        for b in api.list("databasebackups", namespace)
+        for c in (b.get("status") or {}).get("conditions") or []
+        if c.get("type") == "Ready" and c.get("status") == "True"
+    ]
+    result.backups_ready_seconds = round(max(ready) - wall, 1)
+    cronjobs = api.count("cronjobs", namespace)
+    if cronjobs < args.n:
+        raise SystemExit(f"{args.n} backups Scheduled but only {cronjobs} CronJobs")
+
+
+def delete(args: argparse.Namespace, api: Api, namespace: str, result: Result) -> None:
+    """DELETE each collection, then wait until the resources and what they own are gone."""
+    before = kcm_metrics()
+    started = time.monotonic()
+    for kind in ("databasebackups", "databasemigrations"):
+        api.delete_all(kind, namespace)
+    gone: dict[str, float] = {}
+    kinds = ("databasebackups", "databasemigrations", *OWNED)
+
+    def check() -> bool:
+        for kind in kinds:
+            if kind not in gone and api.count(kind, namespace) == 0:
+                gone[kind] = round(time.monotonic() - started, 1)
+        return len(gone) == len(kinds)
+
+    wait_until("deletion", check, args.timeout, 0.5)
+    result.delete_seconds = max(gone.values())
+    result.gone_after_seconds = gone
+    after = kcm_metrics()
+    result.collector = {
+        "attempt_to_delete": after.get("gc_attempt_to_delete", 0) - before.get("gc_attempt_to_delete", 0),
+        "throttled_seconds": round(after["throttled_seconds"] - before["throttled_seconds"], 1),
+        "requests": after["requests"] - before["requests"],
+    }
 
 
 def run(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> Result:
-    result = Result(backups=args.n, migrations=args.migrations, workers=args.workers)
+    result = Result(args.n, args.migrations, args.workers, args.kwok, args.apply_parallel, machine.describe())
+    api = Api()
+    namespace = new_namespace(kubectl)
+    plane = {name: component_pid(name) for name in ("kube-apiserver", "etcd")}
+    say = sayer(args)
+    say(f"namespace {namespace}; baseline: {args.n + args.migrations} ConfigMaps applied and deleted")
+    baseline(args, kubectl, api, namespace, result)
+    say(f"baseline CPU of the control plane over {args.baseline_seconds:g}s")
+    result.baseline_cpu_percent = cpu_percent(plane, args.baseline_seconds) if args.baseline_seconds else {}
+    operator = start_operator(namespace, args.workers, job_image, LOCAL / f"{namespace}-operator.log")
+    try:
+        time.sleep(3)  # kopf's start-up (login, watches) is not what is measured
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited; log: {LOCAL / f'{namespace}-operator.log'}")
+        say(f"applying {args.n} scheduled DatabaseBackups and {args.migrations} DatabaseMigrations")
+        converge(args, kubectl, api, namespace, result)
+        say(f"converged in {result.converge_seconds}s; idle CPU over {args.idle_seconds:g}s")
+        result.idle_seconds = args.idle_seconds
+        result.idle_cpu_percent = cpu_percent({"operator": operator.pid, **plane}, args.idle_seconds)
+        result.operator_rss_mib = round(rss_mib(operator.pid), 1)
+        say("deleting")
+        delete(args, api, namespace, result)
+    finally:
+        stop(operator)
+        kubectl("delete", "namespace", namespace, "--wait=false")
+    result.machine_after = machine.describe()
+    return result
+
+
+def new_namespace(kubectl: Kubectl) -> str:
     kubectl(
         "apply",
         "--server-side",
@@ -337,66 +270,57 @@ def run(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> Result:
     )
     namespace = f"bench-{secrets.token_hex(3)}"
     kubectl("create", "namespace", namespace)
-    log = LOCAL / f"{namespace}-operator.log"
-    plane = {name: component_pid(name) for name in ("kube-apiserver", "etcd")}
+    return namespace
 
+
+def sayer(args: argparse.Namespace) -> Callable[[str], None]:
     def say(text: str) -> None:
         if not args.json:
             print(text, file=sys.stderr, flush=True)
 
-    say(f"namespace {namespace}; baseline CPU of the control plane over {args.baseline_seconds:g}s")
-    result.baseline_cpu_percent = cpu_percent(plane, args.baseline_seconds) if args.baseline_seconds else {}
-    say(f"Jobs run {job_image}")
-    operator = start_operator(namespace, args.workers, job_image, log)
-    try:
-        time.sleep(3)  # kopf's start-up (login, watches) is not what is measured
-        if operator.poll() is not None:
-            raise SystemExit(f"the operator exited; log: {log}")
-        items = [backup(f"b{i:04d}") for i in range(args.n)] + [
-            migration(f"m{i:04d}") for i in range(args.migrations)
-        ]
-        for item in items:
-            item["metadata"]["namespace"] = namespace
-        say(f"applying {args.n} scheduled DatabaseBackups and {args.migrations} DatabaseMigrations")
-        started, wall = time.monotonic(), time.time()
-        kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-        result.apply_seconds = round(time.monotonic() - started, 1)
-        wait_until("the backups", backups_converged(kubectl, namespace, args.n), args.timeout)
-        result.backups_seen_seconds = round(time.monotonic() - started, 1)
-        result.backups_converge_seconds = round(last_ready(kubectl, namespace) - wall, 1)
-        wait_until("the migrations", migrations_converged(kubectl, namespace, args.migrations), args.timeout)
-        result.converge_seconds = round(time.monotonic() - started, 1)
-        say(f"converged in {result.converge_seconds}s; idle CPU over {args.idle_seconds:g}s")
-        result.idle_seconds = args.idle_seconds
-        result.idle_cpu_percent = cpu_percent({"operator": operator.pid, **plane}, args.idle_seconds)
-        result.operator_rss_mib = round(rss_mib(operator.pid), 1)
-        say("deleting")
-        started = time.monotonic()
-        kubectl("delete", "databasebackups,databasemigrations", "--all", "-n", namespace, "--wait=false")
-        wait_until("deletion", gone(kubectl, namespace), args.timeout)
-        result.delete_seconds = round(time.monotonic() - started, 1)
-    finally:
-        stop(operator)
-        kubectl("delete", "namespace", namespace, "--wait=false")
-    return result
+    return say
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:5.1f}x" if base > 0 else "    -"
+
+
+def cpu_lines(idle: dict[str, float], base: dict[str, float], seconds: float) -> list[str]:
+    lines = [f"  idle CPU over {seconds:g} s, % of a core        now  baseline  above it"]
+    for name in ("operator", "kube-apiserver", "etcd"):
+        if name in base:
+            lines.append(
+                f"    {name:<34}{idle.get(name, 0.0):6.1f}  {base[name]:8.1f}  {idle.get(name, 0.0) - base[name]:+8.1f}"
+            )
+        else:
+            lines.append(f"    {name:<34}{idle.get(name, 0.0):6.1f}")
+    return lines
 
 
 def report(result: Result) -> str:
-    idle, base = result.idle_cpu_percent, result.baseline_cpu_percent
+    gone = ", ".join(f"{kind} {seconds:g}" for kind, seconds in result.gone_after_seconds.items())
+    collector = result.collector
     lines = [
-        f"operator scale: {result.backups} scheduled DatabaseBackups, {result.migrations} DatabaseMigrations, "
-        f"{result.workers} workers",
-        f"  kubectl apply itself        {result.apply_seconds:8.1f} s  (all resources created)",
-        f"  time to converge: backups   {result.backups_converge_seconds:8.1f} s  (CronJob and Scheduled, from "
-        f"status; the polling saw it at {result.backups_seen_seconds:.1f} s)",
-        f"  time to converge: all       {result.converge_seconds:8.1f} s  (migrations' Jobs run and fail)",
-        f"  time to delete              {result.delete_seconds:8.1f} s",
-        f"  idle CPU over {result.idle_seconds:g} s (% of a core; baseline without operator)",
+        f"operator scale: {result.backups} scheduled DatabaseBackups, {result.migrations} DatabaseMigrations"
+        f"{' (Jobs on kwok)' if result.kwok else ''}, {result.workers} workers; apply in {result.apply_parallel}",
+        f"  {result.machine_before}",
+        "                                       seconds  baseline  ratio",
+        f"  apply itself                        {result.apply_seconds:8.1f}  {result.baseline_apply_seconds:8.1f}  "
+        f"{ratio(result.apply_seconds, result.baseline_apply_seconds)}  (baseline: as many ConfigMaps)",
+        f"  apply to Ready: backups             {result.backups_ready_seconds:8.1f}  {result.baseline_apply_seconds:8.1f}  "
+        f"{ratio(result.backups_ready_seconds, result.baseline_apply_seconds)}  (the last Ready condition)",
+        f"  apply to converged: all             {result.converge_seconds:8.1f}  {result.baseline_apply_seconds:8.1f}  "
+        f"{ratio(result.converge_seconds, result.baseline_apply_seconds)}  (every backup Scheduled, migration final)",
+        f"  delete to gone                      {result.delete_seconds:8.1f}  {result.baseline_delete_seconds:8.1f}  "
+        f"{ratio(result.delete_seconds, result.baseline_delete_seconds)}  (baseline: the ConfigMaps)",
+        f"    gone after: {gone}",
+        f"    kube-controller-manager meanwhile: {collector.get('attempt_to_delete', 0):.0f} garbage collector "
+        f"looks, {collector.get('requests', 0):.0f} requests, {collector.get('throttled_seconds', 0):g} s "
+        "waiting on its client-side rate limit",
+        *cpu_lines(result.idle_cpu_percent, result.baseline_cpu_percent, result.idle_seconds),
+        f"  operator RSS                        {result.operator_rss_mib:8.1f} MiB",
+        f"  {result.machine_after}",
     ]
-    for name in ("operator", "kube-apiserver", "etcd"):
-        baseline = f"  (baseline {base[name]:.1f})" if name in base else ""
-        lines.append(f"    {name:<26}{idle.get(name, 0.0):8.1f}{baseline}")
-    lines.append(f"  operator RSS                {result.operator_rss_mib:8.1f} MiB")
     return "\n".join(lines)
 
 
@@ -404,9 +328,6 @@ def report(result: Result) -> str:
 
 SET_NAME = "fleet"
 TENANT_LABEL = "pgwarden.io/bench-tenant"
-# The set's Jobs get a node selector no node has: their Pods stay Pending, and the bench completes each Job
-# through its status subresource, as kwok's fake nodes would. What is measured is the operator, not the node.
-NOWHERE = {"pgwarden.io/bench": "nowhere"}
 
 
 def tenant_secret(index: int) -> Obj:
@@ -428,52 +349,10 @@ def migration_set(max_parallel: int) -> Obj:
             "rollout": {"canary": 1, "maxParallel": max_parallel, "maxFailures": 1},
             "template": {
                 "migrations": {"inline": [{"name": "0001_t.sql", "sql": "CREATE TABLE t (id int);"}]},
-                "jobTemplate": {"nodeSelector": NOWHERE},
+                "jobTemplate": kwok.job_template(),
             },
         },
     }
-
-
-def stamp(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-class JobCompleter(threading.Thread):
-    """Marks each Job of a namespace Complete (SuccessCriteriaMet, then Complete, as the Job controller writes
-    them) once it has existed `seconds`: a fake node whose Pods all succeed."""
-
-    def __init__(self, namespace: str, seconds: float) -> None:
-        super().__init__(name="job-completer", daemon=True)
-        self.namespace, self.seconds = namespace, seconds
-        self.done: dict[str, float] = {}  # Job -> when it was completed (Unix time)
-        self.stopped = threading.Event()
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=configuration)
-        self.batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(configuration))
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.5):
-            # The JSON as sent: the client's models take seconds to build for hundreds of Jobs.
-            answer = self.batch.list_namespaced_job(self.namespace, _preload_content=False)
-            for job in json.loads(answer.data)["items"]:
-                name, created = job["metadata"]["name"], stamp(job["metadata"]["creationTimestamp"])
-                # A finished Job needs the startTime the Job controller sets once it made the Pod.
-                started = bool((job.get("status") or {}).get("startTime"))
-                if name not in self.done and started and time.time() - created >= self.seconds:
-                    try:
-                        self.complete(name)
-                    except kubernetes.client.ApiException as error:  # the controller wrote it meanwhile
-                        print(f"job-completer: {name}: {error.reason}", file=sys.stderr)
-
-    def complete(self, name: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions = [
-            {"type": kind, "status": "True", "lastTransitionTime": now, "lastProbeTime": now}
-            for kind in ("SuccessCriteriaMet", "Complete")
-        ]
-        status = {"completionTime": now, "succeeded": 1, "active": 0, "ready": 0, "conditions": conditions}
-        self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status})
-        self.done[name] = time.time()
 
 
 @dataclass
@@ -481,11 +360,14 @@ class SetResult:
     targets: int
     max_parallel: int
     workers: int
-    job_seconds: float
+    machine_before: str = ""
+    machine_after: str = ""
+    baseline_apply_seconds: float = 0.0  # as many ConfigMaps applied: the API server's floor for the children
     children_seconds: float = 0.0  # set created -> last child created (their creationTimestamps)
-    children_seen_seconds: float = 0.0  # when the bench's polling saw them all
     complete_seconds: float = 0.0  # set created -> Complete (its condition)
-    complete_after_jobs_seconds: float = 0.0  # the last Job completed -> the set Complete
+    complete_after_jobs_seconds: float = (
+        0.0  # the last Job completed (its completionTime) -> the set Complete
+    )
     idle_seconds: float = 0.0
     idle_cpu_percent: dict[str, float] = field(default_factory=dict)
     baseline_cpu_percent: dict[str, float] = field(default_factory=dict)
@@ -498,124 +380,93 @@ def set_status(kubectl: Kubectl, namespace: str) -> Obj:
     )
 
 
-def count(kubectl: Kubectl, kind: str, namespace: str) -> int:
-    return len(kubectl("get", kind, "-n", namespace, "-o", "name").split())
-
-
 def until_complete(
-    kubectl: Kubectl, namespace: str, created: float, completer: JobCompleter, timeout: float
+    kubectl: Kubectl, api: Api, namespace: str, created: float, timeout: float
 ) -> tuple[float, float]:
-    """(seconds from the set's creation until Complete, seconds from the last Job done until the bench saw it)."""
+    """(seconds from the set's creation until Complete, from the last Job's completion until Complete)."""
     wait_until(
         "the set Complete",
         lambda: set_status(kubectl, namespace).get("phase") in ("Complete", "Halted"),
         timeout,
         interval=1,
     )
-    seen_complete = time.time()
     status = set_status(kubectl, namespace)
     if status["phase"] != "Complete":
         raise SystemExit(f"the set halted: {status.get('message')}")
-    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
-    # The last Job to the bench's own clock: the condition's time has whole seconds only.
-    return (
-        round(stamp(complete["lastTransitionTime"]) - created, 1),
-        round(seen_complete - max(completer.done.values()), 1),
-    )
+    complete = stamp(next(c for c in status["conditions"] if c["type"] == "Complete")["lastTransitionTime"])
+    last_job = max(stamp(job["status"]["completionTime"]) for job in api.list("jobs", namespace))
+    return round(complete - created, 1), round(complete - last_job, 1)
 
 
 def run_set(args: argparse.Namespace, kubectl: Kubectl, job_image: str) -> SetResult:
-    result = SetResult(
-        targets=args.targets,
-        max_parallel=args.max_parallel,
-        workers=args.workers,
-        job_seconds=args.job_seconds,
-    )
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=pgwarden-bench",
-        "-f",
-        str(REPO / "crds"),
-    )
-    namespace = f"bench-{secrets.token_hex(3)}"
-    kubectl("create", "namespace", namespace)
-    log = LOCAL / f"{namespace}-operator.log"
+    result = SetResult(args.targets, args.max_parallel, args.workers, machine.describe())
+    api = Api()
+    namespace = new_namespace(kubectl)
     plane = {name: component_pid(name) for name in ("kube-apiserver", "etcd")}
-
-    def say(text: str) -> None:
-        if not args.json:
-            print(text, file=sys.stderr, flush=True)
-
-    tenants = [
-        dict(tenant_secret(i), metadata=dict(tenant_secret(i)["metadata"], namespace=namespace))
-        for i in range(args.targets)
-    ]
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": tenants}))
+    say = sayer(args)
+    configs = with_namespace([config_map(f"c{i:05d}") for i in range(args.targets)], namespace)
+    result.baseline_apply_seconds = apply(kubectl, configs, args.apply_parallel)
+    tenants = with_namespace([tenant_secret(i) for i in range(args.targets)], namespace)
+    apply(kubectl, tenants, args.apply_parallel)
     say(f"namespace {namespace}: {args.targets} tenant Secrets; baseline CPU over {args.baseline_seconds:g}s")
     result.baseline_cpu_percent = cpu_percent(plane, args.baseline_seconds) if args.baseline_seconds else {}
-    operator = start_operator(namespace, args.workers, job_image, log)
-    completer = JobCompleter(namespace, args.job_seconds)
-    completer.start()
+    operator = start_operator(namespace, args.workers, job_image, LOCAL / f"{namespace}-operator.log")
     try:
         time.sleep(3)  # kopf's start-up (login, watches) is not what is measured
         if operator.poll() is not None:
-            raise SystemExit(f"the operator exited; log: {log}")
-        manifest = migration_set(args.max_parallel)
-        manifest["metadata"]["namespace"] = namespace
+            raise SystemExit(f"the operator exited; log: {LOCAL / f'{namespace}-operator.log'}")
         say(f"applying one DatabaseMigrationSet over {args.targets} Secrets, {args.max_parallel} at once")
-        started = time.monotonic()
-        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(with_namespace([migration_set(args.max_parallel)], namespace)[0]),
+        )
         wait_until(
-            "every child",
-            lambda: count(kubectl, "databasemigrations", namespace) >= args.targets,
-            args.timeout,
+            "every child", lambda: api.count("databasemigrations", namespace) >= args.targets, args.timeout
         )
-        result.children_seen_seconds = round(time.monotonic() - started, 1)
-        made = json.loads(kubectl("get", "dbmigset", SET_NAME, "-n", namespace, "-o", "json"))["metadata"]
-        children = kubectl.items("databasemigrations", namespace)
-        last_child = max(stamp(child["metadata"]["creationTimestamp"]) for child in children)
-        result.children_seconds = round(last_child - stamp(made["creationTimestamp"]), 1)
-        say(
-            f"every child exists after {result.children_seconds}s; rolling out, each Job done after {args.job_seconds:g}s"
+        made = stamp(
+            json.loads(kubectl("get", "dbmigset", SET_NAME, "-n", namespace, "-o", "json"))["metadata"][
+                "creationTimestamp"
+            ]
         )
+        children = api.list("databasemigrations", namespace)
+        result.children_seconds = round(
+            max(stamp(c["metadata"]["creationTimestamp"]) for c in children) - made, 1
+        )
+        say(f"every child exists after {result.children_seconds}s; rolling out on kwok's nodes")
         result.complete_seconds, result.complete_after_jobs_seconds = until_complete(
-            kubectl, namespace, stamp(made["creationTimestamp"]), completer, args.timeout
+            kubectl, api, namespace, made, args.timeout
         )
         say(f"Complete after {result.complete_seconds}s; idle CPU over {args.idle_seconds:g}s")
-        completer.stopped.set()
         result.idle_seconds = args.idle_seconds
         result.idle_cpu_percent = cpu_percent({"operator": operator.pid, **plane}, args.idle_seconds)
         result.operator_rss_mib = round(rss_mib(operator.pid), 1)
     finally:
-        completer.stopped.set()
         stop(operator)
         kubectl("delete", "namespace", namespace, "--wait=false")
+    result.machine_after = machine.describe()
     return result
 
 
 def report_set(result: SetResult) -> str:
-    idle, base = result.idle_cpu_percent, result.baseline_cpu_percent
     lines = [
         f"operator scale, set case: one DatabaseMigrationSet over {result.targets} Secrets, "
-        f"{result.max_parallel} at once, {result.workers} workers",
-        f"  every child exists          {result.children_seconds:8.1f} s  (set created -> last child created; "
-        f"the polling saw it at {result.children_seen_seconds:.1f} s)",
-        f"  set Complete                {result.complete_seconds:8.1f} s  (set created -> Complete; each Job done "
-        f"{result.job_seconds:g} s after it was created, by the bench)",
-        f"  Complete after the last Job {result.complete_after_jobs_seconds:8.1f} s  (last Job completed -> the bench "
-        "saw the set Complete, polling each second)",
-        f"  idle CPU over {result.idle_seconds:g} s (% of a core; baseline without operator)",
+        f"{result.max_parallel} at once, {result.workers} workers, Jobs on kwok",
+        f"  {result.machine_before}",
+        "                                       seconds  baseline  ratio",
+        f"  every child exists                  {result.children_seconds:8.1f}  {result.baseline_apply_seconds:8.1f}  "
+        f"{ratio(result.children_seconds, result.baseline_apply_seconds)}  (baseline: as many ConfigMaps applied)",
+        f"  set Complete                        {result.complete_seconds:8.1f}",
+        f"  Complete after the last Job         {result.complete_after_jobs_seconds:8.1f}  (whole seconds)",
+        *cpu_lines(result.idle_cpu_percent, result.baseline_cpu_percent, result.idle_seconds),
+        f"  operator RSS                        {result.operator_rss_mib:8.1f} MiB",
+        f"  {result.machine_after}",
     ]
-    for name in ("operator", "kube-apiserver", "etcd"):
-        baseline = f"  (baseline {base[name]:.1f})" if name in base else ""
-        lines.append(f"    {name:<26}{idle.get(name, 0.0):8.1f}{baseline}")
-    lines.append(f"  operator RSS                {result.operator_rss_mib:8.1f} MiB")
     return "\n".join(lines)
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -624,14 +475,15 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=8, help="the operator's --workers (default 8, its default)"
     )
+    parser.add_argument("--kwok", action="store_true", help="the migrations' Pods run on kwok's fake nodes")
+    parser.add_argument(
+        "--apply-parallel", type=int, default=4, help="kubectl processes applying (default 4)"
+    )
     parser.add_argument("--idle-seconds", type=float, default=60, help="idle CPU window (default 60)")
     parser.add_argument("--baseline-seconds", type=float, default=20, help="baseline window (default 20)")
     parser.add_argument("--timeout", type=float, default=1800, help="give up converging or deleting after")
     parser.add_argument("--keep-cluster", action="store_true", help="leave a control plane this run started")
-    parser.add_argument(
-        "--job-image",
-        help="image of the migrations' Jobs (default: the one hack/cluster-up.sh loaded onto the node)",
-    )
+    parser.add_argument("--job-image", help="image of the Jobs (default: the one hack/cluster-up.sh loaded)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--set", action="store_true", help="the set case: one DatabaseMigrationSet (issue 21)"
@@ -640,17 +492,23 @@ def main() -> int:
     parser.add_argument(
         "--max-parallel", type=int, default=25, help="the set's rollout.maxParallel (default 25)"
     )
-    parser.add_argument(
-        "--job-seconds", type=float, default=2, help="the set case: each Job is done after (default 2)"
-    )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments()
     with control_plane(args.keep_cluster) as plane:
-        if args.set:
-            outcome = run_set(args, Kubectl(plane.kubectl), args.job_image or plane.image)
-            print(json.dumps(asdict(outcome), indent=1) if args.json else report_set(outcome))
-            return 0
-        result = run(args, Kubectl(plane.kubectl), args.job_image or plane.image)
-    print(json.dumps(asdict(result), indent=1) if args.json else report(result))
+        kubectl = Kubectl(plane.kubectl)
+        image = args.job_image or plane.image
+        uses_kwok = args.set or args.kwok
+        nodes = (
+            kwok.fake_nodes(kubectl, KUBECONFIG, LOCAL / "kwok") if uses_kwok else contextlib.nullcontext()
+        )
+        with nodes:
+            outcome: Any = run_set(args, kubectl, image) if args.set else run(args, kubectl, image)
+    print(
+        json.dumps(asdict(outcome), indent=1) if args.json else (report_set if args.set else report)(outcome)
+    )
     return 0
 
 
