@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pgwarden.operator.kube import Kube, KubeError
+from pgwarden.operator.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 def still_owned(obj: Mapping[str, Any], owner_uid: str) -> bool:
