@@ -62,6 +62,7 @@ class JobKind(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
     DRILL = "drill"  # a DatabaseBackup's restore drill (verify.schedule)
+    RECOVER = "recover"  # settle what a migration or restore Job that died without a report left
 
 
 class ResourceId(ApiModel):
@@ -141,4 +142,9 @@ class Task(ApiModel):
     )
     rehearsal: RehearsalTask | None = Field(
         default=None, description="For a migration: rehearse only (the real run is another Job)."
+    )
+    recovers: str | None = Field(
+        default=None,
+        description="For a recovery: the Job that died without a report (its migration or restore spec is "
+        "carried too, for the database and the storage of the backup a rollback restores).",
     )

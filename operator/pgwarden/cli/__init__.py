@@ -32,6 +32,7 @@ COMMANDS = (
     "backups",
     "prune",
     "verify_backup",
+    "recover",
     "operator",
     "job",
 )

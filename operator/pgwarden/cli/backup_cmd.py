@@ -7,10 +7,18 @@ import argparse
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.cli.inspect_cmd import human_size
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress
+from pgwarden.cli.output import (
+    add_database_arg,
+    add_json_flag,
+    describe_recovered,
+    print_json,
+    print_text,
+    progress,
+)
 from pgwarden.engine.backup.backup import FORMATS, DumpSelection, take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.recovery.recover import settle_first
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,6 +116,7 @@ def render(report: BackupReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    recovered = settle_first(args.database_url, progress)
     report = take_backup(
         args.database_url,
         args.to,
@@ -128,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
         lock_wait_timeout=args.lock_wait_timeout,
         progress=progress,
     )
+    report.recovered = recovered
     if args.json:
         print_json(report)
     else:
-        print_text(render(report))
+        print_text([*describe_recovered(recovered), *render(report)])
     return 0 if report.outcome == "Succeeded" else 1

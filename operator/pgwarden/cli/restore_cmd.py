@@ -9,8 +9,17 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.cli.output import (
+    add_database_arg,
+    add_json_flag,
+    describe_recovered,
+    print_json,
+    print_text,
+    progress,
+    table,
+)
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.recovery.recover import settle_first
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
@@ -125,6 +134,7 @@ def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage
 
 def run(args: argparse.Namespace) -> int:
     backup = choose_backup(args.source, args.backup_id, args.owner)
+    recovered = settle_first(args.database_url, progress)
     report = restore_backup(
         args.database_url,
         backup,
@@ -137,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         row_counts=args.row_counts,
     )
+    report.recovered = recovered
     if args.json:
         print_json(report)
     else:
-        print_text(render(report, args.row_counts))
+        print_text([*describe_recovered(recovered), *render(report, args.row_counts)])
     return 0 if report.outcome == "Succeeded" else 1

@@ -39,11 +39,14 @@ from pgwarden.api.task import (
 )
 from pgwarden.cli.output import print_json, progress
 from pgwarden.engine.backup.backup import DumpSelection, take_backup
-from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
+from pgwarden.engine.migrate import history
+from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate, version_of
 from pgwarden.engine.migrate.progress import StatementProgress
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.pgerror import describe_error
+from pgwarden.engine.recovery.recover import recover, settle_first
+from pgwarden.engine.recovery.settle import settle_scratch
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
@@ -271,6 +274,7 @@ def run_backup(task: Task, url: str) -> Report:
     root = storage_uri(spec.storage)
     location = _under(root, scope.path)
     copies = [copy_storage(index, spec).child(scope.path) for index in range(len(spec.copies))]
+    recovered = settle_first(url, progress)
     backup = take_backup(
         url,
         location,
@@ -286,6 +290,7 @@ def run_backup(task: Task, url: str) -> Report:
         copy_to=copies,
         progress=progress,
     )
+    backup.recovered = recovered
     report: Report = backup.to_json_dict()
     warnings: list[str] = []
     report["warnings"] = warnings
@@ -360,7 +365,8 @@ def run_restore(task: Task, url: str) -> Report:
     elif source.location:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
-    return restore_backup(
+    recovered = settle_first(url, progress)
+    report = restore_backup(
         url,
         target,
         backup_id=backup_id,
@@ -371,7 +377,9 @@ def run_restore(task: Task, url: str) -> Report:
         identities=identities() if spec.encryption is not None else (),
         progress=progress,
         row_counts=spec.verify.row_counts,
-    ).to_json_dict()
+    )
+    report.recovered = recovered
+    return report.to_json_dict()
 
 
 def run_drill_task(task: Task, url: str) -> Report:
@@ -385,14 +393,30 @@ def run_drill_task(task: Task, url: str) -> Report:
     if spec.verify.copy_index is not None:
         storage = spec.copies[spec.verify.copy_index].storage
     sealed = spec.encryption is not None and spec.encryption.identity_secret_ref is not None
-    return run_drill(
+    scratch = settle_scratch(url, progress)
+    report = run_drill(
         _under(storage_uri(storage), scope.path),
         url,
         owner=scope.owner,
         identities=identities() if sealed else (),
         jobs=spec.parallel_jobs,
         progress=progress,
-    ).to_json_dict()
+    )
+    report.recovered = scratch.recovered()
+    return report.to_json_dict()
+
+
+def run_recovery(task: Task, url: str) -> Report:
+    """After a migration or restore Job died without a report: settle what it left, with the storage of the
+    backup its rollback restores (its spec's) reachable as it was for the Job."""
+    if task.migration is not None and task.migration.backup_before is not None:
+        storage_uri(task.migration.backup_before.storage)  # its S3 settings, into the environment
+    elif task.restore_source is not None:
+        storage_uri(task.restore_source.storage)
+    progress(f"settling what Job {task.recovers or '?'} left")
+    report = recover(url, progress=progress)
+    report.current_version = version_of(url, history.DEFAULT_SCHEMA)
+    return report.to_json_dict()
 
 
 RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
@@ -400,6 +424,7 @@ RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
     JobKind.BACKUP: run_backup,
     JobKind.RESTORE: run_restore,
     JobKind.DRILL: run_drill_task,
+    JobKind.RECOVER: run_recovery,
 }
 
 

@@ -18,6 +18,8 @@ from pglast.enums.parsenodes import (
     ReindexObjectType,
 )
 
+from pgwarden.engine.postgres.schema_diff import qualified_name
+
 KNOWN_DIRECTIVES = ("no-transaction", "allow-destructive")
 
 _COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -366,14 +368,16 @@ def _executed_dml(node: ast.Node) -> Iterator[ast.DeleteStmt | ast.UpdateStmt]:
 
 
 def _concurrent_index(node: ast.Node) -> tuple[str | None, str | None]:
-    if not isinstance(node, ast.IndexStmt) or not node.concurrent:
+    """The index a CREATE INDEX CONCURRENTLY builds and its table, quoted where they need it (so
+    `to_regclass` and a pasted DROP INDEX read them back exactly)."""
+    if not isinstance(node, ast.IndexStmt) or not node.concurrent or node.relation is None:
         return None, None
-    table = _relation_name(node.relation)
+    schema, table = node.relation.schemaname, node.relation.relname
+    table_name = qualified_name(*(part for part in (schema, table) if part))
     if node.idxname is None:
-        return None, table
+        return None, table_name
     # An index always lives in its table's schema.
-    schema = node.relation.schemaname if node.relation is not None else None
-    return (f"{schema}.{node.idxname}" if schema else node.idxname), table
+    return qualified_name(*(part for part in (schema, node.idxname) if part)), table_name
 
 
 def _relation_name(relation: ast.RangeVar | None) -> str:

@@ -1,20 +1,152 @@
-"""Undoing a failed run: by transaction, by down scripts (newest first) or from the pre-migration backup.
+"""Rolling a run back: by transaction, by down scripts (newest first) or from the pre-migration backup.
 
-Whatever is tried, the result says what came of it; `run_outcome` turns that into the run's outcome.
+The one way a run is undone, by the run itself when it fails or by the next run after its death: both read
+what to undo from the journal (`journal.JournalRun`), never from the migration files. Whatever is tried, the
+result says what came of it; `run_outcome` turns that into the run's outcome.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import psycopg
+from psycopg import errors as pgerrors
 
 from pgwarden.api.policy import RollbackStrategy
-from pgwarden.api.reports import Outcome, RollbackOutcome, RollbackResult
-from pgwarden.engine.migrate import history
-from pgwarden.engine.migrate.files import MigrationFile
+from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.pgerror import describe_error
+from pgwarden.engine.recovery import journal
+from pgwarden.engine.recovery.journal import JournalRun, Step
+from pgwarden.errors import BadInput
+
+Connection = psycopg.Connection[Any]
+Say = Callable[[str], None]
+
+
+class Restorer(Protocol):
+    """Puts a database back as a backup holds it (engine.restore.safety_net.BackupSafetyNet)."""
+
+    def backup_gone(self, backup: BackupInfo) -> bool: ...
+
+    def restore(self, backup: BackupInfo, say: Say) -> RollbackResult: ...
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last restore was cut short (a signal, the connection lost) rather than failing."""
+        ...
+
+
+class BackupGone(BadInput):
+    """The backup a rollback needs is no longer where the run took it: nothing can be restored (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Undone:
+    """What undoing a run came to; `interrupted` when it was cut short and is still to finish."""
+
+    result: RollbackResult
+    interrupted: bool = False
+
+
+def undo_run(
+    conn: Connection, run: JournalRun, restorer: Restorer | None, say: Say, *, database: str
+) -> Undone:
+    """Undo what `run` applied with its recorded strategy. For `restore`, `conn` is closed first (the database
+    is replaced); BackupGone when the recorded backup is not there any more."""
+    strategy = RollbackStrategy(run.strategy)
+    if not run.steps:
+        return Undone(nothing_committed(strategy))
+    versions = run.versions
+    if strategy == RollbackStrategy.DOWN:
+        return undo_with_down_scripts(conn, run, say)
+    if strategy == RollbackStrategy.RESTORE:
+        if restorer is None or run.backup is None:
+            return Undone(no_backup())
+        if restorer.backup_gone(run.backup.info):
+            raise BackupGone(backup_gone_message(run, database))
+        conn.close()  # the database is replaced: no session of ours may stay on it
+        result = restorer.restore(run.backup.info, say)
+        return Undone(result, interrupted=restorer.interrupted)
+    return Undone(left_applied(strategy, versions))
+
+
+def backup_gone_message(run: JournalRun, database: str) -> str:
+    """Exactly what to do when a rollback's backup is gone (pure)."""
+    assert run.backup is not None
+    where = run.backup.info.location
+    return (
+        f"run {run.id} on {database} (started {run.started_on:%Y-%m-%d %H:%M:%S %Z}) ended before its rollback "
+        f"finished; the rollback restores backup {run.backup.info.id} from {where}, which is gone (no manifest "
+        f"there). The database holds migrations {', '.join(run.versions)} of that run. Either put the backup "
+        f"back at {where} and run `pgwarden recover` again, or accept the database as it is with: "
+        f"{journal.abandon_statement(run.schema, run.id)}"
+    )
+
+
+def undo_with_down_scripts(conn: Connection, run: JournalRun, say: Say) -> Undone:
+    """Run the recorded down scripts, newest first, forgetting each migration in the history and in the
+    journal in the same transaction as its down script (a non-transactional one statement by statement)."""
+    undone: list[str] = []
+    for step in reversed(run.steps):
+        so_far = ", ".join(undone) or "none"
+        if step.undo.statements is None:
+            return Undone(
+                _down_failed(f"migration {step.version} has no down script; undone so far: {so_far}")
+            )
+        say(f"running the down script of {step.version}")
+        try:
+            _undo_step(conn, run, step)
+        except psycopg.OperationalError as exc:
+            reason = describe_error(exc)
+            message = f"the connection was lost running the down script of {step.version}: {reason}"
+            return Undone(_down_failed(f"{message}; undone so far: {so_far}"), interrupted=True)
+        except psycopg.Error as exc:
+            reason = describe_error(exc)
+            return Undone(
+                _down_failed(f"down script of {step.version} failed: {reason}; undone so far: {so_far}")
+            )
+        undone.append(step.version)
+    if run.forget_state:
+        conn.execute(run.forget_state)
+    return Undone(
+        RollbackResult(
+            strategy="down",
+            outcome=RollbackOutcome.SUCCEEDED,
+            message=f"ran down scripts of {', '.join(undone)}",
+        )
+    )
+
+
+def _undo_step(conn: Connection, run: JournalRun, step: Step) -> None:
+    statements = step.undo.statements or ()
+    if step.undo.transactional:
+        with conn.transaction():
+            for statement in statements:
+                conn.execute(statement.sql)
+            conn.execute(step.undo.forget)
+            journal.drop_step(conn, run.schema, run.id, step.position)
+        pause_point("step-undone")
+        return
+    for index in range(step.undone, len(statements)):
+        statement = statements[index]
+        pause_point("undo-statement")
+        try:
+            conn.execute(statement.sql)
+        except (pgerrors.UndefinedObject, pgerrors.UndefinedTable):
+            # Resumed after a death: what this DROP drops went with the statement that died after it ran.
+            if not (index == step.undone and step.undone > 0 and statement.kind.startswith("DROP")):
+                raise
+        journal.record_undone(conn, run.schema, run.id, step.position, index + 1)
+    with conn.transaction():
+        conn.execute(step.undo.forget)
+        journal.drop_step(conn, run.schema, run.id, step.position)
+
+
+def _down_failed(message: str) -> RollbackResult:
+    return RollbackResult(strategy="down", outcome=RollbackOutcome.FAILED, message=message)
 
 
 def nothing_committed(strategy: RollbackStrategy) -> RollbackResult:
@@ -41,51 +173,10 @@ def left_applied(strategy: RollbackStrategy, versions: Sequence[str]) -> Rollbac
         strategy=str(strategy),
         outcome=RollbackOutcome.FAILED,
         message=(
-            f"migrations {listed} ran outside a transaction and stay applied; "
+            f"migrations {listed} were committed before the failure and stay applied; "
             "use rollback strategy 'down' or 'restore' to undo such runs"
         ),
     )
-
-
-def undo_with_down_scripts(
-    conn: psycopg.Connection[Any], committed: Sequence[MigrationFile], schema: str, say: Callable[[str], None]
-) -> RollbackResult:
-    """Run the down scripts of the committed migrations, newest first, forgetting each in the history."""
-    undone: list[str] = []
-    for file in reversed(committed):
-        so_far = ", ".join(undone) or "none"
-        if file.down_sql is None:
-            return RollbackResult(
-                strategy="down",
-                outcome=RollbackOutcome.FAILED,
-                message=f"migration {file.version} has no down script; undone so far: {so_far}",
-            )
-        say(f"running the down script of {file.version}")
-        try:
-            _run_down(conn, file, schema)
-        except psycopg.Error as exc:
-            reason = describe_error(exc)
-            return RollbackResult(
-                strategy="down",
-                outcome=RollbackOutcome.FAILED,
-                message=f"down script of {file.version} failed: {reason}; undone so far: {so_far}",
-            )
-        undone.append(file.version)
-    return RollbackResult(
-        strategy="down", outcome=RollbackOutcome.SUCCEEDED, message=f"ran down scripts of {', '.join(undone)}"
-    )
-
-
-def _run_down(conn: psycopg.Connection[Any], file: MigrationFile, schema: str) -> None:
-    if file.down_runs_in_transaction:
-        with conn.transaction():
-            for statement in file.down_statements:
-                conn.execute(statement.text)
-            history.forget_migration(conn, file.version, schema)
-        return
-    for statement in file.down_statements:
-        conn.execute(statement.text)
-    history.forget_migration(conn, file.version, schema)
 
 
 def run_outcome(anything_committed: bool, result: RollbackResult) -> Outcome:
@@ -125,7 +216,8 @@ def unreachable(
             outcome=RollbackOutcome.FAILED,
             message=(
                 f"the connection was lost while committing {listed} and the database could not be reached "
-                "again: whether they were committed is unknown; `pgwarden migrate --plan` shows the version"
+                "again: whether they were committed is unknown; the run's journal says it: the next `pgwarden "
+                "migrate` continues the run, `pgwarden recover` undoes it with its rollback strategy"
             ),
         )
     if not committed:
@@ -142,7 +234,8 @@ def unreachable(
         strategy=str(strategy),
         outcome=RollbackOutcome.FAILED,
         message=(
-            f"the database could not be reached again to roll back: migrations {listed} were committed "
-            "and stay applied; run pgwarden migrate again once it is back"
+            f"the database could not be reached again to roll back: migrations {listed} were committed and "
+            "the run's journal records them: the next `pgwarden migrate` continues the run, `pgwarden recover` "
+            "undoes it with its rollback strategy"
         ),
     )
