@@ -21,7 +21,7 @@ from pgwarden.api.common import (
     validations,
 )
 from pgwarden.api.encryption import RestoreEncryption
-from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference
+from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference, RecoveryStatus
 
 RestoreRowCounts = Literal["exact", "estimate", "none"]
 """How a restore counts the rows it restored (the `verify.rowCounts` of a DatabaseRestore, `restore --row-counts`)."""
@@ -177,6 +177,11 @@ class DatabaseRestoreStatus(RunStatus):
     )
     verification: RestoreVerification | None = Field(
         default=None, description="The comparison with the backup."
+    )
+    recovered: RecoveryStatus | None = Field(
+        default=None,
+        description="When the restore's Job died without a report: the recovery Job the operator ran and what "
+        "it settled.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready.", json_schema_extra=CONDITIONS_SCHEMA_EXTRA

@@ -48,6 +48,11 @@ def rehearsal_job_name(name: str, uid: str, generation: int, digest: str | None 
     return _fit(name, suffix, JOB_NAME_LIMIT)
 
 
+def recovery_job_name(job: str) -> str:
+    """`<job>-recover-<hash>`, at most 63 characters: the one recovery Job of a Job that died without a report."""
+    return _fit(job, f"-recover-{_digest(job, 'recover')}", JOB_NAME_LIMIT)
+
+
 def cronjob_name(name: str, uid: str) -> str:
     """`<name>-backup-<hash>`, at most 52 characters; one CronJob per DatabaseBackup."""
     return _fit(name, f"-backup-{_digest(uid)}", CRONJOB_NAME_LIMIT)

@@ -161,9 +161,15 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
         digest = migrations.digest_of(files)
         rehearsal_name = rehearsals.job_name(resource, digest)
         rehearsal = next((run for run in runs if run.job == rehearsal_name), None)
+        recovering = naming.recovery_job_name(current_name)
+        recovery = next((run for run in runs if run.job == recovering), None)
         if settled:
             current = rehearsal = None  # their outcomes are in status already (read without their pods)
-        others = [run.job for run in runs if run.active and run.job not in (current_name, rehearsal_name)]
+        others = [
+            run.job
+            for run in runs
+            if run.active and run.job not in (current_name, rehearsal_name, recovering)
+        ]
         spec = resource.spec.rehearsal
         ref = spec.backup_ref if spec is not None else None
         # Only a rehearsal yet to be created reads its DatabaseBackup: not every reconcile of a migration
@@ -183,6 +189,7 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
             files,
             rehearsal_run=rehearsal,
             referenced=referenced,
+            recovery_run=recovery,
         )
     if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
@@ -197,9 +204,10 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
             drill_cronjob=next((c for c in cronjobs if is_drill(c)), None),
         )
     run = None if settled else restores.pick_run(resource.status or DatabaseRestoreStatus(), runs)
+    recovery = next((r for r in runs if run is not None and r.job == naming.recovery_job_name(run.job)), None)
     ref = resource.spec.source.backup_ref
     referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
-    return restores.decide(resource, run, referenced, ctx.settings, now)
+    return restores.decide(resource, run, referenced, ctx.settings, now, recovery)
 
 
 def _config_map_files(ctx: Context, migration: DatabaseMigration) -> approval.ConfigMapFiles | None:
