@@ -249,6 +249,8 @@ def _run(
                 phase.name = "waiting for the migrator lock"
                 with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
                     run = _prepared(conn, url, files, options, say, phase)
+                    if (continued := run.journal.continuing) is not None:
+                        notes.done.append(f"this run continues run {continued.id}")
                     run.report.recovered = notes.recovered()
                     try:
                         with _progress_watch(url, options, say) as watch:

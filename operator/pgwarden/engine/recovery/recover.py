@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from pgwarden.api.reports import ErrorInfo, Outcome, Recovered, RecoveryReport, RecoveryState
 from pgwarden.engine.postgres import databases
-from pgwarden.engine.postgres.connect import database_name, describe, resolve_url
+from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url
 from pgwarden.engine.recovery.settle import Notes, settle
 from pgwarden.engine.restore.restore import register_storage_secrets
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
@@ -72,6 +72,17 @@ def settle_first(database_url: str | None, say: Say) -> Recovered | None:
     except PgwardenError as exc:
         notes = Notes(found=["settling what dead runs left failed"], done=[exc.message], failed=True)
     return notes.recovered()
+
+
+def _reachable(url: str) -> None:
+    """DatabaseUnavailable when neither the database nor the maintenance database answers: nothing can be
+    settled, and saying Clean would be a lie."""
+    try:
+        with databases.maintenance(url):
+            return
+    except DatabaseUnavailable:
+        with connect(url, autocommit=True, connect_timeout=10):
+            return
 
 
 def _exists(url: str) -> bool:
