@@ -42,8 +42,9 @@ def run_pgwarden(
 
 
 def pgwarden_command(pause_at: str | None = None) -> list[str]:
-    """The console script, or with `pause_at` the test wrapper that makes the run stop at that pause point."""
-    return list(PAUSED_PGWARDEN) if pause_at else [PGWARDEN]
+    """The console script, or with `pause_at` the test wrapper that makes the run stop at that pause point
+    ("" runs through the wrapper without stopping: for its trace)."""
+    return list(PAUSED_PGWARDEN) if pause_at is not None else [PGWARDEN]
 
 
 def pause_env(pause_at: str | None, env: dict[str, str] | None = None) -> dict[str, str]:

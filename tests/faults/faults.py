@@ -25,6 +25,7 @@ from typing import IO, Any, LiteralString
 import psycopg
 import pytest
 from pgwarden_testing import localpg, s3server
+from pgwarden_testing.processes import kill_process_tree
 from psycopg import sql
 
 from cli.helpers import PGWARDEN, clean_env, json_report, pause_env, pgwarden_command, run_pgwarden
@@ -196,46 +197,6 @@ class Pgwarden:
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
-
-
-def _children() -> dict[int, list[int]]:
-    """Every process's children, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            # The fields after the command name, which may itself hold spaces and parentheses.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants."""
-    children, found, todo = _children(), [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def kill_process_tree(pid: int) -> int:
-    """Stop the whole tree first (so nothing forks or cleans up meanwhile), then SIGKILL every process of it."""
-    stopped: set[int] = set()
-    while True:  # until no new descendant appears between two looks
-        tree = set(process_tree(pid))
-        for member in tree - stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, signal.SIGSTOP)
-        if tree <= stopped:
-            break
-        stopped |= tree
-    for member in stopped:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(member, signal.SIGKILL)
-    return len(stopped)
 
 
 def _collect(stream: IO[str], into: list[str]) -> None:
