@@ -35,6 +35,7 @@ def recover(
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
     register_storage_secrets()
+    _reachable(url)
     notes = settle(
         url, undo_forward=True, wait_seconds=wait_seconds, say=say, schemas=[schema] if schema else None
     )
