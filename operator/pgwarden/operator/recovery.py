@@ -93,8 +93,9 @@ def _ended(status: RecoveryStatus, why: str, version: str | None = None) -> Reco
     undone = status.state == RecoveryState.RECOVERED and bool(status.done)
     phase = "RolledBack" if undone else "Failed"
     what = "; ".join(status.done) or "nothing was left to settle"
+    # What the recovery did comes first: the dead Job's log tail in `why` can be long, and messages are clipped.
     message = (
-        f"the run's Job ended without a report ({why}); recovery Job {status.job}: {status.state}: {what}"
+        f"recovery Job {status.job}: {status.state}: {what}; the run's Job had ended without a report ({why})"
     )
     return Recovery(
         status,
