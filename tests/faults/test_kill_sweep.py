@@ -364,7 +364,8 @@ def kill_once(
         again = run_pgwarden("recover", target.url, "--json", timeout=300)
     else:
         again = run_pgwarden(*variant.args(lab, target), timeout=300)
-    missing = watch.seconds()
+    # A database that did not exist before the run (restore --create) is not missing: it is not there yet.
+    missing = watch.seconds() if variant.exists_before else 0.0
     again_seconds = time.monotonic() - again_started
     broken = []
     if again.returncode not in (0, 1) or "unexpected error" in again.stdout + again.stderr:
