@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgwarden.engine.migrate.migrate import postgres_timeout
+from pgwarden.engine.migrate.timeouts import postgres_timeout
 
 
 @pytest.mark.parametrize(

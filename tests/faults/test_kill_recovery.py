@@ -23,6 +23,7 @@ from faults import (
     Pgwarden,
     accepts_connections,
     hold_lock,
+    hold_migrator_lock,
     invalid_indexes,
     scratch_databases,
     wait_sessions_gone,
@@ -78,7 +79,7 @@ def database(pg: LocalPostgres, tmp_path: Path) -> Database:
 def killed_at(db: Database, point: str, inject: Injector, *args: str) -> None:
     """Start the run, wait for it at `point`, and kill its whole process tree there."""
     with db.start(*args, pause_at=point) as run:
-        run.wait_until(run.stderr_says(f"paused at {point}"), point, timeout=180)
+        run.wait_until(run.stderr_says(f"paused at {point.split('@')[0]}"), point, timeout=180)
         inject.kill_tree(run)
         run.finish()
     wait_sessions_gone(db.url, timeout=120)
@@ -276,3 +277,27 @@ def test_a_kill_part_way_through_the_index_file_leaves_the_rest_to_the_rerun_and
     indexes = seed_indexes(url)
     assert len(indexes) == 21 and all(indexes.values()), indexes
     assert invalid_indexes(url) == []
+
+
+def test_a_recovery_waits_for_a_live_run_and_never_overlaps_it(database: Database, inject: Injector) -> None:
+    """The migrator lock keeps a recovery from a run (or another recovery): while another holds it, recover
+    touches nothing and says so (exit 1); once it is free, recover undoes the dead run."""
+    db = database.with_files({**SPLIT_RUN, "0002_note.down.sql": "ALTER TABLE orders DROP COLUMN note;\n"})
+    db.directory.joinpath("0003_total_idx.down.sql").write_text(
+        "DROP INDEX CONCURRENTLY IF EXISTS orders_total_idx;\n"
+    )
+    before = Contents.read(db.url)
+    killed_at(db, "group-committed@2", inject, "--rollback", "down")  # 0002 and 0003 committed, then death
+    left = Contents.read(db.url)
+    assert left.versions == ("0001", "0002", "0003")
+
+    with hold_migrator_lock(db.url):
+        busy = run_pgwarden("recover", db.url, "--json", "--lock-wait", "2")
+        assert busy.returncode == 1, busy.stderr
+        assert Contents.read(db.url) == left
+
+    result = run_pgwarden("recover", db.url, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert report_of(result)["recovered"]["state"] == "Recovered"
+    assert_as_before(db, before)

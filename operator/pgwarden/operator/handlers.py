@@ -41,7 +41,9 @@ ANNOTATION_PREFIX = f"operator.{API_GROUP}"
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 
 
-EVENT_MESSAGE_BYTES = 1024  # the API server's limit, counted in bytes (a clipped message ends in a 3-byte "…")
+EVENT_MESSAGE_BYTES = (
+    1024  # the API server's limit, counted in bytes (a clipped message ends in a 3-byte "…")
+)
 
 
 def post_event(body: Obj, event: Event) -> None:

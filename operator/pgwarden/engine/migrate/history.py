@@ -236,14 +236,6 @@ def finish_started(
     )
 
 
-def interrupted(rows: list[HistoryRow]) -> set[str]:
-    """Versions whose last row says a statement outside a transaction started and never finished."""
-    last: dict[str, HistoryRow] = {}
-    for row in rows:
-        last[row.version] = row
-    return {version for version, row in last.items() if not row.success and row.statement_running is not None}
-
-
 def forget_statement(conn: psycopg.Connection[Any], version: str, schema: str = DEFAULT_SCHEMA) -> str:
     """The SQL that forgets `version` once its down script ran: its applied rows go, a partly applied row
     says nothing is applied (for the undo recipe the journal keeps; one statement, values inlined)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
 
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
 from pgwarden.api.rehearsal import Rehearsal
@@ -46,7 +44,8 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
-from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database, with_settings
+from pgwarden.engine.migrate.timeouts import session_url, set_timeouts
+from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database
 from pgwarden.engine.recovery import journal, undo
 from pgwarden.engine.recovery.journal import JournalRun
 from pgwarden.engine.recovery.locks import migrator_lock, retry_on_lock_timeout
@@ -117,7 +116,7 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
     started = _now()
     if options.plan_only:
         with connect(url, autocommit=True) as conn:
-            _set_timeouts(conn, options.policy)
+            set_timeouts(conn, options.policy)
             plan = _plan(conn, files, options)
             report = _plan_report(plan, url, _lint(conn, plan, options))
     else:
@@ -155,7 +154,7 @@ def _rehearse_then_run(
     when the rehearsal succeeded; otherwise the real database is never touched."""
     assert options.rehearsal is not None
     with connect(url, autocommit=True) as conn:
-        _set_timeouts(conn, options.policy)
+        set_timeouts(conn, options.policy)
         plan = _plan(conn, files, options)
         _lint(conn, plan, options)
     rehearsing = for_rehearsal(options)
@@ -245,7 +244,7 @@ def _run(
                         + "; ".join(notes.done[-2:] or notes.found)
                     )
             with connect(url, autocommit=True) as conn:
-                _set_timeouts(conn, options.policy)
+                set_timeouts(conn, options.policy)
                 phase.name = "waiting for the migrator lock"
                 with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
                     run = _prepared(conn, url, files, options, say, phase)
@@ -279,7 +278,7 @@ def _run(
             error=failure.to_error(),
             lock_retries=phase.retries,
             recovered=notes.recovered(),
-            current_version=_version_or_none(_session_url(url, options.policy), options.history_schema),
+            current_version=_version_or_none(session_url(url, options.policy), options.history_schema),
         )
 
 
@@ -287,7 +286,7 @@ def _settle(url: str, options: MigrateOptions, say: Progress) -> Notes:
     """The journal's dead runs that were rolling back have their rollback finished (a dead run that was going
     forward is continued by this run)."""
     notes = settle_runs(
-        _session_url(url, options.policy),
+        session_url(url, options.policy),
         options.history_schema,
         undo_forward=False,
         wait_seconds=options.lock_wait_seconds,
@@ -320,7 +319,7 @@ def _prepared(
             url, continuing.backup.storage, owner=continuing.backup.owner, progress=say
         )
     run = Run(
-        conn, _session_url(url, options.policy), plan, options, say, continuing=continuing, restorer=restorer
+        conn, session_url(url, options.policy), plan, options, say, continuing=continuing, restorer=restorer
     )
     run.report.lock_retries.extend(phase.retries)
     run.report.lint = list(linted.findings)
@@ -359,7 +358,7 @@ def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> Progres
             say(progress.describe())
 
     return ProgressWatch(
-        _session_url(url, options.policy), report, after=options.progress_after, every=options.progress_every
+        session_url(url, options.policy), report, after=options.progress_after, every=options.progress_every
     )
 
 
@@ -402,47 +401,6 @@ def _version_or_none(url: str, schema: str) -> str | None:
             return history.current_version(history.read_history(conn, schema))
     except (PgwardenError, psycopg.Error):
         return None
-
-
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-_DURATION_MS = (86_400_000, 3_600_000, 60_000, 1000, 1)
-
-
-def postgres_timeout(value: str) -> str:
-    """A timeout as PostgreSQL reads it: Kubernetes-style `10m`/`1h30m` become milliseconds (PostgreSQL
-    would read `m` as an error); PostgreSQL's own forms (`10min`, `500ms`, `0`) pass through."""
-    text = value.strip()
-    match = _DURATION.fullmatch(text)
-    if not text or not match or not any(match.groups()):
-        return text
-    return f"{sum(int(part or 0) * ms for part, ms in zip(match.groups(), _DURATION_MS, strict=True))}ms"
-
-
-def _timeouts(policy: MigrationPolicy) -> dict[str, str]:
-    return {
-        "lock_timeout": postgres_timeout(policy.lock_timeout),
-        "statement_timeout": postgres_timeout(policy.statement_timeout),
-    }
-
-
-def _set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
-    for setting, value in _timeouts(policy).items():
-        if value.strip() in ("0", "0ms", "0s", "0min"):
-            raise BadInput(
-                f"{setting} 0 would let the run wait for ever; give a bound such as 8h (the default is "
-                f"{MigrationPolicy.model_fields[setting].default})"
-            )
-        try:
-            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
-        except psycopg.errors.InvalidParameterValue:
-            raise BadInput(
-                f"{setting} {value!r} is not a duration; use e.g. 5s, 10m, 1h30m or 500ms"
-            ) from None
-
-
-def _session_url(url: str, policy: MigrationPolicy) -> str:
-    """The URL every other session of the run opens (counts, reconnects), carrying the same timeouts."""
-    return with_settings(url, _timeouts(policy))
 
 
 def _plan(

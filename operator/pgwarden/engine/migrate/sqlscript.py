@@ -96,7 +96,8 @@ class Statement:
     transactional: bool
     destructive: str | None
     concurrent_index: str | None = None
-    """The index a CREATE INDEX CONCURRENTLY builds (schema-qualified when written so), to drop if left INVALID."""
+    """The index a CREATE INDEX CONCURRENTLY builds (schema-qualified when written so, quoted where it needs
+    it), to drop if left INVALID."""
     concurrent_index_table: str | None = None
     """The table of that index, to find the INVALID index a failure leaves when the statement names none."""
 
@@ -113,16 +114,6 @@ class Script:
     def runs_in_transaction(self) -> bool:
         """Whether the script can run inside a transaction block (no directive or statement says otherwise)."""
         return not self.directives.no_transaction and all(s.transactional for s in self.statements)
-
-    @property
-    def non_transactional_statements(self) -> tuple[Statement, ...]:
-        """The statements PostgreSQL refuses inside a transaction block."""
-        return tuple(s for s in self.statements if not s.transactional)
-
-    @property
-    def destructive_statements(self) -> tuple[Statement, ...]:
-        """The statements that can lose data."""
-        return tuple(s for s in self.statements if s.destructive is not None)
 
 
 def parse_script(sql: str, name: str = "<script>") -> Script:
