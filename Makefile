@@ -43,8 +43,7 @@ bench: $(STAMP)
 .PHONY: demo-down
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py --down; \
-	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo PGWARDEN_NODE_BRIDGE=pgw1 PGWARDEN_NODE_SUBNET_PREFIX=10.217.1 \
-	  hack/cluster-down.sh --purge; fi
+	else PGWARDEN_LOCAL_DIR=$(CURDIR)/.local/demo hack/cluster-down.sh --purge; fi
 
 ## test: lint, types, layering, then the whole test suite against real servers and the real node. Runs as root.
 test: packages lint binaries
@@ -54,13 +53,16 @@ test: packages lint binaries
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -m "not go" $(PYTEST_ARGS)
 
-## binaries: build Kubernetes (control plane and node), MinIO and helm from their Go modules once per version,
+## binaries: build Kubernetes (control plane and node), MinIO, helm, Prometheus (prometheus, promtool) and
+##           Argo CD from their Go modules once per version,
 ##           pgwarden's image and the pause image once per content hash (cached in ~/.cache/pgwarden)
 binaries: $(STAMP)
 	@hack/build-k8s.sh >/dev/null
 	@hack/build-k8s.sh --node >/dev/null
 	@hack/build-minio.sh >/dev/null
 	@hack/build-helm.sh >/dev/null
+	@hack/build-prometheus.sh >/dev/null
+	@hack/build-argocd.sh >/dev/null
 	@hack/build-image.sh >/dev/null
 	@hack/build-pause.sh >/dev/null
 
@@ -94,7 +96,7 @@ node-binaries:
 pause-image:
 	@hack/build-pause.sh
 
-## node-smoke: a cluster of its own in .local/node-smoke (bridge pgw2), a restricted Job Pod from pgwarden's
+## node-smoke: a cluster of its own in .local/node-smoke (and a bridge of its own), a restricted Job Pod from pgwarden's
 ## image runs the client tools and pgwarden, then everything is torn down and checked gone
 .PHONY: node-smoke
 node-smoke: $(STAMP)

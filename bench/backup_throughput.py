@@ -165,6 +165,7 @@ def bench_storage(to: str | None) -> Iterator[tuple[str, dict[str, str]]]:
     if to:
         yield to, {}
         return
+    s3server.use_build_script(Path(__file__).resolve().parent.parent / "hack" / "build-minio.sh")
     server = s3server.start()
     try:
         yield f"s3://{server.create_bucket()}/bench", server.env()

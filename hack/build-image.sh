@@ -51,13 +51,14 @@ if imagecache_must_build "pgwarden's image"; then
   pgw_podman image inspect --format '{{.Size}}' "$name" >"$staging/size"
   rm -rf "$staging/src" "$staging/context"
   imagecache_publish "pgwarden's image"
-  # Every source edit makes a new image: keep the newest three archives and only this one in the store.
-  for old in $(pgw_podman images --format '{{.Repository}}:{{.Tag}}' localhost/pgwarden); do
-    [[ $old == "$name" ]] || pgw_podman rmi --force "$old" >/dev/null
-  done
-  pgw_podman image prune --force >/dev/null
-  find "$(dirname "$image_dir")" -maxdepth 1 -name 'pgwarden-*' -type d ! -name '*.partial' -printf '%T@ %p\n' |
-    sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
+  # The archive is the cache; the store's copy goes. Only this build's own image: several checkouts may build
+  # at once, and removing (or pruning) another's image between its build and its save breaks that build.
+  pgw_podman rmi --force "$name" >/dev/null
+  pgw_podman image prune --force --filter until=2h >/dev/null  # dangling layers of builds long finished
+  # Every source edit makes a new image: keep the newest three archives, and any made in the last six hours
+  # (another checkout's cluster may still load it).
+  find "$(dirname "$image_dir")" -maxdepth 1 -name 'pgwarden-*' -type d ! -name '*.partial' -mmin +360 \
+    -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
 fi
 echo "build-image: $(cat "$image_dir/ref"), $(($(cat "$image_dir/size") / 1000000)) MB" >&2
 echo "$image_dir/image.tar"

@@ -4,7 +4,7 @@
 # then kube-controller-manager, kube-apiserver and etcd (by the pids recorded in .local/cluster/), then
 # the bridge the API server listened on.
 #   --purge   also remove .local/cluster/, .local/node/ (certificates, logs, etcd data, images loaded
-#             into containerd) and .local/kubeconfig
+#             into containerd), .local/kubeconfig and .local/network (the bridge and subnet it chose)
 set -euo pipefail
 
 # shellcheck source=hack/node_env.sh
@@ -37,7 +37,7 @@ for ((i = ${#components[@]} - 1; i >= 0; i--)); do
 done
 pod_network_down
 if ((purge)); then
-  rm -rf "$cluster_dir" "$kubeconfig"
+  rm -rf "$cluster_dir" "$kubeconfig" "$network_file"
   echo "cluster: removed $cluster_dir"
 fi
 echo "cluster down"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the local Kubernetes cluster: etcd, kube-apiserver (RBAC + Node authorization, TLS on the Pod
-# bridge's address 10.217.0.1, where Pods and the host reach it), kube-controller-manager, and a real node
+# bridge's address, where Pods and the host reach it), kube-controller-manager, and a real node
 # (hack/node-up.sh: containerd, runc, the kubelet and kube-scheduler) with pgwarden's image of the current
 # sources and the pause image loaded into containerd. State, certificates, pid files and logs live in
 # .local/cluster/ and .local/node/, the admin kubeconfig in .local/kubeconfig (PGWARDEN_LOCAL_DIR moves
@@ -77,9 +77,9 @@ print(" ".join(str(p) for p in pids if os.path.exists(f"/proc/{p}")))' "$local_d
   [[ -x $etcd_bin ]] || fail "no etcd binary: install Debian's etcd-server (apt-get install etcd-server; hack/apt-packages.txt lists it) or set ETCD_BIN"
   command -v openssl >/dev/null || fail "openssl is missing: apt-get install openssl"
 
-  etcd_port=$(free_port_at 127.0.0.1 "${PGWARDEN_ETCD_PORT:-23790}")
+  etcd_port=$(free_port_at 127.0.0.1 "${PGWARDEN_ETCD_PORT:-$((23790 + port_offset))}")
   etcd_peer_port=$(free_port_at 127.0.0.1 $((etcd_port + 1)))
-  apiserver_port=$(free_port_at "$node_ip" "${PGWARDEN_APISERVER_PORT:-16443}")
+  apiserver_port=$(free_port_at "$node_ip" "${PGWARDEN_APISERVER_PORT:-$((16443 + port_offset))}")
   kcm_port=$(free_port_at 127.0.0.1 $((apiserver_port + 1)))
 
   # --- certificates (kept across restarts; regenerated when missing or not for this bridge's address) ---

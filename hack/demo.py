@@ -33,6 +33,7 @@ from typing import Any
 import demo_support
 import psycopg
 from pgwarden_testing import localpg, s3server
+from pgwarden_testing.node_network import node_network
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / ".local"
@@ -43,15 +44,8 @@ KUBECONFIG = DEMO / "kubeconfig"  # hack/cluster-up.sh writes it there with PGWA
 NAMESPACE = "demo"
 RELEASE = "pgwarden"
 BUCKET = demo_support.EXAMPLE_BUCKET
-# The demo's cluster has a bridge and subnet of its own (the tests' is pgw0, 10.217.0.0/24).
-BRIDGE, SUBNET_PREFIX = "pgw1", "10.217.1"
-GATEWAY = f"{SUBNET_PREFIX}.1"
-CLUSTER_ENV = {
-    **os.environ,
-    "PGWARDEN_LOCAL_DIR": str(DEMO),
-    "PGWARDEN_NODE_BRIDGE": BRIDGE,
-    "PGWARDEN_NODE_SUBNET_PREFIX": SUBNET_PREFIX,
-}
+# The demo's cluster has a bridge and subnet of its own, chosen for .local/demo by hack/node_env.sh.
+CLUSTER_ENV = {**os.environ, "PGWARDEN_LOCAL_DIR": str(DEMO)}
 # What each example should end as: the failing migration rolls back, the nightly one waits for 02:00.
 EXPECTED = {
     ("DatabaseMigration", "shop"): "Succeeded",
@@ -66,6 +60,12 @@ Obj = dict[str, Any]
 
 class DemoError(Exception):
     """Stops the demo with a message that says what failed and where to look."""
+
+
+def gateway() -> str:
+    """The demo bridge's own address, where Pods reach the API server, PostgreSQL and MinIO (recorded by
+    hack/cluster-up.sh in .local/demo/network)."""
+    return node_network(DEMO).gateway
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -261,12 +261,13 @@ def check_prerequisites() -> None:
 
 
 def build_binaries() -> tuple[Path, Path]:
-    """kubectl's directory and helm; MinIO is found by pgwarden_testing.s3server the same way."""
+    """kubectl's directory and helm; MinIO's binary is named for pgwarden_testing.s3server in its variable."""
     binaries = {}
     for script in ("build-k8s.sh", "build-minio.sh", "build-helm.sh", "build-image.sh", "build-pause.sh"):
         started = time.monotonic()
         binaries[script] = demo_support.run_build(script, progress=sys.stdout)
         say(f"{script}: {binaries[script]} ({time.monotonic() - started:.0f}s)")
+    os.environ[s3server.MINIO_BIN_ENV] = str(binaries["build-minio.sh"])
     node = demo_support.run_build("build-k8s.sh", progress=sys.stdout, args=("--node",))
     say(f"build-k8s.sh --node: {node}")
     return binaries["build-k8s.sh"], binaries["build-helm.sh"]
@@ -283,8 +284,8 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
         )
         try:
             with psycopg.connect(server.url(), connect_timeout=3):
-                server.serve_pods(GATEWAY)
-                say(f"PostgreSQL {server.version} already running on 127.0.0.1 and {GATEWAY}:{server.port}")
+                server.serve_pods(gateway())
+                say(f"PostgreSQL {server.version} already running on 127.0.0.1 and {gateway()}:{server.port}")
                 return server
         except psycopg.Error:
             server.stop()  # a stale one (a reboot, a kill): start afresh
@@ -292,8 +293,8 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
     base = DEMO / "postgres"
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)  # when root, the server runs as nobody and needs to reach its directory
-    server = localpg.start(base_dir=base)
-    server.serve_pods(GATEWAY)  # the Jobs' Pods reach it on the bridge
+    server = localpg.start(base_dir=base, detached=True)  # it stays up after `make demo` returns
+    server.serve_pods(gateway())  # the Jobs' Pods reach it on the bridge
     state["postgres"] = {
         "bin_dir": str(server.install.bin_dir),
         "version": server.version,
@@ -303,7 +304,7 @@ def start_postgres(state: Obj) -> localpg.LocalPostgres:
     }
     write_state(state)
     say(
-        f"PostgreSQL {server.version} started on 127.0.0.1 and {GATEWAY}:{server.port} (data: {server.data_dir})"
+        f"PostgreSQL {server.version} started on 127.0.0.1 and {gateway()}:{server.port} (data: {server.data_dir})"
     )
     return server
 
@@ -352,7 +353,7 @@ def start_minio(state: Obj) -> Minio:
     data_dir.mkdir(parents=True, exist_ok=True)
     port, console = localpg.free_port(), localpg.free_port()
     # On the bridge only: this machine and the Jobs' Pods reach it there.
-    minio = Minio(f"http://{GATEWAY}:{port}", "pgwarden-demo", os.urandom(18).hex())
+    minio = Minio(f"http://{gateway()}:{port}", "pgwarden-demo", os.urandom(18).hex())
     env = {
         **os.environ,
         "MINIO_ROOT_USER": minio.access_key,
@@ -368,9 +369,9 @@ def start_minio(state: Obj) -> Minio:
         "server",
         "--quiet",
         "--address",
-        f"{GATEWAY}:{port}",
+        f"{gateway()}:{port}",
         "--console-address",
-        f"{GATEWAY}:{console}",
+        f"{gateway()}:{console}",
         str(data_dir),
     ]
     pid = spawn(command, DEMO / "minio" / "minio.log", env)
@@ -543,7 +544,7 @@ def up() -> None:
     kubectl = Kubectl(k8s_bin / "kubectl")
     show("kubectl get nodes -o wide", kubectl("get", "nodes", "-o", "wide"))
 
-    step(f"PostgreSQL (the newest on this machine) and MinIO (S3), where the Pods reach them ({GATEWAY})")
+    step(f"PostgreSQL (the newest on this machine) and MinIO (S3), where the Pods reach them ({gateway()})")
     pg = start_postgres(state)
     minio = start_minio(state)
     create_bucket(minio)
@@ -556,7 +557,7 @@ def up() -> None:
 
     step("examples/*.yaml, pointed at this machine's PostgreSQL and MinIO")
     databases = reset_examples(kubectl, pg)
-    examples = demo_support.local_examples(pg, minio, BUCKET, GATEWAY, databases)
+    examples = demo_support.local_examples(pg, minio, BUCKET, gateway(), databases)
     # Migrations first, so the backup and the restore have the migrated tables to show.
     first = [d for d in examples if d["kind"] not in ("DatabaseBackup", "DatabaseRestore")]
     for line in kubectl.apply(first, "-n", NAMESPACE).splitlines():
@@ -627,6 +628,10 @@ def down() -> None:
         print("demo: nothing to stop")
         return
     step("stopping the demo")
+    try:
+        bridge: str | None = node_network(DEMO).bridge
+    except RuntimeError:
+        bridge = None  # the cluster never came up far enough to choose one
     stop_process("MinIO", (state.get("minio") or {}).get("pid"), str(DEMO / "minio" / "data"))
     result = subprocess.run(
         [str(REPO / "hack" / "cluster-down.sh")], env=CLUSTER_ENV, capture_output=True, text=True, check=False
@@ -653,8 +658,8 @@ def down() -> None:
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     if any(mount.startswith(f"{DEMO}/") for mount in mounts):
         raise DemoError(f"mounts under {DEMO} are left: {[m for m in mounts if m.startswith(f'{DEMO}/')]}")
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        raise DemoError(f"network device {BRIDGE} is left: `ip link delete {BRIDGE}` removes it")
+    if bridge and Path(f"/sys/class/net/{bridge}").exists():
+        raise DemoError(f"network device {bridge} is left: `ip link delete {bridge}` removes it")
     shutil.rmtree(DEMO, ignore_errors=True)
     say(f"removed {DEMO.relative_to(REPO)}/; no demo process, mount or network device left")
 

@@ -24,6 +24,8 @@ import yaml
 
 from pgwarden.api.common import API_GROUP, API_VERSION, CATEGORY
 from pgwarden.api.crd import KINDS, ResourceKind, crd
+from pgwarden.api.durations import DURATION_PATTERN
+from pgwarden.api.durations import EXAMPLES as DURATION_EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "resources"
@@ -99,6 +101,11 @@ def constraints(schema: Schema) -> list[str]:
         notes.append(f"At least {schema['minItems']} item{'s' if schema['minItems'] != 1 else ''}.")
     if "maxItems" in schema:
         notes.append(f"At most {schema['maxItems']} items.")
+    if schema.get("pattern") == DURATION_PATTERN:
+        notes.append(
+            f"A duration: whole numbers with units w, d, h, m, s, ms, largest first ({DURATION_EXAMPLES})."
+        )
+        return notes
     if schema.get("minLength", 0) > 1:
         notes.append(f"At least {schema['minLength']} characters.")
     if "maxLength" in schema:

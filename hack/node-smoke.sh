@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proof that the real node runs pgwarden's image as its Jobs run it: a cluster (hack/cluster-up.sh: control
-# plane and node) in a directory and on a bridge of its own (pgw2), one Job Pod with the
+# plane and node) in a directory and on a bridge of its own (hack/node_env.sh), one Job Pod with the
 # restricted securityContext (non-root 65532, read-only root filesystem, no capabilities, RuntimeDefault
 # seccomp, a secretKeyRef variable, imagePullPolicy Never) that runs the client tools and pgwarden, its
 # termination message read back from the Pod status. Everything is torn down at the end, and the script
@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PGWARDEN_LOCAL_DIR=${PGWARDEN_LOCAL_DIR:-$PWD/.local/node-smoke}
-export PGWARDEN_NODE_BRIDGE=${PGWARDEN_NODE_BRIDGE:-pgw2} PGWARDEN_NODE_SUBNET_PREFIX=${PGWARDEN_NODE_SUBNET_PREFIX:-10.217.2}
 # shellcheck source=hack/node_env.sh
 source hack/node_env.sh
 
@@ -42,6 +41,8 @@ trap teardown EXIT
 
 t0=$(date +%s)
 hack/cluster-up.sh >&2
+# shellcheck source=hack/node_env.sh
+source hack/node_env.sh # the bridge and subnet cluster-up recorded
 t2=$(date +%s)
 say "cluster (control plane and node) up in $((t2 - t0))s"
 # shellcheck disable=SC1091

@@ -3,9 +3,9 @@
 # (private root, state and socket) with runc and a CNI bridge, the kubelet and kube-scheduler v1.37 built
 # from hack/k8s, with pgwarden's image (make image) and the pause image loaded (hack/node-images.sh).
 # Waits for the node to be Ready. State, certificates, pid files and logs live in .local/node/;
-# hack/node-down.sh undoes it all. The network stays on this machine: the bridge (pgw0, 10.217.0.1/24)
-# has no route out and no masquerade; Pods reach the bridge address (where the API server and the host
-# servers for them listen) and each other only.
+# hack/node-down.sh undoes it all. The network stays on this machine: the bridge (hack/node_env.sh chooses
+# its name and /24 per state directory) has no route out and no masquerade; Pods reach the bridge address
+# (where the API server and the host servers for them listen) and each other only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=hack/node_env.sh
@@ -44,7 +44,7 @@ pause_archive=$(hack/build-pause.sh)
 pause_ref=$(<"$(dirname "$pause_archive")/ref")
 
 kubelet_port=$(free_port_at "$node_ip" "${PGWARDEN_KUBELET_PORT:-20250}")
-healthz_port=$(free_port_at 127.0.0.1 "${PGWARDEN_KUBELET_HEALTHZ_PORT:-20251}")
+healthz_port=$(free_port_at 127.0.0.1 "${PGWARDEN_KUBELET_HEALTHZ_PORT:-$((20251 + port_offset))}")
 scheduler_port=$(free_port_at 127.0.0.1 $((healthz_port + 1)))
 
 # --- certificates, signed by the control plane's CA: the kubelet as a node (NodeRestriction), its

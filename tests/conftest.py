@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pgwarden_testing import localpg, s3server
 
+MINIO_BUILD = Path(__file__).resolve().parent.parent / "hack" / "build-minio.sh"
 _minio_build_error: list[str] = []
 
-# Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes): `make unit` leaves out
-# the tests using them, and every test of tests/cluster.
-GO_FIXTURES = {"s3", "private_minio", "helm", "kube"}
+# Fixtures that need a binary built from a Go module (MinIO, helm, Kubernetes, Prometheus): `make unit`
+# leaves out the tests using them, and every test of tests/cluster.
+GO_FIXTURES = {"s3", "private_minio", "helm", "kube", "prometheus_bin"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "go: needs a binary built from a Go module (Kubernetes, MinIO, helm); make unit leaves it out",
+        "go: needs a binary built from a Go module (Kubernetes, MinIO, helm, Prometheus); make unit leaves it out",
     )
 
 
@@ -33,10 +35,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout."""
-    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Build MinIO before any test that needs it runs, so a first build (minutes) meets no test timeout, and
+    name the binary in the environment, where pgwarden_testing (and the tests' subprocesses) find it."""
+    if any(
+        "s3" in getattr(item, "fixturenames", ()) or item.get_closest_marker("s3") for item in session.items
+    ):
         try:
-            s3server.minio_binary()
+            s3server.use_build_script(MINIO_BUILD)
         except s3server.S3ServerUnavailable as exc:
             _minio_build_error.append(str(exc))
 

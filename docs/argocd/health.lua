@@ -1,7 +1,10 @@
--- Argo CD health of DatabaseMigration, DatabaseBackup and DatabaseRestore, from their status conditions.
--- Healthy: Ready=True (and a backup not Stale). Suspended: waiting for approval, or a suspended schedule.
--- Degraded: the run failed, rolled back or was cancelled, a Job cannot start, or no backup succeeded within staleAfter.
--- Progressing: everything else (the operator has not caught up, or a Job is running).
+-- Argo CD health of DatabaseMigration, DatabaseBackup and DatabaseRestore, and of the sets DatabaseMigrationSet
+-- and DatabaseBackupSet, from their status conditions.
+-- Healthy: Ready=True (and a backup not Stale); a migration set Complete=True.
+-- Suspended: waiting for approval, or a suspended schedule.
+-- Degraded: the run failed, rolled back or was cancelled, a Job cannot start, or no backup succeeded within staleAfter;
+-- a migration set Halted=True (or finished with failures), a backup set with stale or failed targets.
+-- Progressing: everything else (the operator has not caught up, a Job is running, a set rolls out).
 local hs = { status = "Progressing", message = "Waiting for the pgwarden operator" }
 if obj.status == nil then
   return hs
@@ -21,6 +24,8 @@ if status.conditions ~= nil then
 end
 local ready = conditions["Ready"]
 local stale = conditions["Stale"]
+local halted = conditions["Halted"]
+local complete = conditions["Complete"]
 local message = status.message or (ready and ready.message) or ""
 
 if status.phase == "AwaitingApproval" or status.phase == "Suspended" then
@@ -33,12 +38,23 @@ if stale ~= nil and stale.status == "True" then
   hs.message = stale.message
   return hs
 end
+if halted ~= nil and halted.status == "True" then
+  hs.status = "Degraded"
+  hs.message = message
+  return hs
+end
+if complete ~= nil and complete.status == "True" then
+  hs.status = "Healthy"
+  hs.message = message
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = message
   return hs
 end
-if status.phase == "Failed" or status.phase == "RolledBack" or status.phase == "Cancelled" then
+if status.phase == "Failed" or status.phase == "RolledBack" or status.phase == "Cancelled"
+    or status.phase == "Degraded" then
   hs.status = "Degraded"
   hs.message = message
   return hs

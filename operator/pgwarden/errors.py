@@ -1,4 +1,9 @@
-"""Errors the engine raises, each saying what the caller (or user) should do next."""
+"""pgwarden's one error root and its few meaningful branches, below every layer.
+
+`PgwardenError` is every error pgwarden raises on purpose (catch it to handle them all, as psycopg's `Error`):
+the operation failed, exit 1. `BadInput` is input refused before anything changed, exit 2. Storage
+(`pgwarden.storage.StorageError`) and Kubernetes (`pgwarden.operator.kube.KubeError`) branch off it where
+they are raised; the engine's own (a failed run, a refused plan, a script it will not run) join these."""
 
 from __future__ import annotations
 
@@ -6,16 +11,13 @@ from pgwarden.redact import redact
 
 
 class PgwardenError(Exception):
-    """An operation failed; the message is safe to show (already redacted)."""
+    """An operation failed; the message is safe to show (already redacted) and says what to do next."""
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
-
-    @property
-    def message(self) -> str:
-        return str(self)
+        self.message = redact(message)
+        super().__init__(self.message)
 
 
 class BadInput(PgwardenError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from pathlib import Path
 
 MASK = "***"
 
@@ -26,6 +27,9 @@ _KEYWORD_PASSWORD = re.compile(
     r"(?:(?P<quote>['\"])(?P<quoted>(?:\\.|(?!(?P=quote)).)*)(?P=quote)|(?P<bare>[^'\"\s&;,}]+))",
     re.IGNORECASE,
 )
+# A JSON Web Token (a projected ServiceAccount token, an OIDC id token): three base64url parts, the first
+# two JSON objects ("eyJ" is `{"`); masked wherever it stands, registered or not.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 # SQL: `PASSWORD 'x'`, `ENCRYPTED PASSWORD E'x'`, `PASSWORD U&'x'`, `PASSWORD $$x$$` / `$tag$x$tag$` (CREATE/ALTER
 # ROLE and USER, user mappings). A literal cut short (a clipped statement excerpt) is masked to the end.
 _SQL_PASSWORD = re.compile(
@@ -91,14 +95,26 @@ def register_url(url: str | None) -> None:
         register_secret(match.group("quoted") if match.group("quote") else match.group("bare"))
 
 
+def register_token_file(path: str | None) -> None:
+    """Remember the token in a web-identity token file (AWS_WEB_IDENTITY_TOKEN_FILE), if it can be read."""
+    if not path:
+        return
+    try:
+        register_secret(Path(path).read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        return
+
+
 def register_environment() -> None:
-    """Learn the secrets that arrive through the environment (libpq and AWS variables)."""
+    """Learn the secrets that arrive through the environment (libpq and AWS variables, the web-identity
+    token file)."""
     for name in _SECRET_ENV_VARS:
         value = os.environ.get(name)
         if name == "DATABASE_URL":
             register_url(value)
         else:
             register_secret(value)
+    register_token_file(os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"))
 
 
 def redact(text: str) -> str:
@@ -112,11 +128,12 @@ def redact(text: str) -> str:
 
 
 def redact_patterns(text: str) -> str:
-    """The text with only what patterns recognise as a secret masked (URL passwords, keywords, SQL)."""
+    """The text with only what patterns recognise as a secret masked (URL passwords, keywords, JWTs, SQL)."""
     if not text:
         return text
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
     text = _KEYWORD_PASSWORD.sub(_mask_keyword, text)
+    text = _JWT.sub(MASK, text)
     return _SQL_PASSWORD.sub(lambda m: f"{m.group('key')}'{MASK}'", text)
 
 

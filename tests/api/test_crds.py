@@ -12,8 +12,8 @@ import yaml
 
 from pgwarden.api import crd
 from pgwarden.api.backup import SCHEDULE_PATTERN
-from pgwarden.api.common import DURATION_PATTERN
 from pgwarden.api.crd import DEFAULT_OUT, KINDS, ResourceKind
+from pgwarden.api.durations import DURATION_PATTERN
 
 CRDS = {kind.kind: crd.crd(kind) for kind in KINDS}
 NODE_KEYS_FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const", "discriminator"}
@@ -95,7 +95,10 @@ def test_strings_matched_by_cel_regexes_have_a_max_length() -> None:
         for rule in node.get("x-kubernetes-validations", []):
             if ".matches(" in rule["rule"]:
                 field = rule["rule"].split(".matches(")[0].rsplit("self.", 1)[1]
-                assert "maxLength" in node["properties"][field], f"{kind}{path}.{field}"
+                matched = node
+                for part in field.split("."):  # a nested field: self.template.schedule
+                    matched = matched["properties"][part]
+                assert "maxLength" in matched, f"{kind}{path}.{field}"
 
 
 def test_cel_rules_use_only_fields_cel_can_see() -> None:
@@ -163,6 +166,8 @@ def test_short_names() -> None:
         "DatabaseMigration": ["dbmig"],
         "DatabaseBackup": ["dbbackup"],
         "DatabaseRestore": ["dbrestore"],
+        "DatabaseMigrationSet": ["dbmigset"],
+        "DatabaseBackupSet": ["dbbackupset"],
     }
 
 
@@ -170,8 +175,10 @@ def test_short_names() -> None:
     ("kind", "columns"),
     [
         ("DatabaseMigration", ["Version", "Phase", "Tables", "Rows", "Rollback", "Age"]),
-        ("DatabaseBackup", ["Schedule", "Last Backup", "Size", "Tables", "Rows", "Phase", "Age"]),
+        ("DatabaseBackup", ["Schedule", "Last Backup", "Size", "Tables", "Rows", "Phase", "Verified", "Age"]),
         ("DatabaseRestore", ["Phase", "Source", "Tables", "Rows", "Matches", "Age"]),
+        ("DatabaseMigrationSet", ["Targets", "Failed", "Phase", "Age"]),
+        ("DatabaseBackupSet", ["Targets", "Stale", "Failed", "Phase", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, columns: list[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupSpec, DatabaseBackupStatus
-from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.common import StorageSpec
 from pgwarden.api.crd import KINDS_BY_NAME, parse_resource
 from pgwarden.api.migration import DatabaseMigrationSpec, DatabaseMigrationStatus
 from pgwarden.api.reports import MigrationReport
@@ -40,10 +39,10 @@ def with_changes(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def example_resources() -> list[tuple[str, dict[str, Any]]]:
     resources = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if document and document["kind"] in KINDS_BY_NAME:
-                resources.append((f"{path.name}:{document['metadata']['name']}", document))
+                resources.append((f"{path.relative_to(EXAMPLES)}:{document['metadata']['name']}", document))
     return resources
 
 
@@ -69,6 +68,24 @@ def test_every_example_file_brings_the_secrets_and_config_maps_it_refers_to() ->
             assert ("Secret", spec["database"]["secretRef"]["name"]) in provided, path.name
             for ref in spec.get("migrations", {}).get("configMapRefs", []):
                 assert ("ConfigMap", ref["name"]) in provided, path.name
+
+
+def test_the_set_examples_bring_the_tenant_secrets_they_select() -> None:
+    """examples/sets/ is one folder: tenants.yaml holds the Secrets both sets choose by label."""
+    documents = [
+        d
+        for path in sorted((EXAMPLES / "sets").glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    ]
+    secrets = [d for d in documents if d["kind"] == "Secret"]
+    sets = [d for d in documents if d["kind"] in ("DatabaseMigrationSet", "DatabaseBackupSet")]
+    assert {d["kind"] for d in sets} == {"DatabaseMigrationSet", "DatabaseBackupSet"}
+    for item in sets:
+        wanted = item["spec"]["targets"]["selector"]["matchLabels"]
+        chosen = [s for s in secrets if wanted.items() <= (s["metadata"].get("labels") or {}).items()]
+        assert len(chosen) >= 2, item["metadata"]["name"]
+        assert all("uri" in s["stringData"] for s in chosen)
 
 
 def test_defaults_are_the_safe_choices() -> None:
@@ -209,6 +226,60 @@ BAD_SPECS = [
     ),
     pytest.param(
         DatabaseBackupSpec,
+        with_changes(BACKUP, retention={"keepDaily": 7, "keepWeekly": 0}),
+        "greater than or equal to 1",
+        id="keepWeekly 0",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={
+                "s3": {
+                    "bucket": "backups",
+                    "credentialsSecretRef": {"name": "s3"},
+                    "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::1:role/b"}},
+                }
+            },
+        ),
+        "credentialsSecretRef (static keys) or credentials.webIdentity, not both",
+        id="keys and web identity",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
+        with_changes(
+            BACKUP,
+            storage={"s3": {"bucket": "backups", "credentials": {"webIdentity": {"roleArn": "backups"}}}},
+        ),
+        "should match pattern",
+        id="web identity role that is no ARN",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, renameSuffix="_restored"),
+        "renameSuffix goes with only",
+        id="suffix without only",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"schemas": [], "tables": []}),
+        "only needs at least one schema or table",
+        id="only naming nothing",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, createDatabase=True),
+        "only restores into a database that exists",
+        id="only into a database to create",
+    ),
+    pytest.param(
+        DatabaseRestoreSpec,
+        with_changes(RESTORE, only={"tables": ["orders"]}, renameSuffix="-x; drop"),
+        "should match pattern",
+        id="suffix that is no identifier part",
+    ),
+    pytest.param(
+        DatabaseBackupSpec,
         with_changes(BACKUP, retention={"maxAge": "one week"}),
         "should match pattern",
         id="maxAge in words",
@@ -216,7 +287,7 @@ BAD_SPECS = [
     pytest.param(
         DatabaseBackupSpec,
         with_changes(BACKUP, retention={}),
-        "retention needs keepLast, maxAge or both",
+        "retention needs at least one of keepLast, keepDaily, keepWeekly, keepMonthly, keepYearly, maxAge",
         id="empty retention",
     ),
     pytest.param(
@@ -284,25 +355,6 @@ def test_a_bad_spec_is_refused_with_a_message_that_says_why(
 )
 def test_cron_schedules_and_macros_are_accepted(schedule: str) -> None:
     assert DatabaseBackupSpec.model_validate(with_changes(BACKUP, schedule=schedule)).schedule == schedule
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("7d", timedelta(days=7)),
-        ("12h", timedelta(hours=12)),
-        ("30m", timedelta(minutes=30)),
-        ("1h30m", timedelta(minutes=90)),
-    ],
-)
-def test_durations_read_as_days_hours_minutes_seconds(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "7", "d", "7 d", "1w", "-1h"])
-def test_a_duration_without_unit_or_with_an_unknown_one_is_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="use a number and a unit d, h, m or s"):
-        parse_duration(text)
 
 
 def test_volume_storage_needs_only_a_claim() -> None:

@@ -11,7 +11,7 @@ import pytest
 from backup_support import SEED_ROWS, BackupPlace, all_rows, backup, run_cli, s3_place
 from pgwarden_testing import localpg, s3server
 
-from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import list_backups
 
@@ -110,7 +110,7 @@ def test_the_engine_takes_copy_targets_a_caller_built_with_their_own_settings(
     shop_db: str, tmp_path: Path
 ) -> None:
     offsite = FilesystemStorage(tmp_path / "built-by-the-caller")
-    report = take_backup(shop_db, str(tmp_path / "primary"), copy_to=[offsite])
+    report = take_backup(shop_db, str(tmp_path / "primary"), BackupOptions(copy_to=[offsite]))
     assert report.outcome == "Succeeded"
     assert report.copies is not None and [c.verified for c in report.copies] == [True]
     assert [m.id for m in list_backups(offsite)] == [report.backup.id if report.backup else None]

@@ -14,7 +14,7 @@ import pytest
 from backup_support import BackupPlace, flip_byte, run_cli, start_paused, wait_for_pause
 from pgwarden_testing import localpg
 
-from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest
+from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest, write_manifest
 
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -125,3 +125,22 @@ def test_a_missing_bucket_fails_the_preflight_before_any_dump(
     done = run_cli("backup", shop_db, "--to", "s3://no-such-bucket-here/x", "--json", env=s3.env())
     assert done.returncode == 1
     assert "no-such-bucket-here" in json.loads(done.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere/dump.pgc", "/etc/hostname", "dump/../../other.pgc"])
+def test_a_manifest_naming_a_file_outside_its_backup_is_refused_in_words(
+    shop_db: str, fs_place: BackupPlace, outside: str
+) -> None:
+    """A manifest that names a dump outside its own backup folder (edited by hand, or written by a tool
+    that went wrong) is refused as such, before anything is created: not an `unexpected error`."""
+    made = run_cli("backup", shop_db, "--to", fs_place.uri, "--json")
+    assert made.returncode == 0, made.stderr
+    backup = fs_place.open().child(json.loads(made.stdout)["backup"]["id"])
+    manifest = read_manifest(backup)
+    write_manifest(backup, manifest.model_copy(update={"dump_file": outside}))
+
+    restored = run_cli("restore", shop_db, "--from", backup.uri(), "--clean", "--json")
+    assert restored.returncode == 2, restored.stdout + restored.stderr
+    report = json.loads(restored.stdout)
+    assert "unexpected" not in report["error"]["message"]
+    assert outside in report["error"]["message"] and "outside" in report["error"]["message"]

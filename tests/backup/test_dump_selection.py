@@ -10,7 +10,7 @@ import pytest
 from backup_support import BackupPlace, run_cli
 from pgwarden_testing import localpg
 
-from pgwarden.engine.backup.backup import DumpSelection, pattern_parts, select_tables
+from pgwarden.engine.backup.selection import DumpSelection, pattern_parts, select_tables
 
 TABLES = [
     ("public", "orders", True),

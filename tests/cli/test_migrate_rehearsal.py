@@ -127,6 +127,34 @@ def test_a_good_rehearsal_lets_the_real_run_go_and_the_report_has_both(db_url: s
     assert scratch_databases(db_url) == []
 
 
+def test_a_prefix_is_rehearsed_on_its_newest_verified_backup_else_on_its_newest_with_a_warning(
+    db_url: str, tmp_path: Path
+) -> None:
+    directory = migrations_dir(tmp_path / "m", extra=BASE)
+    assert run_pgwarden("migrate", db_url, "--dir", directory).returncode == 0
+    drilled, fresh = tmp_path / "drilled", tmp_path / "fresh"
+    verified = json_report(run_pgwarden("backup", db_url, "--to", drilled, "--verify", "--json"))["backup"]
+    newer = json_report(run_pgwarden("backup", db_url, "--to", drilled, "--json"))["backup"]  # not verified
+    assert verified["verified"] and not newer["verified"]
+    (directory / "0002_flag.sql").write_text("ALTER TABLE orders ADD COLUMN flag int;\n")
+
+    code, report, stderr = rehearse(db_url, directory, drilled)
+
+    assert code == 0, stderr
+    assert report["rehearsal"]["backup"].endswith(verified["id"]), report["rehearsal"]["backup"]
+    assert report["rehearsal"].get("warnings", []) == []
+
+    only = json_report(run_pgwarden("backup", db_url, "--to", fresh, "--json"))["backup"]
+    (directory / "0003_mark.sql").write_text("ALTER TABLE orders ADD COLUMN mark int;\n")
+
+    code, report, stderr = rehearse(db_url, directory, fresh)
+
+    assert code == 0, stderr
+    assert report["rehearsal"]["backup"].endswith(only["id"])
+    [warning] = report["rehearsal"]["warnings"]
+    assert "unverified" in warning and only["id"] in warning
+
+
 def test_rehearsal_flags_are_refused_without_a_backup_or_with_plan(db_url: str, tmp_path: Path) -> None:
     directory, _backups = backed_up(db_url, tmp_path)
     before = state(db_url)

@@ -4,7 +4,8 @@ real node (containerd, runc, the kubelet) that runs pgwarden's image.
 Every xdist worker of one run shares one cluster. The first worker that needs it starts it under a file
 lock; the last one to finish stops it, if this run started it, and a watchdog stops it should the run die
 first. A cluster someone started by hand (`make cluster-up`) is used and left up. Pods reach this
-machine's servers at the bridge's address (10.217.0.1), so a test's PostgreSQL and MinIO listen there too.
+machine's servers at the bridge's address (hack/node_env.sh chooses the bridge and subnet per checkout), so a
+test's PostgreSQL and MinIO listen there too.
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ BUILDS = (
     ("build-k8s.sh",),
     ("build-k8s.sh", "--node"),
     ("build-helm.sh",),
+    ("build-prometheus.sh",),
     ("build-image.sh",),
     ("build-pause.sh",),
 )
+# Argo CD is built only when a collected test syncs through it (the `argocd` fixture).
+ARGOCD_BUILD = ("build-argocd.sh",)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -64,7 +68,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     capture = session.config.pluginmanager.getplugin("capturemanager")
     # A first build takes many minutes: show its progress lines rather than look hung.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        for script, *args in BUILDS:
+        uses_argocd = any("argocd" in getattr(item, "fixturenames", ()) for item in session.items)
+        for script, *args in BUILDS + ((ARGOCD_BUILD,) if uses_argocd else ()):
             started = time.monotonic()
             progress: list[str] = []
             build = subprocess.Popen(
@@ -351,5 +356,6 @@ def _servers_reach_pods(request: pytest.FixtureRequest) -> None:
 
 # The end-to-end fixtures live with their helpers; importing them here makes them every test module's.
 from operator_support import crds, helm, operator  # noqa: E402
+from web_identity_support import oidc_s3  # noqa: E402
 
-__all__ = ["LocalCluster", "crds", "helm", "operator"]
+__all__ = ["LocalCluster", "crds", "helm", "oidc_s3", "operator"]

@@ -11,7 +11,6 @@ where a value names 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import urllib.request
@@ -29,6 +28,7 @@ from chart_support import (
     run_build,
 )
 from pgwarden_testing import s3server
+from pgwarden_testing.node_network import node_network
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -39,8 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 # runc's state of the node's containers (hack/node-up.sh): where a test kills a container's process.
 RUNC_ROOT = REPO / ".local" / "node" / "containerd" / "runc" / "k8s.io"
 TERMINAL = ("Succeeded", "Failed", "RolledBack")
-# The Pod bridge's own address (hack/node_env.sh): Pods reach the API server and the tests' servers there.
-POD_GATEWAY = os.environ.get("PGWARDEN_NODE_SUBNET_PREFIX", "10.217.0") + ".1"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +59,13 @@ def crds(kube: LocalCluster) -> None:
         "-f",
         str(REPO / "crds"),
     )
-    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+    for plural in (
+        "databasemigrations",
+        "databasebackups",
+        "databaserestores",
+        "databasemigrationsets",
+        "databasebackupsets",
+    ):
         kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{plural}.pgwarden.io")
 
 
@@ -231,12 +235,20 @@ def operator(
 
 
 def chart_operator(
-    kube: LocalCluster, namespace: str, helm: Path, tmp_path: Path, replicas: int = 1
+    kube: LocalCluster,
+    namespace: str,
+    helm: Path,
+    tmp_path: Path,
+    replicas: int = 1,
+    extra: Obj | None = None,
 ) -> Iterator[ChartOperator]:
-    """Install the chart with `replicaCount: replicas`, yield it, print its log and uninstall it."""
+    """Install the chart with `replicaCount: replicas` (and `extra` values), yield it, print its log and
+    uninstall it."""
     values = tmp_path / "values.json"
     values.write_text(
-        json.dumps({**local_values(kube.image, namespace, kube.apiserver), "replicaCount": replicas})
+        json.dumps(
+            {**local_values(kube.image, namespace, kube.apiserver), "replicaCount": replicas, **(extra or {})}
+        )
     )
     operator = ChartOperator(kube, namespace, helm, values, tmp_path / "operator.log", replicas=replicas)
     operator.install()
@@ -264,13 +276,19 @@ def chart_operator(
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def run_jobs(kube: LocalCluster, namespace: str) -> list[Obj]:
+    """The Jobs that run something: all but the read-only previews of Manual migrations awaiting approval."""
+    return [job for job in kube.get_all("jobs", namespace) if "-preview-" not in job["metadata"]["name"]]
+
+
 def in_namespace(namespace: str, *manifests: Obj) -> list[Obj]:
     return [dict(m, metadata=dict(m["metadata"], namespace=namespace)) for m in manifests]
 
 
 def secret(name: str, **data: str) -> Obj:
     """A Secret for Pods: a value naming 127.0.0.1 (a test server's URL) names the bridge's address instead."""
-    for_pods = {key: value.replace("127.0.0.1", POD_GATEWAY) for key, value in data.items()}
+    gateway = node_network(REPO / ".local").gateway  # the Pod bridge's own address
+    for_pods = {key: value.replace("127.0.0.1", gateway) for key, value in data.items()}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": for_pods}
 
 
@@ -340,7 +358,14 @@ def condition(status: Obj, kind: str) -> Obj:
 def assert_never_shown(kube: LocalCluster, op: ChartOperator, *secrets: str) -> None:
     """No Secret value in any resource's status, any Event, or the operator's log."""
     texts = [op.log(), json.dumps(kube.get_all("events", op.namespace))]
-    for plural in ("databasemigrations", "databasebackups", "databaserestores"):
+    plurals = (
+        "databasemigrations",
+        "databasebackups",
+        "databaserestores",
+        "databasemigrationsets",
+        "databasebackupsets",
+    )
+    for plural in plurals:
         texts.append(json.dumps([item.get("status") for item in kube.get_all(plural, op.namespace)]))
     for value in secrets:
         for text in texts:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from pgwarden.cli import build_parser
+from pgwarden.console import build_parser
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -279,9 +279,19 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    kinds = ("databasemigrations", "databasebackups", "databaserestores")
+    kinds = (
+        "databasemigrations",
+        "databasebackups",
+        "databaserestores",
+        "databasemigrationsets",
+        "databasebackupsets",
+    )
     expected = {("pgwarden.io", k, v) for k in kinds for v in ("get", "list", "watch", "patch")}
     expected |= {("pgwarden.io", f"{k}/status", v) for k in kinds for v in ("get", "patch")}
+    # A set's children: created per target, deleted when their Secret is no longer a target.
+    expected |= {
+        ("pgwarden.io", k, v) for k in ("databasemigrations", "databasebackups") for v in ("create", "delete")
+    }
     expected |= {("batch", "jobs", v) for v in ("create", "get", "list", "watch")}
     expected |= {("batch", "cronjobs", v) for v in ("create", "get", "list", "watch", "patch", "delete")}
     expected |= {("", "pods", v) for v in ("get", "list")}
@@ -289,6 +299,29 @@ def test_operator_rules_are_exactly_what_the_operator_uses(helm: Path) -> None:
     expected |= {("", "configmaps", "get")}  # migration files, to show and approve their checksums
     expected |= {("", "pods/log", "get")}  # a running migration's progress line, for status.progress
     assert granted == expected
+
+
+@pytest.mark.parametrize("settings", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
+def test_sets_select_secrets_grants_list_and_watch_on_secrets_and_nothing_more(
+    helm: Path, settings: tuple[str, ...]
+) -> None:
+    """Only with sets.selectSecrets, and only what listing and watching their names needs: never get."""
+    roles = [
+        m for m in render(helm, *settings, "sets.selectSecrets=true") if m["kind"] in ("ClusterRole", "Role")
+    ]
+    granted = {
+        (verb, m["metadata"].get("namespace"))
+        for m in roles
+        for rule in m["rules"]
+        if "secrets" in rule.get("resources", [])
+        for verb in rule["verbs"]
+    }
+    operator_roles_with_secrets = {namespace for _, namespace in granted}
+    assert {verb for verb, _ in granted} == {"list", "watch"}
+    if settings:
+        assert operator_roles_with_secrets == {"shop", "billing"}, "the watched namespaces only"
+    for rule in (r for m in roles for r in m["rules"] if "secrets" in r.get("resources", [])):
+        assert rule["apiGroups"] == [""] and rule["resources"] == ["secrets"] and "resourceNames" not in rule
 
 
 def test_a_namespace_both_watched_and_the_operators_own_has_one_role_with_the_lease_rules(helm: Path) -> None:

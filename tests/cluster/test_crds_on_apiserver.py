@@ -71,7 +71,7 @@ def test_every_crd_installs_and_is_established(kube: Kube, crds: None) -> None:
 def test_kubectl_knows_the_short_names_and_the_pgwarden_category(
     kube: Kube, crds: None, namespace: str
 ) -> None:
-    for name in ("dbmig", "dbbackup", "dbrestore", "pgwarden"):
+    for name in ("dbmig", "dbbackup", "dbrestore", "dbmigset", "dbbackupset", "pgwarden"):
         result = kube.kubectl("get", name, "-n", namespace, check=False)
         assert result.returncode == 0, output(result)
 
@@ -81,7 +81,9 @@ def test_kubectl_explain_shows_the_descriptions(kube: Kube, crds: None) -> None:
     assert "exactly one of configMapRefs, image or inline" in " ".join(output(result).split())
 
 
-@pytest.mark.parametrize("example", sorted(path.name for path in EXAMPLES.glob("*.yaml")))
+@pytest.mark.parametrize(
+    "example", sorted(str(path.relative_to(EXAMPLES)) for path in EXAMPLES.rglob("*.yaml"))
+)
 def test_every_example_applies(kube: Kube, crds: None, namespace: str, example: str) -> None:
     result = kube.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLES / example), check=False
@@ -201,6 +203,33 @@ BAD_SPECS = [
         id="keepLast 0",
     ),
     pytest.param(
+        ("restore.yaml", "DatabaseRestore"),
+        setting("spec.renameSuffix", "_restored"),
+        ["renameSuffix goes with only"],
+        id="rename suffix without only",
+    ),
+    pytest.param(
+        ("restore.yaml", "DatabaseRestore"),
+        setting("spec.only", {"tables": ["orders"]}),
+        ["only restores into a database that exists"],
+        id="only into a database to create",
+    ),
+    pytest.param(
+        ("backup-once.yaml", "DatabaseBackup"),
+        setting(
+            "spec.storage.s3.credentials",
+            {"webIdentity": {"roleArn": "arn:aws:iam::1:role/b", "audience": "sts.amazonaws.com"}},
+        ),
+        ["credentialsSecretRef (static keys) or credentials.webIdentity, not both"],
+        id="keys and web identity",
+    ),
+    pytest.param(
+        ("backup-nightly.yaml", "DatabaseBackup"),
+        setting("spec.retention.keepMonthly", 0),
+        ["spec.retention.keepMonthly", "greater than or equal to 1"],
+        id="keepMonthly 0",
+    ),
+    pytest.param(
         ("backup-nightly.yaml", "DatabaseBackup"),
         setting("spec.retention.maxAge", "one week"),
         ["spec.retention.maxAge"],
@@ -235,6 +264,48 @@ BAD_SPECS = [
         setting("spec.source.storage", {"s3": S3}),
         ["a backupRef uses its DatabaseBackup's storage"],
         id="backupRef with storage",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("spec.template.database", {"secretRef": {"name": "tenant-acme-db"}}),
+        ["a set's template names no database: each target's Secret is its database"],
+        id="set template naming a database",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("spec.rollout.maxParallel", 0),
+        ["spec.rollout.maxParallel", "greater than or equal to 1"],
+        id="set rollout maxParallel 0",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("spec.targets.list", [{"name": "tenant-acme-db"}]),
+        ["targets needs exactly one of selector or list"],
+        id="set targets by selector and list",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("spec.targets.selector", {}),
+        ["needs matchLabels or matchExpressions: an empty selector would take every Secret"],
+        id="set selecting every Secret",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("spec.rollout.order.values", None),
+        ["rollout.order.byLabel needs values"],
+        id="set ordered by a label without its values",
+    ),
+    pytest.param(
+        ("sets/migration-tenants.yaml", "DatabaseMigrationSet"),
+        setting("metadata.name", "t" * 64),
+        ["a set's name is at most 63 characters"],
+        id="set name longer than a label value",
+    ),
+    pytest.param(
+        ("sets/backup-tenants.yaml", "DatabaseBackupSet"),
+        setting("spec.template.schedule", "*/5 * * * *"),
+        ["stagger needs template.schedule with a number as its minute"],
+        id="backup set staggering an unshiftable schedule",
     ),
 ]
 

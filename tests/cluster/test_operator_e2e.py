@@ -27,6 +27,7 @@ from operator_support import (
     in_namespace,
     migrations_configmap,
     resource,
+    run_jobs,
     s3_secret,
     s3_storage,
     secret,
@@ -225,7 +226,11 @@ def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its
     kube.apply(
         *in_namespace(operator.namespace, secret("db", uri=url), resource("DatabaseMigration", "gated", spec))
     )
-    status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") == "AwaitingApproval")
+    # Before anyone approves, a read-only preview Job has planned it on the database: what would run, and lint.
+    status = wait_status(
+        kube, operator, "dbmig", "gated", lambda s: (s.get("preview") or {}).get("outcome") == "Succeeded"
+    )
+    assert status["phase"] == "AwaitingApproval" and status["preview"]["pending"] == ["0001"], status
     ns = operator.namespace
     assert f"kubectl annotate dbmig gated -n {ns} pgwarden.io/approved=1 --overwrite" in status["message"]
     assert status["approval"]["files"][0]["name"] == "0001_t.sql"
@@ -234,7 +239,7 @@ def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its
     # The approval of old (`true`) approves nothing.
     kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=true", "-n", ns)
     wait_status(kube, operator, "dbmig", "gated", lambda s: "approves nothing" in s.get("message", ""))
-    assert kube.get_all("jobs", ns) == []
+    assert run_jobs(kube, ns) == []
 
     # An edit after approval is a new generation: approval 1 does not run it.
     spec["migrations"]["inline"][0]["sql"] = "CREATE TABLE t (id int, note text);"
@@ -244,14 +249,14 @@ def test_manual_approval_names_the_generation_and_an_edit_after_it_waits_for_its
     assert status["phase"] == "AwaitingApproval" and status["approval"]["generation"] == 2
     assert status["approval"]["files"][0]["sha256"] != shown
     time.sleep(3)
-    assert kube.get_all("jobs", ns) == []
+    assert run_jobs(kube, ns) == []
 
     kube.kubectl("annotate", "dbmig", "gated", "pgwarden.io/approved=2", "--overwrite", "-n", ns)
     status = wait_status(kube, operator, "dbmig", "gated", lambda s: s.get("phase") in TERMINAL)
     assert status["phase"] == "Succeeded", status
     assert status["approval"] == dict(status["approval"], generation=2, approved=True)
     assert status["applied"][0]["checksum"] == status["approval"]["files"][0]["sha256"]
-    assert len(kube.get_all("jobs", ns)) == 1
+    assert len(run_jobs(kube, ns)) == 1
     with psycopg.connect(url) as conn:
         columns = conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 't'")
         assert columns.fetchone() == (2,)

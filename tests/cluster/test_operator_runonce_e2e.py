@@ -22,6 +22,7 @@ from operator_support import (
     in_namespace,
     migrations_configmap,
     resource,
+    run_jobs,
     s3_secret,
     s3_storage,
     secret,
@@ -76,7 +77,7 @@ def test_a_configmap_edited_after_approval_runs_nothing_until_its_files_are_appr
     kube.apply(*in_namespace(ns, migrations_configmap("files", EDITED)))
     operator.start()
     status = wait_status(kube, operator, "dbmig", "gated", lambda s: "changed since" in s.get("message", ""))
-    assert status["phase"] == "AwaitingApproval" and kube.get_all("jobs", ns) == []
+    assert status["phase"] == "AwaitingApproval" and run_jobs(kube, ns) == []
     edited = status["approval"]
     assert [f["name"] for f in edited["files"]] == ["0001_orders.sql", "0002_drop.sql"]
     assert edited["digest"] != reviewed["digest"]
@@ -92,7 +93,7 @@ def test_a_configmap_edited_after_approval_runs_nothing_until_its_files_are_appr
     assert [a["version"] for a in status["applied"]] == ["0001"]
     assert status["applied"][0]["checksum"] == reviewed["files"][0]["sha256"]
     assert tables(url) == {"orders"}  # the edit (0002) never ran
-    assert len(kube.get_all("jobs", ns)) == 1
+    assert len(run_jobs(kube, ns)) == 1
 
 
 def lease_holder(kube: LocalCluster, namespace: str) -> str | None:

@@ -25,7 +25,7 @@ from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import RestoreSource
-from pgwarden.cli import operator_cmd
+from pgwarden.operator import command as operator_cmd
 from pgwarden.operator import jobs
 from pgwarden.operator.policy import REASON, Policy, image_allowed
 

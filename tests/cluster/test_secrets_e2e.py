@@ -9,6 +9,7 @@ Jobs and Pods (where the termination message shows).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ from operator_support import (
 )
 from pgwarden_testing import s3server
 from pgwarden_testing.localpg import LocalPostgres
+from web_identity_support import identity_storage
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -65,6 +67,21 @@ def test_the_operator_cannot_read_secrets_in_the_namespace_it_works_in(
     )
 
 
+# A JSON Web Token (a ServiceAccount token) wherever it stands: header and payload are base64url JSON.
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
+
+
+def _reports(server: s3server.S3Server, bucket: str) -> str:
+    """Every report.json the backups left beside their dumps."""
+    client = server.client()
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return "\n".join(
+        client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        for key in keys
+        if key.endswith("report.json")
+    )
+
+
 def shown(kube: LocalCluster, operator: ChartOperator) -> dict[str, str]:
     """Everything a person or a scraper sees of pgwarden's work, by where it is seen."""
     namespace = operator.namespace
@@ -76,14 +93,23 @@ def shown(kube: LocalCluster, operator: ChartOperator) -> dict[str, str]:
     return texts
 
 
+@pytest.mark.timeout(900)  # five resources' Jobs on one node
 def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_of_any_kind(
-    kube: LocalCluster, operator: ChartOperator, pg: LocalPostgres, s3: s3server.S3Server
+    kube: LocalCluster,
+    operator: ChartOperator,
+    pg: LocalPostgres,
+    s3: s3server.S3Server,
+    oidc_s3: s3server.S3Server,
 ) -> None:
+    """Canary values in every Secret, and a backup and a restore by web identity, whose ServiceAccount
+    tokens (never known to the test) must not show either: nothing shaped like a JWT may appear."""
     source = pg.create_database()
     seed(source, rows=50)
     target = pg.create_database()
+    by_identity = pg.create_database()
     failing = pg.create_database()
     bucket = s3.create_bucket()
+    identity_bucket = oidc_s3.create_bucket()
     canary = f"canary-{secrets.token_hex(8)}"  # a key no Job needs: it must never be read at all
     files = {
         "0001_items.sql": "CREATE TABLE items (sku text PRIMARY KEY);\nINSERT INTO items VALUES ('a');",
@@ -93,6 +119,7 @@ def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_
         secret("source-db", uri=source, unused=canary),
         secret("target-db", uri=target, unused=canary),
         secret("failing-db", uri=failing, unused=canary),
+        secret("identity-db", uri=by_identity, unused=canary),
         secret(
             "s3-credentials",
             AWS_ACCESS_KEY_ID=s3.access_key,
@@ -114,6 +141,24 @@ def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_
             },
         ),
         resource(
+            "DatabaseBackup",
+            "by-identity",
+            {
+                "database": {"secretRef": {"name": "source-db"}},
+                "storage": identity_storage(oidc_s3, identity_bucket, "src/"),
+                "retention": {"keepDaily": 7},
+            },
+        ),
+        resource(
+            "DatabaseRestore",
+            "by-identity",
+            {
+                "database": {"secretRef": {"name": "identity-db"}},
+                "source": {"backupRef": {"name": "by-identity", "id": "latest"}},
+                "clean": True,
+            },
+        ),
+        resource(
             "DatabaseMigration",
             "failing",
             {
@@ -123,7 +168,13 @@ def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_
         ),
     ]
     kube.apply(*in_namespace(operator.namespace, *manifests))
-    for kind, name in (("dbbackup", "src"), ("dbrestore", "copy"), ("dbmig", "failing")):
+    for kind, name in (
+        ("dbbackup", "src"),
+        ("dbrestore", "copy"),
+        ("dbmig", "failing"),
+        ("dbbackup", "by-identity"),
+        ("dbrestore", "by-identity"),
+    ):
         status = wait_status(kube, operator, kind, name, lambda s: s.get("phase") in TERMINAL, timeout=240)
         assert status["phase"] in ("Succeeded", "RolledBack"), (kind, status)
 
@@ -132,10 +183,18 @@ def test_no_secret_value_reaches_status_events_logs_metrics_or_kubectl_describe_
     for kind in ("databasemigrations", "databasebackups", "databaserestores"):
         assert "Status:" in texts[f"describe {kind}"], f"kubectl describe {kind} showed nothing"
     assert "rolled back" in texts["describe databasemigrations"].lower()
+    texts["job logs"] = "\n".join(
+        kube.kubectl("logs", f"job/{job['metadata']['name']}", "-n", operator.namespace).stdout
+        for job in kube.get_all("jobs", operator.namespace)
+    )
+    texts["reports"] = _reports(s3, bucket) + _reports(oidc_s3, identity_bucket)
+    assert texts["reports"].count('"outcome"') >= 2, "both backups left their report.json"
+    assert "Succeeded" in texts["job logs"], texts["job logs"][-2000:]
     for where, text in texts.items():
-        for value in (pg.password, s3.secret_key, canary):
+        for value in (pg.password, s3.secret_key, oidc_s3.secret_key, canary):
             assert value not in text, f"a Secret value is shown in {where}"
-    assert_never_shown(kube, operator, pg.password, s3.secret_key, canary)
+        assert not JWT.search(text), f"a token is shown in {where}"
+    assert_never_shown(kube, operator, pg.password, s3.secret_key, oidc_s3.secret_key, canary)
 
 
 @pytest.mark.parametrize(

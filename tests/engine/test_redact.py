@@ -4,6 +4,7 @@ in plain text and inside nested reports, and nothing else is touched."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -322,3 +323,43 @@ def test_identifier_fields_still_lose_a_password_a_pattern_recognises() -> None:
         "location": f"s3://AKIAX:{MASK}@minio:9000/b",
         "database": f"host=db password={MASK}",
     }
+
+
+# --- web-identity tokens ------------------------------------------------------------------------------
+
+# The shape of a ServiceAccount token: base64url JSON header and payload, a signature (made up here).
+TOKEN = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6IkFCQyJ9.eyJhdWQiOlsicGd3YXJkZW4tbWluaW8iXSwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50"
+    "OmRlZmF1bHQ6ZGVmYXVsdCJ9.c2lnbmF0dXJlLW5vdC1yZWFs_-x"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"AssumeRoleWithWebIdentity refused WebIdentityToken={TOKEN}: expired",
+        f'{{"token": "{TOKEN}"}}',
+        f"Authorization: Bearer {TOKEN}",
+    ],
+)
+def test_a_json_web_token_is_masked_wherever_it_stands_even_unregistered(text: str) -> None:
+    assert TOKEN not in redact(text)
+    assert MASK in redact(text)
+    assert TOKEN not in str(redact_obj({"location": text, "error": {"message": text}}))
+
+
+def test_the_web_identity_token_file_is_learnt_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A token of an unusual shape (not a JWT) is masked too, once its file is named in the environment."""
+    token_file = tmp_path / "token"
+    token_file.write_text("opaque-web-identity-token-1234\n")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    register_environment()
+    assert redact("token opaque-web-identity-token-1234 refused") == f"token {MASK} refused"
+
+
+def test_a_missing_token_file_is_no_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "absent"))
+    register_environment()
+    assert redact("nothing to hide") == "nothing to hide"

@@ -465,26 +465,7 @@ def private_postgres(password: str) -> Iterator[localpg.LocalPostgres]:
 
 def restart_postgres(server: localpg.LocalPostgres) -> None:
     """Start a server stopped by `server.stop()` again, on the same data directory and port."""
-    log = server.data_dir.parent / "server.log"
-    started = subprocess.run(
-        [
-            # How localpg runs a server when we are root (PostgreSQL refuses to run as root).
-            *localpg._drop_privileges_prefix(),
-            server.install.tool("pg_ctl"),
-            "-D",
-            str(server.data_dir),
-            "-l",
-            str(log),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert started.returncode == 0, f"PostgreSQL did not restart:\n{started.stderr}\n{server.log_tail()}"
+    server.start_again()
 
 
 @dataclass
@@ -520,32 +501,9 @@ def minio_with_canary() -> Iterator[PrivateMinio]:
 def restart_minio(minio: PrivateMinio, timeout: float = 60) -> None:
     """Start the stopped MinIO again on the same port, data and credentials."""
     server = minio.server
-    env = {
-        **os.environ,
-        "MINIO_ROOT_USER": server.access_key,
-        "MINIO_ROOT_PASSWORD": server.secret_key,
-        "MINIO_BROWSER": "off",
-        "MINIO_UPDATE": "off",
-        "MINIO_CI_CD": "1",
-        "HOME": str(minio.root),
-    }
-    with server.log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                str(s3server.minio_binary()),
-                "server",
-                "--quiet",
-                "--address",
-                f"127.0.0.1:{minio.port}",
-                "--console-address",
-                f"127.0.0.1:{localpg.free_port()}",
-                str(server.data_dir),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    process = s3server.launch(
+        server.access_key, server.secret_key, server.data_dir, server.log, "127.0.0.1", minio.port
+    )
     minio.restarts.append(process)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

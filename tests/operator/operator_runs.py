@@ -129,3 +129,17 @@ BACKUP_SUCCEEDED: Obj = {
 def written(decision: Any) -> Any:
     """The decision with its status as the JSON the operator writes to the resource, as the tests read it."""
     return dataclasses.replace(decision, status=decision.status.to_status())
+
+
+def task_of(manifest: Obj) -> Any:
+    """The task a Job manifest carries to `pgwarden job` (PGWARDEN_TASK)."""
+    from pgwarden.api.task import TASK_ENV, Task
+
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    return Task.model_validate_json(next(item["value"] for item in env if item["name"] == TASK_ENV))
+
+
+def creates_no_run(decision: Any) -> bool:
+    """Nothing runs: no Job is created, or only the read-only preview that plans and lints a Manual
+    migration awaiting approval."""
+    return decision.create is None or bool(task_of(decision.create).plan_only)

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from operator_runs import NOW, written
+from operator_runs import NOW, creates_no_run, written
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.task import TASK_ENV, Task
@@ -54,8 +54,11 @@ def test_awaiting_approval_shows_the_files_the_configmap_holds_with_their_checks
 ) -> None:
     waiting = decide(manual(resource), FIRST)
     shown = waiting.status["approval"]
-    assert waiting.status["phase"] == "AwaitingApproval" and waiting.create is None
+    assert waiting.status["phase"] == "AwaitingApproval" and creates_no_run(waiting)
     assert shown["files"] == [{"name": name, "sha256": sha(sql)} for name, sql in sorted(FIRST.items())]
+    previewed = task(waiting)  # the read-only preview plans and lints exactly the files shown
+    assert previewed.migration is not None and previewed.migration.migrations.inline is not None
+    assert {item.name: item.sql for item in previewed.migration.migrations.inline} == FIRST
     assert shown["approved"] is False and len(shown["digest"]) == approval.DIGEST_LENGTH
 
 
@@ -94,7 +97,7 @@ def test_a_configmap_edited_after_approval_runs_nothing_until_its_new_files_are_
     old_digest = body["status"]["approval"]["digest"]
     body["metadata"]["annotations"] = {APPROVED_ANNOTATION: f"1-{old_digest}"}
     refused = decide(body, EDITED)  # edited between the review and the operator seeing the approval
-    assert refused.create is None and refused.status["phase"] == "AwaitingApproval"
+    assert creates_no_run(refused) and refused.status["phase"] == "AwaitingApproval"
     assert refused.status["approval"]["files"][1] == {"name": "0002_more.sql", "sha256": sha("DROP TABLE t;")}
     new_digest = refused.status["approval"]["digest"]
     assert new_digest != old_digest

@@ -223,7 +223,7 @@ def test_no_verified_restore_for_longer_than_allowed_is_stale_once_and_the_gauge
     )
     expected = (first.status.last_verified_time - NOW).total_seconds()
     assert since is not None and since >= -expected  # now is later than the test's NOW
-    metrics.forget("shop", "shop-nightly")
+    metrics.forget("DatabaseBackup", "shop", "shop-nightly")
     assert (
         metrics.REGISTRY.get_sample_value(
             "pgwarden_backup_seconds_since_verified_restore", {"namespace": "shop", "name": "shop-nightly"}

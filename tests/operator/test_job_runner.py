@@ -24,13 +24,14 @@ from pgwarden_testing.processes import kill_process_tree
 from cli.helpers import pause_env, pgwarden_command
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
+from pgwarden.api.progress import last_progress
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
 from pgwarden.api.task import TERMINATION_LOG_ENV, RestoreSource
 from pgwarden.job.runner import compact
-from pgwarden.operator import backups, migrations, restores
+from pgwarden.operator import backups, migrations, progress, restores
 from pgwarden.operator.jobs import JobSettings, backup_job, migration_job, restore_job
 from pgwarden.operator.observe import observe
-from pgwarden.operator.resources import read
+from pgwarden.operator.resources import lenient, read
 
 Obj = dict[str, Any]
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
@@ -567,3 +568,143 @@ def test_a_migration_job_killed_mid_swap_is_settled_by_the_recovery_job_the_oper
     status = written(migrations.decide(read(body), run, [], SETTINGS, NOW, recovery_run=recovered)).status
     assert status["phase"] == "RolledBack"
     assert any("completed the swap" in line for line in status["recovered"]["done"])
+
+
+def test_a_rehearsal_job_restores_the_newest_verified_backup_and_warns_when_none_is(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """DESIGN 2: a rehearsal runs on the newest *verified* backup when drills verified any (not a newer
+    unverified one), else on the newest complete one, with a warning in status.rehearsal."""
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);"}
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+
+    def take_backup(name: str, *, verify: bool) -> tuple[Obj, str]:
+        body = resource("backup-once.yaml", "DatabaseBackup")
+        body["metadata"]["name"] = name
+        body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+        body["spec"]["verify"] = {"restore": verify}
+        manifest = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+        took = run_job(manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert took.code == 0, took.stderr + took.stdout
+        assert took.full["backup"]["verified"] is verify
+        taken = observe(job(manifest["metadata"]["name"], state="complete"), [took.as_pod()])
+        body["status"] = written(backups.decide(read(body), [taken], None, SETTINGS, NOW)).status
+        return body, str(took.full["backup"]["id"])
+
+    def rehearsal_of(backup: Obj) -> Obj:
+        body = inline_migration(
+            resource, {**first, "0002_note.sql": "ALTER TABLE customers ADD COLUMN note text;"}
+        )
+        body["spec"]["rehearsal"] = {"backupRef": {"name": backup["metadata"]["name"]}}
+        body["spec"]["approval"] = "Manual"
+        referenced = read(backup)
+        decided = migrations.decide(read(body), None, [], SETTINGS, NOW, referenced=referenced)  # type: ignore[arg-type]
+        assert decided.create is not None
+        body["status"] = written(decided).status
+        ran = run_job(decided.create, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+        assert ran.code == 0, ran.stderr + ran.stdout
+        run = observe(job(decided.create["metadata"]["name"], state="complete"), [ran.as_pod()])
+        after = migrations.decide(
+            read(body), None, [], SETTINGS, NOW, rehearsal_run=run, referenced=referenced
+        )  # type: ignore[arg-type]
+        rehearsal: Obj = written(after).status["rehearsal"]
+        return rehearsal
+
+    _, verified = take_backup("shop-backup", verify=True)
+    newer, newer_id = take_backup("shop-backup", verify=False)  # the newest, but nothing restored it yet
+    rehearsal = rehearsal_of(newer)
+    assert rehearsal["backup"].endswith(verified), (rehearsal["backup"], verified, newer_id)
+    assert rehearsal.get("warnings", []) == []
+
+    adhoc, adhoc_id = take_backup("shop-adhoc", verify=False)
+    rehearsal = rehearsal_of(adhoc)
+    assert rehearsal["backup"].endswith(adhoc_id)
+    assert len(rehearsal["warnings"]) == 1 and "unverified" in rehearsal["warnings"][0], rehearsal
+    assert rehearsal["outcome"] == "Succeeded"
+
+
+def test_a_manual_migration_without_a_rehearsal_shows_the_lint_of_its_pending_files_before_approval(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """The preview Job through the real runner: it plans on the live database (only the pending file is
+    linted, not the applied one) and changes nothing; its findings reach status.lint while it awaits
+    approval, and only the approval creates the run."""
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {
+        "0001_customers.sql": "CREATE TABLE customers (id int, name text);\nCREATE INDEX c_id ON customers (id);"
+    }
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+    body = inline_migration(
+        resource, {**first, "0002_by_name.sql": "-- by name\nCREATE INDEX c_name ON customers (name);"}
+    )
+    body["spec"]["approval"] = "Manual"
+    history_before = _history(db_url)
+
+    decided = migrations.decide(read(body), None, [], SETTINGS, NOW)
+    assert decided.create is not None and "-preview-" in decided.create["metadata"]["name"]
+    body["status"] = written(decided).status
+    ran = run_job(decided.create, secrets, tmp_path)
+    assert ran.code == 0, ran.stderr + ran.stdout
+    run = observe(job(decided.create["metadata"]["name"], state="complete"), [ran.as_pod()])
+    shown = migrations.decide(read(body), None, [], SETTINGS, NOW, preview_run=run)
+    status = written(shown).status
+
+    assert shown.create is None and status["phase"] == "AwaitingApproval"
+    assert [(f["rule"], f["file"], f["line"]) for f in status["lint"]] == [
+        ("require-concurrent-index-creation", "0002_by_name.sql", 2)
+    ]
+    assert status["preview"]["pending"] == ["0002"] and "would apply 0002" in status["message"]
+    assert _history(db_url) == history_before
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.c_name')").fetchone() == (None,)
+
+
+def _history(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT version, checksum, success FROM pgwarden.schema_history ORDER BY 1"
+        ).fetchall()
+
+
+def test_a_rehearsal_jobs_long_statement_reaches_status_progress_like_the_runs(
+    resource: Callable[..., Obj], db_url: str, tmp_path: Path
+) -> None:
+    """The rehearsal Job prints the same progress lines as the run's Job, and the operator's look turns its
+    log into status.progress while the migration is Rehearsing."""
+    root = tmp_path / "volume"
+    secrets = {"shop-db": {"uri": db_url}}
+    first = {"0001_customers.sql": "CREATE TABLE customers (id int PRIMARY KEY, name text);"}
+    assert (
+        run_job(migration_job(read(inline_migration(resource, first)), SETTINGS), secrets, tmp_path).code == 0
+    )
+    backup_body = resource("backup-once.yaml", "DatabaseBackup")
+    backup_body["spec"]["storage"] = {"volume": {"claimName": "backups", "path": "shop"}}
+    backup_body["spec"]["verify"] = {"restore": False}
+    backup_manifest = backup_job(DatabaseBackup.model_validate(backup_body), SETTINGS)
+    took = run_job(backup_manifest, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert took.code == 0, took.stderr + took.stdout
+    taken = observe(job(backup_manifest["metadata"]["name"], state="complete"), [took.as_pod()])
+    backup_body["status"] = written(backups.decide(read(backup_body), [taken], None, SETTINGS, NOW)).status
+
+    body = inline_migration(resource, {**first, "0002_slow.sql": "SELECT pg_sleep(4);\n"})
+    body["spec"]["rehearsal"] = {"backupRef": {"name": "shop-backup"}}
+    decided = migrations.decide(read(body), None, [], SETTINGS, NOW, referenced=read(backup_body))  # type: ignore[arg-type]
+    assert decided.create is not None
+    rehearsing = written(decided).status
+    assert rehearsing["phase"] == "Rehearsing"
+    ran = run_job(decided.create, secrets, tmp_path, PGWARDEN_STORAGE_ROOT=str(root))
+    assert ran.code == 0, ran.stderr + ran.stdout
+
+    status = lenient(DatabaseMigrationStatus, rehearsing)
+    assert progress.watched_job(status) == decided.create["metadata"]["name"]
+    seen = last_progress(ran.stderr)
+    assert seen is not None, f"no progress line in the rehearsal Job's log:\n{ran.stderr}"
+    patch = progress.progress_patch(status, ran.stderr, seen.observed_at)
+    assert patch is not None and patch["progress"]["version"] == "0002", patch
+    assert patch["progress"]["script"] == "0002_slow.sql" and patch["progress"]["elapsedSeconds"] >= 2

@@ -346,7 +346,7 @@ def naming_hash(cronjob: Obj) -> str:
 
 
 def test_the_operator_command_line_takes_the_default_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     monkeypatch.delenv(ACTIVE_DEADLINE_ENV, raising=False)
     assert (
@@ -407,7 +407,7 @@ def rendered_operator_args(helm: Path, *settings: str) -> subprocess.CompletedPr
 
 
 def operator_command_line(helm: Path, *settings: str) -> argparse.Namespace:
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     done = rendered_operator_args(helm, *settings)
     assert done.returncode == 0, done.stderr
@@ -475,3 +475,61 @@ def test_a_task_the_environment_cannot_hold_is_a_clear_failure_not_a_pod_that_ca
     body["status"] = decision.status
     again = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
     assert again.create is None and again.events == () and again.finished == ()
+
+
+# -- storage by identity: the Job ServiceAccount's token for the storage's audience ----------------------
+
+IDENTITY = {
+    "webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/backups", "audience": "minio-pgwarden"}
+}
+
+
+def test_a_web_identity_storage_gets_a_token_for_its_audience_and_no_key(
+    resource: Callable[..., Obj],
+) -> None:
+    body = resource("backup-once.yaml", "DatabaseBackup")
+    body["spec"]["storage"]["s3"].pop("credentialsSecretRef", None)
+    body["spec"]["storage"]["s3"]["credentials"] = IDENTITY
+    body["spec"]["copies"] = [
+        {
+            "storage": {
+                "s3": {
+                    "bucket": "offsite",
+                    "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::9:role/copy"}},
+                }
+            }
+        }
+    ]
+    job = backup_job(DatabaseBackup.model_validate(body), SETTINGS)
+    spec, variables = pod_spec(job), env(job)
+    assert spec["automountServiceAccountToken"] is False  # the API token stays off
+    tokens = {
+        v["name"]: v["projected"]["sources"][0]["serviceAccountToken"]
+        for v in spec["volumes"]
+        if "projected" in v
+    }
+    assert tokens == {
+        "web-identity-storage": {"audience": "minio-pgwarden", "expirationSeconds": 3600, "path": "token"},
+        "web-identity-copy-0": {"audience": "sts.amazonaws.com", "expirationSeconds": 3600, "path": "token"},
+    }
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts["web-identity-storage"] == {
+        "name": "web-identity-storage",
+        "mountPath": "/var/run/pgwarden/web-identity/storage",
+        "readOnly": True,
+    }
+    assert variables["AWS_ROLE_ARN"]["value"] == "arn:aws:iam::123456789012:role/backups"
+    assert variables["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"] == "/var/run/pgwarden/web-identity/storage/token"
+    assert variables["PGWARDEN_COPY_0_AWS_ROLE_ARN"]["value"] == "arn:aws:iam::9:role/copy"
+    assert variables["PGWARDEN_COPY_0_AWS_WEB_IDENTITY_TOKEN_FILE"]["value"] == (
+        "/var/run/pgwarden/web-identity/copy-0/token"
+    )
+    assert not [name for name in variables if "AWS_ACCESS_KEY_ID" in name or "AWS_SECRET_ACCESS_KEY" in name]
+
+
+def test_a_restore_from_a_web_identity_storage_gets_the_same_token(resource: Callable[..., Obj]) -> None:
+    restore = DatabaseRestore.model_validate(resource("restore.yaml", "DatabaseRestore"))
+    storage = StorageSpec.model_validate({"s3": {"bucket": "pgwarden-backups", "credentials": IDENTITY}})
+    job = restore_job(restore, RestoreSource(storage=storage), SETTINGS)
+    assert env(job)["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"] == "/var/run/pgwarden/web-identity/storage/token"
+    assert any(v["name"] == "web-identity-storage" for v in pod_spec(job)["volumes"])

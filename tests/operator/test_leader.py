@@ -71,7 +71,7 @@ def test_a_forbidden_lease_says_which_rules_to_grant_or_how_to_run_without() -> 
 def test_credentials_that_cannot_be_loaded_stop_the_operator_with_where_they_were_looked_for(
     tmp_path: Path,
 ) -> None:
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     args = build_parser().parse_args(
         ["operator", "--kubeconfig", str(tmp_path / "missing"), "--metrics-port", "0", "--liveness-port", "0"]

@@ -58,7 +58,7 @@ def test_the_command_line_hands_its_kubeconfig_to_the_operator(
 ) -> None:
     """`pgwarden operator --kubeconfig X` passes X down to the login (kopf.run itself is not started)."""
     import pgwarden.operator.main as main
-    from pgwarden.cli import build_parser
+    from pgwarden.console import build_parser
 
     seen: dict[str, object] = {}
     real = main.login_handler

@@ -7,7 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from operator_runs import MIGRATION_ROLLED_BACK, MIGRATION_SUCCEEDED, NOW, finished_pod, job, pod, written
+from operator_runs import (
+    MIGRATION_ROLLED_BACK,
+    MIGRATION_SUCCEEDED,
+    NOW,
+    creates_no_run,
+    finished_pod,
+    job,
+    pod,
+    task_of,
+    written,
+)
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.migration import DatabaseMigrationStatus
@@ -190,7 +200,7 @@ def test_manual_approval_shows_the_files_and_waits_for_the_generation_to_be_name
 ) -> None:
     body = manual(resource)
     waiting = decide(body)
-    assert waiting.create is None
+    assert waiting.create is not None and task_of(waiting.create).plan_only, "only the read-only preview"
     assert waiting.status["phase"] == "AwaitingApproval"
     command = f"kubectl annotate dbmig shop -n shop {APPROVED_ANNOTATION}=1 --overwrite"
     assert command in waiting.status["message"]
@@ -206,7 +216,8 @@ def test_manual_approval_shows_the_files_and_waits_for_the_generation_to_be_name
     }
     assert [e.reason for e in waiting.events] == ["AwaitingApproval"]
     body["status"] = waiting.status
-    again = decide(body)
+    previewing = observe(job(waiting.status["preview"]["job"]), [pod()])
+    again = written(migrations.decide(read(body), None, [], SETTINGS, NOW, preview_run=previewing))
     assert again.events == () and again.create is None and status_patch(waiting.status, again.status) == {}
 
 
@@ -217,7 +228,7 @@ def test_an_approval_that_names_no_or_another_generation_runs_nothing(
     body = manual(resource)
     body["metadata"]["annotations"] = {APPROVED_ANNOTATION: value}
     decision = decide(body)
-    assert decision.create is None and decision.status["phase"] == "AwaitingApproval"
+    assert creates_no_run(decision) and decision.status["phase"] == "AwaitingApproval"
     assert f"{APPROVED_ANNOTATION}={value}" in decision.status["message"]
     assert f"{APPROVED_ANNOTATION}=1 --overwrite" in decision.status["message"]
 
@@ -248,7 +259,7 @@ def test_an_edit_after_approval_waits_for_a_new_approval(resource: Callable[...,
     body["spec"]["migrations"]["inline"][1]["sql"] = "DROP TABLE t;"  # edited after approval
     body["metadata"]["generation"] = 2
     decision = decide(body)
-    assert decision.create is None and decision.status["phase"] == "AwaitingApproval"
+    assert creates_no_run(decision) and decision.status["phase"] == "AwaitingApproval"
     assert decision.status["approval"]["generation"] == 2
     assert decision.status["approval"]["files"][1]["sha256"] == hashlib.sha256(b"DROP TABLE t;").hexdigest()
 

@@ -13,7 +13,7 @@ from pgwarden.api.common import StorageSpec
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
 from pgwarden.api.task import RestoreSource
-from pgwarden.cli import operator_cmd
+from pgwarden.operator import command as operator_cmd
 from pgwarden.operator import jobs
 from pgwarden.operator.policy import (
     ALLOW_IMAGE_OVERRIDE,

@@ -1,5 +1,6 @@
-"""status.progress of a running migration: the Job's progress line, read back by the operator and decided on
-without I/O; a line seen twice patches once, a stale one or a finished run leaves no progress behind."""
+"""status.progress of a running (or rehearsing) migration: the Job's progress line, read back by the operator
+and decided on without I/O; a line seen twice patches once, a stale one or a finished run leaves no progress
+behind; the rehearsal Job's log is read the same way while the migration rehearses."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from pgwarden.operator import handlers, migrations
 from pgwarden.operator.deadlines import Deadlines
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.observe import observe
-from pgwarden.operator.progress import LOOK_EVERY, STALE_AFTER, progress_key, progress_patch, running_pod
+from pgwarden.operator.progress import (
+    LOOK_EVERY,
+    STALE_AFTER,
+    progress_key,
+    progress_patch,
+    running_pod,
+    watched_job,
+)
 from pgwarden.operator.resources import lenient, read
 from pgwarden.operator.status import Decision, status_patch
 
@@ -215,3 +223,42 @@ def test_only_running_migrations_get_progress_looks_and_events_do_not_postpone_t
     handlers._progress_looks(deadlines, key, running)
     handlers._progress_looks(deadlines, key, None)  # gone
     assert deadlines.pending() == {}
+
+
+def test_the_rehearsal_jobs_log_is_read_while_the_migration_rehearses() -> None:
+    rehearsing = lenient(
+        DatabaseMigrationStatus,
+        {"phase": "Rehearsing", "rehearsal": {"generation": 1, "job": "shop-rehearse-1-abc"}},
+    )
+    assert watched_job(rehearsing) == "shop-rehearse-1-abc"
+    running = lenient(DatabaseMigrationStatus, {"phase": "Running", "job": "shop-migrate-1-abc"})
+    assert watched_job(running) == "shop-migrate-1-abc"
+    awaiting = lenient(
+        DatabaseMigrationStatus,
+        {
+            "phase": "AwaitingApproval",
+            "rehearsal": {"generation": 1, "job": "shop-rehearse-1-abc", "outcome": "Succeeded"},
+        },
+    )
+    assert watched_job(awaiting) is None
+
+
+def test_reconciles_keep_the_rehearsals_progress_while_it_rehearses(resource: Callable[..., Obj]) -> None:
+    body = resource("migration-shop.yaml", "DatabaseMigration")
+    body["spec"]["rehearsal"] = {"location": "shop/", "storage": {"volume": {"claimName": "backups"}}}
+    started = written(migrations.decide(read(body), None, [], SETTINGS, NOW))
+    name = started.status["rehearsal"]["job"]
+    shown = INDEX_BUILD.to_json_dict()
+    body["status"] = {**started.status, "progress": shown}
+    rehearsing = written(
+        migrations.decide(read(body), None, [], SETTINGS, NOW, rehearsal_run=observe(job(name), [pod()]))
+    )
+    assert rehearsing.status["phase"] == "Rehearsing" and rehearsing.status["progress"] == shown
+    assert "progress" not in status_patch(body["status"], rehearsing.status)
+
+
+def test_rehearsing_migrations_get_progress_looks_too() -> None:
+    deadlines = Deadlines(lambda _key: None, clock=lambda: NOW)
+    rehearsing = Decision(status=DatabaseMigrationStatus(phase=MigrationPhase.REHEARSING))
+    handlers._progress_looks(deadlines, ("DatabaseMigration", "shop", "shop"), rehearsing)
+    assert progress_key("shop", "shop") in deadlines.pending()

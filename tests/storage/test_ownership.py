@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pgwarden.storage.base import ObjectNotFound
-from pgwarden.storage.manifest import BackupManifest, Catalog, plan_by_owner
+from pgwarden.storage.manifest import BackupManifest, Catalog, plan_by_owner, prefer_verified
 from pgwarden.storage.ownership import (
     UNKNOWN_OWNER,
     NotTheOwners,
@@ -109,6 +109,24 @@ def test_latest_of_an_owner_without_backups_there_names_the_owners_that_are() ->
         ObjectNotFound, match=f"no complete backup of {NIGHTLY} at s3://b/p; owners there: {SHOP} "
     ):
         choose_latest([manifest(1)], NIGHTLY, "s3://b/p", advice="x")
+
+
+def test_a_rehearsal_prefers_the_owners_newest_verified_backup_to_a_newer_unverified_one() -> None:
+    newest, verified = manifest(1, owner=NIGHTLY), manifest(3, owner=NIGHTLY, verified=True)
+    others = manifest(2, owner="DatabaseBackup/prod/billing", verified=True)  # verified, but not ours
+    backups = [newest, others, verified, manifest(5, owner=NIGHTLY, verified=True)]
+
+    assert prefer_verified(backups, NIGHTLY, "s3://b/p") == (verified, None)
+
+
+def test_a_rehearsal_without_a_verified_backup_takes_the_newest_and_says_it_is_unverified() -> None:
+    newest = manifest(1)
+    chosen, warning = prefer_verified(
+        [newest, manifest(2), manifest(3, db="billing", verified=True)], SHOP, "/b"
+    )
+
+    assert chosen == newest
+    assert warning is not None and newest.id in warning and "unverified" in warning and SHOP in warning
 
 
 def test_a_named_backup_of_another_recorded_owner_is_refused_an_old_one_is_not() -> None:

@@ -9,7 +9,6 @@ from pgwarden.storage.retention import (
     DebrisRecord,
     Decision,
     RetentionPolicy,
-    parse_duration,
     plan_prune,
 )
 
@@ -78,19 +77,6 @@ def test_order_is_by_completion_time_not_by_input_order() -> None:
     shuffled = list(reversed(daily(4)))
     plan = plan_prune(shuffled, [], RetentionPolicy(keep_last=1), NOW)
     assert ids(plan.keep) == {"b00"}
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"), [("90s", 90), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600)]
-)
-def test_durations(text: str, expected: int) -> None:
-    assert parse_duration(text).total_seconds() == expected
-
-
-@pytest.mark.parametrize("text", ["", "7", "7 days", "-1d", "1y"])
-def test_bad_durations_are_refused_with_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match="90s, 15m, 12h, 7d, 2w"):
-        parse_duration(text)
 
 
 def test_policies_refuse_nonsense() -> None:

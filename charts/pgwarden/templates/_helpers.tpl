@@ -51,17 +51,39 @@ app.kubernetes.io/component: operator
 
 {{/*
 What the operator does, and nothing more (see "RBAC" in README.md). It never reads Secrets: Jobs receive
-credentials through secretKeyRef, resolved by the kubelet. kopf runs standalone (no peering objects) with
-resource scanning off, so it needs no access to CRDs or Namespaces. Jobs are never deleted or changed:
-owner references garbage-collect them with their resource.
+credentials through secretKeyRef, resolved by the kubelet; with sets.selectSecrets it may list and watch
+them, and asks only for their names (server-side tables without objects). kopf runs standalone (no peering
+objects) with resource scanning off, so it needs no access to CRDs or Namespaces. Jobs are never deleted or
+changed: owner references garbage-collect them with their resource.
 */}}
 {{- define "pgwarden.rules" -}}
 - apiGroups: ["pgwarden.io"]
-  resources: ["databasemigrations", "databasebackups", "databaserestores"]
+  resources:
+    - databasemigrations
+    - databasebackups
+    - databaserestores
+    - databasemigrationsets
+    - databasebackupsets
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["pgwarden.io"]
-  resources: ["databasemigrations/status", "databasebackups/status", "databaserestores/status"]
+  resources:
+    - databasemigrations/status
+    - databasebackups/status
+    - databaserestores/status
+    - databasemigrationsets/status
+    - databasebackupsets/status
   verbs: ["get", "patch"]
+# A set's children: one DatabaseMigration or DatabaseBackup per target, deleted when its Secret is no target.
+- apiGroups: ["pgwarden.io"]
+  resources: ["databasemigrations", "databasebackups"]
+  verbs: ["create", "delete"]
+{{- if .Values.sets.selectSecrets }}
+# Sets choosing their targets by selector: the names of the Secrets whose labels match (never get; the
+# operator asks for table rows without objects, so no value or annotation reaches it).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["list", "watch"]
+{{- end }}
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch"]

@@ -17,7 +17,6 @@ from pgwarden.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     Condition,
     DatabaseRef,
-    Duration,
     JobTemplate,
     ObjectMeta,
     ResourceStatus,
@@ -25,6 +24,7 @@ from pgwarden.api.common import (
     cel,
     validations,
 )
+from pgwarden.api.durations import Duration
 from pgwarden.api.encryption import BackupEncryption, Sealing
 from pgwarden.api.reports import BackupInfo, Difference, Outcome
 
@@ -63,26 +63,47 @@ class BackupFormat(StrEnum):
     DIRECTORY = "directory"
 
 
+_RETENTION_RULES = ("keepLast", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly", "maxAge")
+_RETENTION_NEEDS_A_RULE = "retention needs at least one of " + ", ".join(_RETENTION_RULES)
+
+
 class Retention(ApiModel):
-    """Which backups to keep; a backup is removed only when every given limit allows it."""
+    """Which backups to keep: a backup any rule keeps is kept, and each kept or deleted backup is reported
+    with the rules behind it. Calendar rules count the days, ISO weeks, months and years of spec.timeZone
+    (UTC when unset) that have a backup, keeping the newest backup of each; a period without one costs no
+    slot. The newest complete and the newest verified backup are never deleted."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel("has(self.keepLast) || has(self.maxAge)", "retention needs keepLast, maxAge or both")
+            cel(" || ".join(f"has(self.{rule})" for rule in _RETENTION_RULES), _RETENTION_NEEDS_A_RULE)
         )
     )
 
     keep_last: int | None = Field(
         default=None, ge=1, description="Keep at least the newest N complete backups."
     )
+    keep_daily: int | None = Field(
+        default=None, ge=1, description="Keep the newest backup of each of the N most recent days with one."
+    )
+    keep_weekly: int | None = Field(
+        default=None,
+        ge=1,
+        description="Keep the newest backup of each of the N most recent ISO weeks (Monday to Sunday) with one.",
+    )
+    keep_monthly: int | None = Field(
+        default=None, ge=1, description="Keep the newest backup of each of the N most recent months with one."
+    )
+    keep_yearly: int | None = Field(
+        default=None, ge=1, description="Keep the newest backup of each of the N most recent years with one."
+    )
     max_age: Duration | None = Field(
-        default=None, description="Remove backups older than this (beyond keepLast), e.g. 7d, 12h, 30m."
+        default=None, description="Keep every backup younger than this, e.g. 7d, 12h, 30m."
     )
 
     @model_validator(mode="after")
     def _some_limit(self) -> Retention:
-        if self.keep_last is None and self.max_age is None:
-            raise ValueError("retention needs keepLast, maxAge or both")
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            raise ValueError(_RETENTION_NEEDS_A_RULE)
         return self
 
 
@@ -93,11 +114,11 @@ def check_schedule(schedule: str, what: str = "schedule") -> str:
     try:  # what the CEL rule cannot see, e.g. '0 0 31 4,6 *'; any start will do, cron has no years
         start = datetime(2000, 1, 1)
         croniter(schedule, start, max_years_between_matches=_MAX_YEARS_BETWEEN_RUNS).get_next(datetime)
-    except CroniterBadDateError:
+    except CroniterBadDateError as exc:
         raise ValueError(
             f"{what} {schedule!r} never fires: no month it names has that day; pick a day every month "
             "named has, e.g. '0 2 28 2 *'"
-        ) from None
+        ) from exc
     return schedule
 
 
@@ -345,6 +366,10 @@ class CopyStatus(ApiModel):
 class LastBackup(BackupInfo):
     """The newest complete backup: where it is, how big, what it holds."""
 
+    size: str | None = Field(
+        default=None,
+        description="sizeBytes as people read it (IEC units, e.g. 3.1 KiB): kubectl get shows it.",
+    )
     tables: int | None = Field(default=None, description="Number of user tables in the backup.")
     rows: int | None = Field(default=None, description="Number of rows in those tables.")
     started_at: datetime | None = Field(default=None, description="When the Job started (UTC).")
@@ -396,6 +421,32 @@ class BackupRun(ApiModel):
     message: str | None = Field(default=None, description="A one-line summary or the error.")
 
 
+class RetentionDecision(ApiModel):
+    """One backup retention kept or deleted, with the rules that kept it and why, in words."""
+
+    id: str = Field(description="The backup's id.")
+    rules: list[str] = Field(
+        default_factory=list,
+        description="The rules that kept it: keepLast, keepDaily, keepWeekly, keepMonthly, keepYearly, "
+        "maxAge, newestComplete, newestVerified or noRule. Empty for a deleted backup.",
+    )
+    reason: str = Field(description="Why it was kept (each rule's period) or deleted (what each rule said).")
+
+
+class RetentionOutcome(ApiModel):
+    """What the newest retention run decided under the resource's folder, backup by backup."""
+
+    time_zone: str = Field(default="UTC", description="The calendar the daily to yearly rules counted on.")
+    kept: list[RetentionDecision] = Field(default_factory=list, description="Backups kept, newest first.")
+    kept_total: int | None = Field(default=None, description="How many were kept, when the list is cut.")
+    deleted: list[RetentionDecision] = Field(
+        default_factory=list, description="Backups this run deleted, newest first."
+    )
+    deleted_total: int | None = Field(
+        default=None, description="How many were deleted, when the list is cut."
+    )
+
+
 class DatabaseBackupStatus(ResourceStatus):
     """What the backups produced and when the next one is due."""
 
@@ -405,6 +456,9 @@ class DatabaseBackupStatus(ResourceStatus):
     next_schedule_time: datetime | None = Field(default=None, description="When the next backup is due.")
     history: list[BackupRun] = Field(default_factory=list, description="The last runs, newest first.")
     retained: int | None = Field(default=None, description="Complete backups kept under the storage prefix.")
+    retention: RetentionOutcome | None = Field(
+        default=None, description="The newest retention run: each backup kept or deleted, with the rules why."
+    )
     last_verified_backup: VerifiedBackup | None = Field(
         default=None, description="The last restore drill (verify.schedule), succeeded or not."
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,23 +22,6 @@ APPROVED_ANNOTATION = f"{API_GROUP}/approved"
 # Kubernetes object names (Secrets, ConfigMaps, claims): DNS-1123 subdomains.
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)]
-
-DURATION_PATTERN = r"^([0-9]+(d|h|m|s))+$"
-Duration = Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN)]
-_DURATION_PART = re.compile(r"([0-9]+)(d|h|m|s)")
-_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`7d`, `12h`, `30m`, `1h30m` as a timedelta; ValueError says what is accepted."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(
-            f"{text!r} is not a duration; use a number and a unit d, h, m or s, like 7d or 1h30m"
-        )
-    total = timedelta()
-    for amount, unit in _DURATION_PART.findall(text):
-        total += timedelta(**{_DURATION_UNITS[unit]: int(amount)})
-    return total
 
 
 def exactly_one_rule(fields: list[str]) -> str:
@@ -109,8 +91,52 @@ class DatabaseRef(ApiModel):
     )
 
 
+class WebIdentity(ApiModel):
+    """The Job's own ServiceAccount as its storage identity: a token projected for `audience`, exchanged by
+    boto3's web-identity provider (AssumeRoleWithWebIdentity) for short-lived credentials of `roleArn`."""
+
+    role_arn: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^arn:[a-z0-9-]+:iam:[^:]*:[^:]*:role/.+$",
+        description=(
+            "The role to assume, e.g. arn:aws:iam::123456789012:role/backups (AWS) or "
+            "arn:minio:iam:::role/<id> (MinIO, printed at its start for an OpenID provider with a role policy)."
+        ),
+    )
+    audience: str = Field(
+        default="sts.amazonaws.com",
+        min_length=1,
+        max_length=253,
+        description=(
+            "The audience (aud) of the projected ServiceAccount token: what the storage's identity provider "
+            "expects (AWS: sts.amazonaws.com; MinIO: its OpenID client id)."
+        ),
+    )
+
+
+class S3Credentials(ApiModel):
+    """Credentials without a static key: the alternative to credentialsSecretRef."""
+
+    web_identity: WebIdentity = Field(
+        description=(
+            "Exchange the Job's ServiceAccount token (projected with the given audience, valid for an hour "
+            "and renewed by the kubelet) for short-lived credentials of a role. No key is stored anywhere."
+        )
+    )
+
+
 class S3Storage(ApiModel):
     """An S3 bucket, or any S3-compatible server (MinIO, Ceph RGW, ...)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.credentialsSecretRef) && has(self.credentials))",
+                "s3 takes credentialsSecretRef (static keys) or credentials.webIdentity, not both",
+            )
+        )
+    )
 
     bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
     prefix: str = Field(
@@ -138,9 +164,21 @@ class S3Storage(ApiModel):
         default=None,
         description=(
             "Secret with the keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and optionally "
-            "`AWS_SESSION_TOKEN`). Unset: the pod's ambient credentials (e.g. IRSA, instance profile)."
+            "`AWS_SESSION_TOKEN`). Unset: credentials.webIdentity, else the pod's ambient credentials."
         ),
     )
+    credentials: S3Credentials | None = Field(
+        default=None,
+        description="Credentials by identity instead of a key Secret: {webIdentity: {roleArn, audience}}.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> S3Storage:
+        if self.credentials_secret_ref is not None and self.credentials is not None:
+            raise ValueError(
+                "s3 takes credentialsSecretRef (static keys) or credentials.webIdentity, not both"
+            )
+        return self
 
 
 class VolumeStorage(ApiModel):

@@ -17,9 +17,16 @@ from pydantic import BaseModel
 from pydantic.config import JsonDict
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupSpec, DatabaseBackupStatus
+from pgwarden.api.backup_set import DatabaseBackupSet, DatabaseBackupSetSpec, DatabaseBackupSetStatus
 from pgwarden.api.common import API_GROUP, API_VERSION, CATEGORY
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationSpec, DatabaseMigrationStatus
+from pgwarden.api.migration_set import (
+    DatabaseMigrationSet,
+    DatabaseMigrationSetSpec,
+    DatabaseMigrationSetStatus,
+)
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreSpec, DatabaseRestoreStatus
+from pgwarden.api.sets import SET_NAME_RULE
 
 Schema = dict[str, Any]
 
@@ -49,6 +56,7 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "nullable",
     "required",
     "properties",
@@ -104,6 +112,8 @@ class ResourceKind:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[Column, ...] = field(default=())
+    # CEL rules on the whole object (they may read metadata.name), e.g. a set's name limit.
+    rules: tuple[JsonDict, ...] = field(default=())
 
     @property
     def singular(self) -> str:
@@ -158,10 +168,11 @@ KINDS: tuple[ResourceKind, ...] = (
             Column(
                 "Last Backup", "date", ".status.lastBackup.completedAt", "When the newest backup completed."
             ),
-            Column("Size", "integer", ".status.lastBackup.sizeBytes", "Size of the newest backup in bytes."),
+            Column("Size", "string", ".status.lastBackup.size", "Size of the newest backup (IEC units)."),
             Column("Tables", "integer", ".status.lastBackup.tables", "User tables in the newest backup."),
             Column("Rows", "integer", ".status.lastBackup.rows", "Rows in the newest backup."),
             Column("Phase", "string", ".status.phase", "Where the backup stands."),
+            Column("Verified", "date", ".status.lastVerifiedTime", "When a restore drill last succeeded."),
             AGE,
             Column("Backup", "string", ".status.lastBackup.id", "Id of the newest backup.", priority=1),
             Column("Message", "string", ".status.message", "Summary or error.", priority=1),
@@ -190,6 +201,56 @@ KINDS: tuple[ResourceKind, ...] = (
             Column("Backup", "string", ".status.restoredFrom.id", "Id of the restored backup.", priority=1),
             Column("Message", "string", ".status.message", "Summary or error.", priority=1),
         ),
+    ),
+    ResourceKind(
+        kind="DatabaseMigrationSet",
+        plural="databasemigrationsets",
+        short_name="dbmigset",
+        description=(
+            "Migrates many tenant databases (Secrets chosen by a selector, or listed) with one DatabaseMigration "
+            "spec: one child DatabaseMigration per database, canaries first, then in waves, halting on failures, "
+            "approved once for all."
+        ),
+        model=DatabaseMigrationSet,
+        spec=DatabaseMigrationSetSpec,
+        status=DatabaseMigrationSetStatus,
+        columns=(
+            Column("Targets", "string", ".status.targets.done", "Targets migrated out of all targets."),
+            Column("Failed", "integer", ".status.targets.failed", "Targets whose migration failed."),
+            Column("Phase", "string", ".status.phase", "Where the rollout stands."),
+            AGE,
+            Column("Running", "integer", ".status.targets.running", "Targets migrating now.", priority=1),
+            Column("Message", "string", ".status.message", "Summary, or why it halted.", priority=1),
+        ),
+        rules=(SET_NAME_RULE,),
+    ),
+    ResourceKind(
+        kind="DatabaseBackupSet",
+        plural="databasebackupsets",
+        short_name="dbbackupset",
+        description=(
+            "Backs many tenant databases (Secrets chosen by a selector, or listed) up with one DatabaseBackup "
+            "spec: one child DatabaseBackup per database, each in its own folder, schedules optionally staggered."
+        ),
+        model=DatabaseBackupSet,
+        spec=DatabaseBackupSetSpec,
+        status=DatabaseBackupSetStatus,
+        columns=(
+            Column("Targets", "string", ".status.targets.done", "Targets with a backup out of all targets."),
+            Column("Stale", "integer", ".status.targets.stale", "Targets whose last backup is too old."),
+            Column("Failed", "integer", ".status.targets.failed", "Targets whose last backup run failed."),
+            Column("Phase", "string", ".status.phase", "Where the set stands."),
+            AGE,
+            Column(
+                "Unverified",
+                "integer",
+                ".status.targets.unverified",
+                "Targets with no verified restore.",
+                priority=1,
+            ),
+            Column("Message", "string", ".status.message", "Summary or the problems.", priority=1),
+        ),
+        rules=(SET_NAME_RULE,),
     ),
 )
 
@@ -343,27 +404,29 @@ def crd(kind: ResourceKind) -> Schema:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [column.to_crd() for column in kind.columns],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": kind.description,
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {
-                                    "description": "pgwarden.io/v1alpha1",
-                                    "type": "string",
-                                },
-                                "kind": {"description": kind.kind, "type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status_schema(kind),
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": _root(kind, spec)},
                 }
             ],
         },
     }
+
+
+def _root(kind: ResourceKind, spec: Schema) -> Schema:
+    root: Schema = {
+        "description": kind.description,
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"description": "pgwarden.io/v1alpha1", "type": "string"},
+            "kind": {"description": kind.kind, "type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status_schema(kind),
+        },
+    }
+    if kind.rules:
+        root["x-kubernetes-validations"] = [_ordered_rule(dict(rule)) for rule in kind.rules]
+    return root
 
 
 class _Dumper(yaml.SafeDumper):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -31,6 +32,7 @@ from pgwarden.api.reports import (
     BackupInfo,
     BeforeAfter,
     Drift,
+    Outcome,
     RecoveryStatus,
     RollbackResult,
     RowChange,
@@ -270,6 +272,22 @@ class ApprovalStatus(ApiModel):
     )
 
 
+class PlanPreview(ApiModel):
+    """The plan of a generation awaiting approval, read from the live database by a read-only Job: which
+    files the run would apply and their lint (in status.lint). For approval: Manual without spec.rehearsal,
+    whose rehearsal Job reads the same plan first."""
+
+    generation: int = Field(description="The generation previewed.")
+    digest: str | None = Field(
+        default=None, description="For files from ConfigMaps: the digest of the files previewed."
+    )
+    job: str = Field(description="The read-only Job that plans and lints.")
+    outcome: Outcome | None = Field(default=None, description="Succeeded or Failed; unset while it runs.")
+    message: str | None = Field(default=None, description="What it found, or why it could not plan.")
+    pending: list[str] = Field(default_factory=list, description="The versions the run would apply.")
+    completed_at: datetime | None = Field(default=None, description="When the Job finished.")
+
+
 class DatabaseMigrationStatus(RunStatus):
     """What the last run did; field names match `pgwarden migrate --json`."""
 
@@ -299,6 +317,12 @@ class DatabaseMigrationStatus(RunStatus):
     warnings: list[str] = Field(default_factory=list, description="Warnings of the last run's plan.")
     approval: ApprovalStatus | None = Field(
         default=None, description="For approval: Manual, what is (or was) approved."
+    )
+    preview: PlanPreview | None = Field(
+        default=None,
+        description=(
+            "Before a Manual migration without a rehearsal is approved: its plan and lint, read from the database."
+        ),
     )
     rehearsal: RehearsalStatus | None = Field(
         default=None, description="The rehearsal of this generation on a scratch copy (spec.rehearsal)."

@@ -5,6 +5,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.durations import Duration
 from pgwarden.api.lint import LintPolicy
 
 
@@ -39,10 +40,10 @@ class MigrationPolicy(ApiModel):
         default=False,
         description="Allow DROP TABLE/COLUMN/SCHEMA, TRUNCATE, unqualified DELETE/UPDATE and column type changes.",
     )
-    lock_timeout: str = Field(
+    lock_timeout: Duration = Field(
         default="5s", description="PostgreSQL lock_timeout for each statement; lock timeouts are retried."
     )
-    statement_timeout: str = Field(
+    statement_timeout: Duration = Field(
         default="1h",
         description=(
             "PostgreSQL statement_timeout for every statement of the run (migrations, counts, checks); "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -15,9 +14,6 @@ from pgwarden.api.base import ApiModel
 from pgwarden.api.copies import BackupCopy
 from pgwarden.api.encryption import Sealing
 from pgwarden.api.lint import LintFinding
-
-if TYPE_CHECKING:
-    from pgwarden.api.rehearsal import Rehearsal
 
 
 class Outcome(StrEnum):
@@ -146,6 +142,55 @@ class Drift(ApiModel):
     differences: list[Difference] = Field(default_factory=list, description="What changed, object by object.")
 
 
+# -- the rehearsal of a run on a scratch copy (`migrate --rehearse-from`, a DatabaseMigration's rehearsal)
+
+
+class LockTaken(ApiModel):
+    """A lock a rehearsed statement took on a relation, as sampled from pg_locks by a second session."""
+
+    relation: str = Field(
+        description="The table, as regclass names it (schema-qualified off the search_path)."
+    )
+    mode: str = Field(description="PostgreSQL's lock mode, e.g. AccessExclusiveLock.")
+    migration: str | None = Field(
+        default=None, description="The version whose statement first held or awaited it."
+    )
+    statement: str | None = Field(default=None, description="That statement as file:line.")
+    held_seconds: float = Field(description="How long it was seen held (to the sampling interval).")
+    waited_seconds: float = Field(
+        default=0.0, description="How long it was seen awaited before being granted."
+    )
+    blocks_writes: bool = Field(description="Whether the mode blocks INSERT/UPDATE/DELETE on the relation.")
+
+
+class Rehearsal(ApiModel):
+    """The same plan and verification, run first on a scratch copy restored from a backup."""
+
+    outcome: Outcome = Field(description="Succeeded, or Failed: then the real run did not start.")
+    backup: str | None = Field(default=None, description="The backup restored into the scratch copy.")
+    server: str | None = Field(default=None, description="Where the scratch copy lived (user@host:port/db).")
+    duration_seconds: float | None = Field(default=None, description="Restore and run together.")
+    restore_seconds: float | None = Field(default=None, description="Restoring the backup into the copy.")
+    run_seconds: float | None = Field(default=None, description="Running the plan and verification on it.")
+    applied: list[AppliedMigration] = Field(
+        default_factory=list, description="What the rehearsal applied, with the time each migration took."
+    )
+    row_changes: list[RowChange] = Field(default_factory=list, description="Rows changed per table.")
+    verification: Verification | None = Field(default=None, description="What was checked before COMMIT.")
+    locks: list[LockTaken] = Field(
+        default_factory=list, description="Locks the statements took, longest first."
+    )
+    max_lock_hold_seconds: float | None = Field(
+        default=None,
+        description="The limit on holding a lock that blocks writes; longer fails the rehearsal.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the approver should know, e.g. that no restore drill had verified the backup used.",
+    )
+    error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
+
+
 class RecoveryState(StrEnum):
     CLEAN = "Clean"
     RECOVERED = "Recovered"
@@ -249,6 +294,18 @@ class MigrationReport(ApiModel):
         return data
 
 
+class RestoreOnly(ApiModel):
+    """The part of a backup to restore: whole schemas, and tables (`table` or `schema.table`, as in SQL:
+    unquoted names fold to lower case, "Quoted" ones are kept as written)."""
+
+    schemas: list[str] = Field(default_factory=list, max_length=64, description="Schemas restored whole.")
+    tables: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Tables restored with their indexes, constraints, triggers, owned sequences and data.",
+    )
+
+
 class RowDifference(ApiModel):
     """A table whose restored row count differs from the backup's (or that is missing on one side)."""
 
@@ -272,6 +329,25 @@ class RestoreComparison(ApiModel):
     differences: list[RowDifference] = Field(default_factory=list)
     differences_total: int = 0
 
+    def mismatch(self) -> str:
+        """What differs, in a sentence."""
+        parts = []
+        if self.differences_total:
+            parts.append(f"row counts differ in {self.differences_total} table(s)")
+        if self.schema_matches is False:
+            parts.append("the schema fingerprint differs")
+        return " and ".join(parts) or "nothing"
+
+
+class RestoredTable(ApiModel):
+    """One table a partial restore brought back: under which name, and its rows against the backup's."""
+
+    table: str = Field(description="The table as restored (with the rename suffix, if one was given).")
+    backup_table: str = Field(description="The table in the backup.")
+    expected: int | None = Field(default=None, description="Rows in the backup (manifest).")
+    actual: int | None = Field(default=None, description="Rows restored.")
+    matches: bool = Field(description="The restored rows equal the backup's.")
+
 
 class RestoreReport(ApiModel):
     """The report of one `pgwarden restore` run."""
@@ -285,6 +361,16 @@ class RestoreReport(ApiModel):
     tables: int | None = None
     rows: int | None = None
     verification: RestoreComparison | None = None
+    only: RestoreOnly | None = Field(default=None, description="What a partial restore was asked to restore.")
+    rename_suffix: str | None = Field(default=None, description="Appended to the names of what was restored.")
+    restored_tables: list[RestoredTable] = Field(
+        default_factory=list, description="A partial restore's tables, their rows against the backup's."
+    )
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="What a partial restore did not bring although it belongs to a restored table (a foreign "
+        "key to a table not restored).",
+    )
     error: ErrorInfo | None = None
     pg_restore_version: str | None = None
     recovered: Recovered | None = Field(
@@ -324,7 +410,3 @@ class BackupReport(ApiModel):
     recovered: Recovered | None = Field(
         default=None, description="What a dead run had left on the database, settled before this backup."
     )
-
-
-# The rehearsal's models build on those above; importing them here completes MigrationReport.
-from pgwarden.api import rehearsal as _rehearsal  # noqa: E402, F401

@@ -21,7 +21,14 @@ from pgwarden.api.common import (
     validations,
 )
 from pgwarden.api.encryption import RestoreEncryption
-from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference, RecoveryStatus
+from pgwarden.api.reports import (
+    BackupInfo,
+    BeforeAfter,
+    Difference,
+    RecoveryStatus,
+    RestoredTable,
+    RestoreOnly,
+)
 
 RestoreRowCounts = Literal["exact", "estimate", "none"]
 """How a restore counts the rows it restored (the `verify.rowCounts` of a DatabaseRestore, `restore --row-counts`)."""
@@ -109,10 +116,33 @@ IMMUTABLE_MESSAGE = (
     "create a new DatabaseRestore to restore again"
 )
 _IMMUTABLE = validations(cel("self == oldSelf", IMMUTABLE_MESSAGE))
+RENAME_SUFFIX_PATTERN = r"^[A-Za-z0-9_$]{1,32}$"
+_SUFFIX_NEEDS_ONLY = "renameSuffix goes with only: a whole backup is restored under its own names"
+_ONLY_NEEDS_A_NAME = "only needs at least one schema or table"
+_ONLY_NOT_CREATED = (
+    "only restores into a database that exists; drop createDatabase (create the database first)"
+)
 
 
 class DatabaseRestoreSpec(ApiModel):
     """Restore one backup into a database: the one it came from, or another. Runs once."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!has(self.renameSuffix) || has(self.only)", _SUFFIX_NEEDS_ONLY, ".renameSuffix"),
+            cel(
+                "!has(self.only) || (has(self.only.schemas) && size(self.only.schemas) > 0) "
+                "|| (has(self.only.tables) && size(self.only.tables) > 0)",
+                _ONLY_NEEDS_A_NAME,
+                ".only",
+            ),
+            cel(
+                "!has(self.only) || !has(self.createDatabase) || !self.createDatabase",
+                _ONLY_NOT_CREATED,
+                ".only",
+            ),
+        )
+    )
 
     database: DatabaseRef = Field(description="The database to restore into.", json_schema_extra=_IMMUTABLE)
     source: RestoreSource = Field(description="The backup to restore.", json_schema_extra=_IMMUTABLE)
@@ -148,7 +178,39 @@ class DatabaseRestoreSpec(ApiModel):
         description="How the result is compared with the backup.",
         json_schema_extra=_IMMUTABLE,
     )
+    only: RestoreOnly | None = Field(
+        default=None,
+        description=(
+            "Restore only these schemas (whole) and tables (with their indexes, constraints, triggers, owned "
+            "sequences and data) into the existing database, in one transaction; every other table is left "
+            "as it is. Names the database has already are refused unless renameSuffix or clean. A foreign key "
+            "to a table not restored is left out (status says which). The rows of each are compared with the "
+            "backup's. Needs CREATEDB: the chosen part is restored into a scratch database on the same "
+            "server first. Unset: the whole backup."
+        ),
+        json_schema_extra=_IMMUTABLE,
+    )
+    rename_suffix: str | None = Field(
+        default=None,
+        pattern=RENAME_SUFFIX_PATTERN,
+        description=(
+            "With only: append this (e.g. _restored) to the restored tables, their partitions, indexes, "
+            "constraints and sequences (a schema restored whole: to the schema), so yesterday's orders stand "
+            "beside today's as orders_restored."
+        ),
+        json_schema_extra=_IMMUTABLE,
+    )
     job_template: JobTemplate = Field(default_factory=JobTemplate, description="Settings of the restore Job.")
+
+    @model_validator(mode="after")
+    def _only_what_is_named(self) -> DatabaseRestoreSpec:
+        if self.rename_suffix is not None and self.only is None:
+            raise ValueError(_SUFFIX_NEEDS_ONLY)
+        if self.only is not None and not (self.only.schemas or self.only.tables):
+            raise ValueError(_ONLY_NEEDS_A_NAME)
+        if self.only is not None and self.create_database:
+            raise ValueError(_ONLY_NOT_CREATED)
+        return self
 
 
 class RestorePhase(StrEnum):
@@ -177,6 +239,15 @@ class DatabaseRestoreStatus(RunStatus):
     )
     verification: RestoreVerification | None = Field(
         default=None, description="The comparison with the backup."
+    )
+    restored_tables: list[RestoredTable] = Field(
+        default_factory=list,
+        description="With spec.only: each table restored, under which name, its rows against the backup's.",
+    )
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="With spec.only: what belongs to a restored table but was not restored (a foreign key to a "
+        "table not restored).",
     )
     recovered: RecoveryStatus | None = Field(
         default=None,

@@ -34,6 +34,13 @@ AGE_RECIPIENTS_ENV = "PGWARDEN_AGE_RECIPIENTS"
 IDENTITY_DIR = "/var/run/pgwarden/age"
 IDENTITY_FILE = "identity"
 COPIES_ROOT = "/var/lib/pgwarden/copies"
+# Storage by identity (s3.credentials.webIdentity): the ServiceAccount token projected for its audience into
+# WEB_IDENTITY_DIR/<storage>/token ("storage" for the storage, "copy-<i>" for copy i), named to boto3's
+# web-identity provider by its standard variables (a copy's under copy_env).
+WEB_IDENTITY_DIR = "/var/run/pgwarden/web-identity"
+WEB_IDENTITY_TOKEN = "token"
+ROLE_ARN_ENV = "AWS_ROLE_ARN"
+TOKEN_FILE_ENV = "AWS_WEB_IDENTITY_TOKEN_FILE"
 
 
 # A rehearsal's scratch server (spec.rehearsal.server): its Secret's keys under these names, never libpq's own.
@@ -147,4 +154,8 @@ class Task(ApiModel):
         default=None,
         description="For a recovery: the Job that died without a report (its migration or restore spec is "
         "carried too, for the database and the storage of the backup a rollback restores).",
+    )
+    plan_only: bool = Field(
+        default=False,
+        description="For a migration: plan and lint on the database, read only, before it is approved.",
     )

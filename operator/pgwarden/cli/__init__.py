@@ -7,9 +7,9 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import psycopg
 
@@ -22,7 +22,8 @@ from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.errors import PgwardenError, Terminated
 from pgwarden.redact import redact, register_environment, register_url
 
-# Command modules, in the order `pgwarden --help` lists them. A module missing here is simply absent.
+# Commands, in the order `pgwarden --help` lists them: each `pgwarden.cli.<name>_cmd`, unless the caller
+# registers it from elsewhere (`operator`: pgwarden.console). A command found nowhere is simply absent.
 COMMANDS = (
     "inspect",
     "migrate",
@@ -50,23 +51,38 @@ class RedactingParser(argparse.ArgumentParser):
         super().exit(status, redact(message) if message else message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def build_parser(elsewhere: Mapping[str, Register] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; `elsewhere` registers the commands that live outside the command line."""
     parser = RedactingParser(
         prog="pgwarden",
         description="Declarative PostgreSQL migrations, backups, verification and rollback.",
     )
     parser.add_argument("--version", action="version", version=f"pgwarden {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Subcommand parsers are RedactingParsers too (argparse makes them of the parent's class).
+    subparsers = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"pgwarden.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pgwarden.cli.{name}_cmd":
-                raise
-            continue
-        module.register(subparsers)
+        register = (elsewhere or {}).get(name) or _own_command(name)
+        if register is not None:
+            register(subparsers)
     return parser
+
+
+def _own_command(name: str) -> Register | None:
+    try:
+        module = importlib.import_module(f"pgwarden.cli.{name}_cmd")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"pgwarden.cli.{name}_cmd":
+            raise
+        return None
+    register: Register = module.register
+    return register
 
 
 def stop_on_sigterm() -> None:
@@ -80,13 +96,15 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, parser_of: Callable[[], argparse.ArgumentParser] = build_parser
+) -> int:
     """Run one command; exit 0 on success, 1 when the operation failed, 2 when the input was refused."""
     register_environment()
     arguments = list(sys.argv[1:] if argv is None else argv)
     for argument in arguments:  # argparse echoes bad arguments back: learn the secrets in them first
         register_url(argument)
-    parser = build_parser()
+    parser = parser_of()
     args = parser.parse_args(arguments)
     configure_logging(verbose=args.verbose)
     stop_on_sigterm()

@@ -7,18 +7,14 @@ import argparse
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.cli.inspect_cmd import human_size
-from pgwarden.cli.output import (
-    add_database_arg,
-    add_json_flag,
-    describe_recovered,
-    print_json,
-    print_text,
-    progress,
-)
-from pgwarden.engine.backup.backup import FORMATS, DumpSelection, take_backup
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag
+from pgwarden.engine.backup.backup import FORMATS, BackupOptions, take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.recovery.recover import settle_first
+from pgwarden.engine.restore.verify import verify_backup
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -116,14 +112,11 @@ def render(report: BackupReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    recovered = settle_first(args.database_url, progress)
-    report = take_backup(
-        args.database_url,
-        args.to,
+    options = BackupOptions(
         format=args.format,
         compression=args.compress,
         jobs=args.jobs,
-        verify=args.verify,
+        verify=verify_backup if args.verify else None,
         selection=DumpSelection(
             schemas=tuple(args.schema),
             exclude_schemas=tuple(args.exclude_schema),
@@ -134,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
         encrypt_to=args.encrypt_to,
         copy_to=args.copy_to,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=args.lock_wait_timeout,
-        progress=progress,
+        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
     )
+    recovered = settle_first(args.database_url, progress)
+    report = take_backup(args.database_url, args.to, options, progress)
     report.recovered = recovered
     if args.json:
         print_json(report)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.cli.inspect_cmd import human_size
-from pgwarden.cli.output import add_json_flag, print_json, print_text, table
-from pgwarden.engine.restore.restore import register_storage_secrets
+from pgwarden.cli.output import add_json_flag, table
 from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.redact import register_environment
 from pgwarden.storage import InvalidLocation, Storage, StorageError, open_storage
 from pgwarden.storage.listing import BackupListReport, list_report
+from pgwarden.streams import print_json, print_text
 
 OLD_MANIFEST_MARK = "*"
 
@@ -35,11 +36,11 @@ def add_owner_arg(parser: argparse._ActionsContainer, help: str) -> None:
 
 def open_location(uri: str) -> Storage:
     """Storage for a command-line URI: a malformed one is bad input (exit 2)."""
-    register_storage_secrets()
+    register_environment()
     try:
         return open_storage(uri)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def render(report: BackupListReport) -> list[str]:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = list_report(storage, owner=args.owner)
     except StorageError as exc:
-        raise PgwardenError(str(exc)) from None
+        raise PgwardenError(str(exc)) from exc
     if args.json:
         print_json(report)
     else:

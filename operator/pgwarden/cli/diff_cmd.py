@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.api.schema import DiffReport
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.postgres.connect import describe, resolve_url
 from pgwarden.engine.postgres.inspect import snapshot_database
 from pgwarden.engine.postgres.schema_diff import diff_snapshots, fingerprint
 from pgwarden.errors import BadInput
+from pgwarden.streams import print_json, print_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.api.schema import InspectReport
-from pgwarden.cli.output import add_database_arg, add_json_flag, print_json, print_text, progress, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, table
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.engine.postgres.inspect import inspect_database
+from pgwarden.streams import print_json, print_text, progress
 
 # Below this many tables counting is quick and progress lines would only be noise.
 PROGRESS_FROM_TABLES = 100

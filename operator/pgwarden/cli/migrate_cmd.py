@@ -8,25 +8,17 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pgwarden.api.common import parse_duration
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import AppliedMigration, MigrationReport, Outcome
+from pgwarden.api.reports import AppliedMigration, MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
-from pgwarden.cli.output import (
-    add_database_arg,
-    add_json_flag,
-    describe_recovered,
-    print_json,
-    print_text,
-    progress,
-    table,
-)
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.errors import BadInput
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,13 +92,13 @@ def load_verify(path: Path | None) -> VerifySpec:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(f"cannot read --verify file {path}: {exc}") from None
+        raise BadInput(f"cannot read --verify file {path}: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("verify"), dict):
         data = data["verify"]
     try:
         return VerifySpec.model_validate(data)
     except ValidationError as exc:
-        raise BadInput(f"--verify file {path} is not a valid verify block:\n{exc}") from None
+        raise BadInput(f"--verify file {path} is not a valid verify block:\n{exc}") from exc
 
 
 def build_options(args: argparse.Namespace) -> MigrateOptions:
@@ -128,8 +120,8 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         policy=MigrationPolicy(
             transaction=args.transaction,
             allow_destructive=args.allow_destructive,
-            lock_timeout=args.lock_timeout,
-            statement_timeout=args.statement_timeout,
+            lock_timeout=duration_flag("--lock-timeout", args.lock_timeout),
+            statement_timeout=duration_flag("--statement-timeout", args.statement_timeout),
         ),
         verify=load_verify(args.verify),
         rollback=rollback,
@@ -154,10 +146,8 @@ def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
         raise BadInput("--plan changes nothing and rehearses nothing; drop --rehearse-from or --plan")
     limit = None
     if args.rehearsal_max_lock_hold:
-        try:
-            limit = parse_duration(args.rehearsal_max_lock_hold).total_seconds()
-        except ValueError as exc:
-            raise BadInput(f"--rehearsal-max-lock-hold: {exc}") from None
+        held = duration_flag("--rehearsal-max-lock-hold", args.rehearsal_max_lock_hold)
+        limit = parse_duration(held).total_seconds()
     server = resolve_url(args.rehearse_on) if args.rehearse_on else None
     return RehearsalOptions(
         location=args.rehearse_from,

@@ -1,16 +1,19 @@
-"""Everything the command line prints: JSON reports on stdout, human text and logs on stderr, all redacted."""
+"""The command line's own printing: logs and failures on stderr, tables, the flags every command shares.
+
+Reports and progress lines are `pgwarden.streams`, shared with the in-Pod runner."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from pgwarden.api.base import ApiModel
+from pgwarden.api.durations import milliseconds
 from pgwarden.api.reports import Recovered
-from pgwarden.redact import redact, redact_obj
+from pgwarden.errors import BadInput
+from pgwarden.redact import redact
+from pgwarden.streams import print_json
 
 
 class RedactingFormatter(logging.Formatter):
@@ -29,22 +32,6 @@ def configure_logging(*, verbose: bool) -> None:
     logging.getLogger("pgwarden").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def print_json(report: ApiModel | dict[str, object]) -> None:
-    """Print one report as a single JSON line on stdout."""
-    data = report.to_json_dict() if isinstance(report, ApiModel) else report
-    print(json.dumps(redact_obj(data), default=str))
-
-
-def print_text(lines: Iterable[str]) -> None:
-    for line in lines:
-        print(redact(line))
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr, for long runs."""
-    print(redact(message), file=sys.stderr, flush=True)
-
-
 def print_failure(args: argparse.Namespace, message: str) -> None:
     """Report a failure: as a JSON report when --json was asked for, and always on stderr."""
     if getattr(args, "json", False):
@@ -59,6 +46,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
+
+
+def duration_flag(flag: str, text: str) -> str:
+    """A flag's duration, in the one grammar of `pgwarden.api.durations`; refused as BadInput naming the flag
+    (exit 2, and a JSON report with --json) before anything runs."""
+    try:
+        milliseconds(text)
+    except ValueError as exc:
+        raise BadInput(f"{flag}: {exc}") from exc
+    return text.strip()
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -1,31 +1,54 @@
-"""`pgwarden prune`: apply retention (keep-last, max-age) to one owner's backups, remove debris of incomplete ones."""
+"""`pgwarden prune`: apply retention (keep-last, calendar rules, max-age) to one owner's backups, remove debris
+of incomplete ones."""
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
 
+from pgwarden.api.durations import parse_duration
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_json_flag, print_json, print_text
+from pgwarden.cli.output import add_json_flag, duration_flag
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, StorageError
 from pgwarden.storage.listing import PruneReport, prune_report
 from pgwarden.storage.manifest import prune
-from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, parse_duration
+from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, time_zone
+from pgwarden.streams import print_json, print_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "prune",
         help="delete backups retention no longer keeps, and debris of incomplete ones",
-        description="Keep the N newest complete backups and every backup younger than --max-age (a backup "
-        "either rule keeps is kept); never delete the newest complete backup nor the newest verified one. "
+        description="Keep the N newest complete backups, the newest backup of each of the N most recent days, "
+        "ISO weeks, months and years that have one (counted in --time-zone), and every backup younger than "
+        "--max-age: a backup any rule keeps is kept, and each is reported with the rules that kept it. Never "
+        "delete the newest complete backup nor the newest verified one. "
         "Retention counts one owner's backups: a prefix holding several owners' needs --owner or "
         "--all-owners. Debris of incomplete backups goes once untouched for the grace period.",
     )
     parser.add_argument("location", metavar="URI", help="s3://bucket/prefix or a filesystem path")
     parser.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest complete backups")
+    for unit, period in (
+        ("daily", "days"),
+        ("weekly", "ISO weeks"),
+        ("monthly", "months"),
+        ("yearly", "years"),
+    ):
+        parser.add_argument(
+            f"--keep-{unit}",
+            type=int,
+            metavar="N",
+            help=f"keep the newest backup of each of the N most recent {period} that have one",
+        )
     parser.add_argument("--max-age", metavar="AGE", help="keep backups younger than this (90m, 12h, 7d, 2w)")
+    parser.add_argument(
+        "--time-zone",
+        default="UTC",
+        metavar="ZONE",
+        help="the IANA time zone whose calendar days, weeks, months and years are counted (default UTC)",
+    )
     whose = parser.add_mutually_exclusive_group()
     add_owner_arg(whose, "apply retention to this owner's backups only")
     whose.add_argument(
@@ -45,20 +68,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    max_age = parse_duration(duration_flag("--max-age", args.max_age)) if args.max_age else None
+    grace = parse_duration(duration_flag("--debris-grace", args.debris_grace))
     try:
         return RetentionPolicy(
             keep_last=args.keep_last,
-            max_age=parse_duration(args.max_age) if args.max_age else None,
-            debris_grace=parse_duration(args.debris_grace),
+            keep_daily=args.keep_daily,
+            keep_weekly=args.keep_weekly,
+            keep_monthly=args.keep_monthly,
+            keep_yearly=args.keep_yearly,
+            max_age=max_age,
+            time_zone=time_zone(args.time_zone),
+            debris_grace=grace,
         )
     except ValueError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 def render(report: PruneReport) -> list[str]:
     verb = "would delete" if report.dry_run else "deleted"
     whose = f" ({report.owner})" if report.owner else ""
-    lines = [f"{report.location}{whose}: kept {len(report.kept)}, {verb} {len(report.deleted)}"]
+    lines = [
+        f"{report.location}{whose}: kept {len(report.kept)}, {verb} {len(report.deleted)} (calendar {report.time_zone})"
+    ]
     owners = {item.owner for item in [*report.kept, *report.deleted]}
     show_owner = report.owner is None and len(owners) > 1
 
@@ -88,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     except ObjectNotFound as exc:  # several owners and none chosen, or no backup of the one named
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     except StorageError as exc:
-        raise PgwardenError(str(exc)) from None
-    report = prune_report(storage, result, dry_run=args.dry_run)
+        raise PgwardenError(str(exc)) from exc
+    report = prune_report(storage, result, dry_run=args.dry_run, time_zone=args.time_zone)
     if args.json:
         print_json(report)
     else:

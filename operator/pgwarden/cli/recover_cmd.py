@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 
 from pgwarden.api.reports import RecoveryReport
-from pgwarden.cli.output import (
-    add_database_arg,
-    add_json_flag,
-    describe_recovered,
-    print_json,
-    print_text,
-    progress,
-)
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered
 from pgwarden.engine.migrate.migrate import version_of
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.engine.recovery.recover import recover
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

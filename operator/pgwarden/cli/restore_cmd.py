@@ -9,20 +9,14 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import (
-    add_database_arg,
-    add_json_flag,
-    describe_recovered,
-    print_json,
-    print_text,
-    progress,
-    table,
-)
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.recovery.recover import settle_first
+from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="restore a backup into a database",
         description="Restore a backup (a backup's location, or the newest complete backup under a prefix). "
         "A prefix holding several owners' backups needs --owner (or --id). The dump's SHA-256 is checked "
-        "before pg_restore runs; restored row counts are compared with the manifest.",
+        "before pg_restore runs; restored row counts are compared with the manifest. With --schema or "
+        "--table only those are restored (with their indexes, constraints, triggers, owned sequences and "
+        "data) into the existing database, in one transaction; names it has already are refused unless "
+        "--rename-to-suffix puts the restored ones beside them, or --clean replaces them.",
     )
     add_database_arg(parser)
     parser.add_argument(
@@ -77,6 +74,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "estimate (ANALYZE, then planner estimates; only missing or extra tables differ) or none (no "
         "counting; only missing or extra tables differ)",
     )
+    parser.add_argument(
+        "--schema",
+        dest="schemas",
+        action="append",
+        default=[],
+        metavar="SCHEMA",
+        help='restore only this schema, whole (repeatable; as in SQL: "Sales Ops" keeps case and spaces)',
+    )
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="[SCHEMA.]TABLE",
+        help="restore only this table, with its indexes, constraints, triggers, owned sequences and data "
+        "(repeatable; unquoted names fold to lower case, as in SQL)",
+    )
+    parser.add_argument(
+        "--rename-to-suffix",
+        dest="rename_suffix",
+        metavar="SUFFIX",
+        help="with --schema/--table: append SUFFIX (e.g. _restored) to the restored tables, their indexes, "
+        "constraints and sequences (or to a schema restored whole), so they stand beside today's",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -117,6 +138,14 @@ def render(report: RestoreReport, row_counts: RestoreRowCounts = "exact") -> lis
                     [[d.table, d.expected, d.actual, d.detail] for d in verification.differences],
                 )
             ]
+    for restored in report.restored_tables:
+        rows = f"{restored.actual:,}" if restored.actual is not None else "?"
+        expected = f"{restored.expected:,}" if restored.expected is not None else "?"
+        lines.append(
+            f"  table        {restored.table} <- {restored.backup_table}: {rows} rows (backup {expected})"
+            + ("" if restored.matches else "  MISMATCH")
+        )
+    lines += [f"  left out     {item}" for item in report.left_out]
     return [line for line in lines if line]
 
 
@@ -126,15 +155,33 @@ def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage
     try:
         backup, _manifest = locate_backup(open_location(uri), backup_id, owner=owner)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; nothing was restored") from None
+        raise BadInput(f"{exc}; nothing was restored") from exc
     except StorageError as exc:
-        raise PgwardenError(f"{exc}; nothing was restored") from None
+        raise PgwardenError(f"{exc}; nothing was restored") from exc
     return backup
 
 
 def run(args: argparse.Namespace) -> int:
+    selection = selection_of(args.schemas, args.tables, args.rename_suffix)
+    if selection and args.create:
+        raise BadInput(
+            "--schema/--table restore into a database that exists; create it first, without --create"
+        )
     backup = choose_backup(args.source, args.backup_id, args.owner)
     recovered = settle_first(args.database_url, progress)
+    if selection:
+        options = PartialOptions(
+            selection,
+            suffix=args.rename_suffix,
+            clean=args.clean,
+            terminate=args.terminate_connections,
+            jobs=args.jobs,
+            identities=load_identities(args.identity) if args.identity else (),
+            lock_wait_timeout=args.lock_wait_timeout,
+        )
+        report = restore_selected(args.database_url, backup, options, progress=progress)
+        report.recovered = recovered
+        return _print(report, args, "exact")
     report = restore_backup(
         args.database_url,
         backup,
@@ -143,13 +190,17 @@ def run(args: argparse.Namespace) -> int:
         terminate=args.terminate_connections,
         jobs=args.jobs,
         identities=load_identities(args.identity) if args.identity else (),
-        lock_wait_timeout=args.lock_wait_timeout,
+        lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
         progress=progress,
         row_counts=args.row_counts,
     )
     report.recovered = recovered
+    return _print(report, args, args.row_counts)
+
+
+def _print(report: RestoreReport, args: argparse.Namespace, row_counts: RestoreRowCounts) -> int:
     if args.json:
         print_json(report)
     else:
-        print_text([*describe_recovered(recovered), *render(report, args.row_counts)])
+        print_text([*describe_recovered(report.recovered), *render(report, row_counts)])
     return 0 if report.outcome == "Succeeded" else 1

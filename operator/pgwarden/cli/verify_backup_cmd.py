@@ -7,11 +7,12 @@ import argparse
 
 from pgwarden.api.drill import DrillReport
 from pgwarden.cli.backups_cmd import add_owner_arg
-from pgwarden.cli.output import add_json_flag, describe_recovered, print_json, print_text, progress, table
+from pgwarden.cli.output import add_json_flag, describe_recovered, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.engine.recovery.settle import settle_scratch
 from pgwarden.engine.restore.drill import run_drill
+from pgwarden.streams import print_json, print_text, progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

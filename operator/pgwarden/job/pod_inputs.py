@@ -7,13 +7,21 @@ import os
 from pathlib import Path
 
 from pgwarden.api.backup import DatabaseBackupSpec
-from pgwarden.api.task import AGE_RECIPIENTS_ENV, COPIES_ROOT, IDENTITY_DIR, IDENTITY_FILE, copy_env
+from pgwarden.api.task import (
+    AGE_RECIPIENTS_ENV,
+    COPIES_ROOT,
+    IDENTITY_DIR,
+    IDENTITY_FILE,
+    ROLE_ARN_ENV,
+    TOKEN_FILE_ENV,
+    copy_env,
+)
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.backup.stored_dump import Identities
 from pgwarden.errors import BadInput
-from pgwarden.redact import register_secret
+from pgwarden.redact import register_secret, register_token_file
 from pgwarden.storage import Storage, open_storage
-from pgwarden.storage.location import S3Location, parse_location, s3_client
+from pgwarden.storage.location import S3Location, WebIdentityFile, parse_location, s3_client
 from pgwarden.storage.s3 import S3Storage, client_config
 
 COPIES_ROOT_ENV = "PGWARDEN_COPIES_ROOT"  # tests put the copies' volumes somewhere writable
@@ -47,7 +55,8 @@ def identities() -> Identities:
 
 def copy_storage(index: int, spec: DatabaseBackupSpec) -> Storage:
     """Storage of copy `index` with its own settings: an S3 copy on its endpoint with its own credentials
-    (PGWARDEN_COPY_<index>_AWS_*; none: the pod's ambient ones), a volume copy on its mounted claim."""
+    (PGWARDEN_COPY_<index>_AWS_*: keys, or a role and token file; none: the pod's ambient ones), a volume
+    copy on its mounted claim."""
     target = spec.copies[index].storage
     if target.volume is not None:
         root = Path(os.environ.get(COPIES_ROOT_ENV, COPIES_ROOT)) / str(index)
@@ -61,6 +70,13 @@ def copy_storage(index: int, spec: DatabaseBackupSpec) -> Storage:
         force_path_style=s3.force_path_style or None,
     )
     assert isinstance(location, S3Location)
+    if s3.credentials is not None:  # the Job ServiceAccount's token projected for this copy's audience
+        role_arn = os.environ.get(copy_env(index, ROLE_ARN_ENV), s3.credentials.web_identity.role_arn)
+        token_file = os.environ.get(copy_env(index, TOKEN_FILE_ENV), "")
+        register_token_file(token_file)
+        return S3Storage(
+            s3_client(location, WebIdentityFile(role_arn, token_file)), location.bucket, location.prefix
+        )
     keys = {
         name: os.environ.get(copy_env(index, name))
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -21,8 +21,15 @@ import psycopg
 from psycopg import conninfo
 from pydantic import ValidationError
 
-from pgwarden.api.backup import DatabaseBackupSpec, ObjectSelection, Retention
-from pgwarden.api.common import StorageSpec, parse_duration
+from pgwarden.api.backup import (
+    DatabaseBackupSpec,
+    ObjectSelection,
+    Retention,
+    RetentionDecision,
+    RetentionOutcome,
+)
+from pgwarden.api.common import StorageSpec
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.progress import MigrationProgress, progress_line
 from pgwarden.api.reports import MigrationReport, Outcome
 from pgwarden.api.task import (
@@ -37,8 +44,8 @@ from pgwarden.api.task import (
     Task,
     backup_scope,
 )
-from pgwarden.cli.output import print_json, progress
-from pgwarden.engine.backup.backup import DumpSelection, take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
+from pgwarden.engine.backup.selection import DumpSelection
 from pgwarden.engine.migrate import history
 from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate, version_of
 from pgwarden.engine.migrate.progress import StatementProgress
@@ -48,15 +55,18 @@ from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.recovery.recover import recover, settle_first
 from pgwarden.engine.recovery.settle import settle_scratch
 from pgwarden.engine.restore.drill import run_drill
+from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.engine.restore.safety_net import BackupSafetyNet
+from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.job.pod_inputs import copy_storage, identities, recipients
 from pgwarden.job.termination_message import compact, write_termination_message
 from pgwarden.redact import redact, redact_obj, register_environment, register_secret, register_url
 from pgwarden.storage import ObjectNotFound, Storage, StorageError, list_backups, locate_backup, open_storage
-from pgwarden.storage.manifest import MANIFEST, prune
-from pgwarden.storage.retention import RetentionPolicy
+from pgwarden.storage.manifest import MANIFEST, PruneResult, prune
+from pgwarden.storage.retention import Decision, RetentionPolicy, time_zone
+from pgwarden.streams import print_json, progress
 
 log = logging.getLogger("pgwarden.job.runner")
 Report = dict[str, Any]
@@ -72,7 +82,7 @@ def load_task(kind: str) -> Task:
     try:
         task = Task.model_validate_json(text)
     except ValidationError as exc:
-        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from None
+        raise BadInput(f"{TASK_ENV} is not a valid task: {exc}") from exc
     if task.kind != kind:
         raise BadInput(f"this is a {task.kind} task, but `pgwarden job {kind}` was run")
     return task
@@ -152,6 +162,9 @@ def run_migration(task: Task, url: str) -> Report:
         )
         if task.rehearsal is not None:
             return rehearse_only(url, options, task.rehearsal).to_json_dict()
+        if task.plan_only:  # every finding, for the approver; the run itself refuses what the policy names
+            planned = dataclasses.replace(options, plan_only=True, lint_fail_on=())
+            return migrate(url, planned, progress=progress).to_json_dict()
         return migrate(
             url, dataclasses.replace(options, on_progress=report_progress), progress=progress
         ).to_json_dict()
@@ -178,11 +191,16 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
         return report
 
     def run_plan(scratch_url: str, observers: tuple[StatementObserver, ...]) -> MigrationReport:
-        watched = dataclasses.replace(options, observers=(*options.observers, *observers))
+        # Its long statements report progress as the run's do: the operator shows them in status.progress.
+        watched = dataclasses.replace(
+            options, observers=(*options.observers, *observers), on_progress=report_progress
+        )
         return migrate(scratch_url, watched, progress=lambda message: progress(f"rehearsal: {message}"))
 
+    location, owner = _rehearsal_location(task.source)
     settings = RehearsalOptions(
-        location=_rehearsal_location(task.source),
+        location=location,
+        owner=owner,
         server_url=_rehearsal_server() if task.server else None,
         max_lock_hold_seconds=task.max_lock_hold_seconds,
         identities=identities() if task.sealed else (),
@@ -194,13 +212,23 @@ def rehearse_only(url: str, options: MigrateOptions, task: RehearsalTask) -> Mig
     return report
 
 
-def _rehearsal_location(source: RestoreSource) -> str:
-    """The backup to rehearse on: a DatabaseBackup's (its own, newest or by id) or one at a location."""
+def _rehearsal_location(source: RestoreSource) -> tuple[str, str | None]:
+    """Where the rehearsal's backup is, and whose: a DatabaseBackup's folder and owner for its latest (the
+    engine prefers its newest verified backup there), else one backup (by id, or the one the status names),
+    or a location (a prefix: the engine chooses there too)."""
     root = storage_uri(source.storage)
-    if source.scope is not None:
-        return _owned_backup(root, source, source.scope).uri()
+    scope = source.scope
+    if scope is not None:
+        folder = open_storage(root).child(scope.path)
+        try:
+            owned = source.backup_id is None and bool(list_backups(folder, owner=scope.owner))
+        except StorageError:
+            owned = False  # _owned_backup reads it again and says what is wrong
+        if owned:
+            return folder.uri(), scope.owner
+        return _owned_backup(root, source, scope).uri(), None
     given = source.location or ""
-    return given if given.startswith(("s3://", "/")) else _under(root, given)
+    return (given if given.startswith(("s3://", "/")) else _under(root, given)), None
 
 
 def _rehearsal_server() -> str:
@@ -219,13 +247,31 @@ def _rehearsal_server() -> str:
     return conninfo.make_conninfo(dbname="postgres", **parts)
 
 
-def _retention(retention: Retention | None) -> RetentionPolicy | None:
+def _retention(retention: Retention | None, zone: str | None) -> RetentionPolicy | None:
+    """The spec's retention as the planner's policy, its calendar rules on the resource's time zone."""
     if retention is None:
         return None
     return RetentionPolicy(
         keep_last=retention.keep_last,
+        keep_daily=retention.keep_daily,
+        keep_weekly=retention.keep_weekly,
+        keep_monthly=retention.keep_monthly,
+        keep_yearly=retention.keep_yearly,
         max_age=parse_duration(retention.max_age) if retention.max_age else None,
+        time_zone=time_zone(zone),
     )
+
+
+def _retention_outcome(result: PruneResult, zone: str | None) -> Report:
+    """Each backup retention kept or deleted, with the rules why: what status.retention shows."""
+
+    def decisions(items: list[Decision]) -> list[RetentionDecision]:
+        return [RetentionDecision(id=d.id, rules=list(d.rules), reason=d.reason) for d in items]
+
+    outcome = RetentionOutcome(
+        time_zone=zone or "UTC", kept=decisions(result.plan.keep), deleted=decisions(result.plan.delete)
+    )
+    return outcome.to_json_dict()
 
 
 def _selection(include: ObjectSelection | None, exclude: ObjectSelection | None) -> DumpSelection:
@@ -274,22 +320,20 @@ def run_backup(task: Task, url: str) -> Report:
     root = storage_uri(spec.storage)
     location = _under(root, scope.path)
     copies = [copy_storage(index, spec).child(scope.path) for index in range(len(spec.copies))]
-    recovered = settle_first(url, progress)
-    backup = take_backup(
-        url,
-        location,
+    options = BackupOptions(
         format=str(spec.format),
         compression=spec.compression,
         jobs=spec.parallel_jobs,
-        verify=spec.verify.restore,
+        verify=verify_backup if spec.verify.restore else None,
         selection=_selection(spec.include, spec.exclude),
         owner=scope.owner,
         lock_wait_timeout=spec.lock_wait_timeout,
         encrypt_to=recipients(spec),
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
-        progress=progress,
     )
+    recovered = settle_first(url, progress)
+    backup = take_backup(url, location, options, progress)
     backup.recovered = recovered
     report: Report = backup.to_json_dict()
     warnings: list[str] = []
@@ -302,7 +346,7 @@ def run_backup(task: Task, url: str) -> Report:
     except StorageError as exc:
         warnings.append(f"{REPORT_FILE} was not written: {exc}")
     _copies_retention(spec, copies, scope, report, warnings)
-    policy = _retention(spec.retention)
+    policy = _retention(spec.retention, spec.time_zone)
     if policy is not None:
         try:
             result = prune(storage, policy, datetime.now(UTC), owner=scope.owner)
@@ -311,6 +355,7 @@ def run_backup(task: Task, url: str) -> Report:
         else:
             report["retained"] = len(result.plan.keep)
             report["pruned"] = result.deleted
+            report["retention"] = _retention_outcome(result, spec.time_zone)
         if leftover := _unscoped_backups(root):
             warnings.append(leftover)
     return report
@@ -321,7 +366,7 @@ def _copies_retention(
 ) -> None:
     """Each copy's own retention, over the owner's copies there; `retained` beside each copy in the report."""
     for target, where, copied in zip(spec.copies, copies, report.get("copies") or [], strict=False):
-        policy = _retention(target.retention)
+        policy = _retention(target.retention, spec.time_zone)
         if policy is None or not copied.get("verified"):
             continue
         try:
@@ -330,6 +375,7 @@ def _copies_retention(
             warnings.append(f"retention of the copies at {where.uri()} did not run: {exc}")
         else:
             copied["retained"] = len(result.plan.keep)
+            copied["retention"] = _retention_outcome(result, spec.time_zone)
 
 
 def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Storage:
@@ -347,9 +393,9 @@ def _owned_backup(root: str, source: RestoreSource, scope: BackupScope) -> Stora
         else:
             backup, _manifest = locate_backup(storage, source.last_known_id, owner=scope.owner)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; nothing was restored") from None
+        raise BadInput(f"{exc}; nothing was restored") from exc
     except StorageError as exc:
-        raise PgwardenError(f"{exc}; nothing was restored") from None
+        raise PgwardenError(f"{exc}; nothing was restored") from exc
     return backup
 
 
@@ -366,6 +412,18 @@ def run_restore(task: Task, url: str) -> Report:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
     recovered = settle_first(url, progress)
+    if spec.only is not None:
+        options = PartialOptions(
+            selection_of(spec.only.schemas, spec.only.tables, spec.rename_suffix),
+            suffix=spec.rename_suffix,
+            clean=spec.clean,
+            terminate=spec.terminate_connections,
+            jobs=spec.parallel_jobs,
+            identities=identities() if spec.encryption is not None else (),
+        )
+        partial = restore_selected(url, target, options, backup_id=backup_id, progress=progress)
+        partial.recovered = recovered
+        return partial.to_json_dict()
     report = restore_backup(
         url,
         target,

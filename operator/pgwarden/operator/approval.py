@@ -27,6 +27,7 @@ from pgwarden.api.migration import (
     DatabaseMigration,
     InlineMigration,
 )
+from pgwarden.api.sets import SET_LABEL
 
 Obj = dict[str, Any]
 DIGEST_LENGTH = 12
@@ -90,10 +91,17 @@ def verdict(migration: DatabaseMigration, current: ConfigMapFiles | None = None)
     review = f"review status.approval (the files and their checksums), then: {approve}"
     if current is not None and current.missing:
         return Verdict(False, f"ConfigMap {', '.join(current.missing)} not found; create it, then approve")
-    if not value:
-        return Verdict(False, f"waiting for approval of generation {generation}: {review}")
     if value == (f"{generation}-{digest(files)}" if files is not None else str(generation)):
         return Verdict(True)
+    owner = migration.metadata.labels.get(SET_LABEL)
+    if owner:  # a set's child: the set approves it when its rollout reaches it
+        return Verdict(
+            False,
+            f"waiting for its turn in DatabaseMigrationSet {owner}, which starts it when its rollout reaches it "
+            "(approve the set, not this resource)",
+        )
+    if not value:
+        return Verdict(False, f"waiting for approval of generation {generation}: {review}")
     number, _, named = value.partition("-")
     if files is not None and number == str(generation):
         reason = (

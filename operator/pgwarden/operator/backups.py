@@ -8,8 +8,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgwarden.api.backup import BackupPhase, BackupRun, DatabaseBackup, DatabaseBackupStatus, LastBackup
-from pgwarden.api.common import parse_duration
+from pgwarden.api.backup import (
+    BackupPhase,
+    BackupRun,
+    DatabaseBackup,
+    DatabaseBackupStatus,
+    LastBackup,
+    RetentionOutcome,
+)
+from pgwarden.api.durations import format_duration, parse_duration
 from pgwarden.operator import drills, naming, schedules
 from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
@@ -37,17 +44,6 @@ HISTORY_LIMIT = 10
 SCHEDULE_GRACE = timedelta(minutes=1)
 _LAST_BACKUP_KEYS = ("id", "location", "sizeBytes", "sha256", "verified")
 _COPY_KEYS = ("location", "sha256", "verified", "retained", "error")
-
-
-def human_duration(span: timedelta | None) -> str:
-    """A duration the way resources write them: 10s, 30m, 1d2h."""
-    seconds = int(span.total_seconds()) if span else 0
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return "".join(parts) or "0s"
 
 
 def human_size(size: int | None) -> str:
@@ -120,6 +116,8 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
     for key in ("tables", "rows", "startedAt", "completedAt", "durationSeconds", "encryption"):
         if report.get(key) is not None:
             result[key] = report[key]
+    if isinstance(result.get("sizeBytes"), int):
+        result["size"] = human_size(result["sizeBytes"])
     copies = [item for item in report.get("copies") or [] if isinstance(item, dict)]
     if copies:
         result["copies"] = [
@@ -242,9 +240,11 @@ def decide(
     if newest_last:
         new.last_backup = newest_last
         new.last_successful_time = newest_last.completed_at
-    retained = _retained(runs, now)
+    retained, retention = _retained(runs, now)
     if retained is not None or old.retained is not None:
         new.retained = retained if retained is not None else old.retained
+    if retention is not None or old.retention is not None:
+        new.retention = retention if retention is not None else old.retention
     following = next_run(backup, now)
     if following:
         new.next_schedule_time = second(following)
@@ -262,7 +262,7 @@ def decide(
     reference = new.last_successful_time or created or now
     stale = limit is not None and now - reference > limit
     fresh = drills.freshness(backup, drilled.verified_time, created, now)
-    verified_limit = human_duration(fresh.limit)
+    verified_limit = format_duration(fresh.limit)
     latest = history[0] if history else None
     ready = phase in ("Succeeded", "Scheduled", "Suspended", "Running") and not (
         latest and latest.outcome == "Failed"
@@ -271,7 +271,7 @@ def decide(
         ready = False
     wants = [
         Want("Ready", ready, reason, new.message),
-        _stale_want(stale, fresh, human_duration(limit), verified_limit, new),
+        _stale_want(stale, fresh, format_duration(limit), verified_limit, new),
         Want(
             "Suspended",
             bool(backup.spec.schedule and backup.spec.suspend),
@@ -335,15 +335,17 @@ def _stale_want(
     return Want("Stale", False, "Fresh", message)
 
 
-def _retained(runs: list[ObservedRun], now: datetime) -> int | None:
-    """How many backups the newest run that said so kept under the storage prefix."""
+def _retained(runs: list[ObservedRun], now: datetime) -> tuple[int | None, RetentionOutcome | None]:
+    """How many backups the newest run that said so kept under the storage prefix, and which, by what rule."""
     for run in sorted(
         (r for r in runs if r.finished and r.report), key=lambda r: r.completed_at or now, reverse=True
     ):
-        value = (run.report or {}).get("retained")
+        report = run.report or {}
+        value = report.get("retained")
         if isinstance(value, int):
-            return value
-    return None
+            decided = report.get("retention")
+            return value, lenient(RetentionOutcome, decided) if isinstance(decided, dict) else None
+    return None, None
 
 
 def _phase(

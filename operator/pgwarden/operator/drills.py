@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus, VerifiedBackup
-from pgwarden.api.common import parse_duration
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.reports import Outcome
 from pgwarden.api.task import JobKind, Task, backup_scope
 from pgwarden.operator import naming, schedules

@@ -22,19 +22,25 @@ import kopf
 
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS
-from pgwarden.api.migration import MigrationPhase
-from pgwarden.operator import naming, progress
+from pgwarden.api.sets import SET_LABEL
+from pgwarden.operator import metrics, naming, progress, set_children, set_sync
 from pgwarden.operator.cache import Cache, index_entry
 from pgwarden.operator.deadlines import Deadlines, Key
 from pgwarden.operator.jobs import JobSettings
 from pgwarden.operator.kube import Kube, KubeError, load_configuration
 from pgwarden.operator.policy import Policy
 from pgwarden.operator.reconcile import Context, forget, sync
+from pgwarden.operator.secret_watch import SecretWatch
+from pgwarden.operator.set_children import SET_KINDS
 from pgwarden.operator.status import Decision, Event
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-PLURALS = {kind.plural: kind.kind for kind in KINDS}
+PLURALS = {kind.plural: kind.kind for kind in KINDS if kind.kind not in SET_KINDS}
+SET_PLURALS = {kind.plural: kind.kind for kind in KINDS if kind.kind in SET_KINDS}
+CHILD_PLURALS = ("databasemigrations", "databasebackups")
+# How soon after a child's change its set is looked at: a burst of changes (a wave finishing) costs one look.
+SET_LOOK_DELAY = timedelta(seconds=float(os.environ.get("PGWARDEN_SET_LOOK_DELAY", "1")))
 # How soon a resource whose Job waits or runs is looked at again (its pod is not watched).
 TIMER_INTERVAL = float(os.environ.get("PGWARDEN_TIMER_INTERVAL", "15"))
 ANNOTATION_PREFIX = f"operator.{API_GROUP}"
@@ -66,9 +72,10 @@ def reconcile(context: Context, key: Key) -> None:
 
 
 def _progress_looks(deadlines: Deadlines, key: Key, decision: Decision[Any] | None) -> None:
-    """A running migration's progress is looked at on a deadline of its own, every LOOK_EVERY at most."""
+    """A running (or rehearsing) migration's progress is looked at on a deadline of its own, every LOOK_EVERY
+    at most."""
     looks = progress.progress_key(key[1], key[2])
-    if decision is not None and decision.status.phase == MigrationPhase.RUNNING:
+    if decision is not None and decision.status.phase in progress.LOOKED_AT:
         deadlines.at_latest(looks, datetime.now(UTC) + progress.LOOK_EVERY)
     else:
         deadlines.forget(looks)
@@ -113,11 +120,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     def look(key: Key) -> None:
         # In kopf's context (a handler's, kept by `_context`): kopf.event needs it to post Events.
         kopf_context = context.kopf_context or contextvars.copy_context()
+        if key[0] in SET_KINDS:
+            looks.submit(kopf_context.copy().run, _logged_set, memo.sets, key)
+            return
         task = _logged_progress if progress.is_progress_key(key) else _logged
         looks.submit(kopf_context.copy().run, task, context, key)
 
     context.deadlines = Deadlines(look, clock=lambda: datetime.now(UTC))
     memo.context = context
+    memo.sets = set_sync.SetContext(kube=context.kube, post_event=post_event, deadlines=context.deadlines)
+    memo.sets.secrets = SecretWatch(context.kube, changed=lambda key: _look_soon(memo.sets, key))
 
 
 def _logged(context: Context, key: Key) -> None:
@@ -141,7 +153,7 @@ def _logged_progress(context: Context, key: Key) -> None:
             )
         else:
             log.exception("progress of %s/%s not read", key[1], key[2])
-    except Exception:
+    except Exception:  # a progress look is best effort: it must not stop the next one; say why here
         log.exception("progress of %s/%s not read", key[1], key[2])
 
 
@@ -170,6 +182,7 @@ def _context(memo: kopf.Memo, indexes: dict[str, Any]) -> Context:
     context: Context = memo.context
     if context.cache is None:
         context.cache = Cache(jobs=indexes["pgwarden_jobs"], cronjobs=indexes["pgwarden_cronjobs"])
+        metrics.count_running_jobs(context.cache.jobs)
     if context.kopf_context is None:
         # For reconciles the deadlines start: kopf.event needs kopf's context. Kept on the shared Context,
         # not the memo: each resource's handlers get their own shallow copy of the memo.
@@ -214,3 +227,81 @@ def on_cronjob(memo: kopf.Memo, body: kopf.Body, type: str | None, **kwargs: Any
     """A CronJob of ours was deleted or changed by someone else: bring it back to what the spec says."""
     if type in ("DELETED", "MODIFIED"):
         _owner_changed(memo, body, kwargs)
+
+
+# -- DatabaseMigrationSet and DatabaseBackupSet --------------------------------------------------------
+
+
+def _look_soon(sets: set_sync.SetContext, key: Key) -> None:
+    """Look at a set shortly (or at once without deadlines): many triggers within the delay make one look."""
+    if sets.deadlines is not None:
+        sets.deadlines.at_latest(key, datetime.now(UTC) + SET_LOOK_DELAY)
+    else:
+        set_sync.sync(sets, *key)
+
+
+def _logged_set(sets: set_sync.SetContext, key: Key) -> None:
+    try:
+        set_sync.sync(sets, *key)
+    except Exception:  # retried at its deadline; say why here, where no kopf handler does
+        log.exception("reconcile of %s %s/%s failed; retrying in %gs", *key, TIMER_INTERVAL)
+        if sets.deadlines is not None:
+            sets.deadlines.set(key, datetime.now(UTC) + timedelta(seconds=TIMER_INTERVAL))
+
+
+def _set_context(memo: kopf.Memo, indexes: dict[str, Any]) -> set_sync.SetContext:
+    """The sets' context, reading children from the watch-fed indexes once kopf has handed them over."""
+    _context(memo, indexes)  # kopf's context, for the Events of looks the deadlines start
+    sets: set_sync.SetContext = memo.sets
+    if sets.children is None:
+        sets.children = set_sync.children_index(
+            indexes["pgwarden_set_migrations"], indexes["pgwarden_set_backups"]
+        )
+    return sets
+
+
+@kopf.index(API_GROUP, API_VERSION, "databasemigrations", labels={SET_LABEL: kopf.PRESENT})
+def pgwarden_set_migrations(body: kopf.Body, **_: Any) -> dict[str, Any] | None:
+    """The DatabaseMigrations sets made, by their set's uid: a few fields each (`set_children.ChildState`)."""
+    return set_children.index_entry(body)
+
+
+@kopf.index(API_GROUP, API_VERSION, "databasebackups", labels={SET_LABEL: kopf.PRESENT})
+def pgwarden_set_backups(body: kopf.Body, **_: Any) -> dict[str, Any] | None:
+    """The DatabaseBackups sets made, by their set's uid."""
+    return set_children.index_entry(body)
+
+
+for _plural in SET_PLURALS:
+
+    @kopf.on.event(API_GROUP, API_VERSION, _plural)
+    def on_set(memo: kopf.Memo, body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+        """A set changed (new, a new generation, an approval, its status) or the operator started: reconcile
+        it; gone: forget it (its children go with it, by their ownerReferences)."""
+        key = (str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name))
+        if type == "DELETED":
+            if hasattr(memo, "sets"):
+                memo.sets.forget(key)
+            return
+        sets = _set_context(memo, kwargs)
+        try:
+            set_sync.sync(sets, *key)
+        except Exception:
+            if sets.deadlines is not None:
+                sets.deadlines.set(key, datetime.now(UTC) + timedelta(seconds=TIMER_INTERVAL))
+            raise
+
+
+for _plural in CHILD_PLURALS:
+
+    @kopf.on.event(API_GROUP, API_VERSION, _plural, labels={SET_LABEL: kopf.PRESENT})
+    def on_set_child(memo: kopf.Memo, body: kopf.Body, **kwargs: Any) -> None:
+        """A set's child changed (its phase, created, deleted): look at its set soon."""
+        owner = next(
+            (o for o in body.metadata.get("ownerReferences") or [] if o.get("kind") in SET_KINDS), None
+        )
+        if owner is None or not hasattr(memo, "sets"):
+            return
+        _look_soon(
+            _set_context(memo, kwargs), (str(owner["kind"]), str(body.metadata.namespace), str(owner["name"]))
+        )

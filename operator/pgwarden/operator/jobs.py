@@ -1,20 +1,23 @@
 """Pure builders of the Jobs and CronJobs that run `pgwarden job KIND`: manifests from a resource, no API calls.
 
-Credentials reach the pod only through `secretKeyRef`; the pod runs under the `restricted` Pod Security
-profile with no service-account token; everything else it needs is in the task (an env var) or mounted.
+Credentials reach the pod only through `secretKeyRef`, or as a ServiceAccount token projected for a storage's
+web identity (its audience only, never the API token); the pod runs under the `restricted` Pod Security
+profile with no API token mounted; everything else it needs is in the task (an env var) or mounted.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, owner_reference, parse_duration
+from pgwarden.api.common import DatabaseRef, JobTemplate, StorageSpec, WebIdentity, owner_reference
+from pgwarden.api.durations import parse_duration
 from pgwarden.api.encryption import IdentitySecretRef
 from pgwarden.api.migration import DatabaseMigration, InlineMigration, MigrationsSource
 from pgwarden.api.restore import DatabaseRestore
@@ -28,10 +31,14 @@ from pgwarden.api.task import (
     IDENTITY_FILE,
     MIGRATIONS_DIR,
     REHEARSAL_SERVER_KEYS,
+    ROLE_ARN_ENV,
     SCRATCH_DIR,
     STORAGE_ROOT,
     TASK_ENV,
     TERMINATION_LOG,
+    TOKEN_FILE_ENV,
+    WEB_IDENTITY_DIR,
+    WEB_IDENTITY_TOKEN,
     JobKind,
     RehearsalTask,
     ResourceId,
@@ -40,6 +47,7 @@ from pgwarden.api.task import (
     backup_scope,
     copy_env,
 )
+from pgwarden.errors import BadInput
 from pgwarden.operator import naming
 from pgwarden.operator.policy import Policy, enforce
 
@@ -76,10 +84,10 @@ def default_active_deadline() -> int:
         return DEFAULT_ACTIVE_DEADLINE_SECONDS
     try:
         seconds = int(value)
-    except ValueError:
+    except ValueError as exc:
         raise ValueError(
             f"{ACTIVE_DEADLINE_ENV}={value!r} is not a number of seconds; use e.g. 21600, or 0 for no limit"
-        ) from None
+        ) from exc
     if seconds < 0:
         raise ValueError(f"{ACTIVE_DEADLINE_ENV} must be 0 (no limit) or more seconds, not {seconds}")
     return seconds
@@ -121,11 +129,51 @@ def database_env(database: DatabaseRef) -> list[Manifest]:
 
 
 def storage_env(storage: StorageSpec | None) -> list[Manifest]:
-    """AWS_* from the bucket's credentials Secret; none for volumes or ambient credentials (IRSA)."""
-    if storage is None or storage.s3 is None or storage.s3.credentials_secret_ref is None:
+    """AWS_* from the bucket's credentials Secret, or the role and token file of its web identity; none
+    for volumes or ambient credentials (IRSA)."""
+    if storage is None or storage.s3 is None:
+        return []
+    if storage.s3.credentials is not None:
+        return web_identity_env(storage.s3.credentials.web_identity, "storage", lambda name: name)
+    if storage.s3.credentials_secret_ref is None:
         return []
     secret = storage.s3.credentials_secret_ref.name
     return [secret_env(key, secret, key, optional=optional) for key, optional in S3_KEYS]
+
+
+# How long a projected storage token is valid; the kubelet renews it at 80 %, boto3 re-reads the file.
+WEB_IDENTITY_TOKEN_SECONDS = 3600
+
+
+def web_identity_env(identity: WebIdentity, folder: str, env_name: Callable[[str], str]) -> list[Manifest]:
+    """The role and the token file boto3's web-identity provider reads, under the names `env_name` gives."""
+    token_file = f"{WEB_IDENTITY_DIR}/{folder}/{WEB_IDENTITY_TOKEN}"
+    return [
+        {"name": env_name(ROLE_ARN_ENV), "value": identity.role_arn},
+        {"name": env_name(TOKEN_FILE_ENV), "value": token_file},
+    ]
+
+
+def web_identity_volume(identity: WebIdentity, folder: str) -> tuple[Manifest, Manifest]:
+    """(volume, mount) of the Job ServiceAccount's token for the identity's audience only: a projected
+    volume, not the automounted API token (which stays off), so it opens the storage and nothing else."""
+    name = f"web-identity-{folder}"
+    volume = {
+        "name": name,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": identity.audience,
+                        "expirationSeconds": WEB_IDENTITY_TOKEN_SECONDS,
+                        "path": WEB_IDENTITY_TOKEN,
+                    }
+                }
+            ],
+            "defaultMode": 0o440,
+        },
+    }
+    return volume, {"name": name, "mountPath": f"{WEB_IDENTITY_DIR}/{folder}", "readOnly": True}
 
 
 def volume_mounts_for(
@@ -146,6 +194,10 @@ def volume_mounts_for(
     if storage is not None and storage.volume is not None:
         volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": storage.volume.claim_name}})
         mounts.append({"name": "storage", "mountPath": STORAGE_ROOT})
+    if storage is not None and storage.s3 is not None and storage.s3.credentials is not None:
+        volume, mount = web_identity_volume(storage.s3.credentials.web_identity, "storage")
+        volumes.append(volume)
+        mounts.append(mount)
     return volumes, mounts
 
 
@@ -173,7 +225,7 @@ def pod_security(settings: JobSettings) -> Manifest:
 ENV_STRING_LIMIT = 128 * 1024
 
 
-class TaskTooLarge(ValueError):
+class TaskTooLarge(BadInput):
     """The task does not fit the environment variable that carries it; the spec must shrink."""
 
 
@@ -365,6 +417,34 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
     return _job(migration, parts, settings, backoff_limit=0)
 
 
+def preview_job(migration: DatabaseMigration, settings: JobSettings, digest: str | None = None) -> Manifest:
+    """The read-only Job that plans and lints a generation awaiting approval: the same files and database,
+    nothing backed up or applied."""
+    directory, volumes, mounts, init = migration_sources(migration)
+    task = Task(
+        kind=JobKind.MIGRATE,
+        resource=resource_id(migration),
+        migration=migration.spec,
+        migrations_dir=directory,
+        plan_only=True,
+    )
+    parts = PodParts(
+        task=task,
+        database=migration.spec.database,
+        storage=None,
+        template=migration.spec.job_template,
+        volumes=tuple(volumes),
+        mounts=tuple(mounts),
+        init_containers=tuple(init),
+    )
+    meta = migration.metadata
+    generation = meta.generation or 1
+    name = naming.preview_job_name(meta.name or "", meta.uid or "", generation, digest)
+    job = _owned(migration, name, "Job", "batch/v1", generation)
+    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
+    return job
+
+
 def rehearsal_job(
     migration: DatabaseMigration,
     source: RestoreSource,
@@ -440,6 +520,12 @@ def copy_parts(backup: DatabaseBackup) -> tuple[list[Manifest], list[Manifest], 
         if s3 is not None and s3.credentials_secret_ref is not None:
             secret = s3.credentials_secret_ref.name
             env += [secret_env(copy_env(index, key), secret, key, optional=opt) for key, opt in S3_KEYS]
+        if s3 is not None and s3.credentials is not None:
+            identity = s3.credentials.web_identity
+            env += web_identity_env(identity, f"copy-{index}", functools.partial(copy_env, index))
+            token_volume, token_mount = web_identity_volume(identity, f"copy-{index}")
+            volumes.append(token_volume)
+            mounts.append(token_mount)
         if volume is not None:
             volumes.append(
                 {"name": f"copy-{index}", "persistentVolumeClaim": {"claimName": volume.claim_name}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -15,22 +16,37 @@ import urllib3
 
 from pgwarden.api.common import API_GROUP, API_VERSION
 from pgwarden.api.crd import KINDS_BY_NAME
+from pgwarden.errors import PgwardenError
 from pgwarden.operator import naming
+from pgwarden.redact import redact
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TIMEOUT = 30.0
+# Secrets are read as server-side tables without their objects: rows of name, type, key count and age. Not
+# even PartialObjectMetadata, whose annotations may hold a whole Secret (kubectl's last-applied-configuration).
+NAMES_ONLY = "application/json;as=Table;v=v1;g=meta.k8s.io"
+NAMES_PAGE = 500
+WATCH_SECONDS = 300
 
 
-class KubeError(Exception):
-    """The API server answered with an error; `status` is the HTTP status."""
+class KubeError(PgwardenError):
+    """The API server answered with an error; `status` is the HTTP status, `message` the server's words."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
-        self.message = message
+        self.message = redact(message)
+
+
+def names_only_query(label_selector: str) -> dict[str, str]:
+    """The query of every request for Secrets: table rows without objects (with `NAMES_ONLY`), by label."""
+    query = {"includeObject": "None", "limit": str(NAMES_PAGE)}
+    if label_selector:
+        query["labelSelector"] = label_selector
+    return query
 
 
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
@@ -73,8 +89,11 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str | None = None,
     ) -> Obj:
         headers = self._headers()
+        if accept:
+            headers["Accept"] = accept
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -155,7 +174,7 @@ class Kube:
         except kubernetes.client.ApiException as error:
             if error.status in (400, 404):  # not started yet, or gone
                 return None
-            raise KubeError(int(error.status or 0), str(error.reason)) from None
+            raise KubeError(int(error.status or 0), str(error.reason)) from error
         return str(text)
 
     def cronjobs_of(self, namespace: str, uid: str) -> list[Obj]:
@@ -240,3 +259,89 @@ class Kube:
         except KubeError as error:
             if error.status != 404:
                 raise
+
+    # -- a set's children and its Secrets' names ------------------------------------------------
+
+    def create_resource(self, manifest: Obj) -> Obj | None:
+        """Create a pgwarden resource (a set's child); None when one of that name exists already."""
+        meta = manifest["metadata"]
+        try:
+            return self.request(
+                "POST", self.resource_path(manifest["kind"], meta["namespace"]), body=manifest
+            )
+        except KubeError as error:
+            if error.status == 409:
+                return None
+            raise
+
+    def list_resources(self, kind: str, namespace: str, label_selector: str) -> list[Obj]:
+        """The resources of `kind` with these labels (a set's children, when no watch feeds them)."""
+        result = self.request(
+            "GET", self.resource_path(kind, namespace), query={"labelSelector": label_selector}
+        )
+        return list(result.get("items") or [])
+
+    def replace_spec(
+        self, kind: str, namespace: str, name: str, spec: Obj, annotations: dict[str, str]
+    ) -> None:
+        """Replace a resource's whole spec (a field left out leaves it too) and set these annotations."""
+        operations: list[Obj] = [{"op": "replace", "path": "/spec", "value": spec}]
+        for key, value in annotations.items():
+            path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            operations.append({"op": "add", "path": path, "value": value})
+        self.request(
+            "PATCH", self.resource_path(kind, namespace, name), body=operations, content_type=JSON_PATCH
+        )
+
+    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self.request("PATCH", self.resource_path(kind, namespace, name), body=body, content_type=MERGE_PATCH)
+
+    def delete_resource(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            self.request("DELETE", self.resource_path(kind, namespace, name))
+        except KubeError as error:
+            if error.status != 404:
+                raise
+
+    def secret_names(self, namespace: str, label_selector: str) -> list[str]:
+        """The names of the Secrets whose labels match, and nothing else of them (a table without objects)."""
+        names: list[str] = []
+        query = names_only_query(label_selector)
+        while True:
+            table = self.request(
+                "GET", f"/api/v1/namespaces/{namespace}/secrets", query=query, accept=NAMES_ONLY
+            )
+            names += [str(row["cells"][0]) for row in table.get("rows") or [] if row.get("cells")]
+            following = (table.get("metadata") or {}).get("continue")
+            if not following:
+                return names
+            query["continue"] = str(following)
+
+    def watch_secret_names(self, namespace: str) -> Iterator[str]:
+        """Each change of a Secret in `namespace`, as the event's type, for up to WATCH_SECONDS (then it ends;
+        watch again). Table rows without objects, as `secret_names`: never a label, value or annotation."""
+        query = {"includeObject": "None", "watch": "1", "timeoutSeconds": str(WATCH_SECONDS)}
+        url = f"{self.host}/api/v1/namespaces/{namespace}/secrets?{urllib.parse.urlencode(query)}"
+        headers = self._headers()
+        headers["Accept"] = NAMES_ONLY
+        response = self._pool.request(
+            "GET",
+            url,
+            headers=headers,
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=TIMEOUT, read=WATCH_SECONDS + TIMEOUT),
+        )
+        try:
+            if not 200 <= response.status < 300:
+                text = response.data.decode("utf-8", "replace")
+                raise KubeError(response.status, text[:500])
+            pending = b""
+            for chunk in response.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield str(json.loads(line).get("type"))
+        finally:
+            response.release_conn()

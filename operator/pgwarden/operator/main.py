@@ -97,14 +97,17 @@ def run(
             where = kubeconfig or "in-cluster ServiceAccount, KUBECONFIG or ~/.kube/config"
             raise SystemExit(
                 f"pgwarden operator: cannot load Kubernetes credentials ({where}): {error}"
-            ) from None
+            ) from error
         elector = leader.Elector(
             kube,
             lease_namespace or leader.lease_namespace(list(namespaces)),
             leader.identity(),
             lost=_stop_at_once,
         )
+        metrics.leading(lambda: elector is not None and elector.is_leader)
         _standby(elector, liveness_port)
+    else:
+        metrics.leading(lambda: True)
     try:
         _run_kopf(
             namespaces,

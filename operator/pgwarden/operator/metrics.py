@@ -1,16 +1,41 @@
-"""Prometheus metrics of the operator: runs by kind and outcome, durations, bytes backed up, rollbacks."""
+"""Prometheus metrics of the operator: runs by kind and outcome, durations, bytes backed up, rollbacks, each
+resource's phase, conditions and last runs (resource_metrics), running Jobs, the leader and the process.
+
+The chart's alert rules and dashboard are written against these names; tests/monitoring proves them with
+promtool and a real Prometheus."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from pydantic import ValidationError
 
-from pgwarden.api.backup import DatabaseBackupStatus
+from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
+from pgwarden.api.common import ResourceStatus
+from pgwarden.operator import backups, drills
+from pgwarden.operator.observe import parse_time
+from pgwarden.operator.resource_metrics import Limits, ResourceSeries, RunningJobs, state_of
+from pgwarden.operator.resources import typed
 from pgwarden.operator.status import Finished
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
+PlatformCollector(registry=REGISTRY)
+RESOURCES = ResourceSeries()
+REGISTRY.register(RESOURCES)
 
 RUNS = Counter(
     "pgwarden_runs_total", "Finished Job runs by kind and outcome.", ["kind", "outcome"], registry=REGISTRY
@@ -53,12 +78,53 @@ VERIFIED_RESTORE_SECONDS = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+# Every kind and outcome starts at 0, so the first failure after a start counts in increase() (a series that
+# appears at 1 would not).
+for _kind, _outcomes in {
+    "migrate": ("Succeeded", "Failed", "RolledBack", "Cancelled"),
+    "backup": ("Succeeded", "Failed"),
+    "drill": ("Succeeded", "Failed"),
+    "restore": ("Succeeded", "Failed", "Cancelled"),
+}.items():
+    for _outcome in _outcomes:
+        RUNS.labels(_kind, _outcome)
 ROLLBACKS = Counter(
     "pgwarden_rollbacks_total",
     "Rollbacks after failed migrations, by outcome.",
     ["outcome"],
     registry=REGISTRY,
 )
+SET_TARGETS = Gauge(
+    "pgwarden_set_targets",
+    "Targets of each DatabaseMigrationSet and DatabaseBackupSet by state (total, succeeded, failed, running, "
+    "pending, skipped for migrations; total, backedUp, stale, unverified, failed, pending for backups).",
+    ["namespace", "name", "kind", "state"],
+    registry=REGISTRY,
+)
+SET_STATES = (
+    "total",
+    "succeeded",
+    "failed",
+    "running",
+    "pending",
+    "skipped",
+    "backedUp",
+    "stale",
+    "unverified",
+)
+SET_HALTED = Gauge(
+    "pgwarden_set_halted",
+    "1 while a DatabaseMigrationSet is halted (a canary failed, or maxFailures targets did), else 0.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "pgwarden_operator_leader",
+    "1 while this replica holds the leader Lease and acts; 0 while it stands by.",
+    registry=REGISTRY,
+)
+# A DatabaseBackup's limits by (namespace, name) for its uid and generation: its spec read once per generation.
+_limits: dict[tuple[str, str], tuple[tuple[str, int], Limits]] = {}
 
 
 def record(namespace: str, name: str, finished: Finished) -> None:
@@ -95,11 +161,84 @@ def observe_verified(namespace: str, name: str, status: DatabaseBackupStatus) ->
         VERIFIED_RESTORE_SECONDS.labels(namespace, name).set(last.restore_seconds)
 
 
-def forget(namespace: str, name: str) -> None:
-    """Drop the series of a deleted DatabaseBackup, so /metrics does not grow with every resource ever seen."""
+def observe(body: Mapping[str, Any], status: ResourceStatus, now: datetime) -> None:
+    """Keep what /metrics says of a resource in step with the status its reconcile just decided."""
+    meta = body.get("metadata") or {}
+    kind, namespace, name = str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
+    limits = Limits()
+    if isinstance(status, DatabaseBackupStatus):
+        last = status.last_successful_time
+        observe_last_backup(namespace, name, last.timestamp() if last else None)
+        observe_verified(namespace, name, status)
+        limits = backup_limits(body, now)
+    created = parse_time(meta.get("creationTimestamp"))
+    state = state_of(kind, status, limits, created.timestamp() if created else None)
+    RESOURCES.set((kind, namespace, name), state)
+
+
+def backup_limits(body: Mapping[str, Any], now: datetime) -> Limits:
+    """How old a DatabaseBackup's backups and verified restores may get, as its Stale condition judges;
+    worked out once per generation (a spec the models refuse has none)."""
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    version = (str(meta.get("uid")), int(meta.get("generation") or 0))
+    cached = _limits.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    try:
+        backup = typed(DatabaseBackup, dict(body))
+    except ValidationError:
+        return Limits()
+    stale, verify_stale = backups.stale_after(backup, now), drills.stale_after(backup, now)
+    limits = Limits(
+        stale.total_seconds() if stale is not None else None,
+        verify_stale.total_seconds() if verify_stale is not None else None,
+    )
+    _limits[key] = (version, limits)
+    return limits
+
+
+def count_running_jobs(index: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
+    """Serve `pgwarden_jobs_running` from the operator's watch of its Jobs (once, when it is first there)."""
+    if not _running:  # one watch per process
+        _running.append(RunningJobs(index))
+        REGISTRY.register(_running[0])
+
+
+_running: list[RunningJobs] = []
+
+
+def leading(is_leader: Callable[[], bool]) -> None:
+    """Report whether this replica acts, asked when scraped."""
+    LEADER.set_function(lambda: 1.0 if is_leader() else 0.0)
+
+
+def forget(kind: str, namespace: str, name: str) -> None:
+    """Drop the series of a deleted resource, so /metrics does not grow with every resource ever seen."""
+    RESOURCES.forget((kind, namespace, name))
+    if kind != "DatabaseBackup":
+        return
+    _limits.pop((namespace, name), None)
     for metric in (BACKUP_BYTES, LAST_BACKUP, LAST_VERIFIED, SINCE_VERIFIED, VERIFIED_RESTORE_SECONDS):
         with contextlib.suppress(KeyError):  # never recorded
             metric.remove(namespace, name)
+
+
+def observe_set(namespace: str, name: str, kind: str, counts: dict[str, int], halted: bool | None) -> None:
+    """Set a set's gauges from its status (`halted` None: a kind that never halts)."""
+    for state, value in counts.items():
+        SET_TARGETS.labels(namespace, name, kind, state).set(value)
+    if halted is not None:
+        SET_HALTED.labels(namespace, name).set(1 if halted else 0)
+
+
+def forget_set(namespace: str, name: str, kind: str) -> None:
+    """Drop a deleted set's series."""
+    for state in SET_STATES:
+        with contextlib.suppress(KeyError):  # a state this kind does not have
+            SET_TARGETS.remove(namespace, name, kind, state)
+    with contextlib.suppress(KeyError):
+        SET_HALTED.remove(namespace, name)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -13,7 +13,7 @@ from pgwarden.api.migration import (
     DatabaseMigrationStatus,
     MigrationPhase,
 )
-from pgwarden.operator import approval, naming, recovery, rehearsals
+from pgwarden.operator import approval, naming, previews, recovery, rehearsals
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, recovery_job, with_files
 from pgwarden.operator.observe import ObservedRun
@@ -157,6 +157,10 @@ def _carried(
         kept.approval = old.approval
     if old.rehearsal is not None and old.rehearsal.generation == generation:
         kept.rehearsal = old.rehearsal
+    if old.preview is not None and old.preview.generation == generation:
+        kept.preview = old.preview
+        if old.lint:
+            kept.lint = old.lint  # the preview's findings, until the run reports its own
     return kept
 
 
@@ -170,13 +174,15 @@ def decide(
     *,
     rehearsal_run: ObservedRun | None = None,
     referenced: DatabaseBackup | None = None,
+    preview_run: ObservedRun | None = None,
     recovery_run: ObservedRun | None = None,
 ) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running; `config_maps`, for a Manual one whose
     files come from ConfigMaps, what they hold now; `rehearsal_run`, the rehearsal Job of this generation
-    (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names; `recovery_run`, the Job
-    recovering what `run` left when it died without a report."""
+    (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names; `preview_run`, the Job
+    that reads the plan and lint of a Manual one without a rehearsal before it is approved; `recovery_run`,
+    the Job recovering what `run` left when it died without a report."""
     now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
@@ -212,7 +218,13 @@ def decide(
         phase, reason = "Pending", "WaitingForEarlierRun"
     else:
         fields, phase, reason, create = _next_step(
-            migration, config_maps, settings, now, rehearsal_run=rehearsal_run, referenced=referenced
+            migration,
+            config_maps,
+            settings,
+            now,
+            rehearsal_run=rehearsal_run,
+            referenced=referenced,
+            preview_run=preview_run,
         )
         if phase == "AwaitingApproval" and config_maps is not None:  # a ConfigMap edit sends no event
             deadline = now + CONFIG_MAP_LOOK
@@ -222,6 +234,9 @@ def decide(
     new.observed_generation = generation
     if phase == "Running" and run is not None and old.job == run.job and old.progress is not None:
         new.progress = old.progress  # written by the progress looks (operator/progress.py); gone once it ends
+    rehearsing = old.rehearsal.job if old.rehearsal is not None else None
+    if phase == "Rehearsing" and rehearsal_run is not None and rehearsal_run.job == rehearsing:
+        new.progress = old.progress  # the rehearsal Job's, the same way
     drift = new.drift if "drift" in new.model_fields_set else None
     drifted = drift.detected if drift is not None else None
     begun = started(run) if run else None
@@ -265,11 +280,13 @@ def _next_step(
     *,
     rehearsal_run: ObservedRun | None,
     referenced: DatabaseBackup | None,
+    preview_run: ObservedRun | None = None,
 ) -> tuple[DatabaseMigrationStatus, str, str, Obj | None]:
     """(fields, phase, reason, Job to create) when no Job of this generation exists: rehearse it first
     (spec.rehearsal), then await approval (Manual) or run it."""
     manual = migration.spec.approval == Approval.MANUAL
     rehearsed = rehearsals.Rehearsed()
+    previewed = previews.Previewed()
     try:
         # The Jobs carry this generation's spec: for inline files, exactly those status showed; for
         # ConfigMaps of a Manual one, the files read now, in place of the ConfigMaps (what is approved).
@@ -291,6 +308,14 @@ def _next_step(
                 message = (
                     f"{message}; rehearsal {rehearsed.status.outcome}: {rehearsals.summary(rehearsed.status)}"
                 )
+            if previews.wanted(migration) and (config_maps is None or config_maps.files):
+                subject = _approved(migration, config_maps)
+                previewed = previews.step(
+                    migration, subject, preview_run, settings, now, digest_of(config_maps)
+                )
+            if previewed.status is not None:
+                message = f"{message}; {previewed.waiting or previewed.status.message}"
+                create = previewed.create
             fields = DatabaseMigrationStatus(
                 message=clip(message), approval=approval.shown(migration, approved=False, current=config_maps)
             )
@@ -309,6 +334,10 @@ def _next_step(
         fields.rehearsal = rehearsed.status
     if rehearsed.lint is not None:
         fields.lint = lenient(DatabaseMigrationStatus, {"lint": rehearsed.lint}).lint
+    if previewed.status is not None:
+        fields.preview = previewed.status
+    if previewed.lint is not None:
+        fields.lint = previewed.lint
     return fields, phase, reason, create
 
 
@@ -321,11 +350,11 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
         raise TaskTooLarge(f"ConfigMap {names} holds no migration files (keys named like 0001_init.sql)")
     try:
         return with_files(migration, config_maps.files)
-    except ValueError:
+    except ValueError as exc:
         raise TaskTooLarge(
             f"the approved files of ConfigMap {names} hold more than {INLINE_SQL_LIMIT} characters of SQL, more "
             "than a Job can carry as approved; ship larger sets in an image named by digest"
-        ) from None
+        ) from exc
 
 
 def _events(phase: str, reason: str, status: DatabaseMigrationStatus) -> list[Event]:

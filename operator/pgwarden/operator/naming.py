@@ -53,6 +53,12 @@ def recovery_job_name(job: str) -> str:
     return _fit(job, f"-recover-{_digest(job, 'recover')}", JOB_NAME_LIMIT)
 
 
+def preview_job_name(name: str, uid: str, generation: int, digest: str | None = None) -> str:
+    """`<name>-preview-<generation>-<hash>`: one read-only plan and lint per generation (and files)."""
+    suffix = f"-preview-{generation}-{_digest(uid, generation, digest or '', 'preview')}"
+    return _fit(name, suffix, JOB_NAME_LIMIT)
+
+
 def cronjob_name(name: str, uid: str) -> str:
     """`<name>-backup-<hash>`, at most 52 characters; one CronJob per DatabaseBackup."""
     return _fit(name, f"-backup-{_digest(uid)}", CRONJOB_NAME_LIMIT)

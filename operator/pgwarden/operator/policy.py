@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.migration import DatabaseMigration
 from pgwarden.api.restore import DatabaseRestore
+from pgwarden.errors import BadInput
 
 Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore
 
@@ -42,11 +43,11 @@ MIGRATION_IMAGES = Setting("policy.migrationImages", "--allowed-migration-image"
 SERVICE_ACCOUNTS = Setting("policy.serviceAccounts", "--allowed-service-account")
 
 
-class PolicySettingError(ValueError):
+class PolicySettingError(BadInput):
     """A policy setting the operator cannot enforce as written; the message says how to write it."""
 
 
-class PolicyDenied(ValueError):
+class PolicyDenied(BadInput):
     """The resource asks for what the policy does not allow: no Job is built; the message names the settings."""
 
     def __init__(self, violations: Iterable[Violation]) -> None:

@@ -1,7 +1,8 @@
-"""status.progress of a running migration: the last progress line of its Job's log, looked at every so often.
+"""status.progress of a running (or rehearsing) migration: the last progress line of its Job's log (the run's,
+or the rehearsal's), looked at every so often.
 
 A Job Pod cannot write status (it has no ServiceAccount token), so its runner prints `pgwarden-progress {json}`
-lines and the operator reads the tail of the Pod's log. Only running migrations get these looks, on a
+lines and the operator reads the tail of the Pod's log. Only running and rehearsing migrations get looks, on a
 deadline of their own (`progress_key`), never more often than every LOOK_EVERY; what to patch is decided
 here without I/O (`progress_patch`), the reads and the patch are `look`'s.
 """
@@ -39,6 +40,19 @@ def is_progress_key(key: Key) -> bool:
     return key[0] == KEY_KIND
 
 
+LOOKED_AT = (MigrationPhase.RUNNING, MigrationPhase.REHEARSING)
+
+
+def watched_job(status: DatabaseMigrationStatus) -> str | None:
+    """The Job whose log carries status.progress: the run's while Running, the rehearsal's while Rehearsing."""
+    if status.phase == MigrationPhase.RUNNING:
+        return status.job or None
+    rehearsal = status.rehearsal
+    if status.phase == MigrationPhase.REHEARSING and rehearsal is not None and rehearsal.outcome is None:
+        return rehearsal.job
+    return None
+
+
 def running_pod(pods: list[Obj], job: str) -> str | None:
     """The name of the Job's Pod that is running now, if any."""
     for pod in pods:
@@ -60,15 +74,17 @@ def progress_patch(status: DatabaseMigrationStatus, log_tail: str | None, now: d
 
 
 def look(kube: Kube, namespace: str, name: str, now: datetime) -> bool:
-    """Show the running Job's progress in status; False once the migration no longer runs (no more looks)."""
+    """Show the running Job's progress in status; False once the migration no longer runs or rehearses (no
+    more looks)."""
     body = kube.get_resource(KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return False
     status = lenient(DatabaseMigrationStatus, body.get("status"))
-    if status.phase != MigrationPhase.RUNNING or not status.job:
+    job = watched_job(status)
+    if job is None:
         return False
     meta = body["metadata"]
-    pod = running_pod(kube.pods_of(namespace, str(meta.get("uid"))), status.job)
+    pod = running_pod(kube.pods_of(namespace, str(meta.get("uid"))), job)
     log_tail = None
     if pod is not None:
         log_tail = kube.pod_log(namespace, pod, CONTAINER, tail_lines=TAIL_LINES, limit_bytes=LIMIT_BYTES)

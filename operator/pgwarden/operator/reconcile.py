@@ -17,10 +17,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pgwarden.api.backup import BackupRun, DatabaseBackup, DatabaseBackupStatus
+from pgwarden.api.backup import BackupRun, DatabaseBackup
 from pgwarden.api.migration import Approval, DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus
-from pgwarden.operator import approval, backups, drills, metrics, migrations, naming, rehearsals, restores
+from pgwarden.operator import (
+    approval,
+    backups,
+    drills,
+    metrics,
+    migrations,
+    naming,
+    previews,
+    rehearsals,
+    restores,
+)
 from pgwarden.operator.cache import Cache
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.deadlines import Deadlines, next_look
@@ -69,8 +79,7 @@ def forget(kind: str, namespace: str, name: str, deadlines: Deadlines | None = N
         lock = _locks.get(key)
         if lock is not None and not lock.locked():
             del _locks[key]
-    if kind == "DatabaseBackup":
-        metrics.forget(namespace, name)
+    metrics.forget(kind, namespace, name)
 
 
 def observe_runs(jobs: list[Obj], pods: list[Obj]) -> list[ObservedRun]:
@@ -107,9 +116,10 @@ def quiet(resource: Resource, jobs: list[Obj], current_name: str) -> bool:
     terminal = status.phase in TERMINAL_PHASES and bool(status.job)
     if isinstance(resource, DatabaseRestore):
         return terminal or not runs
-    rehearsal = resource.status.rehearsal if isinstance(resource.status, DatabaseMigrationStatus) else None
-    if rehearsal is not None and rehearsal.outcome is None and rehearsal.job in {run.job for run in runs}:
-        return False  # a finished rehearsal Job whose report is not in status yet
+    if isinstance(status, DatabaseMigrationStatus):
+        for side in (status.rehearsal, status.preview):
+            if side is not None and side.outcome is None and side.job in {run.job for run in runs}:
+                return False  # a finished rehearsal or preview Job whose report is not in status yet
     if current_name not in {run.job for run in runs}:
         return True
     generation = resource.metadata.generation or 1
@@ -149,8 +159,14 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
     status = resource.status
     current_name = naming.job_name(resource.kind, meta.name or "", uid, generation)
     rehearsing = status.rehearsal if isinstance(status, DatabaseMigrationStatus) else None
+    previewing = status.preview if isinstance(status, DatabaseMigrationStatus) else None
     jobs = jobs_of(
-        ctx, namespace, uid, status.job if status else None, rehearsing.job if rehearsing else None
+        ctx,
+        namespace,
+        uid,
+        status.job if status else None,
+        rehearsing.job if rehearsing else None,
+        previewing.job if previewing else None,
     )
     settled = ctx.cache is not None and quiet(resource, jobs, current_name)
     runs = observe_runs(jobs, [] if settled else ctx.kube.pods_of(namespace, uid))
@@ -161,15 +177,14 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
         digest = migrations.digest_of(files)
         rehearsal_name = rehearsals.job_name(resource, digest)
         rehearsal = next((run for run in runs if run.job == rehearsal_name), None)
+        preview_name = previews.job_name(resource, digest)
+        preview = next((run for run in runs if run.job == preview_name), None)
         recovering = naming.recovery_job_name(current_name)
         recovery = next((run for run in runs if run.job == recovering), None)
-        if settled:
-            current = rehearsal = None  # their outcomes are in status already (read without their pods)
-        others = [
-            run.job
-            for run in runs
-            if run.active and run.job not in (current_name, rehearsal_name, recovering)
-        ]
+        if settled:  # their outcomes are in status already (read without their pods)
+            current = rehearsal = preview = None
+        sides = (current_name, rehearsal_name, preview_name, recovering)
+        others = [run.job for run in runs if run.active and run.job not in sides]
         spec = resource.spec.rehearsal
         ref = spec.backup_ref if spec is not None else None
         # Only a rehearsal yet to be created reads its DatabaseBackup: not every reconcile of a migration
@@ -189,6 +204,7 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
             files,
             rehearsal_run=rehearsal,
             referenced=referenced,
+            preview_run=preview,
             recovery_run=recovery,
         )
     if isinstance(resource, DatabaseBackup):
@@ -334,10 +350,7 @@ def _carry_out(ctx: Context, body: Obj, decision: Decision[Any], now: datetime) 
         ctx.post_event(body, event)
     for finished in decision.finished:
         metrics.record(namespace, name, finished)
-    if isinstance(decision.status, DatabaseBackupStatus):
-        last = decision.status.last_successful_time
-        metrics.observe_last_backup(namespace, name, last.timestamp() if last else None)
-        metrics.observe_verified(namespace, name, decision.status)
+    metrics.observe(body, decision.status, now)
     if ctx.deadlines is not None:
         ctx.deadlines.set(
             (kind, namespace, name), next_look(new.get("phase"), decision.deadline, now, ctx.poll_seconds)

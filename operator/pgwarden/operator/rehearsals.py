@@ -44,6 +44,7 @@ _FIELDS = (
     "rowChanges",
     "locks",
     "maxLockHoldSeconds",
+    "warnings",
 )
 
 

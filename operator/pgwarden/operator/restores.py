@@ -113,13 +113,20 @@ def _from_report(report: Obj) -> Obj:
             "matchesBackup": bool(verification.get("matchesBackup")),
             "differences": _differences(verification),
         }
-    for key in ("startedAt", "completedAt", "durationSeconds"):
-        if report.get(key) is not None:
+    for key in ("startedAt", "completedAt", "durationSeconds", "restoredTables", "leftOut"):
+        if report.get(key):
             fields[key] = report[key]
     return fields
 
 
 def summary(report: Obj) -> str:
+    if report.get("outcome") == "Succeeded" and report.get("restoredTables"):
+        backup = report.get("backup") or {}
+        names = ", ".join(str(t.get("table")) for t in report["restoredTables"][:3])
+        more = f" and {len(report['restoredTables']) - 3} more" if len(report["restoredTables"]) > 3 else ""
+        return clip(
+            f"restored {names}{more} from backup {backup.get('id')}: {report.get('rows')} rows, matching the backup"
+        )
     if report.get("outcome") == "Succeeded":
         backup = report.get("backup") or {}
         rows = "rows not counted" if report.get("rows") is None else f"{report.get('rows')} rows"

@@ -10,7 +10,7 @@ from pgwarden.storage.base import (
     StoredObject,
 )
 from pgwarden.storage.location import Location, open_storage, parse_location
-from pgwarden.storage.manifest import BackupManifest, list_backups, locate_backup
+from pgwarden.storage.manifest import BackupManifest, list_backups, locate_backup, locate_rehearsal_backup
 from pgwarden.storage.ownership import NotTheOwners, Owner, OwnerNotChosen, owner_of
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "StoredObject",
     "list_backups",
     "locate_backup",
+    "locate_rehearsal_backup",
     "open_storage",
     "owner_of",
     "parse_location",

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
+from pgwarden.errors import PgwardenError
 
-class StorageError(Exception):
+
+class StorageError(PgwardenError):
     """Storage refused or failed an operation; the message names the object and says why."""
 
 

@@ -57,7 +57,7 @@ class FileWriter:
             _fsync_dir(self._final.parent)
         except OSError as exc:
             self.abort()
-            raise StorageError(f"cannot write {self._final}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot write {self._final}: {exc.strerror or exc}") from exc
 
     def abort(self) -> None:
         if self._file is not None:
@@ -95,16 +95,16 @@ class FilesystemStorage:
         try:
             return FileWriter(self._path(key))
         except OSError as exc:
-            raise StorageError(f"cannot write {self._path(key)}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot write {self._path(key)}: {exc.strerror or exc}") from exc
 
     def open_reader(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
             return path.open("rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(f"{path} does not exist") from None
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{path} does not exist") from exc
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
         writer = self.open_writer(key)
@@ -112,7 +112,7 @@ class FilesystemStorage:
             writer.write(data)
         except OSError as exc:
             writer.abort()
-            raise StorageError(f"cannot write {self._path(key)}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot write {self._path(key)}: {exc.strerror or exc}") from exc
         writer.commit()
 
     def get_bytes(self, key: str) -> bytes:
@@ -158,7 +158,7 @@ class FilesystemStorage:
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
-                raise StorageError(f"cannot delete {path}: {exc.strerror or exc}") from None
+                raise StorageError(f"cannot delete {path}: {exc.strerror or exc}") from exc
             parents.add(path.parent)
         # Remove directories the deletion emptied (a pruned backup's folder), never the root itself.
         for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
@@ -180,4 +180,4 @@ class FilesystemStorage:
             (self.root / probe).write_bytes(b"probe")
             (self.root / probe).unlink()
         except OSError as exc:
-            raise StorageError(f"cannot write to {self.root}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot write to {self.root}: {exc.strerror or exc}") from exc

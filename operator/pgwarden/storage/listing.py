@@ -6,11 +6,13 @@ from datetime import datetime
 
 from pydantic import Field
 
+from pgwarden.api.backup import RetentionDecision
 from pgwarden.api.base import ApiModel
 from pgwarden.api.encryption import Sealing
 from pgwarden.storage.base import Storage
 from pgwarden.storage.manifest import BackupManifest, PruneResult, scan
 from pgwarden.storage.ownership import group_by_owner, owner_of
+from pgwarden.storage.retention import Decision
 
 
 class BackupSummary(ApiModel):
@@ -63,10 +65,10 @@ class BackupListReport(ApiModel):
     )
 
 
-class PrunedItem(ApiModel):
-    id: str
+class PrunedItem(RetentionDecision):
+    """One backup a prune kept or deleted, whose it is, with the rules that kept it and why."""
+
     owner: str | None = None
-    reason: str
 
 
 class PruneReport(ApiModel):
@@ -76,6 +78,7 @@ class PruneReport(ApiModel):
     location: str
     owner: str | None = Field(default=None, description="Retention acted on this owner's backups only.")
     dry_run: bool = False
+    time_zone: str = Field(default="UTC", description="The calendar the daily to yearly rules counted on.")
     kept: list[PrunedItem] = Field(default_factory=list)
     deleted: list[PrunedItem] = Field(default_factory=list)
     debris_removed: list[str] = Field(default_factory=list)
@@ -123,15 +126,20 @@ def list_report(storage: Storage, *, owner: str | None = None) -> BackupListRepo
     )
 
 
-def prune_report(storage: Storage, result: PruneResult, *, dry_run: bool) -> PruneReport:
+def pruned_item(decision: Decision, owner: str | None) -> PrunedItem:
+    return PrunedItem(id=decision.id, owner=owner, rules=list(decision.rules), reason=decision.reason)
+
+
+def prune_report(
+    storage: Storage, result: PruneResult, *, dry_run: bool, time_zone: str = "UTC"
+) -> PruneReport:
     return PruneReport(
         location=storage.location,
         owner=result.owner,
         dry_run=dry_run,
-        kept=[PrunedItem(id=d.id, owner=result.owners.get(d.id), reason=d.reason) for d in result.plan.keep],
-        deleted=[
-            PrunedItem(id=d.id, owner=result.owners.get(d.id), reason=d.reason) for d in result.plan.delete
-        ],
+        time_zone=time_zone,
+        kept=[pruned_item(d, result.owners.get(d.id)) for d in result.plan.keep],
+        deleted=[pruned_item(d, result.owners.get(d.id)) for d in result.plan.delete],
         debris_removed=[d.name for d in result.plan.delete_debris],
         debris_kept=[d.name for d in result.plan.keep_debris],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -96,11 +97,53 @@ def parse_location(
     return FilesystemLocation(Path(uri).expanduser().absolute())
 
 
-def s3_client(location: S3Location) -> Any:
-    """A boto3 S3 client for the location; credentials come from boto3's usual chain (env, files, IRSA)."""
+@dataclass(frozen=True)
+class WebIdentityFile:
+    """A role to assume with the web-identity token in a file (a projected ServiceAccount token)."""
+
+    role_arn: str
+    token_file: str
+
+
+def _web_identity_session(location: S3Location, identity: WebIdentityFile) -> Any:
+    """A boto3 session whose credentials come from boto3's own web-identity fetcher for this role and token
+    file (re-read at each refresh, as the kubelet renews it), asked of the location's STS endpoint (an
+    S3-compatible server answers STS where it answers S3), ahead of any key in the environment."""
+    import boto3
+    import botocore.session
+    from botocore.credentials import (
+        AssumeRoleWithWebIdentityCredentialFetcher,
+        CredentialProvider,
+        DeferredRefreshableCredentials,
+    )
+    from botocore.utils import FileWebIdentityTokenLoader
+
+    core = botocore.session.get_session()
+    fetcher = AssumeRoleWithWebIdentityCredentialFetcher(
+        client_creator=functools.partial(
+            core.create_client, endpoint_url=location.endpoint, region_name=location.region or "us-east-1"
+        ),
+        web_identity_token_loader=FileWebIdentityTokenLoader(identity.token_file),
+        role_arn=identity.role_arn,
+    )
+
+    class FileWebIdentity(CredentialProvider):  # type: ignore[misc]  # botocore is untyped
+        METHOD = "assume-role-with-web-identity"
+        CANONICAL_NAME = "pgwarden-web-identity"
+
+        def load(self) -> Any:
+            return DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method=self.METHOD)
+
+    core.get_component("credential_provider").insert_before("env", FileWebIdentity())
+    return boto3.session.Session(botocore_session=core)
+
+
+def s3_client(location: S3Location, identity: WebIdentityFile | None = None) -> Any:
+    """A boto3 S3 client for the location; credentials come from boto3's usual chain (env, files, IRSA,
+    AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE), or from the given role and token file."""
     import boto3
 
-    session = boto3.session.Session()
+    session = _web_identity_session(location, identity) if identity else boto3.session.Session()
     return session.client(
         "s3",
         endpoint_url=location.endpoint,

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.encryption import Sealing
+from pgwarden.api.reports import BackupInfo
 from pgwarden.storage.base import ObjectNotFound, PendingWrite, Storage, StorageError
 from pgwarden.storage.ownership import OwnerNotChosen, check_owner, choose_latest, group_by_owner, owner_of
 from pgwarden.storage.retention import (
@@ -114,6 +115,17 @@ def write_manifest(backup: Storage, manifest: BackupManifest) -> None:
     backup.put_bytes(MANIFEST, json.dumps(manifest.to_json_dict(), indent=2).encode() + b"\n")
 
 
+def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
+    """The stored backup as a report names it: its id, location, size, checksum and whether it was verified."""
+    return BackupInfo(
+        id=manifest.id,
+        location=backup.uri(),
+        size_bytes=manifest.size_bytes,
+        sha256=manifest.sha256,
+        verified=manifest.verified,
+    )
+
+
 def read_manifest(backup: Storage) -> BackupManifest:
     """The manifest of the backup rooted at `backup`; ObjectNotFound when it has none."""
     data = backup.get_bytes(MANIFEST)
@@ -122,7 +134,7 @@ def read_manifest(backup: Storage) -> BackupManifest:
     except ValidationError as exc:
         raise StorageError(
             f"{backup.uri(MANIFEST)} is not a valid manifest: {exc.errors()[0]['msg']}"
-        ) from None
+        ) from exc
 
 
 @dataclass
@@ -212,12 +224,42 @@ def locate_backup(
         backup = storage.child(str(backup_id))
         try:
             manifest = read_manifest(backup)
-        except ObjectNotFound:
-            raise ObjectNotFound(f"no complete backup {backup_id} under {storage.location}") from None
+        except ObjectNotFound as exc:
+            raise ObjectNotFound(f"no complete backup {backup_id} under {storage.location}") from exc
         check_owner(manifest, owner, backup.location)
         return backup, manifest
     chosen = choose_latest(list_backups(storage), owner, storage.location, advice=PICK_OWNER)
     return storage.child(chosen.id), chosen
+
+
+def prefer_verified(
+    manifests: list[BackupManifest], owner: str | None, location: str
+) -> tuple[BackupManifest, str | None]:
+    """What a rehearsal restores from a prefix (manifests newest first): the owner's newest backup that a
+    restore drill (or `backup --verify`) verified, else the owner's newest complete one and a warning that
+    says it is unverified. The owner is picked as for `latest`."""
+    newest = choose_latest(manifests, owner, location, advice=PICK_OWNER)
+    label = owner_of(newest).label
+    verified = [m for m in manifests if m.verified and owner_of(m).label == label]
+    if verified:
+        return verified[0], None
+    return newest, (
+        f"no backup of {label} at {location} was verified by a restore drill; rehearsed on the newest "
+        f"complete one, {newest.id}, unverified (restore drills verify backups: `pgwarden verify-backup`, "
+        "or a DatabaseBackup's spec.verify)"
+    )
+
+
+def locate_rehearsal_backup(
+    storage: Storage, *, owner: str | None = None
+) -> tuple[Storage, BackupManifest, str | None]:
+    """The backup a rehearsal restores: a backup folder as it is; under a prefix, `prefer_verified`'s
+    choice and its warning (None when it is verified)."""
+    if storage.exists(MANIFEST):
+        backup, manifest = locate_backup(storage, None, owner=owner)
+        return backup, manifest, None
+    manifest, warning = prefer_verified(list_backups(storage), owner, storage.location)
+    return storage.child(manifest.id), manifest, warning
 
 
 PRUNE_WHICH_OWNER = (

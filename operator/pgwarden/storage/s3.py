@@ -9,6 +9,8 @@ import threading
 from datetime import datetime
 from typing import Any, BinaryIO, cast
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pgwarden.storage.base import (
     ObjectNotFound,
     PendingWrite,
@@ -16,6 +18,7 @@ from pgwarden.storage.base import (
     StoredObject,
     join_key,
 )
+from pgwarden.threads import start_helper
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
@@ -72,14 +75,18 @@ def client_config(*, addressing_style: str = "auto") -> Any:
     )
 
 
-def _error_code(exc: Exception) -> str:
+# What boto3 raises: the service's answer (ClientError) or the client's own failure (connection, parameters).
+S3_FAILED = (ClientError, BotoCoreError)
+
+
+def _error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         error = response.get("Error", {})
@@ -111,11 +118,11 @@ class MultipartWriter:
     def _start(self) -> None:
         try:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
-        except Exception as exc:
-            raise StorageError(f"cannot start upload to {self._uri}: {_describe(exc)}") from None
+        except S3_FAILED as exc:
+            raise StorageError(f"cannot start upload to {self._uri}: {_describe(exc)}") from exc
         self._upload_id = created["UploadId"]
         self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
-        self._thread.start()
+        start_helper(self._thread)
 
     def _upload_parts(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -130,7 +137,7 @@ class MultipartWriter:
                         Body=body,
                     )
                     self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
-            except BaseException as exc:
+            except BaseException as exc:  # handed to the writing thread, which raises it as a StorageError
                 self._failure = exc
             finally:
                 del item, body
@@ -139,7 +146,7 @@ class MultipartWriter:
 
     def _check_failure(self) -> None:
         if self._failure is not None:
-            raise StorageError(f"upload to {self._uri} failed: {_describe(cast(Exception, self._failure))}")
+            raise StorageError(f"upload to {self._uri} failed: {_describe(self._failure)}") from self._failure
 
     def _send_part(self, body: bytes | bytearray) -> None:
         if self._part_number > MAX_PARTS:
@@ -196,9 +203,9 @@ class MultipartWriter:
         except StorageError:
             self.abort()
             raise
-        except Exception as exc:
+        except S3_FAILED as exc:
             self.abort()
-            raise StorageError(f"upload to {self._uri} failed: {_describe(exc)}") from None
+            raise StorageError(f"upload to {self._uri} failed: {_describe(exc)}") from exc
 
     def abort(self) -> None:
         self._closed = True
@@ -207,7 +214,7 @@ class MultipartWriter:
             self._failure = self._failure or StorageError("aborted")
             self._drain()
         if self._upload_id is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*S3_FAILED):
                 self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
                 )
@@ -249,17 +256,17 @@ class S3Storage:
     def open_reader(self, key: str) -> BinaryIO:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except Exception as exc:
+        except S3_FAILED as exc:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectNotFound(f"{self.uri(key)} does not exist") from None
-            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from None
+                raise ObjectNotFound(f"{self.uri(key)} does not exist") from exc
+            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
         return cast(BinaryIO, response["Body"])
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
-        except Exception as exc:
-            raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from None
+        except S3_FAILED as exc:
+            raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
 
     def get_bytes(self, key: str) -> bytes:
         body = self.open_reader(key)
@@ -279,8 +286,8 @@ class S3Storage:
                     found.append(
                         StoredObject(self._relative(item["Key"]), item["Size"], item["LastModified"])
                     )
-        except Exception as exc:
-            raise StorageError(f"cannot list {self.uri(prefix)}: {_describe(exc)}") from None
+        except S3_FAILED as exc:
+            raise StorageError(f"cannot list {self.uri(prefix)}: {_describe(exc)}") from exc
         return sorted(found, key=lambda obj: obj.key)
 
     def list_pending(self, prefix: str = "") -> list[PendingWrite]:
@@ -302,8 +309,8 @@ class S3Storage:
                         pending[upload["UploadId"]] = PendingWrite(
                             self._relative(key), self._last_activity(upload), upload["UploadId"]
                         )
-        except Exception as exc:
-            raise StorageError(f"cannot list uploads under {self.uri(prefix)}: {_describe(exc)}") from None
+        except S3_FAILED as exc:
+            raise StorageError(f"cannot list uploads under {self.uri(prefix)}: {_describe(exc)}") from exc
         return sorted(pending.values(), key=lambda p: p.key)
 
     def _last_activity(self, upload: dict[str, Any]) -> datetime:
@@ -319,9 +326,9 @@ class S3Storage:
             self._client.abort_multipart_upload(
                 Bucket=self.bucket, Key=self._full(pending.key), UploadId=pending.upload_id
             )
-        except Exception as exc:
+        except S3_FAILED as exc:
             if _error_code(exc) != "NoSuchUpload":
-                raise StorageError(f"cannot abort upload {self.uri(pending.key)}: {_describe(exc)}") from None
+                raise StorageError(f"cannot abort upload {self.uri(pending.key)}: {_describe(exc)}") from exc
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -330,8 +337,8 @@ class S3Storage:
                 response = self._client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
                 )
-            except Exception as exc:
-                raise StorageError(f"cannot delete under {self.uri()}: {_describe(exc)}") from None
+            except S3_FAILED as exc:
+                raise StorageError(f"cannot delete under {self.uri()}: {_describe(exc)}") from exc
             errors = response.get("Errors", [])
             if errors:
                 first = errors[0]
@@ -340,10 +347,10 @@ class S3Storage:
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._full(key))
-        except Exception as exc:
+        except S3_FAILED as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from None
+            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
         return True
 
     def same_service(self, other: object) -> bool:
@@ -381,21 +388,21 @@ class S3Storage:
                 self._client.complete_multipart_upload(
                     Bucket=self.bucket, Key=target, UploadId=upload, MultipartUpload={"Parts": parts}
                 )
-            except BaseException:
-                with contextlib.suppress(Exception):
+            except BaseException:  # whatever stopped the copy (SIGTERM too): leave no upload behind, re-raise
+                with contextlib.suppress(*S3_FAILED):
                     self._client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload)
                 raise
-        except Exception as exc:
+        except S3_FAILED as exc:
             raise StorageError(
                 f"cannot copy {source.uri(source_key)} to {self.uri(key)}: {_describe(exc)}"
-            ) from None
+            ) from exc
 
     def check_writable(self) -> None:
         key = f".pgwarden-probe-{secrets.token_hex(6)}"
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=b"probe")
             self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
-        except Exception as exc:
+        except S3_FAILED as exc:
             if _error_code(exc) == "NoSuchBucket":
-                raise StorageError(f"bucket {self.bucket!r} does not exist; create it first") from None
-            raise StorageError(f"cannot write to {self.uri()}: {_describe(exc)}") from None
+                raise StorageError(f"bucket {self.bucket!r} does not exist; create it first") from exc
+            raise StorageError(f"cannot write to {self.uri()}: {_describe(exc)}") from exc

@@ -1,5 +1,8 @@
-"""Throwaway PostgreSQL servers for tests and the demo: initdb + pg_ctl on a temporary directory and port.
+"""Throwaway PostgreSQL servers for tests and the demo: initdb and a postmaster on a temporary directory
+and port.
 
+A test's server is this process's child and ends with it (pgwarden_testing.lifetime: a parent-death signal,
+and a sweep of what a killed run left); the demo's is started detached with pg_ctl and outlives it.
 PostgreSQL refuses to run as root, so when we are root the server runs as `nobody`; binaries that
 `nobody` cannot reach (a checkout under /root) are copied once to a world-readable cache first.
 """
@@ -12,13 +15,17 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from pgwarden_testing import lifetime
 
 SHARED_BIN_CACHE = Path("/var/tmp/pgwarden-postgres")
 UNPRIVILEGED_USER = "nobody"
@@ -87,10 +94,13 @@ def _runs_as_root() -> bool:
     return os.geteuid() == 0
 
 
-def _drop_privileges_prefix() -> list[str]:
+def _drop_privileges_prefix(death_signal: signal.Signals | None = None) -> list[str]:
+    """setpriv's arguments to run a command as `nobody` when we are root (none otherwise); changing the
+    user clears a parent-death signal, so setpriv sets `death_signal` again after it."""
     if not _runs_as_root():
         return []
-    return ["setpriv", f"--reuid={UNPRIVILEGED_USER}", "--regid=nogroup", "--clear-groups", "--"]
+    again = [f"--pdeathsig={death_signal.name}"] if death_signal else []
+    return ["setpriv", f"--reuid={UNPRIVILEGED_USER}", "--regid=nogroup", "--clear-groups", *again, "--"]
 
 
 def _reachable_by_unprivileged(path: Path) -> bool:
@@ -135,6 +145,8 @@ class LocalPostgres:
     user: str = "postgres"
     # The address Pods of the local cluster reach this server at (serve_pods), beside 127.0.0.1.
     pod_host: str | None = None
+    # The postmaster, our child, which ends with us; None for a detached server (pg_ctl's, the demo's).
+    process: subprocess.Popen[bytes] | None = None
     _log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -185,47 +197,86 @@ class LocalPostgres:
             hba.write(f"host all all {subnet} scram-sha-256\n")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"listen_addresses = '127.0.0.1,{address}'\n")
-        restarted = subprocess.run(
-            [
-                *_drop_privileges_prefix(),
-                self.install.tool("pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self._log),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                "60",
-                "restart",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if restarted.returncode != 0:
-            raise RuntimeError(
-                f"PostgreSQL {self.version} did not restart to listen on {address}:\n"
-                f"{restarted.stderr}\n{self.log_tail()}"
-            )
+        self.stop(mode="fast")
+        self.start_again()
         self.pod_host = address
 
-    def stop(self) -> None:
-        subprocess.run(
-            [
-                *_drop_privileges_prefix(),
-                self.install.tool("pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-            capture_output=True,
-            check=False,
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as a crash would; `fast`: cleanly); its data stays."""
+        if self.process is None:
+            _pg_ctl(self, "-m", mode, "stop")
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(_SHUTDOWN_SIGNALS[mode])
+            self.process.wait()
+        lifetime.forget(self.process)
+
+    def start_again(self) -> None:
+        """Start a stopped server on the same data directory and port, as it was started the first time."""
+        if self.process is None:
+            _pg_ctl(self, "-l", str(self._log), "start")
+        else:
+            self.process = _launch(self.install, self.data_dir, self._log)
+            _wait_ready(self)
+
+
+# The postmaster's shutdown modes, by signal (what pg_ctl -m sends).
+_SHUTDOWN_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+
+def _pg_ctl(server: LocalPostgres, *args: str) -> None:
+    """pg_ctl on a detached server (-w: wait until it is done)."""
+    done = subprocess.run(
+        [
+            *_drop_privileges_prefix(),
+            server.install.tool("pg_ctl"),
+            "-D",
+            str(server.data_dir),
+            "-w",
+            "-t",
+            "60",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 and args[-1] != "stop":  # stopping a server that is gone is no failure
+        raise RuntimeError(
+            f"pg_ctl {args[-1]} failed for PostgreSQL {server.version}:\n{done.stderr}\n{server.log_tail()}"
         )
+
+
+def _launch(install: PgInstall, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The postmaster as our child, in a session of its own (Ctrl-C here is for the test run, whose teardown
+    stops it), shut down at once (SIGQUIT) by the kernel if we die first; recorded for the sweep."""
+    lifetime.sweep()
+    command = [*_drop_privileges_prefix(signal.SIGQUIT), install.tool("postgres"), "-D", str(data_dir)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lifetime.die_with_parent(signal.SIGQUIT),
+        )
+    lifetime.record(process, data_dir.parent, signal.SIGQUIT)
+    return process
+
+
+def _wait_ready(server: LocalPostgres, timeout: float = 60) -> None:
+    """Wait until the postmaster says it accepts connections (postmaster.pid's status line, as pg_ctl -w)."""
+    assert server.process is not None
+    pid_file = server.data_dir / "postmaster.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.process.poll() is None:
+        with contextlib.suppress(OSError):
+            lines = pid_file.read_text().splitlines()
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"PostgreSQL {server.version} did not start:\n{server.log_tail()}")
 
 
 def _chown_to_unprivileged(path: Path) -> None:
@@ -234,9 +285,15 @@ def _chown_to_unprivileged(path: Path) -> None:
 
 
 def start(
-    install: PgInstall | None = None, *, password: str | None = None, base_dir: Path | None = None
+    install: PgInstall | None = None,
+    *,
+    password: str | None = None,
+    base_dir: Path | None = None,
+    detached: bool = False,
 ) -> LocalPostgres:
-    """Initialise and start a server on a free port of 127.0.0.1 with password (SCRAM) authentication."""
+    """Initialise and start a server on a free port of 127.0.0.1 with password (SCRAM) authentication.
+
+    It ends with this process unless `detached` (then pg_ctl runs it, and it lives until stopped)."""
     install = _usable_install(install or newest_install())
     password = password or f"pw-{secrets.token_hex(8)}"
     root = Path(tempfile.mkdtemp(prefix=f"pgwarden-pg{install.major}-", dir=base_dir))
@@ -248,10 +305,9 @@ def start(
     log.touch()
     for path in (root, pwfile, log):
         _chown_to_unprivileged(path)
-    run_as = _drop_privileges_prefix()
     subprocess.run(
         [
-            *run_as,
+            *_drop_privileges_prefix(),
             install.tool("initdb"),
             "-D",
             str(data_dir),
@@ -281,17 +337,12 @@ def start(
     }
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-    started = subprocess.run(
-        [*run_as, install.tool("pg_ctl"), "-D", str(data_dir), "-l", str(log), "-w", "-t", "60", "start"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
     server = LocalPostgres(install=install, data_dir=data_dir, port=port, password=password)
-    if started.returncode != 0:
-        raise RuntimeError(
-            f"PostgreSQL {install.version} did not start:\n{started.stderr}\n{server.log_tail()}"
-        )
+    if detached:
+        server.start_again()
+    else:
+        server.process = _launch(install, data_dir, log)
+        _wait_ready(server)
     return server
 
 

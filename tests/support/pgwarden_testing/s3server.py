@@ -1,8 +1,9 @@
 """A throwaway S3-compatible server for tests and the local harness: MinIO built from its Go module.
 
-`hack/build-minio.sh` builds it once per machine (cached under ~/.cache/pgwarden); each server gets a free
-port on 127.0.0.1, a temporary data directory and random root credentials. PGWARDEN_MINIO_BIN names a
-prebuilt binary instead.
+The binary is configuration, not something this package looks for: MINIO_BIN_ENV names it, set by whoever
+starts servers (the test session, the demo, the benches) to the path `hack/build-minio.sh` prints after
+building it once per machine (cached under ~/.cache/pgwarden). Each server gets a free port on 127.0.0.1, a
+temporary data directory and random root credentials.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgwarden_testing import lifetime
 from pgwarden_testing.localpg import free_port
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "hack" / "build-minio.sh"
+MINIO_BIN_ENV = "PGWARDEN_MINIO_BIN"
 REGION = "us-east-1"
 
 
@@ -32,16 +35,29 @@ class S3ServerUnavailable(RuntimeError):
 
 
 def minio_binary() -> Path:
-    """The MinIO server binary: PGWARDEN_MINIO_BIN, or the cached build (building it on first use)."""
-    forced = os.environ.get("PGWARDEN_MINIO_BIN")
-    if forced:
-        return Path(forced)
-    if not BUILD_SCRIPT.exists():
-        raise S3ServerUnavailable(f"{BUILD_SCRIPT} is missing; set PGWARDEN_MINIO_BIN to a minio binary")
-    built = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        raise S3ServerUnavailable(f"building MinIO failed:\n{built.stderr[-3000:]}")
-    return Path(built.stdout.strip().splitlines()[-1])
+    """The MinIO server binary MINIO_BIN_ENV names; S3ServerUnavailable saying how to get one otherwise."""
+    named = os.environ.get(MINIO_BIN_ENV, "").strip()
+    if not named:
+        raise S3ServerUnavailable(
+            f"{MINIO_BIN_ENV} is not set; set it to a MinIO server binary, e.g. the path hack/build-minio.sh "
+            "prints (the test session sets it itself)"
+        )
+    binary = Path(named)
+    if not os.access(binary, os.X_OK):
+        raise S3ServerUnavailable(f"{MINIO_BIN_ENV}={named} is not an executable file")
+    return binary
+
+
+def use_build_script(script: Path) -> Path:
+    """Run a build script that prints a MinIO binary's path last (hack/build-minio.sh) and name that binary
+    in MINIO_BIN_ENV for this process and its children, unless it names one already."""
+    if os.environ.get(MINIO_BIN_ENV, "").strip():
+        return minio_binary()
+    built = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    if built.returncode != 0 or not built.stdout.strip():
+        raise S3ServerUnavailable(f"building MinIO with {script} failed:\n{built.stderr[-3000:]}")
+    os.environ[MINIO_BIN_ENV] = built.stdout.strip().splitlines()[-1]
+    return minio_binary()
 
 
 @dataclass
@@ -55,6 +71,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     log: Path
     address: str = "127.0.0.1"
+    settings: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
@@ -101,7 +118,9 @@ class S3Server:
             return
         self.stop()
         port = int(self.endpoint.rsplit(":", 1)[1])
-        self.process = _launch(self.access_key, self.secret_key, self.data_dir, self.log, address, port)
+        self.process = launch(
+            self.access_key, self.secret_key, self.data_dir, self.log, address, port, self.settings
+        )
         self.address, self.endpoint = address, f"http://{address}:{port}"
         _wait_ready(self, timeout)
 
@@ -113,6 +132,7 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        lifetime.forget(self.process)
 
 
 def _wait_ready(server: S3Server, timeout: float) -> None:
@@ -132,11 +152,21 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     raise S3ServerUnavailable(f"MinIO did not become ready at {server.endpoint}:\n{server.log_tail()}")
 
 
-def _launch(
-    access_key: str, secret_key: str, data_dir: Path, log: Path, address: str, port: int
+def launch(
+    access_key: str,
+    secret_key: str,
+    data_dir: Path,
+    log: Path,
+    address: str,
+    port: int,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """MinIO as our child, in a session of its own, killed by the kernel if we die first (nothing in it is
+    worth a clean shutdown); recorded for the sweep of what a killed run left."""
+    lifetime.sweep()
     env = {
         **os.environ,
+        **(settings or {}),
         "MINIO_ROOT_USER": access_key,
         "MINIO_ROOT_PASSWORD": secret_key,
         "MINIO_BROWSER": "off",
@@ -145,7 +175,7 @@ def _launch(
         "HOME": str(data_dir.parent),
     }
     with log.open("ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [
                 str(minio_binary()),
                 "server",
@@ -160,19 +190,44 @@ def _launch(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=lifetime.die_with_parent(signal.SIGKILL),
         )
+    lifetime.record(process, data_dir.parent, signal.SIGKILL)
+    return process
 
 
-def start(*, timeout: float = 60, address: str = "127.0.0.1") -> S3Server:
-    """Start MinIO on a free port of `address` with a temporary data directory and random credentials."""
+def start(
+    *,
+    timeout: float = 60,
+    address: str = "127.0.0.1",
+    settings: dict[str, str] | None = None,
+    trusted_cas: tuple[Path, ...] = (),
+) -> S3Server:
+    """Start MinIO on a free port of `address` with a temporary data directory and random credentials;
+    `settings` are further MINIO_* variables (e.g. an OpenID provider), `trusted_cas` the certificates of
+    the servers it calls out to (its certs directory's CAs)."""
     root = Path(tempfile.mkdtemp(prefix="pgwarden-minio-"))
     data_dir = root / "data"
     data_dir.mkdir()
+    if trusted_cas:
+        cas = root / ".minio" / "certs" / "CAs"  # MinIO's default certs directory under its HOME
+        cas.mkdir(parents=True)
+        for index, ca in enumerate(trusted_cas):
+            shutil.copyfile(ca, cas / f"ca-{index}.crt")
     log = root / "minio.log"
     port = free_port()
     access_key, secret_key = f"pgw{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-    process = _launch(access_key, secret_key, data_dir, log, address, port)
-    server = S3Server(f"http://{address}:{port}", access_key, secret_key, data_dir, process, log, address)
+    process = launch(access_key, secret_key, data_dir, log, address, port, settings)
+    server = S3Server(
+        f"http://{address}:{port}",
+        access_key,
+        secret_key,
+        data_dir,
+        process,
+        log,
+        address,
+        dict(settings or {}),
+    )
     _wait_ready(server, timeout)
     return server
 

@@ -5,28 +5,29 @@ disk. Directory format buys parallel dump jobs at the price of local scratch spa
 writes to a temporary directory, whose files are then stored one object each (`dump/<file>.*`), N at a time.
 With recipients, every stored object is sealed with age after compression; checksums cover what is stored.
 Row counts and the dump come from one exported snapshot, so the manifest describes exactly what was dumped.
+
+The pipeline, top to bottom in `take_backup`: check the options, preflight (server, pg_dump, storage), dump
+at a snapshot while counting its rows, describe it in a manifest, let the caller's verifier restore it, write
+the manifest (the backup exists from then on), copy it further.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
-import re
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import BufferedReader
 from pathlib import Path
-from typing import IO, cast
+from typing import Protocol
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import conninfo
+from pyrage import x25519
 
 from pgwarden import __version__
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
@@ -39,240 +40,418 @@ from pgwarden.engine.backup.compression import (
     parse_compression,
 )
 from pgwarden.engine.backup.copies import check_copy_targets, make_copies, open_copy_targets
+from pgwarden.engine.backup.dump import BackupFailed, dump_custom, dump_directory
 from pgwarden.engine.backup.dump_files import DirectoryUpload
 from pgwarden.engine.backup.dump_sink import DumpSink
 from pgwarden.engine.backup.encryption import parse_recipients, public_keys
-from pgwarden.engine.backup.locks import (
-    lock_wait_failure,
-    lock_wait_message,
-    lock_wait_option,
-    with_lock_timeout,
-)
+from pgwarden.engine.backup.locks import lock_wait_message, lock_wait_option, with_lock_timeout
+from pgwarden.engine.backup.selection import DumpSelection, dumped_tables
 from pgwarden.engine.backup.stored_dump import Identities
-from pgwarden.engine.backup.streaming import CHUNK
 from pgwarden.engine.pause_points import pause_point as _pause_point
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url
-from pgwarden.engine.postgres.counts import count_rows
-from pgwarden.engine.postgres.inspect import database_size, list_user_tables, take_snapshot
-from pgwarden.engine.postgres.schema_diff import fingerprint, qualified_name
-from pgwarden.engine.postgres.scratch import VERIFY_PREFIX, scratch_database
-from pgwarden.engine.postgres.tools import (
-    PgTool,
-    collect_stderr,
-    find_tool,
-    server_version_text,
-    tool_invocation,
-)
-from pgwarden.engine.restore.restore import (
-    COUNT_CONCURRENCY,
-    backup_info,
-    compare_counts,
-    mismatch,
-    register_storage_secrets,
-    restore_manifest,
-    restored_state,
-)
+from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
+from pgwarden.engine.postgres.inspect import database_size, take_snapshot
+from pgwarden.engine.postgres.schema_diff import fingerprint
+from pgwarden.engine.postgres.tools import PgTool, find_tool, server_version_text
 from pgwarden.errors import BadInput, PgwardenError
-from pgwarden.redact import redact
+from pgwarden.redact import redact, register_environment
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
-from pgwarden.storage.base import InvalidLocation
-from pgwarden.storage.manifest import MANIFEST, StoredFile, files_digest, new_backup_id, write_manifest
+from pgwarden.storage.base import InvalidLocation, ObjectWriter
+from pgwarden.storage.manifest import (
+    MANIFEST,
+    StoredFile,
+    backup_info,
+    files_digest,
+    new_backup_id,
+    write_manifest,
+)
+from pgwarden.threads import start_helper
 
 FORMATS = ("custom", "directory")
-PIPE_SIZE = 1024 * 1024
 
 Progress = Callable[[str], None]
 
 
-class BackupFailed(PgwardenError):
-    """The backup did not complete; nothing was left under its name (the upload was aborted)."""
+class BackupVerifier(Protocol):
+    """Restores a just-dumped backup somewhere and compares it with its manifest (`backup --verify`).
 
+    The restore room provides one (`engine.restore.verify.verify_backup`); the backup room only calls it,
+    between the dump landing and its manifest being written, so a mismatching dump is never listed."""
 
-def _dump_error(tool: PgTool, code: int, errors: list[bytes], lock_wait: str | None) -> BackupFailed:
-    message = b"".join(errors[-10:]).decode(errors="replace").strip()
-    explained = lock_wait_failure(message, lock_wait) if lock_wait else None
-    return BackupFailed(explained or f"{tool.name} failed (exit {code}): {redact(message) or 'no message'}")
-
-
-def _widen_pipe(stream: IO[bytes]) -> None:
-    # A 1 MiB pipe lets pg_dump run ahead while we compress (Linux only; harmless elsewhere).
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(stream.fileno(), 1031, PIPE_SIZE)  # F_SETPIPE_SZ
-
-
-def dump_custom(
-    tool: PgTool,
-    url: str,
-    snapshot: str | None,
-    options: list[str],
-    sink: DumpSink,
-    *,
-    lock_wait: str | None = None,
-) -> None:
-    """Stream `pg_dump -Fc -Z0` into the sink; `lock_wait` is the timeout in `options`, for the message."""
-    dbname_args, env = tool_invocation(url)
-    command = [tool.path, *dbname_args, "--format=custom", "--compress=0", "--no-password", *options]
-    if snapshot:
-        command.append(f"--snapshot={snapshot}")
-    errors: list[bytes] = []
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert process.stdout is not None and process.stderr is not None
-    _widen_pipe(process.stdout)
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
-    paused = False
-    try:
-        stdout = cast(BufferedReader, process.stdout)
-        while chunk := stdout.read1(CHUNK):
-            sink.write(chunk)
-            if not paused and sink.stored_bytes > 20 * 1024 * 1024:
-                paused = True
-                _pause_point("mid-stream")
-        code = process.wait()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    reader.join(timeout=5)
-    if code != 0:
-        raise _dump_error(tool, code, errors, lock_wait)
-
-
-def dump_directory(
-    tool: PgTool,
-    url: str,
-    snapshot: str | None,
-    options: list[str],
-    jobs: int,
-    upload: DirectoryUpload,
-    scratch: Path,
-    *,
-    lock_wait: str | None = None,
-) -> list[StoredFile]:
-    """Run `pg_dump -Fd -j N -Z0` into scratch space, then store its files one object each, N at a time."""
-    dbname_args, env = tool_invocation(url)
-    target = scratch / "dump"
-    command = [
-        tool.path,
-        *dbname_args,
-        "--format=directory",
-        "--compress=0",
-        f"--jobs={jobs}",
-        "--no-password",
-        f"--file={target}",
-        *options,
-    ]
-    if snapshot:
-        command.append(f"--snapshot={snapshot}")
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
-    if done.returncode != 0:
-        raise _dump_error(tool, done.returncode, done.stderr.splitlines(keepends=True), lock_wait)
-    return upload.run(target, jobs)
-
-
-# -- which tables a dump holds: pg_dump's -n/-N/-t/-T rules, so the counts cover exactly the dumped tables
+    def __call__(
+        self,
+        url: str,
+        backup: Storage,
+        manifest: BackupManifest,
+        *,
+        jobs: int,
+        schemas: set[str] | None,
+        identities: Identities,
+        progress: Progress,
+    ) -> RestoreComparison: ...
 
 
 @dataclass(frozen=True)
-class DumpSelection:
-    """Schemas and tables to include or exclude, as pg_dump patterns (`public`, `audit_*`, `shop.orders`)."""
+class BackupOptions:
+    """How to take a backup; every field defaults to what `pgwarden backup` does without flags."""
 
-    schemas: tuple[str, ...] = ()
-    exclude_schemas: tuple[str, ...] = ()
-    tables: tuple[str, ...] = ()
-    exclude_tables: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.schemas or self.exclude_schemas or self.tables or self.exclude_tables)
-
-    def pg_dump_args(self) -> list[str]:
-        return (
-            [f"--schema={p}" for p in self.schemas]
-            + [f"--exclude-schema={p}" for p in self.exclude_schemas]
-            + [f"--table={p}" for p in self.tables]
-            + [f"--exclude-table={p}" for p in self.exclude_tables]
-        )
-
-
-def pattern_parts(pattern: str) -> list[str]:
-    """A pg_dump name pattern as anchored regexes, one per dot-separated part (as psql's `\\d` reads them):
-    unquoted letters fold to lower case, `*` and `?` are wildcards, double quotes keep text literal."""
-    parts: list[list[str]] = [[]]
-    quoted, i = False, 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == '"':
-            if quoted and pattern[i + 1 : i + 2] == '"':
-                parts[-1].append('"')
-                i += 2
-                continue
-            quoted = not quoted
-        elif not quoted and ch == ".":
-            parts.append([])
-        elif not quoted and ch == "*":
-            parts[-1].append(".*")
-        elif not quoted and ch == "?":
-            parts[-1].append(".")
-        else:
-            parts[-1].append(re.escape(ch if quoted else ch.lower()))
-        i += 1
-    return [f"^(?:{''.join(part)})$" for part in parts]
+    format: str = "custom"
+    compression: CompressionSpec | str = DEFAULT_COMPRESSION
+    jobs: int = 1
+    # Restore the dump and compare it with its manifest before it is listed (None: no verification).
+    verify: BackupVerifier | None = None
+    # Only these tables are dumped and counted (then no schema fingerprint: it describes whole databases).
+    selection: DumpSelection = field(default_factory=DumpSelection)
+    # The resource that made the backup, or a label; None: the database owns it (retention, `latest`).
+    owner: str | None = None
+    # age public keys: every stored byte is sealed to them; `verify` then needs one of `identities`.
+    encrypt_to: Sequence[str] = ()
+    identities: Identities = ()
+    # Once complete, the backup is copied to each of these and verified there.
+    copy_to: Sequence[str | Storage] = ()
+    # pg_dump and the counts wait at most this long for a table lock.
+    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT
 
 
-def _matches(pattern: str, schema: str, name: str | None, visible: bool) -> bool:
-    parts = pattern_parts(pattern)
-    if name is None:  # a schema pattern: the last part names the schema ([db.]schema)
-        return re.match(parts[-1], schema) is not None
-    if len(parts) == 1:  # an unqualified table pattern matches tables visible on the search_path
-        return visible and re.match(parts[0], name) is not None
-    return re.match(parts[-2], schema) is not None and re.match(parts[-1], name) is not None
+@dataclass(frozen=True)
+class _Checked:
+    """The options, parsed: BadInput was raised for anything unusable before anything started."""
+
+    spec: CompressionSpec
+    owner: str | None
+    recipients: list[x25519.Recipient]
+    lock_options: list[str]
 
 
-def select_tables(tables: list[tuple[str, str, bool]], selection: DumpSelection) -> list[tuple[str, str]]:
-    """The (schema, name) of the tables pg_dump dumps, from (schema, name, visible on search_path).
+@dataclass(frozen=True)
+class _Server:
+    """What the preflight learnt: the server, its size, and a pg_dump new enough for it."""
 
-    pg_dump's rules: with -t only matching tables (-n/-N then have no effect); otherwise tables in schemas
-    matching -n (all schemas without -n) and not -N; -T always excludes. Partitions are counted through
-    their parent, so select a partitioned table together with its partitions (`events*`), as pg_dump
-    matches each relation on its own."""
-    chosen = []
-    for schema, name, visible in tables:
-        if selection.tables:
-            keep = any(_matches(p, schema, name, visible) for p in selection.tables)
-        else:
-            keep = not selection.schemas or any(_matches(p, schema, None, True) for p in selection.schemas)
-            keep = keep and not any(_matches(p, schema, None, True) for p in selection.exclude_schemas)
-        if keep and not any(_matches(p, schema, name, visible) for p in selection.exclude_tables):
-            chosen.append((schema, name))
-    return chosen
+    version: str
+    estimated_bytes: int | None
+    dbname: str
+    tool: PgTool
 
 
-_TABLES_WITH_VISIBILITY = """
-SELECT n.nspname, c.relname, pg_table_is_visible(c.oid)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-"""
+@dataclass
+class _Target:
+    """Where this backup's objects go, and how to take back whatever reached storage when it fails."""
+
+    backup_id: str
+    backup: Storage
+    dump_file: str
+    upload: DirectoryUpload
+    writer: ObjectWriter | None
+    sink: DumpSink | None
+    # What sits at its final key: named before it is committed, so every way out short of a written
+    # manifest (a failure, SIGTERM however late it lands) deletes it again and no unlisted dump is left.
+    stored_keys: list[str] = field(default_factory=list)
+    dump_started: float = field(default_factory=time.monotonic)
+
+    def abort(self) -> None:
+        if self.sink is not None and self.writer is not None:
+            self.sink.abort()
+            self.writer.abort()
+        _delete_stored(self.backup, [*self.upload.committed, *self.stored_keys])
 
 
-def dumped_tables(
-    conn: psycopg.Connection[tuple[object, ...]], selection: DumpSelection
-) -> tuple[list[str], set[str]]:
-    """The user's tables (as `list_user_tables` names them) that a dump with `selection` contains, and
-    the schemas they live in when the dump itself leaves schemas out (pg_dump -t does)."""
-    tables = list_user_tables(conn)
-    if not selection:
-        return tables, set()
-    rows = conn.execute(_TABLES_WITH_VISIBILITY).fetchall()
-    chosen = {
-        qualified_name(str(s), str(n))
-        for s, n in select_tables([(str(s), str(n), bool(v)) for s, n, v in rows], selection)
-    }
-    schemas = (
-        {str(s) for s, n, v in rows if qualified_name(str(s), str(n)) in chosen}
-        if selection.tables
-        else set()
+@dataclass(frozen=True)
+class _Dumped:
+    """The dump, stored at its final keys, and the rows counted at its snapshot."""
+
+    counts: dict[str, int]
+    schema: str | None
+    outside_schemas: set[str]
+    files: list[StoredFile] | None
+    sha256: str
+    raw_bytes: int
+    stored_bytes: int
+    seconds: float
+
+
+def take_backup(
+    database_url: str | None,
+    to: str | Storage,
+    options: BackupOptions | None = None,
+    progress: Progress | None = None,
+) -> BackupReport:
+    """Back up the database to `to` (a prefix: the backup goes to `<prefix>/<id>/`).
+
+    Raises BadInput (nothing started) or BackupFailed (nothing left listed); returns outcome Failed only
+    when the verifier found the restored copy differs, in which case the dump is deleted and not listed, or
+    when a copy failed (the backup itself is kept)."""
+    options = options or BackupOptions()
+    say = progress or (lambda _message: None)
+    checked = _check(options)
+    url = resolve_url(database_url)
+    register_environment()
+    storage = _open_target(to)
+    started, clock = datetime.now(UTC), time.monotonic()
+    copy_targets = open_copy_targets(options.copy_to)
+    server = _preflight(url, storage, copy_targets)
+    _pause_point("after-preflight")
+
+    target = _target(storage, new_backup_id(started), options, checked, server)
+    say(
+        f"backing up {describe(url)} (about {server.estimated_bytes or 0} bytes) to {target.backup.uri()} "
+        f"with {server.tool.name} {server.tool.version}"
+        + (f", sealed with age to {len(checked.recipients)} recipient(s)" if checked.recipients else "")
     )
-    return [table for table in tables if table in chosen], schemas
+    try:
+        dumped = _dump(url, target, options, checked, server)
+        manifest = _manifest(url, target, options, checked, server, dumped, started, clock)
+        verification = None
+        if options.verify is not None:
+            verification = options.verify(
+                url,
+                target.backup,
+                manifest,
+                jobs=options.jobs,
+                schemas=dumped.outside_schemas,
+                identities=options.identities,
+                progress=say,
+            )
+            if not verification.matches_backup:
+                _delete_stored(target.backup, target.stored_keys)
+                return _report(manifest, target.backup, started, clock, verification, failed=True)
+            manifest = _verified(manifest, clock)
+        _write_manifest(target.backup, manifest)
+    except BaseException:
+        _delete_stored(target.backup, [*target.stored_keys, MANIFEST])
+        raise
+    say(
+        f"backup {manifest.id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
+    )
+    copies, copy_failure = make_copies(target.backup, manifest, copy_targets, say)
+    report = _report(manifest, target.backup, started, clock, verification, failed=False)
+    report.throughput_bytes_per_second = (
+        round(dumped.raw_bytes / dumped.seconds, 1) if dumped.seconds > 0 else None
+    )
+    if copies:
+        report.copies = copies
+    if copy_failure:
+        report.outcome, report.error = Outcome.FAILED, ErrorInfo(message=copy_failure)
+    return report
+
+
+# -- the steps, in the order take_backup takes them
+
+
+def _check(options: BackupOptions) -> _Checked:
+    spec = _parse_inputs(options.format, options.compression, options.jobs)
+    owner = _parse_owner(options.owner)
+    recipients = parse_recipients(options.encrypt_to)
+    if options.verify is not None and recipients and not options.identities:
+        raise BadInput(
+            "--verify of an encrypted backup restores it, which needs the identity of one of its recipients: "
+            "pass --identity FILE (the age identity file), or leave out --verify"
+        )
+    return _Checked(spec, owner, recipients, lock_wait_option(options.lock_wait_timeout))
+
+
+def _preflight(url: str, storage: Storage, copy_targets: list[Storage]) -> _Server:
+    """The server, a pg_dump new enough for it, and storage we can write to (the primary and every copy)."""
+    with connect(url) as conn:
+        version = server_version_text(int(conn.info.server_version))
+        estimated = database_size(conn)
+        dbname = conn.info.dbname
+    tool = find_tool(
+        "pg_dump", min_major=int(version.split(".")[0]), purpose=f"the server (PostgreSQL {version})"
+    )
+    try:
+        storage.check_writable()
+    except StorageError as exc:
+        raise BackupFailed(f"storage is not writable: {exc}") from exc
+    try:
+        check_copy_targets(storage, copy_targets)
+    except StorageError as exc:
+        raise BackupFailed(f"a --copy-to storage is not writable: {exc}; nothing was backed up") from exc
+    return _Server(version, estimated, dbname, tool)
+
+
+def _target(
+    storage: Storage, backup_id: str, options: BackupOptions, checked: _Checked, server: _Server
+) -> _Target:
+    backup = storage.child(backup_id)
+    sealed = ".age" if checked.recipients else ""
+    custom = options.format == "custom"
+    dump_file = "dump.pgc" + checked.spec.suffix + sealed if custom else "dump"
+    upload = DirectoryUpload(
+        backup, dump_file, checked.spec, checked.recipients, checked.spec.suffix + sealed
+    )
+    writer = backup.open_writer(dump_file, size_hint=server.estimated_bytes) if custom else None
+    sink = DumpSink(compressor(checked.spec), writer, checked.recipients) if writer is not None else None
+    return _Target(backup_id, backup, dump_file, upload, writer, sink)
+
+
+def _dump(url: str, target: _Target, options: BackupOptions, checked: _Checked, server: _Server) -> _Dumped:
+    """pg_dump at an exported snapshot while the rows are counted at the same snapshot, stored at its
+    final keys; whatever reached storage is taken back when anything fails."""
+    lock_wait = options.lock_wait_timeout
+    stop_counting = threading.Event()  # set when the dump fails: the counts are for nobody then
+    try:
+        with (
+            connect(with_lock_timeout(url, lock_wait)) as conn,
+            tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch,
+        ):
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(snap_row[0]) if snap_row else None
+            tables, outside_schemas = dumped_tables(conn, options.selection)
+            schema = None if options.selection else fingerprint(take_snapshot(conn))
+            counting = _CountAtSnapshot(with_lock_timeout(url, lock_wait), tables, snapshot, stop_counting)
+            dump_options = [*checked.lock_options, *options.selection.pg_dump_args()]
+            files = None
+            if target.sink is not None:
+                dump_custom(server.tool, url, snapshot, dump_options, target.sink, lock_wait=lock_wait)
+            else:
+                files = dump_directory(
+                    server.tool,
+                    url,
+                    snapshot,
+                    dump_options,
+                    options.jobs,
+                    target.upload,
+                    Path(scratch),
+                    lock_wait=lock_wait,
+                )
+            counts = counting.result(lock_wait)
+            conn.rollback()
+        dumped = _stored(target, counts, schema, outside_schemas, files)
+        _pause_point("before-commit")
+        if target.writer is not None:
+            target.writer.commit()
+        _pause_point("after-commit")
+        return dumped
+    except StorageError as exc:
+        target.abort()
+        raise BackupFailed(f"writing the backup failed: {exc}") from exc
+    except psycopg.Error as exc:
+        target.abort()
+        raise lock_wait_exceeded(exc, lock_wait, "reading the database for the dump") or BackupFailed(
+            f"the database failed during the backup: {redact(str(exc)).strip()}"
+        ) from exc
+    except PgwardenError as exc:  # reading the schema or the tables at the snapshot
+        target.abort()
+        explained = lock_wait_exceeded(exc, lock_wait, "reading the schema at the dump's snapshot")
+        if explained is None:
+            raise
+        raise explained from exc
+    except BaseException:
+        target.abort()
+        raise
+    finally:
+        stop_counting.set()
+
+
+class _CountAtSnapshot:
+    """Counts the dumped tables' rows at the dump's snapshot in a thread while pg_dump reads it, so the counts
+    are exactly the dumped rows."""
+
+    def __init__(self, url: str, tables: list[str], snapshot: str | None, stop: threading.Event) -> None:
+        self.counts: dict[str, int] = {}
+        self._error: list[BaseException] = []
+        self._args = (url, tables, snapshot, stop)
+        self._thread = start_helper(threading.Thread(target=self._count, name="count-rows", daemon=True))
+
+    def _count(self) -> None:
+        url, tables, snapshot, stop = self._args
+        try:
+            self.counts.update(
+                count_rows(
+                    url, tables, concurrency=BACKGROUND_COUNT_CONCURRENCY, snapshot_id=snapshot, stop=stop
+                )
+            )
+        except BaseException as exc:  # handed to the dumping thread, which raises it with the context
+            self._error.append(exc)
+
+    def result(self, lock_wait: str) -> dict[str, int]:
+        self._thread.join()
+        if self._error:
+            raise _count_error(self._error[0], lock_wait)
+        return self.counts
+
+
+def _stored(
+    target: _Target,
+    counts: dict[str, int],
+    schema: str | None,
+    outside_schemas: set[str],
+    files: list[StoredFile] | None,
+) -> _Dumped:
+    """The finished dump's digest and sizes; its keys are named in `target.stored_keys` from here on."""
+    if target.sink is not None:
+        sha256 = target.sink.finish()
+        raw_bytes, stored_bytes = target.sink.raw_bytes, target.sink.stored_bytes
+    else:
+        stored_files = files or []
+        sha256 = files_digest(stored_files)
+        raw_bytes, stored_bytes = target.upload.raw_bytes, sum(f.size_bytes for f in stored_files)
+    target.stored_keys[:] = [target.dump_file] if files is None else [f.key for f in files]
+    seconds = time.monotonic() - target.dump_started
+    return _Dumped(counts, schema, outside_schemas, files, sha256, raw_bytes, stored_bytes, seconds)
+
+
+def _manifest(
+    url: str,
+    target: _Target,
+    options: BackupOptions,
+    checked: _Checked,
+    server: _Server,
+    dumped: _Dumped,
+    started: datetime,
+    clock: float,
+) -> BackupManifest:
+    counts = dumped.counts
+    return BackupManifest(
+        id=target.backup_id,
+        format=options.format,
+        compression=str(checked.spec),
+        dump_file=target.dump_file,
+        size_bytes=dumped.stored_bytes,
+        sha256=dumped.sha256,
+        database=describe(url),
+        database_name=server.dbname,
+        database_server=database_server(url),
+        owner=checked.owner,
+        server_version=server.version,
+        pg_dump_version=server.tool.version,
+        tables=len(counts),
+        rows=sum(counts.values()),
+        per_table={name: counts[name] for name in sorted(counts)},
+        schema_fingerprint=dumped.schema,
+        started_at=started,
+        completed_at=datetime.now(UTC),
+        duration_seconds=round(time.monotonic() - clock, 3),
+        dump_seconds=round(dumped.seconds, 3),
+        pgwarden_version=__version__,
+        selection=dataclasses.asdict(options.selection) if options.selection else None,
+        encryption=Sealing(recipients=public_keys(checked.recipients)) if checked.recipients else None,
+        files=dumped.files,
+    )
+
+
+def _verified(manifest: BackupManifest, clock: float) -> BackupManifest:
+    return manifest.model_copy(
+        update={
+            "verified": True,
+            "verified_at": datetime.now(UTC),
+            "completed_at": datetime.now(UTC),
+            "duration_seconds": round(time.monotonic() - clock, 3),
+        }
+    )
+
+
+def _write_manifest(backup: Storage, manifest: BackupManifest) -> None:
+    _pause_point("before-manifest")
+    try:
+        write_manifest(backup, manifest)
+    except StorageError as exc:
+        raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from exc
+
+
+# -- parsing and wording
 
 
 def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) -> CompressionSpec:
@@ -287,7 +466,7 @@ def _parse_inputs(format: str, compression: CompressionSpec | str, jobs: int) ->
     try:
         return parse_compression(compression)
     except ValueError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
 
 
 OWNER_MAX_LENGTH = 253
@@ -332,272 +511,7 @@ def _open_target(to: str | Storage) -> Storage:
     try:
         return open_storage(to)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
-
-
-def verify_backup(
-    url: str,
-    backup: Storage,
-    manifest: BackupManifest,
-    *,
-    jobs: int,
-    schemas: set[str] | None = None,
-    identities: Identities = (),
-    progress: Progress,
-) -> RestoreComparison:
-    """Restore into a scratch database on the same server, compare counts, and drop it again.
-    `schemas` are created first: a dump limited to tables (pg_dump -t) holds no CREATE SCHEMA."""
-    scratch = f"{VERIFY_PREFIX}{manifest.id.replace('-', '_').lower()}"
-    progress(f"verifying: restoring into scratch database {scratch}")
-    # Dropped however the verification ends, by its guardian if this process is killed (engine.postgres.scratch).
-    with scratch_database(url, scratch, say=progress) as scratch_url:
-        if schemas:
-            with connect(scratch_url, autocommit=True) as conn:
-                for name in sorted(schemas):
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
-        restore_manifest(scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=progress)
-        counts, schema = restored_state(scratch_url)
-    return compare_counts(
-        manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
-    )
-
-
-def take_backup(
-    database_url: str | None,
-    to: str | Storage,
-    *,
-    format: str = "custom",
-    compression: CompressionSpec | str = DEFAULT_COMPRESSION,
-    jobs: int = 1,
-    verify: bool = False,
-    selection: DumpSelection | None = None,
-    owner: str | None = None,
-    encrypt_to: Sequence[str] = (),
-    identities: Identities = (),
-    copy_to: Sequence[str | Storage] = (),
-    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT,
-    progress: Progress | None = None,
-) -> BackupReport:
-    """Back up the database to `to` (a prefix: the backup goes to `<prefix>/<id>/`).
-
-    Raises BadInput (nothing started) or BackupFailed (nothing left listed); returns outcome Failed only
-    when `verify` found the restored copy differs, in which case the dump is deleted and not listed.
-    With a `selection`, only those tables are dumped and counted (and no schema fingerprint is recorded:
-    it describes whole databases). The manifest records the database and `owner` (the resource that
-    made the backup, or a label; None: the database owns it), which retention and `latest` go by.
-    With `encrypt_to` (age public keys) every stored byte is sealed to them; `verify` then needs one of
-    their `identities`. Once complete, the backup is copied to each `copy_to` storage and verified there
-    (outcome Failed when a copy failed; the backup itself is kept). pg_dump and the counts wait at most
-    `lock_wait_timeout` for a table lock."""
-    say = progress or (lambda _message: None)
-    selection = selection or DumpSelection()
-    spec = _parse_inputs(format, compression, jobs)
-    owner = _parse_owner(owner)
-    recipients = parse_recipients(encrypt_to)
-    if verify and recipients and not identities:
-        raise BadInput(
-            "--verify of an encrypted backup restores it, which needs the identity of one of its recipients: "
-            "pass --identity FILE (the age identity file), or leave out --verify"
-        )
-    lock_options = lock_wait_option(lock_wait_timeout)
-    url = resolve_url(database_url)
-    counting_url = with_lock_timeout(url, lock_wait_timeout)
-    register_storage_secrets()
-    storage = _open_target(to)
-    started, clock = datetime.now(UTC), time.monotonic()
-
-    # Preflight: the server, a pg_dump new enough for it, and storage we can write to.
-    with connect(url) as conn:
-        server_version = server_version_text(int(conn.info.server_version))
-        estimated = database_size(conn)
-        dbname = conn.info.dbname
-    tool = find_tool(
-        "pg_dump",
-        min_major=int(server_version.split(".")[0]),
-        purpose=f"the server (PostgreSQL {server_version})",
-    )
-    copy_targets = open_copy_targets(copy_to)
-    try:
-        storage.check_writable()
-    except StorageError as exc:
-        raise BackupFailed(f"storage is not writable: {exc}") from None
-    try:
-        check_copy_targets(storage, copy_targets)
-    except StorageError as exc:
-        raise BackupFailed(f"a --copy-to storage is not writable: {exc}; nothing was backed up") from None
-    _pause_point("after-preflight")
-
-    backup_id = new_backup_id(started)
-    backup = storage.child(backup_id)
-    sealed = ".age" if recipients else ""
-    dump_file = "dump.pgc" + spec.suffix + sealed if format == "custom" else "dump"
-    say(
-        f"backing up {describe(url)} (about {estimated or 0} bytes) to {backup.uri()} with {tool.name} {tool.version}"
-        + (f", sealed with age to {len(recipients)} recipient(s)" if recipients else "")
-    )
-
-    counts: dict[str, int] = {}
-    schema: str | None = None
-    outside_schemas: set[str] = set()
-    files: list[StoredFile] | None = None
-    upload = DirectoryUpload(backup, dump_file, spec, recipients, spec.suffix + sealed)
-    writer = backup.open_writer(dump_file, size_hint=estimated) if format == "custom" else None
-    sink = DumpSink(compressor(spec), writer, recipients) if writer is not None else None
-    dump_started = time.monotonic()
-    stop_counting = threading.Event()  # set when the dump fails: the counts are for nobody then
-
-    # What sits at its final key: named before it is committed, so every way out short of a written manifest
-    # (a failure, SIGTERM however late it lands) deletes it again and no unlisted dump is left.
-    stored_keys: list[str] = []
-
-    def abort_stored() -> None:
-        if sink is not None and writer is not None:
-            sink.abort()
-            writer.abort()
-        _delete_stored(backup, [*upload.committed, *stored_keys])
-
-    try:
-        try:
-            with (
-                connect(counting_url) as conn,
-                tempfile.TemporaryDirectory(prefix="pgwarden-backup-") as scratch,
-            ):
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                conn.read_only = True
-                snap_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-                snapshot = str(snap_row[0]) if snap_row else None
-                tables, outside_schemas = dumped_tables(conn, selection)
-                schema = None if selection else fingerprint(take_snapshot(conn))
-
-                # Count at the snapshot while pg_dump reads it: the counts are exactly the dumped rows.
-                count_error: list[BaseException] = []
-
-                def count_in_snapshot() -> None:
-                    try:
-                        counts.update(
-                            count_rows(
-                                counting_url,
-                                tables,
-                                concurrency=COUNT_CONCURRENCY,
-                                snapshot_id=snapshot,
-                                stop=stop_counting,
-                            )
-                        )
-                    except BaseException as exc:
-                        count_error.append(exc)
-
-                counter = threading.Thread(target=count_in_snapshot, name="count-rows", daemon=True)
-                counter.start()
-                options = [*lock_options, *selection.pg_dump_args()]
-                if sink is not None:
-                    dump_custom(tool, url, snapshot, options, sink, lock_wait=lock_wait_timeout)
-                else:
-                    files = dump_directory(
-                        tool, url, snapshot, options, jobs, upload, Path(scratch), lock_wait=lock_wait_timeout
-                    )
-                counter.join()
-                if count_error:
-                    raise _count_error(count_error[0], lock_wait_timeout)
-                conn.rollback()
-            if sink is not None and writer is not None:
-                sha256 = sink.finish()
-                raw_bytes, stored_bytes = sink.raw_bytes, sink.stored_bytes
-            else:
-                stored_files = files or []
-                sha256 = files_digest(stored_files)
-                raw_bytes, stored_bytes = upload.raw_bytes, sum(f.size_bytes for f in stored_files)
-            dump_seconds = time.monotonic() - dump_started
-            stored_keys[:] = [dump_file] if files is None else [f.key for f in files]
-            _pause_point("before-commit")
-            if writer is not None:
-                writer.commit()
-            _pause_point("after-commit")
-        except StorageError as exc:
-            abort_stored()
-            raise BackupFailed(f"writing the backup failed: {exc}") from None
-        except psycopg.Error as exc:
-            abort_stored()
-            raise lock_wait_exceeded(
-                exc, lock_wait_timeout, "reading the database for the dump"
-            ) or BackupFailed(f"the database failed during the backup: {redact(str(exc)).strip()}") from None
-        except PgwardenError as exc:  # reading the schema or the tables at the snapshot
-            abort_stored()
-            explained = lock_wait_exceeded(
-                exc, lock_wait_timeout, "reading the schema at the dump's snapshot"
-            )
-            if explained is None:
-                raise
-            raise explained from None
-        except BaseException:
-            abort_stored()
-            raise
-        finally:
-            stop_counting.set()
-
-        # From here the dump sits at its final key: every way out short of a written manifest (a failed or
-        # mismatching verification, a storage error, SIGTERM) deletes it again, so no unlisted dump is left.
-        completed = datetime.now(UTC)
-        manifest = BackupManifest(
-            id=backup_id,
-            format=format,
-            compression=str(spec),
-            dump_file=dump_file,
-            size_bytes=stored_bytes,
-            sha256=sha256,
-            database=describe(url),
-            database_name=dbname,
-            database_server=database_server(url),
-            owner=owner,
-            server_version=server_version,
-            pg_dump_version=tool.version,
-            tables=len(counts),
-            rows=sum(counts.values()),
-            per_table={name: counts[name] for name in sorted(counts)},
-            schema_fingerprint=schema,
-            started_at=started,
-            completed_at=completed,
-            duration_seconds=round(time.monotonic() - clock, 3),
-            dump_seconds=round(dump_seconds, 3),
-            pgwarden_version=__version__,
-            selection=dataclasses.asdict(selection) if selection else None,
-            encryption=Sealing(recipients=public_keys(recipients)) if recipients else None,
-            files=files,
-        )
-        verification = None
-        if verify:
-            verification = verify_backup(
-                url, backup, manifest, jobs=jobs, schemas=outside_schemas, identities=identities, progress=say
-            )
-            if not verification.matches_backup:
-                _delete_stored(backup, stored_keys)
-                return _report(manifest, backup, started, clock, verification, failed=True)
-            manifest = manifest.model_copy(
-                update={
-                    "verified": True,
-                    "verified_at": datetime.now(UTC),
-                    "completed_at": datetime.now(UTC),
-                    "duration_seconds": round(time.monotonic() - clock, 3),
-                }
-            )
-        _pause_point("before-manifest")
-        try:
-            write_manifest(backup, manifest)
-        except StorageError as exc:
-            raise BackupFailed(f"writing the manifest failed, so the backup is not complete: {exc}") from None
-    except BaseException:
-        _delete_stored(backup, [*stored_keys, MANIFEST])
-        raise
-    say(
-        f"backup {backup_id} complete: {manifest.size_bytes} bytes, {manifest.tables} tables, {manifest.rows} rows"
-    )
-    copies, copy_failure = make_copies(backup, manifest, copy_targets, say)
-    report = _report(manifest, backup, started, clock, verification, failed=False)
-    report.throughput_bytes_per_second = round(raw_bytes / dump_seconds, 1) if dump_seconds > 0 else None
-    if copies:
-        report.copies = copies
-    if copy_failure:
-        report.outcome, report.error = Outcome.FAILED, ErrorInfo(message=copy_failure)
-    return report
+        raise BadInput(str(exc)) from exc
 
 
 def _delete_stored(backup: Storage, keys: list[str]) -> None:
@@ -618,7 +532,7 @@ def _report(
     error = None
     if failed and verification is not None:
         error = ErrorInfo(
-            message=f"verification failed: {mismatch(verification)} in the restored copy; "
+            message=f"verification failed: {verification.mismatch()} in the restored copy; "
             "the dump was deleted and no backup was recorded"
         )
     return BackupReport(

@@ -6,9 +6,11 @@ import os
 import re
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pgwarden.threads import HelperPool, stop_signals_blocked
 
 ALGORITHMS = ("zstd", "lz4", "gzip", "none")
 _DEFAULT_LEVELS: dict[str, int | None] = {"zstd": 3, "gzip": 6, "lz4": None, "none": None}
@@ -108,11 +110,15 @@ class _Zstd:
         self._obj: Any = cctx.compressobj()
         self._flush_finish = zstandard.COMPRESSOBJ_FLUSH_FINISH
 
+    # zstd starts its workers inside a call (the first, or any after a reset), from the calling thread:
+    # born with SIGTERM and SIGINT blocked, they leave both to the main thread (pgwarden.threads).
     def compress(self, data: bytes) -> bytes:
-        return bytes(self._obj.compress(data))
+        with stop_signals_blocked():
+            return bytes(self._obj.compress(data))
 
     def finish(self) -> bytes:
-        return bytes(self._obj.flush(self._flush_finish))
+        with stop_signals_blocked():
+            return bytes(self._obj.flush(self._flush_finish))
 
 
 class _ZstdReader:
@@ -180,7 +186,7 @@ class _Gzip:
     def __init__(self, level: int) -> None:
         self._level = level
         self._threads = max(1, compression_threads())
-        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="gzip")
+        self._pool = HelperPool(max_workers=self._threads, thread_name_prefix="gzip")
         self._pending: deque[Future[bytes]] = deque()
         self._buffer = bytearray()
 

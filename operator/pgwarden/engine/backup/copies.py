@@ -33,7 +33,7 @@ def open_copy_targets(uris: Sequence[str | Storage]) -> list[Storage]:
         try:
             targets.append(open_storage(uri))
         except InvalidLocation as exc:
-            raise BadInput(f"--copy-to: {exc}") from None
+            raise BadInput(f"--copy-to: {exc}") from exc
     return targets
 
 

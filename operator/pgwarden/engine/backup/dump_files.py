@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from pathlib import Path
 
 from pyrage import x25519
@@ -17,6 +17,7 @@ from pgwarden.engine.backup.streaming import CHUNK
 from pgwarden.errors import PgwardenError
 from pgwarden.storage import Storage
 from pgwarden.storage.manifest import StoredFile
+from pgwarden.threads import HelperPool
 
 
 class UploadStopped(PgwardenError):
@@ -67,7 +68,7 @@ class DirectoryUpload:
     def run(self, directory: Path, jobs: int) -> list[StoredFile]:
         """Upload every file, largest first so the parallel jobs finish together; raise the first failure."""
         paths = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: -p.stat().st_size)
-        pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="upload")
+        pool = HelperPool(max_workers=max(1, jobs), thread_name_prefix="upload")
         futures = [pool.submit(self._upload, path) for path in paths]
         try:
             wait(futures, return_when="FIRST_EXCEPTION")

@@ -20,7 +20,7 @@ from pyrage import x25519
 from pgwarden.engine.backup.streaming import ChunkReader, Push, PushWriter, Readable
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_secret
-from pgwarden.storage import StorageError
+from pgwarden.threads import start_helper
 
 METHOD = "age"
 HEADER_LIMIT = 64 * 1024  # an age header with a few dozen recipients is a few KiB
@@ -51,6 +51,7 @@ def parse_recipients(texts: Sequence[str]) -> list[x25519.Recipient]:
         try:
             recipients.append(x25519.Recipient.from_str(text.strip()))
         except pyrage.RecipientError:
+            # from None: what was given may be a secret key given by mistake; the cause would carry it whole
             raise BadInput(
                 f"{text.strip()[:80]!r} is not an age recipient; give the public key age-keygen prints "
                 "(age1…), e.g. --encrypt-to age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
@@ -70,8 +71,9 @@ def load_identities(path: str | Path) -> list[x25519.Identity]:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise BadInput(f"cannot read the identity file {file}: {exc.strerror or exc}") from None
+        raise BadInput(f"cannot read the identity file {file}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
+        # from None: the decode error carries the identity file's bytes (secret keys) in its `object`
         raise BadInput(
             f"{file} is not a text file; give the identity file age-keygen wrote (AGE-SECRET-KEY-1… lines)"
         ) from None
@@ -84,6 +86,7 @@ def load_identities(path: str | Path) -> list[x25519.Identity]:
         try:
             identities.append(x25519.Identity.from_str(line))
         except pyrage.IdentityError:
+            # from None: the line is a secret key, perhaps mistyped; the cause would carry it
             raise BadInput(
                 f"line {number} of {file} is not an age identity; the file should hold the "
                 "AGE-SECRET-KEY-1… line(s) age-keygen wrote"
@@ -108,7 +111,7 @@ class Sealer:
         self._thread = threading.Thread(
             target=self._run, args=(list(recipients), PushWriter(push)), name="age-seal", daemon=True
         )
-        self._thread.start()
+        start_helper(self._thread)
 
     def _chunks(self) -> Any:
         while not self._stopped.is_set():
@@ -120,7 +123,7 @@ class Sealer:
     def _run(self, recipients: list[x25519.Recipient], out: PushWriter) -> None:
         try:
             pyrage.encrypt_io(ChunkReader(self._chunks()), out, recipients)
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the writing thread, which raises it
             self._failure = exc
 
     def _put(self, item: bytes | None) -> None:
@@ -129,17 +132,19 @@ class Sealer:
             try:
                 self._queue.put(item, timeout=0.5)
                 return
-            except queue.Full:
+            except queue.Full as exc:
                 if not self._thread.is_alive():
                     self._raise_failure()
-                    raise PgwardenError("encrypting the dump stopped unexpectedly") from None
+                    raise PgwardenError("encrypting the dump stopped unexpectedly") from exc
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure = self._failure
-            if isinstance(failure, PgwardenError | StorageError | OSError):  # the storage's own error
+            if isinstance(failure, PgwardenError | OSError):  # the storage's own error
                 raise failure
-            raise PgwardenError(f"encrypting the dump failed: {type(failure).__name__}: {failure}")
+            raise PgwardenError(
+                f"encrypting the dump failed: {type(failure).__name__}: {failure}"
+            ) from failure
 
     def write(self, data: bytes) -> None:
         if data:
@@ -202,8 +207,8 @@ def check_identity(head: bytes, identities: Sequence[x25519.Identity], where: st
             raise IdentityRefused(
                 f"the identity given does not open {where}: it was sealed for other recipients (the manifest "
                 "lists their public keys); pass the identity of one of them. Nothing was restored"
-            ) from None
-        raise SealFailed(f"{where} has a damaged age header: {exc}") from None
+            ) from exc
+        raise SealFailed(f"{where} has a damaged age header: {exc}") from exc
     except OSError:
         return  # the header opened; the probe's input simply ends after the nonce
 
@@ -223,9 +228,9 @@ def open_sealed(source: Readable, identities: Sequence[x25519.Identity], push: P
         pyrage.decrypt_io(source, PushWriter(push), list(identities))
     except pyrage.DecryptError as exc:
         if _NO_MATCH in str(exc):
-            raise IdentityRefused(f"the identity given does not open {where}; nothing was restored") from None
-        raise SealFailed(f"{where} cannot be decrypted: {exc}") from None
+            raise IdentityRefused(f"the identity given does not open {where}; nothing was restored") from exc
+        raise SealFailed(f"{where} cannot be decrypted: {exc}") from exc
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
-        raise SealFailed(f"{where} cannot be decrypted: {exc}") from None
+        raise SealFailed(f"{where} cannot be decrypted: {exc}") from exc

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from pgwarden.api.common import parse_duration
+from pgwarden.api.durations import EXAMPLES, milliseconds
 from pgwarden.engine.postgres.connect import with_settings
 from pgwarden.errors import BadInput
 
@@ -15,11 +15,11 @@ from pgwarden.errors import BadInput
 def lock_wait_ms(timeout: str) -> int:
     """A lock wait timeout (`30s`, `1m`, `1m30s`; `0s` waits for ever) in milliseconds; BadInput otherwise."""
     try:
-        return int(parse_duration(timeout.strip()).total_seconds() * 1000)
-    except ValueError:
+        return milliseconds(timeout)
+    except ValueError as exc:
         raise BadInput(
-            f"lock wait timeout {timeout!r} is not a duration; use e.g. 30s, 1m or 1m30s (0s waits for ever)"
-        ) from None
+            f"lock wait timeout {timeout!r} is not a duration; use e.g. {EXAMPLES} (0s waits for ever)"
+        ) from exc
 
 
 def lock_wait_option(timeout: str) -> list[str]:

@@ -8,20 +8,22 @@ committing its single transaction) never sees the end of a dump that turns out t
 from __future__ import annotations
 
 import tarfile
+import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import zstandard
 from pyrage import x25519
 
 from pgwarden.engine.backup.compression import Decompressor, decompressor, parse_compression
 from pgwarden.engine.backup.encryption import SealFailed, check_identity, open_sealed
 from pgwarden.engine.backup.streaming import CHUNK, ChunkReader, HashingReader, HeldBack, Push
 from pgwarden.engine.pause_points import pause_point
-from pgwarden.errors import PgwardenError
+from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import BackupManifest, ObjectNotFound, Storage, StorageError
 from pgwarden.storage.base import join_key
 from pgwarden.storage.manifest import StoredFile
+from pgwarden.threads import HelperPool
 
 Identities = Sequence[x25519.Identity]
 IDENTITY_PROBE = 64 * 1024
@@ -35,33 +37,48 @@ class CorruptBackup(RestoreFailed):
     """The stored dump does not match its manifest's size or checksum; nothing was restored."""
 
 
+class ManifestRefused(BadInput):
+    """The manifest names an object outside its own backup folder: it is not read, nothing is restored."""
+
+
 def stored_objects(manifest: BackupManifest) -> list[StoredFile]:
-    """Every object a backup's dump is stored as, with the size and checksum each must have."""
+    """Every object a backup's dump is stored as, with the size and checksum each must have; ManifestRefused
+    when the manifest names one outside the backup (a manifest edited by hand, or by a tool gone wrong)."""
     if manifest.files is not None:
-        return list(manifest.files)
-    return [
-        StoredFile(
-            name=manifest.dump_file,
-            key=manifest.dump_file,
-            size_bytes=manifest.size_bytes,
-            sha256=manifest.sha256,
-        )
-    ]
+        objects = list(manifest.files)
+    else:
+        objects = [
+            StoredFile(
+                name=manifest.dump_file,
+                key=manifest.dump_file,
+                size_bytes=manifest.size_bytes,
+                sha256=manifest.sha256,
+            )
+        ]
+    for stored in objects:
+        parts = stored.key.split("/")
+        if stored.key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ManifestRefused(
+                f"backup {manifest.id}'s manifest names {stored.key!r}, outside the backup's own folder; "
+                "refusing to read it, nothing was restored. Restore a backup whose manifest pgwarden wrote"
+            )
+    return objects
 
 
 def check_can_open(backup: Storage, manifest: BackupManifest, identities: Identities) -> None:
-    """For a sealed backup, IdentityRefused (bad input) unless one of `identities` opens it; read-only, so
-    it runs before anything is created or changed. An unsealed backup needs nothing."""
+    """ManifestRefused unless every object the manifest names lies inside the backup; for a sealed backup,
+    IdentityRefused (bad input) unless one of `identities` opens it. Read-only, so it runs before anything
+    is created or changed."""
+    first = stored_objects(manifest)[0]
     if manifest.encryption is None:
         return
-    first = stored_objects(manifest)[0]
     try:
         with backup.open_reader(first.key) as reader:
             head = reader.read(IDENTITY_PROBE)
-    except ObjectNotFound:
-        raise CorruptBackup(_missing(backup, manifest, first.key)) from None
+    except ObjectNotFound as exc:
+        raise CorruptBackup(_missing(backup, manifest, first.key)) from exc
     except StorageError as exc:
-        raise RestoreFailed(f"cannot read backup {manifest.id}: {exc}; nothing was restored") from None
+        raise RestoreFailed(f"cannot read backup {manifest.id}: {exc}; nothing was restored") from exc
     check_identity(head, identities, f"backup {manifest.id}")
 
 
@@ -116,11 +133,11 @@ def _decompress(step: Callable[[bytes], bytes], data: bytes) -> bytes:
     try:
         return step(data)
     except (ValueError, OSError) as exc:
-        raise CorruptBackup(f"the dump cannot be decompressed: {exc}; nothing was restored") from None
-    except Exception as exc:  # zstandard.ZstdError, lz4 RuntimeError, zlib.error
+        raise CorruptBackup(f"the dump cannot be decompressed: {exc}; nothing was restored") from exc
+    except (zstandard.ZstdError, RuntimeError, zlib.error) as exc:  # lz4's errors are RuntimeErrors
         raise CorruptBackup(
             f"the dump cannot be decompressed: {type(exc).__name__}: {exc}; nothing was restored"
-        ) from None
+        ) from exc
 
 
 def stream_object(
@@ -148,15 +165,15 @@ def stream_object(
                 while source.read(CHUNK):
                     pass
                 _check(manifest, stored, where, source)
-                raise CorruptBackup(f"backup {manifest.id} is corrupted: {exc}") from None
+                raise CorruptBackup(f"backup {manifest.id} is corrupted: {exc}") from exc
             except _GaveUp:
                 return False
             _check(manifest, stored, where, source)
             pipeline.finish()
-    except ObjectNotFound:
-        raise CorruptBackup(_missing(backup, manifest, stored.key)) from None
+    except ObjectNotFound as exc:
+        raise CorruptBackup(_missing(backup, manifest, stored.key)) from exc
     except StorageError as exc:
-        raise RestoreFailed(f"cannot download backup {manifest.id}: {exc}; nothing was restored") from None
+        raise RestoreFailed(f"cannot download backup {manifest.id}: {exc}; nothing was restored") from exc
     if not pipeline.consumer_gone:
         try:
             held.release()
@@ -193,7 +210,7 @@ def download_verified(
         with (target / Path(stored.name).name).open("wb") as out:
             stream_object(backup, manifest, stored, identities, out.write)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
+    with HelperPool(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
         for done in [pool.submit(fetch, stored) for stored in manifest.files]:
             done.result()
 

@@ -48,7 +48,7 @@ def apply_in_transaction(run: Run, step: PlannedMigration) -> AppliedMigration:
         except pgerrors.LockNotAvailable:
             raise  # the whole group is retried with backoff
         except psycopg.Error as exc:
-            raise statement_failure(run, file, statement, exc) from None
+            raise statement_failure(run, file, statement, exc) from exc
     elapsed_ms = int((time.monotonic() - started) * 1000)
     run.phase = f"recording {file.version} in the history"
     history.record_migration(run.conn, **recorded(file), execution_ms=elapsed_ms, schema=run.schema)

@@ -15,10 +15,9 @@ from pgwarden.engine.migrate.sqlscript import Statement
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.engine.recovery.locks import is_lock_timeout
 from pgwarden.errors import PgwardenError
-from pgwarden.redact import redact
 
 
-class RunFailed(Exception):
+class RunFailed(PgwardenError):
     """A statement, a migration or the verification failed; carries where, for the report."""
 
     def __init__(
@@ -29,7 +28,7 @@ class RunFailed(Exception):
         statement: Statement | None = None,
         connection_lost: bool = False,
     ) -> None:
-        super().__init__(redact(message))
+        super().__init__(message)
         self.migration = migration
         self.statement = statement
         self.connection_lost = connection_lost

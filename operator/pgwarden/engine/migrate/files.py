@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.engine.migrate.sqlscript import Directives, Script, ScriptError, Statement, parse_script
+from pgwarden.errors import BadInput
 
 EXPECTED_NAME = "<version>_<description>.sql, e.g. 0001_create_customers.sql or V2__add_index.sql"
 
@@ -15,14 +16,14 @@ _UP_NAME = re.compile(r"[Vv]?(?P<version>\d+(?:\.\d+)*)(?:__|_)(?P<description>[
 _DOWN_SUFFIX = ".down.sql"
 
 
-class InvalidVersion(ValueError):
+class InvalidVersion(BadInput):
     """A version that is not digits separated by dots."""
 
     def __init__(self, version: str, what: str = "version") -> None:
         super().__init__(f"{what} {version!r} is not a version; expected digits like 5, 0005 or 1.2")
 
 
-class MigrationFilesRefused(Exception):
+class MigrationFilesRefused(BadInput):
     """The migration directory has problems; every one of them is listed, each says what to fix."""
 
     def __init__(self, directory: Path, problems: list[str]) -> None:

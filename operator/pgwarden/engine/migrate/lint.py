@@ -50,10 +50,10 @@ def squawk_binary() -> Path:
     """The squawk executable the `squawk-cli` package installed (not whichever one PATH finds first)."""
     try:
         files = metadata.distribution(SQUAWK_DISTRIBUTION).files or []
-    except metadata.PackageNotFoundError:
+    except metadata.PackageNotFoundError as exc:
         raise LintUnavailable(
             f"the lint needs squawk: pip install {SQUAWK_DISTRIBUTION} (it is a dependency of pgwarden)"
-        ) from None
+        ) from exc
     for file in files:
         if Path(str(file)).name == "squawk" and "bin" in Path(str(file)).parts:
             path = Path(str(file.locate())).resolve()
@@ -132,7 +132,7 @@ def _run_squawk(
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LintUnavailable(f"squawk could not lint the migrations: {exc}") from None
+        raise LintUnavailable(f"squawk could not lint the migrations: {exc}") from exc
     if done.returncode not in (0, 1):
         reason = done.stderr.strip().splitlines()[0] if done.stderr.strip() else f"exit {done.returncode}"
         if "invalid rule name" in reason:
@@ -141,7 +141,7 @@ def _run_squawk(
     try:
         return parse_findings(done.stdout, names)
     except (ValueError, TypeError) as exc:
-        raise LintUnavailable(f"squawk's report could not be read: {exc}") from None
+        raise LintUnavailable(f"squawk's report could not be read: {exc}") from exc
 
 
 def refusal_message(refused: Sequence[LintFinding]) -> str:

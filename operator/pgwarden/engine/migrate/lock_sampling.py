@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pgwarden.api.rehearsal import LockTaken
+from pgwarden.api.reports import LockTaken
 from pgwarden.engine.migrate.statements import RunningStatement
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.errors import PgwardenError
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 0.05
@@ -111,7 +112,7 @@ class LockSampler:
 
     def __enter__(self) -> LockSampler:
         self._conn = connect(self.url, autocommit=True, connect_timeout=5)
-        self._thread.start()
+        start_helper(self._thread)
         return self
 
     def __exit__(self, *_exc: object) -> None:

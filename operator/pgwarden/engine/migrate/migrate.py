@@ -19,8 +19,7 @@ from typing import Any, Protocol
 import psycopg
 
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome
+from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, verify
 from pgwarden.engine.migrate.failures import as_run_failure
@@ -139,7 +138,7 @@ def _load(options: MigrateOptions) -> list[MigrationFile]:
     try:
         files = list(load_migrations(options.directory))
     except (MigrationFilesRefused, ScriptError) as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     refused = verify.refused_checks(options.verify)
     if refused:
         listed = "\n".join(f"  {reason}" for reason in refused)
@@ -430,9 +429,9 @@ def _plan(
         )
         plan.raise_if_refused()
     except InvalidVersion as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc
     except PlanRefused as exc:
-        raise BadInput(f"refused, nothing was changed:\n{exc}") from None
+        raise BadInput(f"refused, nothing was changed:\n{exc}") from exc
     return plan
 
 

@@ -124,7 +124,7 @@ def _retried(run: Run, file: MigrationFile, statement: Statement, attempt: Calla
     except psycopg.Error as exc:
         if isinstance(exc, pgerrors.LockNotAvailable):
             raise
-        raise statement_failure(run, file, statement, exc) from None
+        raise statement_failure(run, file, statement, exc) from exc
 
 
 def _record_failure(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pgwarden.api.policy import TransactionMode
 from pgwarden.engine.migrate.files import InvalidVersion, MigrationFile, version_key
 from pgwarden.engine.migrate.history import statements_digest
+from pgwarden.errors import BadInput
 
 ALLOW_DESTRUCTIVE_HINT = "add `-- pgwarden:allow-destructive` to the file or pass --allow-destructive"
 
@@ -155,7 +156,7 @@ Refusal = (
 )
 
 
-class PlanRefused(Exception):
+class PlanRefused(BadInput):
     """The run would be unsafe as asked; nothing was changed. Every reason is listed with what to do."""
 
     def __init__(self, refusals: tuple[Refusal, ...]) -> None:
@@ -324,8 +325,8 @@ def _parse_bound(version: str | None, what: str) -> tuple[int, ...] | None:
         return None
     try:
         return version_key(version)
-    except InvalidVersion:
-        raise InvalidVersion(version, what) from None
+    except InvalidVersion as exc:
+        raise InvalidVersion(version, what) from exc
 
 
 def _retry_warning(file: MigrationFile) -> str:

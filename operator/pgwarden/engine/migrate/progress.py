@@ -20,6 +20,7 @@ import psycopg
 from pgwarden.engine.migrate.statements import RunningStatement
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.errors import PgwardenError
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 REPORT_AFTER = 2.0
@@ -80,7 +81,7 @@ class ProgressWatch:
         self._thread = threading.Thread(target=self._watch, name="pgwarden-progress", daemon=True)
 
     def __enter__(self) -> ProgressWatch:
-        self._thread.start()
+        start_helper(self._thread)
         return self
 
     def __exit__(self, *_exc: object) -> None:

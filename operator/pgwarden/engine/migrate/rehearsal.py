@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from pgwarden.api.rehearsal import Rehearsal
-from pgwarden.api.reports import ErrorInfo, MigrationReport, Outcome
+from pgwarden.api.reports import ErrorInfo, MigrationReport, Outcome, Rehearsal
 from pgwarden.engine.backup.stored_dump import Identities, check_can_open
 from pgwarden.engine.migrate.lock_sampling import LockSampler, over_limit
 from pgwarden.engine.migrate.statements import StatementObserver
@@ -23,9 +22,10 @@ from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import database_name, describe, with_database
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.scratch import REHEARSAL_MARK, scratch_database
-from pgwarden.engine.restore.restore import register_storage_secrets, restore_manifest
+from pgwarden.engine.restore.restore import restore_manifest
 from pgwarden.errors import BadInput, PgwardenError
-from pgwarden.storage import StorageError, locate_backup, open_storage
+from pgwarden.redact import register_environment
+from pgwarden.storage import StorageError, locate_rehearsal_backup, open_storage
 from pgwarden.storage.base import InvalidLocation, ObjectNotFound
 
 Say = Callable[[str], None]
@@ -37,6 +37,9 @@ class RehearsalOptions:
     """Where the backup is, on which server to restore it, and how long a lock that blocks writes may be held."""
 
     location: str
+    """A backup, or a prefix holding backups: then its newest verified one (else newest, with a warning)."""
+    owner: str | None = None
+    """Whose backups under a prefix (None: the only owner's there)."""
     server_url: str | None = None
     """A connection string naming the server for the scratch copy (its database part is not used)."""
     max_lock_hold_seconds: float | None = None
@@ -48,16 +51,16 @@ class RehearsalOptions:
 def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -> Rehearsal:
     """Restore, run, sample, judge. BadInput when there is no backup at the location (nothing was done);
     every other failure is a Failed rehearsal, and the scratch database is gone either way."""
-    register_storage_secrets()
+    register_environment()
     try:
         storage = open_storage(options.location)
-        backup, manifest = locate_backup(storage, None)
+        backup, manifest, warning = locate_rehearsal_backup(storage, owner=options.owner)
     except (InvalidLocation, ObjectNotFound) as exc:
         raise BadInput(
             f"--rehearse-from: {exc}; pass the location of a backup or of a prefix holding backups"
-        ) from None
+        ) from exc
     except StorageError as exc:
-        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from None
+        raise BadInput(f"--rehearse-from: the backups at {options.location} cannot be read: {exc}") from exc
     check_can_open(backup, manifest, options.identities)  # a sealed backup without its key: exit 2 here
     server = options.server_url if options.server_url is not None else url
     name = derived_name(database_name(url), f"{REHEARSAL_MARK}{secrets.token_hex(3)}")
@@ -66,7 +69,10 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
         backup=backup.uri(),
         server=describe(with_database(server, name)),
         max_lock_hold_seconds=options.max_lock_hold_seconds,
+        warnings=[warning] if warning else [],
     )
+    if warning:
+        say(f"rehearsal: {warning}")
     clock = time.monotonic()
     try:
         with scratch_database(server, name, say=say) as scratch_url:

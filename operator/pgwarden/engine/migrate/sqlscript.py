@@ -19,6 +19,7 @@ from pglast.enums.parsenodes import (
 )
 
 from pgwarden.engine.postgres.schema_diff import qualified_name
+from pgwarden.errors import BadInput
 
 KNOWN_DIRECTIVES = ("no-transaction", "allow-destructive")
 
@@ -56,7 +57,7 @@ _DROP_CASCADE_LOSES_COLUMNS = frozenset(
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 
-class ScriptError(Exception):
+class ScriptError(BadInput):
     """A migration script that pgwarden refuses to run; the message says where and what to change."""
 
     def __init__(self, file: str, line: int, message: str) -> None:
@@ -128,7 +129,7 @@ def split_statements(sql: str, name: str = "<script>") -> tuple[Statement, ...]:
         raw_statements = parser.parse_sql(sql)
         tokens = parser.scan(sql)
     except parser.ParseError as error:
-        raise _syntax_error(sql, name, error) from None
+        raise _syntax_error(sql, name, error) from error
     code_tokens = [t for t in tokens if t.name not in _COMMENT_TOKENS and t.name != _SEMICOLON_TOKEN]
     code_starts = [t.start for t in code_tokens]
     statements = []
@@ -162,7 +163,7 @@ def parse_directives(sql: str, name: str = "<script>") -> Directives:
     try:
         tokens = parser.scan(sql)
     except parser.ParseError as error:
-        raise _syntax_error(sql, name, error) from None
+        raise _syntax_error(sql, name, error) from error
     found = set()
     for token in tokens:
         if token.name not in _COMMENT_TOKENS:

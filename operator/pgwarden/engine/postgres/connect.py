@@ -20,6 +20,7 @@ def resolve_url(url: str | None) -> str:
         try:
             conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
+            # from None: the parser's message quotes the string, password included; only the redacted copy goes on
             raise BadInput(f"not a valid connection string: {redact(str(exc))}") from None
         return url
     register_secret(os.environ.get("PGPASSWORD"))
@@ -37,6 +38,7 @@ def connect(
             url, autocommit=autocommit, connect_timeout=connect_timeout, application_name=APPLICATION_NAME
         )
     except psycopg.Error as exc:
+        # from None: libpq's message can quote the connection string; only the redacted copy goes on
         raise DatabaseUnavailable(f"cannot connect to {describe(url)}: {redact(str(exc)).strip()}") from None
 
 

@@ -13,7 +13,6 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from psycopg import sql
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.errors import PgwardenError, ServerError
+from pgwarden.threads import HelperPool, start_helper
 
 Connection = psycopg.Connection[Any]
 OnCounted = Callable[[int, int], None]
@@ -68,7 +68,7 @@ def resolve_tables(conn: Connection, tables: Sequence[str]) -> list[CountTarget]
     try:
         rows = conn.execute(_RESOLVE, {"names": list(tables)}).fetchall()
     except psycopg.Error as exc:
-        raise CountFailed("cannot look up tables to count", exc) from None
+        raise CountFailed("cannot look up tables to count", exc) from exc
     missing = [row[0] for row in rows if row[4] is None]
     if missing:
         raise PgwardenError(f"cannot count rows of {', '.join(missing)}: no such table")
@@ -90,8 +90,12 @@ def _counting_connection(url: str, snapshot_id: str | None) -> Connection:
         raise PgwardenError(
             f"cannot count at snapshot {snapshot_id}: {describe_error(exc)} "
             "(the transaction that exported it must still be open)"
-        ) from None
+        ) from exc
     return conn
+
+
+# Counts taken beside a dump or a restore, which does the main work: two connections are enough.
+BACKGROUND_COUNT_CONCURRENCY = 2
 
 
 def count_rows(
@@ -131,14 +135,14 @@ def count_rows(
             try:
                 row = conn.execute(target.count_query()).fetchone()
             except psycopg.Error as exc:
-                raise CountFailed(f"counting rows of {target.name} failed", exc) from None
+                raise CountFailed(f"counting rows of {target.name} failed", exc) from exc
             finally:
                 idle.put(conn)
             return target.name, int(row[0]) if row else 0
 
         counts: dict[str, int] = {}
         _cancel_when_stopped(stopped, connections)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgwarden-count")
+        pool = HelperPool(max_workers=workers, thread_name_prefix="pgwarden-count")
         try:
             for name, rows in pool.map(count_one, targets):
                 counts[name] = rows
@@ -167,7 +171,7 @@ def _cancel_when_stopped(stop: threading.Event, connections: list[Connection]) -
                 with contextlib.suppress(psycopg.Error):
                     conn.cancel_safe(timeout=2)
 
-    threading.Thread(target=watch, name="pgwarden-count-cancel", daemon=True).start()
+    start_helper(threading.Thread(target=watch, name="pgwarden-count-cancel", daemon=True))
 
 
 def count_rows_in_transaction(conn: Connection, tables: Sequence[str]) -> dict[str, int]:
@@ -186,7 +190,7 @@ def count_rows_in_transaction(conn: Connection, tables: Sequence[str]) -> dict[s
         try:
             rows = conn.execute(query).fetchall()
         except psycopg.Error as exc:
-            raise CountFailed("counting rows failed", exc) from None
+            raise CountFailed("counting rows failed", exc) from exc
         for i, count in rows:
             counts[chunk[int(i)].name] = int(count)
     return counts
@@ -248,7 +252,7 @@ def estimate_rows(conn: Connection, tables: Sequence[str]) -> dict[str, int]:
                 estimate = _planner_estimate(conn, schema, relname)
             estimates[targets[int(ordinal) - 1].name] += estimate
     except psycopg.Error as exc:
-        raise PgwardenError(f"cannot estimate row counts: {describe_error(exc)}") from None
+        raise PgwardenError(f"cannot estimate row counts: {describe_error(exc)}") from exc
     return estimates
 
 
@@ -259,4 +263,4 @@ def analyze_tables(conn: Connection, tables: Sequence[str]) -> None:
         try:
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.relname)))
         except psycopg.Error as exc:
-            raise CountFailed(f"analyzing {target.name} failed", exc) from None
+            raise CountFailed(f"analyzing {target.name} failed", exc) from exc

@@ -217,7 +217,7 @@ def take_snapshot(conn: Connection, *, own_schema: str = DEFAULT_OWN_SCHEMA) -> 
             conn.execute("SELECT set_config('search_path', '', true)")
             return _read_snapshot(conn, params)
     except psycopg.Error as exc:
-        raise ServerError(f"cannot read the schema: {describe_error(exc)}", exc.sqlstate) from None
+        raise ServerError(f"cannot read the schema: {describe_error(exc)}", exc.sqlstate) from exc
 
 
 def _read_snapshot(conn: Connection, params: dict[str, str]) -> SchemaSnapshot:
@@ -338,8 +338,8 @@ def inspect_database(
     """
     try:
         mode = RowCounts(counts)
-    except ValueError:
-        raise BadInput(f"unknown row count mode {counts!r}; use exact, estimate or none") from None
+    except ValueError as exc:
+        raise BadInput(f"unknown row count mode {counts!r}; use exact, estimate or none") from exc
     with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -362,7 +362,7 @@ def inspect_database(
             elif mode is RowCounts.ESTIMATE:
                 rows = estimate_rows(conn, names)
         except psycopg.Error as exc:
-            raise PgwardenError(f"cannot inspect {describe(url)}: {describe_error(exc)}") from None
+            raise PgwardenError(f"cannot inspect {describe(url)}: {describe_error(exc)}") from exc
     for table in per_table:
         table.rows = rows.get(table.table) if rows is not None else None
     return InspectReport(

@@ -37,12 +37,14 @@ Connection = psycopg.Connection[Any]
 # swept: the next run swaps it in); a `restore --create` works in `<database>_pgw_restoring_<random>`.
 REHEARSAL_MARK = "_pgw_rehearsal_"
 VERIFY_PREFIX = "pgwarden_verify_"
+# Partial restores (engine.restore.partial) work in `<database>_pgw_partial_<random>`.
 SWEPT = (
     r"%\_pgw\_rehearsal\_%",
     r"pgwarden\_verify\_%",
     r"%\_pgw\_drill\_%",
     r"%\_pgw\_restore\_%",
     r"%\_pgw\_restoring\_%",
+    r"%\_pgw\_partial\_%",
 )
 RELEASE = "release\n"
 

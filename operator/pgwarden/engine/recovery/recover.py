@@ -15,8 +15,8 @@ from pgwarden.api.reports import ErrorInfo, Outcome, Recovered, RecoveryReport, 
 from pgwarden.engine.postgres import databases
 from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url
 from pgwarden.engine.recovery.settle import Notes, settle
-from pgwarden.engine.restore.restore import register_storage_secrets
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
+from pgwarden.redact import register_environment
 
 Say = Callable[[str], None]
 SETTLED = (RecoveryState.CLEAN, RecoveryState.RECOVERED)
@@ -34,7 +34,7 @@ def recover(
     say = progress or (lambda _message: None)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
-    register_storage_secrets()
+    register_environment()
     _reachable(url)
     notes = settle(
         url, undo_forward=True, wait_seconds=wait_seconds, say=say, schemas=[schema] if schema else None
@@ -66,7 +66,7 @@ def settle_first(database_url: str | None, say: Say) -> Recovered | None:
     run's rollback that cannot be finished is reported, and the command goes on."""
     try:
         url = resolve_url(database_url)
-        register_storage_secrets()
+        register_environment()
         notes = settle(url, undo_forward=False, wait_seconds=None, say=say)
     except BadInput as exc:
         notes = Notes(found=["a dead run's rollback could not be finished"], done=[exc.message], failed=True)

@@ -23,15 +23,9 @@ from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.scratch import scratch_database
-from pgwarden.engine.restore.restore import (
-    backup_info,
-    compare_counts,
-    mismatch,
-    register_storage_secrets,
-    restore_manifest,
-    restored_state,
-)
+from pgwarden.engine.restore.restore import compare_counts, restore_manifest, restored_state
 from pgwarden.errors import BadInput, PgwardenError
+from pgwarden.redact import register_environment
 from pgwarden.storage import (
     BackupManifest,
     ObjectNotFound,
@@ -41,7 +35,7 @@ from pgwarden.storage import (
     open_storage,
 )
 from pgwarden.storage.base import InvalidLocation
-from pgwarden.storage.manifest import write_manifest
+from pgwarden.storage.manifest import backup_info, write_manifest
 
 DRILL_MARK = "_pgw_drill_"
 Say = Callable[[str], None]
@@ -57,9 +51,9 @@ def _open(source: str | Storage, backup_id: str | None, owner: str | None) -> tu
         storage = open_storage(source) if isinstance(source, str) else source
         return locate_backup(storage, backup_id, owner=owner)
     except (InvalidLocation, ObjectNotFound) as exc:
-        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
-        raise PgwardenError(f"the backups cannot be read: {exc}; nothing was drilled") from None
+        raise PgwardenError(f"the backups cannot be read: {exc}; nothing was drilled") from exc
 
 
 def _create_schemas(scratch_url: str, manifest: BackupManifest) -> None:
@@ -102,7 +96,7 @@ def run_drill(
     started, clock = datetime.now(UTC), time.monotonic()
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
-    register_storage_secrets()
+    register_environment()
     url = resolve_url(server_url)
     backup, manifest = _open(source, backup_id, owner)
     check_can_open(backup, manifest, identities)
@@ -124,7 +118,7 @@ def run_drill(
             pause_point("drill-restored")
             report.restore_seconds = round(time.monotonic() - restore_clock, 3)
         report.scratch_dropped = True
-    except (PgwardenError, StorageError, psycopg.Error, OSError) as exc:
+    except (PgwardenError, psycopg.Error, OSError) as exc:
         if isinstance(exc, BadInput):
             raise
         report.error = ErrorInfo(message=f"the drill could not restore backup {manifest.id}: {exc}")
@@ -135,7 +129,7 @@ def run_drill(
     )
     if not report.verification.matches_backup:
         report.error = ErrorInfo(
-            message=f"backup {manifest.id} does not restore as recorded: {mismatch(report.verification)}"
+            message=f"backup {manifest.id} does not restore as recorded: {report.verification.mismatch()}"
         )
         return _finish(report, clock)
     try:

@@ -20,6 +20,7 @@ import psycopg
 from pgwarden.engine.backup.locks import lock_wait_ms
 from pgwarden.engine.postgres.connect import connect
 from pgwarden.errors import PgwardenError
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class LockWatch:
 
     def __enter__(self) -> LockWatch:
         if self._limit > 0:
-            self._thread.start()
+            start_helper(self._thread)
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -22,7 +22,6 @@ from psycopg import sql
 
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import (
-    BackupInfo,
     ErrorInfo,
     Outcome,
     RestoreComparison,
@@ -42,7 +41,12 @@ from pgwarden.engine.backup.stored_dump import (
 from pgwarden.engine.backup.streaming import Push
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url, with_database
-from pgwarden.engine.postgres.counts import analyze_tables, count_rows, estimate_rows
+from pgwarden.engine.postgres.counts import (
+    BACKGROUND_COUNT_CONCURRENCY,
+    analyze_tables,
+    count_rows,
+    estimate_rows,
+)
 from pgwarden.engine.postgres.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.postgres.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
@@ -50,7 +54,7 @@ from pgwarden.engine.postgres.scratch import guarded
 from pgwarden.engine.postgres.tools import PgTool, collect_stderr, find_tool, major_of, tool_invocation
 from pgwarden.engine.restore.locks import LockWatch, lock_wait_message
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
-from pgwarden.redact import redact, register_secret
+from pgwarden.redact import redact, register_environment
 from pgwarden.storage import (
     BackupManifest,
     ObjectNotFound,
@@ -60,24 +64,15 @@ from pgwarden.storage import (
     open_storage,
 )
 from pgwarden.storage.base import InvalidLocation
+from pgwarden.storage.manifest import backup_info
+from pgwarden.threads import start_helper
 
 log = logging.getLogger(__name__)
 
 MAX_DIFFERENCES = 100
 RESTORING_MARK = "_pgw_restoring_"  # <name>_pgw_restoring_<id>: a --create restore not yet in place
-COUNT_CONCURRENCY = 2
 
 Progress = Callable[[str], None]
-
-
-def backup_info(backup: Storage, manifest: BackupManifest) -> BackupInfo:
-    return BackupInfo(
-        id=manifest.id,
-        location=backup.uri(),
-        size_bytes=manifest.size_bytes,
-        sha256=manifest.sha256,
-        verified=manifest.verified,
-    )
 
 
 def compare_counts(
@@ -119,16 +114,6 @@ def compare_counts(
     )
 
 
-def mismatch(verification: RestoreComparison) -> str:
-    """What differs, in a sentence."""
-    parts = []
-    if verification.differences_total:
-        parts.append(f"row counts differ in {verification.differences_total} table(s)")
-    if verification.schema_matches is False:
-        parts.append("the schema fingerprint differs")
-    return " and ".join(parts) or "nothing"
-
-
 # -- running pg_restore
 
 Feed = Callable[[Push], bool]
@@ -156,8 +141,7 @@ def run_pg_restore(
         command, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert process.stderr is not None
-    reader = threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True)
-    reader.start()
+    reader = start_helper(threading.Thread(target=collect_stderr, args=(process.stderr, errors), daemon=True))
     try:
         with LockWatch(url, lock_wait, process.kill) as watch:
             if feed is not None and process.stdin is not None:
@@ -289,7 +273,7 @@ def restored_state(url: str, row_counts: RestoreRowCounts = "exact") -> tuple[Ma
             return estimate_rows(conn, tables), schema
     if row_counts == "none":
         return dict.fromkeys(tables), schema
-    return count_rows(url, tables, concurrency=COUNT_CONCURRENCY), schema
+    return count_rows(url, tables, concurrency=BACKGROUND_COUNT_CONCURRENCY), schema
 
 
 # -- the command
@@ -350,11 +334,11 @@ def put_in_place(url: str, restored: str, dbname: str) -> None:
         end_sessions(conn, restored, wait_seconds=5)
         try:
             rename(conn, restored, dbname)
-        except psycopg.errors.DuplicateDatabase:
+        except psycopg.errors.DuplicateDatabase as exc:
             raise RestoreFailed(
                 f"database {dbname!r} was created by someone else while the backup was restored; the "
                 "restored copy was dropped. Restore again under another name"
-            ) from None
+            ) from exc
 
 
 def _open_source(source: str | Storage) -> Storage:
@@ -363,13 +347,7 @@ def _open_source(source: str | Storage) -> Storage:
     try:
         return open_storage(source)
     except InvalidLocation as exc:
-        raise BadInput(str(exc)) from None
-
-
-def register_storage_secrets() -> None:
-    """Storage credentials reach us through the environment; mask them in everything we print."""
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):  # an access key id is a name, not a secret
-        register_secret(os.environ.get(name))
+        raise BadInput(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -421,7 +399,7 @@ def restore_backup(
     options = RestoreOptions(create, clean, terminate, jobs, identities, lock_wait_timeout, row_counts)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
-    register_storage_secrets()
+    register_environment()
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
     lock_wait_ms(lock_wait_timeout)  # BadInput before anything is touched
@@ -429,9 +407,9 @@ def restore_backup(
     try:
         backup, manifest = locate_backup(storage, backup_id)
     except ObjectNotFound as exc:
-        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from None
+        raise BadInput(f"{exc}; pass the location of a backup or of a prefix holding backups") from exc
     except StorageError as exc:
-        raise RestoreFailed(str(exc)) from None
+        raise RestoreFailed(str(exc)) from exc
     dbname = _dbname(url)
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
@@ -455,9 +433,9 @@ def _check_target(url: str, dbname: str, options: RestoreOptions) -> None:
     try:
         with connect(url) as conn:
             existing = list_user_tables(conn)
-    except DatabaseUnavailable:
+    except DatabaseUnavailable as exc:
         if not _database_exists(url, dbname):
-            raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from None
+            raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from exc
         raise
     if existing and not options.clean:
         raise BadInput(
@@ -555,7 +533,7 @@ def _report(
         error=None
         if verification.matches_backup
         else ErrorInfo(
-            message=f"the restored database differs from backup {manifest.id}: {mismatch(verification)}"
+            message=f"the restored database differs from backup {manifest.id}: {verification.mismatch()}"
             + not_created
         ),
         pg_restore_version=restored.tool.version,

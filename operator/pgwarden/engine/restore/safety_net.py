@@ -22,7 +22,7 @@ import psycopg
 
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import BackupInfo, Outcome, RollbackOutcome, RollbackResult
-from pgwarden.engine.backup.backup import take_backup
+from pgwarden.engine.backup.backup import BackupOptions, take_backup
 from pgwarden.engine.backup.stored_dump import download_verified
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres import databases
@@ -32,16 +32,10 @@ from pgwarden.engine.postgres.schema_diff import quote_ident
 from pgwarden.engine.postgres.scratch import guarded
 from pgwarden.engine.postgres.tools import PgTool, ToolMissing, find_tool, server_version_text
 from pgwarden.engine.restore.privileges import missing_for_restore, read_role_facts
-from pgwarden.engine.restore.restore import (
-    compare_counts,
-    mismatch,
-    register_storage_secrets,
-    restore_downloaded,
-    restore_tool,
-    restored_state,
-)
+from pgwarden.engine.restore.restore import compare_counts, restore_downloaded, restore_tool, restored_state
 from pgwarden.engine.restore.swap import Names, mark_verified, names_for, owning, stranded, swap_in
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
+from pgwarden.redact import register_environment
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
 from pgwarden.storage.manifest import MANIFEST, read_manifest
@@ -79,14 +73,14 @@ class BackupSafetyNet:
 
     def preflight(self, strategy: RollbackStrategy) -> None:
         """BadInput, naming what is missing, unless the backup (and for `restore` the rollback) can work."""
-        register_storage_secrets()
+        register_environment()
         storage = self._open_storage()
         try:
             storage.check_writable()
         except StorageError as exc:
             raise BadInput(
                 f"the backup location {storage.uri()} is not usable: {exc}; nothing was changed"
-            ) from None
+            ) from exc
         with connect(self.url) as conn:
             server = server_version_text(int(conn.info.server_version))
             facts = read_role_facts(conn) if strategy == RollbackStrategy.RESTORE else None
@@ -121,7 +115,7 @@ class BackupSafetyNet:
 
     def take(self) -> BackupInfo:
         """The pre-migration backup; PgwardenError when it fails (nothing is migrated then)."""
-        report = take_backup(self.url, self._open_storage(), owner=self.owner, progress=self.progress)
+        report = take_backup(self.url, self._open_storage(), BackupOptions(owner=self.owner), self.progress)
         if report.outcome != Outcome.SUCCEEDED or report.backup is None:
             message = report.error.message if report.error else "no backup was written"
             raise PgwardenError(f"the pre-migration backup failed, nothing was migrated: {message}")
@@ -135,7 +129,7 @@ class BackupSafetyNet:
             try:
                 self._storage = open_storage(self.location)
             except InvalidLocation as exc:
-                raise BadInput(str(exc)) from None
+                raise BadInput(str(exc)) from exc
         return self._storage
 
     # --- the rollback --------------------------------------------------------------------------
@@ -235,7 +229,7 @@ class BackupSafetyNet:
             manifest.per_table, counts, expected_schema=manifest.schema_fingerprint, actual_schema=schema
         )
         if not verification.matches_backup:
-            raise PgwardenError(f"the restored database differs from the backup: {mismatch(verification)}")
+            raise PgwardenError(f"the restored database differs from the backup: {verification.mismatch()}")
         with maintenance(self.url) as conn:
             databases.copy_properties(conn, scratch, before)
 
@@ -339,4 +333,4 @@ def _tool(name: str, *, min_major: int, purpose: str) -> PgTool:
     try:
         return find_tool(name, min_major=min_major, purpose=purpose)
     except ToolMissing as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(str(exc)) from exc

@@ -1,4 +1,7 @@
-"""`pgwarden operator`: run the kopf operator that turns pgwarden resources into Jobs and status."""
+"""`pgwarden operator`: its flags and environment variables, and running the kopf operator with them.
+
+The operator's own command module, registered by `pgwarden.console` beside the command line's commands (the
+command line never imports the operator)."""
 
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ def seconds(text: str) -> int:
     """A number of seconds, 0 or more (argparse type)."""
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 21600") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 21600") from exc
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; use 0 for no deadline")
     return value
@@ -104,7 +107,7 @@ def allowlist_entry(text: str) -> str:
     try:
         return image_entry(text)
     except PolicySettingError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def policy_flags(parser: argparse.ArgumentParser) -> None:
