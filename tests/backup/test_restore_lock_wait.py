@@ -89,7 +89,7 @@ def test_a_malformed_lock_wait_timeout_is_refused_before_anything_runs(
         "restore", url, "--from", location, "--clean", "--lock-wait-timeout", "soon", env=fs_place.env
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "lock wait timeout 'soon'" in done.stderr
+    assert "--lock-wait-timeout: 'soon' is not a duration" in done.stderr
     assert rows(url) == 101
 
 
