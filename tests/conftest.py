@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             injected.update(kinds)
             if outcome == "failed":
                 broken.update(kinds)
+    _kill_sweep_summary(terminalreporter)
     if not injected:
         return
     terminalreporter.section("faults injected")
@@ -106,3 +108,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(
         f"{'total':<24} {sum(injected.values()):>4} injected, {sum(broken.values()):>3} in failing tests"
     )
+
+
+def _kill_sweep_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The kill sweep's numbers (tests/faults/test_kill_sweep.py): kills by command and point, broken runs,
+    the longest time a database was missing or closed after a kill."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name != "kill-sweep":
+                    continue
+                summary = json.loads(value)
+                terminalreporter.section("kill sweep")
+                terminalreporter.write_line(
+                    f"seed {summary['seed']}: {summary['kills']} kills, {summary['broken']} broke the invariant, "
+                    f"longest missing or closed {summary['longestMissingSeconds']}s, {summary['wallSeconds']}s"
+                )
+                terminalreporter.write_line(f"  longest after: {summary['longestMissingAfter']}")
+                for command, count in sorted(summary["byCommand"].items()):
+                    terminalreporter.write_line(f"  {command:<16} {count:>4} kills")
+                for point, count in summary["byPoint"].items():
+                    terminalreporter.write_line(f"    {point:<40} {count:>4}")

@@ -16,7 +16,7 @@ from pgwarden.api.durations import DURATION_PATTERN, format_duration, millisecon
 from pgwarden.api.policy import MigrationPolicy
 from pgwarden.cli.output import duration_flag
 from pgwarden.engine.backup.locks import lock_wait_option
-from pgwarden.engine.migrate.migrate import postgres_timeout
+from pgwarden.engine.migrate.timeouts import postgres_timeout
 from pgwarden.errors import BadInput
 
 SECOND, MINUTE, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000

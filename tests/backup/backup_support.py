@@ -118,6 +118,9 @@ def bulky_db(pg: localpg.LocalPostgres) -> str:
 
 
 PGWARDEN = [sys.executable, "-c", "from pgwarden.cli import entrypoint; entrypoint()"]
+# The command line with its pause points live (the test harness's wrapper, pgwarden_testing.paused).
+PAUSED_PGWARDEN = [sys.executable, "-m", "pgwarden_testing.paused"]
+PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
 
 
 def run_cli(
@@ -147,11 +150,11 @@ def backup(url: str, place: BackupPlace, *flags: str, env: dict[str, str] | None
 def start_paused(*args: str, env: dict[str, str], pause_at: str) -> subprocess.Popen[str]:
     """Start `pgwarden ARGS` without waiting; it stops at the test pause point `pause_at` (see wait_for_pause)."""
     return subprocess.Popen(
-        [*PGWARDEN, *args],
+        [*PAUSED_PGWARDEN, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **env, "PGWARDEN_TEST_PAUSE_AT": pause_at},
+        env={**os.environ, **env, PAUSE_ENV: pause_at},
     )
 
 

@@ -14,6 +14,9 @@ import psycopg
 from psycopg import sql
 
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
+# The command line with its pause points live: the test harness's wrapper (pgwarden_testing.paused).
+PAUSED_PGWARDEN = (sys.executable, "-m", "pgwarden_testing.paused")
+PAUSE_ENV = "PGWARDEN_TEST_PAUSE_AT"
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "migrations" / "demo"
 
@@ -38,14 +41,28 @@ def run_pgwarden(
     )
 
 
-def start_pgwarden(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start `pgwarden ARGS` without waiting for it (for concurrent runs)."""
+def pgwarden_command(pause_at: str | None = None) -> list[str]:
+    """The console script, or with `pause_at` the test wrapper that makes the run stop at that pause point
+    ("" runs through the wrapper without stopping: for its trace)."""
+    return list(PAUSED_PGWARDEN) if pause_at is not None else [PGWARDEN]
+
+
+def pause_env(pause_at: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env`, plus what tells the test wrapper where to pause."""
+    return {**(env or {}), **({PAUSE_ENV: pause_at} if pause_at else {})}
+
+
+def start_pgwarden(
+    *args: str | Path, env: dict[str, str] | None = None, pause_at: str | None = None
+) -> subprocess.Popen[str]:
+    """Start `pgwarden ARGS` without waiting for it (for concurrent runs); with `pause_at`, through the test
+    wrapper, stopping at that pause point."""
     return subprocess.Popen(
-        [PGWARDEN, *map(str, args)],
+        [*pgwarden_command(pause_at), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(env),
+        env=clean_env(pause_env(pause_at, env)),
     )
 
 

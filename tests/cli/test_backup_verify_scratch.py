@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from helpers import PGWARDEN, clean_env, execute
+from helpers import clean_env, execute, pause_env, pgwarden_command
 from pgwarden_testing.localpg import LocalPostgres
 
 # About 40 MB of dump: enough for the restore to pass the "restore-mid-stream" pause point (20 MB).
@@ -35,11 +35,18 @@ def test_sigkill_during_the_verification_restore_leaves_no_scratch_database(
     execute(db_url, BULK)
     before = verify_databases(pg)
     run = subprocess.Popen(
-        [PGWARDEN, "backup", db_url, "--to", str(tmp_path / "backups"), "--verify"],
+        [
+            *pgwarden_command("restore-mid-stream"),
+            "backup",
+            db_url,
+            "--to",
+            str(tmp_path / "backups"),
+            "--verify",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env({"PGWARDEN_TEST_PAUSE_AT": "restore-mid-stream"}),
+        env=clean_env(pause_env("restore-mid-stream")),
         start_new_session=True,  # its process group is ours to clean up (pg_restore), and only it
     )
     lines: list[str] = []

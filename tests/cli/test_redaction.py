@@ -420,6 +420,13 @@ scenario(
         0,
     ),
 )
+scenario("recover-json", "recover", lambda c: (["recover", c.url("shop"), "--json"], None, 0))
+scenario("env-recover", "recover", lambda c: (["recover"], c.env("shop"), 0))
+scenario(
+    "recover-dead-port",
+    "recover",
+    lambda c: (["recover", c.url("shop", port=c.dead_port), "--json"], None, 1),
+)
 
 # Mistyped arguments: argparse echoes the offending argument (here the URL) in its error.
 scenario(

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
 from pgwarden.api.reports import Outcome, RollbackOutcome
 from pgwarden.api.verify import Check, VerifySpec
-from pgwarden.engine.migrate.locking import lock_key
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
+from pgwarden.engine.recovery.locks import lock_key
 from pgwarden.errors import BadInput
 
 DEMO = Path(__file__).resolve().parents[2] / "migrations" / "demo"

@@ -9,6 +9,7 @@ import pytest
 
 from pgwarden.api.policy import TransactionMode
 from pgwarden.engine.migrate.files import InvalidVersion, MigrationFile, load_migrations
+from pgwarden.engine.migrate.history import statements_digest
 from pgwarden.engine.migrate.plan import (
     AppliedMigration,
     DestructiveStatements,
@@ -17,6 +18,7 @@ from pgwarden.engine.migrate.plan import (
     NonTransactionalMigration,
     OutOfOrderMigration,
     PlanRefused,
+    Resume,
     plan_migrations,
 )
 
@@ -217,27 +219,67 @@ def test_auto_detects_a_non_transactional_statement_without_the_directive(make: 
     assert plan.warnings == ()
 
 
-def test_a_mixed_migration_that_cannot_be_atomic_is_refused(make: Make) -> None:
+def test_a_mixed_file_that_cannot_run_in_a_transaction_runs_statement_by_statement(make: Make) -> None:
     files = make({"0001_mixed.sql": f"CREATE TABLE orders (created_at timestamptz);\n{CONCURRENT_INDEX}"})
     plan = plan_migrations(files, [])
-    (refusal,) = plan.refusals
-    assert "0001_mixed.sql:2: CREATE INDEX" in refusal.message
-    assert "2 statements would each commit on their own" in refusal.message
-    assert "a migration file of its own" in refusal.message
+    assert plan.refusals == ()
+    assert groups(plan) == [[("0001", False)]]
+    assert "outside a transaction, statement by statement (2)" in "\n".join(plan.describe())
 
 
-def test_a_no_transaction_file_of_several_statements_is_refused(make: Make) -> None:
+def test_a_no_transaction_file_of_several_statements_is_planned_statement_by_statement(make: Make) -> None:
     files = make({"0001_vacuum.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 2;"})
-    (refusal,) = plan_migrations(files, []).refusals
-    assert "0001_vacuum.sql" in refusal.message
-    assert "no-transaction directive" in refusal.message
+    plan = plan_migrations(files, [])
+    assert plan.refusals == ()
+    assert plan.steps[0].resume is None
 
 
 def test_a_one_statement_no_transaction_file_is_planned(make: Make) -> None:
     files = make({"0001_vacuum.sql": "-- pgwarden:no-transaction\nSELECT 1;"})
     plan = plan_migrations(files, [])
     assert plan.refusals == ()
-    assert "verified right after it commits" in "\n".join(plan.describe())
+    assert "statement by statement (1), verified right after" in "\n".join(plan.describe())
+
+
+def partly(
+    file: MigrationFile, applied: int, *, running: int | None = None, digest: str | None = None
+) -> AppliedMigration:
+    """The history row of a file an earlier run applied in part."""
+    texts = [s.text for s in file.statements[:applied]]
+    return AppliedMigration(
+        file.version,
+        file.description,
+        file.checksum,
+        False,
+        applied,
+        running,
+        statements_digest(texts) if digest is None else digest,
+    )
+
+
+def test_a_file_an_earlier_run_applied_in_part_resumes_at_the_statement_that_did_not_finish(
+    make: Make,
+) -> None:
+    files = make({"0001_idx.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 2;\nSELECT 3;"})
+    plan = plan_migrations(files, [partly(files[0], 2, running=3)])
+    assert plan.refusals == ()
+    assert plan.steps[0].resume == Resume(applied=2, interrupted=True)
+    assert "resumes at statement 3" in "\n".join(plan.describe())
+
+
+def test_a_partly_applied_file_whose_applied_statements_changed_is_refused(make: Make) -> None:
+    files = make({"0001_idx.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 2;"})
+    (refusal,) = plan_migrations(files, [partly(files[0], 1, digest="not the same")]).refusals
+    assert "partly applied by an earlier run (1 statement(s))" in refusal.message
+
+
+def test_a_partly_applied_file_may_change_after_its_applied_statements(make: Make) -> None:
+    first = make({"0001_idx.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 2;"})
+    row = partly(first[0], 1)
+    edited = make({"0001_idx.sql": "-- pgwarden:no-transaction\nSELECT 1;\nSELECT 22;"})
+    plan = plan_migrations(edited, [row])
+    assert plan.refusals == ()
+    assert plan.steps[0].resume == Resume(applied=1, interrupted=False)
 
 
 def test_two_non_transactional_migrations_in_a_row_each_stand_alone(make: Make) -> None:
@@ -338,7 +380,7 @@ def test_a_plan_describes_each_step_with_its_group_and_transaction(make: Make) -
         "  3 commits: rows are checked for loss before each; expectations and checks before the last; "
         "a failure after a commit is undone by the rollback strategy",
         "  0002  b  (group 1, in a transaction)",
-        "  0003  index  (group 2, outside a transaction, verified right after it commits)",
+        "  0003  index  (group 2, outside a transaction, statement by statement (1), verified right after)",
         "  0004  c  (group 3, in a transaction)",
         "  0005  d  (group 3, in a transaction)",
     ]

@@ -4,7 +4,7 @@ import pytest
 
 from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import Outcome, RollbackOutcome
-from pgwarden.engine.migrate import rollback
+from pgwarden.engine.recovery import undo as rollback
 
 
 @pytest.mark.parametrize(

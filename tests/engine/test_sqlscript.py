@@ -170,6 +170,12 @@ def test_create_index_concurrently_names_the_index_it_may_leave_invalid() -> Non
     assert statement.concurrent_index_table == "shop.orders"
 
 
+def test_a_concurrent_index_is_named_quoted_as_sql_reads_it_back() -> None:
+    (statement,) = split_statements('CREATE INDEX CONCURRENTLY "Idx ""ä""" ON "Order Böok"."select" (id)')
+    assert statement.concurrent_index == '"Order Böok"."Idx ""ä"""'
+    assert statement.concurrent_index_table == '"Order Böok"."select"'
+
+
 def test_an_unnamed_concurrent_index_gives_only_its_table() -> None:
     (statement,) = split_statements("CREATE INDEX CONCURRENTLY ON orders (created_at)")
     assert statement.concurrent_index is None

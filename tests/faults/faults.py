@@ -25,10 +25,11 @@ from typing import IO, Any, LiteralString
 import psycopg
 import pytest
 from pgwarden_testing import localpg, s3server
+from pgwarden_testing.processes import kill_process_tree
 from psycopg import sql
 
-from cli.helpers import PGWARDEN, clean_env, json_report, run_pgwarden
-from pgwarden.engine.migrate.locking import lock_key
+from cli.helpers import PGWARDEN, clean_env, json_report, pause_env, pgwarden_command, run_pgwarden
+from pgwarden.engine.recovery.locks import lock_key
 from pgwarden.storage import Storage
 from pgwarden.storage.filesystem import FilesystemStorage
 from pgwarden.storage.manifest import MANIFEST
@@ -40,9 +41,11 @@ __all__ = [
     "PGWARDEN",
     "SHOP_SEED",
     "Activity",
+    "Contents",
     "Injector",
     "Pgwarden",
     "Place",
+    "accepts_connections",
     "assert_no_secret",
     "canary_password",
     "databases",
@@ -51,6 +54,7 @@ __all__ = [
     "hold_migrator_lock",
     "invalid_indexes",
     "json_report",
+    "kill_process_tree",
     "minio_with_canary",
     "private_postgres",
     "restart_minio",
@@ -58,6 +62,7 @@ __all__ = [
     "run_pgwarden",
     "s3_place",
     "scalar",
+    "scratch_databases",
     "set_statement_timeout",
     "wait_sessions_gone",
 ]
@@ -101,14 +106,16 @@ class Pgwarden:
     Its own session means the test can clean up any child it left (an orphaned pg_dump) by process group,
     never by name."""
 
-    def __init__(self, *args: str | Path, env: dict[str, str] | None = None) -> None:
-        self.args = [PGWARDEN, *map(str, args)]
+    def __init__(
+        self, *args: str | Path, env: dict[str, str] | None = None, pause_at: str | None = None
+    ) -> None:
+        self.args = [*pgwarden_command(pause_at), *map(str, args)]
         self.process = subprocess.Popen(
             self.args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=clean_env(env),
+            env=clean_env(pause_env(pause_at, env)),
             start_new_session=True,
         )
         self._stdout: list[str] = []
@@ -159,6 +166,12 @@ class Pgwarden:
         """Deliver a signal to pgwarden itself (as the kubelet or the OOM killer would)."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signum)
+
+    def kill_tree(self) -> int:
+        """SIGKILL pgwarden and every process it started, at once, as when its container dies: its children
+        in its own process group (pg_dump, pg_restore) and in sessions of their own (scratch guardians).
+        Returns how many processes were killed."""
+        return kill_process_tree(self.process.pid)
 
     def finish(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Wait for the process to end (killing it after `timeout`, which fails the test) and collect it."""
@@ -517,6 +530,11 @@ class Injector:
         self.record(signum.name)
         run.send(signum)
 
+    def kill_tree(self, run: Pgwarden) -> None:
+        """SIGKILL the run's whole process tree (its container dying), guardians included."""
+        self.record("SIGKILL (process tree)")
+        run.kill_tree()
+
     def terminate_backends(self, activity: Activity, application: str = "pgwarden") -> int:
         self.record("pg_terminate_backend")
         ended = activity.terminate(application)
@@ -530,3 +548,103 @@ class Injector:
     def stop_minio(self, minio: PrivateMinio) -> None:
         self.record("minio stopped")
         minio.stop()
+
+
+# --- what a database holds, read from the outside ---------------------------------------------------------
+
+_SCHEMA_OBJECTS = """
+SELECT 'column', format('%%I.%%I.%%I', n.nspname, c.relname, a.attname),
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', %(own)s) AND n.nspname NOT LIKE 'pg\\_toast%%'
+UNION ALL
+SELECT 'index', format('%%I.%%I', n.nspname, c.relname),
+       pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', %(own)s) AND n.nspname NOT LIKE 'pg\\_toast%%'
+UNION ALL
+SELECT 'constraint', format('%%I.%%I', n.nspname, k.conname), pg_get_constraintdef(k.oid)
+FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', %(own)s)
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid))
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', %(own)s) AND p.prokind IN ('f', 'p')
+ORDER BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a database holds, for comparing before and after a run: its schema (columns, indexes with their
+    validity, constraints, functions), the rows of every table, and the versions its history says are applied."""
+
+    schema: tuple[tuple[str, str, str], ...]
+    counts: tuple[tuple[str, int], ...]
+    versions: tuple[str, ...]
+
+    @classmethod
+    def read(cls, url: str, own_schema: str = "pgwarden") -> Contents:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(_SCHEMA_OBJECTS, {"own": own_schema}).fetchall()  # type: ignore[arg-type]
+            tables = conn.execute(
+                "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
+                " AND n.nspname NOT IN ('pg_catalog', 'information_schema', %s)"
+                " AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY 1",
+                [own_schema],
+            ).fetchall()
+            counts = []
+            for (table,) in tables:
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()
+                counts.append((str(table), int(row[0]) if row else 0))
+            history = conn.execute(
+                "SELECT to_regclass(format('%%I.schema_history', %s::text)) IS NOT NULL", [own_schema]
+            ).fetchone()
+            versions: list[str] = []
+            if history and history[0]:
+                versions = [
+                    str(v)
+                    for (v,) in conn.execute(
+                        sql.SQL(
+                            "SELECT version FROM {}.schema_history WHERE success ORDER BY installed_rank"
+                        ).format(sql.Identifier(own_schema))
+                    ).fetchall()
+                ]
+        return cls(
+            schema=tuple((str(k), str(n), str(d)) for k, n, d in rows),
+            counts=tuple(counts),
+            versions=tuple(versions),
+        )
+
+    def differences(self, other: Contents) -> list[str]:
+        """What differs, in words (empty: the same)."""
+        found = [f"- {item}" for item in sorted(set(self.schema) - set(other.schema))]
+        found += [f"+ {item}" for item in sorted(set(other.schema) - set(self.schema))]
+        if self.counts != other.counts:
+            found.append(f"rows {dict(self.counts)} -> {dict(other.counts)}")
+        if self.versions != other.versions:
+            found.append(f"versions {list(self.versions)} -> {list(other.versions)}")
+        return found
+
+
+SCRATCH_MARKS = ("_pgw_restore_", "_pgw_verified_", "_pgw_rehearsal_", "_pgw_drill_", "_pgw_restoring_")
+
+
+def scratch_databases(url: str, of: str | None = None) -> list[str]:
+    """Databases on the server that are pgwarden's working copies (never the kept `_pgw_failed_` ones); with
+    `of`, only those of that database."""
+    return sorted(
+        name
+        for name in databases(url)
+        if (of is None and name.startswith("pgwarden_verify_"))
+        or (any(mark in name for mark in SCRATCH_MARKS) and (of is None or name.startswith(of)))
+    )
+
+
+def accepts_connections(server_url: str, name: str) -> bool:
+    """Whether database `name` exists and is open to connections (seen from the maintenance database)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        row = conn.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [name]).fetchone()
+    return bool(row and row[0])

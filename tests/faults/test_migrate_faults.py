@@ -229,19 +229,38 @@ def test_issue_2_row_loss_in_a_split_run_is_caught_before_the_first_commit(shop:
     assert_no_secret(shop.password, result.stdout, result.stderr)
 
 
-def test_issue_3_a_non_transactional_file_of_two_statements_is_refused_at_plan_time(shop: Shop) -> None:
+def test_issue_3_a_non_transactional_file_runs_statement_by_statement_and_resumes_where_it_failed(
+    shop: Shop,
+) -> None:
+    """Issue 18 lifted issue 3's refusal: such a file runs statement by statement, and a failure part-way is
+    reported as Failed (the first index stays), leaves no INVALID index, and the corrected file resumes."""
     shop.add(
         {
             "0002_idx.sql": "CREATE INDEX CONCURRENTLY orders_total_idx ON orders (total);\n"
             "CREATE UNIQUE INDEX CONCURRENTLY orders_half_uniq ON orders ((id / 2));\n"
         }
     )
-    before = DbState.read(shop.url)
 
     result = shop.migrate()
 
-    assert_refused_before_anything_changed(result, before, shop.url)
+    assert result.returncode == 1, result.stderr
+    report = json_report(result)
+    assert report["outcome"] == "Failed", report  # never RolledBack while the first index survives
+    assert report["applied"] == [
+        {**report["applied"][0], "version": "0002", "statements": {"applied": 1, "total": 2}}
+    ]
+    state = DbState.read(shop.url)
+    assert "orders_total_idx" in state.indexes and "orders_half_uniq" not in state.indexes
+    assert "0002" not in state.applied
     assert invalid_indexes(shop.url) == []
+    shop.add(
+        {
+            "0002_idx.sql": "CREATE INDEX CONCURRENTLY orders_total_idx ON orders (total);\n"
+            "CREATE INDEX CONCURRENTLY orders_half_idx ON orders ((id / 2));\n"
+        }
+    )
+    assert_rerun_converges(shop, "0002")
+    assert {"orders_total_idx", "orders_half_idx"} <= DbState.read(shop.url).indexes
 
 
 def test_issue_3_a_failed_concurrent_index_leaves_no_index_and_is_not_rolled_back_while_it_survives(
@@ -676,7 +695,7 @@ def test_sigkill_while_the_restore_rollback_fills_its_copy_leaves_no_restored_co
 
     with Pgwarden(
         "migrate", shop.url, "--dir", shop.directory, "--json", *args,
-        env={"PGWARDEN_TEST_PAUSE_AT": "rollback-restored"},
+        pause_at="rollback-restored",
     ) as run:  # fmt: skip
         run.wait_until(run.stderr_says("paused at rollback-restored"), "the restored copy, before the swap")
         assert [d for d in databases(admin) if d.startswith(f"{name}_pgw_restore_")]

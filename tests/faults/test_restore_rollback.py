@@ -36,7 +36,8 @@ from pgwarden.api.policy import RollbackStrategy
 from pgwarden.api.reports import RollbackOutcome
 from pgwarden.engine.postgres.databases import split_list_setting
 from pgwarden.engine.restore.privileges import RoleFacts, missing_for_restore
-from pgwarden.engine.restore.safety_net import BackupSafetyNet, names_for
+from pgwarden.engine.restore.safety_net import BackupSafetyNet
+from pgwarden.engine.restore.swap import names_for
 from pgwarden.errors import BadInput
 
 # Commits outside a transaction (demo 0005 builds an index CONCURRENTLY), then this one fails.
@@ -364,7 +365,7 @@ def test_sigterm_during_the_rollback_puts_the_failed_database_back_under_its_nam
     counts = table_counts(db.url)
     run = start_pgwarden(
         "migrate", db.url, "--dir", migrations, "--backup-to", tmp_path / "backups", "--rollback", "restore",
-        "--json", env={"PGWARDEN_TEST_PAUSE_AT": point},
+        "--json", pause_at=point,
     )  # fmt: skip
     assert run.stderr is not None
     seen = []

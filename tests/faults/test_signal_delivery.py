@@ -145,9 +145,9 @@ def test_no_helper_thread_of_a_backup_takes_sigterm_or_sigint(
             " FROM generate_series(1, 800000) g"
         )
     place = s3_place(s3)
-    env = {**place.env, "PGWARDEN_COMPRESSION_THREADS": "2", "PGWARDEN_TEST_PAUSE_AT": "mid-stream"}
+    env = {**place.env, "PGWARDEN_COMPRESSION_THREADS": "2"}
     flags = ["--compress", compression, "--json"]
-    with Pgwarden("backup", url, "--to", place.uri, *flags, env=env) as run:
+    with Pgwarden("backup", url, "--to", place.uri, *flags, env=env, pause_at="mid-stream") as run:
         run.wait_until(run.stderr_says("paused at mid-stream"), "the middle of the stream")
         helpers = helper_threads(run.process.pid)
         takers = {signum.name: threads_that_take(run.process.pid, signum) for signum in STOP_SIGNALS}

@@ -11,7 +11,15 @@ Obj = dict[str, Any]
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def job(name: str, *, state: str = "active", reason: str | None = None, generation: int = 1) -> Obj:
+def job(
+    name: str,
+    *,
+    state: str = "active",
+    reason: str | None = None,
+    generation: int = 1,
+    task: str | None = None,
+) -> Obj:
+    """A Job as the API server returns it; `task`: the pgwarden.io/task label of a drill, drift or recovery Job."""
     conditions: list[Obj] = []
     status: Obj = {"startTime": "2025-03-01T11:59:00Z"}
     if state == "complete":
@@ -33,7 +41,8 @@ def job(name: str, *, state: str = "active", reason: str | None = None, generati
             "name": name,
             "namespace": "shop",
             "creationTimestamp": "2025-03-01T11:58:59Z",
-            "labels": {"pgwarden.io/generation": str(generation)},
+            "labels": {"pgwarden.io/generation": str(generation)}
+            | ({"pgwarden.io/task": task} if task else {}),
         },
         "status": status,
     }

@@ -41,6 +41,15 @@ RESTORED = {
     "durationSeconds": 3.0,
 }
 FAILED_MIGRATION = {"outcome": "Failed", "error": {"message": "permission denied for schema shop"}}
+RECOVERED = {
+    "outcome": "Succeeded",
+    "currentVersion": "0001",
+    "recovered": {
+        "found": ["a dead run was rolling back"],
+        "done": ["rollback restore: Succeeded"],
+        "state": "Recovered",
+    },
+}
 CONFIG_MAP_DIGEST = approval.digest(
     approval.checksums(
         approval.read_config_maps(
@@ -135,12 +144,26 @@ CASES = [
         [(job(MIGRATION_JOB, state="failed"), [finished_pod(MIGRATION_ROLLED_BACK, exit_code=1)])],
         STARTED,
     ),
+    # A Job that died without a report: its one recovery Job runs first, then its report settles the phase.
     Case(
         "DatabaseMigration",
         "migration-shop.yaml",
-        "Failed",
+        "Running",
         [(job(MIGRATION_JOB, state="failed", reason="DeadlineExceeded"), [])],
         STARTED,
+    ),
+    Case(
+        "DatabaseMigration",
+        "migration-shop.yaml",
+        "RolledBack",
+        [
+            (job(MIGRATION_JOB, state="failed", reason="DeadlineExceeded"), []),
+            (
+                job(naming.recovery_job_name(MIGRATION_JOB), task="recover", state="complete"),
+                [finished_pod(RECOVERED)],
+            ),
+        ],
+        dict(STARTED, recovered={"job": naming.recovery_job_name(MIGRATION_JOB)}),
     ),
     Case(
         "DatabaseMigration",
@@ -344,7 +367,9 @@ def _step(case: Case, body: Obj, jobs: list[tuple[Obj, list[Obj]]], cronjob: Obj
             files = approval.read_config_maps(["shop-migrations"], found)
         rehearsal_job = rehearsals.job_name(resource, migrations.digest_of(files))  # type: ignore[arg-type]
         rehearsal = next((r for r in runs if r.job == rehearsal_job), None)
-        others = [r.job for r in runs if r.active and r.job not in (current, rehearsal_job)]
+        recovering = naming.recovery_job_name(current)
+        recovery = next((r for r in runs if r.job == recovering), None)
+        others = [r.job for r in runs if r.active and r.job not in (current, rehearsal_job, recovering)]
         return migrations.decide(
             resource,  # type: ignore[arg-type]
             run,
@@ -354,12 +379,14 @@ def _step(case: Case, body: Obj, jobs: list[tuple[Obj, list[Obj]]], cronjob: Obj
             files,
             rehearsal_run=rehearsal,
             referenced=_referenced(case, "shop-backup"),  # type: ignore[arg-type]
+            recovery_run=recovery,
         )
     if case.kind == "DatabaseBackup":
         return backups.decide(resource, runs, cronjob, SETTINGS, NOW)  # type: ignore[arg-type]
     backup = _referenced(case, resource.spec.source.backup_ref.name)  # type: ignore[union-attr]
     chosen: ObservedRun | None = restores.pick_run(resource.status, runs)  # type: ignore[arg-type]
-    return restores.decide(resource, chosen, backup, SETTINGS, NOW)  # type: ignore[arg-type]
+    recovery = next((r for r in runs if chosen and r.job == naming.recovery_job_name(chosen.job)), None)
+    return restores.decide(resource, chosen, backup, SETTINGS, NOW, recovery)  # type: ignore[arg-type]
 
 
 def _referenced(case: Case, name: str) -> Any:

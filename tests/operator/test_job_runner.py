@@ -19,7 +19,9 @@ import psycopg
 import pytest
 from operator_runs import NOW, job, written
 from pgwarden_testing.localpg import LocalPostgres
+from pgwarden_testing.processes import kill_process_tree
 
+from cli.helpers import pause_env, pgwarden_command
 from pgwarden.api.backup import DatabaseBackup, DatabaseBackupStatus
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus
 from pgwarden.api.progress import last_progress
@@ -85,12 +87,17 @@ def kubelet_env(manifest: Obj, secrets: dict[str, dict[str, str]]) -> dict[str, 
     return env
 
 
+def base_env() -> dict[str, str]:
+    """This process's environment without what a Job's container would not have (libpq's, AWS's)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_")) and k != "DATABASE_URL"}
+
+
 def run_job(manifest: Obj, secrets: dict[str, dict[str, str]], tmp_path: Path, **extra: str) -> Ran:
     env = kubelet_env(manifest, secrets)
     env.update(TMPDIR=str(tmp_path), HOME=str(tmp_path), **extra)
     termination = tmp_path / f"termination-{len(list(tmp_path.glob('termination-*')))}"
     env[TERMINATION_LOG_ENV] = str(termination)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_")) and k != "DATABASE_URL"}
+    base = base_env()
     kind = manifest["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     result = subprocess.run(
         [PGWARDEN, "job", kind], env={**base, **env}, capture_output=True, text=True, timeout=180, check=False
@@ -403,6 +410,11 @@ def test_the_pre_migration_backup_is_the_migrations_own(
     assert stored["owner"] == f"DatabaseMigration/{namespace}/{name}"
 
 
+def _databases(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [str(row[0]) for row in conn.execute("SELECT datname FROM pg_database").fetchall()]
+
+
 def _columns(url: str, table: str) -> list[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -492,6 +504,73 @@ def test_a_rehearsal_job_rehearses_on_a_copy_of_the_backup_and_never_migrates_th
     assert rehearsal["durationSeconds"] > 0 and rehearsal["backup"]
     assert _columns(db_url, "customers") == ["id", "name"]
     assert _scratch_databases(db_url) == []
+
+
+def test_a_migration_job_killed_mid_swap_is_settled_by_the_recovery_job_the_operator_makes(
+    resource: Callable[..., Obj], db_url: str, pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """Issue 18, item 4, without a cluster: the migration Job's whole process tree dies between the renames of
+    its restore rollback; the operator sees a Job without a report and makes its recovery Job; that Job, run
+    with the same environment, puts the database back under its name; its report settles the phase."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY); INSERT INTO customers VALUES (1), (2)")
+    body = inline_migration(
+        resource,
+        {
+            "0001_email.sql": "ALTER TABLE customers ADD COLUMN email text;",
+            "0002_index.sql": "CREATE INDEX CONCURRENTLY IF NOT EXISTS customers_email ON customers (email);",
+            "0003_fails.sql": "SELECT 1 / 0;",
+        },
+    )
+    body["spec"]["verify"] = {}
+    body["spec"]["backupBefore"] = {"storage": {"volume": {"claimName": "backups", "path": "before"}}}
+    body["spec"]["rollback"] = {"strategy": "restore"}
+    migration = DatabaseMigration.model_validate(body)
+    manifest = migration_job(migration, SETTINGS)
+    volume = {"PGWARDEN_STORAGE_ROOT": str(tmp_path / "volume")}
+    env = {**kubelet_env(manifest, {"shop-db": {"uri": db_url}}), **volume}
+    name = db_url.rsplit("/", 1)[1]
+    dead = subprocess.Popen(
+        [*pgwarden_command("rollback-renamed-away"), "job", "migrate"],
+        env={
+            **base_env(),
+            **pause_env("rollback-renamed-away", env),
+            TERMINATION_LOG_ENV: str(tmp_path / "dead"),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert dead.stderr is not None
+    for line in dead.stderr:
+        if "paused at rollback-renamed-away" in line:
+            break
+    kill_process_tree(dead.pid)
+    dead.wait(timeout=60)
+    assert name not in _databases(pg.url())
+
+    killed = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "containerStatuses": [
+        {"name": "pgwarden", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}}  # fmt: skip
+    run = observe(job(manifest["metadata"]["name"], state="failed"), [killed])
+    body["status"] = {"phase": "Running", "job": manifest["metadata"]["name"], "observedGeneration": 1}
+    decision = written(migrations.decide(read(body), run, [], SETTINGS, NOW))
+    recovery = decision.create
+    assert recovery is not None and decision.status["phase"] == "Running"
+
+    ran = run_job(recovery, {"shop-db": {"uri": db_url}}, tmp_path, **volume)
+
+    assert ran.code == 0, ran.stderr + ran.stdout
+    assert ran.compact["recovered"]["state"] == "Recovered"
+    assert name in _databases(pg.url())
+    assert _columns(db_url, "customers") == ["id"]
+    body["status"] = decision.status
+    task = recovery["metadata"]["labels"][
+        "pgwarden.io/task"
+    ]  # the label that says its report is a recovery's
+    recovered = observe(job(recovery["metadata"]["name"], state="complete", task=task), [ran.as_pod()])
+    status = written(migrations.decide(read(body), run, [], SETTINGS, NOW, recovery_run=recovered)).status
+    assert status["phase"] == "RolledBack"
+    assert any("completed the swap" in line for line in status["recovered"]["done"])
 
 
 def test_a_rehearsal_job_restores_the_newest_verified_backup_and_warns_when_none_is(

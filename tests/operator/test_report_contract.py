@@ -34,6 +34,8 @@ from pgwarden.api.reports import (
     LockTaken,
     MigrationReport,
     Outcome,
+    Recovered,
+    RecoveryState,
     Rehearsal,
     RestoreComparison,
     RestoredTable,
@@ -69,6 +71,12 @@ COMPARED = RestoreComparison(
         RowDifference(table="public.orders", expected=3, actual=2, detail="3 rows in the backup, 2")
     ],
     differences_total=1,
+)
+
+SETTLED_FIRST = Recovered(
+    found=["scratch database shop_pgw_restore_1 of a dead run"],
+    done=["dropped it"],
+    state=RecoveryState.RECOVERED,
 )
 
 
@@ -135,6 +143,7 @@ def check(report: BaseModel, status: Obj, found_at: dict[str, str], not_for_stat
 
 def full_migration_report() -> MigrationReport:
     return MigrationReport(
+        recovered=SETTLED_FIRST,
         outcome=Outcome.SUCCEEDED,
         database="shop@db:5432/shop",
         plan_only=False,
@@ -200,6 +209,7 @@ def test_every_migration_report_field_reaches_status_or_is_listed(resource: Call
         },
         not_for_status={
             "database": "named by the resource's own spec.database",
+            "recovered": "what the Job settled of a dead run before it ran: its log and report say it; status.recovered is the recovery Job's, made when a Job died without a report",
             "plan_only": "a Job never plans only",
             "row_counts": "the resource's spec.verify.rowCounts says it",
             "baselined": "a Job's spec.baselineVersion says it",
@@ -282,6 +292,7 @@ def test_every_rehearsal_field_reaches_status_rehearsal_or_is_listed(resource: C
 
 def test_every_backup_report_field_reaches_status_or_is_listed(resource: Callable[..., Obj]) -> None:
     report = BackupJobReport(
+        recovered=SETTLED_FIRST,
         outcome=Outcome.SUCCEEDED,
         database="shop@db:5432/shop",
         backup=BACKUP,
@@ -337,6 +348,7 @@ def test_every_backup_report_field_reaches_status_or_is_listed(resource: Callabl
         },
         not_for_status={
             "database": "named by the resource's own spec.database",
+            "recovered": "what the Job settled of a dead run before it ran: its log and report say it; status.recovered is the recovery Job's, made when a Job died without a report",
             "format": "the resource's spec.format",
             "compression": "the resource's spec.compression",
             "server_version": "in the backup's manifest",
@@ -353,6 +365,7 @@ def test_every_backup_report_field_reaches_status_or_is_listed(resource: Callabl
 
 def test_every_restore_report_field_reaches_status_or_is_listed(resource: Callable[..., Obj]) -> None:
     report = RestoreReport(
+        recovered=SETTLED_FIRST,
         outcome=Outcome.SUCCEEDED,
         database="shop@db:5432/shop",
         restored_from=BACKUP.location,
@@ -411,6 +424,7 @@ def test_every_restore_report_field_reaches_status_or_is_listed(resource: Callab
             "only": "the resource's spec.only",
             "rename_suffix": "the resource's spec.renameSuffix",
             "database": "named by the resource's own spec.database",
+            "recovered": "what the Job settled of a dead run before it ran: its log and report say it; status.recovered is the recovery Job's, made when a Job died without a report",
             "restored_from": "restoredFrom holds the whole backup",
             "created_database": "the resource's spec.createDatabase",
             "terminated_connections": "in the Job's log",
@@ -434,6 +448,7 @@ def test_a_failed_runs_error_is_its_message(resource: Callable[..., Obj], outcom
 
 def test_every_drill_report_field_reaches_status_or_is_listed(resource: Callable[..., Obj]) -> None:
     report = DrillReport(
+        recovered=SETTLED_FIRST,
         outcome=Outcome.SUCCEEDED,
         backup=BACKUP,
         server="postgres@db:5432/postgres",
@@ -479,6 +494,7 @@ def test_every_drill_report_field_reaches_status_or_is_listed(resource: Callable
             "server": "the resource's spec.verify.server names it",
             "scratch_database": "dropped by the drill; in the Job's log",
             "scratch_dropped": "in the Job's log",
+            "recovered": "what the drill settled of a dead run before it ran: in the Job's log and report",
             "verification": "lastVerifiedBackup.differences (checked above)",
             "marked_verified": "the backup's manifest records it",
             "error": "lastVerifiedBackup.message, when the drill failed",

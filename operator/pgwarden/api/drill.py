@@ -11,7 +11,7 @@ from datetime import datetime
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
-from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome, RestoreComparison
+from pgwarden.api.reports import BackupInfo, ErrorInfo, Outcome, Recovered, RestoreComparison
 
 
 class DrillReport(ApiModel):
@@ -41,6 +41,9 @@ class DrillReport(ApiModel):
     restore_seconds: float | None = Field(
         default=None,
         description="How long the restore took, checksum to last row: the recovery time to plan with.",
+    )
+    recovered: Recovered | None = Field(
+        default=None, description="Scratch databases of dead runs on the server, dropped before this drill."
     )
     error: ErrorInfo | None = None
     started_at: datetime | None = None

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError
 
 from pgwarden.api.drill import DrillReport
 from pgwarden.api.fleet_drift import DriftReport
-from pgwarden.api.reports import BackupReport, MigrationReport, RestoreReport
+from pgwarden.api.reports import BackupReport, MigrationReport, RecoveryReport, RestoreReport
 from pgwarden.api.retention import RetentionOutcome
 from pgwarden.api.task import JobKind
 
@@ -37,7 +37,7 @@ class BackupJobReport(BackupReport):
     )
 
 
-JobReport = MigrationReport | BackupJobReport | RestoreReport | DrillReport | DriftReport
+JobReport = MigrationReport | BackupJobReport | RestoreReport | DrillReport | DriftReport | RecoveryReport
 
 # The report each kind of Job writes (a rehearsal is a migrate Job: its report is a MigrationReport).
 REPORT_MODELS: dict[JobKind, type[JobReport]] = {
@@ -46,6 +46,7 @@ REPORT_MODELS: dict[JobKind, type[JobReport]] = {
     JobKind.RESTORE: RestoreReport,
     JobKind.DRILL: DrillReport,
     JobKind.DRIFT: DriftReport,
+    JobKind.RECOVER: RecoveryReport,
 }
 _DECODE_ATTEMPTS = 64
 

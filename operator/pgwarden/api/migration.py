@@ -33,6 +33,7 @@ from pgwarden.api.reports import (
     BeforeAfter,
     Drift,
     Outcome,
+    RecoveryStatus,
     RollbackResult,
     RowChange,
     Verification,
@@ -326,6 +327,11 @@ class DatabaseMigrationStatus(RunStatus):
     )
     rehearsal: RehearsalStatus | None = Field(
         default=None, description="The rehearsal of this generation on a scratch copy (spec.rehearsal)."
+    )
+    recovered: RecoveryStatus | None = Field(
+        default=None,
+        description="When the run's Job died without a report (OOMKilled, past its deadline, its Pod or node "
+        "gone): the recovery Job the operator ran and what it settled.",
     )
     progress: MigrationProgress | None = Field(
         default=None,

@@ -48,6 +48,15 @@ class RowChange(ApiModel):
     allowed_loss: bool | None = Field(default=None, description="Loss here was allowed by allowRowLossIn.")
 
 
+class StatementCount(ApiModel):
+    """How many of a migration file's statements are applied."""
+
+    applied: int = Field(
+        description="Statements applied (a file run outside a transaction may stop part-way)."
+    )
+    total: int = Field(description="Statements in the file.")
+
+
 class AppliedMigration(ApiModel):
     """A migration this run applied."""
 
@@ -56,6 +65,11 @@ class AppliedMigration(ApiModel):
     checksum: str = Field(description="SHA-256 of the migration file, recorded in the history table.")
     duration_ms: int = Field(description="How long the migration's statements took, in milliseconds.")
     transactional: bool = Field(default=True, description="Whether it ran inside a transaction.")
+    statements: StatementCount | None = Field(
+        default=None,
+        description="How many of its statements are applied; a file run outside a transaction runs statement "
+        "by statement, and one that failed part-way resumes at the statement that did not finish.",
+    )
 
 
 class CheckResult(ApiModel):
@@ -177,6 +191,49 @@ class Rehearsal(ApiModel):
     error: ErrorInfo | None = Field(default=None, description="Why the rehearsal failed.")
 
 
+class RecoveryState(StrEnum):
+    CLEAN = "Clean"
+    RECOVERED = "Recovered"
+    PARTIAL = "Partial"
+    FAILED = "Failed"
+
+
+class Recovered(ApiModel):
+    """What a command found that a dead run had left on its database, and what it did about it. Absent from a
+    command's report when nothing was found; `pgwarden recover` always reports it (state Clean then)."""
+
+    found: list[str] = Field(default_factory=list, description="What dead runs left, one line each.")
+    done: list[str] = Field(default_factory=list, description="What was done about it, one line each.")
+    state: RecoveryState = Field(
+        description="Clean (nothing was left), Recovered (all of it settled: the database is as before the dead "
+        "run or as it meant to leave it), Partial (work of a dead run stays that no recorded rollback can undo; "
+        "the next migrate continues it) or Failed (something could not be settled; the lines say what to do)."
+    )
+
+
+class RecoveryStatus(ApiModel):
+    """On a resource whose Job died without a report: the one recovery Job the operator ran for it, and what it
+    found and did (the `recovered` block of its report)."""
+
+    job: str = Field(description="The recovery Job (`pgwarden job recover`); one per Job that died.")
+    state: RecoveryState | None = Field(default=None, description="Unset while it runs; then as `recovered`.")
+    found: list[str] = Field(default_factory=list, description="What the dead Job had left.")
+    done: list[str] = Field(default_factory=list, description="What the recovery did about it.")
+
+
+class RecoveryReport(ApiModel):
+    """The report of `pgwarden recover` (and of a recovery Job)."""
+
+    outcome: Outcome = Field(description="Succeeded when the database is settled (Clean or Recovered).")
+    database: str | None = Field(default=None, description="user@host:port/dbname, never the password.")
+    recovered: Recovered = Field(description="What was found and what was done.")
+    current_version: str | None = Field(default=None, description="The schema version afterwards.")
+    error: ErrorInfo | None = Field(default=None, description="Why it could not settle everything.")
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
 class MigrationReport(ApiModel):
     """The report of one `pgwarden migrate` run."""
 
@@ -220,6 +277,9 @@ class MigrationReport(ApiModel):
     )
     lock_retries: list[LockRetry] = Field(
         default_factory=list, description="Lock timeouts the run waited out and retried, with the backoff."
+    )
+    recovered: Recovered | None = Field(
+        default=None, description="What a dead run had left on the database, settled before this run."
     )
     error: ErrorInfo | None = Field(default=None, description="Why the run failed.")
     started_at: str | None = Field(default=None, description="When the run started (UTC, ISO 8601).")
@@ -313,6 +373,9 @@ class RestoreReport(ApiModel):
     )
     error: ErrorInfo | None = None
     pg_restore_version: str | None = None
+    recovered: Recovered | None = Field(
+        default=None, description="What a dead run had left on the database, settled before this restore."
+    )
     started_at: datetime | None = None
     completed_at: datetime | None = None
     duration_seconds: float | None = None
@@ -343,4 +406,7 @@ class BackupReport(ApiModel):
     )
     copies: list[BackupCopy] | None = Field(
         default=None, description="Further copies of the backup (--copy-to), each verified by checksum there."
+    )
+    recovered: Recovered | None = Field(
+        default=None, description="What a dead run had left on the database, settled before this backup."
     )

@@ -21,7 +21,14 @@ from pgwarden.api.common import (
     validations,
 )
 from pgwarden.api.encryption import RestoreEncryption
-from pgwarden.api.reports import BackupInfo, BeforeAfter, Difference, RestoredTable, RestoreOnly
+from pgwarden.api.reports import (
+    BackupInfo,
+    BeforeAfter,
+    Difference,
+    RecoveryStatus,
+    RestoredTable,
+    RestoreOnly,
+)
 
 RestoreRowCounts = Literal["exact", "estimate", "none"]
 """How a restore counts the rows it restored (the `verify.rowCounts` of a DatabaseRestore, `restore --row-counts`)."""
@@ -241,6 +248,11 @@ class DatabaseRestoreStatus(RunStatus):
         default_factory=list,
         description="With spec.only: what belongs to a restored table but was not restored (a foreign key to a "
         "table not restored).",
+    )
+    recovered: RecoveryStatus | None = Field(
+        default=None,
+        description="When the restore's Job died without a report: the recovery Job the operator ran and what "
+        "it settled.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready.", json_schema_extra=CONDITIONS_SCHEMA_EXTRA

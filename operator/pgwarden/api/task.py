@@ -82,6 +82,7 @@ class JobKind(StrEnum):
     RESTORE = "restore"
     DRILL = "drill"  # a DatabaseBackup's restore drill (verify.schedule)
     DRIFT = "drift"  # a DatabaseMigrationSet's read-only drift check of its targets (spec.drift)
+    RECOVER = "recover"  # settle what a migration or restore Job that died without a report left
 
 
 class ResourceId(ApiModel):
@@ -163,6 +164,11 @@ class Task(ApiModel):
         default=None, description="For a migration: rehearse only (the real run is another Job)."
     )
     drift: DriftTask | None = Field(default=None, description="For a drift check: its targets.")
+    recovers: str | None = Field(
+        default=None,
+        description="For a recovery: the Job that died without a report (its migration or restore spec is "
+        "carried too, for the database and the storage of the backup a rollback restores).",
+    )
     plan_only: bool = Field(
         default=False,
         description="For a migration: plan and lint on the database, read only, before it is approved.",

@@ -34,6 +34,7 @@ COMMANDS = (
     "backups",
     "prune",
     "verify_backup",
+    "recover",
     "operator",
     "job",
 )

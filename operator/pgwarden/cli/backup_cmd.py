@@ -7,12 +7,13 @@ import argparse
 from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import BackupReport
 from pgwarden.api.sizes import human_size
-from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag
 from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.backup.options import FORMATS, BackupOptions
 from pgwarden.engine.backup.selection import DumpSelection
+from pgwarden.engine.recovery.recover import settle_first
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.streams import print_json, print_text, progress
 
@@ -129,9 +130,11 @@ def run(args: argparse.Namespace) -> int:
         identities=load_identities(args.identity) if args.identity else (),
         lock_wait_timeout=duration_flag("--lock-wait-timeout", args.lock_wait_timeout),
     )
+    recovered = settle_first(args.database_url, progress)
     report = take_backup(args.database_url, args.to, options, progress)
+    report.recovered = recovered
     if args.json:
         print_json(report)
     else:
-        print_text(render(report))
+        print_text([*describe_recovered(recovered), *render(report)])
     return 0 if report.outcome == "Succeeded" else 1

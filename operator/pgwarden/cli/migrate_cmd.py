@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from pgwarden.api.durations import parse_duration
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import MigrationReport, Outcome, Rehearsal
+from pgwarden.api.reports import AppliedMigration, MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
-from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
 from pgwarden.engine.backup.encryption import load_identities
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions
@@ -175,6 +175,7 @@ def describe(report: MigrationReport) -> list[str]:
         lines.extend(f"  {line}" for line in report.plan)
         lines.extend(f"warning: {w}" for w in report.warnings)
         return lines
+    lines.extend(describe_recovered(report.recovered))
     lines.append(f"outcome   {report.outcome}")
     lines.extend(f"lint      {f.file}:{f.line} {f.rule}: {f.message}" for f in report.lint)
     lines.append(f"version   {report.current_version or '(none)'}")
@@ -189,7 +190,7 @@ def describe(report: MigrationReport) -> list[str]:
             table(
                 ["VERSION", "DESCRIPTION", "TX", "MS"],
                 [
-                    [a.version, a.description, "yes" if a.transactional else "no", a.duration_ms]
+                    [a.version, a.description, "yes" if a.transactional else _statements(a), a.duration_ms]
                     for a in report.applied
                 ],
             )
@@ -238,6 +239,11 @@ def describe(report: MigrationReport) -> list[str]:
             f"rollback  {report.rollback.strategy}: {report.rollback.outcome} — {report.rollback.message}"
         )
     return lines
+
+
+def _statements(applied: AppliedMigration) -> str:
+    count = applied.statements
+    return f"no ({count.applied}/{count.total})" if count else "no"
 
 
 def _before_after(before: int | None, after: int | None) -> str:

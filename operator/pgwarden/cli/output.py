@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from pgwarden.api.durations import milliseconds
+from pgwarden.api.reports import Recovered
 from pgwarden.errors import BadInput
 from pgwarden.redact import redact
 from pgwarden.streams import print_json
@@ -69,3 +70,13 @@ def add_database_arg(parser: argparse.ArgumentParser, name: str = "database_url"
         metavar="DATABASE_URL",
         help="postgresql:// URL or libpq keywords; omit to use the PG* environment variables",
     )
+
+
+def describe_recovered(recovered: Recovered | None) -> list[str]:
+    """What a dead run had left and what was done about it, as lines a person reads (none: nothing left)."""
+    if recovered is None:
+        return []
+    lines = [f"recovered {recovered.state}" + ("" if recovered.found else ": nothing was left")]
+    lines.extend(f"  found   {line}" for line in recovered.found)
+    lines.extend(f"  done    {line}" for line in recovered.done)
+    return lines

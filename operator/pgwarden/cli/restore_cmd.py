@@ -9,8 +9,9 @@ from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
 from pgwarden.api.reports import RestoreReport
 from pgwarden.api.restore import RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
-from pgwarden.cli.output import add_database_arg, add_json_flag, duration_flag, table
+from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.recovery.recover import settle_first
 from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
@@ -168,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         )
     lock_wait = duration_flag("--lock-wait-timeout", args.lock_wait_timeout)
     backup = choose_backup(args.source, args.backup_id, args.owner)
+    recovered = settle_first(args.database_url, progress)
     if selection:
         options = PartialOptions(
             selection,
@@ -179,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             lock_wait_timeout=lock_wait,
         )
         report = restore_selected(args.database_url, backup, options, progress=progress)
+        report.recovered = recovered
         return _print(report, args, "exact")
     report = restore_backup(
         args.database_url,
@@ -192,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         row_counts=args.row_counts,
     )
+    report.recovered = recovered
     return _print(report, args, args.row_counts)
 
 
@@ -199,5 +203,5 @@ def _print(report: RestoreReport, args: argparse.Namespace, row_counts: RestoreR
     if args.json:
         print_json(report)
     else:
-        print_text(render(report, row_counts))
+        print_text([*describe_recovered(report.recovered), *render(report, row_counts)])
     return 0 if report.outcome == "Succeeded" else 1

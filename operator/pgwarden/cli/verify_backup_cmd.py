@@ -7,8 +7,10 @@ import argparse
 
 from pgwarden.api.drill import DrillReport
 from pgwarden.cli.backups_cmd import add_owner_arg
-from pgwarden.cli.output import add_json_flag, table
+from pgwarden.cli.output import add_json_flag, describe_recovered, table
 from pgwarden.engine.backup.encryption import load_identities
+from pgwarden.engine.postgres.connect import resolve_url
+from pgwarden.engine.recovery.settle import settle_scratch
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.streams import print_json, print_text, progress
 
@@ -76,6 +78,7 @@ def render(report: DrillReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    notes = settle_scratch(resolve_url(args.server_url), progress)
     report = run_drill(
         args.location,
         args.server_url,
@@ -85,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         progress=progress,
     )
+    report.recovered = notes.recovered()
     if args.json:
         print_json(report)
     else:
-        print_text(render(report))
+        print_text([*describe_recovered(report.recovered), *render(report)])
     return 0 if report.outcome == "Succeeded" else 1

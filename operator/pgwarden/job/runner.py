@@ -43,11 +43,14 @@ from pgwarden.api.task import (
 from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.backup.selection import DumpSelection
-from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate
+from pgwarden.engine.migrate import history
+from pgwarden.engine.migrate.migrate import MigrateOptions, for_rehearsal, migrate, version_of
 from pgwarden.engine.migrate.progress import StatementProgress
 from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.postgres.pgerror import describe_error
+from pgwarden.engine.recovery.recover import recover, settle_first
+from pgwarden.engine.recovery.settle import settle_scratch
 from pgwarden.engine.restore.drill import run_drill
 from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
 from pgwarden.engine.restore.restore import restore_backup
@@ -326,7 +329,9 @@ def run_backup(task: Task, url: str) -> Report:
         identities=identities() if spec.encryption and spec.verify.restore else (),
         copy_to=copies,
     )
+    recovered = settle_first(url, progress)
     report = BackupJobReport(**dict(take_backup(url, location, options, progress)))
+    report.recovered = recovered
     if report.outcome != Outcome.SUCCEEDED or report.backup is None:
         return report.to_json_dict()
     storage = open_storage(location)
@@ -407,6 +412,7 @@ def run_restore(task: Task, url: str) -> Report:
     elif source.location:
         given = source.location
         target = given if given.startswith(("s3://", "/")) else _under(root, given)
+    recovered = settle_first(url, progress)
     if spec.only is not None:
         options = PartialOptions(
             selection_of(spec.only.schemas, spec.only.tables, spec.rename_suffix),
@@ -416,8 +422,10 @@ def run_restore(task: Task, url: str) -> Report:
             jobs=spec.parallel_jobs,
             identities=identities() if spec.encryption is not None else (),
         )
-        return restore_selected(url, target, options, backup_id=backup_id, progress=progress).to_json_dict()
-    return restore_backup(
+        partial = restore_selected(url, target, options, backup_id=backup_id, progress=progress)
+        partial.recovered = recovered
+        return partial.to_json_dict()
+    report = restore_backup(
         url,
         target,
         backup_id=backup_id,
@@ -428,7 +436,9 @@ def run_restore(task: Task, url: str) -> Report:
         identities=identities() if spec.encryption is not None else (),
         progress=progress,
         row_counts=spec.verify.row_counts,
-    ).to_json_dict()
+    )
+    report.recovered = recovered
+    return report.to_json_dict()
 
 
 def run_drill_task(task: Task, url: str) -> Report:
@@ -442,14 +452,30 @@ def run_drill_task(task: Task, url: str) -> Report:
     if spec.verify.copy_index is not None:
         storage = spec.copies[spec.verify.copy_index].storage
     sealed = spec.encryption is not None and spec.encryption.identity_secret_ref is not None
-    return run_drill(
+    scratch = settle_scratch(url, progress)
+    report = run_drill(
         _under(storage_uri(storage), scope.path),
         url,
         owner=scope.owner,
         identities=identities() if sealed else (),
         jobs=spec.parallel_jobs,
         progress=progress,
-    ).to_json_dict()
+    )
+    report.recovered = scratch.recovered()
+    return report.to_json_dict()
+
+
+def run_recovery(task: Task, url: str) -> Report:
+    """After a migration or restore Job died without a report: settle what it left, with the storage of the
+    backup its rollback restores (its spec's) reachable as it was for the Job."""
+    if task.migration is not None and task.migration.backup_before is not None:
+        storage_uri(task.migration.backup_before.storage)  # its S3 settings, into the environment
+    elif task.restore_source is not None:
+        storage_uri(task.restore_source.storage)
+    progress(f"settling what Job {task.recovers or '?'} left")
+    report = recover(url, progress=progress)
+    report.current_version = version_of(url, history.DEFAULT_SCHEMA)
+    return report.to_json_dict()
 
 
 RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
@@ -458,6 +484,7 @@ RUNNERS: dict[JobKind, Callable[[Task, str], Report]] = {
     JobKind.RESTORE: run_restore,
     JobKind.DRILL: run_drill_task,
     JobKind.DRIFT: run_drift,  # many targets, each with credentials of its own: no DATABASE_URL
+    JobKind.RECOVER: run_recovery,
 }
 
 

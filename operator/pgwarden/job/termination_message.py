@@ -96,6 +96,9 @@ def _last_resort(report: Report, limit: int) -> str:
         core["rollback"] = {
             key: clip(str(rollback[key]), _SHORT_TEXT) for key in ("strategy", "outcome") if key in rollback
         }
+    recovered = report.get("recovered")
+    if isinstance(recovered, dict) and "state" in recovered:
+        core["recovered"] = {"state": clip(str(recovered["state"]), _SHORT_TEXT)}
     error = report.get("error")
     message = str(error.get("message") or "") if isinstance(error, dict) else ""
     budget = limit

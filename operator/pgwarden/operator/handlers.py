@@ -48,8 +48,14 @@ ANNOTATION_PREFIX = f"operator.{API_GROUP}"
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 
 
+EVENT_MESSAGE_BYTES = (
+    1024  # the API server's limit, counted in bytes (a clipped message ends in a 3-byte "…")
+)
+
+
 def post_event(body: Obj, event: Event) -> None:
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
+    message = event.message.encode()[:EVENT_MESSAGE_BYTES].decode(errors="ignore")
+    kopf.event(body, type=event.type, reason=event.reason, message=message)  # type: ignore[arg-type]
 
 
 def reconcile(context: Context, key: Key) -> None:

@@ -676,3 +676,32 @@ def restore_job(restore: DatabaseRestore, source: RestoreSource, settings: JobSe
         mounts=mounts,
     )
     return _job(restore, parts, settings, backoff_limit=0)
+
+
+def recovery_job(
+    resource: DatabaseMigration | DatabaseRestore, dead_job: str, settings: JobSettings
+) -> Manifest:
+    """The one Job that settles what `dead_job` left when it died without a report: `pgwarden job recover` with
+    the resource's database and, for a migration, the storage of the backup a restore rollback reads."""
+    meta = resource.metadata
+    generation = meta.generation or 1
+    if isinstance(resource, DatabaseMigration):
+        backup = resource.spec.backup_before
+        task = Task(
+            kind=JobKind.RECOVER, resource=resource_id(resource), migration=resource.spec, recovers=dead_job
+        )
+        storage, database, template = (
+            (backup.storage if backup else None),
+            resource.spec.database,
+            resource.spec.job_template,
+        )
+    else:
+        task = Task(
+            kind=JobKind.RECOVER, resource=resource_id(resource), restore=resource.spec, recovers=dead_job
+        )
+        storage, database, template = None, resource.spec.database, resource.spec.job_template
+    parts = PodParts(task=task, database=database, storage=storage, template=template)
+    job = _owned(resource, naming.recovery_job_name(dead_job), "Job", "batch/v1", generation)
+    job["metadata"]["labels"][TASK_LABEL] = str(JobKind.RECOVER)  # its report is a RecoveryReport
+    job["spec"] = job_spec(resource, parts, settings, backoff_limit=0, generation=generation)
+    return job

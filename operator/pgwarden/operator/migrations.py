@@ -14,9 +14,9 @@ from pgwarden.api.migration import (
     MigrationPhase,
 )
 from pgwarden.api.reports import MigrationReport, Outcome, RollbackOutcome
-from pgwarden.operator import approval, naming, previews, rehearsals
+from pgwarden.operator import approval, naming, previews, recovery, rehearsals
 from pgwarden.operator.conditions import Want, set_conditions
-from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, with_files
+from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, recovery_job, with_files
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun, parse_time
 from pgwarden.operator.resources import merged
@@ -169,12 +169,14 @@ def decide(
     rehearsal_run: ObservedRun | None = None,
     referenced: DatabaseBackup | None = None,
     preview_run: ObservedRun | None = None,
+    recovery_run: ObservedRun | None = None,
 ) -> Decision[DatabaseMigrationStatus]:
     """The next step for a DatabaseMigration. `run` is the Job of the current generation, if it exists;
     `others_active` names Jobs of earlier generations still running; `config_maps`, for a Manual one whose
     files come from ConfigMaps, what they hold now; `rehearsal_run`, the rehearsal Job of this generation
     (and files); `referenced`, the DatabaseBackup spec.rehearsal.backupRef names; `preview_run`, the Job
-    that reads the plan and lint of a Manual one without a rehearsal before it is approved."""
+    that reads the plan and lint of a Manual one without a rehearsal before it is approved; `recovery_run`,
+    the Job recovering what `run` left when it died without a report."""
     now = second(now)
     meta = migration.metadata
     generation = meta.generation or 1
@@ -196,6 +198,14 @@ def decide(
         phase, reason = MigrationPhase.CANCELLED, CANCELLED
     elif run is not None:
         fields, phase, reason = _run_status(run)
+        if recovery.died(run):  # what the dead Job left is settled by one recovery Job before the phase
+            step = recovery.recovery_step(
+                run, recovery_run, old.recovered, lambda: recovery_job(migration, run.job, settings)
+            )
+            fields.recovered, fields.message, create = step.status, step.message, step.create
+            phase = MigrationPhase(step.phase) if step.phase else MigrationPhase.RUNNING
+            reason = step.reason
+            fields.current_version = step.current_version or fields.current_version
     elif others_active:
         fields = DatabaseMigrationStatus(
             message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
@@ -228,7 +238,12 @@ def decide(
         old.conditions, _phase_conditions(phase, reason, new.message or "", drifted), generation, now
     )
 
-    if transitioned(old, new) or (old.message != new.message and phase == MigrationPhase.PENDING):
+    recovering = reason == recovery.RECOVERING and create is not None  # the recovery Job is made now
+    if (
+        transitioned(old, new)
+        or (old.message != new.message and phase == MigrationPhase.PENDING)
+        or recovering
+    ):
         events.extend(_events(phase, reason, new))
         if (ended := _finished(new, run, now)) is not None:
             finished.append(ended)
@@ -361,6 +376,8 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
 
 def _events(phase: MigrationPhase, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
     message = status.message or ""
+    if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+        return [Event(WARNING, reason, message)]
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]
     if reason == "RehearsalCreated":

@@ -53,6 +53,11 @@ def rehearsal_job_name(name: str, uid: str, generation: int, digest: str | None 
     return _fit(name, suffix, JOB_NAME_LIMIT)
 
 
+def recovery_job_name(job: str) -> str:
+    """`<job>-recover-<hash>`, at most 63 characters: the one recovery Job of a Job that died without a report."""
+    return _fit(job, f"-recover-{_digest(job, 'recover')}", JOB_NAME_LIMIT)
+
+
 def preview_job_name(name: str, uid: str, generation: int, digest: str | None = None) -> str:
     """`<name>-preview-<generation>-<hash>`: one read-only plan and lint per generation (and files)."""
     suffix = f"-preview-{generation}-{_digest(uid, generation, digest or '', 'preview')}"

@@ -13,7 +13,7 @@ from pgwarden.api.job_report import DecodedReport, JobReport, ReportNotes, decod
 from pgwarden.api.objects import parse_time as parse_time  # where the operator's modules take it from
 from pgwarden.api.task import JobKind
 from pgwarden.operator import naming
-from pgwarden.operator.jobs import CONTAINER, DRILL, TASK_LABEL
+from pgwarden.operator.jobs import CONTAINER, TASK_LABEL
 from pgwarden.operator.objects import Obj
 
 # Waiting reasons after which a container will not start by itself: the user has to fix something.
@@ -91,8 +91,9 @@ def parse_termination_message(
 def job_kind(job: Obj) -> JobKind | None:
     """What a Job does, from the labels the operator gave it (None for a Job without them)."""
     labels = (job.get("metadata") or {}).get("labels") or {}
-    if labels.get(TASK_LABEL) == DRILL:
-        return JobKind.DRILL
+    task = labels.get(TASK_LABEL)  # a Job of another kind than its resource's: drill, drift, recover
+    if task in {str(kind) for kind in JobKind}:
+        return JobKind(task)
     component = labels.get(naming.LABEL_COMPONENT)
     return next((kind for kind in JobKind if kind.value == component), None)
 

@@ -199,9 +199,11 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
         rehearsal = next((run for run in runs if run.job == rehearsal_name), None)
         preview_name = previews.job_name(resource, digest)
         preview = next((run for run in runs if run.job == preview_name), None)
+        recovering = naming.recovery_job_name(current_name)
+        recovery = next((run for run in runs if run.job == recovering), None)
         if settled:  # their outcomes are in status already (read without their pods)
             current = rehearsal = preview = None
-        sides = (current_name, rehearsal_name, preview_name)
+        sides = (current_name, rehearsal_name, preview_name, recovering)
         others = [run.job for run in runs if run.active and run.job not in sides]
         spec = resource.spec.rehearsal
         ref = spec.backup_ref if spec is not None else None
@@ -223,6 +225,7 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
             rehearsal_run=rehearsal,
             referenced=referenced,
             preview_run=preview,
+            recovery_run=recovery,
         )
     if isinstance(resource, DatabaseBackup):
         cronjobs = ctx.cache.cronjobs_of(uid) if ctx.cache else ctx.kube.cronjobs_of(namespace, uid)
@@ -237,9 +240,10 @@ def decide(ctx: Context, body: Obj, now: datetime) -> Decision[Any]:
             drill_cronjob=next((c for c in cronjobs if is_drill(c)), None),
         )
     run = None if settled else restores.pick_run(resource.status or DatabaseRestoreStatus(), runs)
+    recovery = next((r for r in runs if run is not None and r.job == naming.recovery_job_name(run.job)), None)
     ref = resource.spec.source.backup_ref
     referenced = _referenced_backup(ctx, namespace, ref.name) if ref else None
-    return restores.decide(resource, run, referenced, ctx.settings, now)
+    return restores.decide(resource, run, referenced, ctx.settings, now, recovery)
 
 
 def _config_map_files(ctx: Context, migration: DatabaseMigration) -> approval.ConfigMapFiles | None:

@@ -9,9 +9,9 @@ from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.reports import BeforeAfter, Outcome, RestoreReport
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus, RestorePhase, RestoreVerification
 from pgwarden.api.task import RestoreSource, backup_scope
-from pgwarden.operator import naming
+from pgwarden.operator import naming, recovery
 from pgwarden.operator.conditions import Want, set_conditions
-from pgwarden.operator.jobs import JobSettings, restore_job
+from pgwarden.operator.jobs import JobSettings, recovery_job, restore_job
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.resources import merged
@@ -156,9 +156,11 @@ def decide(
     referenced: DatabaseBackup | None,
     settings: JobSettings,
     now: datetime,
+    recovery_run: ObservedRun | None = None,
 ) -> Decision[DatabaseRestoreStatus]:
     """The next step for a DatabaseRestore; `run` is its Job (`pick_run`), `referenced` the DatabaseBackup of
-    a backupRef, if found. A restore runs once: a Job it created is never created again, whatever changes."""
+    a backupRef, if found; `recovery_run` the Job recovering what `run` left when it died without a report.
+    A restore runs once: a Job it created is never created again, whatever changes."""
     now = second(now)
     meta = restore.metadata
     generation = meta.generation or 1
@@ -169,6 +171,13 @@ def decide(
     create: Obj | None = None
     if run is not None:
         new, phase, reason = _run_fields(run)
+        if recovery.died(run):  # what the dead Job left is settled by one recovery Job before the phase
+            step = recovery.recovery_step(
+                run, recovery_run, old.recovered, lambda: recovery_job(restore, run.job, settings)
+            )
+            new.recovered, new.message, create = step.status, step.message, step.create
+            phase = RestorePhase.RUNNING if step.phase is None else RestorePhase.FAILED
+            reason = step.reason
     elif old.job:  # created, and gone before it finished: deleted to cancel the restore
         phase, reason = RestorePhase.CANCELLED, CANCELLED
         new = DatabaseRestoreStatus(job=old.job, message=cancelled(old.job, "restore"), completed_at=now)
@@ -202,6 +211,8 @@ def decide(
     events: list[Event] = []
     finished: list[Finished] = []
     if transitioned(old, new) or old.message != new.message:
+        if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+            events.append(Event(WARNING, reason, message))
         if reason == "JobCreated":
             events.append(Event(NORMAL, "Started", message))
         elif reason == "JobCannotStart":

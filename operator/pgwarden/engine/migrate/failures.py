@@ -11,9 +11,9 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from pgwarden.api.reports import ErrorInfo
-from pgwarden.engine.migrate.locking import is_lock_timeout
 from pgwarden.engine.migrate.sqlscript import Statement
 from pgwarden.engine.postgres.pgerror import describe_error
+from pgwarden.engine.recovery.locks import is_lock_timeout
 from pgwarden.errors import PgwardenError
 
 

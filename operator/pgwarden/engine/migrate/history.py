@@ -1,7 +1,14 @@
-"""The history table `<schema>.schema_history` and the schema state recorded after each run (for drift)."""
+"""The history table `<schema>.schema_history` and the schema state recorded after each run (for drift).
+
+A file that runs outside a transaction runs statement by statement; its history row says how many of its
+statements are applied (`statements_applied` of `statements_total`, with a digest of their text) and which one
+was running when the run ended (`statement_running`), so the next run resumes at that statement, as Atlas
+counts the applied statements of a file.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +29,10 @@ class HistoryRow:
     success: bool
     kind: str
     error: str | None = None
+    statements_applied: int | None = None
+    statements_total: int | None = None
+    statement_running: int | None = None
+    statements_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,14 @@ def ensure_tables(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -
     )
     conn.execute(
         sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS statements_total integer,"
+            " ADD COLUMN IF NOT EXISTS statements_applied integer,"
+            " ADD COLUMN IF NOT EXISTS statement_running integer,"
+            " ADD COLUMN IF NOT EXISTS statements_digest text"
+        ).format(_ident(schema, "schema_history"))
+    )
+    conn.execute(
+        sql.SQL(
             """CREATE TABLE IF NOT EXISTS {} (
                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 recorded_on timestamptz NOT NULL DEFAULT now(),
@@ -76,15 +95,31 @@ def history_exists(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) 
 
 
 def read_history(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> list[HistoryRow]:
-    """Every history row in installation order; empty when the table does not exist yet."""
+    """Every history row in installation order; empty when the table does not exist yet. Read as JSON, so a
+    table from before the statement columns reads too (they are added by the next run)."""
     if not history_exists(conn, schema):
         return []
     rows = conn.execute(
-        sql.SQL(
-            "SELECT version, description, checksum, success, type, error FROM {} ORDER BY installed_rank"
-        ).format(_ident(schema, "schema_history"))
+        sql.SQL("SELECT to_jsonb(h) FROM {} h ORDER BY installed_rank").format(
+            _ident(schema, "schema_history")
+        )
     ).fetchall()
-    return [HistoryRow(str(v), str(d), c, bool(s), str(t), e) for v, d, c, s, t, e in rows]
+    return [_row(r[0] if isinstance(r[0], dict) else json.loads(r[0])) for r in rows]
+
+
+def _row(data: dict[str, Any]) -> HistoryRow:
+    return HistoryRow(
+        version=str(data["version"]),
+        description=str(data["description"]),
+        checksum=data.get("checksum"),
+        success=bool(data["success"]),
+        kind=str(data.get("type") or "SQL"),
+        error=data.get("error"),
+        statements_applied=data.get("statements_applied"),
+        statements_total=data.get("statements_total"),
+        statement_running=data.get("statement_running"),
+        statements_digest=data.get("statements_digest"),
+    )
 
 
 def record_migration(
@@ -110,7 +145,19 @@ def record_migration(
 
 
 STARTED = "started; the run ended before this statement finished"
-"""The error text of the row written before a statement that commits on its own (outside a transaction)."""
+"""The error text of a row whose file runs outside a transaction while its run is under way (or died)."""
+
+
+def statements_digest(texts: list[str]) -> str:
+    """A digest of the statements applied so far: a rerun resumes only when they are still the same (pure)."""
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
+def _last_row_of(schema: str) -> sql.Composed:
+    """WHERE clause naming the last history row of a version (parameter: the version, twice)."""
+    return sql.SQL(
+        "installed_rank = (SELECT max(installed_rank) FROM {} WHERE version = %s) AND version = %s"
+    ).format(_ident(schema, "schema_history"))
 
 
 def record_started(
@@ -120,20 +167,51 @@ def record_started(
     description: str,
     script: str,
     checksum: str | None,
+    statements_total: int,
+    resumed: bool,
     schema: str = DEFAULT_SCHEMA,
 ) -> None:
-    """Before a statement that commits on its own: a row saying it started, so a run killed while it runs
-    leaves a history that says so, and the rerun knows the statement may have taken effect."""
-    record_migration(
-        conn,
-        version=version,
-        description=description,
-        script=script,
-        checksum=checksum,
-        execution_ms=0,
-        success=False,
-        error=STARTED,
-        schema=schema,
+    """Before the first statement of a file that runs outside a transaction: a row saying it started (or,
+    resuming, its last row started again), so a run killed part-way leaves a history that says so."""
+    if resumed:
+        conn.execute(
+            sql.SQL("UPDATE {} SET error = %s, installed_on = now(), checksum = %s WHERE ").format(
+                _ident(schema, "schema_history")
+            )
+            + _last_row_of(schema),
+            (STARTED, checksum, version, version),
+        )
+        return
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (version, description, type, script, checksum, execution_ms, success, error,"
+            " statements_total, statements_applied) VALUES (%s, %s, 'SQL', %s, %s, 0, false, %s, %s, 0)"
+        ).format(_ident(schema, "schema_history")),
+        (version, description, script, checksum, STARTED, statements_total),
+    )
+
+
+def statement_started(
+    conn: psycopg.Connection[Any], version: str, number: int, schema: str = DEFAULT_SCHEMA
+) -> None:
+    """Statement `number` (1-based) of the file is about to run: if the run dies now, it may have taken effect."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET statement_running = %s WHERE ").format(_ident(schema, "schema_history"))
+        + _last_row_of(schema),
+        (number, version, version),
+    )
+
+
+def statement_finished(
+    conn: psycopg.Connection[Any], version: str, applied: int, digest: str, schema: str = DEFAULT_SCHEMA
+) -> None:
+    """The first `applied` statements of the file have taken effect (`digest` of their text)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET statements_applied = %s, statements_digest = %s, statement_running = NULL WHERE "
+        ).format(_ident(schema, "schema_history"))
+        + _last_row_of(schema),
+        (applied, digest, version, version),
     )
 
 
@@ -143,31 +221,55 @@ def finish_started(
     *,
     execution_ms: int,
     error: str | None = None,
+    effect_unknown: bool = False,
     schema: str = DEFAULT_SCHEMA,
 ) -> None:
-    """Turn the started rows of `version` into its outcome: applied, or failed with `error`."""
+    """Turn the started row of `version` into its outcome: applied, or failed with `error` (the statement that
+    failed left nothing, unless `effect_unknown`: the connection went with it)."""
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET success = %s, error = %s, execution_ms = %s, installed_on = now()"
-            " WHERE version = %s AND NOT success AND error = %s"
-        ).format(_ident(schema, "schema_history")),
-        (error is None, error, execution_ms, version, STARTED),
+            "UPDATE {} SET success = %s, error = %s, execution_ms = %s, installed_on = now(),"
+            " statement_running = CASE WHEN %s THEN statement_running END WHERE "
+        ).format(_ident(schema, "schema_history"))
+        + _last_row_of(schema),
+        (error is None, error, execution_ms, effect_unknown, version, version),
     )
 
 
-def interrupted(rows: list[HistoryRow]) -> set[str]:
-    """Versions whose last row says a statement outside a transaction started and never finished."""
-    last: dict[str, HistoryRow] = {}
-    for row in rows:
-        last[row.version] = row
-    return {version for version, row in last.items() if not row.success and row.error == STARTED}
+def forget_statement(conn: psycopg.Connection[Any], version: str, schema: str = DEFAULT_SCHEMA) -> str:
+    """The SQL that forgets `version` once its down script ran: its applied rows go, a partly applied row
+    says nothing is applied (for the undo recipe the journal keeps; one statement, values inlined)."""
+    table = _ident(schema, "schema_history")
+    return (
+        sql.SQL(
+            "WITH gone AS (DELETE FROM {} WHERE version = {} AND success RETURNING 1)"
+            " UPDATE {} SET statements_applied = 0, statements_digest = NULL, statement_running = NULL"
+            " WHERE version = {} AND NOT success"
+        )
+        .format(table, sql.Literal(version), table, sql.Literal(version))
+        .as_string(conn)
+    )
 
 
-def forget_migration(conn: psycopg.Connection[Any], version: str, schema: str = DEFAULT_SCHEMA) -> None:
-    """Remove a version's successful rows after its down script ran."""
-    conn.execute(
-        sql.SQL("DELETE FROM {} WHERE version = %s AND success").format(_ident(schema, "schema_history")),
-        (version,),
+def last_state_id(conn: psycopg.Connection[Any], schema: str = DEFAULT_SCHEMA) -> int:
+    """The id of the newest recorded schema state (0: none)."""
+    if not history_exists(conn, schema):
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_ident(schema, "schema_state"))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def forget_states_statement(
+    conn: psycopg.Connection[Any], after_id: int, schema: str = DEFAULT_SCHEMA
+) -> str:
+    """The SQL that forgets the schema states recorded after `after_id` (a run's, once it is undone, so the
+    state before it is the one drift is judged by again)."""
+    return (
+        sql.SQL("DELETE FROM {} WHERE id > {}")
+        .format(_ident(schema, "schema_state"), sql.Literal(after_id))
+        .as_string(conn)
     )
 
 

@@ -17,21 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import sql
 
-from pgwarden.api.durations import milliseconds
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import (
-    BackupInfo,
-    ErrorInfo,
-    LockRetry,
-    MigrationReport,
-    Outcome,
-    Rehearsal,
-    RollbackResult,
-)
+from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
-from pgwarden.engine.migrate import history, rollback, verify
+from pgwarden.engine.migrate import history, verify
 from pgwarden.engine.migrate.failures import as_run_failure
 from pgwarden.engine.migrate.files import (
     InvalidVersion,
@@ -40,7 +30,6 @@ from pgwarden.engine.migrate.files import (
     load_migrations,
 )
 from pgwarden.engine.migrate.lint import LintResult, lint_migrations, refusal_message
-from pgwarden.engine.migrate.locking import migrator_lock, retry_on_lock_timeout
 from pgwarden.engine.migrate.plan import AppliedMigration as HistoryEntry
 from pgwarden.engine.migrate.plan import MigrationPlan, PlanRefused, plan_migrations
 from pgwarden.engine.migrate.progress import (
@@ -54,7 +43,14 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
-from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database, with_settings
+from pgwarden.engine.migrate.timeouts import session_url, set_timeouts
+from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database
+from pgwarden.engine.recovery import journal, undo
+from pgwarden.engine.recovery.journal import JournalRun
+from pgwarden.engine.recovery.locks import migrator_lock, retry_on_lock_timeout
+from pgwarden.engine.recovery.settle import Notes, describe_run, settle_runs, settle_server
+from pgwarden.engine.recovery.undo import Restorer
+from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
 
 log = logging.getLogger(__name__)
@@ -62,17 +58,18 @@ Progress = Callable[[str], None]
 MAINTENANCE_DATABASE = "postgres"
 
 
-class SafetyNet(Protocol):
+class SafetyNet(Restorer, Protocol):
     """The pre-migration backup (`--backup-to`) and the restore that undoes a run from it."""
+
+    location: str
+    """Where its backups go (the run's journal records it, with `owner`, for a rollback after its death)."""
+    owner: str | None
 
     def preflight(self, strategy: RollbackStrategy) -> None:
         """Raise BadInput, before anything changes, when the strategy could not work here."""
 
     def take(self) -> BackupInfo:
         """Take the backup; raise PgwardenError when it fails (nothing is migrated then)."""
-
-    def restore(self, backup: BackupInfo, say: Callable[[str], None]) -> RollbackResult:
-        """Put the database back as the backup holds it; the result says what state it is in."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,8 @@ class MigrateOptions:
     `progress_every` seconds (the operator's hook for status); without it, progress lines go to `progress`."""
     progress_after: float = REPORT_AFTER
     progress_every: float = REPORT_EVERY
+    settle: bool = True
+    """Settle what a dead run left on the database before running (not on a rehearsal's throwaway copy)."""
 
 
 def _now() -> datetime:
@@ -116,15 +115,18 @@ def migrate(url: str, options: MigrateOptions, progress: Progress | None = None)
     started = _now()
     if options.plan_only:
         with connect(url, autocommit=True) as conn:
-            _set_timeouts(conn, options.policy)
+            set_timeouts(conn, options.policy)
             plan = _plan(conn, files, options)
             report = _plan_report(plan, url, _lint(conn, plan, options))
     else:
+        # A swap a dead run left half-done may have taken the database's name away: settled before anything
+        # connects to it (the migrator lock's part, the journal, is settled under that lock in _run).
+        notes = settle_server(url, say) if options.settle else Notes()
         _check_rollback(options)
         if options.rehearsal is not None:
-            report = _rehearse_then_run(url, files, options, say)
+            report = _rehearse_then_run(url, files, options, say, notes)
         else:
-            report = _run(url, files, options, say)
+            report = _run(url, files, options, say, notes)
     completed = _now()
     report.started_at = started.isoformat()
     report.completed_at = completed.isoformat()
@@ -145,13 +147,13 @@ def _load(options: MigrateOptions) -> list[MigrationFile]:
 
 
 def _rehearse_then_run(
-    url: str, files: list[MigrationFile], options: MigrateOptions, say: Progress
+    url: str, files: list[MigrationFile], options: MigrateOptions, say: Progress, notes: Notes
 ) -> MigrationReport:
     """Plan and lint on the real database (read only), rehearse on a scratch copy, and run for real only
     when the rehearsal succeeded; otherwise the real database is never touched."""
     assert options.rehearsal is not None
     with connect(url, autocommit=True) as conn:
-        _set_timeouts(conn, options.policy)
+        set_timeouts(conn, options.policy)
         plan = _plan(conn, files, options)
         _lint(conn, plan, options)
     rehearsing = for_rehearsal(options)
@@ -163,9 +165,10 @@ def _rehearse_then_run(
     rehearsed = rehearse(url, options.rehearsal, run_plan, say)
     if rehearsed.outcome == Outcome.SUCCEEDED:
         say("rehearsal succeeded; migrating the database")
-        report = _run(url, files, options, say)
+        report = _run(url, files, options, say, notes)
     else:
         report = _stopped_by(rehearsed, plan, url, options)
+        report.recovered = notes.recovered()
         say(f"failed: {report.error.message if report.error else 'the rehearsal failed'}")
     report.rehearsal = rehearsed
     return report
@@ -181,6 +184,7 @@ def for_rehearsal(options: MigrateOptions) -> MigrateOptions:
         if options.rollback == RollbackStrategy.RESTORE
         else options.rollback,
         rehearsal=None,
+        settle=False,
     )
 
 
@@ -195,7 +199,7 @@ def _stopped_by(
         current_version=plan.current_version,
         pending=list(plan.pending),
         plan=plan.describe(),
-        rollback=rollback.nothing_started(options.rollback),
+        rollback=undo.nothing_started(options.rollback),
         error=ErrorInfo(
             message=f"{reason}; the real run did not start and the database was not touched",
             migration=rehearsed.error.migration if rehearsed.error else None,
@@ -210,55 +214,137 @@ def _check_rollback(options: MigrateOptions) -> None:
         options.safety_net.preflight(options.rollback)
 
 
-def _run(url: str, files: list[MigrationFile], options: MigrateOptions, say: Progress) -> MigrationReport:
-    """Lock, plan and run; a failure before the run starts changes nothing and is reported as such."""
-    phase = "connecting"
+@dataclass
+class _Phase:
+    """What a run that has not started yet is doing, and the lock timeouts it retried, for its report."""
+
+    name: str = "connecting"
+    retries: list[LockRetry] = field(default_factory=list)
+
+    def note_retry(self, number: int, delay: float, _error: BaseException) -> None:
+        self.retries.append(LockRetry(phase=self.name, attempt=number, delay_seconds=delay))
+
+
+def _run(
+    url: str, files: list[MigrationFile], options: MigrateOptions, say: Progress, notes: Notes | None = None
+) -> MigrationReport:
+    """Lock, settle what a dead run left in the journal, plan and run; a failure before the run starts
+    changes nothing and is reported as such. `notes`: what settling the server found already."""
+    phase, notes = _Phase(), notes or Notes()
     run: Run | None = None
-    retries: list[LockRetry] = []
-
-    def note_retry(number: int, delay: float, _error: BaseException) -> None:
-        retries.append(LockRetry(phase=phase, attempt=number, delay_seconds=delay))
-
     try:
-        with _maintenance_lock(url, options), connect(url, autocommit=True) as conn:
-            _set_timeouts(conn, options.policy)
-            phase = "waiting for the migrator lock"
-            with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
-                phase = "reading the history"
-                plan = retry_on_lock_timeout(
-                    lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=note_retry
-                )
-                phase = "linting the pending migrations"
-                linted = _lint(conn, plan, options)
-                watch = _progress_watch(url, options, say)
-                watched = dataclasses.replace(options, observers=(*options.observers, watch))
-                run = Run(conn, _session_url(url, options.policy), plan, watched, say)
-                run.report.lock_retries.extend(retries)
-                run.report.lint = list(linted.findings)
-                run.report.warnings.extend(linted.warnings)
-                try:
-                    with watch:
-                        return run.execute()
-                finally:
-                    run.close()
+        with _maintenance_lock(url, options):
+            if options.settle:
+                phase.name = "settling what a dead run left"
+                notes.extend(_settle(url, options, say))
+                if notes.failed:
+                    raise PgwardenError(
+                        "a dead run's work could not be settled, so this run did not start: "
+                        + "; ".join(notes.done[-2:] or notes.found)
+                    )
+            with connect(url, autocommit=True) as conn:
+                set_timeouts(conn, options.policy)
+                phase.name = "waiting for the migrator lock"
+                with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
+                    run = _prepared(conn, url, files, options, say, phase)
+                    if (continued := run.journal.continuing) is not None:
+                        notes.done.append(f"this run continues run {continued.id}")
+                    run.report.recovered = notes.recovered()
+                    try:
+                        with _progress_watch(url, options, say) as watch:
+                            run.options = dataclasses.replace(
+                                run.options, observers=(*options.observers, watch)
+                            )
+                            return run.execute()
+                    finally:
+                        run.close()
     except BadInput:
         raise
     except (PgwardenError, psycopg.Error, KeyboardInterrupt) as exc:
         if run is not None:
             raise  # the run reports its own failures; what escapes it is a failure of the report itself
         failure = as_run_failure(
-            exc, phase, lock_timeout=options.policy.lock_timeout, attempts=options.lock_attempts
+            exc, phase.name, lock_timeout=options.policy.lock_timeout, attempts=options.lock_attempts
         )
         say(f"failed: {failure}")
         return MigrationReport(
             # Nothing was changed: RolledBack says so, unless the database was never reached at all.
-            outcome=Outcome.FAILED if isinstance(exc, DatabaseUnavailable) else Outcome.ROLLED_BACK,
+            outcome=Outcome.FAILED
+            if isinstance(exc, DatabaseUnavailable) or notes.failed
+            else Outcome.ROLLED_BACK,
             database=describe(url),
-            rollback=rollback.nothing_started(options.rollback),
+            rollback=undo.nothing_started(options.rollback),
             error=failure.to_error(),
-            lock_retries=retries,
-            current_version=_version_or_none(_session_url(url, options.policy), options.history_schema),
+            lock_retries=phase.retries,
+            recovered=notes.recovered(),
+            current_version=_version_or_none(session_url(url, options.policy), options.history_schema),
         )
+
+
+def _settle(url: str, options: MigrateOptions, say: Progress) -> Notes:
+    """The journal's dead runs that were rolling back have their rollback finished (a dead run that was going
+    forward is continued by this run)."""
+    notes = settle_runs(
+        session_url(url, options.policy),
+        options.history_schema,
+        undo_forward=False,
+        wait_seconds=options.lock_wait_seconds,
+        say=say,
+    )
+    notes.partial = False  # what is left going forward, this run continues
+    return notes
+
+
+def _prepared(
+    conn: psycopg.Connection[Any],
+    url: str,
+    files: list[MigrationFile],
+    options: MigrateOptions,
+    say: Progress,
+    phase: _Phase,
+) -> Run:
+    """Under the migrator lock: the dead run to continue (if any), the plan, its lint, the Run."""
+    phase.name = "reading the journal"
+    continuing = _continuing(conn, options, say)
+    phase.name = "reading the history"
+    plan = retry_on_lock_timeout(
+        lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=phase.note_retry
+    )
+    phase.name = "linting the pending migrations"
+    linted = _lint(conn, plan, options)
+    restorer = None
+    if continuing is not None and continuing.backup is not None:
+        restorer = BackupSafetyNet(
+            url, continuing.backup.storage, owner=continuing.backup.owner, progress=say
+        )
+    run = Run(
+        conn, session_url(url, options.policy), plan, options, say, continuing=continuing, restorer=restorer
+    )
+    run.report.lock_retries.extend(phase.retries)
+    run.report.lint = list(linted.findings)
+    run.report.warnings.extend(linted.warnings)
+    return run
+
+
+def _continuing(conn: psycopg.Connection[Any], options: MigrateOptions, say: Progress) -> JournalRun | None:
+    """The dead run this run continues: the one the journal says died going forward (nothing else is left
+    unfinished once settled; one still rolling back stops the run)."""
+    if not options.settle:
+        return None
+    unfinished = journal.unfinished(conn, options.history_schema)
+    rolling_back = [r for r in unfinished if r.state == journal.ROLLING_BACK]
+    if rolling_back:
+        raise PgwardenError(
+            f"{describe_run(rolling_back[0])}; its rollback is unfinished, so this run did not start: "
+            "`pgwarden recover` finishes it"
+        )
+    if not unfinished:
+        return None
+    continuing = unfinished[-1]
+    say(
+        f"continuing run {continuing.id}, which died after applying {', '.join(continuing.versions) or 'nothing'}"
+    )
+    return continuing
 
 
 def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> ProgressWatch:
@@ -271,7 +357,7 @@ def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> Progres
             say(progress.describe())
 
     return ProgressWatch(
-        _session_url(url, options.policy), report, after=options.progress_after, every=options.progress_every
+        session_url(url, options.policy), report, after=options.progress_after, every=options.progress_every
     )
 
 
@@ -301,6 +387,11 @@ def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
         yield
 
 
+def version_of(url: str, schema: str) -> str | None:
+    """The version the database is at, or None when there is none or it cannot be read."""
+    return _version_or_none(url, schema)
+
+
 def _version_or_none(url: str, schema: str) -> str | None:
     """The version the database is at, when it can still be read (for reports of runs that never started);
     `url` carries the run's timeouts, so a locked history table cannot hold the report up."""
@@ -311,55 +402,22 @@ def _version_or_none(url: str, schema: str) -> str | None:
         return None
 
 
-def postgres_timeout(setting: str, value: str) -> str:
-    """A timeout as PostgreSQL is handed it: milliseconds, from the one duration grammar (pgwarden.api.durations);
-    BadInput for text that is not a duration or exceeds what PostgreSQL takes."""
-    try:
-        ms = milliseconds(value)
-    except ValueError as exc:
-        raise BadInput(f"{setting} {exc}") from exc
-    if ms > POSTGRES_MAX_MS:
-        raise BadInput(
-            f"{setting} {value!r} is longer than PostgreSQL allows (24 days); give a shorter bound"
-        )
-    return str(ms)
-
-
-POSTGRES_MAX_MS = 2_147_483_647  # lock_timeout and statement_timeout are int4 milliseconds
-
-
-def _timeouts(policy: MigrationPolicy) -> dict[str, str]:
-    return {
-        "lock_timeout": postgres_timeout("lock_timeout", policy.lock_timeout),
-        "statement_timeout": postgres_timeout("statement_timeout", policy.statement_timeout),
-    }
-
-
-def _set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
-    for setting, value in _timeouts(policy).items():
-        if value == "0":
-            raise BadInput(
-                f"{setting} 0 would let the run wait for ever; give a bound such as 8h (the default is "
-                f"{MigrationPolicy.model_fields[setting].default})"
-            )
-        try:
-            conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
-        except psycopg.errors.InvalidParameterValue as exc:
-            raise BadInput(
-                f"{setting} {value!r} is not a duration; use e.g. 5s, 10m, 1h30m or 500ms"
-            ) from exc
-
-
-def _session_url(url: str, policy: MigrationPolicy) -> str:
-    """The URL every other session of the run opens (counts, reconnects), carrying the same timeouts."""
-    return with_settings(url, _timeouts(policy))
-
-
 def _plan(
     conn: psycopg.Connection[Any], files: list[MigrationFile], options: MigrateOptions
 ) -> MigrationPlan:
     rows = history.read_history(conn, options.history_schema)
-    entries = [HistoryEntry(r.version, r.description, r.checksum or "", r.success) for r in rows]
+    entries = [
+        HistoryEntry(
+            r.version,
+            r.description,
+            r.checksum or "",
+            r.success,
+            r.statements_applied or 0,
+            r.statement_running,
+            r.statements_digest,
+        )
+        for r in rows
+    ]
     try:
         plan = plan_migrations(
             files,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from pgwarden.api.policy import TransactionMode
 from pgwarden.engine.migrate.files import InvalidVersion, MigrationFile, version_key
+from pgwarden.engine.migrate.history import statements_digest
 from pgwarden.errors import BadInput
 
 ALLOW_DESTRUCTIVE_HINT = "add `-- pgwarden:allow-destructive` to the file or pass --allow-destructive"
@@ -13,12 +15,25 @@ ALLOW_DESTRUCTIVE_HINT = "add `-- pgwarden:allow-destructive` to the file or pas
 
 @dataclass(frozen=True)
 class AppliedMigration:
-    """One row of the history table, as far as planning cares."""
+    """One row of the history table, as far as planning cares (the statement counts: for a file that runs
+    outside a transaction, how far an earlier run got)."""
 
     version: str
     description: str
     checksum: str
     success: bool
+    statements_applied: int = 0
+    statement_running: int | None = None
+    statements_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a file that runs statement by statement resumes: after its first `applied` statements, the
+    next of which a dead run had `interrupted` (started, maybe taken effect, never recorded as done)."""
+
+    applied: int
+    interrupted: bool
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class PlannedMigration:
     file: MigrationFile
     transaction_group: int
     runs_in_transaction: bool
+    resume: Resume | None = None
 
 
 @dataclass(frozen=True)
@@ -91,23 +107,21 @@ class NonTransactionalMigration:
 
 
 @dataclass(frozen=True)
-class NonAtomicMigration:
-    """A migration that must run outside a transaction but has more than one statement: a failure part-way
-    would leave some of them applied, with nothing to undo them and no history row to say so."""
+class PartlyAppliedChanged:
+    """A file that runs statement by statement, partly applied by an earlier run, whose applied statements
+    changed since: resuming it would skip statements that never ran."""
 
     script_name: str
-    statements: int
-    line: int | None
-    reason: str
+    version: str
+    applied: int
 
     @property
     def message(self) -> str:
         """What happened and what to do."""
-        where = f"{self.script_name}:{self.line}" if self.line is not None else self.script_name
         return (
-            f"{where}: {self.reason} cannot run inside a transaction, so this file's {self.statements} "
-            "statements would each commit on their own and a failure part-way would leave some applied; "
-            "put the statement that needs no transaction in a migration file of its own"
+            f"{self.script_name} (version {self.version}) was partly applied by an earlier run ({self.applied} "
+            f"statement(s)) and those statements changed since; restore them as they were (edit only what "
+            "follows them), or undo what was applied by hand and delete its history row"
         )
 
 
@@ -137,7 +151,7 @@ Refusal = (
     EditedMigration
     | OutOfOrderMigration
     | NonTransactionalMigration
-    | NonAtomicMigration
+    | PartlyAppliedChanged
     | DestructiveStatements
 )
 
@@ -199,11 +213,7 @@ class MigrationPlan:
             lines.append(f"  {file.version}  {file.description}  baseline: recorded as applied, not run")
         width = max((len(step.file.version) for step in self.steps), default=0)
         for step in self.steps:
-            how = (
-                "in a transaction"
-                if step.runs_in_transaction
-                else "outside a transaction, verified right after it commits"
-            )
+            how = "in a transaction" if step.runs_in_transaction else _outside(step)
             lines.append(
                 f"  {step.file.version:<{width}}  {step.file.description}  "
                 f"(group {step.transaction_group}, {how})"
@@ -237,28 +247,8 @@ def plan_migrations(
     warnings: list[str] = []
     refusals: list[Refusal] = []
 
-    last_rows: dict[tuple[int, ...], AppliedMigration] = {}
-    for row in applied:
-        try:
-            last_rows[version_key(row.version)] = row
-        except InvalidVersion:
-            warnings.append(
-                f"history row with version {row.version!r} is not a version pgwarden can order; ignored"
-            )
+    last_rows = _last_rows(applied, by_key, warnings, refusals)
     succeeded = {key: row for key, row in last_rows.items() if row.success}
-    for key, row in sorted(last_rows.items()):
-        file = by_key.get(key)
-        if file is None:
-            if row.success:
-                warnings.append(
-                    f"version {row.version} ({row.description}) is recorded as applied "
-                    "but its file is missing from the migration directory"
-                )
-        elif row.success and row.checksum != file.checksum:
-            refusals.append(EditedMigration(file.script_name, file.version, row.checksum, file.checksum))
-        elif not row.success:
-            warnings.append(_retry_warning(file))
-
     newest_key = max(succeeded, default=None)
     baselined = tuple(
         f
@@ -286,7 +276,7 @@ def plan_migrations(
                 "pgwarden only migrates up, so nothing is undone"
             )
 
-    steps = _group(pending, mode, refusals, warnings)
+    steps = _with_resume(_group(pending, mode, refusals), last_rows, refusals)
     refusals.extend(_destructive_refusals(pending, allow_destructive))
     return MigrationPlan(
         mode=mode,
@@ -298,6 +288,36 @@ def plan_migrations(
         warnings=tuple(warnings),
         refusals=tuple(refusals),
     )
+
+
+def _last_rows(
+    applied: tuple[AppliedMigration, ...] | list[AppliedMigration],
+    by_key: dict[tuple[int, ...], MigrationFile],
+    warnings: list[str],
+    refusals: list[Refusal],
+) -> dict[tuple[int, ...], AppliedMigration]:
+    """The last history row of each version, with what the rows say about the files (pure)."""
+    last_rows: dict[tuple[int, ...], AppliedMigration] = {}
+    for row in applied:
+        try:
+            last_rows[version_key(row.version)] = row
+        except InvalidVersion:
+            warnings.append(
+                f"history row with version {row.version!r} is not a version pgwarden can order; ignored"
+            )
+    for key, row in sorted(last_rows.items()):
+        file = by_key.get(key)
+        if file is None:
+            if row.success:
+                warnings.append(
+                    f"version {row.version} ({row.description}) is recorded as applied "
+                    "but its file is missing from the migration directory"
+                )
+        elif row.success and row.checksum != file.checksum:
+            refusals.append(EditedMigration(file.script_name, file.version, row.checksum, file.checksum))
+        elif not row.success:
+            warnings.append(_retry_warning(file))
+    return last_rows
 
 
 def _parse_bound(version: str | None, what: str) -> tuple[int, ...] | None:
@@ -312,12 +332,44 @@ def _parse_bound(version: str | None, what: str) -> tuple[int, ...] | None:
 def _retry_warning(file: MigrationFile) -> str:
     warning = f"{file.script_name} failed on an earlier run and will be retried"
     if not file.runs_in_transaction:
-        warning += "; it ran outside a transaction, so what it did before failing is still there"
+        warning += "; it runs statement by statement, so it resumes at the statement that did not finish"
     return warning
 
 
+def _outside(step: PlannedMigration) -> str:
+    total = len(step.file.statements)
+    how = f"outside a transaction, statement by statement ({total}), verified right after"
+    if step.resume is not None and step.resume.applied:
+        how += f"; resumes at statement {step.resume.applied + 1}"
+    return how
+
+
+def _with_resume(
+    steps: tuple[PlannedMigration, ...],
+    last_rows: dict[tuple[int, ...], AppliedMigration],
+    refusals: list[Refusal],
+) -> tuple[PlannedMigration, ...]:
+    """Each file that runs statement by statement, with where an earlier run left it (pure)."""
+    resumed = []
+    for step in steps:
+        row = last_rows.get(step.file.version_key)
+        if step.runs_in_transaction or row is None or row.success:
+            resumed.append(step)
+            continue
+        applied = row.statements_applied
+        texts = [s.text for s in step.file.statements[:applied]]
+        if applied and (
+            applied > len(step.file.statements) or statements_digest(texts) != row.statements_digest
+        ):
+            refusals.append(PartlyAppliedChanged(step.file.script_name, step.file.version, applied))
+        interrupted = row.statement_running is not None
+        resume = Resume(applied, interrupted) if applied or interrupted else None
+        resumed.append(dataclasses.replace(step, resume=resume))
+    return tuple(resumed)
+
+
 def _group(
-    pending: list[MigrationFile], mode: TransactionMode, refusals: list[Refusal], warnings: list[str]
+    pending: list[MigrationFile], mode: TransactionMode, refusals: list[Refusal]
 ) -> tuple[PlannedMigration, ...]:
     steps: list[PlannedMigration] = []
     group = 0
@@ -328,8 +380,6 @@ def _group(
             steps.append(PlannedMigration(file, transaction_group=1, runs_in_transaction=True))
             continue
         in_transaction = file.runs_in_transaction
-        if not in_transaction and len(file.statements) > 1:
-            refusals.append(_non_atomic(file))
         # auto shares one transaction between neighbours; perMigration and non-transactional files stand alone.
         shares = mode is TransactionMode.AUTO and in_transaction
         if not (shares and previous_shared):
@@ -337,15 +387,6 @@ def _group(
         previous_shared = shares
         steps.append(PlannedMigration(file, transaction_group=group, runs_in_transaction=in_transaction))
     return tuple(steps)
-
-
-def _non_atomic(file: MigrationFile) -> NonAtomicMigration:
-    first = next((s for s in file.statements if not s.transactional), None)
-    if first is None:
-        return NonAtomicMigration(
-            file.script_name, len(file.statements), None, "the -- pgwarden:no-transaction directive says it"
-        )
-    return NonAtomicMigration(file.script_name, len(file.statements), first.line, first.kind)
 
 
 def _non_transactional(file: MigrationFile) -> list[NonTransactionalMigration]:

@@ -18,6 +18,7 @@ from pgwarden.api.reports import ErrorInfo, MigrationReport, Outcome, Rehearsal
 from pgwarden.engine.backup.stored_dump import Identities, check_can_open
 from pgwarden.engine.migrate.lock_sampling import LockSampler, over_limit
 from pgwarden.engine.migrate.statements import StatementObserver
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import database_name, describe, with_database
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.scratch import REHEARSAL_MARK, scratch_database
@@ -78,6 +79,7 @@ def rehearse(url: str, options: RehearsalOptions, run_plan: RunPlan, say: Say) -
             say(f"rehearsal: restoring backup {manifest.id} into the scratch database {name}")
             restore_manifest(scratch_url, backup, manifest, identities=options.identities, progress=say)
             result.restore_seconds = round(time.monotonic() - clock, 3)
+            pause_point("rehearsal-restored")
             say(f"rehearsal: running the plan on {name}")
             ran = time.monotonic()
             with LockSampler(scratch_url, options.sample_interval) as sampler:

@@ -18,6 +18,7 @@ from pglast.enums.parsenodes import (
     ReindexObjectType,
 )
 
+from pgwarden.engine.postgres.schema_diff import qualified_name
 from pgwarden.errors import BadInput
 
 KNOWN_DIRECTIVES = ("no-transaction", "allow-destructive")
@@ -96,7 +97,8 @@ class Statement:
     transactional: bool
     destructive: str | None
     concurrent_index: str | None = None
-    """The index a CREATE INDEX CONCURRENTLY builds (schema-qualified when written so), to drop if left INVALID."""
+    """The index a CREATE INDEX CONCURRENTLY builds (schema-qualified when written so, quoted where it needs
+    it), to drop if left INVALID."""
     concurrent_index_table: str | None = None
     """The table of that index, to find the INVALID index a failure leaves when the statement names none."""
 
@@ -113,16 +115,6 @@ class Script:
     def runs_in_transaction(self) -> bool:
         """Whether the script can run inside a transaction block (no directive or statement says otherwise)."""
         return not self.directives.no_transaction and all(s.transactional for s in self.statements)
-
-    @property
-    def non_transactional_statements(self) -> tuple[Statement, ...]:
-        """The statements PostgreSQL refuses inside a transaction block."""
-        return tuple(s for s in self.statements if not s.transactional)
-
-    @property
-    def destructive_statements(self) -> tuple[Statement, ...]:
-        """The statements that can lose data."""
-        return tuple(s for s in self.statements if s.destructive is not None)
 
 
 def parse_script(sql: str, name: str = "<script>") -> Script:
@@ -368,14 +360,16 @@ def _executed_dml(node: ast.Node) -> Iterator[ast.DeleteStmt | ast.UpdateStmt]:
 
 
 def _concurrent_index(node: ast.Node) -> tuple[str | None, str | None]:
-    if not isinstance(node, ast.IndexStmt) or not node.concurrent:
+    """The index a CREATE INDEX CONCURRENTLY builds and its table, quoted where they need it (so
+    `to_regclass` and a pasted DROP INDEX read them back exactly)."""
+    if not isinstance(node, ast.IndexStmt) or not node.concurrent or node.relation is None:
         return None, None
-    table = _relation_name(node.relation)
+    schema, table = node.relation.schemaname, node.relation.relname
+    table_name = qualified_name(*(part for part in (schema, table) if part))
     if node.idxname is None:
-        return None, table
+        return None, table_name
     # An index always lives in its table's schema.
-    schema = node.relation.schemaname if node.relation is not None else None
-    return (f"{schema}.{node.idxname}" if schema else node.idxname), table
+    return qualified_name(*(part for part in (schema, node.idxname) if part)), table_name
 
 
 def _relation_name(relation: ast.RangeVar | None) -> str:

@@ -32,11 +32,20 @@ Say = Callable[[str], None]
 Connection = psycopg.Connection[Any]
 
 # Names of scratch databases, as LIKE patterns: only these are ever swept, and only when no owner holds them.
+# Restore drills (engine.restore.drill) are `<database>_pgw_drill_<random>`; a restore rollback's copy before it
+# is verified `<database>_pgw_restore_<random>` (engine.restore.swap; once verified it is renamed and no longer
+# swept: the next run swaps it in); a `restore --create` works in `<database>_pgw_restoring_<random>`.
 REHEARSAL_MARK = "_pgw_rehearsal_"
 VERIFY_PREFIX = "pgwarden_verify_"
-# Restore drills (engine.restore.drill): `<database>_pgw_drill_<random>`, owned through scratch_database like the rest;
-# partial restores (engine.restore.partial): `<database>_pgw_partial_<random>`.
-SWEPT = (r"%\_pgw\_rehearsal\_%", r"pgwarden\_verify\_%", r"%\_pgw\_drill\_%", r"%\_pgw\_partial\_%")
+# Partial restores (engine.restore.partial) work in `<database>_pgw_partial_<random>`.
+SWEPT = (
+    r"%\_pgw\_rehearsal\_%",
+    r"pgwarden\_verify\_%",
+    r"%\_pgw\_drill\_%",
+    r"%\_pgw\_restore\_%",
+    r"%\_pgw\_restoring\_%",
+    r"%\_pgw\_partial\_%",
+)
 RELEASE = "release\n"
 
 

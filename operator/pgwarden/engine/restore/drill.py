@@ -19,6 +19,7 @@ from psycopg import sql
 from pgwarden.api.drill import DrillReport
 from pgwarden.api.reports import ErrorInfo, Outcome
 from pgwarden.engine.backup.stored_dump import Identities, check_can_open
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url, with_database
 from pgwarden.engine.postgres.databases import derived_name
 from pgwarden.engine.postgres.scratch import scratch_database
@@ -114,6 +115,7 @@ def run_drill(
             restore_clock = time.monotonic()
             restore_manifest(scratch_url, backup, manifest, jobs=jobs, identities=identities, progress=say)
             counts, schema = restored_state(scratch_url)
+            pause_point("drill-restored")
             report.restore_seconds = round(time.monotonic() - restore_clock, 3)
         report.scratch_dropped = True
     except (PgwardenError, psycopg.Error, OSError) as exc:

@@ -3,11 +3,12 @@ and give every restored object back to its owner. Read once from the catalogs; j
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
+from pgwarden.engine.postgres.schema_diff import quote_ident
 
 # (catalog, owner column, namespace column): every kind of object pg_dump writes with an owner.
 _OWNED: tuple[tuple[str, str, str | None], ...] = (
@@ -103,13 +104,6 @@ def read_role_facts(conn: psycopg.Connection[Any]) -> RoleFacts:
         foreign_owners=foreign,
         untrusted_extensions=untrusted,
     )
-
-
-def quote_ident(name: str) -> str:
-    """A name as SQL needs it written (pure; quoted unless plain lower-case)."""
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 def missing_for_restore(facts: RoleFacts) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, overload
@@ -36,6 +38,7 @@ from pgwarden.engine.backup.stored_dump import (
     stream_object,
 )
 from pgwarden.engine.backup.streaming import Push
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url, with_database
 from pgwarden.engine.postgres.counts import (
     BACKGROUND_COUNT_CONCURRENCY,
@@ -46,6 +49,7 @@ from pgwarden.engine.postgres.counts import (
 from pgwarden.engine.postgres.databases import derived_name, end_sessions, maintenance, rename
 from pgwarden.engine.postgres.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
+from pgwarden.engine.postgres.scratch import guarded
 from pgwarden.engine.postgres.tools import (
     PgTool,
     collect_stderr,
@@ -325,6 +329,30 @@ def put_in_place(url: str, restored: str, dbname: str) -> None:
             ) from exc
 
 
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How a restore runs, besides the database and the backup."""
+
+    create: bool = False
+    clean: bool = False
+    terminate: bool = False
+    jobs: int = 1
+    identities: Identities = ()
+    lock_wait_timeout: str = DEFAULT_LOCK_WAIT_TIMEOUT
+    row_counts: RestoreRowCounts = "exact"
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What the restore produced, for its report."""
+
+    tool: PgTool
+    counts: Mapping[str, int | None]
+    verification: RestoreComparison
+    created: bool
+    terminated: int | None
+
+
 def restore_backup(
     database_url: str | None,
     source: str | Storage,
@@ -347,6 +375,7 @@ def restore_backup(
     session's lock. `row_counts` (exact, estimate, none) says how the restored rows are counted; outside
     exact only tables missing or extra (and the schema fingerprint) are differences."""
     say = progress or (lambda _message: None)
+    options = RestoreOptions(create, clean, terminate, jobs, identities, lock_wait_timeout, row_counts)
     started, clock = datetime.now(UTC), time.monotonic()
     url = resolve_url(database_url)
     register_environment()
@@ -363,80 +392,122 @@ def restore_backup(
     dbname = database_name(url)
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
-
+    _check_target(url, dbname, options)
     if create:
+        restored = _restore_created(url, dbname, backup, manifest, options, say)
+    else:
+        restored = _restore_into(url, url, dbname, backup, manifest, options, say)
+    return _report(url, backup, manifest, restored, options, started, clock)
+
+
+def _check_target(url: str, dbname: str, options: RestoreOptions) -> None:
+    """BadInput before anything is created or changed, when the target is not what the options need."""
+    if options.create:
         if _database_exists(url, dbname):
             raise BadInput(
                 f"database {dbname!r} already exists; drop --create to restore into it (with --clean to "
                 "replace its objects), or name a new database"
             )
-    else:
-        try:
-            with connect(url) as conn:
-                existing = list_user_tables(conn)
-        except DatabaseUnavailable as exc:
-            if not _database_exists(url, dbname):
-                raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from exc
-            raise
-        if existing and not clean:
-            raise BadInput(
-                f"database {dbname!r} already has {len(existing)} table(s); pass --clean to replace the "
-                "objects in the backup, or --create with a new database name"
-            )
-
-    # --create restores into a temporary database and renames it only once the counts matched: a run
-    # killed half-way leaves at most that clearly named database, never one under the name asked for.
-    into = restoring_name(dbname) if create else dbname
-    into_url = with_database(url, into) if create else url
-    terminated = None
-    created = False
-    started_temporary = False
+        return
     try:
-        if create:
-            say(f"restoring into {into}; it becomes {dbname} once its rows match the backup")
-            create_database(url, into)
-            started_temporary = True
-        if terminate:
-            terminated = terminate_connections(url, into)
-        tool = restore_manifest(
-            into_url,
-            backup,
-            manifest,
-            clean=clean,
-            jobs=jobs,
-            identities=identities,
-            lock_wait=lock_wait_timeout,
-            progress=say,
-        )
-        counts, schema = restored_state(into_url, row_counts)
-        verification = compare_counts(
-            manifest.per_table,
-            counts,
-            expected_schema=manifest.schema_fingerprint,
-            actual_schema=schema,
-            rows=row_counts,
-        )
-        if create and verification.matches_backup:
-            put_in_place(url, into, dbname)
-            created = True
-        elif create:
-            drop_database(url, into)
-    except BaseException:
-        if started_temporary and not created:
-            with contextlib.suppress(PgwardenError, psycopg.Error):
-                drop_database(url, into)
+        with connect(url) as conn:
+            existing = list_user_tables(conn)
+    except DatabaseUnavailable as exc:
+        if not _database_exists(url, dbname):
+            raise BadInput(f"database {dbname!r} does not exist; pass --create to create it") from exc
         raise
-    completed = datetime.now(UTC)
-    not_created = f"; the restored copy was dropped and database {dbname!r} was not created" if create else ""
+    if existing and not options.clean:
+        raise BadInput(
+            f"database {dbname!r} already has {len(existing)} table(s); pass --clean to replace the "
+            "objects in the backup, or --create with a new database name"
+        )
+
+
+def _restore_created(
+    url: str,
+    dbname: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    options: RestoreOptions,
+    say: Progress,
+) -> Restored:
+    """--create restores into a temporary database and renames it only once the counts matched: a run
+    killed half-way leaves at most that clearly named database, never one under the name asked for, and
+    its guardian (or the next run's sweep, when the whole Pod died) drops it."""
+    into = restoring_name(dbname)
+    say(f"restoring into {into}; it becomes {dbname} once its rows match the backup")
+    created = False
+    with guarded(url, into):
+        create_database(url, into)
+        try:
+            restored = _restore_into(url, with_database(url, into), into, backup, manifest, options, say)
+            if restored.verification.matches_backup:
+                pause_point("restore-created")
+                put_in_place(url, into, dbname)
+                created = True
+        finally:
+            if not created:
+                with contextlib.suppress(PgwardenError, psycopg.Error):
+                    drop_database(url, into)
+    return dataclasses.replace(restored, created=created)
+
+
+def _restore_into(
+    url: str,
+    into_url: str,
+    into: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    options: RestoreOptions,
+    say: Progress,
+) -> Restored:
+    """pg_restore into `into_url`, then count what it holds and compare with the manifest."""
+    terminated = terminate_connections(url, into) if options.terminate else None
+    tool = restore_manifest(
+        into_url,
+        backup,
+        manifest,
+        clean=options.clean,
+        jobs=options.jobs,
+        identities=options.identities,
+        lock_wait=options.lock_wait_timeout,
+        progress=say,
+    )
+    counts, schema = restored_state(into_url, options.row_counts)
+    verification = compare_counts(
+        manifest.per_table,
+        counts,
+        expected_schema=manifest.schema_fingerprint,
+        actual_schema=schema,
+        rows=options.row_counts,
+    )
+    return Restored(tool, counts, verification, created=False, terminated=terminated)
+
+
+def _report(
+    url: str,
+    backup: Storage,
+    manifest: BackupManifest,
+    restored: Restored,
+    options: RestoreOptions,
+    started: datetime,
+    clock: float,
+) -> RestoreReport:
+    verification = restored.verification
+    dbname = database_name(url)
+    not_created = (
+        f"; the restored copy was dropped and database {dbname!r} was not created" if options.create else ""
+    )
+    counts = restored.counts
     return RestoreReport(
         outcome=Outcome.SUCCEEDED if verification.matches_backup else Outcome.FAILED,
         database=describe(url),
         restored_from=backup.uri(),
         backup=backup_info(backup, manifest),
-        created_database=created or None,
-        terminated_connections=terminated,
+        created_database=restored.created or None,
+        terminated_connections=restored.terminated,
         tables=len(counts),
-        rows=None if row_counts == "none" else sum(rows or 0 for rows in counts.values()),
+        rows=None if options.row_counts == "none" else sum(rows or 0 for rows in counts.values()),
         verification=verification,
         error=None
         if verification.matches_backup
@@ -444,8 +515,8 @@ def restore_backup(
             message=f"the restored database differs from backup {manifest.id}: {verification.mismatch()}"
             + not_created
         ),
-        pg_restore_version=tool.version,
+        pg_restore_version=restored.tool.version,
         started_at=started,
-        completed_at=completed,
+        completed_at=datetime.now(UTC),
         duration_seconds=round(time.monotonic() - clock, 3),
     )

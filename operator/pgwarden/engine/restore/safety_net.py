@@ -13,10 +13,10 @@ from __future__ import annotations
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -28,48 +28,25 @@ from pgwarden.engine.backup.stored_dump import download_verified
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres import databases
 from pgwarden.engine.postgres.connect import connect, database_name, with_database
-from pgwarden.engine.postgres.databases import DatabaseProperties, derived_name, maintenance
+from pgwarden.engine.postgres.databases import DatabaseProperties, maintenance
+from pgwarden.engine.postgres.schema_diff import quote_ident
 from pgwarden.engine.postgres.scratch import guarded
 from pgwarden.engine.postgres.tools import PgTool, ToolMissing, find_tool, server_version_text
-from pgwarden.engine.restore.privileges import missing_for_restore, quote_ident, read_role_facts
+from pgwarden.engine.restore.privileges import missing_for_restore, read_role_facts
 from pgwarden.engine.restore.restore import compare_counts, restore_downloaded, restore_tool, restored_state
+from pgwarden.engine.restore.swap import Names, mark_verified, names_for, owning, stranded, swap_in
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
 from pgwarden.redact import register_environment
 from pgwarden.storage import BackupManifest, Storage, StorageError, open_storage
 from pgwarden.storage.base import InvalidLocation
-from pgwarden.storage.manifest import read_manifest
+from pgwarden.storage.manifest import MANIFEST, read_manifest
 
 Say = Callable[[str], None]
-
-
-class SwapBlocked(PgwardenError):
-    """Sessions the role may not end stay on the database, so it cannot be renamed."""
+Connection = psycopg.Connection[Any]
 
 
 # What a rollback step can run into and report (SIGTERM arrives as pgwarden.errors.Terminated, a KeyboardInterrupt).
 _EXPECTED = (PgwardenError, StorageError, psycopg.Error, LookupError, ValueError, OSError, KeyboardInterrupt)
-
-
-@dataclass(frozen=True)
-class Names:
-    """The database, the scratch database the backup is restored into, and the failed run's new name."""
-
-    database: str
-    scratch: str
-    failed: str
-
-
-def names_for(
-    database: str, now: datetime, token: str, taken: Callable[[str], bool] = lambda _name: False
-) -> Names:
-    """Lower-case (usable unquoted), at most 63 bytes so PostgreSQL never truncates them, and a failed name
-    that is not `taken` yet (pure but for `taken`)."""
-    stamp = f"_pgw_failed_{now:%Y%m%d_%H%M%S}"
-    failed, attempt = derived_name(database, stamp), 1
-    while taken(failed):
-        attempt += 1
-        failed = derived_name(database, f"{stamp}_{attempt}")
-    return Names(database, derived_name(database, f"_pgw_restore_{token}"), failed)
 
 
 class BackupSafetyNet:
@@ -85,6 +62,13 @@ class BackupSafetyNet:
         self.progress = progress or (lambda _message: None)
         self._storage: Storage | None = None
         self._before: DatabaseProperties | None = None
+        self._interrupted = False
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last restore was cut short (a signal, a lost connection) rather than failing: what it
+        left is still to finish, by the next run."""
+        return self._interrupted
 
     # --- before the run ------------------------------------------------------------------------
 
@@ -151,10 +135,18 @@ class BackupSafetyNet:
 
     # --- the rollback --------------------------------------------------------------------------
 
+    def backup_gone(self, backup: BackupInfo) -> bool:
+        """Whether the backup is no longer where it was taken (no manifest): nothing to restore from."""
+        try:
+            return not self._open_storage().child(backup.id).exists(MANIFEST)
+        except StorageError:
+            return False  # unreachable is not gone: the restore says what failed
+
     def restore(self, backup: BackupInfo, say: Say) -> RollbackResult:
         """Undo the run from `backup`; never raises for a failure it can foresee, and the result's message
         says which database holds what."""
         database = database_name(self.url)
+        self._interrupted = False
         try:
             with tempfile.TemporaryDirectory(prefix="pgwarden-rollback-") as scratch_dir:
                 return self._restore(backup, database, Path(scratch_dir) / "download", say)
@@ -164,26 +156,19 @@ class BackupSafetyNet:
     def _restore(self, backup: BackupInfo, database: str, local: Path, say: Say) -> RollbackResult:
         now, token = datetime.now(UTC), secrets.token_hex(3)
         names = names_for(database, now, token)
-        stage, creating, created = f"backup {backup.id} cannot be used", False, False
         try:
             manifest, tool = self._open_backup(backup, local, say)
             with maintenance(self.url) as conn:
                 before = self._before or databases.read_properties(conn, database)
                 names = names_for(database, now, token, taken=partial(databases.exists, conn))
-            say(f"restoring backup {backup.id} into a new database {names.scratch}")
-            with guarded(self.url, names.scratch):  # a SIGKILL from here on leaves no restored copy behind
-                stage, creating = f"creating the database {names.scratch} failed", True
-                with maintenance(self.url) as conn:
-                    databases.create_like(conn, names.scratch, before)
-                stage, created = f"restoring into {names.scratch} failed", True
-                self._fill(names.scratch, before, tool, manifest, local, say)
-                pause_point("rollback-restored")
         except _EXPECTED as exc:
-            # A CREATE DATABASE that failed (rather than being interrupted) leaves that name alone: not ours.
-            ours = created or (creating and isinstance(exc, KeyboardInterrupt))
-            state = self._drop_scratch(names) if ours else untouched(database)
-            return _failed(f"{stage}: {_message(exc)}", state)
-        return self._swap(backup, manifest, names, before, say)
+            return _failed(f"backup {backup.id} cannot be used: {self._why(exc)}", untouched(database))
+        try:
+            with maintenance(self.url) as owner, owning(owner, names):
+                failed = self._restored_copy(backup, names, before, (tool, manifest, local), owner, say)
+                return failed or self._swap(backup, manifest, names, owner, say)
+        except _EXPECTED as exc:  # the owning session itself failed: look again from a new one
+            return self._settle(backup, manifest, names, f"the swap failed: {self._why(exc)}")
 
     def _open_backup(self, backup: BackupInfo, local: Path, say: Say) -> tuple[BackupManifest, PgTool]:
         """The backup's manifest and a pg_restore for it, and its dump downloaded and checksum-verified."""
@@ -197,6 +182,35 @@ class BackupSafetyNet:
         say(f"downloading and verifying {stored.uri(manifest.dump_file)} ({manifest.size_bytes} bytes)")
         download_verified(stored, manifest, local)
         return manifest, tool
+
+    def _restored_copy(
+        self,
+        backup: BackupInfo,
+        names: Names,
+        before: DatabaseProperties,
+        source: tuple[PgTool, BackupManifest, Path],
+        owner: Connection,
+        say: Say,
+    ) -> RollbackResult | None:
+        """The backup restored into a new database beside the original, checked and renamed verified; None
+        when that worked, else the failed result (the copy dropped, the original untouched)."""
+        say(f"restoring backup {backup.id} into a new database {names.scratch}")
+        stage, creating, created = f"creating the database {names.scratch} failed", False, False
+        try:
+            with guarded(self.url, names.scratch):  # a SIGKILL from here on leaves no restored copy behind
+                creating = True
+                databases.create_like(owner, names.scratch, before)
+                stage, created = f"restoring into {names.scratch} failed", True
+                self._fill(names.scratch, before, *source, say)
+                pause_point("rollback-restored")
+                stage = f"marking {names.scratch} verified failed"
+                mark_verified(owner, names)
+        except _EXPECTED as exc:
+            # A CREATE DATABASE that failed (rather than being interrupted) leaves that name alone: not ours.
+            ours = created or (creating and isinstance(exc, KeyboardInterrupt))
+            state = self._drop_copies(names) if ours else untouched(names.database)
+            return _failed(f"{stage}: {self._why(exc)}", state)
+        return None
 
     def _fill(
         self,
@@ -221,77 +235,71 @@ class BackupSafetyNet:
             databases.copy_properties(conn, scratch, before)
 
     def _swap(
-        self, backup: BackupInfo, manifest: BackupManifest, names: Names, before: DatabaseProperties, say: Say
+        self, backup: BackupInfo, manifest: BackupManifest, names: Names, owner: Connection, say: Say
     ) -> RollbackResult:
-        """Close the failed database, end its sessions, rename it away and the restored one in its place."""
-        say(f"swapping {names.scratch} in for {names.database}, which is kept as {names.failed}")
+        """Close the failed database, end its sessions, rename it away and the verified copy in."""
+        say(f"swapping {names.verified} in for {names.database}, which is kept as {names.failed}")
         try:
-            with maintenance(self.url) as conn:
-                databases.allow_connections(conn, names.database, False)
-                blocking = databases.end_sessions(conn, names.database)
-                if blocking:
-                    raise SwapBlocked(
-                        f"sessions on {names.database} that {quote_ident(_role(conn))} may not end stay: "
-                        f"{', '.join(blocking)} (GRANT pg_signal_backend TO {quote_ident(_role(conn))}, or end "
-                        "them and restore the backup by hand)"
-                    )
-                databases.rename(conn, names.database, names.failed)
-                pause_point("rollback-renamed-away")
-                databases.rename(conn, names.scratch, names.database)
+            swap_in(owner, names, _role(owner))
         except _EXPECTED as exc:
-            return self._settle(backup, manifest, names, before, f"the swap failed: {_message(exc)}")
-        return self._finish(backup, manifest, names, before)
+            return self._settle(backup, manifest, names, f"the swap failed: {self._why(exc)}")
+        return self._finish(backup, manifest, names)
 
     def _settle(
-        self,
-        backup: BackupInfo,
-        manifest: BackupManifest,
-        names: Names,
-        before: DatabaseProperties,
-        reason: str,
+        self, backup: BackupInfo, manifest: BackupManifest, names: Names, reason: str
     ) -> RollbackResult:
         """After a failed swap, look at which names exist and put the failed database back under its name."""
         try:
             with maintenance(self.url) as conn:
-                has = {n: databases.exists(conn, n) for n in (names.database, names.scratch, names.failed)}
-                if has[names.database] and has[names.failed] and not has[names.scratch]:
-                    return self._finish(backup, manifest, names, before)  # it had happened after all
+                has = {n: databases.exists(conn, n) for n in (names.database, names.verified, names.failed)}
+                if has[names.database] and has[names.failed] and not has[names.verified]:
+                    return self._finish(backup, manifest, names)  # it had happened after all
                 if has[names.failed] and not has[names.database]:
                     databases.rename(conn, names.failed, names.database)
-                databases.allow_connections(conn, names.database, before.allow_connections)
+                databases.allow_connections(conn, names.database, True)
         except _EXPECTED as exc:
-            return _failed(
-                f"{reason}; then putting things back failed: {_message(exc)}", stranded(names, backup)
-            )
-        return _failed(reason, self._drop_scratch(names, back=True))
+            return _failed(f"{reason}; then putting things back failed: {self._why(exc)}", stranded(names))
+        return _failed(reason, self._drop_copies(names, back=True))
 
-    def _finish(
-        self, backup: BackupInfo, manifest: BackupManifest, names: Names, before: DatabaseProperties
-    ) -> RollbackResult:
+    def _finish(self, backup: BackupInfo, manifest: BackupManifest, names: Names) -> RollbackResult:
+        failed = quote_ident(names.failed)
         message = (
             f"restored backup {backup.id} into a new database and swapped it in: {names.database} now holds the "
             f"backup's data and schema ({manifest.tables} tables, {manifest.rows} rows, matching its manifest); "
-            f"the failed run's database is kept as {names.failed}: inspect it, then DROP DATABASE {names.failed}"
+            f"the failed run's database is kept as {names.failed}: inspect it, then DROP DATABASE {failed};"
         )
         try:
             with maintenance(self.url) as conn:
-                databases.allow_connections(conn, names.failed, before.allow_connections)
+                databases.allow_connections(conn, names.failed, True)
         except _EXPECTED as exc:
             message += (
-                f" (it does not accept connections: {_message(exc)}; "
-                f"ALTER DATABASE {names.failed} ALLOW_CONNECTIONS true to look inside)"
+                f" (it does not accept connections: {self._why(exc)}; "
+                f"ALTER DATABASE {failed} ALLOW_CONNECTIONS true; to look inside)"
             )
         return RollbackResult(strategy="restore", outcome=RollbackOutcome.SUCCEEDED, message=message)
 
-    def _drop_scratch(self, names: Names, *, back: bool = False) -> str:
-        """Drop the scratch database (never the original); the state afterwards, in words."""
+    def _drop_copies(self, names: Names, *, back: bool = False) -> str:
+        """Drop the restored copy, verified or not (never the original); the state afterwards, in words."""
         state = untouched(names.database, back=back)
+        copies = [names.scratch, names.verified]
         try:
             with maintenance(self.url) as conn:
-                databases.drop(conn, names.scratch)
+                copy = next((c for c in copies if databases.exists(conn, c)), names.scratch)
+                for name in copies:
+                    databases.drop(conn, name)
         except _EXPECTED as exc:
-            return f"{state}; the restored copy {names.scratch} could not be dropped ({_message(exc)}): DROP DATABASE {names.scratch}"
-        return f"{state}; the restored copy {names.scratch} was dropped"
+            return (
+                f"{state}; the restored copy could not be dropped ({self._why(exc)}): "
+                f"DROP DATABASE IF EXISTS {quote_ident(names.scratch)}; "
+                f"DROP DATABASE IF EXISTS {quote_ident(names.verified)};"
+            )
+        return f"{state}; the restored copy {copy} was dropped"
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in words; notes whether it was an interruption rather than a failure."""
+        if isinstance(exc, KeyboardInterrupt | psycopg.OperationalError):
+            self._interrupted = True
+        return _message(exc)
 
 
 def untouched(database: str, *, back: bool = False) -> str:
@@ -299,17 +307,6 @@ def untouched(database: str, *, back: bool = False) -> str:
     if back:
         return f"The swap was undone: {database} is back as the failed run left it"
     return f"Nothing was swapped: {database} is as the failed run left it"
-
-
-def stranded(names: Names, backup: BackupInfo) -> str:
-    """The state when the swap stopped half-way and could not be put back (pure)."""
-    return (
-        f"The databases may stand half-swapped: the failed run's database is {names.database} or "
-        f"{names.failed}, the verified restore of backup {backup.id} is {names.scratch} (if it still exists). "
-        f"To finish by hand: ALTER DATABASE {names.failed} RENAME TO {names.database} to go back, or "
-        f"ALTER DATABASE {names.scratch} RENAME TO {names.database} to complete the rollback; then "
-        f"ALTER DATABASE {names.database} ALLOW_CONNECTIONS true"
-    )
 
 
 def _failed(reason: str, state: str) -> RollbackResult:
