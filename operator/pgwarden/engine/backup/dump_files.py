@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 from pyrage import x25519
@@ -69,8 +69,9 @@ class DirectoryUpload:
         """Upload every file, largest first so the parallel jobs finish together; raise the first failure."""
         paths = sorted((p for p in directory.iterdir() if p.is_file()), key=lambda p: -p.stat().st_size)
         pool = HelperPool(max_workers=max(1, jobs), thread_name_prefix="upload")
-        futures = [pool.submit(self._upload, path) for path in paths]
-        try:
+        futures: list[Future[StoredFile]] = []
+        try:  # a stop (SIGTERM) between two submissions still waits for the uploads already started
+            futures.extend(pool.submit(self._upload, path) for path in paths)
             wait(futures, return_when="FIRST_EXCEPTION")
             failed = next((f for f in futures if f.done() and f.exception() is not None), None)
             if failed is not None:
