@@ -197,15 +197,7 @@ def decide(
         fields = DatabaseMigrationStatus(job=name, message=cancelled(name, "migration run"), completed_at=now)
         phase, reason = MigrationPhase.CANCELLED, CANCELLED
     elif run is not None:
-        fields, phase, reason = _run_status(run)
-        if recovery.died(run):  # what the dead Job left is settled by one recovery Job before the phase
-            step = recovery.recovery_step(
-                run, recovery_run, old.recovered, lambda: recovery_job(migration, run.job, settings)
-            )
-            fields.recovered, fields.message, create = step.status, step.message, step.create
-            phase = MigrationPhase(step.phase) if step.phase else MigrationPhase.RUNNING
-            reason = step.reason
-            fields.current_version = step.current_version or fields.current_version
+        fields, phase, reason, create = _run_or_recovery(migration, run, recovery_run, old, settings)
     elif others_active:
         fields = DatabaseMigrationStatus(
             message=f"waiting for Job {others_active[0]} of an earlier generation to finish"
@@ -229,14 +221,7 @@ def decide(
     new.observed_generation = generation
     if _progress_carries(old, phase, run, rehearsal_run):
         new.progress = old.progress
-    drift = new.drift if "drift" in new.model_fields_set else None
-    drifted = drift.detected if drift is not None else None
-    begun = started(run) if run else None
-    if phase in TERMINAL_PHASES and new.duration_seconds is None and run and run.completed_at and begun:
-        new.duration_seconds = round((run.completed_at - begun).total_seconds(), 3)
-    new.conditions = set_conditions(
-        old.conditions, _phase_conditions(phase, reason, new.message or "", drifted), generation, now
-    )
+    _close(new, old, reason, run, now)
 
     recovering = reason == recovery.RECOVERING and create is not None  # the recovery Job is made now
     if (
@@ -252,6 +237,46 @@ def decide(
     return Decision(
         status=new, events=tuple(events), create=create, finished=tuple(finished), deadline=deadline
     )
+
+
+def _close(
+    new: DatabaseMigrationStatus,
+    old: DatabaseMigrationStatus,
+    reason: str,
+    run: ObservedRun | None,
+    now: datetime,
+) -> None:
+    """The run's duration once it ended, and the conditions of the new phase."""
+    phase = new.phase or MigrationPhase.PENDING
+    drift = new.drift if "drift" in new.model_fields_set else None
+    drifted = drift.detected if drift is not None else None
+    begun = started(run) if run else None
+    if phase in TERMINAL_PHASES and new.duration_seconds is None and run and run.completed_at and begun:
+        new.duration_seconds = round((run.completed_at - begun).total_seconds(), 3)
+    generation = new.observed_generation or 1
+    new.conditions = set_conditions(
+        old.conditions, _phase_conditions(phase, reason, new.message or "", drifted), generation, now
+    )
+
+
+def _run_or_recovery(
+    migration: DatabaseMigration,
+    run: ObservedRun,
+    recovery_run: ObservedRun | None,
+    old: DatabaseMigrationStatus,
+    settings: JobSettings,
+) -> tuple[DatabaseMigrationStatus, MigrationPhase, str, Obj | None]:
+    """The run's status; for a Job that died without a report, what its one recovery Job makes of it first."""
+    fields, phase, reason = _run_status(run)
+    if not recovery.died(run):
+        return fields, phase, reason, None
+    step = recovery.recovery_step(
+        run, recovery_run, old.recovered, lambda: recovery_job(migration, run.job, settings)
+    )
+    fields.recovered, fields.message = step.status, step.message
+    fields.current_version = step.current_version or fields.current_version
+    phase = MigrationPhase(step.phase) if step.phase else MigrationPhase.RUNNING
+    return fields, phase, step.reason, step.create
 
 
 def _progress_carries(
