@@ -299,11 +299,14 @@ def rename(conn: Connection, old: str, new: str) -> None:
 def drop(conn: Connection, name: str, *, attempts: int = 3) -> None:
     """Drop a database pgwarden created itself (a scratch restore), ending sessions still on it.
 
-    PostgreSQL waits only 5 s for the sessions it ended to go (longer on a busy machine, or with an
-    autovacuum worker on a freshly restored database), so "being accessed by other users" is retried."""
+    Sessions are ended first, then a plain DROP ends any autovacuum worker itself: `WITH (FORCE)` would
+    refuse to end one for a role without SUPERUSER, and a freshly restored copy is where autovacuum goes.
+    PostgreSQL waits only 5 s for those workers to go (longer on a busy machine), and a session may come
+    back in between, so "being accessed by other users" is retried."""
     for attempt in range(1, attempts + 1):
+        end_sessions(conn, name, wait_seconds=5.0)
         try:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
             return
         except psycopg.errors.ObjectInUse:
             if attempt == attempts:

@@ -46,7 +46,7 @@ from pgwarden.engine.postgres.counts import (
     count_rows,
     estimate_rows,
 )
-from pgwarden.engine.postgres.databases import derived_name, end_sessions, maintenance, rename
+from pgwarden.engine.postgres.databases import derived_name, drop, end_sessions, maintenance, rename
 from pgwarden.engine.postgres.inspect import list_user_tables, take_snapshot
 from pgwarden.engine.postgres.schema_diff import fingerprint
 from pgwarden.engine.postgres.scratch import guarded
@@ -305,9 +305,9 @@ def create_database(url: str, dbname: str) -> None:
 
 
 def drop_database(url: str, dbname: str) -> None:
-    """Drop a database pgwarden created, ending sessions still on it (PostgreSQL 13+: WITH (FORCE))."""
+    """Drop a database pgwarden created, ending sessions still on it."""
     with connect(_maintenance_url(url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop(conn, dbname)
 
 
 def restoring_name(dbname: str) -> str:
