@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pgwarden.api.common import APPROVED_ANNOTATION
 from pgwarden.api.sets import SET_LABEL
+from pgwarden.engine.recovery.locks import lock_key
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import LocalCluster
@@ -136,11 +137,16 @@ def test_a_set_rolls_out_canary_first_then_two_at_a_time_and_halts_on_the_failin
         conn.execute("CREATE TABLE invoices (legacy text)")
         conn.execute("INSERT INTO invoices VALUES ('a'), ('b'), ('c')")
     kube.apply(*in_namespace(namespace, *(tenant(name, url) for name, url in databases.items())))
-    kube.apply(
-        *in_namespace(
-            namespace, migration_set("fleet", rollout={"canary": 1, "maxParallel": 2, "maxFailures": 1})
+    # Tenant 5 runs beside tenant 4 and must not end first, or tenant 6 would rightly take its slot before
+    # the failure: it waits for pgwarden's migrator lock, held here until the set has halted.
+    with psycopg.connect(databases["tenant-5-db"], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("pgwarden")])
+        kube.apply(
+            *in_namespace(
+                namespace, migration_set("fleet", rollout={"canary": 1, "maxParallel": 2, "maxFailures": 1})
+            )
         )
-    )
+        wait_status(kube, set_operator, "dbmigset", "fleet", lambda s: s.get("phase") == "Halted", 600)
     status = wait_status(
         kube,
         set_operator,
@@ -163,7 +169,12 @@ def test_a_set_rolls_out_canary_first_then_two_at_a_time_and_halts_on_the_failin
     for _, (start, _end) in spans.items():
         running = [t for t, (s, e) in spans.items() if s <= start < e]
         assert len(running) <= 2, (start, spans)
-    assert "tenant-6-db" not in spans, "no target starts after the failure"
+    failed_at = spans["tenant-4-db"][1]
+    assert all(start <= failed_at for start, _ in spans.values()), (
+        "no target starts after the failure",
+        spans,
+    )
+    assert "tenant-6-db" not in spans, "the target after the failure never starts"
     assert status["targets"]["skipped"] == 6 - len(spans)
 
     for target, (_, _) in spans.items():
