@@ -361,8 +361,15 @@ def _owned(resource: Resource, name: str, kind: str, api_version: str, generatio
 
 def _job(resource: Resource, parts: PodParts, settings: JobSettings, backoff_limit: int) -> Manifest:
     meta = resource.metadata
-    generation = meta.generation or 1
-    name = naming.job_name(resource.kind, meta.name or "", meta.uid or "", generation)
+    name = naming.job_name(resource.kind, meta.name or "", meta.uid or "", meta.generation or 1)
+    return _named_job(resource, name, parts, settings, backoff_limit)
+
+
+def _named_job(
+    resource: Resource, name: str, parts: PodParts, settings: JobSettings, backoff_limit: int
+) -> Manifest:
+    """The Job `name` of the resource's current generation, owned by it."""
+    generation = resource.metadata.generation or 1
     job = _owned(resource, name, "Job", "batch/v1", generation)
     job["spec"] = job_spec(resource, parts, settings, backoff_limit=backoff_limit, generation=generation)
     return job
@@ -456,11 +463,8 @@ def preview_job(migration: DatabaseMigration, settings: JobSettings, digest: str
         init_containers=tuple(init),
     )
     meta = migration.metadata
-    generation = meta.generation or 1
-    name = naming.preview_job_name(meta.name or "", meta.uid or "", generation, digest)
-    job = _owned(migration, name, "Job", "batch/v1", generation)
-    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
-    return job
+    name = naming.preview_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
+    return _named_job(migration, name, parts, settings, backoff_limit=0)
 
 
 def rehearsal_job(
@@ -507,11 +511,8 @@ def rehearsal_job(
         env=tuple(env),
     )
     meta = migration.metadata
-    generation = meta.generation or 1
-    name = naming.rehearsal_job_name(meta.name or "", meta.uid or "", generation, digest)
-    job = _owned(migration, name, "Job", "batch/v1", generation)
-    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
-    return job
+    name = naming.rehearsal_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
+    return _named_job(migration, name, parts, settings, backoff_limit=0)
 
 
 def identity_volume(ref: IdentitySecretRef) -> tuple[Manifest, Manifest]:
@@ -683,8 +684,6 @@ def recovery_job(
 ) -> Manifest:
     """The one Job that settles what `dead_job` left when it died without a report: `pgwarden job recover` with
     the resource's database and, for a migration, the storage of the backup a restore rollback reads."""
-    meta = resource.metadata
-    generation = meta.generation or 1
     if isinstance(resource, DatabaseMigration):
         backup = resource.spec.backup_before
         task = Task(
@@ -701,7 +700,6 @@ def recovery_job(
         )
         storage, database, template = None, resource.spec.database, resource.spec.job_template
     parts = PodParts(task=task, database=database, storage=storage, template=template)
-    job = _owned(resource, naming.recovery_job_name(dead_job), "Job", "batch/v1", generation)
+    job = _named_job(resource, naming.recovery_job_name(dead_job), parts, settings, backoff_limit=0)
     job["metadata"]["labels"][TASK_LABEL] = str(JobKind.RECOVER)  # its report is a RecoveryReport
-    job["spec"] = job_spec(resource, parts, settings, backoff_limit=0, generation=generation)
     return job
