@@ -21,6 +21,7 @@ from pgwarden.operator import naming
 from pgwarden.operator.jobs import JobSettings, rehearsal_job
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import copy_reported
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -148,25 +149,21 @@ def from_run(started: RehearsalStatus, run: ObservedRun, now: datetime) -> Rehea
 
 def _copy_rehearsal(rehearsal: Rehearsal, status: RehearsalStatus) -> None:
     """The rehearsal report's fields status.rehearsal shows, under the same names (by design)."""
-    given = rehearsal.model_fields_set
-    if rehearsal.backup is not None:
-        status.backup = rehearsal.backup
-    if rehearsal.duration_seconds is not None:
-        status.duration_seconds = rehearsal.duration_seconds
-    if rehearsal.restore_seconds is not None:
-        status.restore_seconds = rehearsal.restore_seconds
-    if rehearsal.run_seconds is not None:
-        status.run_seconds = rehearsal.run_seconds
-    if "applied" in given:
-        status.applied = rehearsal.applied
-    if "row_changes" in given:
-        status.row_changes = rehearsal.row_changes
-    if "locks" in given:
-        status.locks = rehearsal.locks
-    if rehearsal.max_lock_hold_seconds is not None:
-        status.max_lock_hold_seconds = rehearsal.max_lock_hold_seconds
-    if "warnings" in given:
-        status.warnings = rehearsal.warnings
+    copy_reported(
+        rehearsal,
+        status,
+        (
+            "backup",
+            "duration_seconds",
+            "restore_seconds",
+            "run_seconds",
+            "applied",
+            "row_changes",
+            "locks",
+            "max_lock_hold_seconds",
+            "warnings",
+        ),
+    )
 
 
 def finished_event(old: RehearsalStatus | None, new: RehearsalStatus | None) -> Event | None:

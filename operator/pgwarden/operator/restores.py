@@ -14,7 +14,7 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, recovery_job, restore_job
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import merged
+from pgwarden.operator.resources import copy_reported, merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -100,12 +100,7 @@ def _from_report(report: RestoreReport) -> DatabaseRestoreStatus:
             matches_backup=report.verification.matches_backup,
             differences=table_differences(report.verification)[:DIFFERENCES_LIMIT],
         )
-    if report.started_at is not None:
-        status.started_at = report.started_at
-    if report.completed_at is not None:
-        status.completed_at = report.completed_at
-    if report.duration_seconds is not None:
-        status.duration_seconds = report.duration_seconds
+    copy_reported(report, status, ("started_at", "completed_at", "duration_seconds"))
     if report.restored_tables:
         status.restored_tables = report.restored_tables
     if report.left_out:
