@@ -120,12 +120,7 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
 
 def _copy_status(copy: BackupCopy) -> CopyStatus:
     status = CopyStatus(location=copy.location, verified=copy.verified)
-    if copy.sha256 is not None:
-        status.sha256 = copy.sha256
-    if copy.retained is not None:
-        status.retained = copy.retained
-    if copy.error is not None:
-        status.error = copy.error
+    copy_reported(copy, status, ("sha256", "retained", "error"))
     return status
 
 
