@@ -392,7 +392,7 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
 
 def _events(phase: MigrationPhase, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
     message = status.message or ""
-    if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+    if reason in recovery.REASONS:
         return [Event(WARNING, reason, message)]
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]

@@ -197,7 +197,7 @@ def decide(
     events: list[Event] = []
     finished: list[Finished] = []
     if transitioned(old, new) or old.message != new.message:
-        if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+        if reason in recovery.REASONS:
             events.append(Event(WARNING, reason, message))
         if reason == "JobCreated":
             events.append(Event(NORMAL, "Started", message))
