@@ -11,7 +11,7 @@ import functools
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
@@ -420,8 +420,8 @@ def with_files(migration: DatabaseMigration, files: Sequence[InlineMigration]) -
     return migration.model_copy(update={"spec": spec})
 
 
-def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:
-    """The Job of one migration run: backoffLimit 0, since a failed run must not be retried blindly."""
+def _migration_parts(migration: DatabaseMigration) -> PodParts:
+    """The pod of a migration run: its files, its database and the pre-migration backup's storage."""
     directory, volumes, mounts, init = migration_sources(migration)
     backup = migration.spec.backup_before
     task = Task(
@@ -430,7 +430,7 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
         migration=migration.spec,
         migrations_dir=directory,
     )
-    parts = PodParts(
+    return PodParts(
         task=task,
         database=migration.spec.database,
         storage=backup.storage if backup else None,
@@ -439,29 +439,18 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
         mounts=tuple(mounts),
         init_containers=tuple(init),
     )
-    return _job(migration, parts, settings, backoff_limit=0)
+
+
+def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:
+    """The Job of one migration run: backoffLimit 0, since a failed run must not be retried blindly."""
+    return _job(migration, _migration_parts(migration), settings, backoff_limit=0)
 
 
 def preview_job(migration: DatabaseMigration, settings: JobSettings, digest: str | None = None) -> Manifest:
-    """The read-only Job that plans and lints a generation awaiting approval: the same files and database,
-    nothing backed up or applied."""
-    directory, volumes, mounts, init = migration_sources(migration)
-    task = Task(
-        kind=JobKind.MIGRATE,
-        resource=resource_id(migration),
-        migration=migration.spec,
-        migrations_dir=directory,
-        plan_only=True,
-    )
-    parts = PodParts(
-        task=task,
-        database=migration.spec.database,
-        storage=None,
-        template=migration.spec.job_template,
-        volumes=tuple(volumes),
-        mounts=tuple(mounts),
-        init_containers=tuple(init),
-    )
+    """The read-only Job that plans and lints a generation awaiting approval: the run's files and database,
+    nothing backed up (no storage) or applied (plan only)."""
+    run = _migration_parts(migration)
+    parts = replace(run, task=run.task.model_copy(update={"plan_only": True}), storage=None)
     meta = migration.metadata
     name = naming.preview_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
     return _named_job(migration, name, parts, settings, backoff_limit=0)
