@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from helpers import PGWARDEN, clean_env
 
 # What only running a command needs: the database driver, the models, object storage, SQL parsing, the
