@@ -6,7 +6,10 @@ Python start measured in the same run.
 
 Each round runs every case once, in turn, so a change of load touches every case alike; the first round
 is a warm-up and is not counted. The cases: `python -c pass`, `pgwarden --version`, `pgwarden --help` and
-`pgwarden migrate --plan` of 10 small files against a local server. `--also LABEL=DIR` runs the same
+`pgwarden migrate --plan` of 10 small files against a local server, and a migration Job's container:
+`pgwarden job migrate` with the environment the operator's Job manifest gives it (its Secret resolved as
+a kubelet would), from the process's start to its first SQL statement in the server's log
+(log_statement=all), each run on a new database. `--also LABEL=DIR` runs the same
 console script with DIR/operator first on PYTHONPATH, so the code of another checkout (e.g. main's, from
 `git archive main operator | tar -x -C DIR`) is measured in the same run with the same interpreter.
 
@@ -19,7 +22,9 @@ ru_maxrss starts from its parent's, since it is forked from it (`/usr/bin/time -
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -27,14 +32,25 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import machine
+import psycopg
+import yaml
 from pgwarden_testing import localpg
+
+from pgwarden.api.migration import DatabaseMigration
+from pgwarden.api.task import TERMINATION_LOG_ENV
+from pgwarden.operator.jobs import JobSettings, migration_job
 
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 FILES = 10
-TARGETS_MS = {"--version": 100, "--help": 100, "migrate --plan": 300}
+TARGETS_MS = {"--version": 100, "--help": 100, "migrate --plan": 300, "job: first SQL": 500}
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "migration-shop.yaml"
+# A statement in the server's log, and the moment it was logged (log_line_prefix's default starts with %m).
+STATEMENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) \S+ .*LOG:  statement: ")
 
 
 @dataclass
@@ -64,6 +80,57 @@ class Case:
         self.cpu.append(usage.ru_utime + usage.ru_stime)
 
 
+@dataclass
+class JobCase(Case):
+    """`pgwarden job migrate` as the Job's container runs it: wall is from its start to its first SQL
+    statement in the server's log, CPU its whole run's (migrating 10 files into a new database)."""
+
+    server: localpg.LocalPostgres | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def measure(self) -> None:
+        assert self.server is not None
+        url = self.server.create_database()
+        termination = self.server.data_dir.parent / "termination-log"
+        env = {**self.env, **job_env(url, self.files), TERMINATION_LOG_ENV: str(termination)}
+        log = self.server.data_dir.parent / "server.log"
+        offset = log.stat().st_size
+        start = time.time()
+        process = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed = subprocess.run(self.argv, env=env, capture_output=True, text=True, check=False)
+            sys.exit(f"{self.name} ({self.code}) failed: {failed.stderr[-2000:]}{failed.stdout[-2000:]}")
+        with log.open(encoding="utf-8", errors="replace") as text:
+            text.seek(offset)
+            first = next(m for line in text if (m := STATEMENT.match(line)))
+        logged = datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        self.wall.append(logged - start)
+        self.cpu.append(usage.ru_utime + usage.ru_stime)
+
+
+def job_env(url: str, files: dict[str, str]) -> dict[str, str]:
+    """The environment a kubelet gives the Job the operator builds for an inline DatabaseMigration of
+    `files` on the database at `url` (its Secret's `uri`)."""
+    body = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "DatabaseMigration")
+    body = copy.deepcopy(body)
+    body["metadata"].update(namespace="shop", uid="0f0e0d0c-1111-2222-3333-444455556666", generation=1)
+    body["spec"]["migrations"] = {"inline": [{"name": n, "sql": sql} for n, sql in files.items()]}
+    for optional in ("backupBefore", "policy", "verify"):
+        body["spec"].pop(optional, None)
+    manifest = migration_job(DatabaseMigration.model_validate(body), JobSettings(image="pgwarden:bench"))
+    secrets = {body["spec"]["database"]["secretRef"]["name"]: {"uri": url}}
+    env: dict[str, str] = {}
+    for item in manifest["spec"]["template"]["spec"]["containers"][0]["env"]:
+        ref: dict[str, Any] = item.get("valueFrom", {}).get("secretKeyRef", {})
+        value = (
+            item.get("value") if "value" in item else secrets.get(ref.get("name", ""), {}).get(ref.get("key"))
+        )
+        if value is not None:
+            env[item["name"]] = value
+    return env
+
+
 def write_migrations(directory: Path) -> None:
     """10 small migrations, each a table with an index, the kind a young project has."""
     for n in range(1, FILES + 1):
@@ -73,7 +140,11 @@ def write_migrations(directory: Path) -> None:
         )
 
 
-def cases(codes: dict[str, Path | None], url: str, migrations: Path, pycache: Path) -> list[Case]:
+def cases(
+    codes: dict[str, Path | None], server: localpg.LocalPostgres, migrations: Path, pycache: Path
+) -> list[Case]:
+    url = server.create_database("bench")
+    files = {path.name: path.read_text() for path in sorted(migrations.iterdir())}
     unwanted = ("DATABASE_URL", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
     base = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in unwanted}
     base["PYTHONPYCACHEPREFIX"] = str(pycache)
@@ -84,6 +155,7 @@ def cases(codes: dict[str, Path | None], url: str, migrations: Path, pycache: Pa
             Case("--version", code, [PGWARDEN, "--version"], env),
             Case("--help", code, [PGWARDEN, "--help"], env),
             Case("migrate --plan", code, [PGWARDEN, "migrate", url, "--dir", str(migrations), "--plan"], env),
+            JobCase("job: first SQL", code, [PGWARDEN, "job", "migrate"], env, server=server, files=files),
         ]
     return found
 
@@ -129,7 +201,10 @@ def main() -> None:
         migrations = workdir / "migrations"
         migrations.mkdir()
         write_migrations(migrations)
-        measured = cases(codes, server.create_database("bench"), migrations, workdir / "pycache")
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+            conn.execute("SELECT pg_reload_conf()")
+        measured = cases(codes, server, migrations, workdir / "pycache")
         for _ in range(args.runs + 1):
             for case in measured:
                 case.measure()
