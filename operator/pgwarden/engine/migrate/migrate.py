@@ -22,6 +22,7 @@ from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
 from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, Rehearsal
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, verify
+from pgwarden.engine.migrate.blocker_watch import BlockerWatch
 from pgwarden.engine.migrate.failures import as_run_failure
 from pgwarden.engine.migrate.files import (
     InvalidVersion,
@@ -220,9 +221,11 @@ class _Phase:
 
     name: str = "connecting"
     retries: list[LockRetry] = field(default_factory=list)
+    blockers: BlockerWatch | None = None
 
     def note_retry(self, number: int, delay: float, _error: BaseException) -> None:
-        self.retries.append(LockRetry(phase=self.name, attempt=number, delay_seconds=delay))
+        seen = self.blockers.take() if self.blockers is not None else []
+        self.retries.append(LockRetry(phase=self.name, attempt=number, delay_seconds=delay, blocked_by=seen))
 
 
 def _run(
@@ -242,7 +245,10 @@ def _run(
                         "a dead run's work could not be settled, so this run did not start: "
                         + "; ".join(notes.done[-2:] or notes.found)
                     )
-            with connect(url, autocommit=True) as conn:
+            with (
+                connect(url, autocommit=True) as conn,
+                BlockerWatch(session_url(url, options.policy), conn.info.backend_pid) as phase.blockers,
+            ):
                 set_timeouts(conn, options.policy)
                 phase.name = "waiting for the migrator lock"
                 with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
@@ -318,7 +324,14 @@ def _prepared(
             url, continuing.backup.storage, owner=continuing.backup.owner, progress=say
         )
     run = Run(
-        conn, session_url(url, options.policy), plan, options, say, continuing=continuing, restorer=restorer
+        conn,
+        session_url(url, options.policy),
+        plan,
+        options,
+        say,
+        continuing=continuing,
+        restorer=restorer,
+        blockers=phase.blockers,
     )
     run.report.lock_retries.extend(phase.retries)
     run.report.lint = list(linted.findings)
