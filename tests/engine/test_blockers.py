@@ -82,13 +82,13 @@ def test_a_migration_behind_an_idle_transaction_gives_up_within_its_bounds_namin
     started = time.monotonic()
     report = migrate(
         db_url,
-        MigrateOptions(directory=directory, policy=MigrationPolicy(lock_timeout="300ms"), lock_attempts=3),
+        MigrateOptions(directory=directory, policy=MigrationPolicy(lock_attempts=3, lock_retry_within="1s")),
         lines.append,
     )
     elapsed = time.monotonic() - started
 
     assert report.outcome == Outcome.ROLLED_BACK
-    assert elapsed < 20, f"3 attempts of 300ms took {elapsed:.1f}s"
+    assert elapsed < 20, f"3 attempts of 500ms, 1s of pauses, took {elapsed:.1f}s"
     pid = idle_in_transaction.info.backend_pid
     assert [r.attempt for r in report.lock_retries] == [1, 2, 3]
     assert report.lock_retries[-1].gave_up
@@ -119,7 +119,7 @@ def test_a_migration_retries_until_the_blocker_ends_and_its_report_names_it(
 
     report = migrate(
         db_url,
-        MigrateOptions(directory=directory, policy=MigrationPolicy(lock_timeout="300ms"), lock_attempts=8),
+        MigrateOptions(directory=directory, policy=MigrationPolicy(lock_attempts=8, lock_retry_within="4s")),
     )
 
     assert report.outcome == Outcome.SUCCEEDED

@@ -41,7 +41,30 @@ class MigrationPolicy(ApiModel):
         description="Allow DROP TABLE/COLUMN/SCHEMA, TRUNCATE, unqualified DELETE/UPDATE and column type changes.",
     )
     lock_timeout: Duration = Field(
-        default="5s", description="PostgreSQL lock_timeout for each statement; lock timeouts are retried."
+        default="5s",
+        description="PostgreSQL lock_timeout for every lock wait of the run (counts, history, data changes); "
+        "lock timeouts are retried.",
+    )
+    ddl_lock_timeout: Duration = Field(
+        default="500ms",
+        description=(
+            "lock_timeout of each statement that takes a lock stronger than ROW EXCLUSIVE (DDL, DO blocks): "
+            "the longest a reader or writer queued behind it waits per attempt. Not for CONCURRENTLY "
+            "statements, which wait for older transactions by design."
+        ),
+    )
+    lock_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many times a step that timed out waiting for a lock is tried in all.",
+    )
+    lock_retry_within: Duration = Field(
+        default="20s",
+        description=(
+            "The time the pauses between attempts add up to at most: growing, jittered pauses, so that "
+            "retries spread over it instead of hammering a busy table."
+        ),
     )
     statement_timeout: Duration = Field(
         default="1h",

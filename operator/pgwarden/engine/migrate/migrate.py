@@ -44,7 +44,7 @@ from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
-from pgwarden.engine.migrate.timeouts import session_url, set_timeouts
+from pgwarden.engine.migrate.timeouts import retry_delays, session_url, set_timeouts
 from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database
 from pgwarden.engine.recovery import journal, undo
 from pgwarden.engine.recovery.journal import JournalRun
@@ -87,7 +87,6 @@ class MigrateOptions:
     history_schema: str = history.DEFAULT_SCHEMA
     count_concurrency: int = 4
     lock_wait_seconds: float = 600.0
-    lock_attempts: int = 5
     safety_net: SafetyNet | None = None
     lint_fail_on: tuple[str, ...] = ()
     """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
@@ -270,7 +269,7 @@ def _run(
         if run is not None:
             raise  # the run reports its own failures; what escapes it is a failure of the report itself
         failure = as_run_failure(
-            exc, phase.name, lock_timeout=options.policy.lock_timeout, attempts=options.lock_attempts
+            exc, phase.name, lock_timeout=options.policy.lock_timeout, attempts=options.policy.lock_attempts
         )
         say(f"failed: {failure}")
         return MigrationReport(
@@ -314,7 +313,10 @@ def _prepared(
     continuing = _continuing(conn, options, say)
     phase.name = "reading the history"
     plan = retry_on_lock_timeout(
-        lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=phase.note_retry
+        lambda: _plan(conn, files, options),
+        attempts=options.policy.lock_attempts,
+        delays=retry_delays(options.policy),
+        on_retry=phase.note_retry,
     )
     phase.name = "linting the pending migrations"
     linted = _lint(conn, plan, options)

@@ -36,6 +36,7 @@ from pgwarden.engine.migrate.failures import RunFailed, as_run_failure
 from pgwarden.engine.migrate.outside import apply_outside_transaction
 from pgwarden.engine.migrate.plan import MigrationPlan, PlannedMigration
 from pgwarden.engine.migrate.run_journal import RunJournal
+from pgwarden.engine.migrate.timeouts import retry_delays
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.blockers import describe_blockers
 from pgwarden.engine.postgres.connect import describe
@@ -137,7 +138,7 @@ class Run:
                 exc,
                 self.phase,
                 lock_timeout=self.options.policy.lock_timeout,
-                attempts=self.options.lock_attempts,
+                attempts=self.options.policy.lock_attempts,
             )
             failing.fail(self, failure)
         return reporting.finish(self)
@@ -180,9 +181,14 @@ class Run:
                 self.blockers.clear()
             return attempt()
 
-        attempts = self.options.lock_attempts
+        attempts = self.options.policy.lock_attempts
         try:
-            return retry_on_lock_timeout(watched, attempts=attempts, on_retry=self._note_lock_retry)
+            return retry_on_lock_timeout(
+                watched,
+                attempts=attempts,
+                delays=retry_delays(self.options.policy),
+                on_retry=self._note_lock_retry,
+            )
         except Exception as exc:
             if not is_lock_timeout(exc):
                 raise
