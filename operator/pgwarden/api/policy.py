@@ -66,6 +66,14 @@ class MigrationPolicy(ApiModel):
             "retries spread over it instead of hammering a busy table."
         ),
     )
+    backup_wait: Duration = Field(
+        default="1h",
+        description=(
+            "How long the run waits, before it takes any lock, for a backup or restore of the database that is "
+            "under way (announced by pgwarden), so its DDL never queues behind a dump; past it the run fails "
+            "without changing anything."
+        ),
+    )
     statement_timeout: Duration = Field(
         default="1h",
         description=(

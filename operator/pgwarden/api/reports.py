@@ -115,6 +115,13 @@ class Blocker(ApiModel):
     )
 
 
+class WaitedFor(ApiModel):
+    """The backups and restores of the database a migration waited for before it took any lock."""
+
+    runs: list[str] = Field(description="What was announced, e.g. 'backup 20261207T013000Z-3f9a'.")
+    seconds: float = Field(description="How long the migration waited for them.")
+
+
 class LockRetry(ApiModel):
     """A lock_timeout that a run waited out and retried."""
 
@@ -299,6 +306,11 @@ class MigrationReport(ApiModel):
     rehearsal: Rehearsal | None = Field(
         default=None,
         description="The run rehearsed first on a copy restored from a backup (--rehearse-from).",
+    )
+    waited_for: WaitedFor | None = Field(
+        default=None,
+        description="The backups or restores of the database the run waited for before it started, so that "
+        "its DDL never queued behind them.",
     )
     lock_retries: list[LockRetry] = Field(
         default_factory=list,

@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the most the jittered pauses between those attempts add up to (default 20s)",
     )
     parser.add_argument(
+        "--backup-wait",
+        default="1h",
+        help="how long to wait for a pgwarden backup or restore of the database under way before taking any "
+        "lock (default 1h)",
+    )
+    parser.add_argument(
         "--statement-timeout", default="1h", help="statement_timeout for every statement (default 1h)"
     )
     parser.add_argument("--verify", metavar="FILE", type=Path, help="YAML file with a `verify` block")
@@ -141,6 +147,7 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
             ddl_lock_timeout=duration_flag("--ddl-lock-timeout", args.ddl_lock_timeout),
             lock_attempts=lock_attempts(args.lock_attempts),
             lock_retry_within=duration_flag("--lock-retry-within", args.lock_retry_within),
+            backup_wait=duration_flag("--backup-wait", args.backup_wait),
             statement_timeout=duration_flag("--statement-timeout", args.statement_timeout),
         ),
         verify=load_verify(args.verify),
@@ -151,6 +158,7 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         rehearsal=rehearsal_options(args),
         # Long statements are reported on stderr with --json too: stdout holds only the report.
         on_progress=lambda running: progress(running.describe()),
+        on_waiting=progress,
     )
 
 

@@ -18,8 +18,17 @@ from typing import Any, Protocol
 
 import psycopg
 
+from pgwarden.api.durations import milliseconds
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, Rehearsal
+from pgwarden.api.reports import (
+    BackupInfo,
+    ErrorInfo,
+    LockRetry,
+    MigrationReport,
+    Outcome,
+    Rehearsal,
+    WaitedFor,
+)
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, verify
 from pgwarden.engine.migrate.blocker_watch import BlockerWatch
@@ -45,6 +54,7 @@ from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
 from pgwarden.engine.migrate.timeouts import retry_delays, session_url, set_timeouts
+from pgwarden.engine.postgres.announce import wait_for_announced
 from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database
 from pgwarden.engine.recovery import journal, undo
 from pgwarden.engine.recovery.journal import JournalRun
@@ -97,6 +107,9 @@ class MigrateOptions:
     on_progress: OnProgress | None = None
     """Gets the progress of every statement running longer than `progress_after` seconds, every
     `progress_every` seconds (the operator's hook for status); without it, progress lines go to `progress`."""
+    on_waiting: Progress | None = None
+    """Told what the run waits for before it starts (a backup under way), every so often; without it, the
+    lines go to `progress`."""
     progress_after: float = REPORT_AFTER
     progress_every: float = REPORT_EVERY
     settle: bool = True
@@ -221,6 +234,7 @@ class _Phase:
     name: str = "connecting"
     retries: list[LockRetry] = field(default_factory=list)
     blockers: BlockerWatch | None = None
+    waited_for: WaitedFor | None = None
 
     def note_retry(self, number: int, delay: float, _error: BaseException) -> None:
         seen = self.blockers.take() if self.blockers is not None else []
@@ -235,7 +249,7 @@ def _run(
     phase, notes = _Phase(), notes or Notes()
     run: Run | None = None
     try:
-        with _maintenance_lock(url, options):
+        with _maintenance_lock(url, options, say, phase):
             if options.settle:
                 phase.name = "settling what a dead run left"
                 notes.extend(_settle(url, options, say))
@@ -281,6 +295,7 @@ def _run(
             rollback=undo.nothing_started(options.rollback),
             error=failure.to_error(),
             lock_retries=phase.retries,
+            waited_for=phase.waited_for,
             recovered=notes.recovered(),
             current_version=_version_or_none(session_url(url, options.policy), options.history_schema),
         )
@@ -336,6 +351,7 @@ def _prepared(
         blockers=phase.blockers,
     )
     run.report.lock_retries.extend(phase.retries)
+    run.report.waited_for = phase.waited_for
     run.report.lint = list(linted.findings)
     run.report.warnings.extend(linted.warnings)
     return run
@@ -377,8 +393,10 @@ def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> Progres
 
 
 @contextlib.contextmanager
-def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
-    """The migrator lock in the maintenance database, which no swap of the target database can release.
+def _maintenance_lock(url: str, options: MigrateOptions, say: Progress, phase: _Phase) -> Iterator[None]:
+    """The migrator lock in the maintenance database, which no swap of the target database can release; then,
+    under it, the wait for backups and restores announced on the database (engine.postgres.announce), whose
+    lock the run keeps exclusively until it ends.
 
     Where that database cannot be reached only the lock in the target database serialises migrators; the
     restore strategy, which needs the maintenance database, has refused to start already in that case."""
@@ -399,6 +417,13 @@ def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
             database=database_name(url),
         ),
     ):
+        phase.name = "waiting for a backup or restore of the database"
+        phase.waited_for = wait_for_announced(
+            conn,
+            database_name(url),
+            bound_seconds=milliseconds(options.policy.backup_wait) / 1000,
+            say=options.on_waiting or say,
+        )
         yield
 
 
