@@ -16,7 +16,13 @@ from pathlib import Path
 import psycopg
 from pgwarden_testing.localpg import LocalPostgres
 
-from pgwarden.engine.postgres.announce import announce_key, announced, lock_ids, maintenance_url
+from pgwarden.engine.postgres.announce import (
+    announce_key,
+    announced,
+    announcements,
+    lock_ids,
+    maintenance_url,
+)
 
 PGWARDEN = str(Path(sys.executable).with_name("pgwarden"))
 PAUSED_PGWARDEN = [sys.executable, "-m", "pgwarden_testing.paused"]
@@ -165,3 +171,36 @@ def test_a_migration_gives_up_waiting_at_its_bound_without_changing_anything(
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+
+
+def test_a_restore_announces_itself_on_the_database_it_restores_for_its_whole_run(
+    pg: LocalPostgres, tmp_path: Path
+) -> None:
+    url = seeded(pg)
+    taken = subprocess.run(
+        [PGWARDEN, "backup", url, "--to", str(tmp_path / "backups"), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    backup = json.loads(taken.stdout)["backup"]
+    name = f"restored_{secrets.token_hex(4)}"
+    restore = subprocess.Popen(
+        [*PAUSED_PGWARDEN, "restore", pg.url(name), "--from", backup["location"], "--create", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_env(), "PGWARDEN_TEST_PAUSE_AT": "restore-created", "PGWARDEN_TEST_PAUSE_SECONDS": "3"},
+    )
+    said = Lines(restore)
+    said.wait_for(PAUSED + "restore-created", 60)
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        running = announcements(conn, name)
+    out, _ = restore.communicate(timeout=120)
+    said.join()
+
+    assert [a.what for a in running] == [f"restore {backup['id']}"]
+    assert json.loads(out)["outcome"] == "Succeeded"
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        assert announcements(conn, name) == []  # let go with the restore's end

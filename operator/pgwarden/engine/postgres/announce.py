@@ -7,6 +7,11 @@ restore that swaps it by rename ends every session on it). The session's applica
 ("pgwarden backup 20261207T…"), so the waiter can name it. A migration takes the same lock exclusively and
 keeps it for its run: it waits for every announcement before it, and a backup that starts after it finds the
 lock taken (and runs unannounced, as before: waiting for the migration, or skipping, is its own decision).
+
+Who announces: a backup while it reads the database (pg_dump and its counts), a restore for its whole run, on
+the database it restores into. A drill and a rehearsal announce nothing: they restore a stored backup into a
+scratch database and never lock a table of the source (a rehearsal only reads the source's history to plan),
+so a migration of the source has nothing to wait for; a scratch database has no migrations to hold off.
 """
 
 from __future__ import annotations
