@@ -14,7 +14,10 @@ import pytest
 
 from pgwarden.api.policy import MigrationPolicy
 from pgwarden.api.reports import Outcome
+from pgwarden.engine.migrate.files import load_migrations
+from pgwarden.engine.migrate.lint import lint_migrations
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
+from pgwarden.engine.migrate.rewrites import REWRITE_RULE
 from pgwarden.engine.migrate.sqlscript import split_statements
 from pgwarden.engine.recovery.locks import spread_delays
 
@@ -112,3 +115,35 @@ def test_a_data_change_waiting_for_a_row_keeps_the_run_lock_timeout(db_url: str,
     assert report.lock_retries == []
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT v FROM rows WHERE id = 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("sql", "rewrites"),
+    [
+        ("ALTER TABLE t ALTER COLUMN a TYPE bigint", "changing the type of column a"),
+        ("ALTER TABLE t ADD COLUMN b uuid DEFAULT gen_random_uuid()", "volatile default"),
+        ("ALTER TABLE t ADD COLUMN c bigserial", "from a sequence"),
+        ("ALTER TABLE t ADD COLUMN d int GENERATED ALWAYS AS IDENTITY", "from a sequence"),
+        ("ALTER TABLE t ADD COLUMN e int GENERATED ALWAYS AS (a * 2) STORED", "stored generated"),
+        ("ALTER TABLE t SET UNLOGGED", "SET LOGGED/UNLOGGED"),
+        ("VACUUM (FULL) t", "VACUUM FULL"),
+        ("CLUSTER t USING t_pkey", "CLUSTER"),
+        ("ALTER TABLE t ADD COLUMN f timestamptz DEFAULT now()", None),
+        ("ALTER TABLE t ADD COLUMN g int", None),
+        ("VACUUM t", None),
+    ],
+)
+def test_the_lint_warns_about_statements_rewriting_a_table_under_access_exclusive(
+    sql: str, rewrites: str | None, tmp_path: Path
+) -> None:
+    directory = write(tmp_path / "m", {"0001_change.sql": f"-- pgwarden:no-transaction\n{sql};\n"})
+    files = list(load_migrations(directory))
+
+    found = [f for f in lint_migrations(files).findings if f.rule == REWRITE_RULE]
+
+    if rewrites is None:
+        assert found == []
+    else:
+        assert [(f.file, f.line) for f in found] == [("0001_change.sql", 2)]
+        assert rewrites in found[0].message and "ACCESS EXCLUSIVE" in found[0].message
+        assert lint_migrations(files, fail_on=[REWRITE_RULE]).refused([REWRITE_RULE]) == tuple(found)

@@ -18,6 +18,7 @@ from pglast.enums.parsenodes import (
     ReindexObjectType,
 )
 
+from pgwarden.engine.migrate.rewrites import rewrite_reason
 from pgwarden.engine.postgres.schema_diff import qualified_name
 from pgwarden.errors import BadInput
 
@@ -101,6 +102,8 @@ class Statement:
     it), to drop if left INVALID."""
     concurrent_index_table: str | None = None
     """The table of that index, to find the INVALID index a failure leaves when the statement names none."""
+    rewrites: str | None = None
+    """Why it writes the whole table again under ACCESS EXCLUSIVE (engine.migrate.rewrites), for the lint."""
     strong_lock: bool = False
     """Whether it may take a lock stronger than ROW EXCLUSIVE (so readers or writers queue behind its wait): it
     then runs with the policy's short ddl_lock_timeout."""
@@ -157,6 +160,7 @@ def split_statements(sql: str, name: str = "<script>") -> tuple[Statement, ...]:
                 concurrent_index=index,
                 concurrent_index_table=table,
                 strong_lock=takes_strong_lock(node),
+                rewrites=rewrite_reason(node),
             )
         )
     return tuple(statements)
