@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backup_throughput.py $(BACKUP_ARGS)
 	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
 	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)
+	$(BIN)/python bench/migrate_speed.py $(MIGRATE_ARGS)
 	$(BIN)/python bench/app_stall.py $(STALL_ARGS)
 
 ## demo-down: stop everything `make demo` started (cluster, node and its Pods, PostgreSQL, MinIO); no process,

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from backup_support import BackupPlace, run_cli
+from backup_support import BackupPlace, run_cli, start_paused, wait_for_pause
 
 from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.options import BackupOptions
 from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.storage import Storage
-from pgwarden.storage.manifest import list_backups, read_manifest, write_manifest
+from pgwarden.storage.manifest import MANIFEST, list_backups, read_manifest, write_manifest
 
 
 def test_prune_keeps_the_newest_and_the_newest_verified_backup(shop_db: str, place: BackupPlace) -> None:
@@ -118,3 +118,45 @@ def test_a_bad_calendar_is_refused_before_anything_is_deleted(
     done = run_cli("prune", fs_place.uri, *flags, env=fs_place.env)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(list_backups(fs_place.open())) == 2
+
+
+def test_a_prune_killed_between_deletes_leaves_only_whole_backups_and_the_next_one_finishes_its_plan(
+    shop_db: str, place: BackupPlace
+) -> None:
+    """SIGKILLed after its first delete: every backup still listed is whole (manifest and dump), what the
+    calendar keeps is all there, and the next prune deletes the rest of the same plan and leaves no debris."""
+    made = [take_backup(shop_db, place.open()).backup for _ in range(6)]
+    times = ["2025-01-15", "2025-02-10", "2025-02-20", "2025-03-01T10:00", "2025-03-01T12:00", "2025-03-02"]
+    ids = []
+    for backup, when in zip(made, times, strict=True):
+        assert backup is not None
+        _completed(place.open(), backup.id, datetime.fromisoformat(when).replace(tzinfo=UTC))
+        ids.append(backup.id)
+    rules = ("--keep-daily", "2", "--keep-monthly", "2", "--json")
+    plan = json.loads(run_cli("prune", place.uri, *rules, "--dry-run", env=place.env).stdout)
+    keep = {item["id"] for item in plan["kept"]}
+    assert keep == {ids[5], ids[4], ids[2]}
+    assert {item["id"] for item in plan["deleted"]} == {ids[0], ids[1], ids[3]}
+
+    run = start_paused("prune", place.uri, *rules, env=place.env, pause_at="prune-deleted")
+    try:
+        wait_for_pause(run)
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+
+    listed = [b.id for b in list_backups(place.open())]
+    assert keep <= set(listed) and len(listed) == 5, listed
+    keys = {obj.key for obj in place.open().list_objects()}
+    for backup_id in listed:
+        assert {key.split("/", 1)[1] for key in keys if key.startswith(f"{backup_id}/")} >= {
+            MANIFEST,
+            read_manifest(place.open().child(backup_id)).dump_file,
+        }, f"{backup_id} is listed, so it must be whole"
+
+    done = run_cli("prune", place.uri, *rules, env=place.env)
+    assert done.returncode == 0, done.stderr
+    assert {item["id"] for item in json.loads(done.stdout)["kept"]} == keep
+    assert {b.id for b in list_backups(place.open())} == keep
+    gone = set(ids) - keep
+    assert not [obj.key for obj in place.open().list_objects() if obj.key.split("/", 1)[0] in gone]

@@ -63,3 +63,25 @@ def test_a_deleted_owners_cronjobs_are_deleted_but_not_an_orphaned_one(
     # Asked again (the collector or a second event was first): nothing to delete, and no error.
     assert delete_owned_cronjobs(api, namespace, uid, known) == 0
     assert [item["metadata"]["name"] for item in kube.get_all("cronjobs", namespace)] == ["orphaned"]
+
+
+def test_a_resource_recreated_under_the_same_name_keeps_its_new_cronjob(
+    kube: LocalCluster, namespace: str
+) -> None:
+    """Deleted and applied again before the cleanup ran (a `kubectl replace --force`, an Argo CD re-sync): the
+    CronJob of the same name now belongs to the new resource, and the old one's cleanup leaves it."""
+    for name in ("before", "after"):
+        kube.apply(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
+        )
+    old, new = (kube.get("configmap", name, namespace) for name in ("before", "after"))
+    kube.apply(cronjob("nightly", namespace, old))
+    known = kube.get("cronjob", "nightly", namespace)  # what the watch saw of the deleted resource's CronJob
+    kube.kubectl("delete", "cronjob", "nightly", "-n", namespace, "--wait=true")
+    kube.apply(cronjob("nightly", namespace, new))
+    api = Kube(load_configuration(str(kube.kubeconfig)))
+
+    assert delete_owned_cronjobs(api, namespace, old["metadata"]["uid"], [known]) == 0
+
+    current = kube.get("cronjob", "nightly", namespace)
+    assert still_owned(current, new["metadata"]["uid"])

@@ -3,6 +3,7 @@ recorded, and against what a reference database recorded at the same version."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -13,6 +14,7 @@ from pgwarden.api.fleet_drift import DriftVerdict
 from pgwarden.api.reports import Outcome
 from pgwarden.engine.migrate.drift_check import judge, read_schema
 from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
+from pgwarden.errors import PgwardenError
 
 FILES = {
     "0001_invoices.sql": "CREATE TABLE invoices (id int PRIMARY KEY, total numeric NOT NULL DEFAULT 0);",
@@ -104,3 +106,24 @@ def test_a_database_pgwarden_never_migrated_is_not_checked_and_not_written_to(pg
     assert verdict.verdict == DriftVerdict.NOT_MIGRATED
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regnamespace('pgwarden')").fetchone() == (None,)
+
+
+def test_a_target_locked_by_a_long_migration_is_read_or_named_busy_never_waited_on_for_ever(
+    pg: LocalPostgres, migrations: Path
+) -> None:
+    """Someone's ALTER holds ACCESS EXCLUSIVE on a table for minutes: the read-only check does not queue
+    behind it (and so block that table's readers behind itself); it reads the catalogs or says why not."""
+    url = migrated(pg, migrations)
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(read_schema, url)
+            try:
+                live = reading.result(timeout=30)
+            except PgwardenError as exc:
+                assert "lock" in exc.message, exc.message
+            else:
+                verdict, differences = judge("tenant-busy", live, None)
+                assert (verdict.verdict, differences) == (DriftVerdict.IN_SYNC, [])
+            finally:
+                holder.rollback()

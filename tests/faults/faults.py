@@ -629,7 +629,14 @@ class Contents:
         return found
 
 
-SCRATCH_MARKS = ("_pgw_restore_", "_pgw_verified_", "_pgw_rehearsal_", "_pgw_drill_", "_pgw_restoring_")
+SCRATCH_MARKS = (
+    "_pgw_restore_",
+    "_pgw_verified_",
+    "_pgw_rehearsal_",
+    "_pgw_drill_",
+    "_pgw_restoring_",
+    "_pgw_partial_",
+)
 
 
 def scratch_databases(url: str, of: str | None = None) -> list[str]:

@@ -23,9 +23,23 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class LibraryTracebacksInOneLine(logging.Filter):
+    """A library's warning that carries an exception (botocore's failed credential refresh does) becomes one
+    line ending in the exception's own message: the command's failure says the rest, in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and not record.name.startswith("pgwarden"):
+            error = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} ({type(error).__name__}: {error})", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure_logging(*, verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(LibraryTracebacksInOneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

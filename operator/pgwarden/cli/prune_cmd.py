@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pgwarden.api.durations import parse_duration
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_json_flag, duration_flag
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.storage import ObjectNotFound, StorageError
 from pgwarden.storage.listing import PruneReport, prune_report
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             owner=args.owner,
             every_owner=args.all_owners,
             dry_run=args.dry_run,
+            deleted_one=lambda _backup_id: pause_point("prune-deleted"),
         )
     except ObjectNotFound as exc:  # several owners and none chosen, or no backup of the one named
         raise BadInput(str(exc)) from exc

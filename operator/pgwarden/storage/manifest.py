@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -323,12 +324,13 @@ def prune(
     owner: str | None = None,
     every_owner: bool = False,
     dry_run: bool = False,
+    deleted_one: Callable[[str], None] | None = None,
 ) -> PruneResult:
     """Apply retention under a prefix to `owner`'s backups (or every owner's, each on its own): delete the
     backups and debris `plan_by_owner` gives up. Other owners' backups are never touched.
 
     A backup's manifest is deleted first, so an interrupted prune leaves debris, never a listed backup
-    whose dump is gone."""
+    whose dump is gone. `deleted_one` hears of each backup once it is gone."""
     catalog = scan(storage)
     plan, owners = plan_by_owner(
         catalog, policy, now, owner=owner, every_owner=every_owner, where=storage.location
@@ -341,6 +343,8 @@ def prune(
             storage.delete([manifest_key])
             storage.delete([key for key in stored if key != manifest_key])
             deleted.append(decision.id)
+            if deleted_one is not None:
+                deleted_one(decision.id)
         by_name = {d.name: d for d in catalog.debris}
         for record in plan.delete_debris:
             item = by_name[record.name]

@@ -27,6 +27,7 @@ from pgwarden.api.reports import ErrorInfo, Outcome, RestoredTable, RestoreOnly,
 from pgwarden.engine.backup.locks import lock_wait_ms
 from pgwarden.engine.backup.stored_dump import Identities, RestoreFailed, check_can_open, download_verified
 from pgwarden.engine.backup.streaming import Push
+from pgwarden.engine.pause_points import pause_point
 from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url
 from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
 from pgwarden.engine.postgres.databases import derived_name
@@ -242,11 +243,13 @@ def _through_scratch(
         say(f"restoring {len(plan.entries)} archive entries into the scratch database {name}")
         options_list = ["--exit-on-error", "--no-password", "--single-transaction", f"--use-list={listing}"]
         run_pg_restore(tool, scratch_url, [f"--format={fmt}", *options_list], source=local, feed=None)
+        pause_point("partial-scratch-restored")
         placement = renaming.place(scratch_url, plan.tables, options.selection.schemas, options.suffix)
         _refuse_taken(url, placement, options.clean)
         terminated = terminate_connections(url, database_name(url)) if options.terminate else None
         say(f"moving {len(placement.tables)} table(s) into {describe(url)} in one transaction")
         _move(scratch_url, url, placement, options)
+        pause_point("partial-moved")
     return placement, terminated
 
 
