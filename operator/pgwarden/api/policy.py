@@ -62,8 +62,8 @@ class MigrationPolicy(ApiModel):
     lock_retry_within: Duration = Field(
         default="20s",
         description=(
-            "The time the pauses between attempts add up to at most: growing, jittered pauses, so that "
-            "retries spread over it instead of hammering a busy table."
+            "The time the pauses between attempts add up to at most: shared out evenly and jittered, so "
+            "retries spread over it and the table is free between two short lock waits."
         ),
     )
     backup_wait: Duration = Field(

@@ -83,15 +83,15 @@ OnRetry = Callable[[int, float, BaseException], None]
 
 
 def spread_delays(attempts: int, within: float, rng: random.Random | None = None) -> list[float]:
-    """The pauses between `attempts` tries: doubling, each jittered to between half and all of its share, so
-    that together they take at most `within` seconds and two runs retrying at once drift apart (pure but for
-    `rng`)."""
+    """The pauses between `attempts` tries: `within` seconds shared out evenly, each pause jittered to between
+    half and all of its share, so that together they take at most `within`, two runs retrying at once drift
+    apart, and no pause shrinks to nothing: between two short lock waits the table is free for a while (with
+    doubling pauses the first ones would vanish and the waits come back to back) (pure but for `rng`)."""
     if attempts < 2:
         return []
-    weights = [2.0**n for n in range(attempts - 1)]
-    unit = within / sum(weights)
+    share = within / (attempts - 1)
     draw = rng or random.Random()
-    return [round(weight * unit * draw.uniform(0.5, 1.0), 3) for weight in weights]
+    return [round(share * draw.uniform(0.5, 1.0), 3) for _ in range(attempts - 1)]
 
 
 def retry_on_lock_timeout(
