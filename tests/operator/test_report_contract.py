@@ -46,6 +46,7 @@ from pgwarden.api.reports import (
     RowChange,
     RowDifference,
     Verification,
+    WaitedFor,
 )
 from pgwarden.api.retention import RetentionDecision, RetentionOutcome
 from pgwarden.job.termination_message import compact
@@ -168,6 +169,7 @@ def full_migration_report() -> MigrationReport:
         lint=[LintFinding(rule="adding-field-with-default", file="0002_orders.sql", line=1, message="m")],
         rehearsal=None,
         lock_retries=[LockRetry(phase="applying 0002", attempt=1, delay_seconds=0.5)],
+        waited_for=WaitedFor(runs=["backup 20250301T110000Z-ab12"], seconds=12.5),
         error=ErrorInfo(message="a warning-free run keeps no error", migration="0002"),
         started_at=STARTED.isoformat(),
         completed_at=ENDED.isoformat(),
@@ -216,6 +218,7 @@ def test_every_migration_report_field_reaches_status_or_is_listed(resource: Call
             "plan": "the command line's --plan output",
             "rehearsal": "a rehearsal Job's report: status.rehearsal (next test)",
             "lock_retries": "in the Job's log; conditions carry the outcome",
+            "waited_for": "in the Job's log while it waits (the WaitingForBackup reason is not built yet)",
             "error": "status.message, when the run failed (test_a_failed_runs_error_is_its_message)",
         },
     )

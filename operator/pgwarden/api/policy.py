@@ -33,7 +33,38 @@ class MigrationPolicy(ApiModel):
         description="Allow DROP TABLE/COLUMN/SCHEMA, TRUNCATE, unqualified DELETE/UPDATE and column type changes.",
     )
     lock_timeout: Duration = Field(
-        default="5s", description="PostgreSQL lock_timeout for each statement; lock timeouts are retried."
+        default="5s",
+        description="PostgreSQL lock_timeout for every lock wait of the run (counts, history, data changes); "
+        "lock timeouts are retried.",
+    )
+    ddl_lock_timeout: Duration = Field(
+        default="500ms",
+        description=(
+            "lock_timeout of each statement that takes a lock stronger than ROW EXCLUSIVE (DDL, DO blocks): "
+            "the longest a reader or writer queued behind it waits per attempt. Not for CONCURRENTLY "
+            "statements, which wait for older transactions by design."
+        ),
+    )
+    lock_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many times a step that timed out waiting for a lock is tried in all.",
+    )
+    lock_retry_within: Duration = Field(
+        default="20s",
+        description=(
+            "The time the pauses between attempts add up to at most: shared out evenly and jittered, so "
+            "retries spread over it and the table is free between two short lock waits."
+        ),
+    )
+    backup_wait: Duration = Field(
+        default="1h",
+        description=(
+            "How long the run waits, before it takes any lock, for a backup or restore of the database that is "
+            "under way (announced by pgwarden), so its DDL never queues behind a dump; past it the run fails "
+            "without changing anything."
+        ),
     )
     statement_timeout: Duration = Field(
         default="1h",

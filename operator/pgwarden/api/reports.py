@@ -98,12 +98,44 @@ class RollbackResult(ApiModel):
     version_after: str | None = Field(default=None, description="The database's schema version afterwards.")
 
 
+class Blocker(ApiModel):
+    """A session that held a lock the run waited for (pg_blocking_pids), as it was when the wait timed out."""
+
+    pid: int = Field(description="The blocking session's process id.")
+    user: str | None = Field(default=None, description="The role it is logged in as.")
+    application_name: str | None = Field(default=None, description="Its application_name.")
+    state: str | None = Field(default=None, description="active, idle in transaction, ...")
+    transaction_seconds: float | None = Field(
+        default=None, description="How long its transaction had been open."
+    )
+    query: str | None = Field(
+        default=None,
+        description="Its (last) statement with every literal masked ($1, $2, ...); masked wholesale when it "
+        "does not parse.",
+    )
+
+
+class WaitedFor(ApiModel):
+    """The backups and restores of the database a migration waited for before it took any lock."""
+
+    runs: list[str] = Field(description="What was announced, e.g. 'backup 20261207T013000Z-3f9a'.")
+    seconds: float = Field(description="How long the migration waited for them.")
+
+
 class LockRetry(ApiModel):
     """A lock_timeout that a run waited out and retried."""
 
     phase: str = Field(description="What the run was doing, e.g. 'counting rows before the run'.")
     attempt: int = Field(description="Which attempt timed out (1 is the first).")
     delay_seconds: float = Field(description="How long the run waited before the next attempt.")
+    blocked_by: list[Blocker] = Field(
+        default_factory=list,
+        description="The sessions that held the lock, seen while the attempt waited (empty when the wait "
+        "ended before it could be seen).",
+    )
+    gave_up: bool = Field(
+        default=False, description="The last attempt: the run gave up waiting and failed (no delay follows)."
+    )
 
 
 class BackupInfo(ApiModel):
@@ -275,8 +307,15 @@ class MigrationReport(ApiModel):
         default=None,
         description="The run rehearsed first on a copy restored from a backup (--rehearse-from).",
     )
+    waited_for: WaitedFor | None = Field(
+        default=None,
+        description="The backups or restores of the database the run waited for before it started, so that "
+        "its DDL never queued behind them.",
+    )
     lock_retries: list[LockRetry] = Field(
-        default_factory=list, description="Lock timeouts the run waited out and retried, with the backoff."
+        default_factory=list,
+        description="Lock timeouts the run waited out and retried, with the backoff and the sessions that held "
+        "the lock; the last one when the run gave up.",
     )
     recovered: Recovered | None = Field(
         default=None, description="What a dead run had left on the database, settled before this run."

@@ -42,7 +42,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="transaction mode (default auto: one transaction, split only where a statement needs it)",
     )
-    parser.add_argument("--lock-timeout", default="5s", help="lock_timeout for each statement (default 5s)")
+    parser.add_argument(
+        "--lock-timeout", default="5s", help="lock_timeout for every lock wait of the run (default 5s)"
+    )
+    parser.add_argument(
+        "--ddl-lock-timeout",
+        default="500ms",
+        help="lock_timeout of each statement taking a lock stronger than ROW EXCLUSIVE: the longest a reader "
+        "queued behind it waits per attempt (default 500ms)",
+    )
+    parser.add_argument(
+        "--lock-attempts",
+        type=int,
+        default=10,
+        help="how many times a step that timed out waiting for a lock is tried in all (default 10)",
+    )
+    parser.add_argument(
+        "--lock-retry-within",
+        default="20s",
+        help="the most the jittered pauses between those attempts add up to (default 20s)",
+    )
+    parser.add_argument(
+        "--backup-wait",
+        default="1h",
+        help="how long to wait for a pgwarden backup or restore of the database under way before taking any "
+        "lock (default 1h)",
+    )
     parser.add_argument(
         "--statement-timeout", default="1h", help="statement_timeout for every statement (default 1h)"
     )
@@ -124,6 +149,10 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
             transaction=args.transaction,
             allow_destructive=args.allow_destructive,
             lock_timeout=duration_flag("--lock-timeout", args.lock_timeout),
+            ddl_lock_timeout=duration_flag("--ddl-lock-timeout", args.ddl_lock_timeout),
+            lock_attempts=lock_attempts(args.lock_attempts),
+            lock_retry_within=duration_flag("--lock-retry-within", args.lock_retry_within),
+            backup_wait=duration_flag("--backup-wait", args.backup_wait),
             statement_timeout=duration_flag("--statement-timeout", args.statement_timeout),
         ),
         verify=load_verify(args.verify),
@@ -134,7 +163,15 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
         rehearsal=rehearsal_options(args),
         # Long statements are reported on stderr with --json too: stdout holds only the report.
         on_progress=lambda running: progress(running.describe()),
+        on_waiting=progress,
     )
+
+
+def lock_attempts(value: int) -> int:
+    """--lock-attempts, within what the policy takes (1 to 100)."""
+    if not 1 <= value <= 100:
+        raise BadInput(f"--lock-attempts {value} is out of range; give 1 to 100")
+    return value
 
 
 def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:

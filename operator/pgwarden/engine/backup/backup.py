@@ -39,6 +39,7 @@ from pgwarden.engine.backup.locks import lock_wait_message, with_lock_timeout
 from pgwarden.engine.backup.options import BackupOptions, CheckedOptions, Progress, check_options
 from pgwarden.engine.backup.selection import dumped_tables
 from pgwarden.engine.pause_points import pause_point as _pause_point
+from pgwarden.engine.postgres.announce import announced
 from pgwarden.engine.postgres.connect import connect, describe, resolve_url
 from pgwarden.engine.postgres.counts import BACKGROUND_COUNT_CONCURRENCY, count_rows
 from pgwarden.engine.postgres.inspect import database_size, take_snapshot
@@ -134,7 +135,10 @@ def take_backup(
         + (f", sealed with age to {len(checked.recipients)} recipient(s)" if checked.recipients else "")
     )
     try:
-        dumped = _dump(url, target, options, checked, server)
+        # Announced while it reads the database, so a migration waits for it instead of queueing its DDL
+        # behind the dump's locks (engine.postgres.announce); the verification reads only its own copy.
+        with announced(url, f"backup {target.backup_id}"):
+            dumped = _dump(url, target, options, checked, server)
         manifest = _manifest(url, target, options, checked, server, dumped, started, clock)
         verification = None
         if options.verify is not None:

@@ -3,11 +3,13 @@ run's observers (lock sampling, progress) when each statement starts and ends.""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg import pq
 
 from pgwarden.api.reports import AppliedMigration, StatementCount
 from pgwarden.engine.migrate import history
@@ -16,6 +18,7 @@ from pgwarden.engine.migrate.files import MigrationFile
 from pgwarden.engine.migrate.plan import PlannedMigration
 from pgwarden.engine.migrate.sqlscript import Statement
 from pgwarden.engine.migrate.statements import RunningStatement
+from pgwarden.engine.migrate.timeouts import ddl_lock_timeout, timeouts
 from pgwarden.engine.postgres.pgerror import describe_error
 
 if TYPE_CHECKING:
@@ -73,7 +76,28 @@ def apply_in_transaction(run: Run, step: PlannedMigration) -> AppliedMigration:
 
 
 def execute(run: Run, file: MigrationFile, statement: Statement) -> None:
-    """Run one statement of a migration, telling the run's observers when it starts and ends."""
+    """Run one statement of a migration; one that takes a lock stronger than ROW EXCLUSIVE waits for it at most
+    the short ddl_lock_timeout, so whoever queues behind its wait is held up that long at most."""
+    if not statement.strong_lock:
+        _observed(run, file, statement)
+        return
+    policy = run.options.policy
+    _set_lock_timeout(run.conn, ddl_lock_timeout(policy))
+    try:
+        _observed(run, file, statement)
+    finally:
+        # In a failed transaction the ROLLBACK undoes the SET; otherwise the run's own bound comes back.
+        if not run.conn.closed and run.conn.info.transaction_status != pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.OperationalError):
+                _set_lock_timeout(run.conn, timeouts(policy)["lock_timeout"])
+
+
+def _set_lock_timeout(conn: psycopg.Connection[Any], milliseconds: str) -> None:
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (milliseconds,))
+
+
+def _observed(run: Run, file: MigrationFile, statement: Statement) -> None:
+    """Run the statement, telling the run's observers when it starts and ends."""
     observers = run.options.observers
     if not observers:
         run.conn.execute(statement.text)
@@ -101,7 +125,7 @@ def statement_failure(run: Run, file: MigrationFile, statement: Statement, exc: 
         exc,
         f"migration {file.version} failed at {where}",
         lock_timeout=run.options.policy.lock_timeout,
-        attempts=run.options.lock_attempts,
+        attempts=run.options.policy.lock_attempts,
     )
     message = str(cause)
     if not cause.connection_lost and not isinstance(exc, pgerrors.QueryCanceled):

@@ -60,8 +60,9 @@ def as_run_failure(exc: BaseException, phase: str, *, lock_timeout: str, attempt
         return RunFailed(f"{reason} while {phase}")
     if is_lock_timeout(exc):
         return RunFailed(
-            f"{phase}: gave up after {attempts} attempts, each waiting lock_timeout {lock_timeout} for a lock "
-            "another session holds; find it in pg_locks/pg_stat_activity, or retry with a longer --lock-timeout"
+            f"{phase}: gave up after {attempts} attempts, each waiting for a lock another session holds (at "
+            f"most lock_timeout {lock_timeout}, or ddl_lock_timeout for a statement taking a lock stronger than "
+            "ROW EXCLUSIVE); end that session, or give more --lock-attempts or a longer --lock-retry-within"
         )
     if isinstance(exc, pgerrors.QueryCanceled):
         return RunFailed(

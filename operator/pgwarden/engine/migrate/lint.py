@@ -18,12 +18,15 @@ from pathlib import Path
 
 from pgwarden.api.lint import LintFinding
 from pgwarden.engine.migrate.files import MigrationFile
+from pgwarden.engine.migrate.rewrites import REWRITE_RULE
 from pgwarden.errors import BadInput, PgwardenError
 
 SQUAWK_DISTRIBUTION = "squawk-cli"
 # pgwarden sets lock_timeout and statement_timeout on every session and runs each file in a transaction or
 # brackets it with history rows, so these rules would flag every statement of every file.
 HANDLED_BY_PGWARDEN = ("require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts")
+OWN_RULES = (REWRITE_RULE,)
+"""pgwarden's rules, found by pgwarden (never handed to squawk)."""
 SYNTAX_ERROR = "syntax-error"
 TIMEOUT_SECONDS = 120
 
@@ -66,7 +69,7 @@ def squawk_arguments(fail_on: Sequence[str], pg_version: str | None) -> list[str
     """squawk's options: JSON, the rules pgwarden handles left out unless named, opt-in rules named enabled."""
     args = ["--reporter", "json"]
     args += [f"--exclude={rule}" for rule in HANDLED_BY_PGWARDEN if rule not in fail_on]
-    args += [f"--include={rule}" for rule in dict.fromkeys(fail_on)]
+    args += [f"--include={rule}" for rule in dict.fromkeys(fail_on) if rule not in OWN_RULES]
     if pg_version:
         args.append(f"--pg-version={pg_version}")
     return args
@@ -119,8 +122,26 @@ def lint_migrations(
             result = _run_squawk(chosen, fail_on, pg_version, in_transaction=in_transaction)
             findings.extend(result.findings)
             warnings.extend(result.warnings)
+    findings.extend(rewrite_findings(files))
     findings.sort(key=lambda f: (f.file, f.line, f.rule))
     return LintResult(tuple(findings), tuple(warnings))
+
+
+def rewrite_findings(files: Sequence[MigrationFile]) -> list[LintFinding]:
+    """pgwarden's own rule: statements that write the whole table again while holding ACCESS EXCLUSIVE (pure)."""
+    return [
+        LintFinding(
+            rule=REWRITE_RULE,
+            file=file.script_name,
+            line=statement.line,
+            message=statement.rewrites,
+            help="every reader and writer of the table waits until it ends: build a new column or table "
+            "and backfill it in batches, or use pg_repack",
+        )
+        for file in files
+        for statement in file.statements
+        if statement.rewrites
+    ]
 
 
 def _run_squawk(

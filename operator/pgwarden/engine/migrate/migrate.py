@@ -18,10 +18,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
+from pgwarden.api.durations import milliseconds
 from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import BackupInfo, ErrorInfo, LockRetry, MigrationReport, Outcome, Rehearsal
+from pgwarden.api.reports import (
+    BackupInfo,
+    ErrorInfo,
+    LockRetry,
+    MigrationReport,
+    Outcome,
+    Rehearsal,
+    WaitedFor,
+)
 from pgwarden.api.verify import VerifySpec
 from pgwarden.engine.migrate import history, verify
+from pgwarden.engine.migrate.blocker_watch import BlockerWatch
 from pgwarden.engine.migrate.failures import as_run_failure
 from pgwarden.engine.migrate.files import (
     InvalidVersion,
@@ -42,7 +52,8 @@ from pgwarden.engine.migrate.progress import (
 from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
-from pgwarden.engine.migrate.timeouts import session_url, set_timeouts
+from pgwarden.engine.migrate.timeouts import retry_delays, session_url, set_timeouts
+from pgwarden.engine.postgres.announce import wait_for_announced
 from pgwarden.engine.postgres.connect import connect, database_name, describe, with_database
 from pgwarden.engine.recovery import journal, undo
 from pgwarden.engine.recovery.journal import JournalRun
@@ -87,7 +98,6 @@ class MigrateOptions:
     history_schema: str = history.DEFAULT_SCHEMA
     count_concurrency: int = 4
     lock_wait_seconds: float = 600.0
-    lock_attempts: int = 5
     safety_net: SafetyNet | None = None
     lint_fail_on: tuple[str, ...] = ()
     """squawk rules that refuse the run (exit 2) when a pending migration breaks them."""
@@ -98,6 +108,9 @@ class MigrateOptions:
     on_progress: OnProgress | None = None
     """Gets the progress of every statement running longer than `progress_after` seconds, every
     `progress_every` seconds (the operator's hook for status); without it, progress lines go to `progress`."""
+    on_waiting: Progress | None = None
+    """Told what the run waits for before it starts (a backup under way), every so often; without it, the
+    lines go to `progress`."""
     progress_after: float = REPORT_AFTER
     progress_every: float = REPORT_EVERY
     settle: bool = True
@@ -223,9 +236,12 @@ class _Phase:
 
     name: str = "connecting"
     retries: list[LockRetry] = field(default_factory=list)
+    blockers: BlockerWatch | None = None
+    waited_for: WaitedFor | None = None
 
     def note_retry(self, number: int, delay: float, _error: BaseException) -> None:
-        self.retries.append(LockRetry(phase=self.name, attempt=number, delay_seconds=delay))
+        seen = self.blockers.take() if self.blockers is not None else []
+        self.retries.append(LockRetry(phase=self.name, attempt=number, delay_seconds=delay, blocked_by=seen))
 
 
 def _run(
@@ -236,7 +252,7 @@ def _run(
     phase, notes = _Phase(), notes or Notes()
     run: Run | None = None
     try:
-        with _maintenance_lock(url, options):
+        with _maintenance_lock(url, options, say, phase):
             if options.settle:
                 phase.name = "settling what a dead run left"
                 notes.extend(_settle(url, options, say))
@@ -245,7 +261,10 @@ def _run(
                         "a dead run's work could not be settled, so this run did not start: "
                         + "; ".join(notes.done[-2:] or notes.found)
                     )
-            with connect(url, autocommit=True) as conn:
+            with (
+                connect(url, autocommit=True) as conn,
+                BlockerWatch(session_url(url, options.policy), conn.info.backend_pid) as phase.blockers,
+            ):
                 set_timeouts(conn, options.policy)
                 phase.name = "waiting for the migrator lock"
                 with migrator_lock(conn, options.history_schema, wait_seconds=options.lock_wait_seconds):
@@ -267,7 +286,7 @@ def _run(
         if run is not None:
             raise  # the run reports its own failures; what escapes it is a failure of the report itself
         failure = as_run_failure(
-            exc, phase.name, lock_timeout=options.policy.lock_timeout, attempts=options.lock_attempts
+            exc, phase.name, lock_timeout=options.policy.lock_timeout, attempts=options.policy.lock_attempts
         )
         say(f"failed: {failure}")
         return MigrationReport(
@@ -279,6 +298,7 @@ def _run(
             rollback=undo.nothing_started(options.rollback),
             error=failure.to_error(),
             lock_retries=phase.retries,
+            waited_for=phase.waited_for,
             recovered=notes.recovered(),
             current_version=_version_or_none(session_url(url, options.policy), options.history_schema),
         )
@@ -311,7 +331,10 @@ def _prepared(
     continuing = _continuing(conn, options, say)
     phase.name = "reading the history"
     plan = retry_on_lock_timeout(
-        lambda: _plan(conn, files, options), attempts=options.lock_attempts, on_retry=phase.note_retry
+        lambda: _plan(conn, files, options),
+        attempts=options.policy.lock_attempts,
+        delays=retry_delays(options.policy),
+        on_retry=phase.note_retry,
     )
     phase.name = "linting the pending migrations"
     linted = _lint(conn, plan, options)
@@ -323,9 +346,17 @@ def _prepared(
             url, continuing.backup.storage, owner=continuing.backup.owner, progress=say
         )
     run = Run(
-        conn, session_url(url, options.policy), plan, options, say, continuing=continuing, restorer=restorer
+        conn,
+        session_url(url, options.policy),
+        plan,
+        options,
+        say,
+        continuing=continuing,
+        restorer=restorer,
+        blockers=phase.blockers,
     )
     run.report.lock_retries.extend(phase.retries)
+    run.report.waited_for = phase.waited_for
     run.report.lint = list(linted.findings)
     run.report.warnings.extend(linted.warnings)
     return run
@@ -367,8 +398,10 @@ def _progress_watch(url: str, options: MigrateOptions, say: Progress) -> Progres
 
 
 @contextlib.contextmanager
-def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
-    """The migrator lock in the maintenance database, which no swap of the target database can release.
+def _maintenance_lock(url: str, options: MigrateOptions, say: Progress, phase: _Phase) -> Iterator[None]:
+    """The migrator lock in the maintenance database, which no swap of the target database can release; then,
+    under it, the wait for backups and restores announced on the database (engine.postgres.announce), whose
+    lock the run keeps exclusively until it ends.
 
     Where that database cannot be reached only the lock in the target database serialises migrators; the
     restore strategy, which needs the maintenance database, has refused to start already in that case."""
@@ -389,6 +422,13 @@ def _maintenance_lock(url: str, options: MigrateOptions) -> Iterator[None]:
             database=database_name(url),
         ),
     ):
+        phase.name = "waiting for a backup or restore of the database"
+        phase.waited_for = wait_for_announced(
+            conn,
+            database_name(url),
+            bound_seconds=milliseconds(options.policy.backup_wait) / 1000,
+            say=options.on_waiting or say,
+        )
         yield
 
 

@@ -31,16 +31,19 @@ from pgwarden.api.reports import (
 )
 from pgwarden.engine.migrate import failing, gate, history, reporting
 from pgwarden.engine.migrate.applying import apply_in_transaction, recorded
+from pgwarden.engine.migrate.blocker_watch import BlockerWatch
 from pgwarden.engine.migrate.failures import RunFailed, as_run_failure
 from pgwarden.engine.migrate.outside import apply_outside_transaction
 from pgwarden.engine.migrate.plan import MigrationPlan, PlannedMigration
 from pgwarden.engine.migrate.run_journal import RunJournal
+from pgwarden.engine.migrate.timeouts import retry_delays
 from pgwarden.engine.pause_points import pause_point
+from pgwarden.engine.postgres.blockers import describe_blockers
 from pgwarden.engine.postgres.connect import describe
 from pgwarden.engine.postgres.state import SchemaState, capture_state, drift_since
 from pgwarden.engine.recovery import journal
 from pgwarden.engine.recovery.journal import JournalRun, RecordedBackup
-from pgwarden.engine.recovery.locks import retry_on_lock_timeout
+from pgwarden.engine.recovery.locks import is_lock_timeout, retry_on_lock_timeout
 from pgwarden.engine.recovery.undo import Restorer
 from pgwarden.errors import PgwardenError
 
@@ -65,8 +68,11 @@ class Run:
         *,
         continuing: JournalRun | None = None,
         restorer: Restorer | None = None,
+        blockers: BlockerWatch | None = None,
     ) -> None:
         self.conn = conn
+        self.blockers = blockers
+        """Who holds the locks the run's session waits for, named in each lock retry."""
         self.url = url
         self.plan = plan
         self.options = options
@@ -118,6 +124,8 @@ class Run:
         """Carry on over a new connection (a reconnect), closed with the run."""
         self._opened.append(conn)
         self.conn = conn
+        if self.blockers is not None:
+            self.blockers.follow(conn.info.backend_pid)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -130,7 +138,7 @@ class Run:
                 exc,
                 self.phase,
                 lock_timeout=self.options.policy.lock_timeout,
-                attempts=self.options.lock_attempts,
+                attempts=self.options.policy.lock_attempts,
             )
             failing.fail(self, failure)
         return reporting.finish(self)
@@ -165,13 +173,44 @@ class Run:
             self.with_lock_retries(partial(self._transactional_group, [], first=False, last=last))
 
     def with_lock_retries(self, attempt: Callable[[], T]) -> T:
-        return retry_on_lock_timeout(
-            attempt, attempts=self.options.lock_attempts, on_retry=self._note_lock_retry
+        """Run `attempt`, again after each lock timeout within the run's bounds; each timeout is recorded with
+        the sessions that held the lock, and running out of attempts fails the run naming them."""
+
+        def watched() -> T:
+            if self.blockers is not None:
+                self.blockers.clear()
+            return attempt()
+
+        attempts = self.options.policy.lock_attempts
+        try:
+            return retry_on_lock_timeout(
+                watched,
+                attempts=attempts,
+                delays=retry_delays(self.options.policy),
+                on_retry=self._note_lock_retry,
+            )
+        except Exception as exc:
+            if not is_lock_timeout(exc):
+                raise
+            retry = self._lock_retry(attempts, 0.0, gave_up=True)
+            gave_up = as_run_failure(
+                exc, self.phase, lock_timeout=self.options.policy.lock_timeout, attempts=attempts
+            )
+            raise RunFailed(f"{gave_up}; {describe_blockers(retry.blocked_by)}") from exc
+
+    def _lock_retry(self, number: int, delay: float, *, gave_up: bool = False) -> LockRetry:
+        blockers = self.blockers.take() if self.blockers is not None else []
+        retry = LockRetry(
+            phase=self.phase, attempt=number, delay_seconds=delay, blocked_by=blockers, gave_up=gave_up
         )
+        self.report.lock_retries.append(retry)
+        return retry
 
     def _note_lock_retry(self, number: int, delay: float, _error: BaseException) -> None:
-        self.report.lock_retries.append(LockRetry(phase=self.phase, attempt=number, delay_seconds=delay))
-        self.say(f"lock timeout while {self.phase}; retrying in {delay:.1f}s")
+        retry = self._lock_retry(number, delay)
+        self.say(
+            f"lock timeout while {self.phase} ({describe_blockers(retry.blocked_by)}); retrying in {delay:.1f}s"
+        )
         self.forget_uncommitted()
 
     def _transactional_group(self, group: list[PlannedMigration], *, first: bool, last: bool) -> None:

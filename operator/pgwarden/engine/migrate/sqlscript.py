@@ -18,6 +18,7 @@ from pglast.enums.parsenodes import (
     ReindexObjectType,
 )
 
+from pgwarden.engine.migrate.rewrites import rewrite_reason
 from pgwarden.engine.postgres.schema_diff import qualified_name
 from pgwarden.errors import BadInput
 
@@ -101,6 +102,11 @@ class Statement:
     it), to drop if left INVALID."""
     concurrent_index_table: str | None = None
     """The table of that index, to find the INVALID index a failure leaves when the statement names none."""
+    rewrites: str | None = None
+    """Why it writes the whole table again under ACCESS EXCLUSIVE (engine.migrate.rewrites), for the lint."""
+    strong_lock: bool = False
+    """Whether it may take a lock stronger than ROW EXCLUSIVE (so readers or writers queue behind its wait): it
+    then runs with the policy's short ddl_lock_timeout."""
 
 
 @dataclass(frozen=True)
@@ -153,9 +159,50 @@ def split_statements(sql: str, name: str = "<script>") -> tuple[Statement, ...]:
                 destructive="; ".join(_destructive_reasons(node)) or None,
                 concurrent_index=index,
                 concurrent_index_table=table,
+                strong_lock=takes_strong_lock(node),
+                rewrites=rewrite_reason(node),
             )
         )
     return tuple(statements)
+
+
+# Statements that lock existing tables in ROW EXCLUSIVE mode at most (reads, data changes, settings). A data
+# change may wait for a row lock, which no reader queues behind: it keeps the run's longer lock_timeout.
+_WEAK_LOCKS = (
+    ast.SelectStmt,
+    ast.InsertStmt,
+    ast.UpdateStmt,
+    ast.DeleteStmt,
+    ast.MergeStmt,
+    ast.CopyStmt,
+    ast.VariableSetStmt,
+    ast.VariableShowStmt,
+    ast.ExplainStmt,
+    ast.NotifyStmt,
+    ast.TransactionStmt,
+)
+
+
+def takes_strong_lock(node: ast.Node) -> bool:
+    """Whether a statement may wait for a lock stronger than ROW EXCLUSIVE, which every later reader or writer
+    of the table would queue behind. DO blocks and CALL may hold DDL, so they count; CONCURRENTLY statements
+    wait for older transactions by design and block neither, so they do not (pure)."""
+    if isinstance(node, _WEAK_LOCKS):
+        return False
+    if isinstance(node, ast.IndexStmt | ast.DropStmt):
+        return not node.concurrent
+    if isinstance(node, ast.ReindexStmt):
+        return not _option_enabled(node.params, "concurrently")
+    if isinstance(node, ast.RefreshMatViewStmt):
+        return not node.concurrent
+    if isinstance(node, ast.AlterTableStmt):
+        return not any(
+            isinstance(cmd, ast.AlterTableCmd)
+            and isinstance(cmd.def_, ast.PartitionCmd)
+            and bool(cmd.def_.concurrent)
+            for cmd in node.cmds or ()
+        )
+    return True
 
 
 def parse_directives(sql: str, name: str = "<script>") -> Directives:

@@ -12,6 +12,7 @@ from psycopg import sql
 from pgwarden.api.durations import milliseconds
 from pgwarden.api.policy import MigrationPolicy
 from pgwarden.engine.postgres.connect import with_settings
+from pgwarden.engine.recovery.locks import spread_delays
 from pgwarden.errors import BadInput
 
 
@@ -39,13 +40,30 @@ def timeouts(policy: MigrationPolicy) -> dict[str, str]:
     }
 
 
+def ddl_lock_timeout(policy: MigrationPolicy) -> str:
+    """The lock_timeout of a statement that takes a lock stronger than ROW EXCLUSIVE, in milliseconds."""
+    return postgres_timeout("ddl_lock_timeout", policy.ddl_lock_timeout)
+
+
+def retry_delays(policy: MigrationPolicy) -> list[float]:
+    """The pauses between the attempts of a step that timed out waiting for a lock (jittered, spread over
+    lock_retry_within)."""
+    try:
+        within = milliseconds(policy.lock_retry_within) / 1000
+    except ValueError as exc:
+        raise BadInput(f"lock_retry_within {exc}") from exc
+    return spread_delays(policy.lock_attempts, within)
+
+
 def set_timeouts(conn: psycopg.Connection[Any], policy: MigrationPolicy) -> None:
-    for setting, value in timeouts(policy).items():
+    for setting, value in {**timeouts(policy), "ddl_lock_timeout": ddl_lock_timeout(policy)}.items():
         if value == "0":
             raise BadInput(
                 f"{setting} 0 would let the run wait for ever; give a bound such as 8h (the default is "
                 f"{MigrationPolicy.model_fields[setting].default})"
             )
+        if setting == "ddl_lock_timeout":
+            continue  # set around each statement that takes a strong lock (engine.migrate.applying)
         try:
             conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
         except psycopg.errors.InvalidParameterValue as exc:

@@ -30,12 +30,13 @@ def resolve_url(url: str | None) -> str:
 
 
 def connect(
-    url: str, *, autocommit: bool = False, connect_timeout: int = 10
+    url: str, *, autocommit: bool = False, connect_timeout: int = 10, application_name: str = APPLICATION_NAME
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection to the database named by `url` ('' for the PG* environment)."""
+    """A connection to the database named by `url` ('' for the PG* environment); `application_name` says what
+    the session is to whoever looks at pg_stat_activity."""
     try:
         return psycopg.connect(
-            url, autocommit=autocommit, connect_timeout=connect_timeout, application_name=APPLICATION_NAME
+            url, autocommit=autocommit, connect_timeout=connect_timeout, application_name=application_name
         )
     except psycopg.Error as exc:
         # from None: libpq's message can quote the connection string; only the redacted copy goes on

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -81,27 +82,41 @@ def is_lock_timeout(exc: BaseException) -> bool:
 OnRetry = Callable[[int, float, BaseException], None]
 
 
+def spread_delays(attempts: int, within: float, rng: random.Random | None = None) -> list[float]:
+    """The pauses between `attempts` tries: `within` seconds shared out evenly, each pause jittered to between
+    half and all of its share, so that together they take at most `within`, two runs retrying at once drift
+    apart, and no pause shrinks to nothing: between two short lock waits the table is free for a while (with
+    doubling pauses the first ones would vanish and the waits come back to back) (pure but for `rng`)."""
+    if attempts < 2:
+        return []
+    share = within / (attempts - 1)
+    draw = rng or random.Random()
+    return [round(share * draw.uniform(0.5, 1.0), 3) for _ in range(attempts - 1)]
+
+
 def retry_on_lock_timeout(
     attempt: Callable[[], T],
     *,
     attempts: int = 5,
     first_delay: float = 0.5,
+    delays: Sequence[float] | None = None,
     on_retry: OnRetry | None = None,
 ) -> T:
-    """Run `attempt`, re-running it with exponential backoff while it fails on lock_timeout.
+    """Run `attempt`, re-running it after a pause while it fails on lock_timeout: the given `delays`
+    (`spread_delays`), or exponential backoff from `first_delay`.
 
     `on_retry(attempt_number, delay_seconds, error)` is told of each retry (for the report); after the
     last attempt the lock timeout is raised like any other failure."""
-    delay = first_delay
+    pauses = list(delays) if delays is not None else [first_delay * 2**n for n in range(attempts - 1)]
     for number in range(1, attempts + 1):
         try:
             return attempt()
         except Exception as exc:
             if not is_lock_timeout(exc) or number == attempts:
                 raise
+            delay = pauses[number - 1] if number - 1 < len(pauses) else pauses[-1] if pauses else 0.0
             log.warning("lock timeout (attempt %d of %d); retrying in %.1fs", number, attempts, delay)
             if on_retry is not None:
                 on_retry(number, delay, exc)
             time.sleep(delay)
-            delay *= 2
     raise AssertionError("unreachable")

@@ -39,6 +39,7 @@ from pgwarden.engine.backup.stored_dump import (
 )
 from pgwarden.engine.backup.streaming import Push
 from pgwarden.engine.pause_points import pause_point
+from pgwarden.engine.postgres.announce import announced
 from pgwarden.engine.postgres.connect import connect, database_name, describe, resolve_url, with_database
 from pgwarden.engine.postgres.counts import (
     BACKGROUND_COUNT_CONCURRENCY,
@@ -393,10 +394,12 @@ def restore_backup(
     check_can_open(backup, manifest, identities)
     say(f"restoring backup {manifest.id} from {backup.uri()} into {describe(url)}")
     _check_target(url, dbname, options)
-    if create:
-        restored = _restore_created(url, dbname, backup, manifest, options, say)
-    else:
-        restored = _restore_into(url, url, dbname, backup, manifest, options, say)
+    # Announced for the whole restore, so a migration of the database waits for it (engine.postgres.announce).
+    with announced(url, f"restore {manifest.id}"):
+        if create:
+            restored = _restore_created(url, dbname, backup, manifest, options, say)
+        else:
+            restored = _restore_into(url, url, dbname, backup, manifest, options, say)
     return _report(url, backup, manifest, restored, options, started, clock)
 
 
