@@ -31,7 +31,9 @@ SCALE_ARGS ?=
 BACKUP_ARGS ?=
 RESTORE_ARGS ?=
 REHEARSAL_ARGS ?=
+MIGRATE_ARGS ?=
 SCRAPE_ARGS ?=
+STARTUP_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
@@ -40,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
 	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)
 	$(BIN)/python bench/migrate_speed.py $(MIGRATE_ARGS)
+	$(BIN)/python bench/startup.py $(STARTUP_ARGS)
 
 ## demo-down: stop everything `make demo` started (cluster, node and its Pods, PostgreSQL, MinIO); no process,
 ##            mount or network device is left

@@ -13,6 +13,8 @@ from croniter import CroniterBadDateError, croniter
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.choices import DEFAULT_LOCK_WAIT_TIMEOUT as DEFAULT_LOCK_WAIT_TIMEOUT
+from pgwarden.api.choices import BackupFormat as BackupFormat
 from pgwarden.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     Condition,
@@ -45,9 +47,6 @@ NEVER_FIRES_MESSAGE = (
 # A schedule must fire within this many years from any moment (a 29 February does within 4).
 _MAX_YEARS_BETWEEN_RUNS = 8
 COMPRESSION_PATTERN = r"^(zstd(:([1-9]|1[0-9]))?|lz4|gzip(:[1-9])?|none)$"
-# How long pg_dump (and the row counts at its snapshot) wait for a table lock another session holds:
-# long enough to ride out a short DDL, short enough that a backup never hangs behind one for ever.
-DEFAULT_LOCK_WAIT_TIMEOUT = "1m"
 
 
 @functools.cache
@@ -55,13 +54,6 @@ def known_time_zones() -> frozenset[str]:
     """The IANA time zones this machine knows. Read once: listing them walks the zoneinfo tree (~40 ms), which
     every reconcile of a scheduled backup would otherwise pay when it reads the spec."""
     return frozenset(zoneinfo.available_timezones())
-
-
-class BackupFormat(StrEnum):
-    """pg_dump's output format."""
-
-    CUSTOM = "custom"
-    DIRECTORY = "directory"
 
 
 _RETENTION_RULES = ("keepLast", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly", "maxAge")

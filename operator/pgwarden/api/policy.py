@@ -5,6 +5,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.choices import RollbackStrategy as RollbackStrategy
 from pgwarden.api.durations import Duration
 from pgwarden.api.lint import LintPolicy
 
@@ -15,15 +16,6 @@ class TransactionMode(StrEnum):
     AUTO = "auto"
     ALL = "all"
     PER_MIGRATION = "perMigration"
-
-
-class RollbackStrategy(StrEnum):
-    """What to do when a run fails."""
-
-    TRANSACTION = "transaction"
-    DOWN = "down"
-    RESTORE = "restore"
-    NONE = "none"
 
 
 class MigrationPolicy(ApiModel):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from pgwarden.api.base import ApiModel
+from pgwarden.api.choices import RestoreRowCounts as RestoreRowCounts
 from pgwarden.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     Condition,
@@ -29,9 +30,6 @@ from pgwarden.api.reports import (
     RestoredTable,
     RestoreOnly,
 )
-
-RestoreRowCounts = Literal["exact", "estimate", "none"]
-"""How a restore counts the rows it restored (the `verify.rowCounts` of a DatabaseRestore, `restore --row-counts`)."""
 
 _ONE_SOURCE = "source needs exactly one of backupRef or location"
 _LOCATION_NEEDS_STORAGE = "source.location needs source.storage: where the backup lives"

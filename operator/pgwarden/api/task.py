@@ -6,12 +6,11 @@ spec and what the operator resolved for it, never a secret: credentials arrive a
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import Field
 
 from pgwarden.api.backup import DatabaseBackupSpec
 from pgwarden.api.base import ApiModel
+from pgwarden.api.choices import JobKind as JobKind
 from pgwarden.api.common import StorageSpec
 from pgwarden.api.fleet_drift import DriftTask
 from pgwarden.api.migration import DatabaseMigrationSpec
@@ -72,17 +71,6 @@ DATABASE_SECRET_KEYS = ("uri", "host", "port", "dbname", "user", "password")
 
 # The compact report fits a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
-
-
-class JobKind(StrEnum):
-    """What a Job does; also the argument of `pgwarden job`."""
-
-    MIGRATE = "migrate"
-    BACKUP = "backup"
-    RESTORE = "restore"
-    DRILL = "drill"  # a DatabaseBackup's restore drill (verify.schedule)
-    DRIFT = "drift"  # a DatabaseMigrationSet's read-only drift check of its targets (spec.drift)
-    RECOVER = "recover"  # settle what a migration or restore Job that died without a report left
 
 
 class ResourceId(ApiModel):

@@ -12,14 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, cast
 
-import psycopg
-
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 from pgwarden import __version__
 from pgwarden.cli.output import configure_logging, print_failure
-from pgwarden.engine.postgres.pgerror import describe_error
 from pgwarden.errors import PgwardenError, Terminated
 from pgwarden.redact import redact, register_environment, register_url
 
@@ -126,14 +123,23 @@ def main(
     except KeyboardInterrupt:
         print("pgwarden: interrupted", file=sys.stderr)
         return 130
-    except psycopg.Error as exc:  # a server error the command did not put in context: still no "unexpected"
-        print_failure(args, f"the database refused: {describe_error(exc)}")
-        return 1
-    except Exception as exc:  # an unexpected failure still must not leak a secret in its trace
-        log.debug("unexpected failure", exc_info=True)
-        print_failure(args, f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")
+    except Exception as exc:
+        print_failure(args, describe_unexpected(exc))
         return 1
     return code
+
+
+def describe_unexpected(exc: Exception) -> str:
+    """A failure the command did not put in context, without a secret: a server's error still is no
+    "unexpected" one (psycopg is imported here, not before: only a command that ran can have raised it)."""
+    import psycopg
+
+    from pgwarden.engine.postgres.pgerror import describe_error
+
+    if isinstance(exc, psycopg.Error):
+        return f"the database refused: {describe_error(exc)}"
+    log.debug("unexpected failure", exc_info=exc)
+    return f"unexpected error: {type(exc).__name__}: {redact(str(exc))}"
 
 
 def entrypoint() -> None:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.api.reports import BackupReport
+from pgwarden.api.choices import DEFAULT_LOCK_WAIT_TIMEOUT, BackupFormat
 from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag
-from pgwarden.engine.backup.backup import take_backup
 from pgwarden.engine.backup.compression import DEFAULT_COMPRESSION
-from pgwarden.engine.backup.encryption import load_identities
-from pgwarden.engine.backup.options import FORMATS, BackupOptions
-from pgwarden.engine.backup.selection import DumpSelection
-from pgwarden.engine.recovery.recover import settle_first
-from pgwarden.engine.restore.verify import verify_backup
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.reports import BackupReport
 
 NAME = "backup"
 HELP = "back up a database to a path or s3://bucket/prefix"
@@ -28,7 +25,12 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_database_arg(parser)
     parser.add_argument("--to", required=True, metavar="URI", help="s3://bucket/prefix or a filesystem path")
-    parser.add_argument("--format", choices=FORMATS, default="custom", help="pg_dump format (default custom)")
+    parser.add_argument(
+        "--format",
+        choices=[f.value for f in BackupFormat],
+        default="custom",
+        help="pg_dump format (default custom)",
+    )
     parser.add_argument(
         "--compress",
         default=str(DEFAULT_COMPRESSION),
@@ -113,6 +115,13 @@ def render(report: BackupReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.engine.backup.backup import take_backup
+    from pgwarden.engine.backup.encryption import load_identities
+    from pgwarden.engine.backup.options import BackupOptions
+    from pgwarden.engine.backup.selection import DumpSelection
+    from pgwarden.engine.recovery.recover import settle_first
+    from pgwarden.engine.restore.verify import verify_backup
+
     options = BackupOptions(
         format=args.format,
         compression=args.compress,

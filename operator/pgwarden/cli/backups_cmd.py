@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_json_flag, table
 from pgwarden.errors import BadInput, PgwardenError
 from pgwarden.redact import register_environment
-from pgwarden.storage import InvalidLocation, Storage, StorageError, open_storage
-from pgwarden.storage.listing import BackupListReport, list_report
 from pgwarden.streams import print_json, print_text
+
+if TYPE_CHECKING:
+    from pgwarden.storage import Storage
+    from pgwarden.storage.listing import BackupListReport
 
 OLD_MANIFEST_MARK = "*"
 
@@ -37,6 +40,8 @@ def add_owner_arg(parser: argparse._ActionsContainer, help: str) -> None:
 
 def open_location(uri: str) -> Storage:
     """Storage for a command-line URI: a malformed one is bad input (exit 2)."""
+    from pgwarden.storage import InvalidLocation, open_storage
+
     register_environment()
     try:
         return open_storage(uri)
@@ -86,6 +91,9 @@ def render(report: BackupListReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.storage import StorageError
+    from pgwarden.storage.listing import list_report
+
     storage = open_location(args.location)
     try:
         report = list_report(storage, owner=args.owner)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pgwarden.api.schema import DiffReport
 from pgwarden.cli.output import add_database_arg, add_json_flag, table
-from pgwarden.engine.postgres.connect import describe, resolve_url
-from pgwarden.engine.postgres.inspect import snapshot_database
-from pgwarden.engine.postgres.schema_diff import diff_snapshots, fingerprint
 from pgwarden.errors import BadInput
 from pgwarden.streams import print_json, print_text
+
+if TYPE_CHECKING:
+    from pgwarden.api.schema import DiffReport
 
 NAME = "diff"
 HELP = "compare two databases' schemas"
@@ -40,6 +40,11 @@ def render(report: DiffReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.api.schema import DiffReport
+    from pgwarden.engine.postgres.connect import describe, resolve_url
+    from pgwarden.engine.postgres.inspect import snapshot_database
+    from pgwarden.engine.postgres.schema_diff import diff_snapshots, fingerprint
+
     url_a = resolve_url(args.database_url)
     if not args.against:
         raise BadInput("--against needs a DATABASE_URL to compare with")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pgwarden.api.schema import InspectReport
 from pgwarden.api.sizes import human_size
 from pgwarden.cli.output import add_database_arg, add_json_flag, table
-from pgwarden.engine.postgres.connect import resolve_url
-from pgwarden.engine.postgres.inspect import inspect_database
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.schema import InspectReport
 
 # Below this many tables counting is quick and progress lines would only be noise.
 PROGRESS_FROM_TABLES = 100
@@ -75,6 +76,9 @@ def render(report: InspectReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.engine.postgres.connect import resolve_url
+    from pgwarden.engine.postgres.inspect import inspect_database
+
     url = resolve_url(args.database_url)
     report = inspect_database(
         url, counts=args.counts, concurrency=max(1, args.concurrency), on_counted=_report_progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pgwarden.api.task import JobKind
+from pgwarden.api.choices import JobKind
 
 NAME = "job"
 HELP = "run one task inside a Job (used by the operator)"

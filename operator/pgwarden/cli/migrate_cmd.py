@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import ValidationError
-
-from pgwarden.api.durations import parse_duration
-from pgwarden.api.policy import MigrationPolicy, RollbackStrategy
-from pgwarden.api.reports import AppliedMigration, MigrationReport, Outcome, Rehearsal
-from pgwarden.api.verify import VerifySpec
+from pgwarden.api.choices import RollbackStrategy
 from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
-from pgwarden.engine.backup.encryption import load_identities
-from pgwarden.engine.migrate.migrate import MigrateOptions, migrate
-from pgwarden.engine.migrate.rehearsal import RehearsalOptions
-from pgwarden.engine.postgres.connect import resolve_url
 from pgwarden.errors import BadInput
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.reports import AppliedMigration, MigrationReport, Rehearsal
+    from pgwarden.api.verify import VerifySpec
+    from pgwarden.engine.migrate.migrate import MigrateOptions
+    from pgwarden.engine.migrate.rehearsal import RehearsalOptions
 
 NAME = "migrate"
 HELP = "apply pending migrations safely"
@@ -85,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_verify(path: Path | None) -> VerifySpec:
     """The `verify` block from a YAML file (either the block itself or a document with a `verify` key)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from pgwarden.api.verify import VerifySpec
+
     if path is None:
         return VerifySpec()
     try:
@@ -100,6 +102,9 @@ def load_verify(path: Path | None) -> VerifySpec:
 
 
 def build_options(args: argparse.Namespace) -> MigrateOptions:
+    from pgwarden.api.policy import MigrationPolicy
+    from pgwarden.engine.migrate.migrate import MigrateOptions
+
     if not args.dir.is_dir():
         raise BadInput(f"--dir {args.dir} is not a directory of migration files")
     rollback = RollbackStrategy(args.rollback)
@@ -134,6 +139,11 @@ def build_options(args: argparse.Namespace) -> MigrateOptions:
 
 def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
     """--rehearse-from and its companions; BadInput for a companion without it or a bad duration."""
+    from pgwarden.api.durations import parse_duration
+    from pgwarden.engine.backup.encryption import load_identities
+    from pgwarden.engine.migrate.rehearsal import RehearsalOptions
+    from pgwarden.engine.postgres.connect import resolve_url
+
     if not args.rehearse_from:
         if args.rehearse_on or args.rehearsal_max_lock_hold or args.identity:
             raise BadInput(
@@ -156,6 +166,10 @@ def rehearsal_options(args: argparse.Namespace) -> RehearsalOptions | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.api.reports import Outcome
+    from pgwarden.engine.migrate.migrate import migrate
+    from pgwarden.engine.postgres.connect import resolve_url
+
     args.database_url_resolved = resolve_url(args.database_url)
     options = build_options(args)
     report = migrate(args.database_url_resolved, options, progress=None if args.json else progress)
@@ -168,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(report: MigrationReport) -> list[str]:
     """The report as a person reads it: outcome, what was applied, counts before and after."""
+    from pgwarden.api.reports import Outcome
+
     lines = [f"database  {report.database}"]
     if report.plan_only:
         lines.append(f"version   {report.current_version or '(none)'}")

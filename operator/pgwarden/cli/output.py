@@ -8,12 +8,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pgwarden.api.durations import milliseconds
-from pgwarden.api.reports import Recovered
 from pgwarden.errors import BadInput
 from pgwarden.redact import redact
 from pgwarden.streams import print_json
+
+if TYPE_CHECKING:
+    from pgwarden.api.reports import Recovered
 
 
 class RedactingFormatter(logging.Formatter):
@@ -65,6 +67,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 def duration_flag(flag: str, text: str) -> str:
     """A flag's duration, in the one grammar of `pgwarden.api.durations`; refused as BadInput naming the flag
     (exit 2, and a JSON report with --json) before anything runs."""
+    from pgwarden.api.durations import milliseconds
+
     try:
         milliseconds(text)
     except ValueError as exc:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from pgwarden.api.durations import parse_duration
+from pgwarden.api.choices import DEFAULT_DEBRIS_GRACE
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_json_flag, duration_flag
 from pgwarden.engine.pause_points import pause_point
 from pgwarden.errors import BadInput, PgwardenError
-from pgwarden.storage import ObjectNotFound, StorageError
-from pgwarden.storage.listing import PruneReport, prune_report
-from pgwarden.storage.manifest import prune
-from pgwarden.storage.retention import DEFAULT_DEBRIS_GRACE, RetentionPolicy, time_zone
 from pgwarden.streams import print_json, print_text
+
+if TYPE_CHECKING:
+    from pgwarden.storage.listing import PruneReport
+    from pgwarden.storage.retention import RetentionPolicy
 
 NAME = "prune"
 HELP = "delete backups retention no longer keeps, and debris of incomplete ones"
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    from pgwarden.api.durations import parse_duration
+    from pgwarden.storage.retention import RetentionPolicy, time_zone
+
     max_age = parse_duration(duration_flag("--max-age", args.max_age)) if args.max_age else None
     grace = parse_duration(duration_flag("--debris-grace", args.debris_grace))
     try:
@@ -109,6 +113,10 @@ def render(report: PruneReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.storage import ObjectNotFound, StorageError
+    from pgwarden.storage.listing import prune_report
+    from pgwarden.storage.manifest import prune
+
     policy = policy_from_args(args)
     storage = open_location(args.location)
     try:

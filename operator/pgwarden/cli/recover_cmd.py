@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pgwarden.api.durations import milliseconds
-from pgwarden.api.reports import RecoveryReport
 from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag
-from pgwarden.engine.migrate.migrate import version_of
-from pgwarden.engine.postgres.connect import resolve_url
-from pgwarden.engine.recovery.recover import recover
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.reports import RecoveryReport
 
 NAME = "recover"
 HELP = "settle what a dead run left (a swap, a rollback, scratch databases)"
@@ -41,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.api.durations import milliseconds
+    from pgwarden.engine.migrate.migrate import version_of
+    from pgwarden.engine.postgres.connect import resolve_url
+    from pgwarden.engine.recovery.recover import recover
+
     url = resolve_url(args.database_url)
     report = recover(
         url,

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
-from pgwarden.api.backup import DEFAULT_LOCK_WAIT_TIMEOUT
-from pgwarden.api.reports import RestoreReport
-from pgwarden.api.restore import RestoreRowCounts
+from pgwarden.api.choices import DEFAULT_LOCK_WAIT_TIMEOUT, RestoreRowCounts
 from pgwarden.cli.backups_cmd import add_owner_arg, open_location
 from pgwarden.cli.output import add_database_arg, add_json_flag, describe_recovered, duration_flag, table
-from pgwarden.engine.backup.encryption import load_identities
-from pgwarden.engine.recovery.recover import settle_first
-from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
-from pgwarden.engine.restore.restore import restore_backup
 from pgwarden.errors import BadInput, PgwardenError
-from pgwarden.storage import ObjectNotFound, Storage, StorageError, locate_backup
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.reports import RestoreReport
+    from pgwarden.storage import Storage
 
 NAME = "restore"
 HELP = "restore a backup into a database"
@@ -152,6 +149,8 @@ def render(report: RestoreReport, row_counts: RestoreRowCounts = "exact") -> lis
 def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage:
     """The one backup `--from` (with --id and --owner) names; BadInput listing the owners when a prefix
     holds several owners' backups and neither says which, or when the one named belongs to another."""
+    from pgwarden.storage import ObjectNotFound, StorageError, locate_backup
+
     try:
         backup, _manifest = locate_backup(open_location(uri), backup_id, owner=owner)
     except ObjectNotFound as exc:
@@ -162,6 +161,11 @@ def choose_backup(uri: str, backup_id: str | None, owner: str | None) -> Storage
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.engine.backup.encryption import load_identities
+    from pgwarden.engine.recovery.recover import settle_first
+    from pgwarden.engine.restore.partial import PartialOptions, restore_selected, selection_of
+    from pgwarden.engine.restore.restore import restore_backup
+
     selection = selection_of(args.schemas, args.tables, args.rename_suffix)
     if selection and args.create:
         raise BadInput(

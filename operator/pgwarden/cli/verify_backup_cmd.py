@@ -4,15 +4,14 @@ database, compare it with its manifest, record the result there, and drop the sc
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from pgwarden.api.drill import DrillReport
 from pgwarden.cli.backups_cmd import add_owner_arg
 from pgwarden.cli.output import add_json_flag, describe_recovered, table
-from pgwarden.engine.backup.encryption import load_identities
-from pgwarden.engine.postgres.connect import resolve_url
-from pgwarden.engine.recovery.settle import settle_scratch
-from pgwarden.engine.restore.drill import run_drill
 from pgwarden.streams import print_json, print_text, progress
+
+if TYPE_CHECKING:
+    from pgwarden.api.drill import DrillReport
 
 NAME = "verify-backup"
 HELP = "restore drill: prove the newest backup restores, and how long that takes"
@@ -78,6 +77,11 @@ def render(report: DrillReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgwarden.engine.backup.encryption import load_identities
+    from pgwarden.engine.postgres.connect import resolve_url
+    from pgwarden.engine.recovery.settle import settle_scratch
+    from pgwarden.engine.restore.drill import run_drill
+
     notes = settle_scratch(resolve_url(args.server_url), progress)
     report = run_drill(
         args.location,

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV, DEFAULT_ACTIVE_DEADLINE_SECONDS
+from pgwarden.operator.deadline import ACTIVE_DEADLINE_ENV, DEFAULT_ACTIVE_DEADLINE_SECONDS
 from pgwarden.operator.policy import (
     ALLOW_IMAGE_OVERRIDE,
     JOB_IMAGES,

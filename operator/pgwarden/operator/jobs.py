@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +56,9 @@ from pgwarden.api.task import (
 )
 from pgwarden.errors import BadInput
 from pgwarden.operator import naming
+from pgwarden.operator.deadline import ACTIVE_DEADLINE_ENV as ACTIVE_DEADLINE_ENV
+from pgwarden.operator.deadline import DEFAULT_ACTIVE_DEADLINE_SECONDS as DEFAULT_ACTIVE_DEADLINE_SECONDS
+from pgwarden.operator.deadline import default_active_deadline
 from pgwarden.operator.objects import Manifest
 from pgwarden.operator.policy import Policy, enforce
 
@@ -77,28 +79,6 @@ DATABASE_KEYS = (
 )
 # Required keys: a missing S3 Secret or key stops the pod before it starts (CreateContainerConfigError).
 S3_KEYS = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
-
-
-# Every Job stops after this long unless its resource says otherwise (spec.jobTemplate.activeDeadlineSeconds):
-# a hung run must not block a schedule behind concurrencyPolicy Forbid for ever. The chart sets it.
-DEFAULT_ACTIVE_DEADLINE_SECONDS = 6 * 3600
-ACTIVE_DEADLINE_ENV = "PGWARDEN_JOB_ACTIVE_DEADLINE_SECONDS"
-
-
-def default_active_deadline() -> int:
-    """The operator's default deadline: PGWARDEN_JOB_ACTIVE_DEADLINE_SECONDS (0: none), else 6 hours."""
-    value = os.environ.get(ACTIVE_DEADLINE_ENV, "").strip()
-    if not value:
-        return DEFAULT_ACTIVE_DEADLINE_SECONDS
-    try:
-        seconds = int(value)
-    except ValueError as exc:
-        raise ValueError(
-            f"{ACTIVE_DEADLINE_ENV}={value!r} is not a number of seconds; use e.g. 21600, or 0 for no limit"
-        ) from exc
-    if seconds < 0:
-        raise ValueError(f"{ACTIVE_DEADLINE_ENV} must be 0 (no limit) or more seconds, not {seconds}")
-    return seconds
 
 
 @dataclass(frozen=True)

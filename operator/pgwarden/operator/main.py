@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from pgwarden.operator import health, leader, metrics
-from pgwarden.operator.jobs import ACTIVE_DEADLINE_ENV
+from pgwarden.operator.deadline import ACTIVE_DEADLINE_ENV
 from pgwarden.operator.kube import Kube, load_configuration
 from pgwarden.operator.policy import Policy
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
-from pgwarden.api.backup import DatabaseBackup
-from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationSpec
-from pgwarden.api.migration_set import DatabaseMigrationSet
-from pgwarden.api.restore import DatabaseRestore
 from pgwarden.errors import BadInput
 
-Resource = DatabaseMigration | DatabaseBackup | DatabaseRestore | DatabaseMigrationSet
+if TYPE_CHECKING:  # the models are loaded by `check`, not by `pgwarden operator --help` (its flags are here)
+    from pgwarden.api.backup import DatabaseBackup
+    from pgwarden.api.migration import DatabaseMigration
+    from pgwarden.api.migration_set import DatabaseMigrationSet
+    from pgwarden.api.restore import DatabaseRestore
+
+    Resource: TypeAlias = DatabaseMigration | DatabaseBackup | DatabaseRestore | DatabaseMigrationSet
 
 # The condition reason and Event reason of a resource the policy refuses.
 REASON = "PolicyDenied"
@@ -203,6 +206,9 @@ def check(
 
     `operator_image` (the Jobs' default image) and `job_service_account` (the Jobs' default account) are
     always allowed: asking for them is asking for nothing more."""
+    from pgwarden.api.migration import DatabaseMigrationSpec
+    from pgwarden.api.migration_set import DatabaseMigrationSet
+
     # A set's own Jobs (its drift checks) run under its template's jobTemplate, as its children's do.
     spec = resource.spec.template if isinstance(resource, DatabaseMigrationSet) else resource.spec
     template = spec.job_template

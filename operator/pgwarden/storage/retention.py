@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-DEFAULT_DEBRIS_GRACE = timedelta(hours=24)
+from pgwarden.api.choices import DEFAULT_DEBRIS_GRACE as DEFAULT_DEBRIS_GRACE
 
 # The rule names a decision carries: the spec's field names, and the two guarantees.
 KEEP_LAST = "keepLast"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -39,7 +39,6 @@ from pgwarden.engine.migrate.progress import (
     ProgressWatch,
     StatementProgress,
 )
-from pgwarden.engine.migrate.rehearsal import RehearsalOptions, rehearse
 from pgwarden.engine.migrate.run import Run
 from pgwarden.engine.migrate.sqlscript import ScriptError
 from pgwarden.engine.migrate.statements import StatementObserver
@@ -50,8 +49,10 @@ from pgwarden.engine.recovery.journal import JournalRun
 from pgwarden.engine.recovery.locks import migrator_lock, retry_on_lock_timeout
 from pgwarden.engine.recovery.settle import Notes, describe_run, settle_runs, settle_server
 from pgwarden.engine.recovery.undo import Restorer
-from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.errors import BadInput, DatabaseUnavailable, PgwardenError
+
+if TYPE_CHECKING:  # a rehearsal and a restore (backups, storage) are loaded by the runs that have them
+    from pgwarden.engine.migrate.rehearsal import RehearsalOptions
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -151,6 +152,8 @@ def _rehearse_then_run(
 ) -> MigrationReport:
     """Plan and lint on the real database (read only), rehearse on a scratch copy, and run for real only
     when the rehearsal succeeded; otherwise the real database is never touched."""
+    from pgwarden.engine.migrate.rehearsal import rehearse
+
     assert options.rehearsal is not None
     with connect(url, autocommit=True) as conn:
         set_timeouts(conn, options.policy)
@@ -314,6 +317,8 @@ def _prepared(
     linted = _lint(conn, plan, options)
     restorer = None
     if continuing is not None and continuing.backup is not None:
+        from pgwarden.engine.restore.safety_net import BackupSafetyNet
+
         restorer = BackupSafetyNet(
             url, continuing.backup.storage, owner=continuing.backup.owner, progress=say
         )

@@ -26,7 +26,6 @@ from pgwarden.engine.postgres.scratch import sweep_abandoned
 from pgwarden.engine.recovery import journal, undo
 from pgwarden.engine.recovery.journal import JournalRun
 from pgwarden.engine.recovery.locks import MigratorBusy, lock_key, migrator_lock
-from pgwarden.engine.restore.safety_net import BackupSafetyNet
 from pgwarden.engine.restore.swap import settle_swaps
 from pgwarden.errors import DatabaseUnavailable
 
@@ -163,7 +162,9 @@ def _settle_run(conn: Connection, url: str, run: JournalRun, *, undo_forward: bo
     say(f"finishing the rollback of run {run.id} ({run.strategy})")
     journal.mark(conn, run.schema, run.id, journal.ROLLING_BACK)
     restorer = None
-    if run.backup is not None:
+    if run.backup is not None:  # a restore rollback's backup: loaded (with storage) only when there is one
+        from pgwarden.engine.restore.safety_net import BackupSafetyNet
+
         restorer = BackupSafetyNet(url, run.backup.storage, owner=run.backup.owner, progress=say)
     undone = undo.undo_run(conn, run, restorer, say, database=database_name(url))
     result = undone.result
