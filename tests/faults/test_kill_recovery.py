@@ -85,6 +85,18 @@ def killed_at(db: Database, point: str, inject: Injector, *args: str) -> None:
     wait_sessions_gone(db.url, timeout=120)
 
 
+def killed_after_two_commits(db: Database, inject: Injector) -> None:
+    """Start the split run with a restore rollback and kill its whole process tree while 0004 waits on a
+    lock this test holds, after 0002 and 0003 committed."""
+    with psycopg.connect(db.url, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        with Activity(db.url) as activity, db.start(*db.restore_args()) as run:
+            run.wait_until(activity.running("pg_advisory_xact_lock", waiting_on_lock=True), "0004")
+            inject.kill_tree(run)
+            run.finish()
+    wait_sessions_gone(db.url, timeout=120)
+
+
 def assert_as_before(db: Database, before: Contents) -> None:
     assert accepts_connections(db.server, db.name), f"{db.name} is missing or closed to connections"
     differences = before.differences(Contents.read(db.url))
@@ -165,13 +177,7 @@ def test_killed_after_a_commit_the_next_run_continues_it_and_its_failure_undoes_
     db = database.with_files(SPLIT_RUN)
     before = Contents.read(db.url)
 
-    with psycopg.connect(db.url, autocommit=True) as gate:  # 0004 waits here, after 0002 and 0003 committed
-        gate.execute("SELECT pg_advisory_lock(4242)")
-        with Activity(db.url) as activity, db.start(*db.restore_args()) as run:
-            run.wait_until(activity.running("pg_advisory_xact_lock", waiting_on_lock=True), "0004")
-            inject.kill_tree(run)
-            run.finish()
-    wait_sessions_gone(db.url, timeout=120)
+    killed_after_two_commits(db, inject)
     assert Contents.read(db.url).versions == ("0001", "0002", "0003")
 
     result = db.migrate(*db.restore_args())
@@ -186,13 +192,7 @@ def test_killed_after_a_commit_the_next_run_continues_it_and_its_failure_undoes_
 def test_recover_undoes_a_dead_run_with_the_backup_it_recorded(database: Database, inject: Injector) -> None:
     db = database.with_files(SPLIT_RUN)
     before = Contents.read(db.url)
-    with psycopg.connect(db.url, autocommit=True) as gate:
-        gate.execute("SELECT pg_advisory_lock(4242)")
-        with Activity(db.url) as activity, db.start(*db.restore_args()) as run:
-            run.wait_until(activity.running("pg_advisory_xact_lock", waiting_on_lock=True), "0004")
-            inject.kill_tree(run)
-            run.finish()
-    wait_sessions_gone(db.url, timeout=120)
+    killed_after_two_commits(db, inject)
 
     result = run_pgwarden("recover", db.url, "--json", timeout=300)
 
@@ -232,6 +232,14 @@ def seed_indexes(url: str) -> dict[str, bool]:
     return {str(name): bool(valid) for name, valid in rows}
 
 
+def assert_all_21_indexes_built(report: dict[str, Any], url: str) -> None:
+    """The report counts the index file's 21 statements applied, and the database holds 21 valid indexes."""
+    (optimise,) = [a for a in report["applied"] if a["version"] == "0002"]
+    assert optimise["statements"] == {"applied": 21, "total": 21}, optimise
+    indexes = seed_indexes(url)
+    assert len(indexes) == 21 and all(indexes.values()), indexes
+
+
 def test_the_seed_projects_21_concurrent_index_file_runs_as_one_migration(
     pg: LocalPostgres, tmp_path: Path
 ) -> None:
@@ -243,10 +251,7 @@ def test_the_seed_projects_21_concurrent_index_file_runs_as_one_migration(
     report = report_of(result)
     assert result.returncode == 0, result.stderr
     assert report["currentVersion"] == "0002"
-    (optimise,) = [a for a in report["applied"] if a["version"] == "0002"]
-    assert optimise["statements"] == {"applied": 21, "total": 21}, optimise
-    indexes = seed_indexes(url)
-    assert len(indexes) == 21 and all(indexes.values()), indexes
+    assert_all_21_indexes_built(report, url)
 
 
 def test_a_kill_part_way_through_the_index_file_leaves_the_rest_to_the_rerun_and_no_invalid_index(
@@ -272,10 +277,7 @@ def test_a_kill_part_way_through_the_index_file_leaves_the_rest_to_the_rerun_and
 
     report = report_of(result)
     assert result.returncode == 0, result.stderr
-    (optimise,) = [a for a in report["applied"] if a["version"] == "0002"]
-    assert optimise["statements"] == {"applied": 21, "total": 21}, optimise
-    indexes = seed_indexes(url)
-    assert len(indexes) == 21 and all(indexes.values()), indexes
+    assert_all_21_indexes_built(report, url)
     assert invalid_indexes(url) == []
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from croniter import CroniterBadDateError, croniter
 from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from pgwarden.api.base import ApiModel
 from pgwarden.api.choices import DEFAULT_LOCK_WAIT_TIMEOUT as DEFAULT_LOCK_WAIT_TIMEOUT
@@ -100,6 +101,24 @@ class Retention(ApiModel):
         return self
 
 
+def schedule_rules(what: str = "schedule", *, required: bool = False) -> tuple[JsonDict, JsonDict]:
+    """The CEL rules `check_schedule` mirrors at `kubectl apply`, on a `schedule` field (unset passes unless
+    `required`): a cron expression of 5 fields, and one that fires; the messages name the field `what`."""
+    unset = "" if required else "!has(self.schedule) || "
+    return (
+        cel(
+            f"{unset}self.schedule.matches('{SCHEDULE_PATTERN}')",
+            SCHEDULE_MESSAGE.replace("schedule", what, 1),
+            ".schedule",
+        ),
+        cel(
+            f"{unset}!self.schedule.matches('{NEVER_FIRES_PATTERN}')",
+            NEVER_FIRES_MESSAGE.replace("schedule", what, 1),
+            ".schedule",
+        ),
+    )
+
+
 def check_schedule(schedule: str, what: str = "schedule") -> str:
     """A cron schedule croniter accepts and that fires; ValueError saying what to write instead."""
     if not re.fullmatch(SCHEDULE_PATTERN, schedule) or not croniter.is_valid(schedule):
@@ -118,20 +137,7 @@ def check_schedule(schedule: str, what: str = "schedule") -> str:
 class BackupVerify(ApiModel):
     """How backups are proven usable: right after each one (restore), and by restore drills on a schedule."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')",
-                SCHEDULE_MESSAGE.replace("schedule", "verify.schedule", 1),
-                ".schedule",
-            ),
-            cel(
-                f"!has(self.schedule) || !self.schedule.matches('{NEVER_FIRES_PATTERN}')",
-                NEVER_FIRES_MESSAGE.replace("schedule", "verify.schedule", 1),
-                ".schedule",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=validations(*schedule_rules("verify.schedule")))
 
     restore: bool = Field(
         default=False,
@@ -205,16 +211,7 @@ class DatabaseBackupSpec(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            cel(
-                f"!has(self.schedule) || self.schedule.matches('{SCHEDULE_PATTERN}')",
-                SCHEDULE_MESSAGE,
-                ".schedule",
-            ),
-            cel(
-                f"!has(self.schedule) || !self.schedule.matches('{NEVER_FIRES_PATTERN}')",
-                NEVER_FIRES_MESSAGE,
-                ".schedule",
-            ),
+            *schedule_rules(),
             cel(
                 "!has(self.parallelJobs) || self.parallelJobs <= 1 "
                 "|| (has(self.format) && self.format == 'directory')",

@@ -14,15 +14,9 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field, field_validator
 
-from pgwarden.api.backup import (
-    NEVER_FIRES_MESSAGE,
-    NEVER_FIRES_PATTERN,
-    SCHEDULE_MESSAGE,
-    SCHEDULE_PATTERN,
-    check_schedule,
-)
+from pgwarden.api.backup import check_schedule, schedule_rules
 from pgwarden.api.base import ApiModel
-from pgwarden.api.common import cel, validations
+from pgwarden.api.common import validations
 from pgwarden.api.reports import ErrorInfo, Outcome
 from pgwarden.api.sets import TARGET_MESSAGE_LIMIT
 
@@ -38,20 +32,7 @@ AGAINST_LAST_RUN = "lastRun"
 class DriftCheck(ApiModel):
     """When the set checks its targets for drift: a CronJob per few dozen targets, on this schedule."""
 
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                f"self.schedule.matches('{SCHEDULE_PATTERN}')",
-                SCHEDULE_MESSAGE.replace("schedule", "drift.schedule", 1),
-                ".schedule",
-            ),
-            cel(
-                f"!self.schedule.matches('{NEVER_FIRES_PATTERN}')",
-                NEVER_FIRES_MESSAGE.replace("schedule", "drift.schedule", 1),
-                ".schedule",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=validations(*schedule_rules("drift.schedule", required=True)))
 
     schedule: str = Field(
         max_length=128,

@@ -18,7 +18,7 @@ from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import parse_time
 from pgwarden.operator.set_children import ChildSpecs, ChildState, child_manifest
 from pgwarden.operator.set_status import Replacement, SetDecision, failures, named, phase_events
-from pgwarden.operator.set_targets import child_name, stagger_offset, staggered
+from pgwarden.operator.set_targets import child_database, child_name, stagger_offset, staggered
 from pgwarden.operator.status import clip, second
 
 KIND = "DatabaseBackupSet"
@@ -26,13 +26,7 @@ KIND = "DatabaseBackupSet"
 
 def own_spec(bset: DatabaseBackupSet, target: str) -> dict[str, Any]:
     """What `target`'s child alone has: its database and, staggered, its own schedule."""
-    database: dict[str, object] = {"secretRef": {"name": target}}
-    targets = bset.spec.targets
-    if targets.ssl_mode is not None:
-        database["sslMode"] = str(targets.ssl_mode)
-    if targets.ca_secret_ref is not None:
-        database["caSecretRef"] = targets.ca_secret_ref.model_dump(mode="json", by_alias=True)
-    own: dict[str, Any] = {"database": database}
+    own: dict[str, Any] = {"database": child_database(bset.spec.targets, target)}
     schedule = bset.spec.template.schedule
     if bset.spec.stagger is not None and schedule:
         shifted = staggered(schedule, stagger_offset(target, bset.spec.stagger.window))

@@ -25,6 +25,7 @@ from pgwarden.operator.conditions import Want, is_true, set_conditions
 from pgwarden.operator.jobs import JobSettings, backup_cronjob, backup_job, unless_current
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun, parse_time
+from pgwarden.operator.resources import copy_reported
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -108,22 +109,10 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
     if info.size_bytes is not None:
         last.size_bytes = info.size_bytes
         last.size = human_size(info.size_bytes)  # what kubectl get shows in the Size column
-    if info.sha256 is not None:
-        last.sha256 = info.sha256
-    if info.verified is not None:
-        last.verified = info.verified
-    if report.tables is not None:
-        last.tables = report.tables
-    if report.rows is not None:
-        last.rows = report.rows
-    if report.started_at is not None:
-        last.started_at = report.started_at
-    if report.completed_at is not None:
-        last.completed_at = report.completed_at
-    if report.duration_seconds is not None:
-        last.duration_seconds = report.duration_seconds
-    if report.encryption is not None:
-        last.encryption = report.encryption
+    copy_reported(info, last, ("sha256", "verified"))
+    copy_reported(
+        report, last, ("tables", "rows", "started_at", "completed_at", "duration_seconds", "encryption")
+    )
     if report.copies:
         last.copies = [_copy_status(copy) for copy in report.copies]
     return last
@@ -131,12 +120,7 @@ def last_backup(run: ObservedRun) -> LastBackup | None:
 
 def _copy_status(copy: BackupCopy) -> CopyStatus:
     status = CopyStatus(location=copy.location, verified=copy.verified)
-    if copy.sha256 is not None:
-        status.sha256 = copy.sha256
-    if copy.retained is not None:
-        status.retained = copy.retained
-    if copy.error is not None:
-        status.error = copy.error
+    copy_reported(copy, status, ("sha256", "retained", "error"))
     return status
 
 

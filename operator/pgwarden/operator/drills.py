@@ -25,6 +25,7 @@ from pgwarden.operator.jobs import (
 )
 from pgwarden.operator.objects import Manifest, Obj
 from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import copy_reported
 from pgwarden.operator.status import (
     Event,
     Finished,
@@ -133,14 +134,7 @@ def record(run: ObservedRun, now: datetime) -> VerifiedBackup:
         entry.id = backup.id
     if backup is not None and backup.location:
         entry.location = backup.location
-    if report.duration_seconds is not None:
-        entry.duration_seconds = report.duration_seconds
-    if report.restore_seconds is not None:
-        entry.restore_seconds = report.restore_seconds
-    if report.tables is not None:
-        entry.tables = report.tables
-    if report.rows is not None:
-        entry.rows = report.rows
+    copy_reported(report, entry, ("duration_seconds", "restore_seconds", "tables", "rows"))
     return entry
 
 

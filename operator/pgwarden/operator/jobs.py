@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pgwarden import __version__
 from pgwarden.api.backup import DatabaseBackup
@@ -341,8 +341,15 @@ def _owned(resource: Resource, name: str, kind: str, api_version: str, generatio
 
 def _job(resource: Resource, parts: PodParts, settings: JobSettings, backoff_limit: int) -> Manifest:
     meta = resource.metadata
-    generation = meta.generation or 1
-    name = naming.job_name(resource.kind, meta.name or "", meta.uid or "", generation)
+    name = naming.job_name(resource.kind, meta.name or "", meta.uid or "", meta.generation or 1)
+    return _named_job(resource, name, parts, settings, backoff_limit)
+
+
+def _named_job(
+    resource: Resource, name: str, parts: PodParts, settings: JobSettings, backoff_limit: int
+) -> Manifest:
+    """The Job `name` of the resource's current generation, owned by it."""
+    generation = resource.metadata.generation or 1
     job = _owned(resource, name, "Job", "batch/v1", generation)
     job["spec"] = job_spec(resource, parts, settings, backoff_limit=backoff_limit, generation=generation)
     return job
@@ -393,8 +400,8 @@ def with_files(migration: DatabaseMigration, files: Sequence[InlineMigration]) -
     return migration.model_copy(update={"spec": spec})
 
 
-def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:
-    """The Job of one migration run: backoffLimit 0, since a failed run must not be retried blindly."""
+def _migration_parts(migration: DatabaseMigration) -> PodParts:
+    """The pod of a migration run: its files, its database and the pre-migration backup's storage."""
     directory, volumes, mounts, init = migration_sources(migration)
     backup = migration.spec.backup_before
     task = Task(
@@ -403,7 +410,7 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
         migration=migration.spec,
         migrations_dir=directory,
     )
-    parts = PodParts(
+    return PodParts(
         task=task,
         database=migration.spec.database,
         storage=backup.storage if backup else None,
@@ -412,35 +419,21 @@ def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manife
         mounts=tuple(mounts),
         init_containers=tuple(init),
     )
-    return _job(migration, parts, settings, backoff_limit=0)
+
+
+def migration_job(migration: DatabaseMigration, settings: JobSettings) -> Manifest:
+    """The Job of one migration run: backoffLimit 0, since a failed run must not be retried blindly."""
+    return _job(migration, _migration_parts(migration), settings, backoff_limit=0)
 
 
 def preview_job(migration: DatabaseMigration, settings: JobSettings, digest: str | None = None) -> Manifest:
-    """The read-only Job that plans and lints a generation awaiting approval: the same files and database,
-    nothing backed up or applied."""
-    directory, volumes, mounts, init = migration_sources(migration)
-    task = Task(
-        kind=JobKind.MIGRATE,
-        resource=resource_id(migration),
-        migration=migration.spec,
-        migrations_dir=directory,
-        plan_only=True,
-    )
-    parts = PodParts(
-        task=task,
-        database=migration.spec.database,
-        storage=None,
-        template=migration.spec.job_template,
-        volumes=tuple(volumes),
-        mounts=tuple(mounts),
-        init_containers=tuple(init),
-    )
+    """The read-only Job that plans and lints a generation awaiting approval: the run's files and database,
+    nothing backed up (no storage) or applied (plan only)."""
+    run = _migration_parts(migration)
+    parts = replace(run, task=run.task.model_copy(update={"plan_only": True}), storage=None)
     meta = migration.metadata
-    generation = meta.generation or 1
-    name = naming.preview_job_name(meta.name or "", meta.uid or "", generation, digest)
-    job = _owned(migration, name, "Job", "batch/v1", generation)
-    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
-    return job
+    name = naming.preview_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
+    return _named_job(migration, name, parts, settings, backoff_limit=0)
 
 
 def rehearsal_job(
@@ -487,11 +480,8 @@ def rehearsal_job(
         env=tuple(env),
     )
     meta = migration.metadata
-    generation = meta.generation or 1
-    name = naming.rehearsal_job_name(meta.name or "", meta.uid or "", generation, digest)
-    job = _owned(migration, name, "Job", "batch/v1", generation)
-    job["spec"] = job_spec(migration, parts, settings, backoff_limit=0, generation=generation)
-    return job
+    name = naming.rehearsal_job_name(meta.name or "", meta.uid or "", meta.generation or 1, digest)
+    return _named_job(migration, name, parts, settings, backoff_limit=0)
 
 
 def identity_volume(ref: IdentitySecretRef) -> tuple[Manifest, Manifest]:
@@ -663,8 +653,6 @@ def recovery_job(
 ) -> Manifest:
     """The one Job that settles what `dead_job` left when it died without a report: `pgwarden job recover` with
     the resource's database and, for a migration, the storage of the backup a restore rollback reads."""
-    meta = resource.metadata
-    generation = meta.generation or 1
     if isinstance(resource, DatabaseMigration):
         backup = resource.spec.backup_before
         task = Task(
@@ -681,7 +669,6 @@ def recovery_job(
         )
         storage, database, template = None, resource.spec.database, resource.spec.job_template
     parts = PodParts(task=task, database=database, storage=storage, template=template)
-    job = _owned(resource, naming.recovery_job_name(dead_job), "Job", "batch/v1", generation)
+    job = _named_job(resource, naming.recovery_job_name(dead_job), parts, settings, backoff_limit=0)
     job["metadata"]["labels"][TASK_LABEL] = str(JobKind.RECOVER)  # its report is a RecoveryReport
-    job["spec"] = job_spec(resource, parts, settings, backoff_limit=0, generation=generation)
     return job

@@ -38,6 +38,12 @@ PlatformCollector(registry=REGISTRY)
 RESOURCES = ResourceSeries()
 REGISTRY.register(RESOURCES)
 
+
+def _resource_gauge(name: str, documentation: str) -> Gauge:
+    """A gauge with one series per resource (labelled namespace and name), in the operator's registry."""
+    return Gauge(name, documentation, ["namespace", "name"], registry=REGISTRY)
+
+
 RUNS = Counter(
     "pgwarden_runs_total", "Finished Job runs by kind and outcome.", ["kind", "outcome"], registry=REGISTRY
 )
@@ -54,30 +60,22 @@ BACKUP_BYTES = Counter(
     ["namespace", "name"],
     registry=REGISTRY,
 )
-LAST_BACKUP = Gauge(
+LAST_BACKUP = _resource_gauge(
     "pgwarden_backup_last_success_timestamp_seconds",
     "Unix time of the last successful backup of each DatabaseBackup.",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
-LAST_VERIFIED = Gauge(
+LAST_VERIFIED = _resource_gauge(
     "pgwarden_backup_last_verified_restore_timestamp_seconds",
     "Unix time a restore drill of each DatabaseBackup last succeeded (its newest backup proven to restore).",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
-SINCE_VERIFIED = Gauge(
+SINCE_VERIFIED = _resource_gauge(
     "pgwarden_backup_seconds_since_verified_restore",
     "Seconds since a restore drill of each DatabaseBackup last succeeded, as of the scrape; alert on it "
     "to hear of no verified restore for longer than you can accept.",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
-VERIFIED_RESTORE_SECONDS = Gauge(
+VERIFIED_RESTORE_SECONDS = _resource_gauge(
     "pgwarden_backup_verified_restore_seconds",
     "How long the restore of the last successful drill took: the recovery time to plan with.",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
 # Every kind and outcome starts at 0, so the first failure after a start counts in increase() (a series that
 # appears at 1 would not).
@@ -113,17 +111,13 @@ SET_STATES = (
     "stale",
     "unverified",
 )
-SET_HALTED = Gauge(
+SET_HALTED = _resource_gauge(
     "pgwarden_set_halted",
     "1 while a DatabaseMigrationSet is halted (a canary failed, or maxFailures targets did), else 0.",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
-SET_DRIFTED = Gauge(
+SET_DRIFTED = _resource_gauge(
     "pgwarden_set_drifted_targets",
     "Targets of a DatabaseMigrationSet whose schema drifted, as its last drift checks found (spec.drift).",
-    ["namespace", "name"],
-    registry=REGISTRY,
 )
 LEADER = Gauge(
     "pgwarden_operator_leader",

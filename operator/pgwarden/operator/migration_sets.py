@@ -26,7 +26,7 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.set_children import ChildSpecs, ChildState, child_manifest
 from pgwarden.operator.set_rollout import Halt, Plan, Standing, plan
 from pgwarden.operator.set_status import Release, Replacement, SetDecision, failures, named, phase_events
-from pgwarden.operator.set_targets import child_name
+from pgwarden.operator.set_targets import child_database, child_name
 from pgwarden.operator.status import clip, second
 
 KIND = "DatabaseMigrationSet"
@@ -43,13 +43,7 @@ def shared_spec(mset: DatabaseMigrationSet) -> dict[str, Any]:
 
 def own_spec(mset: DatabaseMigrationSet, target: str) -> dict[str, Any]:
     """What `target`'s child alone has: its database."""
-    database: dict[str, object] = {"secretRef": {"name": target}}
-    targets = mset.spec.targets
-    if targets.ssl_mode is not None:
-        database["sslMode"] = str(targets.ssl_mode)
-    if targets.ca_secret_ref is not None:
-        database["caSecretRef"] = targets.ca_secret_ref.model_dump(mode="json", by_alias=True)
-    return {"database": database}
+    return {"database": child_database(mset.spec.targets, target)}
 
 
 def child_spec(mset: DatabaseMigrationSet, target: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, TaskTooLarge, migration_job, recovery_job, with_files
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun, parse_time
-from pgwarden.operator.resources import merged
+from pgwarden.operator.resources import copy_reported, merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -44,6 +44,19 @@ KIND = "DatabaseMigration"
 # How often a migration awaiting approval of ConfigMap files looks at them again (their edits send no event).
 CONFIG_MAP_LOOK = timedelta(seconds=30)
 _UNDER_WAY = (MigrationPhase.PENDING, MigrationPhase.REHEARSING, MigrationPhase.RUNNING)
+_REPORTED = (
+    "current_version",
+    "applied",
+    "pending",
+    "tables",
+    "rows",
+    "row_changes",
+    "verification",
+    "backup",
+    "rollback",
+    "drift",
+    "duration_seconds",
+)
 
 
 def summary(report: MigrationReport, totals: Mapping[str, int]) -> str:
@@ -67,34 +80,12 @@ def summary(report: MigrationReport, totals: Mapping[str, int]) -> str:
 
 def _from_report(report: MigrationReport) -> DatabaseMigrationStatus:
     """What a run's report puts in status: the report's own fields, under the same names (by design)."""
-    given = report.model_fields_set
     status = DatabaseMigrationStatus(lint=list(report.lint), warnings=list(report.warnings))
-    if report.current_version is not None:
-        status.current_version = report.current_version
-    if "applied" in given:
-        status.applied = report.applied
-    if "pending" in given:
-        status.pending = report.pending
-    if "tables" in given:
-        status.tables = report.tables
-    if "rows" in given:
-        status.rows = report.rows
-    if "row_changes" in given:
-        status.row_changes = report.row_changes
-    if report.verification is not None:
-        status.verification = report.verification
-    if report.backup is not None:
-        status.backup = report.backup
-    if report.rollback is not None:
-        status.rollback = report.rollback
-    if report.drift is not None:
-        status.drift = report.drift
+    copy_reported(report, status, _REPORTED)
     if report.started_at and (begun := parse_time(report.started_at)):
         status.started_at = begun
     if report.completed_at and (ended := parse_time(report.completed_at)):
         status.completed_at = ended
-    if report.duration_seconds is not None:
-        status.duration_seconds = report.duration_seconds
     return status
 
 
@@ -401,7 +392,7 @@ def _approved(migration: DatabaseMigration, config_maps: approval.ConfigMapFiles
 
 def _events(phase: MigrationPhase, reason: str, status: DatabaseMigrationStatus) -> list[Event]:
     message = status.message or ""
-    if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+    if reason in recovery.REASONS:
         return [Event(WARNING, reason, message)]
     if reason == "JobCreated":
         return [Event(NORMAL, "Started", message)]

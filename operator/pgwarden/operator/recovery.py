@@ -19,6 +19,8 @@ from pgwarden.operator.observe import ObservedRun
 from pgwarden.operator.status import clip, failure_without_report
 
 RECOVERING = "Recovering"
+RECOVERED, RECOVERY_FAILED = "Recovered", "RecoveryFailed"
+REASONS = (RECOVERING, RECOVERED, RECOVERY_FAILED)  # a recovery step's reasons: each one a Warning Event
 LINES_KEPT = 10
 
 
@@ -99,7 +101,7 @@ def _ended(status: RecoveryStatus, why: str, version: str | None = None) -> Reco
     return Recovery(
         status,
         phase,
-        "Recovered" if status.state != RecoveryState.FAILED else "RecoveryFailed",
+        RECOVERED if status.state != RecoveryState.FAILED else RECOVERY_FAILED,
         clip(message),
         version,
     )

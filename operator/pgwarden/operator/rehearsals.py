@@ -16,11 +16,13 @@ from pgwarden.api.lint import LintFinding
 from pgwarden.api.migration import DatabaseMigration, DatabaseMigrationStatus, MigrationPhase
 from pgwarden.api.rehearsal import RehearsalStatus
 from pgwarden.api.reports import MigrationReport, Outcome, Rehearsal
-from pgwarden.api.task import RestoreSource, backup_scope
-from pgwarden.operator import naming
+from pgwarden.api.task import RestoreSource
+from pgwarden.operator import backup_refs, naming
+from pgwarden.operator.backup_refs import Unresolved
 from pgwarden.operator.jobs import JobSettings, rehearsal_job
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
+from pgwarden.operator.resources import copy_reported
 from pgwarden.operator.status import (
     NORMAL,
     WARNING,
@@ -77,33 +79,22 @@ def resolve_source(migration: DatabaseMigration, referenced: DatabaseBackup | No
         return RestoreSource(storage=spec.storage, location=spec.location)
     ref = spec.backup_ref
     namespace = migration.metadata.namespace or ""
-    if referenced is None:
-        return Stage(
-            MigrationPhase.PENDING,
-            "BackupNotFound",
+    resolved = backup_refs.resolve(ref, referenced, namespace)
+    if isinstance(resolved, RestoreSource):
+        return resolved
+    message = {
+        Unresolved.BACKUP_NOT_FOUND: (
             f"DatabaseBackup {ref.name!r} (spec.rehearsal.backupRef) was not found in namespace {namespace}; "
-            "create it or fix spec.rehearsal.backupRef.name",
-        )
-    scope = backup_scope(referenced.metadata.namespace or namespace, ref.name)
-    storage = referenced.spec.storage
-    if ref.copy_index is not None:
-        if ref.copy_index >= len(referenced.spec.copies):
-            return Stage(
-                MigrationPhase.PENDING,
-                "CopyNotFound",
-                f"DatabaseBackup {ref.name!r} has no copy {ref.copy_index} (spec.rehearsal.backupRef.copy)",
-            )
-        storage = referenced.spec.copies[ref.copy_index].storage
-    if ref.id != "latest":
-        return RestoreSource(storage=storage, backup_id=ref.id, scope=scope)
-    last = referenced.status.last_backup if referenced.status else None
-    if last is None:
-        return Stage(
-            MigrationPhase.PENDING,
-            "WaitingForBackup",
-            f"DatabaseBackup {ref.name!r} has no complete backup yet to rehearse on; waiting for one",
-        )
-    return RestoreSource(storage=storage, scope=scope, last_known_id=last.id)
+            "create it or fix spec.rehearsal.backupRef.name"
+        ),
+        Unresolved.COPY_NOT_FOUND: (
+            f"DatabaseBackup {ref.name!r} has no copy {ref.copy_index} (spec.rehearsal.backupRef.copy)"
+        ),
+        Unresolved.WAITING_FOR_BACKUP: (
+            f"DatabaseBackup {ref.name!r} has no complete backup yet to rehearse on; waiting for one"
+        ),
+    }[resolved]
+    return Stage(MigrationPhase.PENDING, resolved.value, message)
 
 
 def identity_of(migration: DatabaseMigration, referenced: DatabaseBackup | None) -> IdentitySecretRef | None:
@@ -148,25 +139,21 @@ def from_run(started: RehearsalStatus, run: ObservedRun, now: datetime) -> Rehea
 
 def _copy_rehearsal(rehearsal: Rehearsal, status: RehearsalStatus) -> None:
     """The rehearsal report's fields status.rehearsal shows, under the same names (by design)."""
-    given = rehearsal.model_fields_set
-    if rehearsal.backup is not None:
-        status.backup = rehearsal.backup
-    if rehearsal.duration_seconds is not None:
-        status.duration_seconds = rehearsal.duration_seconds
-    if rehearsal.restore_seconds is not None:
-        status.restore_seconds = rehearsal.restore_seconds
-    if rehearsal.run_seconds is not None:
-        status.run_seconds = rehearsal.run_seconds
-    if "applied" in given:
-        status.applied = rehearsal.applied
-    if "row_changes" in given:
-        status.row_changes = rehearsal.row_changes
-    if "locks" in given:
-        status.locks = rehearsal.locks
-    if rehearsal.max_lock_hold_seconds is not None:
-        status.max_lock_hold_seconds = rehearsal.max_lock_hold_seconds
-    if "warnings" in given:
-        status.warnings = rehearsal.warnings
+    copy_reported(
+        rehearsal,
+        status,
+        (
+            "backup",
+            "duration_seconds",
+            "restore_seconds",
+            "run_seconds",
+            "applied",
+            "row_changes",
+            "locks",
+            "max_lock_hold_seconds",
+            "warnings",
+        ),
+    )
 
 
 def finished_event(old: RehearsalStatus | None, new: RehearsalStatus | None) -> Event | None:

@@ -7,6 +7,7 @@ dropped rather than taken for a bad spec, and the next decision writes it anew.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -50,6 +51,16 @@ def lenient(model: type[M], data: Obj | None) -> M:
 def merged(base: S, update: S) -> S:
     """`base` with every field `update` set replacing its own."""
     return base.model_copy(update={name: getattr(update, name) for name in update.model_fields_set})
+
+
+def copy_reported(report: BaseModel, status: BaseModel, names: Iterable[str]) -> None:
+    """Each of `names` the report gave a value, set on `status` under the same name: status shows what the run
+    reported and leaves unset what it did not."""
+    given = report.model_fields_set
+    for name in names:
+        value = getattr(report, name)
+        if name in given and value is not None:
+            setattr(status, name, value)
 
 
 def read(body: Obj) -> Resource:

@@ -8,13 +8,14 @@ from datetime import datetime
 from pgwarden.api.backup import DatabaseBackup
 from pgwarden.api.reports import BeforeAfter, Outcome, RestoreReport
 from pgwarden.api.restore import DatabaseRestore, DatabaseRestoreStatus, RestorePhase, RestoreVerification
-from pgwarden.api.task import RestoreSource, backup_scope
-from pgwarden.operator import naming, recovery
+from pgwarden.api.task import RestoreSource
+from pgwarden.operator import backup_refs, naming, recovery
+from pgwarden.operator.backup_refs import Unresolved
 from pgwarden.operator.conditions import Want, set_conditions
 from pgwarden.operator.jobs import JobSettings, recovery_job, restore_job
 from pgwarden.operator.objects import Obj
 from pgwarden.operator.observe import ObservedRun
-from pgwarden.operator.resources import merged
+from pgwarden.operator.resources import copy_reported, merged
 from pgwarden.operator.status import (
     CANCELLED,
     NORMAL,
@@ -54,32 +55,22 @@ def resolve_source(restore: DatabaseRestore, referenced: DatabaseBackup | None) 
         assert source.storage is not None
         return RestoreSource(storage=source.storage, location=source.location)
     ref = source.backup_ref
-    if referenced is None:
-        return Waiting(
-            "BackupNotFound",
+    resolved = backup_refs.resolve(ref, referenced, restore.metadata.namespace or "")
+    if isinstance(resolved, RestoreSource):
+        return resolved
+    if resolved == Unresolved.BACKUP_NOT_FOUND or referenced is None:
+        message = (
             f"DatabaseBackup {ref.name!r} was not found in namespace {restore.metadata.namespace}; "
-            "create it or fix source.backupRef.name",
+            "create it or fix source.backupRef.name"
         )
-    backup = referenced
-    # Only the DatabaseBackup's own backups: its folder, its owner label (a copy keeps both).
-    scope = backup_scope(backup.metadata.namespace or restore.metadata.namespace or "", ref.name)
-    storage = backup.spec.storage
-    if ref.copy_index is not None:
-        if ref.copy_index >= len(backup.spec.copies):
-            return Waiting(
-                "CopyNotFound",
-                f"DatabaseBackup {ref.name!r} has {_copies(len(backup.spec.copies))}, so there is no "
-                f"source.backupRef.copy {ref.copy_index} (0 is the first); fix it or add the copy there",
-            )
-        storage = backup.spec.copies[ref.copy_index].storage
-    if ref.id == "latest":
-        last = backup.status.last_backup if backup.status else None
-        if last is None:
-            return Waiting(
-                "WaitingForBackup", f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
-            )
-        return RestoreSource(storage=storage, backup_id=None, scope=scope, last_known_id=last.id)
-    return RestoreSource(storage=storage, backup_id=ref.id, scope=scope)
+    elif resolved == Unresolved.COPY_NOT_FOUND:
+        message = (
+            f"DatabaseBackup {ref.name!r} has {_copies(len(referenced.spec.copies))}, so there is no "
+            f"source.backupRef.copy {ref.copy_index} (0 is the first); fix it or add the copy there"
+        )
+    else:
+        message = f"DatabaseBackup {ref.name!r} has no complete backup yet; waiting for one"
+    return Waiting(resolved.value, message)
 
 
 def _copies(count: int) -> str:
@@ -100,12 +91,7 @@ def _from_report(report: RestoreReport) -> DatabaseRestoreStatus:
             matches_backup=report.verification.matches_backup,
             differences=table_differences(report.verification)[:DIFFERENCES_LIMIT],
         )
-    if report.started_at is not None:
-        status.started_at = report.started_at
-    if report.completed_at is not None:
-        status.completed_at = report.completed_at
-    if report.duration_seconds is not None:
-        status.duration_seconds = report.duration_seconds
+    copy_reported(report, status, ("started_at", "completed_at", "duration_seconds"))
     if report.restored_tables:
         status.restored_tables = report.restored_tables
     if report.left_out:
@@ -211,7 +197,7 @@ def decide(
     events: list[Event] = []
     finished: list[Finished] = []
     if transitioned(old, new) or old.message != new.message:
-        if reason in (recovery.RECOVERING, "Recovered", "RecoveryFailed"):
+        if reason in recovery.REASONS:
             events.append(Event(WARNING, reason, message))
         if reason == "JobCreated":
             events.append(Event(NORMAL, "Started", message))

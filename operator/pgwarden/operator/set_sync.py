@@ -40,7 +40,7 @@ from pgwarden.operator.set_children import (
     child_state,
     set_uid_of,
 )
-from pgwarden.operator.set_status import SetDecision
+from pgwarden.operator.set_status import Release, Replacement, SetDecision
 from pgwarden.operator.set_targets import listed, order_queries, ordered, selector_query
 from pgwarden.operator.status import WARNING, Event, clip, second, status_patch
 
@@ -204,36 +204,19 @@ def _children_changed(ctx: SetContext, body: Obj, decision: SetDecision[Any]) ->
         (manifest["metadata"]["name"], partial(kube.create_resource, manifest))
         for manifest in decision.create
     ]
-    actions += [
-        (
-            item.name,
-            partial(
-                kube.replace_spec,
-                kind,
-                namespace,
-                item.name,
-                item.spec,
-                {SPEC_HASH_ANNOTATION: item.spec_hash},
-            ),
-        )
-        for item in decision.replace
-    ]
+
+    def replacing(
+        item: Replacement | Release, annotations: dict[str, str]
+    ) -> tuple[str, Callable[[], object]]:
+        return item.name, partial(kube.replace_spec, kind, namespace, item.name, item.spec, annotations)
+
+    actions += [replacing(item, {SPEC_HASH_ANNOTATION: item.spec_hash}) for item in decision.replace]
     actions += [
         (name, partial(kube.annotate, kind, namespace, name, {APPROVED_ANNOTATION: value}))
         for name, value in decision.approve
     ]
     actions += [
-        (
-            item.name,
-            partial(
-                kube.replace_spec,
-                kind,
-                namespace,
-                item.name,
-                item.spec,
-                {SPEC_HASH_ANNOTATION: item.spec_hash, APPROVED_ANNOTATION: item.approved},
-            ),
-        )
+        replacing(item, {SPEC_HASH_ANNOTATION: item.spec_hash, APPROVED_ANNOTATION: item.approved})
         for item in decision.release
     ]
     actions += [(name, partial(kube.delete_resource, kind, namespace, name)) for name in decision.delete]

@@ -80,3 +80,13 @@ def staggered(schedule: str, offset: timedelta) -> str:
     if hours != "*":
         hours = ",".join(str((int(hour) + carry) % 24) for hour in hours.split(","))
     return " ".join([str(minute_now), hours, *rest])
+
+
+def child_database(targets: SetTargets, target: str) -> dict[str, object]:
+    """`target`'s child's spec.database: its Secret, with the set's sslMode and CA, as the API spells them."""
+    database: dict[str, object] = {"secretRef": {"name": target}}
+    if targets.ssl_mode is not None:
+        database["sslMode"] = str(targets.ssl_mode)
+    if targets.ca_secret_ref is not None:
+        database["caSecretRef"] = targets.ca_secret_ref.model_dump(mode="json", by_alias=True)
+    return database

@@ -36,6 +36,20 @@ def recorded(file: MigrationFile) -> Recorded:
     )
 
 
+def applied_entry(
+    file: MigrationFile, *, duration_ms: int, transactional: bool, statements_applied: int
+) -> AppliedMigration:
+    """The report's entry for the file, of whose statements `statements_applied` ran."""
+    return AppliedMigration(
+        version=file.version,
+        description=file.description,
+        checksum=file.checksum,
+        duration_ms=duration_ms,
+        transactional=transactional,
+        statements=StatementCount(applied=statements_applied, total=len(file.statements)),
+    )
+
+
 def apply_in_transaction(run: Run, step: PlannedMigration) -> AppliedMigration:
     """Run every statement of the migration, then record it in the history and the journal (same transaction)."""
     file = step.file
@@ -53,13 +67,8 @@ def apply_in_transaction(run: Run, step: PlannedMigration) -> AppliedMigration:
     run.phase = f"recording {file.version} in the history"
     history.record_migration(run.conn, **recorded(file), execution_ms=elapsed_ms, schema=run.schema)
     run.journal.step(run.conn, file)
-    return AppliedMigration(
-        version=file.version,
-        description=file.description,
-        checksum=file.checksum,
-        duration_ms=elapsed_ms,
-        transactional=True,
-        statements=StatementCount(applied=len(file.statements), total=len(file.statements)),
+    return applied_entry(
+        file, duration_ms=elapsed_ms, transactional=True, statements_applied=len(file.statements)
     )
 
 

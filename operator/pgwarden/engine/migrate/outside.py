@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import errors as pgerrors
 
-from pgwarden.api.reports import AppliedMigration, StatementCount
+from pgwarden.api.reports import AppliedMigration
 from pgwarden.engine.migrate import history, indexes
-from pgwarden.engine.migrate.applying import execute, recorded, statement_failure
+from pgwarden.engine.migrate.applying import applied_entry, execute, recorded, statement_failure
 from pgwarden.engine.migrate.failures import RunFailed
 from pgwarden.engine.migrate.files import MigrationFile
 from pgwarden.engine.migrate.plan import PlannedMigration
@@ -58,14 +58,7 @@ def apply_outside_transaction(run: Run, step: PlannedMigration) -> AppliedMigrat
     elapsed_ms = int((time.monotonic() - started) * 1000)
     run.phase = f"recording {file.version} in the history"
     history.finish_started(run.conn, file.version, execution_ms=elapsed_ms, schema=run.schema)
-    return AppliedMigration(
-        version=file.version,
-        description=file.description,
-        checksum=file.checksum,
-        duration_ms=elapsed_ms,
-        transactional=False,
-        statements=StatementCount(applied=total, total=total),
-    )
+    return applied_entry(file, duration_ms=elapsed_ms, transactional=False, statements_applied=total)
 
 
 def _run_statement(run: Run, file: MigrationFile, index: int, *, interrupted: bool) -> None:

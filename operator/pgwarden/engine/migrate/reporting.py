@@ -10,6 +10,7 @@ import psycopg
 from pgwarden.api.reports import AppliedMigration, MigrationReport, Outcome, StatementCount
 from pgwarden.api.verify import RowCountMode
 from pgwarden.engine.migrate import failing, history, verify
+from pgwarden.engine.migrate.applying import applied_entry
 from pgwarden.engine.postgres.state import count_tables
 from pgwarden.errors import PgwardenError
 
@@ -60,14 +61,7 @@ def _partly(run: Run) -> AppliedMigration:
             applied = (rows[-1].statements_applied or 0) if rows else 0
         except psycopg.Error:
             pass
-    return AppliedMigration(
-        version=file.version,
-        description=file.description,
-        checksum=file.checksum,
-        duration_ms=0,
-        transactional=False,
-        statements=StatementCount(applied=applied, total=len(file.statements)),
-    )
+    return applied_entry(file, duration_ms=0, transactional=False, statements_applied=applied)
 
 
 def _count_after_failure(run: Run) -> None:
