@@ -34,6 +34,7 @@ REHEARSAL_ARGS ?=
 MIGRATE_ARGS ?=
 SCRAPE_ARGS ?=
 STARTUP_ARGS ?=
+PARSE_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
 	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)
 	$(BIN)/python bench/migrate_speed.py $(MIGRATE_ARGS)
+	$(BIN)/python bench/parse_speed.py $(PARSE_ARGS)
 	$(BIN)/python bench/startup.py $(STARTUP_ARGS)
 
 ## demo-down: stop everything `make demo` started (cluster, node and its Pods, PostgreSQL, MinIO); no process,
