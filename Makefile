@@ -35,6 +35,7 @@ MIGRATE_ARGS ?=
 SCRAPE_ARGS ?=
 STARTUP_ARGS ?=
 STALL_ARGS ?=
+PARSE_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python bench/operator_scale.py $(SCALE_ARGS)
@@ -43,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/restore_throughput.py $(RESTORE_ARGS)
 	$(BIN)/python bench/rehearsal_overhead.py $(REHEARSAL_ARGS)
 	$(BIN)/python bench/migrate_speed.py $(MIGRATE_ARGS)
+	$(BIN)/python bench/parse_speed.py $(PARSE_ARGS)
 	$(BIN)/python bench/startup.py $(STARTUP_ARGS)
 	$(BIN)/python bench/app_stall.py $(STALL_ARGS)
 

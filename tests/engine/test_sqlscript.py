@@ -98,6 +98,46 @@ def test_line_numbers_point_at_the_statement_not_its_leading_comment() -> None:
     assert [s.line for s in split_statements(sql)] == [3, 5]
 
 
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("CREATE TABLE t (a int)", "CREATE TABLE"),
+        ("CREATE TABLE t AS SELECT 1", "CREATE TABLE AS"),
+        ("CREATE MATERIALIZED VIEW m AS SELECT 1", "CREATE MATERIALIZED VIEW"),
+        ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
+        ("CREATE TYPE mood AS ENUM ('sad')", "CREATE TYPE"),
+        ("CREATE SEQUENCE s", "CREATE SEQUENCE"),
+        ("CREATE EXTENSION pgcrypto", "CREATE EXTENSION"),
+        ("CREATE FUNCTION f() RETURNS int RETURN 1", "CREATE FUNCTION"),
+        ("ALTER TABLE t ADD COLUMN b int", "ALTER TABLE"),
+        ("ALTER INDEX i SET TABLESPACE fast", "ALTER INDEX"),
+        ("ALTER MATERIALIZED VIEW m SET TABLESPACE fast", "ALTER MATERIALIZED VIEW"),
+        ("ALTER TABLE t RENAME COLUMN a TO b", "ALTER COLUMN"),  # a rename is named by what it renames
+        ("ALTER VIEW v RENAME TO w", "ALTER VIEW"),
+        ("ALTER TABLE t RENAME CONSTRAINT c TO d", "ALTER CONSTRAINT"),
+        ("ALTER FOREIGN DATA WRAPPER w RENAME TO x", "ALTER FOREIGN DATA WRAPPER"),
+        ("ALTER TYPE mood ADD VALUE 'meh'", "ALTER TYPE"),
+        ("DROP TABLE t", "DROP TABLE"),
+        ("DROP MATERIALIZED VIEW m", "DROP MATERIALIZED VIEW"),
+        ("DROP FOREIGN TABLE f", "DROP FOREIGN TABLE"),
+        ("DROP FOREIGN DATA WRAPPER w", "DROP FOREIGN DATA WRAPPER"),
+        ("VACUUM t", "VACUUM"),
+        ("ANALYZE t", "ANALYZE"),
+        ("GRANT SELECT ON t TO app", "GRANT"),
+        ("REVOKE SELECT ON t FROM app", "REVOKE"),
+        ("GRANT admin TO app", "GRANT"),
+        ("COMMENT ON TABLE t IS 'x'", "COMMENT"),
+        ("SET search_path = shop", "SET"),
+        ("INSERT INTO t VALUES (1)", "INSERT"),
+        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "MERGE"),
+        ("LOCK TABLE t", "LOCK"),
+    ],
+)
+def test_each_statement_is_named_by_its_command(sql: str, kind: str) -> None:
+    (statement,) = split_statements(sql)
+    assert statement.kind == kind
+
+
 def test_a_script_of_only_comments_has_no_statements() -> None:
     assert split_statements("-- nothing to do here\n/* really */\n") == ()
 
@@ -105,6 +145,16 @@ def test_a_script_of_only_comments_has_no_statements() -> None:
 def test_non_ascii_text_keeps_offsets_right() -> None:
     sql = "INSERT INTO t VALUES ('héllo; wörld');\nSELECT 'ü';"
     assert texts(sql) == ["INSERT INTO t VALUES ('héllo; wörld')", "SELECT 'ü'"]
+
+
+def test_lines_and_texts_after_non_ascii_text_are_counted_in_characters() -> None:
+    sql = "/* héllo ü; */ SELECT 'ä';\n-- ö\nSELECT\n  'ü' ; -- trailing é\nSELECT 3"
+    statements = split_statements(sql)
+    assert [(s.line, s.text) for s in statements] == [
+        (1, "SELECT 'ä'"),
+        (3, "SELECT\n  'ü'"),
+        (5, "SELECT 3"),
+    ]
 
 
 # Transactions
@@ -132,7 +182,10 @@ def test_non_ascii_text_keeps_offsets_right() -> None:
         "DISCARD ALL",
         "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p",
         "ALTER SUBSCRIPTION s REFRESH PUBLICATION",
+        "ALTER SUBSCRIPTION s SET PUBLICATION p",
         "DROP SUBSCRIPTION s",
+        "REINDEX (CONCURRENTLY 1) INDEX i",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot)",
     ],
 )
 def test_statements_postgresql_refuses_in_a_transaction_block_are_not_transactional(sql: str) -> None:
@@ -154,6 +207,9 @@ def test_statements_postgresql_refuses_in_a_transaction_block_are_not_transactio
         "DISCARD PLANS",
         "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = false)",
         "ALTER SUBSCRIPTION s DISABLE",
+        "REINDEX (CONCURRENTLY false) INDEX i",
+        "REINDEX (CONCURRENTLY 0) INDEX i",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = 0)",
     ],
 )
 def test_lookalikes_of_non_transactional_statements_stay_transactional(sql: str) -> None:
@@ -209,6 +265,17 @@ def test_an_ordinary_index_has_no_concurrent_index() -> None:
             "DELETE without WHERE on orders",
         ),
         ("EXPLAIN ANALYZE UPDATE orders SET total = 0", "UPDATE without WHERE on orders"),
+        ("EXPLAIN (ANALYZE 1, VERBOSE) DELETE FROM orders", "DELETE without WHERE on orders"),
+        (
+            "SELECT 1 UNION ALL (WITH gone AS (DELETE FROM shop.orders RETURNING 1) SELECT 1)",
+            "DELETE without WHERE on shop.orders",
+        ),
+        (
+            "WITH a AS (UPDATE orders SET x = 1 RETURNING 1) DELETE FROM lines",
+            "DELETE without WHERE on lines; UPDATE without WHERE on orders",
+        ),
+        ("DROP DOMAIN shop.money CASCADE", "DROP DOMAIN shop.money CASCADE (drops the columns that use it)"),
+        ("DROP EXTENSION hstore CASCADE", "DROP EXTENSION hstore CASCADE (drops the columns that use it)"),
         ("DROP TYPE mood CASCADE", "DROP TYPE mood CASCADE (drops the columns that use it)"),
         ("DROP DATABASE shop", "DROP DATABASE shop"),
         ("DROP OWNED BY app", "DROP OWNED (drops every table the roles own)"),
@@ -237,6 +304,10 @@ def test_every_data_losing_part_of_one_alter_table_is_named() -> None:
         "ALTER TABLE customers ADD COLUMN tier text",
         "ALTER TABLE customers ALTER COLUMN tier SET DEFAULT 'bronze'",
         "EXPLAIN DELETE FROM orders",
+        "EXPLAIN (ANALYZE false) DELETE FROM orders",
+        "EXPLAIN (ANALYZE 0) UPDATE orders SET total = 0",
+        "DROP EXTENSION hstore",
+        "ALTER TABLE customers ALTER COLUMN tier DROP DEFAULT, DROP CONSTRAINT c",
         "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM log",
         "INSERT INTO t SELECT * FROM s",
         "SELECT 1",
@@ -286,6 +357,24 @@ def test_copy_from_stdin_is_refused_but_copy_from_a_server_file_is_not() -> None
     with pytest.raises(UnsupportedStatement, match="COPY FROM STDIN"):
         split_statements("COPY t FROM STDIN")
     assert split_statements("COPY t FROM '/data/t.csv' WITH (FORMAT csv)")[0].kind == "COPY"
+
+
+@pytest.mark.parametrize("sql", ["COPY t TO STDOUT", "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)"])
+def test_copy_to_stdout_is_refused(sql: str) -> None:
+    with pytest.raises(UnsupportedStatement, match="COPY FROM STDIN / TO STDOUT needs psql") as raised:
+        split_statements(f"SELECT 'é';\n{sql};\n", "x.sql")
+    assert raised.value.line == 2
+
+
+def test_copy_from_a_program_on_the_server_is_not_refused() -> None:
+    assert split_statements("COPY t FROM PROGRAM 'cat /data/t.csv'")[0].kind == "COPY"
+
+
+def test_a_syntax_error_after_non_ascii_text_names_its_line() -> None:
+    with pytest.raises(ScriptSyntaxError) as raised:
+        split_statements("SELECT 'héllo';\n-- ü\nSELEC 'ö';\n", "x.sql")
+    assert raised.value.line == 3
+    assert raised.value.message == 'syntax error at or near "SELEC"'
 
 
 # Directives
