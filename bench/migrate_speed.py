@@ -3,7 +3,7 @@
     .venv/bin/python bench/migrate_speed.py               # 200 files, median of 3 runs each
     .venv/bin/python bench/migrate_speed.py --files 20 --runs 5
 
-Each run gets a fresh database. Measured side by side in one run: psql applying every file in one
+Each run gets a fresh database; the three take turns within each round. Measured side by side in one run: psql applying every file in one
 transaction, the `pgwarden migrate` command (start-up included, as a user or a Job meets it), and the engine
 alone (`migrate()` in this process, start-up excluded). One more engine run under cProfile splits pgwarden's
 time into its parts: reading and parsing the files, the statements themselves, the history and journal
@@ -111,9 +111,13 @@ def main() -> None:
     files = sorted(directory.glob("*.sql"))
     with localpg.running() as server:
         engine_run(server.create_database(), directory)  # warm: imports and the server's caches
-        psql = [timed(lambda: psql_run(server, server.create_database(), files)) for _ in range(args.runs)]
-        cli = [timed(lambda: cli_run(server.create_database(), directory)) for _ in range(args.runs)]
-        engine = [timed(lambda: engine_run(server.create_database(), directory)) for _ in range(args.runs)]
+        psql: list[float] = []
+        cli: list[float] = []
+        engine: list[float] = []
+        for _ in range(args.runs):  # in turn within each round, so that a change of load hits all three alike
+            psql.append(timed(lambda: psql_run(server, server.create_database(), files)))
+            cli.append(timed(lambda: cli_run(server.create_database(), directory)))
+            engine.append(timed(lambda: engine_run(server.create_database(), directory)))
         profile = cProfile.Profile()
         url = server.create_database()
         profile.enable()
