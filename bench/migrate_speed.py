@@ -3,11 +3,11 @@
     .venv/bin/python bench/migrate_speed.py               # 200 files, median of 3 runs each
     .venv/bin/python bench/migrate_speed.py --files 20 --runs 5
 
-Each run gets a fresh database; the three take turns within each round. Measured side by side in one run:
-psql applying every file in one transaction, the `pgwarden migrate` command (start-up included, as a user or a Job meets it), and the engine
-alone (`migrate()` in this process, start-up excluded). One more engine run under cProfile splits pgwarden's
-time into its parts: reading and parsing the files, the statements themselves, the history and journal
-rows, the checks before commit, the state capture and the connections.
+Each run gets a fresh database; the three take turns within each round. Measured side by side in one run: psql
+applying every file in one transaction, the `pgwarden migrate` command (start-up included, as a user or a Job
+meets it), and the engine alone (`migrate()` in this process, start-up excluded). One more engine run under
+cProfile splits pgwarden's time into its parts: reading and parsing the files, the statements themselves, the
+history and journal rows, the checks before commit, the state capture and the connections.
 """
 
 from __future__ import annotations
