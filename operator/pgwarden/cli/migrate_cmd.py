@@ -42,32 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="transaction mode (default auto: one transaction, split only where a statement needs it)",
     )
-    parser.add_argument(
-        "--lock-timeout", default="5s", help="lock_timeout for every lock wait of the run (default 5s)"
-    )
-    parser.add_argument(
-        "--ddl-lock-timeout",
-        default="500ms",
-        help="lock_timeout of each statement taking a lock stronger than ROW EXCLUSIVE: the longest a reader "
-        "queued behind it waits per attempt (default 500ms)",
-    )
-    parser.add_argument(
-        "--lock-attempts",
-        type=int,
-        default=10,
-        help="how many times a step that timed out waiting for a lock is tried in all (default 10)",
-    )
-    parser.add_argument(
-        "--lock-retry-within",
-        default="20s",
-        help="the most the jittered pauses between those attempts add up to (default 20s)",
-    )
-    parser.add_argument(
-        "--backup-wait",
-        default="1h",
-        help="how long to wait for a pgwarden backup or restore of the database under way before taking any "
-        "lock (default 1h)",
-    )
+    add_lock_arguments(parser)
     parser.add_argument(
         "--statement-timeout", default="1h", help="statement_timeout for every statement (default 1h)"
     )
@@ -103,6 +78,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="age identity file (AGE-SECRET-KEY-1… lines) to open a --rehearse-from backup taken with --encrypt-to",
     )
     add_json_flag(parser)
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    """How long the run may wait for locks, and so how long the application's queries may queue behind it."""
+    parser.add_argument(
+        "--lock-timeout", default="5s", help="lock_timeout for every lock wait of the run (default 5s)"
+    )
+    parser.add_argument(
+        "--ddl-lock-timeout",
+        default="500ms",
+        help="lock_timeout of each statement taking a lock stronger than ROW EXCLUSIVE: the longest a reader "
+        "queued behind it waits per attempt (default 500ms)",
+    )
+    parser.add_argument(
+        "--lock-attempts",
+        type=int,
+        default=10,
+        help="how many times a step that timed out waiting for a lock is tried in all (default 10)",
+    )
+    parser.add_argument(
+        "--lock-retry-within",
+        default="20s",
+        help="the most the jittered pauses between those attempts add up to (default 20s)",
+    )
+    parser.add_argument(
+        "--backup-wait",
+        default="1h",
+        help="how long to wait for a pgwarden backup or restore of the database under way before taking any "
+        "lock (default 1h)",
+    )
 
 
 def load_verify(path: Path | None) -> VerifySpec:
