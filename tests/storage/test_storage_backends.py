@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from pgwarden_testing import s3server
 
 from pgwarden.storage import ObjectNotFound, Storage
+from pgwarden.storage.location import S3Location, s3_client
 from pgwarden.storage.manifest import prune, scan
 from pgwarden.storage.retention import RetentionPolicy
-from pgwarden.storage.s3 import MiB
+from pgwarden.storage.s3 import MiB, S3Storage
 
 
 def put_stream(storage: Storage, key: str, chunks: list[bytes], *, size_hint: int | None = None) -> None:
@@ -85,3 +88,40 @@ def test_debris_of_a_killed_write_is_found_and_pruned_after_the_grace_period(sto
     assert removed.debris_removed == ["20260101T000000Z-abcdef"]
     assert storage.list_pending() == []
     assert [o.key for o in storage.list_objects()] == ["unrelated/file.txt"]
+
+
+class Interrupted(Exception):
+    """What a signal handler raises in the main thread (pgwarden's SIGTERM ends the run by an exception)."""
+
+
+class InterruptedAfterCreate:
+    """The real S3 client, whose create_multipart_upload is interrupted right after MinIO created the upload and
+    before its id reached the caller: the moment a SIGTERM arrives while the response is being read."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def create_multipart_upload(self, **kwargs: Any) -> Any:
+        self._client.create_multipart_upload(**kwargs)
+        raise Interrupted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.s3
+def test_an_upload_interrupted_while_it_is_being_created_is_aborted_too(s3: s3server.S3Server) -> None:
+    """CI found a SIGTERM'd backup that left a pending upload: the upload existed on the server, its id not yet
+    in the writer, so `abort` had nothing to abort."""
+    bucket = s3.create_bucket()
+    location = S3Location(bucket=bucket, prefix="backups", endpoint=s3.endpoint, region="us-east-1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        client = s3_client(location)
+    storage = S3Storage(InterruptedAfterCreate(client), bucket, "backups")
+    writer = storage.open_writer("20260101T000000Z-abcdef/dump.pgc.gz")
+    with pytest.raises(Interrupted):
+        writer.write(os.urandom(17 * MiB))  # the first part fills: the upload is created
+    writer.abort()
+    assert storage.list_pending() == []

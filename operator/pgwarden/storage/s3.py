@@ -110,17 +110,20 @@ class MultipartWriter:
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._starting = False
 
     @property
     def _uri(self) -> str:
         return f"s3://{self._bucket}/{self._key}"
 
     def _start(self) -> None:
+        self._starting = True  # until its id is ours, an abort must look the upload up by key
         try:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
         except S3_FAILED as exc:
             raise StorageError(f"cannot start upload to {self._uri}: {_describe(exc)}") from exc
         self._upload_id = created["UploadId"]
+        self._starting = False
         self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
         start_helper(self._thread)
 
@@ -213,12 +216,21 @@ class MultipartWriter:
         if self._thread is not None:
             self._failure = self._failure or StorageError("aborted")
             self._drain()
-        if self._upload_id is not None:
+        uploads = [self._upload_id] if self._upload_id is not None else []
+        if self._starting:  # interrupted (a signal) after the server made the upload, before we had its id
+            uploads = self._uploads_of_key()
+        for upload_id in uploads:
             with contextlib.suppress(*S3_FAILED):
-                self._client.abort_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
-                )
-            self._upload_id = None
+                self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=upload_id)
+        self._upload_id, self._starting = None, False
+
+    def _uploads_of_key(self) -> list[str]:
+        """The ids of the uploads in progress to exactly this writer's key (each backup's keys are its own)."""
+        try:
+            listed = self._client.list_multipart_uploads(Bucket=self._bucket, Prefix=self._key)
+        except S3_FAILED:
+            return []
+        return [u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == self._key]
 
 
 class S3Storage:
