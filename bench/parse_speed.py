@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine
 from migrate_speed import write_files
+from other_code import add_also_flag, codes_to_measure
 
 LOAD = """
 import json, sys, time
@@ -60,14 +61,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200, help="how many migration files (default 200)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds, the median is printed (default 9)")
     parser.add_argument("--loads", type=int, default=5, help="timed loads per process (default 5)")
-    parser.add_argument("--also", action="append", default=[], metavar="LABEL=DIR")
+    add_also_flag(parser)
     args = parser.parse_args()
-    codes: dict[str, Path | None] = {"this": None}
-    for item in args.also:
-        label, _, directory = item.partition("=")
-        if not (Path(directory) / "operator" / "pgwarden").is_dir():
-            parser.error(f"--also {item}: no operator/pgwarden under {directory}")
-        codes[label] = Path(directory).resolve()
+    codes = codes_to_measure(parser, args.also)
     print(machine.describe())
     directory = Path(tempfile.mkdtemp(prefix="pgwarden-bench-parse-"))
     try:

@@ -39,6 +39,7 @@ from typing import Any
 import machine
 import psycopg
 import yaml
+from other_code import add_also_flag, codes_to_measure
 from pgwarden_testing import localpg
 
 from pgwarden.api.migration import DatabaseMigration
@@ -179,20 +180,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=11, help="counted runs of each case (default 11)")
-    parser.add_argument(
-        "--also",
-        action="append",
-        default=[],
-        metavar="LABEL=DIR",
-        help="also measure the code of the checkout (or copy) at DIR, labelled LABEL (repeatable)",
-    )
+    add_also_flag(parser)
     args = parser.parse_args()
-    codes: dict[str, Path | None] = {"this": None}
-    for item in args.also:
-        label, _, directory = item.partition("=")
-        if not (Path(directory) / "operator" / "pgwarden").is_dir():
-            parser.error(f"--also {item}: no operator/pgwarden under {directory}")
-        codes[label] = Path(directory).resolve()
+    codes = codes_to_measure(parser, args.also)
 
     print(machine.describe())
     server = localpg.start()
