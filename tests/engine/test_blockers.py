@@ -132,3 +132,30 @@ def test_a_migration_retries_until_the_blocker_ends_and_its_report_names_it(
         assert conn.execute(
             "SELECT count(*) FROM pg_attribute WHERE attrelid = 'busy'::regclass AND attname = 'v'"
         ).fetchone() == (1,)
+
+
+def test_a_blocker_whose_application_name_carries_a_connection_string_is_named_without_its_password(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Someone else's session, named by its owner after the URL it was given: the name is theirs to choose, so it
+    is foreign text, redacted where it enters like a query."""
+    directory = write(tmp_path / "m", {"0001_alter.sql": "ALTER TABLE busy ADD COLUMN v int;"})
+    with psycopg.connect(db_url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE busy (id int)")
+    application = f"etl postgresql://loader:{SECRET}@warehouse:5432/sales"
+    with psycopg.connect(db_url, application_name=application) as holder:
+        holder.execute("SELECT count(*) FROM busy")
+        lines: list[str] = []
+        report = migrate(
+            db_url,
+            MigrateOptions(
+                directory=directory, policy=MigrationPolicy(lock_attempts=2, lock_retry_within="1s")
+            ),
+            lines.append,
+        )
+        holder.rollback()
+
+    assert report.outcome == Outcome.ROLLED_BACK
+    names = {b.application_name for r in report.lock_retries for b in r.blocked_by}
+    assert names == {"etl postgresql://loader:***@warehouse:5432/sales"}
+    assert SECRET not in report.model_dump_json() + "\n".join(lines)

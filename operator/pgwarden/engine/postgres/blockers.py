@@ -61,7 +61,7 @@ def read_blockers(conn: psycopg.Connection[Any], pid: int) -> list[Blocker]:
         Blocker(
             pid=int(blocker_pid),
             user=user,
-            application_name=application,
+            application_name=redact(application) if application else application,  # its owner's text
             state=state,
             transaction_seconds=round(float(age), 1) if age is not None else None,
             query=mask_query(query),
